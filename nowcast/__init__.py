@@ -1,0 +1,10 @@
+"""nowcast: short-term precipitation forecasting from weather radar.
+
+The package follows one data flow: readers turn radar/satellite files into
+georeferenced :class:`xarray.DataArray` frames, the archive stores them per
+region in Zarr, forecasters (transferable-memory RNNs and optical-flow
+baselines) turn the latest window into a forecast dataset, and verification
+and rendering consume that dataset.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Dask pipelines run by the CLI: ingest, simulate, pretrain, evaluate."""

@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+
+from nowcast.config import available_regions, load_region
+from nowcast.errors import ConfigError
+
+
+def test_shipped_regions_load_and_nest():
+    assert {"swiss", "swiss-south"} <= set(available_regions())
+    swiss = load_region("swiss")
+    assert swiss.grid.shape == (640, 710)
+    south = load_region("swiss-south")
+    sx0, sy0, sx1, sy1 = swiss.grid.extent
+    x0, y0, x1, y1 = south.grid.extent
+    assert sx0 <= x0 < x1 <= sx1 and sy0 <= y0 < y1 <= sy1
+
+
+def test_known_point_lands_on_expected_cell():
+    # Zurich-Kloten (8.55 E, 47.46 N) is near LV03 (685 km, 258 km).
+    grid = load_region("swiss").grid
+    row, col = grid.index_of_lonlat(8.55, 47.46)
+    assert abs(grid.x[col] - 685_000) < 3_000
+    assert abs(grid.y[row] - 258_000) < 3_000
+
+
+def test_unknown_region_lists_known():
+    with pytest.raises(ConfigError, match="known regions: .*swiss"):
+        load_region("atlantis")
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("name: x\ncrs: EPSG:21781\nextent: [0, 0, 1000, 1000]\nresolutoin: 10\n", "resolutoin"),
+        ("name: x\ncrs: EPSG:99999999\nextent: [0, 0, 1000, 1000]\nresolution: 10\n", "crs"),
+        ("name: x\ncrs: EPSG:21781\nextent: [0, 0, 1000, 1005]\nresolution: 10\n", "whole number"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=key) as info:
+        load_region(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
