@@ -13,6 +13,7 @@ Conventions (the archive's contract, shared by every reader and writer):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -47,7 +48,11 @@ def spatial_ref_coord(crs: CRS) -> xr.DataArray:
     ``CRS.to_cf``) and also the ``crs_wkt``/``spatial_ref`` pair that GDAL,
     rioxarray and QGIS read.
     """
-    attrs = dict(crs.to_cf())
+    with warnings.catch_warnings():
+        # pyproj warns that the somerc/omerc "angle from rectified to skew grid"
+        # has no CF name; the WKT we store alongside keeps it exactly.
+        warnings.filterwarnings("ignore", message=".*angle from rectified to skew grid.*")
+        attrs = dict(crs.to_cf())
     attrs.setdefault("crs_wkt", crs.to_wkt())
     attrs["spatial_ref"] = attrs["crs_wkt"]
     return xr.DataArray(np.int32(0), attrs=attrs)
