@@ -7,4 +7,9 @@ baselines) turn the latest window into a forecast dataset, and verification
 and rendering consume that dataset.
 """
 
+import os as _os
+
+# Py-ART prints a banner on import (it is only used for sample files); keep CLI output clean.
+_os.environ.setdefault("PYART_QUIET", "1")
+
 __version__ = "0.1.0"

@@ -27,6 +27,11 @@ app = typer.Typer(
 #: Command modules, imported for their side effect of registering on ``app``.
 COMMAND_MODULES = [
     "nowcast.commands.ingest",
+    "nowcast.commands.forecast",
+    "nowcast.commands.schedule",
+    "nowcast.commands.verify",
+    "nowcast.commands.render",
+    "nowcast.commands.demo",
 ]
 
 EXIT_USER_ERROR = 2
@@ -43,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns the exit code of typer.Exit
+        # instead of calling sys.exit, so commands can signal partial failure.
+        rc = app(args=argv, standalone_mode=False)
     except NowcastError as exc:
         typer.echo(f"nowcast: error: {exc}", err=True)
         return EXIT_USER_ERROR
@@ -64,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo("nowcast: aborted", err=True)
             return 130
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover  (python -m nowcast.cli)
     sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 
@@ -20,7 +21,8 @@ def configure_logging(verbosity: int = 0) -> None:
         level=level,
         format="%(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False, markup=False)],
+        # stderr: stdout carries command output (tables, JSON) that scripts parse.
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False)],
         force=True,
     )
     for noisy in ("distributed", "fsspec", "numcodecs", "matplotlib", "PIL", "h5py"):

@@ -1,0 +1,113 @@
+"""``nowcast ingest`` (files -> region archive) and ``nowcast archive info``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nowcast.cli import app
+from nowcast.errors import NowcastError
+from nowcast.commands.common import HomeOption, QuietOption, RegionOption, VerboseOption, setup
+
+log = logging.getLogger(__name__)
+
+IngestSchedulerOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--scheduler",
+        help="Address of an existing dask scheduler (tcp://host:8786), or 'threads' (a LocalCluster "
+        "in this process, the default above 16 files), 'processes' (a LocalCluster of worker "
+        "processes) or 'synchronous' (no cluster).",
+    ),
+]
+
+archive_app = typer.Typer(help="Inspect a region's Zarr archive.", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="Radar/satellite files to archive (any supported format).")],
+    region: RegionOption,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace archived frames whose field differs.")] = False,
+    reader: Annotated[Optional[str], typer.Option("--reader", help="Force a reader by name (default: detect).")] = None,
+    scheduler: IngestSchedulerOption = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    home: HomeOption = None,
+    verbose: VerboseOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Read, regrid and append FILES to the region's archive.
+
+    Bad files are skipped (one log line each) and the others are still
+    ingested; the exit code is then 2 and a summary lists the skipped files.
+    """
+    from nowcast.config import load_region
+    from pipelines.ingest import ingest_files
+
+    setup(verbose, quiet)
+    reg = load_region(region, home)
+    report = ingest_files(files, reg, home=home, scheduler=scheduler, overwrite=overwrite, reader=reader, progress=progress and not quiet)
+    typer.echo(report.summary())
+    if report.skipped:
+        typer.echo(f"skipped {len(report.skipped)} file(s):", err=True)
+        for skipped in report.skipped:
+            typer.echo(f"  {skipped.path}: {skipped.reason}", err=True)
+        # A NowcastError (not typer.Exit, whose code nowcast.cli.main drops)
+        # gives exit code 2 and a last line naming the first bad file.
+        first = report.skipped[0]
+        more = f" (and {len(report.skipped) - 1} more skipped file(s) listed above)" if len(report.skipped) > 1 else ""
+        raise NowcastError(f"{first.path}: {first.reason}{more}; the other files were ingested")
+
+
+@archive_app.command("info")
+def archive_info(
+    region: RegionOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
+    frames: Annotated[int, typer.Option("--frames", min=0, help="Newest frames listed in the table (JSON lists all).")] = 24,
+    home: HomeOption = None,
+    verbose: VerboseOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Times, gaps and per-frame value ranges of a region's archive."""
+    from nowcast.io.archive import Archive
+
+    setup(verbose, quiet)
+    info = Archive.open(region, home=home, create=False).info()
+    if as_json:
+        typer.echo(json.dumps(info.to_dict(), indent=2))
+        return
+    _print_info(info, frames)
+
+
+def _print_info(info, frames: int) -> None:  # info: ArchiveInfo
+    from rich.console import Console
+    from rich.table import Table
+
+    d = info.to_dict()
+    console = Console()
+    console.print(
+        f"[bold]{d['region']}[/]  {d['path']}\n"
+        f"{d['variable']} ({d['units']}), {d['n_frames']} frame(s) from {d['first']} to {d['last']}, "
+        f"timestep {d['timestep_minutes']} min, {d['missing_frames']} missing in {len(d['gaps'])} gap(s)"
+    )
+    if d["gaps"]:
+        gaps = Table(title="Gaps")
+        for col in ("after", "before", "missing frames"):
+            gaps.add_column(col)
+        for g in d["gaps"]:
+            gaps.add_row(g["after"], g["before"], str(g["missing"]))
+        console.print(gaps)
+    if frames and d["frames"]:
+        shown = d["frames"][-frames:]
+        table = Table(title=f"Frames (newest {len(shown)} of {d['n_frames']})")
+        for col in ("time (UTC)", "min", "max", "mean", "wet %", "valid %"):
+            table.add_column(col, justify="right")
+        for f in shown:
+            wet = "-" if f["wet_fraction"] is None else f"{100 * f['wet_fraction']:.1f}"
+            table.add_row(f["time"], f"{f['min']:.2f}", f"{f['max']:.2f}", f"{f['mean']:.3f}", wet, f"{100 * f['valid_fraction']:.1f}")
+        console.print(table)

@@ -1,0 +1,391 @@
+"""Ingest radar/satellite files into a region's Zarr archive with dask.
+
+Reading and regridding are embarrassingly parallel and dominated by HDF5
+decompression, so they run on dask workers; writing is done by the driver
+alone, in time order, through :class:`nowcast.io.archive.Archive` (a single
+writer keeps the archive's commit protocol simple and its lock uncontended).
+
+Files are processed in batches, in the order given (a shell glob sorts radar
+files, whose names carry their time, chronologically): while the driver
+appends batch *k* (one ``to_zarr`` call for all its frames, one metadata
+commit), the workers already read the next :data:`LOOKAHEAD` batches. Within
+a batch frames are sorted by time, so an ordered stream never triggers the
+archive's out-of-order tail rewrite; for two files with the same time, the
+one given first wins and the other is refused unless identical.
+
+Schedulers
+----------
+``scheduler=None``
+    up to :data:`SMALL_INGEST` files: ``"synchronous"``; more: ``"threads"``.
+``scheduler="threads"``
+    a ``distributed.LocalCluster`` with one worker of one thread per core,
+    in the driver's process. h5py holds the GIL during every HDF5 call, so
+    two files never decompress at once, but frames need no pickling or TCP
+    copy, compression and file writes (which release the GIL) overlap with
+    reading, and no worker process has to start and import the stack. On the
+    2-vCPU machine of docs/benchmarks.md, where two busy processes get about
+    one core's worth of CPU, this beat ``"processes"`` both end to end and in
+    steady state.
+``scheduler="processes"``
+    a ``LocalCluster`` of single-threaded worker processes, one per core:
+    the choice on machines whose cores really run in parallel.
+``scheduler="synchronous"``
+    no cluster, everything in the calling process (scheduled single-file
+    ingests, tests, debugging);
+``scheduler="tcp://host:8786"`` (any other string) or a ``distributed.Client``
+    run on an existing cluster; its workers must have nowcast installed and
+    see the same file paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time as _time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import xarray as xr
+
+from nowcast.config import Region, load_region
+from nowcast.errors import NowcastError
+from nowcast.io.archive import AppendResult, Archive, conform, grid_coords, on_grid
+
+log = logging.getLogger(__name__)
+
+#: Files per driver append (one to_zarr call and one commit each).
+BATCH_SIZE = 16
+#: Batches read ahead by the workers while the driver appends one.
+LOOKAHEAD = 2
+#: Up to this many files, ``scheduler=None`` reads in the calling process:
+#: starting a LocalCluster costs more than reading them.
+SMALL_INGEST = BATCH_SIZE
+#: How long to try reaching a ``--scheduler`` address.
+CONNECT_TIMEOUT = "10s"
+
+
+class SkippedFile(NamedTuple):
+    """A file left out of the archive and the one-line reason."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """A file read, regridded and conformed by a worker.
+
+    Frames travel from worker processes to the driver Blosc/lz4-compressed
+    (``packed``): radar fields are mostly NaN and zeros and shrink about six
+    times, which on a 2-core machine saves more CPU in (de)serialisation and
+    TCP copies than the 1 ms it costs to compress (see docs/benchmarks.md).
+    """
+
+    path: str
+    order: int = 0
+    times_ns: np.ndarray | None = None
+    frames: np.ndarray | None = None
+    packed: bytes | None = None
+    shape: tuple[int, ...] | None = None
+    error: str | None = None
+
+    @property
+    def values(self) -> np.ndarray:
+        """The ``(time, y, x)`` float32 frames, unpacked if they travelled packed."""
+        if self.frames is not None:
+            return self.frames
+        out = np.empty(self.shape, dtype=np.float32)
+        _codec().decode(self.packed, out=out)
+        return out
+
+
+def _codec():
+    import numcodecs
+
+    return numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+@dataclass
+class IngestReport:
+    """What :func:`ingest_files` did."""
+
+    region: str
+    files: int = 0
+    ingested: list[Path] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    result: AppendResult = field(default_factory=AppendResult)
+    elapsed_s: float = 0.0
+    #: Driver seconds spent waiting for workers and appending (profiling aid).
+    wait_s: float = 0.0
+    append_s: float = 0.0
+    scheduler: str = ""
+
+    @property
+    def frames_per_second(self) -> float:
+        n = len(self.result.added) + len(self.result.unchanged) + len(self.result.replaced)
+        return n / self.elapsed_s if self.elapsed_s > 0 else float("nan")
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        r = self.result
+        line = (
+            f"region {self.region}: {self.files} file(s): {len(r.added)} frame(s) added, "
+            f"{len(r.unchanged)} unchanged, {len(r.replaced)} replaced, {len(self.skipped)} file(s) skipped "
+            f"in {self.elapsed_s:.1f} s"
+        )
+        return line
+
+
+def prepare_file(
+    path: str | Path, region: Region, reader: str | None = None, order: int = 0, pack: bool = False
+) -> PreparedFile:
+    """Read one file, put it on the region grid and into archive form.
+
+    Runs on a dask worker. Expected failures (:class:`NowcastError`, and
+    ``OSError`` from a file that vanished or cannot be opened) come back as
+    ``error`` rather than as exceptions, so the driver can skip the file and
+    go on, and so no custom exception has to survive pickling.
+    """
+    from nowcast.io.readers import read_file
+
+    try:
+        da = read_file(path, reader=reader)
+        if not on_grid(da, region.grid):
+            from nowcast.regrid import regrid
+
+            da = regrid(da, region.grid)
+        da = conform(da, region, source=str(path))
+    except NowcastError as exc:
+        return PreparedFile(str(path), order, error=_problem(exc, path))
+    except OSError as exc:
+        return PreparedFile(str(path), order, error=f"cannot read file ({exc.strerror or exc})")
+    values = np.ascontiguousarray(da.values, dtype=np.float32)
+    times = da["time"].values.astype("int64")
+    if pack:
+        return PreparedFile(str(path), order, times_ns=times, packed=bytes(_codec().encode(values)), shape=values.shape)
+    return PreparedFile(str(path), order, times_ns=times, frames=values)
+
+
+def _prepare_numbered(order: int, path: str, region: Region, reader: str | None, pack: bool) -> PreparedFile:
+    """:func:`prepare_file` with the file's position first (for ``Client.map``)."""
+    return prepare_file(path, region, reader, order, pack=pack)
+
+
+def _problem(exc: NowcastError, path: str | Path) -> str:
+    """The error text without a leading ``path:`` (the report adds it back)."""
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+# ---------------------------------------------------------------- executors
+@contextlib.contextmanager
+def _executor(
+    scheduler: Any, region: Region, reader: str | None, n_files: int
+) -> Iterator[tuple[Callable[[list[Path]], Any], Callable[[Any], Iterable[PreparedFile]], str]]:
+    """Yield ``(submit, collect, description)`` for the chosen scheduler.
+
+    ``submit(batch)`` starts work on a batch of ``(order, path)`` and returns
+    a handle; ``collect(handle)`` yields its :class:`PreparedFile` as they
+    complete.
+    """
+    if scheduler == "synchronous" or (scheduler is None and n_files <= SMALL_INGEST):
+        yield (
+            (lambda batch: batch),
+            (lambda batch: (prepare_file(p, region, reader, k) for k, p in batch)),
+            "synchronous",
+        )
+        return
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    pack = True  # frames cross a process boundary
+    if scheduler is None or scheduler in ("processes", "threads"):
+        processes = scheduler == "processes"
+        cluster = LocalCluster(
+            n_workers=_n_workers() if processes else 1,
+            threads_per_worker=1 if processes else _n_workers(),
+            processes=processes,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
+        client = Client(cluster)
+        pack = processes
+        description = (
+            f"LocalCluster (processes: {_n_workers()} workers)"
+            if processes
+            else f"LocalCluster (threads: 1 worker, {_n_workers()} threads)"
+        )
+    elif isinstance(scheduler, str):
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise NowcastError(f"--scheduler {scheduler}: cannot connect to the dask scheduler ({exc})") from None
+        description = f"dask scheduler {scheduler}"
+    else:  # an existing distributed.Client, owned by the caller
+        client = scheduler
+        description = f"dask client {getattr(client, 'scheduler', None) and client.scheduler.address}"
+
+    # Ship the region once per worker, not once per task.
+    region_on_workers = client.scatter(region, broadcast=True, hash=False)
+
+    def submit(batch: list[tuple[int, Path]]) -> list[Any]:
+        return client.map(
+            _prepare_numbered,
+            [k for k, _ in batch],
+            [str(p) for _, p in batch],
+            region=region_on_workers,
+            reader=reader,
+            pack=pack,
+            pure=False,
+        )
+
+    def collect(futures: list[Any]) -> Iterator[PreparedFile]:
+        for fut in as_completed(futures):
+            yield fut.result()
+            fut.release()
+
+    try:
+        yield submit, collect, description
+    finally:
+        if client is not scheduler:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _n_workers() -> int:
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------ pipeline
+def ingest_files(
+    files: Sequence[str | Path],
+    region: str | Region,
+    home: str | Path | None = None,
+    scheduler: Any = None,
+    overwrite: bool = False,
+    reader: str | None = None,
+    progress: bool = True,
+    batch_size: int = BATCH_SIZE,
+) -> IngestReport:
+    """Read, regrid and archive ``files`` for ``region``.
+
+    Parameters
+    ----------
+    files
+        Radar/satellite files in any format :func:`nowcast.io.readers.read_file` knows.
+    region
+        Region name, YAML path or :class:`~nowcast.config.Region`.
+    home
+        Data home (default ``$NOWCAST_HOME`` or ``~/.nowcast``).
+    scheduler
+        See the module docstring (``None``: a LocalCluster of processes).
+    overwrite
+        Replace archived frames whose field differs instead of refusing them.
+    reader
+        Force a reader by name instead of detecting the format.
+    progress
+        Show a rich progress bar on stderr.
+    batch_size
+        Files per archive append.
+
+    Returns
+    -------
+    IngestReport
+        Frames added/unchanged/replaced and the files skipped with reasons.
+        Bad files never stop the batch: each is logged in one line and
+        listed in ``skipped``.
+    """
+    started = _time.perf_counter()
+    reg = region if isinstance(region, Region) else load_region(region, home)
+    paths = [Path(f) for f in files]
+    report = IngestReport(region=reg.name, files=len(paths))
+    archive = Archive.open(reg, home=home, create=True)
+    numbered = list(enumerate(paths))
+    batches = [numbered[i : i + batch_size] for i in range(0, len(numbered), max(1, batch_size))]
+    with _progress(progress, len(paths), reg.name) as advance, _executor(scheduler, reg, reader, len(paths)) as (
+        submit,
+        collect,
+        description,
+    ):
+        report.scheduler = description
+        log.debug("ingesting %d file(s) into %s on %s", len(paths), archive.path, description)
+        # Keep LOOKAHEAD batches queued on the workers while the driver appends.
+        pending = deque(submit(b) for b in batches[: LOOKAHEAD + 1])
+        for k in range(len(batches)):
+            current = pending.popleft()
+            if k + LOOKAHEAD + 1 < len(batches):
+                pending.append(submit(batches[k + LOOKAHEAD + 1]))
+            prepared: list[PreparedFile] = []
+            t_wait = _time.perf_counter()
+            for item in collect(current):
+                if item.error is not None:
+                    log.warning("skipped %s: %s", item.path, item.error)
+                    report.skipped.append(SkippedFile(Path(item.path), item.error))
+                else:
+                    prepared.append(item)
+                advance(1)
+            t_append = _time.perf_counter()
+            report.wait_s += t_append - t_wait
+            _append_batch(archive, prepared, overwrite, report, reg)
+            report.append_s += _time.perf_counter() - t_append
+    report.elapsed_s = _time.perf_counter() - started
+    log.debug("%s", report.summary())
+    log.debug("driver: %.2f s waiting for workers, %.2f s appending", report.wait_s, report.append_s)
+    return report
+
+
+def _append_batch(archive: Archive, prepared: list[PreparedFile], overwrite: bool, report: IngestReport, region: Region) -> None:
+    """Append one batch in time order (file order breaks ties: first wins)."""
+    if not prepared:
+        return
+    unpacked = {id(p): p.values for p in prepared}
+    rows = [(int(t), p.order, p, i) for p in prepared for i, t in enumerate(p.times_ns)]
+    rows.sort(key=lambda r: (r[0], r[1]))  # time order; the file given first wins a tie
+    values = np.stack([unpacked[id(r[2])][r[3]] for r in rows])
+    times = np.array([r[0] for r in rows], dtype="int64").astype("datetime64[ns]")
+    sources = [r[2].path for r in rows]
+    frames = xr.DataArray(
+        values,
+        dims=("time", "y", "x"),
+        coords={"time": times, **grid_coords(region.grid)},
+        name=archive.spec.name,
+        attrs={"units": archive.spec.units},
+    )
+    result = archive.append(frames, overwrite=overwrite, source=sources, errors="skip")
+    report.result.merge(result)
+    refused_files = set()
+    for refused in result.refused:
+        log.warning("skipped %s: frame at %s refused: %s", refused.source, refused.time, refused.reason)
+        report.skipped.append(SkippedFile(Path(refused.source), f"{np.datetime_as_string(refused.time, unit='s')}Z: {refused.reason}"))
+        refused_files.add(refused.source)
+    report.ingested += [Path(p.path) for p in prepared if p.path not in refused_files]
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, region: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (a no-op when disabled)."""
+    if not enabled or total == 0:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(f"ingest {region}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("files", total=total)
+        yield lambda n: bar.advance(task, n)
