@@ -1,0 +1,189 @@
+"""Wall time and peak memory of ``nowcast forecast`` per method and region size.
+
+For each region (default ``swiss-south``, 128x128 at 2 km, and ``swiss-512``,
+512x512 at 1 km) an archive is filled with a moving sequence made from the
+real MeteoSwiss composite (the real field translated 2 km east per 5 min,
+written as ODIM_H5 and ingested like any radar file). Then, for each method,
+a *fresh subprocess* (so peak RSS belongs to that method alone, imports
+included) runs :func:`nowcast.forecast.run_forecast` ``--repeat`` times on the
+same window and reports:
+
+* ``first_s``: the first run (imports of torch/pysteps are already done, but
+  caches, model loading and allocator warm-up are in it);
+* ``median_s`` / ``compute_s``: median whole run (archive read, method, CF
+  write) and median time in the method alone;
+* ``peak_rss_mb``: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at the end.
+
+The process is pinned to ``--cores`` CPU cores and torch/OpenMP to as many
+threads. Usage::
+
+    /work/venv/bin/python benchmarks/forecast.py --regions swiss-south swiss-512 --leads 12
+
+The TMU model comes from the region's configured checkpoint when one exists
+(``--model NAME`` to name a model config); otherwise a *randomly initialised*
+TMU forecaster is built from ``--model-config`` (the same architecture as the
+trained one): that measures speed and memory honestly, not skill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("benchmarks.forecast")
+
+
+# ------------------------------------------------------------------ archive
+def build_archive(region_name: str, home: Path, frames: int, workdir: Path) -> None:
+    """Write ``frames`` moving composites made from the real field and ingest them."""
+    import h5py
+    import numpy as np
+
+    from nowcast.io.odim_write import write_odim_composite
+    from nowcast.samples import sample_path
+    from pipelines.ingest import ingest_files
+
+    src = sample_path("meteoswiss_odim_composite")
+    with h5py.File(src, "r") as f:
+        field = f["dataset1/data1/data"][()]
+        where = dict(f["where"].attrs)
+    projdef = where["projdef"].decode() if isinstance(where["projdef"], bytes) else str(where["projdef"])
+    corners = {k: float(v) for k, v in where.items() if k[:2] in ("LL", "UL", "UR", "LR")}
+    start = np.datetime64("2024-02-27T09:50", "s")
+    files = []
+    for k in range(frames):
+        t = start + np.timedelta64(5 * k, "m")
+        files.append(
+            write_odim_composite(
+                workdir / f"RFO{k:03d}.h5", np.roll(field, 2 * k, axis=1), t, projdef, corners,
+                quantity="RATE", xscale=1.0, yscale=1.0,
+            )
+        )
+    report = ingest_files(files, region_name, home=home, scheduler="synchronous", progress=False)
+    if report.skipped:
+        raise SystemExit(f"benchmark archive: files skipped: {report.skipped}")
+
+
+# ------------------------------------------------------------------ child
+def _tmu_forecaster(region, model: str | None, model_config: str | None):
+    """The trained model if the region (or ``--model``) has one, else a random-init one.
+
+    Returns ``(forecaster, description)``.
+    """
+    from nowcast.errors import NowcastError
+    from nowcast.forecast import load_model
+
+    if model:
+        region = region.model_copy(update={"forecast": region.forecast.model_copy(update={"method": "tmu", "model": model})})
+    if region.forecast.model:
+        try:
+            return load_model(region), f"trained checkpoint {region.forecast.model}"
+        except NowcastError as exc:
+            log.warning("no trained checkpoint (%s); using a randomly initialised model", exc)
+    from nowcast.models.zoo import random_forecaster
+
+    forecaster = random_forecaster(model_config)
+    return forecaster, f"randomly initialised from {model_config or 'the default model config'}"
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run the forecasts of one (region, method) and print one JSON line."""
+    import resource
+
+    import nowcast.forecast as fc
+    from nowcast.config import load_region
+
+    region = load_region(args.region, args.home)
+    method = args.method
+    note = ""
+    if method == "tmu":
+        import torch
+
+        torch.set_num_threads(args.cores)
+        forecaster, note = _tmu_forecaster(region, args.model, args.model_config)
+        fc.load_model = lambda _region: forecaster  # the same model for every repeat
+        region = region.model_copy(update={"forecast": region.forecast.model_copy(update={"method": "tmu", "model": "benchmark"})})
+    else:
+        import pysteps  # noqa: F401 - import cost outside the timings, as for torch
+
+    runs, compute = [], []
+    out = Path(args.home) / f"bench_{args.region}_{method}.zarr"
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        result = fc.run_forecast(region, home=args.home, method=method, leads=args.leads, out=out)
+        runs.append(time.perf_counter() - t0)
+        compute.append(result.compute_seconds)
+        if result.fallback_reason:
+            raise SystemExit(f"{method} fell back: {result.fallback_reason}")
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({
+        "region": args.region, "shape": list(region.grid.shape), "method": method, "leads": args.leads,
+        "first_s": runs[0], "median_s": statistics.median(runs), "compute_s": statistics.median(compute),
+        "peak_rss_mb": peak_kb / 1024, "repeat": args.repeat, "note": note,
+    }))
+
+
+# ------------------------------------------------------------------ parent
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regions", nargs="+", default=["swiss-south", "swiss-512"])
+    parser.add_argument("--methods", nargs="+", default=["tmu", "extrapolation"])
+    parser.add_argument("--leads", type=int, default=12)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--model", default=None, help="Model config name with a trained checkpoint.")
+    parser.add_argument("--model-config", default=None, help="Model config for a random-init TMU (default: zoo default).")
+    parser.add_argument("--child", nargs=3, metavar=("REGION", "METHOD", "HOME"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
+    if args.child:
+        args.region, args.method, args.home = args.child
+        child(args)
+        return
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.cores), "MKL_NUM_THREADS": str(args.cores), "PYART_QUIET": "1"}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nowcast-bench-") as tmp:
+        for region in args.regions:
+            home = Path(tmp) / region
+            home.mkdir()
+            t0 = time.perf_counter()
+            build_archive(region, home, 4, Path(tmp) / f"files-{region}")
+            print(f"# {region}: archive of 4 frames built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            for method in args.methods:
+                cmd = [sys.executable, __file__, "--child", region, method, str(home), "--leads", str(args.leads),
+                       "--repeat", str(args.repeat), "--cores", str(args.cores)]
+                if args.model:
+                    cmd += ["--model", args.model]
+                if args.model_config:
+                    cmd += ["--model-config", args.model_config]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode:
+                    print(proc.stderr, file=sys.stderr)
+                    raise SystemExit(f"{region}/{method}: benchmark child failed ({proc.returncode})")
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+    print("| region | grid | method | leads | first run s | median run s | median method s | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['region']} | {r['shape'][0]}x{r['shape'][1]} | {r['method']} | {r['leads']} | {r['first_s']:.2f} | "
+              f"{r['median_s']:.2f} | {r['compute_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+    for r in rows:
+        if r["note"]:
+            print(f"\n{r['region']} {r['method']}: {r['note']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""``nowcast forecast``: the latest window of a region -> a CF forecast dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nowcast.cli import app
+from nowcast.commands.common import HomeOption, QuietOption, RegionOption, VerboseOption, setup
+
+
+@app.command()
+def forecast(
+    region: RegionOption,
+    time: Annotated[
+        Optional[str], typer.Option("--time", help="Reference time, ISO 8601 (UTC if no offset; default: newest frame).")
+    ] = None,
+    method: Annotated[
+        Optional[str], typer.Option("--method", help="tmu, extrapolation, persistence, ... (default: region config).")
+    ] = None,
+    leads: Annotated[Optional[int], typer.Option("--leads", min=1, max=48, help="Number of lead times (default: region config).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Output .zarr or .nc (default: HOME/forecasts/REGION/...).")
+    ] = None,
+    home: HomeOption = None,
+    verbose: VerboseOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Forecast rain rate for the next hour(s) from the region's archive.
+
+    If the region's model cannot run, falls back to pysteps extrapolation and
+    records why in the output's ``fallback_reason`` attribute.
+    """
+    from nowcast.config import load_region
+    from nowcast.forecast import iso, run_forecast
+
+    setup(verbose, quiet)
+    reg = load_region(region, home)
+    result = run_forecast(reg, home=home, time=time, method=method, leads=leads, out=out)
+    note = f" (fallback: {result.fallback_reason})" if result.fallback_reason else ""
+    typer.echo(
+        f"{result.method} forecast for {reg.name} from {iso(result.reference_time)}, "
+        f"{result.leads} x {reg.timestep_minutes} min -> {result.path}{note}"
+    )

@@ -1,0 +1,454 @@
+"""Turn the latest radar frames of a region into a forecast dataset.
+
+This is the operational path behind ``nowcast forecast``: pick the input
+window from the region's archive (refusing gaps or stale data, since a
+forecast from an incomplete window is silently wrong), run the region's
+configured method, fall back to optical-flow extrapolation when the model
+cannot run (and say so in the output and the log), and write a CF dataset
+(see docs/design.md, "Forecast dataset").
+
+Large regions run the neural forecaster in overlapping tiles
+(:func:`predict_tiled`), so memory is bounded by the tile size whatever the
+domain size; overlaps are blended with linear ramps so no seam shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nowcast.config import Region, load_region
+from nowcast.errors import ForecastError, NowcastError
+from nowcast.paths import forecasts_dir
+
+log = logging.getLogger(__name__)
+
+#: The neural method; every other name is looked up in :mod:`nowcast.baselines`.
+MODEL_METHOD = "tmu"
+#: What ``method`` falls back to when the model cannot run.
+FALLBACK_METHOD = "extrapolation"
+#: Largest tile side (cells) given to the neural forecaster at once. Its
+#: recurrent state and activations scale with the tile area, so this bounds
+#: the memory of a forecast on any region (see docs/benchmarks.md).
+TILE = 256
+#: Overlap (cells) between neighbouring tiles, blended with linear ramps.
+#: Wider than the receptive field growth of a few steps of 5x5 convolutions
+#: on 4x4 patches, so tile borders see enough context.
+OVERLAP = 32
+
+#: ``predict(window (T, h, w), leads) -> (leads, h, w)``, all in mm/h.
+Predictor = Callable[[np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ForecastResult:
+    """What a forecast run produced, for the CLI, scheduled runs and benchmarks.
+
+    ``compute_seconds`` is the time spent in the method alone (model or
+    baseline), ``seconds`` the whole run including archive reads and writing.
+    """
+
+    path: Path
+    method: str
+    reference_time: np.datetime64
+    leads: int
+    input_times: tuple[str, ...]
+    fallback_reason: str | None
+    seconds: float
+    compute_seconds: float
+
+
+# ---------------------------------------------------------------- times
+def to_utc_datetime64(value: str | np.datetime64 | pd.Timestamp, what: str = "--time") -> np.datetime64:
+    """Parse an ISO 8601 time; aware times are converted to UTC, naive ones are UTC."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ForecastError(f"{what} {value!r}: not an ISO 8601 time ({exc})") from None
+    if ts is pd.NaT:
+        raise ForecastError(f"{what} {value!r}: not an ISO 8601 time")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return np.datetime64(ts.to_datetime64(), "ns")
+
+
+def iso(t: np.datetime64) -> str:
+    """``2024-02-27T09:50:00Z`` style UTC string (the form used in attributes and logs)."""
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def select_window(
+    times: np.ndarray,
+    end_time: np.datetime64 | None,
+    n_frames: int,
+    timestep_minutes: int,
+    max_age_minutes: float,
+    region: str,
+) -> np.ndarray:
+    """Choose the ``n_frames`` input times ending at (or just before) ``end_time``.
+
+    Parameters
+    ----------
+    times
+        Archived frame times (any order).
+    end_time
+        Requested reference time; ``None`` means the newest archived frame.
+        The window ends at the newest frame not after it, which may be at
+        most ``max_age_minutes`` older (radar files arrive late; a forecast
+        from 20-minute-old data issued as "now" would be silently wrong).
+    n_frames, timestep_minutes
+        Window length and the region's cadence: the window is exactly
+        ``n_frames`` frames spaced ``timestep_minutes`` apart.
+    region
+        Region name, for messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The window's times, oldest first (``datetime64[ns]``).
+
+    Raises
+    ------
+    ForecastError
+        Empty archive, stale input (the message says how many timesteps are
+        missing at the end of the window) or frames missing inside the
+        window (the message says how many and which).
+    """
+    times = np.sort(np.asarray(times, dtype="datetime64[ns]"))
+    step = np.timedelta64(int(timestep_minutes), "m").astype("timedelta64[ns]")
+    if times.size == 0:
+        raise ForecastError(
+            f"region {region!r}: the archive holds no frames ({n_frames} of {n_frames} input frames missing); "
+            "run 'nowcast ingest' first"
+        )
+    if end_time is None:
+        end = times[-1]
+    else:
+        end_time = np.datetime64(end_time, "ns")
+        usable = times[times <= end_time]
+        if usable.size == 0:
+            raise ForecastError(
+                f"region {region!r}: no frame at or before {iso(end_time)} ({n_frames} of {n_frames} input "
+                f"frames missing; the archive starts {iso(times[0])})"
+            )
+        end = usable[-1]
+        age = (end_time - end) / np.timedelta64(1, "m")
+        if age > max_age_minutes:
+            late = int((end_time - end) // step)
+            raise ForecastError(
+                f"region {region!r}: input is stale: the newest frame {iso(end)} is {age:g} min older than "
+                f"the requested time {iso(end_time)} (limit {max_age_minutes:g} min), "
+                f"{late} frame(s) missing at the end of the window"
+            )
+    wanted = end - step * np.arange(n_frames - 1, -1, -1)
+    missing = wanted[~np.isin(wanted, times)]
+    if missing.size:
+        shown = ", ".join(iso(t) for t in missing[:4]) + (", ..." if missing.size > 4 else "")
+        raise ForecastError(
+            f"region {region!r}: {missing.size} of {n_frames} input frames missing for the window "
+            f"ending {iso(end)} ({shown})"
+        )
+    return wanted
+
+
+# ---------------------------------------------------------------- tiling
+def tile_layout(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """``(start, length)`` of equal tiles covering ``[0, size)`` with at least ``overlap`` shared cells.
+
+    Tiles are as few as the maximum ``tile`` allows and spread evenly, so the
+    work done twice in overlaps stays small (512 cells with ``tile=256,
+    overlap=32`` gives three tiles of 192, not 256-cell tiles overlapping by 224).
+    """
+    if size <= tile:
+        return [(0, size)]
+    if not 0 <= overlap < tile:
+        raise ForecastError(f"tile overlap {overlap} must be >= 0 and smaller than the tile ({tile})")
+    n = math.ceil((size - overlap) / (tile - overlap))
+    length = math.ceil((size + (n - 1) * overlap) / n)
+    starts = np.round(np.linspace(0, size - length, n)).astype(int)
+    return [(int(s), length) for s in starts]
+
+
+def _ramps(layout: list[tuple[int, int]]) -> list[np.ndarray]:
+    """1-D blending weight of each tile: linear ramps across the cells it shares
+    with its neighbours, 1 elsewhere (including the domain edges).
+
+    In an overlap of width ``w`` the two ramps are ``(i + 0.5) / w`` and
+    ``1 - (i + 0.5) / w``, which sum to one: a smooth hand-over with no seam.
+    """
+    ramps = []
+    for k, (start, length) in enumerate(layout):
+        ramp = np.ones(length, dtype=np.float64)
+        if k > 0:
+            width = layout[k - 1][0] + layout[k - 1][1] - start
+            if width > 0:
+                ramp[:width] = np.minimum(ramp[:width], (np.arange(width) + 0.5) / width)
+        if k < len(layout) - 1:
+            width = start + length - layout[k + 1][0]
+            if width > 0:
+                ramp[length - width :] = np.minimum(ramp[length - width :], ((np.arange(width) + 0.5) / width)[::-1])
+        ramps.append(ramp)
+    return ramps
+
+
+def predict_tiled(
+    predict: Predictor,
+    window: np.ndarray,
+    leads: int,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
+    multiple: int = 1,
+) -> np.ndarray:
+    """Run ``predict`` over overlapping tiles of ``window`` and blend them.
+
+    Memory then scales with the tile, not the region. The domain is first
+    padded (edge values) to a multiple of ``multiple`` (a model's patch size,
+    which every tile must respect) and cropped back at the end.
+
+    Parameters
+    ----------
+    predict
+        ``(T, h, w) -> (leads, h, w)``.
+    window
+        ``(T, ny, nx)`` input frames.
+    leads
+        Number of frames to predict.
+    tile, overlap
+        Largest tile side and the least overlap between tiles (cells).
+    multiple
+        Tile sides are multiples of this.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(leads, ny, nx)`` float32. A predictor that acts pixel-wise (e.g.
+        persistence) gives exactly the untiled result: the blending weights
+        are normalised in float64, so a value common to all tiles survives
+        to the last float32 bit.
+    """
+    if window.ndim != 3:
+        raise ForecastError(f"input window must be (time, y, x), got shape {window.shape}")
+    multiple = max(1, int(multiple))
+    tile = max(multiple, tile - tile % multiple)
+    _, ny, nx = window.shape
+    pad_y, pad_x = -ny % multiple, -nx % multiple
+    padded = np.pad(window, ((0, 0), (0, pad_y), (0, pad_x)), mode="edge") if pad_y or pad_x else window
+    py, px = padded.shape[1:]
+    lay_y = _fit(tile_layout(py, tile, overlap), multiple, py)
+    lay_x = _fit(tile_layout(px, tile, overlap), multiple, px)
+    if len(lay_y) == 1 and len(lay_x) == 1:
+        out = np.asarray(predict(padded, leads), dtype=np.float32)
+        _check_shape(out, (leads, py, px))
+        return out[:, :ny, :nx]
+    ramp_y, ramp_x = _ramps(lay_y), _ramps(lay_x)
+    acc = np.zeros((leads, py, px), dtype=np.float64)
+    weight = np.zeros((py, px), dtype=np.float64)
+    for (y0, h), wy in zip(lay_y, ramp_y):
+        for (x0, w), wx in zip(lay_x, ramp_x):
+            pred = np.asarray(predict(padded[:, y0 : y0 + h, x0 : x0 + w], leads))
+            _check_shape(pred, (leads, h, w))
+            wt = np.outer(wy, wx)
+            acc[:, y0 : y0 + h, x0 : x0 + w] += pred * wt
+            weight[y0 : y0 + h, x0 : x0 + w] += wt
+    log.debug("predicted %d x %d tiles of %dx%d on a %dx%d grid", len(lay_y), len(lay_x), lay_y[0][1], lay_x[0][1], ny, nx)
+    return (acc / weight)[:, :ny, :nx].astype(np.float32)
+
+
+def _fit(layout: list[tuple[int, int]], multiple: int, size: int) -> list[tuple[int, int]]:
+    """Round tile lengths up to ``multiple`` (keeping them inside the domain)."""
+    out = []
+    for start, length in layout:
+        length = min(size, length + (-length % multiple))
+        out.append((min(start, size - length), length))
+    return out
+
+
+def _check_shape(pred: np.ndarray, want: tuple[int, ...]) -> None:
+    if pred.shape != want:
+        raise ForecastError(f"forecaster returned shape {pred.shape} for a tile needing {want}")
+
+
+# ---------------------------------------------------------------- methods
+def load_model(region: Region):
+    """The region's trained forecaster (``forecast.model``), checked against the region.
+
+    Raises
+    ------
+    CheckpointError, ConfigError
+        Model not configured, checkpoint missing or corrupt, or made for
+        other units/timestep; the caller turns these into a fallback.
+    """
+    from nowcast.errors import CheckpointError
+    from nowcast.models.zoo import load_forecaster, resolve_model
+
+    if not region.forecast.model:
+        raise CheckpointError(f"region {region.name!r}: key 'forecast.model' is not set (no model for method 'tmu')")
+    forecaster = load_forecaster(resolve_model(region.forecast.model))
+    config = forecaster.config
+    timestep = getattr(config, "timestep_minutes", None)
+    if timestep is not None and int(timestep) != region.timestep_minutes:
+        raise CheckpointError(
+            f"model {region.forecast.model!r}: trained for a {timestep}-min timestep, "
+            f"region {region.name!r} has {region.timestep_minutes} min"
+        )
+    return forecaster
+
+
+def run_model(forecaster, window: np.ndarray, leads: int, tile: int = TILE, overlap: int = OVERLAP) -> np.ndarray:
+    """Forecast ``leads`` frames with a loaded forecaster, in tiles."""
+    from nowcast.errors import CheckpointError
+
+    config = forecaster.config
+    needed = int(getattr(config, "input_frames", window.shape[0]))
+    if window.shape[0] < needed:
+        raise CheckpointError(
+            f"model {getattr(config, 'name', '?')!r}: needs {needed} input frames, the region provides {window.shape[0]}"
+        )
+    patch = int(getattr(config, "patch_size", 1))
+    return predict_tiled(forecaster.predict, window[-needed:], leads, tile=tile, overlap=overlap, multiple=patch)
+
+
+def run_baseline(method: str, window: np.ndarray, leads: int, timestep_minutes: int) -> np.ndarray:
+    """A baseline of :mod:`nowcast.baselines` by name (ValueError -> ForecastError)."""
+    from nowcast.baselines import get_method
+
+    try:
+        fn = get_method(method)
+    except ValueError as exc:
+        raise ForecastError(f"--method {method!r}: {exc}") from None
+    return np.asarray(fn(window, leads, timestep_minutes), dtype=np.float32)
+
+
+def _window_in_rain_rate(window_da, region: Region) -> np.ndarray:
+    """The window in mm/h, whatever the archive stores (dBZ goes through the region's Z-R)."""
+    from nowcast.units import DBZ, MMH, canonical_units, dbz_to_rainrate
+
+    units = canonical_units(str(window_da.attrs.get("units", region.units)))
+    values = np.asarray(window_da.values, dtype=np.float32)
+    if units == MMH:
+        return values
+    if units == DBZ:
+        return dbz_to_rainrate(values, region.zr.a, region.zr.b)
+    raise ForecastError(f"region {region.name!r}: cannot forecast rain rate from an archive in {units!r}")
+
+
+# ---------------------------------------------------------------- main entry
+def run_forecast(
+    region: Region | str,
+    home: str | Path | None = None,
+    time: str | np.datetime64 | None = None,
+    method: str | None = None,
+    leads: int | None = None,
+    out: str | Path | None = None,
+    *,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
+) -> ForecastResult:
+    """Forecast from the region's archive and write the dataset.
+
+    Parameters
+    ----------
+    region
+        Region config (or its name).
+    home
+        Data home (default ``$NOWCAST_HOME`` or ``~/.nowcast``).
+    time
+        Reference time (ISO 8601, UTC if naive); default the newest archived
+        frame. The window ends at the newest frame not after it and must be
+        at most ``forecast.max_input_age_minutes`` older.
+    method
+        Override the region's configured method (``tmu`` or a baseline name).
+    leads
+        Number of lead times (of ``region.timestep_minutes`` each).
+    out
+        Output path (``.zarr`` or ``.nc``); default
+        ``HOME/forecasts/REGION/REGION_YYYYmmddTHHMMZ_METHOD.zarr``.
+    tile, overlap
+        Tiling of the neural forecaster (see :func:`predict_tiled`).
+
+    Raises
+    ------
+    ForecastError
+        Missing or stale input frames, unknown method.
+    ArchiveError
+        No archive for the region.
+    """
+    from nowcast.io.archive import Archive
+    from nowcast.products import make_forecast_dataset, write_forecast
+
+    started = _time.perf_counter()
+    region = region if isinstance(region, Region) else load_region(region, home)
+    method = method or region.forecast.method
+    leads = int(leads or region.forecast.leads)
+    if leads < 1:
+        raise ForecastError(f"--leads {leads}: need at least one lead time")
+    archive = Archive.open(region, home=home, create=False)
+    end_time = None if time is None else to_utc_datetime64(time)
+    n = region.forecast.input_frames
+    times = select_window(
+        archive.times, end_time, n, region.timestep_minutes, region.forecast.max_input_age_minutes, region.name
+    )
+    window_da = archive.window(times[-1], n)
+    raw = _window_in_rain_rate(window_da, region)
+    window = np.nan_to_num(raw, nan=0.0)
+
+    fallback_reason: str | None = None
+    model_name: str | None = None
+    sha256: str | None = None
+    used = method
+    t0 = _time.perf_counter()
+    if method == MODEL_METHOD:
+        try:
+            forecaster = load_model(region)
+            values = run_model(forecaster, window, leads, tile=tile, overlap=overlap)
+            model_name = str(getattr(forecaster.config, "name", region.forecast.model))
+            sha256 = getattr(forecaster, "sha256", None)
+        except (NowcastError, ImportError, RuntimeError) as exc:
+            # RuntimeError: torch's own shape/dtype errors when a checkpoint does
+            # not fit the region; an operational run must still produce a forecast.
+            fallback_reason = f"model could not run: {exc}"
+            log.warning("region %s: %s; falling back to %s", region.name, fallback_reason, FALLBACK_METHOD)
+            log.debug("model failure", exc_info=True)
+            used = FALLBACK_METHOD
+    if used != MODEL_METHOD:
+        values = run_baseline(used, window, leads, region.timestep_minutes)
+    compute = _time.perf_counter() - t0
+    if values.shape != (leads, *region.grid.shape):
+        raise ForecastError(f"method {used!r} returned shape {values.shape}, expected {(leads, *region.grid.shape)}")
+    values = np.clip(np.nan_to_num(values, nan=0.0), 0.0, None).astype(np.float32)
+    # Keep the radar coverage: cells without data in the newest frame have no forecast.
+    values[:, np.isnan(raw[-1])] = np.nan
+
+    input_times = [iso(t) for t in times]
+    ds = make_forecast_dataset(
+        values,
+        region.grid,
+        times[-1],
+        region.timestep_minutes,
+        region=region.name,
+        method=used,
+        input_times=input_times,
+        model=model_name,
+        checkpoint_sha256=sha256,
+        fallback_reason=fallback_reason,
+    )
+    if out is None:
+        stamp = pd.Timestamp(times[-1]).strftime("%Y%m%dT%H%MZ")
+        out = forecasts_dir(region.name, home) / f"{region.name}_{stamp}_{used}.zarr"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_forecast(ds, out)
+    seconds = _time.perf_counter() - started
+    log.info(
+        "region %s: %s forecast from %s, %d x %d min -> %s (%.2f s, method %.2f s)%s",
+        region.name, used, iso(times[-1]), leads, region.timestep_minutes, out, seconds, compute,
+        f"; fallback: {fallback_reason}" if fallback_reason else "",
+    )
+    return ForecastResult(out, used, times[-1], leads, tuple(input_times), fallback_reason, seconds, compute)
