@@ -75,6 +75,7 @@ def to_db(rate: np.ndarray, threshold: float = RAIN_THRESHOLD, zerovalue: float 
     Uses ``pysteps.utils.transformation.dB_transform``; NaN is filled
     because optical flow and advection need finite fields.
     """
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps.utils import transformation
 
     db, _ = transformation.dB_transform(
@@ -87,6 +88,7 @@ def to_db(rate: np.ndarray, threshold: float = RAIN_THRESHOLD, zerovalue: float 
 
 def from_db(db: np.ndarray, threshold: float = RAIN_THRESHOLD) -> np.ndarray:
     """Inverse of :func:`to_db`: mm/h, exactly 0 below ``threshold``, NaN kept."""
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps.utils import transformation
 
     rate, _ = transformation.dB_transform(
@@ -103,6 +105,7 @@ def motion_field(window: np.ndarray) -> np.ndarray:
 
     A dry window has no features to track and gives zero motion.
     """
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps import motion
 
     db = to_db(window)
@@ -118,6 +121,7 @@ def unknown_mask(nodata: np.ndarray, velocity: np.ndarray, leads: int) -> np.nda
     data): a forecast pixel whose source is a no-data pixel, or lies outside
     the domain, is unknown rather than dry.
     """
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps import extrapolation
 
     valid = (~nodata).astype(np.float64)
@@ -132,6 +136,7 @@ def extrapolation(window: np.ndarray, leads: int, timestep_minutes: int = 5) -> 
     so no rescaling is needed (``timestep_minutes`` is part of the common
     interface only).
     """
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps import extrapolation as pysteps_extrapolation
 
     window = _check(window, leads, 2, "extrapolation")
@@ -150,6 +155,7 @@ def sprog(window: np.ndarray, leads: int, timestep_minutes: int = 5) -> np.ndarr
     Needs at least 3 frames (AR(2) per cascade level). A window with no rain
     in its newest frame gives a dry forecast (S-PROG has nothing to evolve).
     """
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps import nowcasts
 
     window = _check(window, leads, 3, "sprog")

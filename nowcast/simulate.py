@@ -262,6 +262,7 @@ def simulate_sequence(
         For a field that is not 2-D, has no covered pixel, is negative rain,
         or has no wet (cloudy) pixel to evolve.
     """
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps.cascade.bandpass_filters import filter_gaussian
     from pysteps.cascade.decomposition import decomposition_fft
     from pysteps.extrapolation.semilagrangian import extrapolate
@@ -413,6 +414,7 @@ def radial_spectrum_slope(field: np.ndarray, min_wavelength_px: float = 4.0, max
     wavelengths between ``min_wavelength_px`` and ``max_wavelength_px``
     (default: a quarter of the smaller side, above which too few waves fit).
     """
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps.utils.spectral import rapsd
 
     spec, freq = rapsd(np.asarray(field, dtype=np.float64), fft_method=np.fft, return_freq=True)

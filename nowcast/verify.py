@@ -117,6 +117,7 @@ def verify_forecast(
     NowcastError
         If no observation exists at any of the forecast's valid times.
     """
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps.verification.detcatscores import det_cat_fct
     from pysteps.verification.detcontscores import det_cont_fct
     from pysteps.verification.spatialscores import fss
