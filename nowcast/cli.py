@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "nowcast.commands.verify",
     "nowcast.commands.render",
     "nowcast.commands.demo",
+    "nowcast.commands.train",
 ]
 
 EXIT_USER_ERROR = 2

@@ -91,3 +91,11 @@ def test_batches_shape_and_resume() -> None:
 def test_bad_settings_raise_config_error(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         MovingMNIST(**kwargs)
+
+
+def test_batches_of_short_sequences() -> None:
+    """Sequences shorter than the default 10 inputs still batch (inputs default to half)."""
+    from nowcast.data.moving_mnist import moving_mnist_batches
+
+    batch = next(moving_mnist_batches(n_digits=1, batch_size=2, n_batches=1, frames=6, size=32))
+    assert batch.shape == (2, 6, 1, 32, 32)

@@ -240,6 +240,7 @@ def moving_mnist_batches(
     size: int = 64,
     seed: int = 0,
     start: int = 0,
+    input_frames: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield ``(batch, time, 1, H, W)`` float32 batches of Moving-MNIST.
 
@@ -247,11 +248,13 @@ def moving_mnist_batches(
     :class:`MovingMNIST` with the given seed, so a training run resumed at
     batch ``k`` sees exactly the batches it would have seen (pass
     ``start=k*batch_size``). ``n_batches=None`` yields forever.
+    ``input_frames`` defaults to half the sequence (10 of 20).
     """
     if batch_size < 1:
         raise ConfigError(f"Moving-MNIST batch_size={batch_size}: must be positive")
     total = n_batches * batch_size if n_batches is not None else 2**62
-    ds = MovingMNIST(n_digits, split, frames=frames, size=size, seed=seed, length=start + total)
+    inputs = input_frames if input_frames is not None else max(1, frames // 2)
+    ds = MovingMNIST(n_digits, split, frames=frames, size=size, seed=seed, length=start + total, input_frames=inputs)
     k = 0
     while n_batches is None or k < n_batches:
         first = start + k * batch_size

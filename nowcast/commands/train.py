@@ -1,0 +1,48 @@
+"""``nowcast train``: train one model of the zoo from its config."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from nowcast.cli import app
+from nowcast.commands.common import HomeOption, QuietOption, VerboseOption, setup
+
+log = logging.getLogger(__name__)
+
+
+@app.command()
+def train(
+    config: Annotated[str, typer.Option("--config", "-c", help="Model config: configs/models/NAME.yaml, a YAML path or a NAME.")],
+    iterations: Annotated[
+        Optional[int], typer.Option("--iterations", "-n", min=1, help="Train up to this iteration (default: training.iterations).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from NAME.state.pt beside the checkpoint.")] = True,
+    device: Annotated[str, typer.Option("--device", help="Torch device (cpu, cuda, cuda:1, ...).")] = "cpu",
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", min=1, help="Torch CPU threads (default: torch's choice; 1 is best on a busy shared machine).")
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    home: HomeOption = None,
+    verbose: VerboseOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a source, a scratch/finetuned target or a TMU target, as its config says.
+
+    The checkpoint goes where the config's ``checkpoint`` says (relative to
+    the project root); an interrupted run resumes where it stopped.
+    """
+    from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.training import train as run_training
+
+    setup(verbose, quiet)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    cfg = load_model_config(find_model_config(config, home))
+    result = run_training(cfg, resume=resume, max_iterations=iterations, progress=progress and not quiet, device=device)
+    losses = ", ".join(f"{k} {result.final_losses[k]:.5g}" for k in ("loss", "prediction", "distillation", "val_mse") if k in result.final_losses)
+    typer.echo(f"{cfg.name}: {result.iterations} iterations ({losses}); checkpoint {result.checkpoint} sha256 {result.sha256}")

@@ -1,0 +1,226 @@
+"""Typed model configs (``configs/models/*.yaml``).
+
+One YAML file describes one model completely: its network, where its data
+come from and how they are normalised, how it is trained, and where its
+checkpoint goes. Unknown keys are errors (a typo such as ``hiden`` must not
+silently train the default), and every error names the file and the key.
+
+A *source* is pretrained without transfer; a *target* may add a ``tmu``
+section listing its sources (transferable memory, docs/TMU) or an
+``training.init_from`` source to finetune from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from nowcast.config import StrictModel, _format_validation_error, load_yaml, project_root, shipped_configs_dir
+from nowcast.errors import ConfigError
+from nowcast.models.normalization import Normaliser, make_normaliser
+from nowcast.paths import home_dir
+
+
+class ArchitectureConfig(StrictModel):
+    """The stacked ConvLSTM predictor (docs: TMU.md, "Base network")."""
+
+    layers: int = Field(2, ge=1, le=16)
+    hidden: int | list[int] = Field(32, description="Hidden channels C, one value or one per layer.")
+    kernel: int = Field(5, ge=1, le=15)
+    patch_size: int = Field(4, ge=1, le=16, description="Space-to-depth patch p: frames become p*p x H/p x W/p.")
+    layer_norm: bool = True
+    forget_bias: float = 1.0
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 != 1:
+            raise ValueError(f"kernel {value} must be odd (same-size padding)")
+        return value
+
+    @model_validator(mode="after")
+    def _hidden_per_layer(self) -> "ArchitectureConfig":
+        if isinstance(self.hidden, list) and len(self.hidden) != self.layers:
+            raise ValueError(f"hidden lists {len(self.hidden)} sizes for {self.layers} layers")
+        if any(h < 1 for h in self.hidden_sizes):
+            raise ValueError("hidden sizes must be positive")
+        return self
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        """Hidden channels of every layer, bottom first."""
+        return list(self.hidden) if isinstance(self.hidden, list) else [int(self.hidden)] * self.layers
+
+
+class TMUConfig(StrictModel):
+    """Transferable memory from frozen sources (target models only)."""
+
+    sources: list[str] = Field(min_length=1, description="Source model names or paths (YAML or checkpoint).")
+    variant: Literal["sum", "normalized_sum"] = Field(
+        "sum", description="'sum' as written in the paper; 'normalized_sum' divides the transfer sum by N."
+    )
+    distill_weight: float = Field(1.0, ge=0, description="lambda; 0 is the reference code's ablation.")
+    weights: Literal["uniform", "adaptive"] = "uniform"
+    adaptive_momentum: float = Field(0.99, ge=0, lt=1, description="EMA momentum of the running distillation error.")
+    adaptive_temperature: float = Field(
+        1.0, gt=0, description="Softmax temperature over errors relative to their mean."
+    )
+
+
+class DataConfig(StrictModel):
+    """What the model is trained on and in which units it forecasts."""
+
+    kind: Literal["moving_mnist", "zarr_sequences"]
+    domain: str = Field("", description="Region/domain the data come from (metadata for the zoo).")
+    modality: Literal["rain", "brightness_temperature", "video"] = "rain"
+    units: Literal["mm h-1", "K", "unit"] = "mm h-1"
+    normalisation: dict[str, Any] = Field(default_factory=lambda: {"kind": "log", "offset": 0.1, "scale": 3.0})
+    frame_size: int = Field(64, ge=4)
+    input_frames: int = Field(10, ge=1)
+    output_frames: int = Field(10, ge=1)
+    timestep_minutes: float | None = Field(None, gt=0, description="Minutes between frames; None for Moving-MNIST (no physical time).")
+    # moving_mnist
+    n_digits: int = Field(2, ge=1)
+    # zarr_sequences
+    path: str | None = Field(None, description="Training Zarr store (pipelines/simulate.py), relative to the project root.")
+    val_path: str | None = Field(None, description="Validation Zarr store; default: the training store.")
+
+    @field_validator("normalisation")
+    @classmethod
+    def _valid_normalisation(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from nowcast.errors import ConfigError as _CE
+
+        try:
+            return make_normaliser(value).as_dict()
+        except _CE as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "DataConfig":
+        if self.kind == "zarr_sequences" and not self.path:
+            raise ValueError("data.kind 'zarr_sequences' needs 'path' (a store written by pipelines/simulate.py)")
+        return self
+
+    @property
+    def normaliser(self) -> Normaliser:
+        return make_normaliser(self.normalisation)
+
+
+class TrainingConfig(StrictModel):
+    """The training loop (nowcast.training)."""
+
+    iterations: int = Field(1000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    seed: int = 0
+    sampling_start: int = Field(0, ge=0, description="Iteration where scheduled sampling starts to feed predictions.")
+    sampling_end: int = Field(1000, ge=0, description="Iteration from which only predictions are fed (probability of truth 0).")
+    val_every: int = Field(250, ge=1)
+    val_batches: int = Field(2, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(25, ge=1)
+    grad_clip: float | None = Field(1.0, gt=0, description="Max gradient norm; None disables clipping.")
+    init_from: str | None = Field(None, description="Source model (name or path) whose matching weights start the target (finetune).")
+
+    @model_validator(mode="after")
+    def _sampling_order(self) -> "TrainingConfig":
+        if self.sampling_end < self.sampling_start:
+            raise ValueError(f"sampling_end {self.sampling_end} is before sampling_start {self.sampling_start}")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """One model: ``configs/models/NAME.yaml``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    role: Literal["source", "target"] = "target"
+    architecture: ArchitectureConfig = ArchitectureConfig()
+    tmu: TMUConfig | None = None
+    data: DataConfig
+    training: TrainingConfig = TrainingConfig()
+    checkpoint: str = Field(description="Checkpoint file; relative paths are under the project root.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelConfig":
+        p = self.architecture.patch_size
+        if self.data.frame_size % p:
+            raise ValueError(f"data.frame_size {self.data.frame_size} is not a multiple of architecture.patch_size {p}")
+        if self.role == "source" and self.tmu is not None:
+            raise ValueError("role 'source' cannot have a 'tmu' section (sources are trained without transfer)")
+        if self.data.kind == "moving_mnist" and self.data.timestep_minutes is not None:
+            raise ValueError("data.timestep_minutes must be null for Moving-MNIST (no physical time step)")
+        return self
+
+    # The operational forecast path reads these three flat names (nowcast.forecast).
+    @property
+    def patch_size(self) -> int:
+        return self.architecture.patch_size
+
+    @property
+    def input_frames(self) -> int:
+        return self.data.input_frames
+
+    @property
+    def timestep_minutes(self) -> float | None:
+        return self.data.timestep_minutes
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Absolute checkpoint path (relative ones are under :func:`project_root`)."""
+        path = Path(self.checkpoint).expanduser()
+        return path if path.is_absolute() else project_root() / path
+
+
+def model_search_dirs(home: str | Path | None = None) -> list[Path]:
+    """Directories searched for ``NAME.yaml``: user overrides first, then shipped."""
+    return [home_dir(home) / "configs" / "models", shipped_configs_dir() / "models"]
+
+
+def available_models(home: str | Path | None = None) -> list[str]:
+    """Names of the model configs :func:`find_model_config` can find."""
+    return sorted({p.stem for d in model_search_dirs(home) if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def find_model_config(name_or_path: str | Path, home: str | Path | None = None) -> Path:
+    """Path of a model config given its name (``mnist-tmu-2digit``) or a path.
+
+    Raises
+    ------
+    ConfigError
+        Unknown name (the message lists the known ones) or missing file.
+    """
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.is_file():
+        if not candidate.is_file():
+            raise ConfigError(f"{candidate}: model config file does not exist")
+        return candidate
+    for d in model_search_dirs(home):
+        if (d / f"{name_or_path}.yaml").is_file():
+            return d / f"{name_or_path}.yaml"
+    known = ", ".join(available_models(home)) or "none"
+    raise ConfigError(f"unknown model {str(name_or_path)!r}; known models: {known}")
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Load and validate a model YAML (a path; see :func:`find_model_config` for names).
+
+    Raises
+    ------
+    ConfigError
+        Missing file, bad YAML, or invalid keys: the message names the file
+        and every offending key.
+    """
+    path = Path(path)
+    data = load_yaml(path)
+    return model_config_from_dict(data, path)
+
+
+def model_config_from_dict(data: dict[str, Any], where: str | Path = "model config") -> ModelConfig:
+    """Validate a mapping (e.g. the copy stored in a checkpoint)."""
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(Path(str(where)), exc)) from None

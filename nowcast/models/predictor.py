@@ -1,0 +1,218 @@
+"""Stacked recurrent predictor over patch-folded frames.
+
+Frames are folded space-to-depth (``pixel_unshuffle`` with patch ``p``: a
+``1 x H x W`` frame becomes ``p*p x H/p x W/p``) so the recurrent cells work
+on a ``p``-times coarser grid: ``p*p`` times less work per step and a
+receptive field ``p`` times larger for the same kernel. A stack of ``L``
+ConvLSTM layers (the bottom one a TMU cell when the model has sources) and a
+1x1 convolution head predict frame ``t+1`` from frame ``t``.
+
+During the input phase the true frames are fed (teacher forcing). After it,
+training mixes true frames and the model's own predictions (scheduled
+sampling, Bengio et al. 2015) so the network learns to roll out; at test time
+it feeds back its own predictions (closed loop). Any number of input frames
+and lead times works, and any frame size that is a multiple of ``p``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nowcast.models.cells import ConvLSTMCell, State
+from nowcast.models.tmu import TMUCell, Variant
+
+
+@dataclass
+class PredictorOutput:
+    """What :meth:`Predictor.forward` returns.
+
+    Attributes
+    ----------
+    predictions
+        ``(B, S, 1, H, W)``: at step ``t`` the prediction of frame ``t + 1``,
+        for ``S = input_frames + output_frames - 1`` steps; the forecast proper
+        is ``predictions[:, input_frames - 1:]``.
+    distilled
+        One ``(B, S, C_n, H/p, W/p)`` tensor per source: the TMU distillers'
+        memories ``Ĉ^n_t`` (empty without sources).
+    """
+
+    predictions: torch.Tensor
+    distilled: list[torch.Tensor] = field(default_factory=list)
+
+
+def fold(frames: torch.Tensor, patch: int) -> torch.Tensor:
+    """``(B, T, c, H, W)`` -> ``(B, T, c*p*p, H/p, W/p)`` (space-to-depth)."""
+    B, T, c, H, W = frames.shape
+    if H % patch or W % patch:
+        raise ValueError(f"frame size {H}x{W} is not a multiple of the patch size {patch}")
+    out = F.pixel_unshuffle(frames.reshape(B * T, c, H, W), patch)
+    return out.view(B, T, *out.shape[1:])
+
+
+def unfold(folded: torch.Tensor, patch: int) -> torch.Tensor:
+    """Inverse of :func:`fold`."""
+    B, T = folded.shape[:2]
+    out = F.pixel_shuffle(folded.reshape(B * T, *folded.shape[2:]), patch)
+    return out.view(B, T, *out.shape[1:])
+
+
+class Predictor(nn.Module):
+    """``L`` stacked ConvLSTM layers (bottom: TMU when there are sources).
+
+    Parameters
+    ----------
+    layers, hidden, kernel, patch_size
+        Depth, hidden channels (one value or one per layer), gate kernel and
+        patch size.
+    layer_norm, forget_bias
+        Passed to every cell.
+    source_channels
+        Memory channels of each source; non-empty makes the bottom layer a
+        :class:`~nowcast.models.tmu.TMUCell`.
+    variant
+        TMU memory update, ``"sum"`` or ``"normalized_sum"``.
+    channels
+        Physical channels per frame (1: rain rate, brightness temperature or
+        grey levels).
+    """
+
+    def __init__(
+        self,
+        layers: int = 2,
+        hidden: int | Sequence[int] = 32,
+        kernel: int = 5,
+        patch_size: int = 4,
+        layer_norm: bool = True,
+        forget_bias: float = 1.0,
+        source_channels: Sequence[int] = (),
+        variant: Variant = "sum",
+        channels: int = 1,
+    ) -> None:
+        super().__init__()
+        sizes = [int(hidden)] * layers if isinstance(hidden, int) else [int(h) for h in hidden]
+        if len(sizes) != layers:
+            raise ValueError(f"{len(sizes)} hidden sizes for {layers} layers")
+        self.patch_size = patch_size
+        self.channels = channels
+        self.hidden_sizes = sizes
+        self.source_channels = [int(c) for c in source_channels]
+        folded = channels * patch_size * patch_size
+        cells: list[ConvLSTMCell] = []
+        for k, size in enumerate(sizes):
+            in_ch = folded if k == 0 else sizes[k - 1]
+            if k == 0 and self.source_channels:
+                cells.append(TMUCell(in_ch, size, kernel, self.source_channels, variant, layer_norm, forget_bias))
+            else:
+                cells.append(ConvLSTMCell(in_ch, size, kernel, layer_norm, forget_bias))
+        self.cells = nn.ModuleList(cells)
+        self.head = nn.Conv2d(sizes[-1], folded, 1)
+
+    @classmethod
+    def from_config(cls, arch, source_channels: Sequence[int] = (), variant: Variant = "sum") -> "Predictor":
+        """Build from an :class:`~nowcast.models.config.ArchitectureConfig`."""
+        return cls(
+            layers=arch.layers,
+            hidden=arch.hidden_sizes,
+            kernel=arch.kernel,
+            patch_size=arch.patch_size,
+            layer_norm=arch.layer_norm,
+            forget_bias=arch.forget_bias,
+            source_channels=source_channels,
+            variant=variant,
+        )
+
+    @property
+    def has_tmu(self) -> bool:
+        return bool(self.source_channels)
+
+    def step(self, x: torch.Tensor, states: list[State]) -> tuple[torch.Tensor, list[State], list[torch.Tensor]]:
+        """One time step on folded input ``x``; returns (next folded frame, states, distilled)."""
+        new_states: list[State] = []
+        distilled: list[torch.Tensor] = []
+        inp = x
+        for k, cell in enumerate(self.cells):
+            if isinstance(cell, TMUCell):
+                state, distilled = cell.step(inp, states[k])
+            else:
+                state = cell(inp, states[k])
+            new_states.append(state)
+            inp = state[0]
+        return self.head(inp), new_states, distilled
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        input_frames: int,
+        output_frames: int,
+        sampling_prob: float = 0.0,
+        teacher_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PredictorOutput:
+        """Run the sequence: teacher forcing on inputs, then scheduled sampling or closed loop.
+
+        Parameters
+        ----------
+        frames
+            ``(B, T, 1, H, W)`` normalised. Only the first ``input_frames`` are
+            needed for a closed-loop forecast; scheduled sampling also needs
+            the true future frames (``T >= input_frames + output_frames - 1``).
+        input_frames, output_frames
+            Observed frames and frames to predict.
+        sampling_prob
+            Probability, per sample and future step, of feeding the *true*
+            frame instead of the prediction (1 = teacher forcing, 0 = closed
+            loop). Ignored when ``teacher_mask`` is given.
+        teacher_mask
+            ``(B, output_frames - 1)``: 1 feeds the true frame, 0 the
+            prediction; lets a training loop draw the mask reproducibly.
+        generator
+            Random generator for drawing the mask from ``sampling_prob``.
+        """
+        B, T, _, H, W = frames.shape
+        p = self.patch_size
+        steps = input_frames + output_frames - 1
+        if input_frames < 1 or output_frames < 1:
+            raise ValueError(f"input_frames={input_frames}, output_frames={output_frames}: both must be positive")
+        if T < input_frames:
+            raise ValueError(f"{T} frames given, {input_frames} input frames needed")
+        future = output_frames - 1
+        if teacher_mask is None and sampling_prob > 0.0 and future > 0:
+            teacher_mask = (torch.rand((B, future), generator=generator) < sampling_prob).to(frames.dtype)
+        if teacher_mask is not None and future > 0:
+            if T < steps:
+                raise ValueError(f"scheduled sampling needs {steps} true frames, got {T}")
+            teacher_mask = teacher_mask.to(frames.dtype).view(B, future, 1, 1, 1)
+        folded = fold(frames[:, : min(T, steps)], p)
+        hh, ww = H // p, W // p
+        states = [cell.init_state(B, hh, ww, folded) for cell in self.cells]
+        preds: list[torch.Tensor] = []
+        distilled: list[list[torch.Tensor]] = []
+        x = folded[:, 0]
+        for t in range(steps):
+            if t < input_frames:
+                x = folded[:, t]
+            elif teacher_mask is not None:
+                m = teacher_mask[:, t - input_frames]
+                x = m * folded[:, t] + (1.0 - m) * preds[-1]
+            else:
+                x = preds[-1]
+            out, states, dist = self.step(x, states)
+            preds.append(out)
+            if dist:
+                distilled.append(dist)
+        predictions = unfold(torch.stack(preds, dim=1), p)
+        per_source = [torch.stack([d[n] for d in distilled], dim=1) for n in range(len(self.source_channels))]
+        return PredictorOutput(predictions, per_source)
+
+    @torch.no_grad()
+    def forecast(self, inputs: torch.Tensor, leads: int) -> torch.Tensor:
+        """Closed-loop forecast: ``(B, T_in, 1, H, W)`` -> ``(B, leads, 1, H, W)``."""
+        t_in = inputs.shape[1]
+        out = self(inputs, t_in, leads)
+        return out.predictions[:, t_in - 1 :]

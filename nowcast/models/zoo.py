@@ -1,0 +1,434 @@
+"""Checkpoints of the model zoo, and the forecaster the operational app loads.
+
+One model = one file: ``torch.save`` of a dict holding only tensors and plain
+JSON-able metadata (architecture, patch size, hidden sizes, normalisation and
+units, training data, region and modality, iterations, metrics, code version,
+the full model config). It is loaded with ``torch.load(weights_only=True)``:
+a checkpoint is data, never code, so a file from the internet cannot run
+anything. A SHA-256 digest of the weights is stored inside and checked on
+load, so a tampered or truncated file is refused instead of forecasting
+garbage. Loading against a config refuses any mismatch of architecture or
+normalisation with one line naming the file and the field.
+
+A TMU target's checkpoint is self-sufficient: its distillers stand in for the
+sources, whose checkpoints are not needed to forecast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import nowcast
+from nowcast.errors import CheckpointError, ConfigError, NowcastError
+from nowcast.models.config import ModelConfig, find_model_config, load_model_config, model_config_from_dict
+from nowcast.models.normalization import Normaliser, make_normaliser
+from nowcast.models.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+FORMAT = "nowcast-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
+
+
+# ------------------------------------------------------------ digests
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file (recorded in forecast datasets as ``checkpoint_sha256``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of the weights, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------ metadata
+def architecture_metadata(config: ModelConfig, source_channels: list[int] | None = None) -> dict[str, Any]:
+    """The fields that must match for weights to fit a network."""
+    arch = config.architecture
+    tmu = config.tmu
+    return {
+        "layers": arch.layers,
+        "hidden": arch.hidden_sizes,
+        "kernel": arch.kernel,
+        "patch_size": arch.patch_size,
+        "layer_norm": arch.layer_norm,
+        "forget_bias": arch.forget_bias,
+        "tmu_sources": list(tmu.sources) if tmu else [],
+        "tmu_source_channels": list(source_channels or []),
+        "tmu_variant": tmu.variant if tmu else None,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: Predictor,
+    config: ModelConfig,
+    *,
+    iterations: int = 0,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write a model's single checkpoint file; returns its SHA-256.
+
+    Parameters
+    ----------
+    path
+        Destination (written atomically).
+    model
+        The network; its ``state_dict`` is stored on CPU.
+    config
+        The model config, stored in full so the checkpoint rebuilds its own
+        network and normaliser without the YAML.
+    iterations, metrics, extra
+        Training provenance (plain JSON-able values).
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    normaliser = config.data.normaliser
+    metadata = {
+        "name": config.name,
+        "role": config.role,
+        "architecture": architecture_metadata(config, model.source_channels),
+        "normalisation": normaliser.as_dict(),
+        "units": config.data.units,
+        "data": {
+            "kind": config.data.kind,
+            "domain": config.data.domain,
+            "modality": config.data.modality,
+            "frame_size": config.data.frame_size,
+            "input_frames": config.data.input_frames,
+            "output_frames": config.data.output_frames,
+            "timestep_minutes": config.data.timestep_minutes,
+        },
+        "iterations": int(iterations),
+        "metrics": dict(metrics or {}),
+        "code_version": nowcast.__version__,
+        "torch_version": str(torch.__version__),
+        "created": _now(),
+        "config": config.model_dump(mode="json"),
+        "weights_sha256": weights_digest(state),
+        **(extra or {}),
+    }
+    # A JSON round trip guarantees plain types (weights_only loading refuses
+    # anything else, e.g. torch's TorchVersion str subclass) and JSON-ability.
+    metadata = json.loads(json.dumps(metadata))
+    _atomic_torch_save({"format": FORMAT, "format_version": FORMAT_VERSION, "state_dict": state, "metadata": metadata}, path)
+    digest = sha256_of(path)
+    log.info("%s: checkpoint of %s at iteration %d written (sha256 %s)", path, config.name, iterations, digest[:12])
+    return digest
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: weights, metadata and the file's identity."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, Any]
+    sha256: str
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model config stored in the checkpoint."""
+        return model_config_from_dict(self.metadata["config"], f"{self.path} (stored config)")
+
+    @property
+    def source_channels(self) -> list[int]:
+        return list(self.metadata["architecture"].get("tmu_source_channels", []))
+
+    def build_model(self) -> Predictor:
+        """The network with these weights, in eval mode (sources not needed)."""
+        cfg = self.config
+        model = Predictor.from_config(
+            cfg.architecture, self.source_channels, cfg.tmu.variant if cfg.tmu else "sum"
+        )
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise CheckpointError(f"{self.path}: weights do not fit the stored architecture ({first})") from None
+        return model.eval()
+
+
+def load_checkpoint(path: str | Path, expect_config: ModelConfig | None = None) -> Checkpoint:
+    """Read a checkpoint safely and, optionally, check it against a config.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated, tampered or foreign file, or (with
+        ``expect_config``) a mismatch of architecture, normalisation or units:
+        one line naming the file and the first mismatched field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a global: code, not data
+        raise CheckpointError(
+            f"{path}: refused: holds Python objects other than tensors and plain data (loaded with weights_only)"
+        ) from None
+    except Exception as exc:  # truncated zip, foreign format...
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable nowcast checkpoint, truncated or not a torch file ({reason[:200]})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a nowcast checkpoint (no '{FORMAT}' marker)")
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {obj.get('format_version')!r}, this nowcast reads {FORMAT_VERSION}")
+    state, metadata = obj.get("state_dict"), obj.get("metadata")
+    if not isinstance(state, dict) or not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: checkpoint lacks 'state_dict' or 'metadata'")
+    for key in ("architecture", "normalisation", "units", "config", "weights_sha256"):
+        if key not in metadata:
+            raise CheckpointError(f"{path}: checkpoint metadata lacks '{key}'")
+    if weights_digest(state) != metadata["weights_sha256"]:
+        raise CheckpointError(f"{path}: weights do not match their recorded digest (file tampered with or corrupt)")
+    ckpt = Checkpoint(path, state, metadata, sha256_of(path))
+    if expect_config is not None:
+        check_matches(ckpt, expect_config)
+    return ckpt
+
+
+def check_matches(ckpt: Checkpoint, config: ModelConfig) -> None:
+    """Refuse a checkpoint whose architecture, normalisation or units differ from ``config``."""
+    have = ckpt.metadata["architecture"]
+    want = architecture_metadata(config, have.get("tmu_source_channels"))
+    for key, value in want.items():
+        if key == "tmu_source_channels":
+            continue
+        if have.get(key) != value:
+            raise CheckpointError(
+                f"{ckpt.path}: architecture.{key} is {have.get(key)!r} in the checkpoint but {value!r} in model config {config.name!r}"
+            )
+    norm = config.data.normaliser.as_dict()
+    if ckpt.metadata["normalisation"] != norm:
+        raise CheckpointError(
+            f"{ckpt.path}: data.normalisation is {ckpt.metadata['normalisation']} in the checkpoint but {norm} in model config {config.name!r}"
+        )
+    if ckpt.metadata["units"] != config.data.units:
+        raise CheckpointError(
+            f"{ckpt.path}: data.units is {ckpt.metadata['units']!r} in the checkpoint but {config.data.units!r} in model config {config.name!r}"
+        )
+
+
+# ------------------------------------------------------------ lookup
+def resolve_model(name: str | Path, home: str | Path | None = None) -> Path:
+    """Path to load a model from: a model YAML or a checkpoint file.
+
+    Parameters
+    ----------
+    name
+        A checkpoint path (``.pt``), a model YAML path, or a bare name found as
+        ``configs/models/NAME.yaml`` (user configs under ``HOME`` first). A
+        YAML's ``checkpoint`` is resolved against the project root.
+
+    Raises
+    ------
+    CheckpointError
+        Unknown name, or the file (or the YAML's checkpoint) does not exist.
+    """
+    candidate = Path(name).expanduser()
+    if candidate.suffix in CHECKPOINT_SUFFIXES:
+        if not candidate.is_file():
+            raise CheckpointError(f"{candidate}: checkpoint file does not exist")
+        return candidate
+    try:
+        yaml_path = find_model_config(name, home)
+        config = load_model_config(yaml_path)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not config.checkpoint_path.is_file():
+        raise CheckpointError(
+            f"{config.checkpoint_path}: checkpoint of model {config.name!r} does not exist "
+            f"(train it with 'nowcast train --config {yaml_path}')"
+        )
+    return yaml_path
+
+
+# ------------------------------------------------------------ forecaster
+class Forecaster:
+    """A trained model ready to forecast in physical units.
+
+    Attributes
+    ----------
+    config
+        The model config (``name``, ``patch_size``, ``input_frames``,
+        ``timestep_minutes`` as flat attributes for :mod:`nowcast.forecast`).
+    sha256
+        Hex SHA-256 of the checkpoint file (empty for an untrained model).
+    normaliser
+        The stored normalisation, applied inside :meth:`predict`.
+    """
+
+    def __init__(self, model: Predictor, config: ModelConfig, sha256: str = "", path: Path | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.sha256 = sha256
+        self.path = path
+        self.metadata = metadata or {}
+        self.normaliser: Normaliser = make_normaliser(self.metadata.get("normalisation") or config.data.normalisation)
+
+    def __repr__(self) -> str:
+        return f"Forecaster({self.config.name!r}, sha256={self.sha256[:12]!r})"
+
+    def predict(self, window: np.ndarray, leads: int) -> np.ndarray:
+        """Forecast ``leads`` frames from ``window``.
+
+        Parameters
+        ----------
+        window
+            ``(T, H, W)`` float32 in the model's physical units (mm/h for rain);
+            ``H`` and ``W`` multiples of the patch size. NaN (no data) is read
+            as the normalisation's zero (dry rain, clear sky).
+        leads
+            Frames to predict.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(leads, H, W)`` float32 in physical units (non-negative for rain).
+        """
+        window = np.asarray(window, dtype=np.float32)
+        if window.ndim != 3:
+            raise NowcastError(f"model {self.config.name!r}: input window must be (time, y, x), got shape {window.shape}")
+        p = self.config.patch_size
+        if window.shape[1] % p or window.shape[2] % p:
+            raise NowcastError(f"model {self.config.name!r}: frame size {window.shape[1:]} is not a multiple of the patch size {p}")
+        if leads < 1:
+            raise NowcastError(f"model {self.config.name!r}: leads={leads} must be positive")
+        # NaN (no data) becomes the normalisation's zero: dry for rain, the
+        # warm clear-sky reference for brightness temperature.
+        with np.errstate(invalid="ignore"):
+            x = np.nan_to_num(self.normaliser.forward(window), nan=0.0, posinf=0.0, neginf=0.0)
+        with torch.no_grad():
+            out = self.model.forecast(torch.from_numpy(x)[None, :, None], leads)
+        return self.normaliser.inverse(out[0, :, 0].numpy())
+
+
+def load_named_checkpoint(name_or_config: str | Path | ModelConfig, home: str | Path | None = None) -> Checkpoint:
+    """Checkpoint of a model given by checkpoint path, YAML path, config or name.
+
+    A YAML or config is checked against the checkpoint (architecture,
+    normalisation, units) so a config edited after training is caught.
+    """
+    if isinstance(name_or_config, ModelConfig):
+        return load_checkpoint(name_or_config.checkpoint_path, expect_config=name_or_config)
+    path = Path(name_or_config)
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        path = resolve_model(path, home)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        return load_checkpoint(path)
+    config = load_model_config(path)
+    return load_checkpoint(config.checkpoint_path, expect_config=config)
+
+
+def load_forecaster(path_or_config: str | Path | ModelConfig) -> Forecaster:
+    """A :class:`Forecaster` from a checkpoint, a model YAML, a config or a model name.
+
+    Only the model's own checkpoint is read: a TMU target forecasts without
+    its sources.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt or mismatching checkpoint.
+    """
+    ckpt = load_named_checkpoint(path_or_config)
+    return Forecaster(ckpt.build_model(), ckpt.config, ckpt.sha256, ckpt.path, ckpt.metadata)
+
+
+def default_rain_config(name: str = "random-tmu") -> ModelConfig:
+    """A small rain TMU target (L=2, C=32, k=5, p=4, two sources, 4 input frames)."""
+    return model_config_from_dict(
+        {
+            "name": name,
+            "role": "target",
+            "architecture": {"layers": 2, "hidden": 32, "kernel": 5, "patch_size": 4},
+            "tmu": {"sources": ["source-a", "source-b"], "variant": "normalized_sum"},
+            "data": {"kind": "zarr_sequences", "path": "unused.zarr", "modality": "rain", "units": "mm h-1",
+                     "normalisation": {"kind": "log", "offset": 0.1, "scale": 3.0}, "frame_size": 64,
+                     "input_frames": 4, "output_frames": 12, "timestep_minutes": 5},
+            "checkpoint": "models/runs/random-tmu.pt",
+        },
+        "default rain config",
+    )
+
+
+def random_forecaster(model_config: str | Path | ModelConfig | None = None, seed: int = 0) -> Forecaster:
+    """An *untrained* forecaster (random weights) for speed and memory benchmarks.
+
+    Sources are not loaded: a TMU's distillers get each source's hidden size
+    from the source's config when it can be found, else the target's own.
+    """
+    if model_config is None:
+        config = default_rain_config()
+    elif isinstance(model_config, ModelConfig):
+        config = model_config
+    else:
+        config = load_model_config(find_model_config(model_config))
+    channels: list[int] = []
+    for source in config.tmu.sources if config.tmu else []:
+        try:
+            channels.append(load_model_config(find_model_config(source)).architecture.hidden_sizes[0])
+        except NowcastError:
+            channels.append(config.architecture.hidden_sizes[0])
+    torch.manual_seed(seed)
+    model = Predictor.from_config(config.architecture, channels, config.tmu.variant if config.tmu else "sum")
+    return Forecaster(model, config, "", None, {"normalisation": config.data.normaliser.as_dict()})
+
+
+__all__ = [
+    "Checkpoint",
+    "Forecaster",
+    "check_matches",
+    "load_checkpoint",
+    "load_forecaster",
+    "load_named_checkpoint",
+    "random_forecaster",
+    "resolve_model",
+    "save_checkpoint",
+    "sha256_of",
+]

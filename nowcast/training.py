@@ -1,0 +1,526 @@
+"""One training loop for every regime of the transfer study.
+
+The regimes differ only in their config (``configs/models/*.yaml``):
+
+* **source pretraining** and **target from scratch**: a plain predictor;
+* **finetune**: ``training.init_from`` names a source checkpoint whose
+  weights (where names and shapes match) start the target;
+* **TMU**: ``tmu.sources`` names N frozen source checkpoints; the loss is the
+  prediction MSE plus ``lambda * sum_n w_n * distillation MSE_n``, with
+  ``w_n = 1/N`` or adaptive (softmax over sources of the negative running
+  distillation error, relative to its mean: sources whose memory the target
+  can explain weigh more; the running error is an EMA and detached).
+
+Reproducibility: the initial weights come from ``training.seed``; batch ``k``
+and the scheduled-sampling mask of iteration ``k`` are pure functions of
+``(seed, k)``. Together with the optimizer state saved beside the checkpoint
+(``NAME.state.pt``), a resumed run therefore continues *exactly* as an
+uninterrupted one (tested), and two runs with the same seed give the same
+weights bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nowcast.errors import CheckpointError, ConfigError, NowcastError
+from nowcast.models.config import ModelConfig, TMUConfig, TrainingConfig
+from nowcast.models.predictor import Predictor, fold
+from nowcast.models.tmu import MemoryBank
+from nowcast.models.zoo import (
+    Checkpoint,
+    _atomic_torch_save,
+    architecture_metadata,
+    load_named_checkpoint,
+    save_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+#: ``start_batch -> iterator of (B, T, 1, H, W) normalised float32 batches``.
+BatchFactory = Callable[[int], Iterable[torch.Tensor]]
+
+
+class TrainingDivergedError(NowcastError):
+    """The loss became NaN or infinite: training stops instead of saving garbage."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    checkpoint: Path
+    iterations: int
+    final_losses: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    sha256: str = ""
+    seconds_per_iteration: float = float("nan")
+
+
+# ================================================================ data
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across runs and platforms)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+
+
+class ZarrSequences:
+    """Random crops of sequences written by :func:`pipelines.simulate.simulate_dataset`.
+
+    The store holds ``rain_rate`` (mm h-1) or ``brightness_temperature`` (K)
+    with dims ``(sequence, time, y, x)``. Batch ``k`` draws its sequences, time
+    offsets and crop corners from ``default_rng([seed, split, k])``, so a
+    resumed run sees the batches it would have seen.
+    """
+
+    def __init__(self, path: str | Path, config: ModelConfig) -> None:
+        import xarray as xr
+
+        from nowcast.units import canonical_units
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ConfigError(f"{self.path}: training store does not exist (make it with 'python -m pipelines.simulate')")
+        try:
+            ds = xr.open_zarr(self.path)
+        except Exception as exc:  # noqa: BLE001 - any failure means an unreadable store
+            raise ConfigError(f"{self.path}: not a readable Zarr store ({exc})") from None
+        names = [n for n, v in ds.data_vars.items() if v.dims == ("sequence", "time", "y", "x")]
+        if not names:
+            raise ConfigError(f"{self.path}: no variable with dims (sequence, time, y, x)")
+        da = ds[names[0]]
+        units = da.attrs.get("units", ds.attrs.get("units", ""))
+        want = config.data.units
+        if want != "unit" and units and canonical_units(units) != want:
+            raise ConfigError(f"{self.path}: holds {names[0]} in {units!r}, model config {config.name!r} expects data.units {want!r}")
+        self.data = da
+        self.n_seq, self.n_time, self.ny, self.nx = da.shape
+        d = config.data
+        self.frames = d.input_frames + d.output_frames
+        self.size = d.frame_size
+        if self.n_time < self.frames:
+            raise ConfigError(f"{self.path}: sequences of {self.n_time} frames, model needs {self.frames}")
+        if self.ny < self.size or self.nx < self.size:
+            raise ConfigError(f"{self.path}: frames of {self.ny}x{self.nx}, smaller than data.frame_size {self.size}")
+        self.normaliser = d.normaliser
+        self.cache: np.ndarray | None = None
+        if da.size * 4 <= 512 * 2**20:  # small stores: read once
+            self.cache = np.asarray(da.values, dtype=np.float32)
+
+    def batch(self, seed: int, split: int, index: int, batch_size: int) -> torch.Tensor:
+        rng = np.random.default_rng([seed, split, index])
+        seqs = rng.integers(0, self.n_seq, batch_size)
+        t0 = rng.integers(0, self.n_time - self.frames + 1, batch_size)
+        y0 = rng.integers(0, self.ny - self.size + 1, batch_size)
+        x0 = rng.integers(0, self.nx - self.size + 1, batch_size)
+        out = np.empty((batch_size, self.frames, self.size, self.size), dtype=np.float32)
+        for b in range(batch_size):
+            sl = (int(seqs[b]), slice(int(t0[b]), int(t0[b]) + self.frames),
+                  slice(int(y0[b]), int(y0[b]) + self.size), slice(int(x0[b]), int(x0[b]) + self.size))
+            block = self.cache[sl] if self.cache is not None else np.asarray(self.data[sl].values, dtype=np.float32)
+            out[b] = block
+        with np.errstate(invalid="ignore"):  # NaN (no data) -> the normalisation's zero
+            x = np.nan_to_num(self.normaliser.forward(out), nan=0.0, posinf=0.0, neginf=0.0)
+        return torch.from_numpy(x)[:, :, None]
+
+
+def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_batches: int | None = None,
+                 seed: int | None = None) -> Iterator[torch.Tensor]:
+    """Batches ``(B, T, 1, H, W)`` float32, normalised, for ``config.data.kind``.
+
+    Parameters
+    ----------
+    split
+        ``"train"`` or ``"val"`` (Moving-MNIST validation uses the *test*
+        digit instances; Zarr validation uses ``data.val_path`` when given).
+    start
+        Index of the first batch (resuming at iteration ``k`` passes ``k``).
+    n_batches
+        Stop after this many (``None``: forever).
+    seed
+        Defaults to ``training.seed``.
+    """
+    d, t = config.data, config.training
+    seed = t.seed if seed is None else seed
+    frames = d.input_frames + d.output_frames
+    if d.kind == "moving_mnist":
+        from nowcast.data.moving_mnist import MovingMNIST
+
+        # Batch k holds items k*B ... (k+1)*B - 1 of a dataset seeded by the
+        # training seed (validation: test digits, another seed), so a resumed
+        # run sees exactly the batches it would have seen.
+        mm_split = "train" if split == "train" else "test"
+        mm_seed = seed if split == "train" else seed + 1_000_003
+        B = t.batch_size
+        stop = None if n_batches is None else start + n_batches
+        ds = MovingMNIST(d.n_digits, mm_split, frames=frames, size=d.frame_size, seed=mm_seed,
+                         length=(stop if stop is not None else 2**40) * B, input_frames=d.input_frames)
+        k = start
+        while stop is None or k < stop:
+            yield torch.stack([ds[i] for i in range(k * B, (k + 1) * B)])
+            k += 1
+        return
+    if d.kind == "zarr_sequences":
+        from nowcast.config import project_root
+
+        raw = d.val_path if (split != "train" and d.val_path) else d.path
+        path = Path(str(raw)).expanduser()
+        if not path.is_absolute():
+            path = project_root() / path
+        store = ZarrSequences(path, config)
+        code = 0 if split == "train" else 1
+        k = start
+        while n_batches is None or k < start + n_batches:
+            yield store.batch(seed, code, k, t.batch_size)
+            k += 1
+        return
+    raise ConfigError(f"model config {config.name!r}: unknown data.kind {d.kind!r}")
+
+
+# ================================================================ pieces
+def sampling_probability(t: TrainingConfig, iteration: int) -> float:
+    """Probability of feeding the true frame: 1 until ``sampling_start``, linear to 0 at ``sampling_end``."""
+    if iteration < t.sampling_start:
+        return 1.0
+    if iteration >= t.sampling_end:
+        return 0.0
+    return 1.0 - (iteration - t.sampling_start) / max(1, t.sampling_end - t.sampling_start)
+
+
+def distillation_weights(tmu: TMUConfig, running_error: torch.Tensor | None, n: int) -> torch.Tensor:
+    """``w_n``: uniform, or softmax of ``-(e_n / mean(e)) / temperature`` (adaptive).
+
+    Dividing by the mean makes the weights independent of the sources'
+    memory scale, so one temperature suits any zoo.
+    """
+    if tmu.weights == "uniform" or running_error is None:
+        return torch.full((n,), 1.0 / n)
+    rel = running_error / running_error.mean().clamp_min(1e-12)
+    return torch.softmax(-rel / tmu.adaptive_temperature, dim=0)
+
+
+def load_sources(config: ModelConfig) -> tuple[MemoryBank, list[Checkpoint]]:
+    """The frozen sources of a TMU target, checked for compatibility.
+
+    Raises
+    ------
+    CheckpointError, ConfigError
+        A source is missing, corrupt, itself a TMU model, or has another
+        patch size (its memory would not align with the target's grid).
+    """
+    assert config.tmu is not None
+    ckpts, models = [], []
+    for name in config.tmu.sources:
+        ckpt = load_named_checkpoint(name)
+        scfg = ckpt.config
+        if scfg.architecture.patch_size != config.architecture.patch_size:
+            raise ConfigError(
+                f"model config {config.name!r}: key 'tmu.sources' source {name!r} has patch_size "
+                f"{scfg.architecture.patch_size}, the target {config.architecture.patch_size}"
+            )
+        if ckpt.source_channels:
+            raise ConfigError(f"model config {config.name!r}: key 'tmu.sources' source {name!r} is a TMU model, not a source")
+        ckpts.append(ckpt)
+        models.append(ckpt.build_model())
+    return MemoryBank(models), ckpts
+
+
+def init_from_source(model: Predictor, name: str) -> Checkpoint:
+    """Finetuning: copy every weight of a source whose name and shape match."""
+    ckpt = load_named_checkpoint(name)
+    own = model.state_dict()
+    matched = {k: v for k, v in ckpt.state_dict.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CheckpointError(f"{ckpt.path}: no weight of the source fits the target's architecture (training.init_from)")
+    model.load_state_dict(matched, strict=False)
+    skipped = sorted(set(own) - set(matched))
+    log.info("init from %s: %d of %d tensors copied%s", ckpt.path, len(matched), len(own),
+             f" (kept fresh: {', '.join(skipped[:6])}{'...' if len(skipped) > 6 else ''})" if skipped else "")
+    return ckpt
+
+
+def state_path_for(checkpoint: Path) -> Path:
+    """Resume state beside the checkpoint: ``NAME.pt`` -> ``NAME.state.pt``."""
+    return checkpoint.with_name(checkpoint.stem + ".state.pt")
+
+
+@torch.no_grad()
+def validate(model: Predictor, batches: list[torch.Tensor], input_frames: int, output_frames: int) -> dict[str, Any]:
+    """Closed-loop MSE (normalised units) over the output frames, overall and per lead."""
+    was_training = model.training
+    model.eval()
+    per_lead = torch.zeros(output_frames)
+    for batch in batches:
+        pred = model.forecast(batch[:, :input_frames], output_frames)
+        truth = batch[:, input_frames : input_frames + output_frames]
+        per_lead += ((pred - truth) ** 2).mean(dim=(0, 2, 3, 4))
+    per_lead /= max(1, len(batches))
+    model.train(was_training)
+    return {"val_mse": float(per_lead.mean()), "val_mse_per_lead": [float(v) for v in per_lead]}
+
+
+# ================================================================ the loop
+def train(
+    config: ModelConfig,
+    *,
+    resume: bool = True,
+    max_iterations: int | None = None,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    batches: BatchFactory | None = None,
+    val_batches: list[torch.Tensor] | None = None,
+) -> TrainResult:
+    """Train a model as its config says; write its checkpoint and resume state.
+
+    Parameters
+    ----------
+    config
+        The model config (its ``checkpoint`` is where the result goes).
+    resume
+        Continue from ``NAME.state.pt`` beside the checkpoint if it exists.
+    max_iterations
+        Train up to this iteration instead of ``training.iterations``.
+    progress
+        Show a rich progress bar (loss, it/s); logs every ``log_every``
+        iterations either way.
+    device
+        Torch device; nothing is hard-coded to CPU.
+    batches, val_batches
+        Override the data (tests, custom pipelines): ``batches(start)``
+        yields training batches from batch index ``start``; ``val_batches`` is
+        a fixed list. Default: :func:`make_batches`.
+
+    Raises
+    ------
+    TrainingDivergedError
+        The loss became NaN/inf (the last good checkpoint is kept).
+    CheckpointError, ConfigError
+        Bad sources, ``init_from`` or resume state.
+    """
+    device = torch.device(device)
+    tcfg, dcfg = config.training, config.data
+    total = int(max_iterations if max_iterations is not None else tcfg.iterations)
+    ckpt_path = config.checkpoint_path
+    state_path = state_path_for(ckpt_path)
+    n_in, n_out = dcfg.input_frames, dcfg.output_frames
+    steps = n_in + n_out - 1
+
+    previous_det = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        torch.manual_seed(tcfg.seed)
+        bank, source_ckpts = (load_sources(config) if config.tmu else (None, []))
+        source_channels = bank.source_channels if bank is not None else []
+        model = Predictor.from_config(config.architecture, source_channels, config.tmu.variant if config.tmu else "sum")
+        optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+        start, history, running = 0, [], None
+        extra: dict[str, Any] = {"tmu": None, "init_from": None}
+        if config.tmu:
+            extra["tmu"] = {
+                "sources": [{"name": n, "path": str(c.path), "sha256": c.sha256, "domain": c.metadata.get("data", {}).get("domain"),
+                             "modality": c.metadata.get("data", {}).get("modality")} for n, c in zip(config.tmu.sources, source_ckpts)],
+                "variant": config.tmu.variant, "distill_weight": config.tmu.distill_weight, "weights": config.tmu.weights,
+            }
+        resumed = False
+        if resume and state_path.is_file():
+            start, history, running, extra_saved = _load_state(state_path, config, model, optimizer)
+            extra["init_from"] = extra_saved.get("init_from")
+            resumed = True
+            log.info("%s: resuming at iteration %d from %s", config.name, start, state_path)
+        elif tcfg.init_from:
+            src = init_from_source(model, tcfg.init_from)
+            extra["init_from"] = {"name": tcfg.init_from, "path": str(src.path), "sha256": src.sha256}
+        model.to(device)
+        if bank is not None:
+            bank.to(device)
+        model.train()
+
+        if start >= total:
+            log.info("%s: already trained to iteration %d (asked %d)", config.name, start, total)
+            if not ckpt_path.is_file():
+                save_checkpoint(ckpt_path, model, config, iterations=start, metrics=_metrics(history), extra=extra)
+            return _result(ckpt_path, start, history)
+
+        factory = batches or (lambda s: make_batches(config, "train", start=s))
+        if val_batches is None:
+            val_batches = list(make_batches(config, "val", n_batches=tcfg.val_batches))
+        data = iter(factory(start))
+        bar = _Progress(config.name, start, total, progress)
+        t_begin = time.perf_counter()
+        ran = 0
+        try:
+            for it in range(start, total):
+                t0 = time.perf_counter()
+                try:
+                    batch = next(data).to(device)
+                except StopIteration:
+                    raise ConfigError(f"model config {config.name!r}: the data ran out at iteration {it}") from None
+                if batch.ndim != 5 or batch.shape[1] < n_in + n_out:
+                    raise ConfigError(f"model config {config.name!r}: batch of shape {tuple(batch.shape)}, expected (B, >= {n_in + n_out}, 1, H, W)")
+                prob = sampling_probability(tcfg, it)
+                gen = torch.Generator().manual_seed(_mix_seed(tcfg.seed, it))
+                mask = (torch.rand((batch.shape[0], n_out - 1), generator=gen) < prob).float().to(device)
+                out = model(batch, n_in, n_out, teacher_mask=mask)
+                pred_loss = F.mse_loss(out.predictions, batch[:, 1 : steps + 1])
+                loss = pred_loss
+                record = {"iteration": it + 1, "prediction": float(pred_loss.detach()), "sampling_prob": prob}
+                if bank is not None and config.tmu is not None:
+                    memories = bank(fold(batch[:, :steps], config.architecture.patch_size))
+                    errors = torch.stack([F.mse_loss(d, m) for d, m in zip(out.distilled, memories)])
+                    detached = errors.detach().cpu()
+                    running = detached if running is None else config.tmu.adaptive_momentum * running + (1 - config.tmu.adaptive_momentum) * detached
+                    weights = distillation_weights(config.tmu, running, len(errors)).to(errors.device)
+                    distill = (weights * errors).sum()
+                    loss = pred_loss + config.tmu.distill_weight * distill
+                    record["distillation"] = float(distill.detach())
+                    record.update({f"distill_{n}": float(e) for n, e in enumerate(detached)})
+                    record.update({f"weight_{n}": float(w) for n, w in enumerate(weights.cpu())})
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"model {config.name!r}: training diverged: loss is {float(loss.detach())} at iteration {it + 1} "
+                        f"(prediction {float(pred_loss.detach()):.4g}{', distillation ' + format(record['distillation'], '.4g') if 'distillation' in record else ''}); "
+                        f"check the data for NaN or lower training.lr ({tcfg.lr:g}); "
+                        f"last good checkpoint: {state_path if state_path.is_file() else 'none'}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if tcfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                optimizer.step()
+                record["loss"] = float(loss.detach())
+                record["seconds"] = time.perf_counter() - t0
+                ran += 1
+                done = it + 1
+                if done % tcfg.val_every == 0 or done == total:
+                    record.update(validate(model, [v.to(device) for v in val_batches], n_in, n_out))
+                history.append(record)
+                bar.update(record, ran / (time.perf_counter() - t_begin))
+                if done % tcfg.log_every == 0 or done == total or "val_mse" in record:
+                    log.info("%s it %d/%d loss %.5f%s%s, %.2f s/it", config.name, done, total, record["loss"],
+                             f" (distill {record['distillation']:.4f})" if "distillation" in record else "",
+                             f" val_mse {record['val_mse']:.5f}" if "val_mse" in record else "",
+                             (time.perf_counter() - t_begin) / ran)
+                if done % tcfg.checkpoint_every == 0 or done == total:
+                    metrics = _metrics(history)
+                    metrics["resumed"] = resumed
+                    save_checkpoint(ckpt_path, model, config, iterations=done, metrics=metrics, extra=extra)
+                    _save_state(state_path, config, model, optimizer, done, history, running, extra)
+        finally:
+            bar.close()
+        result = _result(ckpt_path, total, history)
+        result.seconds_per_iteration = (time.perf_counter() - t_begin) / max(1, ran)
+        return result
+    finally:
+        torch.use_deterministic_algorithms(previous_det)
+
+
+def _metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
+    if not history:
+        return {}
+    last = history[-1]
+    out: dict[str, Any] = {"loss": last["loss"], "prediction_mse": last["prediction"]}
+    if "distillation" in last:
+        out["distillation_mse"] = last["distillation"]
+        out["distillation_weights"] = [v for k, v in sorted(last.items()) if k.startswith("weight_")]
+    vals = [h for h in history if "val_mse" in h]
+    if vals:
+        out["val_mse"] = vals[-1]["val_mse"]
+        out["val_mse_per_lead"] = vals[-1]["val_mse_per_lead"]
+        out["val_iteration"] = vals[-1]["iteration"]
+    secs = [h["seconds"] for h in history[-50:] if "seconds" in h]
+    if secs:
+        out["seconds_per_iteration"] = float(np.median(secs))
+    return out
+
+
+def _result(path: Path, iterations: int, history: list[dict[str, Any]]) -> TrainResult:
+    from nowcast.models.zoo import sha256_of
+
+    last = history[-1] if history else {}
+    finals = {k: float(v) for k, v in last.items() if isinstance(v, (int, float)) and k != "iteration"}
+    return TrainResult(path, iterations, finals, history, sha256_of(path) if path.is_file() else "")
+
+
+def _save_state(path: Path, config: ModelConfig, model: Predictor, optimizer: torch.optim.Optimizer, iteration: int,
+                history: list[dict[str, Any]], running: torch.Tensor | None, extra: dict[str, Any]) -> None:
+    """Everything a resumed run needs: weights, optimizer, iteration, RNG, running errors."""
+    _atomic_torch_save(
+        {
+            "iteration": iteration,
+            "architecture": architecture_metadata(config, model.source_channels),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+            "running_error": running,
+            "torch_rng": torch.get_rng_state(),
+            "extra": extra,
+        },
+        path,
+    )
+
+
+def _load_state(path: Path, config: ModelConfig, model: Predictor, optimizer: torch.optim.Optimizer):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        want = architecture_metadata(config, model.source_channels)
+        if state["architecture"] != want:
+            diff = next(k for k in want if state["architecture"].get(k) != want[k])
+            raise CheckpointError(
+                f"{path}: resume state has architecture.{diff} = {state['architecture'].get(diff)!r}, "
+                f"model config {config.name!r} has {want[diff]!r}; use --no-resume to start over"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - corrupt/foreign state file
+        raise CheckpointError(f"{path}: unreadable resume state ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); use --no-resume") from None
+    return int(state["iteration"]), list(state["history"]), state["running_error"], dict(state.get("extra") or {})
+
+
+class _Progress:
+    """A rich progress bar with loss and it/s, or nothing."""
+
+    def __init__(self, name: str, start: int, total: int, enabled: bool) -> None:
+        self.progress = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} it/s"), TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.task = self.progress.add_task(name, total=total, completed=start, loss="-", rate="-")
+        self.progress.start()
+
+    def update(self, record: dict[str, Any], rate: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, loss=f"{record['loss']:.5f}", rate=f"{rate:.2f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+__all__ = [
+    "TrainResult",
+    "TrainingDivergedError",
+    "ZarrSequences",
+    "distillation_weights",
+    "make_batches",
+    "sampling_probability",
+    "train",
+    "validate",
+]

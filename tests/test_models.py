@@ -1,0 +1,191 @@
+"""Networks: shapes, gradients, the TMU's reduction to ConvLSTM, the memory bank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nowcast.models.cells import ConvLSTMCell
+from nowcast.models.normalization import make_normaliser
+from nowcast.models.predictor import Predictor, fold, unfold
+from nowcast.models.tmu import MemoryBank, TMUCell
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is fastest, and a shared CI machine stays usable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _frames(b=2, t=6, size=16):
+    return torch.rand(b, t, 1, size, size)
+
+
+def test_fold_unfold_round_trip():
+    x = _frames()
+    folded = fold(x, 4)
+    assert folded.shape == (2, 6, 16, 4, 4)
+    assert torch.equal(unfold(folded, 4), x)
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        fold(torch.rand(1, 2, 1, 10, 16), 4)
+
+
+@pytest.mark.parametrize("sources", [(), (8,), (8, 6)])
+def test_predictor_shapes_dtypes(sources):
+    model = Predictor(layers=2, hidden=8, kernel=3, patch_size=4, source_channels=sources)
+    x = _frames()
+    out = model(x, input_frames=3, output_frames=3, sampling_prob=0.5)
+    assert out.predictions.shape == (2, 5, 1, 16, 16) and out.predictions.dtype == torch.float32
+    assert len(out.distilled) == len(sources)
+    for d, c in zip(out.distilled, sources):
+        assert d.shape == (2, 5, c, 4, 4)
+    # any number of inputs and leads; closed loop needs only the inputs
+    fc = model.forecast(x[:, :2], leads=7)
+    assert fc.shape == (2, 7, 1, 16, 16)
+    # any frame size that is a multiple of the patch (tiles of a region)
+    assert model.forecast(torch.rand(1, 2, 1, 8, 24), leads=1).shape == (1, 1, 1, 8, 24)
+
+
+def test_hidden_per_layer_and_type_of_bottom_layer():
+    model = Predictor(layers=3, hidden=[8, 6, 4], kernel=3, patch_size=2, source_channels=(5,))
+    assert isinstance(model.cells[0], TMUCell) and type(model.cells[1]) is ConvLSTMCell
+    assert model(_frames(t=4), 2, 2).predictions.shape == (2, 3, 1, 16, 16)
+    assert type(Predictor(layers=1, hidden=4, kernel=3, patch_size=2).cells[0]) is ConvLSTMCell
+
+
+def test_tmu_with_no_source_is_exactly_convlstm():
+    lstm = ConvLSTMCell(16, 8, kernel=3)
+    tmu = TMUCell(16, 8, kernel=3, source_channels=())
+    assert set(lstm.state_dict()) == set(tmu.state_dict())
+    tmu.load_state_dict(lstm.state_dict())
+    x = torch.rand(2, 16, 4, 4)
+    s_l = s_t = lstm.init_state(2, 4, 4, x)
+    for _ in range(4):
+        s_l = lstm(x, s_l)
+        s_t, distilled = tmu.step(x, s_t)
+        assert distilled == []
+    assert torch.equal(s_l[0], s_t[0]) and torch.equal(s_l[1], s_t[1])
+    # and a predictor without sources equals one built "as TMU" with N=0
+    a = Predictor(2, 8, 3, 4)
+    b = Predictor(2, 8, 3, 4, source_channels=())
+    b.load_state_dict(a.state_dict())
+    x = _frames()
+    assert torch.equal(a(x, 3, 3).predictions, b(x, 3, 3).predictions)
+
+
+def test_sum_and_normalized_sum_differ_as_specified():
+    torch.manual_seed(1)
+    s = TMUCell(16, 8, kernel=3, source_channels=(8, 6), variant="sum")
+    n = TMUCell(16, 8, kernel=3, source_channels=(8, 6), variant="normalized_sum")
+    n.load_state_dict(s.state_dict())
+    x = torch.rand(2, 16, 4, 4)
+    h0 = torch.rand(2, 8, 4, 4)
+    c0 = torch.rand(2, 8, 4, 4)
+    (h_s, c_s), d_s = s.step(x, (h0, c0))
+    (h_n, c_n), d_n = n.step(x, (h0, c0))
+    # H_t and the distilled memories come from C'_t: identical
+    assert torch.equal(h_s, h_n)
+    for a, b in zip(d_s, d_n):
+        assert torch.equal(a, b)
+    # C_t = C' + sum  versus  C' + sum / N
+    c_prime = c_s - (c_s - c_n) * 2  # c_s = C' + S, c_n = C' + S/2 -> C' = c_s - 2 (c_s - c_n)
+    transfer = c_s - c_prime
+    torch.testing.assert_close(c_n, c_prime + transfer / 2)
+    # recompute C' independently and check the written equation
+    gates = s.gates(x, h0)
+    _, cp = s.lstm_update(gates, c0)
+    torch.testing.assert_close(cp, c_prime, rtol=1e-5, atol=1e-5)
+    expected = torch.zeros_like(cp)
+    for k, (d, proj) in enumerate(zip(d_s, s.projections)):
+        t = torch.sigmoid(gates[:, (4 + k) * 8 : (5 + k) * 8])
+        expected = expected + t * proj(d) + (1 - t) * cp
+    torch.testing.assert_close(c_s, cp + expected)
+    assert not torch.allclose(c_s, c_n)
+    with pytest.raises(ValueError, match="variant"):
+        TMUCell(16, 8, source_channels=(8,), variant="mean")
+
+
+def test_gradients_reach_every_trainable_parameter_and_no_frozen_source():
+    sources = [Predictor(2, 8, 3, 4), Predictor(1, 6, 3, 4)]
+    bank = MemoryBank(sources)
+    target = Predictor(2, 8, 3, 4, source_channels=bank.source_channels)
+    x = _frames(t=6)
+    out = target(x, 3, 3, sampling_prob=0.5)
+    mems = bank(fold(x[:, :5], 4))
+    assert not any(m.requires_grad for m in mems)
+    loss = ((out.predictions - x[:, 1:]) ** 2).mean() + sum(((d - m) ** 2).mean() for d, m in zip(out.distilled, mems))
+    loss.backward()
+    for name, p in target.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
+    for s in sources:
+        for name, p in s.named_parameters():
+            assert not p.requires_grad and p.grad is None, name
+
+
+def test_memory_bank_fused_equals_per_source_and_shapes():
+    sources = [Predictor(2, 8, 3, 4) for _ in range(3)]
+    fused = MemoryBank(sources)
+    assert fused.fused
+    x = fold(_frames(t=5), 4)
+    mems = fused(x)
+    assert [m.shape for m in mems] == [(2, 5, 8, 4, 4)] * 3
+    # reference: step each source's own bottom cell
+    for src, mem in zip(sources, mems):
+        cell = src.cells[0]
+        state = cell.init_state(2, 4, 4, x)
+        for t in range(5):
+            state = cell(x[:, t], state)
+            torch.testing.assert_close(mem[:, t], state[1], rtol=1e-5, atol=1e-5)
+    mixed = MemoryBank([Predictor(2, 8, 3, 4), Predictor(1, 6, 5, 4)])
+    assert not mixed.fused
+    assert [m.shape for m in mixed(x)] == [(2, 5, 8, 4, 4), (2, 5, 6, 4, 4)]
+    mixed.train()
+    assert all(not s.training for s in mixed.sources)
+
+
+def test_memory_bank_refuses_a_tmu_source():
+    with pytest.raises(ValueError, match="plain ConvLSTM"):
+        MemoryBank([Predictor(1, 8, 3, 4, source_channels=(8,))])
+
+
+@pytest.mark.parametrize(
+    "spec, values",
+    [
+        ({"kind": "log", "offset": 0.1, "scale": 3.0}, np.array([0.0, 0.05, 0.1, 1.0, 12.5, 150.0], dtype=np.float32)),
+        ({"kind": "linear", "scale": 10.0}, np.array([0.0, 0.3, 4.0, 88.0], dtype=np.float32)),
+        ({"kind": "brightness_temperature", "reference": 330.0, "scale": 120.0}, np.array([200.0, 250.5, 301.25], dtype=np.float32)),
+        ({"kind": "minmax", "min": 180.0, "max": 330.0}, np.array([180.0, 222.2, 330.0], dtype=np.float32)),
+        ({"kind": "identity"}, np.array([0.0, 0.25, 1.0], dtype=np.float32)),
+    ],
+)
+def test_normalisation_round_trips(spec, values):
+    norm = make_normaliser(spec)
+    x = norm.forward(values)
+    assert x.dtype == np.float32
+    back = norm.inverse(x)
+    np.testing.assert_allclose(back, values, rtol=2e-6, atol=1e-6)
+    if spec["kind"] == "log":
+        assert x[0] == 0.0 and back[0] == 0.0  # dry stays exactly dry
+        assert norm.inverse(np.array([-0.2], dtype=np.float32))[0] == 0.0  # never negative rain
+    assert make_normaliser(norm.as_dict()) == norm
+
+
+def test_normalisation_errors_name_the_key():
+    from nowcast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.normalisation.kind"):
+        make_normaliser({"kind": "sqrt"})
+    with pytest.raises(ConfigError, match="data.normalisation.min"):
+        make_normaliser({"kind": "minmax", "max": 3})
+    with pytest.raises(ConfigError, match="data.normalisation.offst"):
+        make_normaliser({"kind": "log", "offst": 3})

@@ -1,0 +1,245 @@
+"""The training loop: learning, distillation, determinism, resume, errors, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nowcast.errors import ConfigError, NowcastError
+from nowcast.models.config import model_config_from_dict
+from nowcast.models.zoo import load_checkpoint, load_forecaster
+from nowcast.training import (
+    TrainingDivergedError,
+    distillation_weights,
+    init_from_source,
+    make_batches,
+    sampling_probability,
+    state_path_for,
+    train,
+)
+from tests.test_zoo import tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is fastest, and a shared CI machine stays usable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+def moving_square(b: int = 2, t: int = 6, size: int = 16) -> torch.Tensor:
+    """A bright 4x4 square moving one pixel right per frame: easy to overfit."""
+    x = torch.zeros(b, t, 1, size, size)
+    for i in range(b):
+        for k in range(t):
+            x[i, k, 0, 4 + 2 * i : 8 + 2 * i, 2 + k + i : 6 + k + i] = 1.0
+    return x
+
+
+def fixed(batch: torch.Tensor):
+    def factory(start: int):
+        while True:
+            yield batch
+
+    return factory
+
+
+def small(tmp_path: Path, name: str = "tiny", **over):
+    """16x16 frames, one or two thin layers: a few ms per iteration."""
+    base = {
+        "architecture": {"layers": 1, "hidden": 8, "kernel": 3, "patch_size": 4},
+        "data": {"frame_size": 16},
+    }
+    for k, v in over.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return tiny_config(tmp_path, name, **base)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).state_dict
+
+
+def test_sampling_schedule_and_weights():
+    t = small(Path("/tmp"), training={"sampling_start": 10, "sampling_end": 20}).training
+    assert [sampling_probability(t, i) for i in (0, 10, 15, 20, 99)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    tmu = model_config_from_dict({**small(Path("/tmp")).model_dump(), "tmu": {"sources": ["a", "b"], "weights": "adaptive"}}).tmu
+    w = distillation_weights(tmu, torch.tensor([0.1, 0.3]), 2)
+    assert torch.isclose(w.sum(), torch.tensor(1.0)) and w[0] > w[1]  # better-explained source weighs more
+    assert torch.equal(distillation_weights(tmu.model_copy(update={"weights": "uniform"}), torch.tensor([0.1, 0.3]), 2), torch.tensor([0.5, 0.5]))
+
+
+def test_tiny_overfit_loss_falls(tmp_path):
+    cfg = small(tmp_path, training={"iterations": 150, "lr": 1e-2, "sampling_start": 1000, "sampling_end": 1000,
+                                    "val_every": 1000, "checkpoint_every": 1000, "log_every": 1000})
+    batch = moving_square()
+    result = train(cfg, progress=False, batches=fixed(batch), val_batches=[batch])
+    first = np.mean([h["prediction"] for h in result.history[:5]])
+    last = np.mean([h["prediction"] for h in result.history[-5:]])
+    assert last < first / 10, (first, last)
+    assert result.iterations == 150 and result.checkpoint.is_file()
+    assert "val_mse" in result.history[-1] and result.final_losses["loss"] == result.history[-1]["loss"]
+
+
+def _sources(tmp_path: Path, n: int = 2) -> list[Path]:
+    """Train n tiny sources for 2 iterations each; return their checkpoint paths."""
+    paths = []
+    for k in range(n):
+        cfg = small(tmp_path, f"src{k}", role="source", training={"iterations": 2, "seed": k})
+        paths.append(train(cfg, progress=False, batches=fixed(moving_square(t=6)), val_batches=[moving_square()]).checkpoint)
+    return paths
+
+
+def _tmu(tmp_path: Path, sources: list[Path], **training):
+    return small(
+        tmp_path, "tmu", tmu={"sources": [str(p) for p in sources], "variant": "normalized_sum"},
+        training={"lr": 1e-2, "sampling_start": 1000, "sampling_end": 1000, "val_every": 1000,
+                  "checkpoint_every": 1000, "log_every": 1000, **training},
+    )
+
+
+def test_distillation_loss_falls_with_tmu(tmp_path):
+    sources = _sources(tmp_path)
+    cfg = _tmu(tmp_path, sources, iterations=60)
+    result = train(cfg, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    dist = [h["distillation"] for h in result.history]
+    assert np.mean(dist[-5:]) < np.mean(dist[:5]) / 3, (dist[:5], dist[-5:])
+    md = load_checkpoint(result.checkpoint).metadata
+    assert md["architecture"]["tmu_source_channels"] == [8, 8]
+    assert [s["sha256"] for s in md["tmu"]["sources"]] == [load_checkpoint(p).sha256 for p in sources]
+    assert md["metrics"]["distillation_weights"] == [0.5, 0.5]
+
+
+def test_adaptive_weights_are_recorded(tmp_path):
+    sources = _sources(tmp_path)
+    d = _tmu(tmp_path, sources, iterations=3).model_dump()
+    d["tmu"]["weights"] = "adaptive"
+    result = train(model_config_from_dict(d), progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    w = [result.history[-1][f"weight_{n}"] for n in range(2)]
+    assert abs(sum(w) - 1) < 1e-6 and w != [0.5, 0.5]
+
+
+def test_same_seed_same_weights_and_resume_equals_uninterrupted(tmp_path):
+    # real Moving-MNIST batches (1 digit, 32x32), scheduled sampling active
+    a = tiny_config(tmp_path / "a")
+    b = tiny_config(tmp_path / "b")
+    ra = train(a, progress=False)
+    rb = train(b, progress=False)
+    wa, wb = weights(ra.checkpoint), weights(rb.checkpoint)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert ra.sha256 and [h["loss"] for h in ra.history] == [h["loss"] for h in rb.history]
+    # interrupted after 2 of 4 iterations, then resumed
+    c = tiny_config(tmp_path / "c")
+    part = train(c, progress=False, max_iterations=2)
+    assert part.iterations == 2 and state_path_for(c.checkpoint_path).is_file()
+    rc = train(c, progress=False)
+    wc = weights(rc.checkpoint)
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert [h["loss"] for h in rc.history] == [h["loss"] for h in ra.history]
+    assert load_checkpoint(rc.checkpoint).metadata["iterations"] == 4
+    # resuming a finished run does nothing; --no-resume starts over
+    again = train(c, progress=False)
+    assert again.iterations == 4 and torch.equal(weights(again.checkpoint)["head.weight"], wc["head.weight"])
+    d = tiny_config(tmp_path / "c", architecture={"hidden": 4})
+    with pytest.raises(NowcastError, match="architecture.hidden"):
+        train(d, progress=False)
+    fresh = train(d, progress=False, resume=False, max_iterations=1)
+    assert fresh.iterations == 1
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    cfg = small(tmp_path, training={"iterations": 5})
+    bad = moving_square()
+    bad[0, 2, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match=r"'tiny': training diverged: loss is nan at iteration 1"):
+        train(cfg, progress=False, batches=fixed(bad), val_batches=[moving_square()])
+    assert issubclass(TrainingDivergedError, NowcastError)
+
+
+def test_tmu_target_forecasts_without_its_sources(tmp_path):
+    sources = _sources(tmp_path)
+    d = _tmu(tmp_path, sources, iterations=2).model_dump()
+    d["data"].update(kind="zarr_sequences", path="unused.zarr", modality="rain", units="mm h-1",
+                     normalisation={"kind": "log", "offset": 0.1, "scale": 3.0}, timestep_minutes=5.0)
+    cfg = model_config_from_dict(d)
+    result = train(cfg, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    for p in sources:
+        p.unlink()
+        state_path_for(p).unlink()
+    fc = load_forecaster(result.checkpoint)
+    window = np.random.default_rng(1).gamma(0.5, 2.0, (3, 32, 48)).astype(np.float32)
+    out = fc.predict(window, 5)
+    assert out.shape == (5, 32, 48) and out.dtype == np.float32 and (out >= 0).all()
+    assert fc.model.has_tmu and fc.sha256 == result.sha256
+    # the operational path (tiles, patch multiple) accepts it as is
+    from nowcast.forecast import run_model
+
+    assert run_model(fc, window, 2, tile=16, overlap=4).shape == (2, 32, 48)
+    # but training the target again needs them, and says which is missing
+    with pytest.raises(NowcastError, match="does not exist"):
+        train(cfg, progress=False, resume=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+
+
+def test_finetune_copies_matching_source_weights(tmp_path):
+    (source,) = _sources(tmp_path, 1)
+    cfg = small(tmp_path, "ft", training={"init_from": str(source), "iterations": 1, "lr": 1e-12, "grad_clip": None})
+    from nowcast.models.predictor import Predictor
+
+    model = Predictor.from_config(cfg.architecture)
+    init_from_source(model, str(source))
+    src = weights(source)
+    assert all(torch.equal(v, src[k]) for k, v in model.state_dict().items())
+    result = train(cfg, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    md = load_checkpoint(result.checkpoint).metadata
+    assert md["init_from"]["sha256"] == load_checkpoint(source).sha256
+    # a TMU target finetuned from a plain source keeps only the fitting tensors
+    tmu = Predictor.from_config(cfg.architecture, [8])
+    init_from_source(tmu, str(source))
+    assert torch.equal(tmu.state_dict()["head.weight"], src["head.weight"])
+
+
+def test_zarr_sequences_batches(tmp_path):
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    rain = rng.gamma(0.5, 2.0, (3, 8, 20, 20)).astype(np.float32)
+    ds = xr.Dataset({"rain_rate": (("sequence", "time", "y", "x"), rain, {"units": "mm h-1"})}, attrs={"units": "mm h-1"})
+    store = tmp_path / "sim.zarr"
+    ds.to_zarr(store, mode="w", consolidated=True)
+    d = small(tmp_path).model_dump()
+    d["data"].update(kind="zarr_sequences", path=str(store), modality="rain", units="mm h-1",
+                     normalisation={"kind": "log", "offset": 0.1, "scale": 3.0}, timestep_minutes=5.0)
+    cfg = model_config_from_dict(d)
+    batches = list(make_batches(cfg, start=3, n_batches=2))
+    assert batches[0].shape == (2, 6, 1, 16, 16) and batches[0].dtype == torch.float32
+    assert torch.equal(batches[1], next(make_batches(cfg, start=4)))  # batch k is a function of k
+    assert float(batches[0].min()) >= 0.0
+    back = cfg.data.normaliser.inverse(batches[0].numpy())
+    assert np.isin(np.round(back[0, 0, 0], 3), np.round(rain, 3)).mean() > 0.99
+    d["data"]["units"] = "K"
+    d["data"]["normalisation"] = {"kind": "brightness_temperature"}
+    with pytest.raises(ConfigError, match="expects data.units 'K'"):
+        next(make_batches(model_config_from_dict(d)))
+
+
+def test_cli_train(tmp_path):
+    from typer.testing import CliRunner
+
+    from nowcast.cli import _register_commands, app, main
+
+    _register_commands()
+    cfg = tiny_config(tmp_path, "cli", training={"iterations": 2, "val_every": 2, "checkpoint_every": 2})
+    path = tmp_path / "cli.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["train", "--config", str(path), "--no-progress", "--home", str(tmp_path / "home")])
+    assert result.exit_code == 0, result.output
+    assert cfg.checkpoint_path.is_file() and "cli: 2 iterations" in result.output
+    assert load_checkpoint(cfg.checkpoint_path, expect_config=cfg).metadata["iterations"] == 2
+    # a config error is one line and exit code 2
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
