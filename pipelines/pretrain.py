@@ -1,0 +1,206 @@
+"""Pretrain a region's source zoo and train its TMU target, end to end.
+
+For a region (``configs/regions/NAME.yaml``) this pipeline
+
+1. makes sure every model's training sequences exist, simulating the missing
+   ones from their real seed with :func:`pipelines.simulate.simulate_dataset`
+   (dask; "simulated from real seeds", see ``configs/simulate.yaml``);
+2. pretrains each source the region names in ``sources`` (other radar
+   networks, satellite infrared, Moving-MNIST video), without transfer;
+3. trains the region's forecaster (``forecast.model``) with transferable
+   memory from those sources;
+4. records every checkpoint's SHA-256 in ``models/zoo/SHA256SUMS`` and the
+   exact command in ``models/zoo/MANIFEST.json``, so shipped weights can be
+   checked and reproduced.
+
+Training is resumable (:func:`nowcast.training.train` picks up the last
+checkpoint), so an interrupted run continues where it stopped; ``--force``
+starts every model again from scratch.
+
+Usage::
+
+    python -m pipelines.pretrain --region swiss-south
+    python -m pipelines.pretrain --region swiss-south --only src-nexrad-kbmx --iterations 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shlex
+import sys
+import time as _time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nowcast.config import load_region, project_root
+from nowcast.errors import ConfigError, NowcastError
+
+log = logging.getLogger(__name__)
+
+#: Sequences simulated per domain when a training store is missing. Sources
+#: get plenty; the target deliberately less: transfer matters when the target
+#: region has little data of its own.
+SOURCE_SEQUENCES = 640
+TARGET_SEQUENCES = 192
+#: Held-out target sequences (``split="test"``), never used in training.
+TEST_SEQUENCES = 64
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """One trained model of the zoo."""
+
+    name: str
+    checkpoint: Path
+    sha256: str
+    iterations: int
+    seconds: float
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_sequences(config, sequences: int | None = None, scheduler: str = "threads") -> None:
+    """Simulate a model's training store if it is missing (Zarr, dask)."""
+    data = config.data
+    if data.kind != "zarr_sequences":
+        return
+    path = Path(data.path)
+    path = path if path.is_absolute() else project_root() / path
+    if path.exists():
+        return
+    from pipelines.simulate import simulate_dataset
+
+    n = sequences or (TARGET_SEQUENCES if config.role == "target" else SOURCE_SEQUENCES)
+    frames = data.input_frames + data.output_frames
+    log.info("%s: simulating %d training sequences of %s -> %s", config.name, n, data.domain, path)
+    simulate_dataset(data.domain, n, frames, path, seed=0, crop_size=data.frame_size, scheduler=scheduler)
+
+
+def ensure_test_sequences(domain: str, path: Path, frames: int, crop_size: int, scheduler: str = "threads") -> Path:
+    """The held-out test split of a target domain (another real seed where configured)."""
+    if not path.exists():
+        from pipelines.simulate import simulate_dataset
+
+        log.info("simulating %d held-out test sequences of %s -> %s", TEST_SEQUENCES, domain, path)
+        simulate_dataset(domain, TEST_SEQUENCES, frames, path, seed=0, crop_size=crop_size, scheduler=scheduler,
+                         split="test")
+    return path
+
+
+def zoo_models(region_name: str, home: str | Path | None = None) -> list[str]:
+    """The region's sources, then its forecaster: the order they must be trained in."""
+    region = load_region(region_name, home)
+    if not region.forecast.model:
+        raise ConfigError(f"region {region.name!r}: key 'forecast.model' is not set; nothing to train")
+    return [*region.sources, region.forecast.model]
+
+
+def train_model(name: str, *, iterations: int | None = None, force: bool = False, sequences: int | None = None,
+                scheduler: str = "threads", progress: bool = True, home: str | Path | None = None) -> PretrainedModel:
+    """Train one model config by name (data simulated first if missing)."""
+    from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.training import train
+
+    config = load_model_config(find_model_config(name, home))
+    ensure_sequences(config, sequences, scheduler)
+    t0 = _time.perf_counter()
+    result = train(config, resume=not force, max_iterations=iterations, progress=progress)
+    seconds = _time.perf_counter() - t0
+    checkpoint = Path(result.checkpoint)
+    return PretrainedModel(name, checkpoint, sha256_file(checkpoint), int(result.iterations), seconds)
+
+
+def record_checksums(models: list[PretrainedModel], command: str) -> Path:
+    """Update ``SHA256SUMS`` and ``MANIFEST.json`` beside the checkpoints."""
+    zoo = models[0].checkpoint.parent
+    sums_path = zoo / "SHA256SUMS"
+    sums: dict[str, str] = {}
+    if sums_path.exists():
+        for line in sums_path.read_text().splitlines():
+            if line.strip():
+                digest, fname = line.split(maxsplit=1)
+                sums[fname.strip()] = digest
+    manifest_path = zoo / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    for m in models:
+        sums[m.checkpoint.name] = m.sha256
+        manifest[m.checkpoint.name] = {
+            "model": m.name, "sha256": m.sha256, "iterations": m.iterations,
+            "train_seconds": round(m.seconds, 1), "command": command,
+            "data": "simulated from real seeds (pipelines/simulate.py, configs/simulate.yaml)",
+        }
+    sums_path.write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return sums_path
+
+
+def pretrain_region(region_name: str, *, only: list[str] | None = None, iterations: int | None = None,
+                    force: bool = False, scheduler: str = "threads", progress: bool = True,
+                    command: str | None = None, sequences: int | None = None,
+                    home: str | Path | None = None) -> list[PretrainedModel]:
+    """Train the region's zoo and forecaster (or ``only`` some of them).
+
+    ``home`` adds ``HOME/configs/{regions,models}`` to the config search path
+    (user models first), as everywhere in nowcast.
+    """
+    names = zoo_models(region_name, home)
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise ConfigError(f"region {region_name!r} does not use model(s) {', '.join(unknown)}; "
+                              f"its models are {', '.join(names)}")
+        names = [n for n in names if n in only]
+    done = []
+    for i, name in enumerate(names, 1):
+        log.info("[%d/%d] training %s", i, len(names), name)
+        model = train_model(name, iterations=iterations, force=force, sequences=sequences, scheduler=scheduler,
+                            progress=progress, home=home)
+        log.info("%s: %d iterations in %.0f s -> %s (sha256 %s)", name, model.iterations, model.seconds,
+                 model.checkpoint, model.sha256[:12])
+        done.append(model)
+    if done:
+        record_checksums(done, command or "python -m pipelines.pretrain --region " + region_name)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the pipeline (see the module docstring)."""
+    from nowcast.logging_setup import configure_logging
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--region", default="swiss-south")
+    parser.add_argument("--only", nargs="*", default=None, help="Train only these models of the region.")
+    parser.add_argument("--iterations", type=int, default=None, help="Override every config's iteration count.")
+    parser.add_argument("--force", action="store_true", help="Start from scratch instead of resuming.")
+    parser.add_argument("--scheduler", default="threads", help="dask scheduler for simulating missing data.")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 per run is fastest when runs share the cores)")
+    args = parser.parse_args(argv)
+    configure_logging(0)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    command = "python -m pipelines.pretrain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        pretrain_region(args.region, only=args.only, iterations=args.iterations, force=args.force,
+                        scheduler=args.scheduler, progress=not args.no_progress, command=command)
+    except NowcastError as exc:
+        print(f"pretrain: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

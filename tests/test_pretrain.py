@@ -1,0 +1,77 @@
+"""Smoke run of pipelines/pretrain.py on tiny sizes: simulate -> sources -> TMU target."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+from nowcast.config import shipped_configs_dir  # noqa: E402
+
+
+def _model(name: str, role: str, path: Path, ckpt: Path, tmu: list[str] | None = None) -> dict:
+    config = {
+        "name": name,
+        "role": role,
+        "architecture": {"layers": 1, "hidden": 4, "kernel": 3, "patch_size": 4},
+        "data": {"kind": "zarr_sequences", "domain": "swiss-south", "modality": "rain", "units": "mm h-1",
+                 "frame_size": 16, "input_frames": 2, "output_frames": 2, "timestep_minutes": 5, "path": str(path)},
+        "training": {"iterations": 2, "batch_size": 2, "val_every": 2, "val_batches": 1, "checkpoint_every": 2,
+                     "sampling_end": 2},
+        "checkpoint": str(ckpt),
+    }
+    if tmu:
+        config["tmu"] = {"sources": tmu, "variant": "normalized_sum"}
+    return config
+
+
+@pytest.fixture()
+def tiny_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    torch.set_num_threads(1)
+    home = tmp_path / "home"
+    # Source names in a target's tmu section resolve through NOWCAST_HOME too.
+    monkeypatch.setenv("NOWCAST_HOME", str(home))
+    (home / "configs" / "models").mkdir(parents=True)
+    (home / "configs" / "regions").mkdir(parents=True)
+    region = yaml.safe_load((shipped_configs_dir() / "regions" / "swiss-south.yaml").read_text())
+    region.update(name="tiny", sources=["tiny-src"])
+    region["forecast"]["model"] = "tiny-tgt"
+    (home / "configs" / "regions" / "tiny.yaml").write_text(yaml.safe_dump(region))
+    zoo = tmp_path / "zoo"
+    for cfg in (_model("tiny-src", "source", tmp_path / "src.zarr", zoo / "tiny-src.pt"),
+                _model("tiny-tgt", "target", tmp_path / "tgt.zarr", zoo / "tiny-tgt.pt", tmu=["tiny-src"])):
+        (home / "configs" / "models" / f"{cfg['name']}.yaml").write_text(yaml.safe_dump(cfg))
+    return home
+
+
+def test_pretrain_pipeline_smoke(tiny_home: Path, tmp_path: Path) -> None:
+    """Missing data are simulated, the source then the target train, checksums are recorded."""
+    from nowcast.models.zoo import load_forecaster, sha256_of
+    from pipelines.pretrain import pretrain_region
+
+    models = pretrain_region("tiny", home=tiny_home, sequences=2, scheduler="synchronous", progress=False)
+    assert [m.name for m in models] == ["tiny-src", "tiny-tgt"]
+    assert (tmp_path / "src.zarr").exists() and (tmp_path / "tgt.zarr").exists()
+    sums = (tmp_path / "zoo" / "SHA256SUMS").read_text().split()
+    for m in models:
+        assert sums[sums.index(m.checkpoint.name) - 1] == sha256_of(m.checkpoint)
+    # The target forecasts from its own checkpoint, with the source gone.
+    shutil.rmtree(tmp_path / "src.zarr")
+    (tmp_path / "zoo" / "tiny-src.pt").unlink()
+    forecaster = load_forecaster(models[1].checkpoint)
+    window = np.random.default_rng(0).gamma(0.5, 2.0, (2, 32, 32)).astype(np.float32)
+    out = forecaster.predict(window, 3)
+    assert out.shape == (3, 32, 32) and np.isfinite(out).all() and (out >= 0).all()
+
+
+def test_unknown_model_is_refused(tiny_home: Path) -> None:
+    from nowcast.errors import ConfigError
+    from pipelines.pretrain import pretrain_region
+
+    with pytest.raises(ConfigError, match="does not use model"):
+        pretrain_region("tiny", home=tiny_home, only=["nope"])
