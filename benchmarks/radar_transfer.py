@@ -1,9 +1,14 @@
 """The radar transfer study: TMU against scratch, finetuning and the baselines.
 
-On the held-out test sequences of the target region (``swiss-south``:
-sequences simulated from a *different* real MeteoSwiss field, the RZC
-composite of another day, never used in training), every method forecasts
-12 lead times of 5 min from 4 input frames:
+On two test sets of the target region (``swiss-south``), never used in
+training, every method forecasts 12 lead times of 5 min from 4 input frames:
+
+* ``swiss-south-test``: the held-out split, simulated from a *different* real
+  MeteoSwiss field (the RZC composite of another day; light, scattered rain);
+* ``swiss-south-sameday``: independent evolutions (disjoint seed stream, own
+  windows) of the training day's real field (widespread moderate rain).
+
+Methods:
 
 * baselines: persistence, pysteps extrapolation (Lucas-Kanade + semi-
   Lagrangian), S-PROG (pysteps);
@@ -46,13 +51,13 @@ sys.path.insert(0, str(ROOT))
 log = logging.getLogger("radar_transfer")
 
 BASELINES = ["persistence", "extrapolation", "sprog"]
-NEURAL = {
+NEURAL = {  # the shipped TMU target first: it is the one the product needs
+    "tmu": "swiss-south-tmu",
     "scratch": "swiss-south-scratch",
     "finetune-nexrad-kbmx": "swiss-south-finetune-nexrad-kbmx",
     "finetune-finland-korpo": "swiss-south-finetune-finland-korpo",
     "finetune-eumetsat-ir": "swiss-south-finetune-eumetsat-ir",
     "finetune-mnist": "swiss-south-finetune-mnist-source-3digit",
-    "tmu": "swiss-south-tmu",
     "tmu-no-ir": "swiss-south-tmu-no-ir",
     "tmu-video-only": "swiss-south-tmu-video-only",
 }
@@ -60,6 +65,8 @@ THRESHOLDS = (0.5, 1.0, 5.0, 10.0)
 FSS_PIXELS = (1, 2, 8)  # 2, 4, 16 km on the 2 km grid
 FSS_THRESHOLD = 1.0
 TIMESTEP = 5
+#: Seed stream of the "same day" test set, disjoint from training's (seed 0).
+SAMEDAY_SEED = 90_001
 
 
 def study_config(name: str, seed: int, iterations: int | None):
@@ -191,7 +198,7 @@ def markdown(results: dict, leads: int) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, leads: int, path: Path) -> None:
+def plot(results: dict, leads: int, path: Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +220,7 @@ def plot(results: dict, leads: int, path: Path) -> None:
         ax.set_xlabel("lead time (min)")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, ncol=2)
-    fig.suptitle("swiss-south held-out test sequences (simulated from real seeds)")
+    fig.suptitle(f"swiss-south {title} (simulated from real seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -221,7 +228,10 @@ def plot(results: dict, leads: int, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--test", type=Path, default=ROOT / "data/sim/swiss-south-test.zarr")
+    parser.add_argument("--test", type=Path, nargs="+", default=[ROOT / "data/sim/swiss-south-test.zarr",
+                                                                 ROOT / "data/sim/swiss-south-sameday.zarr"],
+                        help="Test sets: the held-out split (another day's real field) and independent "
+                             "evolutions of the training day's field (made if missing).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--iterations", type=int, default=None, help="Training budget of every neural model.")
     parser.add_argument("--methods", nargs="+", default=BASELINES + list(NEURAL))
@@ -236,35 +246,50 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.pretrain import ensure_test_sequences
 
     input_frames, leads = 4, 12
-    ensure_test_sequences("swiss-south", args.test, input_frames + leads, 64)
-    sequences = load_test(args.test, input_frames, leads)
-    if args.sequences:
-        sequences = sequences[: args.sequences]
-    log.info("%d held-out test sequences of %s", len(sequences), sequences.shape[1:])
-    results: dict = {}
+    test_sets = {}
+    for path in args.test:
+        if "sameday" in path.name and not path.exists():
+            from pipelines.simulate import simulate_dataset
+
+            # Same real field as training, but a disjoint seed stream (own windows and evolutions).
+            simulate_dataset("swiss-south", 64, input_frames + leads, path, seed=SAMEDAY_SEED, crop_size=64)
+        elif not path.exists():
+            ensure_test_sequences("swiss-south", path, input_frames + leads, 64)
+        seqs = load_test(path, input_frames, leads)
+        test_sets[path.stem] = seqs[: args.sequences] if args.sequences else seqs
+        log.info("%s: %d test sequences of %s", path.stem, len(test_sets[path.stem]), seqs.shape[1:])
+    results: dict = {name: {} for name in test_sets}
     for method in args.methods:
         if method in BASELINES:
             fn = get_method(method)
-            scores, sec = evaluate(method, lambda w, n, fn=fn: fn(w, n, TIMESTEP), sequences, input_frames, leads)
-            results[method] = {"scores": summarise([scores]), "seconds": sec, "seeds": []}
+            for tname, sequences in test_sets.items():
+                scores, sec = evaluate(f"{method} on {tname}", lambda w, n, fn=fn: fn(w, n, TIMESTEP), sequences,
+                                       input_frames, leads)
+                results[tname][method] = {"scores": summarise([scores]), "seconds": sec, "seeds": []}
             continue
-        per_seed, secs = [], []
+        per_seed: dict[str, list] = {t: [] for t in test_sets}
+        secs: dict[str, list] = {t: [] for t in test_sets}
         for seed in args.seeds:
             config = study_config(NEURAL[method], seed, args.iterations)
             if not args.no_train:
                 ensure_trained(config)
             forecaster = load_forecaster(config)
-            scores, sec = evaluate(f"{method} (seed {seed})", forecaster.predict, sequences, input_frames, leads)
-            per_seed.append(scores)
-            secs.append(sec)
-        results[method] = {"scores": summarise(per_seed), "seconds": float(np.mean(secs)), "seeds": args.seeds,
-                           "iterations": config.training.iterations}
+            for tname, sequences in test_sets.items():
+                scores, sec = evaluate(f"{method} (seed {seed}) on {tname}", forecaster.predict, sequences,
+                                       input_frames, leads)
+                per_seed[tname].append(scores)
+                secs[tname].append(sec)
+        for tname in test_sets:
+            results[tname][method] = {"scores": summarise(per_seed[tname]), "seconds": float(np.mean(secs[tname])),
+                                      "seeds": args.seeds, "iterations": config.training.iterations}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    table = markdown(results, leads)
-    (args.out / "table.md").write_text(table + "\n")
-    plot(results, leads, args.out / "skill.png")
-    print(table)
+    text = []
+    for tname, res in results.items():
+        text.append(f"### {tname} ({len(test_sets[tname])} sequences)\n\n" + markdown(res, leads))
+        plot(res, leads, args.out / f"skill_{tname}.png", title=tname)
+    (args.out / "table.md").write_text("\n\n".join(text) + "\n")
+    print("\n\n".join(text))
     return 0
 
 

@@ -76,4 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover  (python -m nowcast.cli)
-    sys.exit(main())
+    # Run as __main__, this module is a second copy of nowcast.cli; the command
+    # modules register on the imported one, so call *its* main.
+    from nowcast.cli import main as _main
+
+    sys.exit(_main())
