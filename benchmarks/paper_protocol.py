@@ -41,12 +41,19 @@ sys.path.insert(0, str(ROOT))
 log = logging.getLogger("paper_protocol")
 
 TARGETS = {"scratch": "mnist-scratch-2digit", "finetune": "mnist-finetune-2digit", "tmu": "mnist-tmu-2digit"}
+#: TMU ablations (``--ablations``): what to change in the TMU config's ``tmu`` section.
+ABLATIONS = {
+    "tmu-normalized-sum": {"variant": "normalized_sum"},
+    "tmu-adaptive": {"weights": "adaptive"},
+    "tmu-lambda0": {"distill_weight": 0.0},
+}
 SOURCES = ["mnist-source-1digit", "mnist-source-3digit"]
 TEST_SEED = 777_777
 
 
 def variant(name: str, *, seed: int, iterations: int | None, layers: int | None, hidden: int | None,
-            init_from: str | None = None, tag: str = "", source_ckpt: dict[str, str] | None = None):
+            init_from: str | None = None, tag: str = "", source_ckpt: dict[str, str] | None = None,
+            tmu_update: dict | None = None):
     """The config of one run, with its own checkpoint under models/runs/paper/."""
     from nowcast.models.config import find_model_config, load_model_config
 
@@ -62,8 +69,11 @@ def variant(name: str, *, seed: int, iterations: int | None, layers: int | None,
     if layers or hidden:
         arch = config.architecture.model_copy(update={k: v for k, v in (("layers", layers), ("hidden", hidden)) if v})
         update["architecture"] = arch
-    if config.tmu is not None and source_ckpt:
-        update["tmu"] = config.tmu.model_copy(update={"sources": [source_ckpt.get(n, n) for n in config.tmu.sources]})
+    if config.tmu is not None and (source_ckpt or tmu_update):
+        changes = dict(tmu_update or {})
+        if source_ckpt:
+            changes["sources"] = [source_ckpt.get(n, n) for n in config.tmu.sources]
+        update["tmu"] = config.tmu.model_copy(update=changes)
     size = f"L{layers}C{hidden}-" if (layers or hidden) else ""
     update["checkpoint"] = f"models/runs/paper/{size}{name}{tag}-it{its}-s{seed}.pt"
     return config.model_copy(update=update)
@@ -142,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=None)
     parser.add_argument("--hidden", type=int, default=None)
     parser.add_argument("--test-sequences", type=int, default=256)
+    parser.add_argument("--ablations", nargs="*", default=[], choices=list(ABLATIONS),
+                        help="TMU variants to train and score too (same seeds).")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
@@ -201,6 +213,15 @@ def main(argv: list[str] | None = None) -> int:
             label = f"finetune (best: {init})" if method == "finetune" else method
             results[label] = {"scores": summarise(seeds_runs), "seeds": args.seeds,
                               "iterations": cfg.training.iterations}
+    for name in args.ablations:
+        runs = []
+        for seed in args.seeds:
+            cfg = variant(TARGETS["tmu"], seed=seed, tag=f"-{name}", tmu_update=ABLATIONS[name], **kw)
+            ensure_trained(cfg)
+            if sequences is not None:
+                runs.append(evaluate(cfg, sequences))
+        if sequences is not None:
+            results[name] = {"scores": summarise(runs), "seeds": args.seeds, "iterations": cfg.training.iterations}
     if sequences is None:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)

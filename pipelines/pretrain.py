@@ -144,6 +144,38 @@ def record_checksums(models: list[PretrainedModel], command: str) -> Path:
     return sums_path
 
 
+def rebuild_checksums(zoo: Path | None = None) -> Path:
+    """Rewrite ``SHA256SUMS`` and ``MANIFEST.json`` from the checkpoints in ``zoo``.
+
+    For checkpoints trained outside :func:`pretrain_region` (e.g. by the radar
+    study, which trains the shipped target with its unchanged config) and after
+    concurrent runs; a checkpoint without a manifest entry gets the canonical
+    command that reproduces it (``nowcast train --config NAME``).
+    """
+    from nowcast.models.zoo import load_checkpoint
+
+    zoo = zoo or project_root() / "models" / "zoo"
+    manifest_path = zoo / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    models = []
+    for path in sorted(zoo.glob("*.pt")):
+        if path.name.endswith(".state.pt"):
+            continue
+        meta = load_checkpoint(path).metadata
+        entry = manifest.get(path.name, {})
+        seconds = float(meta.get("metrics", {}).get("seconds_per_iteration") or 0) * int(meta["iterations"])
+        models.append(PretrainedModel(meta["name"], path, sha256_file(path), int(meta["iterations"]),
+                                      float(entry.get("train_seconds", seconds))))
+        if "command" not in entry:
+            manifest[path.name] = {"command": f"nowcast train --config configs/models/{meta['name']}.yaml --threads 1"}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    commands = {m.checkpoint.name: manifest[m.checkpoint.name]["command"] for m in models}
+    (zoo / "SHA256SUMS").unlink(missing_ok=True)
+    for m in models:
+        record_checksums([m], commands[m.checkpoint.name])
+    return zoo / "SHA256SUMS"
+
+
 def pretrain_region(region_name: str, *, only: list[str] | None = None, iterations: int | None = None,
                     force: bool = False, scheduler: str = "threads", progress: bool = True,
                     command: str | None = None, sequences: int | None = None,
@@ -184,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="Start from scratch instead of resuming.")
     parser.add_argument("--scheduler", default="threads", help="dask scheduler for simulating missing data.")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--checksums-only", action="store_true",
+                        help="Only rewrite models/zoo/SHA256SUMS and MANIFEST.json from the checkpoints there.")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 per run is fastest when runs share the cores)")
     args = parser.parse_args(argv)
@@ -193,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     command = "python -m pipelines.pretrain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.checksums_only:
+        log.info("wrote %s", rebuild_checksums())
+        return 0
     try:
         pretrain_region(args.region, only=args.only, iterations=args.iterations, force=args.force,
                         scheduler=args.scheduler, progress=not args.no_progress, command=command)

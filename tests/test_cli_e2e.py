@@ -26,10 +26,14 @@ def test_ingest_forecast_verify_render(home: Path, tmp_path: Path, odim_moving, 
                  "--out", str(fc_path), "-q"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "extrapolation forecast for swiss-south from 2024-02-27T10:05:00Z" in out and str(fc_path) in out
+    # The region's configured method: the shipped TMU forecaster, no fallback.
+    assert "tmu forecast for swiss-south from 2024-02-27T10:05:00Z" in out and str(fc_path) in out
+    shipped = (Path(__file__).resolve().parent.parent / "models" / "zoo" / "SHA256SUMS").read_text()
     with xr.open_dataset(fc_path) as ds:  # plain xarray, no nowcast code
         assert ds["rain_rate"].shape == (3, 128, 128)
-        assert ds.attrs["method"] == "extrapolation"
+        assert ds.attrs["method"] == "tmu" and ds.attrs["model"] == "swiss-south-tmu"
+        assert "fallback_reason" not in ds.attrs
+        assert f"{ds.attrs['checkpoint_sha256']}  swiss-south-tmu.pt" in shipped
         assert str(ds["time"].values[-1]).startswith("2024-02-27T10:20")
         assert np.nanmax(ds["rain_rate"].values) > 0.1  # it rains in the forecast
 

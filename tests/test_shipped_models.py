@@ -1,0 +1,108 @@
+"""The weights that ship with nowcast: present, intact, matching their configs, usable.
+
+``models/zoo/`` holds the default region's TMU forecaster and the sources it
+was trained from (see models/zoo/MANIFEST.json for the command that made each
+one). A fresh install must forecast with no training and nothing downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from nowcast.config import load_region, project_root  # noqa: E402
+
+ZOO = project_root() / "models" / "zoo"
+DEFAULT_REGION = "swiss-south"
+
+
+def _shipped() -> dict[str, str]:
+    sums = {}
+    for line in (ZOO / "SHA256SUMS").read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip()] = digest
+    return sums
+
+
+def test_default_region_models_are_shipped() -> None:
+    """Every model the default region uses has a checkpoint listed in SHA256SUMS."""
+    from nowcast.models.config import find_model_config, load_model_config
+
+    region = load_region(DEFAULT_REGION)
+    assert region.forecast.model, "the default region must name its forecaster"
+    shipped = _shipped()
+    for name in [*region.sources, region.forecast.model]:
+        config = load_model_config(find_model_config(name))
+        assert config.checkpoint_path.parent == ZOO, f"{name}: shipped models live in models/zoo"
+        assert config.checkpoint_path.name in shipped, f"{name}: not listed in models/zoo/SHA256SUMS"
+
+
+@pytest.mark.parametrize("name", sorted(_shipped()) if (ZOO / "SHA256SUMS").exists() else [])
+def test_shipped_checkpoint_matches_checksum_and_config(name: str) -> None:
+    from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.models.zoo import load_checkpoint, sha256_of
+
+    path = ZOO / name
+    assert sha256_of(path) == _shipped()[name], f"{path}: checksum differs from SHA256SUMS"
+    ckpt = load_checkpoint(path)
+    config = load_model_config(find_model_config(ckpt.config.name))
+    load_checkpoint(path, expect_config=config)  # raises on any architecture/normalisation mismatch
+    assert ckpt.metadata.get("iterations", 0) >= 1
+
+
+@pytest.mark.parametrize("name", sorted(_shipped()) if (ZOO / "SHA256SUMS").exists() else [])
+def test_shipped_model_forecasts_finite_values(name: str) -> None:
+    """Each shipped model forecasts finite values; rain models non-negative mm/h."""
+    import torch
+
+    from nowcast.models.zoo import load_forecaster
+
+    torch.set_num_threads(1)
+    forecaster = load_forecaster(ZOO / name)
+    rng = np.random.default_rng(1)
+    if forecaster.config.data.units == "K":
+        window = rng.uniform(210, 290, (4, 64, 64)).astype(np.float32)
+    elif forecaster.config.data.units == "unit":
+        window = rng.uniform(0, 1, (4, 64, 64)).astype(np.float32)
+    else:
+        window = rng.gamma(0.6, 2.0, (4, 64, 64)).astype(np.float32)
+    out = forecaster.predict(window, 6)
+    assert out.shape == (6, 64, 64)
+    assert np.isfinite(out).all()
+    if forecaster.config.data.units == "mm h-1":
+        assert (out >= 0).all()
+
+
+def test_default_forecaster_runs_without_its_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped target forecasts from its own checkpoint; its sources' files are not read."""
+    import shutil
+
+    import torch
+
+    loaded: list[str] = []
+    real_load = torch.load
+
+    def recording_load(f, *args, **kwargs):
+        loaded.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+
+    from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.models.zoo import load_forecaster
+
+    torch.set_num_threads(1)
+    config = load_model_config(find_model_config(load_region(DEFAULT_REGION).forecast.model))
+    copy = tmp_path / config.checkpoint_path.name
+    shutil.copy(config.checkpoint_path, copy)  # alone in a folder: no source next to it
+    forecaster = load_forecaster(copy)
+    assert forecaster.config.tmu is not None and len(forecaster.config.tmu.sources) >= 2
+    window = np.random.default_rng(2).gamma(0.6, 2.0, (config.data.input_frames, 128, 128)).astype(np.float32)
+    out = forecaster.predict(window, 12)
+    assert out.shape == (12, 128, 128) and np.isfinite(out).all() and (out >= 0).all()
+    assert loaded == [str(copy)], f"files read besides the target's checkpoint: {loaded}"
