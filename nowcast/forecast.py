@@ -36,8 +36,11 @@ MODEL_METHOD = "tmu"
 FALLBACK_METHOD = "extrapolation"
 #: Largest tile side (cells) given to the neural forecaster at once. Its
 #: recurrent state and activations scale with the tile area, so this bounds
-#: the memory of a forecast on any region (see docs/benchmarks.md).
-TILE = 256
+#: the memory of a forecast on any region (see docs/benchmarks.md). Overlaps
+#: are computed twice, so tiles should be as large as memory allows: at 768
+#: cells (4x4 patches, 32 channels) one tile's no-grad activations are a few
+#: hundred MB, and the whole MeteoSwiss domain (640x710) is a single tile.
+TILE = 768
 #: Overlap (cells) between neighbouring tiles, blended with linear ramps.
 #: Wider than the receptive field growth of a few steps of 5x5 convolutions
 #: on 4x4 patches, so tile borders see enough context.
