@@ -60,6 +60,8 @@ NEURAL = {  # the shipped TMU target first: it is the one the product needs
     "finetune-mnist": "swiss-south-finetune-mnist-source-3digit",
     "tmu-no-ir": "swiss-south-tmu-no-ir",
     "tmu-video-only": "swiss-south-tmu-video-only",
+    "tmu-lambda0.05": "swiss-south-tmu-lambda005",
+    "tmu-lambda0": "swiss-south-tmu-lambda0",
 }
 THRESHOLDS = (0.5, 1.0, 5.0, 10.0)
 FSS_PIXELS = (1, 2, 8)  # 2, 4, 16 km on the 2 km grid
