@@ -17,7 +17,7 @@ same window and reports:
 The process is pinned to ``--cores`` CPU cores and torch/OpenMP to as many
 threads. Usage::
 
-    /work/venv/bin/python benchmarks/forecast.py --regions swiss-south swiss-512 --leads 12
+    .venv/bin/python benchmarks/forecast.py --regions swiss-south swiss-512 --leads 12
 
 The TMU model comes from the region's configured checkpoint when one exists
 (``--model NAME`` to name a model config); otherwise a *randomly initialised*
