@@ -37,17 +37,13 @@ from collections.abc import Callable
 import numpy as np
 
 from nowcast.errors import ForecastError
+from nowcast.motion import DB_ZERO, RAIN_THRESHOLD, advect_leads, from_db, motion_field, to_db, unknown_mask
 
 log = logging.getLogger(__name__)
 
 #: ``method(window (T, ny, nx) mm/h, leads, timestep_minutes) -> (leads, ny, nx) mm/h``.
 Nowcaster = Callable[[np.ndarray, int, int], np.ndarray]
 
-#: Rain rate (mm/h) below which a pixel is dry for the transform and motion.
-RAIN_THRESHOLD = 0.1
-#: Decibel value given to dry pixels (below ``10 log10(RAIN_THRESHOLD)`` = -10 dB),
-#: as in the pysteps examples; the gap to the threshold keeps rain edges sharp.
-DB_ZERO = -15.0
 #: Cascade levels of S-PROG (pysteps' default).
 SPROG_CASCADE_LEVELS = 6
 
@@ -69,66 +65,6 @@ def persistence(window: np.ndarray, leads: int, timestep_minutes: int = 5) -> np
     return np.repeat(window[-1:], int(leads), axis=0).copy()
 
 
-def to_db(rate: np.ndarray, threshold: float = RAIN_THRESHOLD, zerovalue: float = DB_ZERO) -> np.ndarray:
-    """``10 log10(R)`` with pixels below ``threshold`` (and NaN) set to ``zerovalue``.
-
-    Uses ``pysteps.utils.transformation.dB_transform``; NaN is filled
-    because optical flow and advection need finite fields.
-    """
-    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
-    from pysteps.utils import transformation
-
-    db, _ = transformation.dB_transform(
-        np.asarray(rate, dtype=np.float64), metadata={"unit": "mm/h", "transform": None, "threshold": threshold,
-                                                      "zerovalue": 0.0},
-        threshold=threshold, zerovalue=zerovalue,
-    )
-    return np.where(np.isfinite(db), db, zerovalue)
-
-
-def from_db(db: np.ndarray, threshold: float = RAIN_THRESHOLD) -> np.ndarray:
-    """Inverse of :func:`to_db`: mm/h, exactly 0 below ``threshold``, NaN kept."""
-    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
-    from pysteps.utils import transformation
-
-    rate, _ = transformation.dB_transform(
-        np.asarray(db, dtype=np.float64), metadata={"unit": "mm/h", "transform": "dB",
-                                                    "threshold": 10.0 * np.log10(threshold), "zerovalue": DB_ZERO},
-        inverse=True,
-    )
-    rate = np.where(np.isfinite(rate) & (rate < threshold), 0.0, rate)
-    return np.clip(rate, 0.0, None).astype(np.float32)
-
-
-def motion_field(window: np.ndarray) -> np.ndarray:
-    """Lucas-Kanade motion ``(2, ny, nx)`` in pixels per timestep (``u``, ``v``).
-
-    A dry window has no features to track and gives zero motion.
-    """
-    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
-    from pysteps import motion
-
-    db = to_db(window)
-    if not np.any(db > DB_ZERO):
-        return np.zeros((2, *window.shape[1:]))
-    return motion.get_method("LK")(db, verbose=False)
-
-
-def unknown_mask(nodata: np.ndarray, velocity: np.ndarray, leads: int) -> np.ndarray:
-    """Where an advected forecast has no trustworthy source (``(leads, ny, nx)`` bool).
-
-    The data mask is advected like the field (outside the domain counts as no
-    data): a forecast pixel whose source is a no-data pixel, or lies outside
-    the domain, is unknown rather than dry.
-    """
-    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
-    from pysteps import extrapolation
-
-    valid = (~nodata).astype(np.float64)
-    moved = extrapolation.get_method("semilagrangian")(valid, velocity, int(leads), outval=0.0)
-    return ~(moved > 0.5)
-
-
 def extrapolation(window: np.ndarray, leads: int, timestep_minutes: int = 5) -> np.ndarray:
     """Advect the newest frame along the Lucas-Kanade motion of the window.
 
@@ -136,13 +72,10 @@ def extrapolation(window: np.ndarray, leads: int, timestep_minutes: int = 5) -> 
     so no rescaling is needed (``timestep_minutes`` is part of the common
     interface only).
     """
-    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
-    from pysteps import extrapolation as pysteps_extrapolation
-
     window = _check(window, leads, 2, "extrapolation")
     velocity = motion_field(window)
     db = to_db(window[-1])
-    advected = pysteps_extrapolation.get_method("semilagrangian")(db, velocity, int(leads), outval=DB_ZERO)
+    advected = advect_leads(np.repeat(db[None], int(leads), axis=0), velocity, outval=DB_ZERO)
     out = from_db(advected)
     out[unknown_mask(np.isnan(window[-1]), velocity, int(leads))] = np.nan
     log.debug("extrapolation: mean motion (%.2f, %.2f) px/step", float(velocity[0].mean()), float(velocity[1].mean()))

@@ -1,0 +1,90 @@
+"""The shared motion module moves rain exactly as pysteps does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nowcast.motion import (
+    DB_ZERO,
+    advect_leads,
+    displacements,
+    from_db,
+    motion_field,
+    to_db,
+    to_lagrangian,
+    unknown_mask,
+)
+
+
+def _blob(ny: int = 48, nx: int = 48, cy: float = 20.0, cx: float = 18.0) -> np.ndarray:
+    y, x = np.mgrid[:ny, :nx]
+    return (12.0 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 40.0)).astype(np.float32)
+
+
+def _velocity(shape, u=1.5, v=-0.75, shear=0.02) -> np.ndarray:
+    y = np.arange(shape[0])[:, None] * np.ones(shape)
+    return np.stack([np.full(shape, u) + shear * y, np.full(shape, v)])
+
+
+def test_advect_leads_equals_pysteps_extrapolate():
+    from pysteps.extrapolation.semilagrangian import extrapolate
+
+    db = to_db(_blob())
+    vel = _velocity(db.shape)
+    ours = advect_leads(np.repeat(db[None], 6, axis=0), vel, outval=DB_ZERO)
+    ref = extrapolate(db, vel, 6, outval=DB_ZERO)
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_to_lagrangian_undoes_a_known_translation():
+    # A blob moving 2 px/step along x: every frame in the analysis frame is the analysis frame.
+    frames = np.stack([to_db(_blob(cx=10.0 + 2.0 * t)) for t in range(-3, 5)])
+    vel = np.stack([np.full(frames.shape[1:], 2.0), np.zeros(frames.shape[1:])])
+    lag, valid = to_lagrangian(frames, list(range(-3, 5)), vel)
+    analysis = frames[3]
+    for k in range(frames.shape[0]):
+        inside = valid[k]
+        assert inside.mean() > 0.6
+        np.testing.assert_allclose(lag[k][inside], analysis[inside], atol=1e-9)
+
+
+def test_to_lagrangian_marks_sources_outside_the_domain():
+    frames = np.zeros((3, 16, 16))
+    vel = np.stack([np.full((16, 16), 3.0), np.zeros((16, 16))])
+    _, valid = to_lagrangian(frames, [-1, 0, 2], vel)
+    assert valid[1].all()
+    # an input one step old was upstream: its first 3 columns came from outside
+    assert not valid[0][:, :3].any() and valid[0][:, 4:].all()
+    # a frame 2 steps ahead: its Lagrangian source lies 6 columns downstream
+    assert not valid[2][:, -6:].any() and valid[2][:, :-7].all()
+
+
+def test_displacement_is_additive_for_uniform_motion():
+    vel = np.stack([np.full((8, 8), 1.25), np.full((8, 8), -0.5)])
+    d = displacements(vel, 4)
+    np.testing.assert_allclose(d[3, 0], -5.0)
+    np.testing.assert_allclose(d[3, 1], 2.0)
+
+
+def test_db_round_trip_threshold_both_sides():
+    rate = np.array([0.0, 0.0999, 0.1, 1.0, 57.0, np.nan], dtype=np.float32)
+    back = from_db(to_db(rate))
+    assert back[0] == 0.0 and back[1] == 0.0  # below the threshold: dry
+    np.testing.assert_allclose(back[2:5], rate[2:5], rtol=1e-5)  # at the threshold: kept
+    assert back[5] == 0.0  # NaN counts as dry for the transform
+
+
+def test_motion_of_dry_window_is_zero_and_unknown_method_is_refused():
+    assert not motion_field(np.zeros((3, 16, 16), dtype=np.float32)).any()
+    with pytest.raises(ValueError, match="valid names"):
+        motion_field(np.zeros((3, 16, 16), dtype=np.float32), method="nope")
+
+
+def test_unknown_mask_follows_the_motion():
+    nodata = np.zeros((16, 16), dtype=bool)
+    nodata[:, 8] = True
+    vel = np.stack([np.full((16, 16), 1.0), np.zeros((16, 16))])
+    unknown = unknown_mask(nodata, vel, 2)
+    assert unknown[0][:, 9].all() and unknown[1][:, 10].all()
+    assert not unknown[1][:, 5].any()
