@@ -314,6 +314,8 @@ def run_model(forecaster, window: np.ndarray, leads: int, tile: int = TILE, over
         raise CheckpointError(
             f"model {getattr(config, 'name', '?')!r}: needs {needed} input frames, the region provides {window.shape[0]}"
         )
+    if hasattr(forecaster, "predict_region"):  # a zoo forecaster tiles itself (Lagrangian: motion on the whole region)
+        return forecaster.predict_region(window[-needed:], leads, tile=tile, overlap=overlap)
     patch = int(getattr(config, "patch_size", 1))
     return predict_tiled(forecaster.predict, window[-needed:], leads, tile=tile, overlap=overlap, multiple=patch)
 

@@ -114,13 +114,35 @@ class ZarrSequences:
         self.cache: np.ndarray | None = None
         if da.size * 4 <= 512 * 2**20:  # small stores: read once
             self.cache = np.asarray(da.values, dtype=np.float32)
+        self.lagrangian = config.frame == "lagrangian"
+        self.input_frames = d.input_frames
+        self.persistent_fraction = config.training.persistent_fraction
+        self.motion = None
+        if self.lagrangian:
+            from pipelines.sequences import MOTION_VARIABLE, ensure_motion
 
-    def batch(self, seed: int, split: int, index: int, batch_size: int) -> torch.Tensor:
+            ds.close()
+            ensure_motion(self.path, d.input_frames, config.motion.method)
+            self.motion = xr.open_zarr(self.path)[MOTION_VARIABLE]
+            if self.motion.size * 4 <= 1024 * 2**20:
+                self.motion = np.asarray(self.motion.values, dtype=np.float32)
+            # Frames are moved on a crop with a margin, so rain can come in
+            # from outside the training crop as it does in a forecast.
+            self.margin = 8
+
+    def _read(self, sl: tuple) -> np.ndarray:
+        return self.cache[sl] if self.cache is not None else np.asarray(self.data[sl].values, dtype=np.float32)
+
+    def batch(self, seed: int, split: int, index: int, batch_size: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``index``: ``(B, T, 1, H, W)`` normalised frames (Lagrangian models: and a validity mask)."""
         rng = np.random.default_rng([seed, split, index])
         seqs = rng.integers(0, self.n_seq, batch_size)
         t0 = rng.integers(0, self.n_time - self.frames + 1, batch_size)
         y0 = rng.integers(0, self.ny - self.size + 1, batch_size)
         x0 = rng.integers(0, self.nx - self.size + 1, batch_size)
+        if self.lagrangian:
+            persistent = rng.random(batch_size) < self.persistent_fraction
+            return self._lagrangian_batch(seqs, t0, y0, x0, persistent)
         out = np.empty((batch_size, self.frames, self.size, self.size), dtype=np.float32)
         for b in range(batch_size):
             sl = (int(seqs[b]), slice(int(t0[b]), int(t0[b]) + self.frames),
@@ -130,6 +152,27 @@ class ZarrSequences:
         with np.errstate(invalid="ignore"):  # NaN (no data) -> the normalisation's zero
             x = np.nan_to_num(self.normaliser.forward(out), nan=0.0, posinf=0.0, neginf=0.0)
         return torch.from_numpy(x)[:, :, None]
+
+    def _lagrangian_batch(self, seqs, t0, y0, x0, persistent) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames moved to their analysis time along the stored motion (:func:`nowcast.models.lagrangian.training_sample`)."""
+        from nowcast.models.lagrangian import training_sample
+
+        B, S, m = len(seqs), self.size, self.margin
+        x = np.empty((B, self.frames, S, S), dtype=np.float32)
+        valid = np.empty_like(x)
+        for b in range(B):
+            s, t = int(seqs[b]), int(t0[b])
+            ya, xa = max(0, int(y0[b]) - m), max(0, int(x0[b]) - m)
+            yb, xb = min(self.ny, int(y0[b]) + S + m), min(self.nx, int(x0[b]) + S + m)
+            frames = self._read((s, slice(t, t + self.frames), slice(ya, yb), slice(xa, xb)))
+            analysis = t + self.input_frames - 1
+            vel = self.motion[s, analysis, :, ya:yb, xa:xb]
+            vel = np.asarray(vel if isinstance(vel, np.ndarray) else vel.values, dtype=np.float64)
+            lag, ok = training_sample(frames, np.nan_to_num(vel), self.input_frames, self.normaliser, bool(persistent[b]))
+            iy, ix = int(y0[b]) - ya, int(x0[b]) - xa
+            x[b] = lag[:, iy : iy + S, ix : ix + S]
+            valid[b] = ok[:, iy : iy + S, ix : ix + S]
+        return torch.from_numpy(x)[:, :, None], torch.from_numpy(valid)[:, :, None]
 
 
 def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_batches: int | None = None,
@@ -186,6 +229,65 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
 
 
 # ================================================================ pieces
+def split_batch(item: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(frames, weight)`` of a batch; plain batches weigh every pixel 1."""
+    if isinstance(item, (tuple, list)):
+        return item[0], item[1]
+    return item, torch.ones_like(item)
+
+
+def masked_mse(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the pixels with weight (Lagrangian sources outside the domain weigh 0)."""
+    return ((pred - truth) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def soft_csi_loss(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor, thresholds: list[float],
+                  sharpness: float = 0.05) -> torch.Tensor:
+    """``1 - soft CSI`` averaged over thresholds (model-space thresholds).
+
+    Exceedance is ``sigmoid((x - threshold) / sharpness)``; hits, misses and
+    false alarms are sums of products of these, so the score is
+    differentiable. Unlike MSE it does not reward a blurred forecast: a smear
+    loses the hits above high thresholds.
+    """
+    losses = []
+    for thr in thresholds:
+        p = torch.sigmoid((pred - thr) / sharpness) * weight
+        o = torch.sigmoid((truth - thr) / sharpness) * weight
+        hits = (p * o).sum()
+        csi = hits / (p.sum() + o.sum() - hits).clamp_min(1e-3)
+        losses.append(1.0 - csi)
+    return torch.stack(losses).mean()
+
+
+def distill_lambda(tmu: TMUConfig, iteration: int) -> float:
+    """``lambda`` at ``iteration``: ramped linearly over ``distill_warmup`` iterations."""
+    if tmu.distill_warmup <= 0:
+        return tmu.distill_weight
+    return tmu.distill_weight * min(1.0, (iteration + 1) / tmu.distill_warmup)
+
+
+def distillation_errors(tmu: TMUConfig, distilled: list[torch.Tensor], memories: list[torch.Tensor],
+                        prediction_loss: torch.Tensor) -> torch.Tensor:
+    """One distillation error per source, scaled as ``tmu.distill_scale`` says.
+
+    ``plain`` is the paper's MSE (its size follows the source memory's
+    scale, which grows over a rollout: measured 10-20x the prediction loss);
+    ``variance`` divides by the variance of that source's memory over the
+    batch (scale-free: 1 means "explains nothing"); ``balanced`` further
+    multiplies by the detached prediction loss, so the term is at most about
+    ``lambda`` times the prediction loss and can never swamp it.
+    """
+    errors = torch.stack([F.mse_loss(d, m) for d, m in zip(distilled, memories)])
+    if tmu.distill_scale == "plain":
+        return errors
+    variances = torch.stack([m.detach().var() for m in memories]).clamp_min(1e-6)
+    errors = errors / variances
+    if tmu.distill_scale == "balanced":
+        errors = errors * prediction_loss.detach()
+    return errors
+
+
 def sampling_probability(t: TrainingConfig, iteration: int) -> float:
     """Probability of feeding the true frame: 1 until ``sampling_start``, linear to 0 at ``sampling_end``."""
     if iteration < t.sampling_start:
@@ -258,10 +360,12 @@ def validate(model: Predictor, batches: list[torch.Tensor], input_frames: int, o
     was_training = model.training
     model.eval()
     per_lead = torch.zeros(output_frames)
-    for batch in batches:
+    for item in batches:
+        batch, weight = split_batch(item)
         pred = model.forecast(batch[:, :input_frames], output_frames)
         truth = batch[:, input_frames : input_frames + output_frames]
-        per_lead += ((pred - truth) ** 2).mean(dim=(0, 2, 3, 4))
+        w = weight[:, input_frames : input_frames + output_frames]
+        per_lead += ((pred - truth) ** 2 * w).sum(dim=(0, 2, 3, 4)).cpu() / w.sum(dim=(0, 2, 3, 4)).clamp_min(1.0).cpu()
     per_lead /= max(1, len(batches))
     model.train(was_training)
     return {"val_mse": float(per_lead.mean()), "val_mse_per_lead": [float(v) for v in per_lead]}
@@ -360,26 +464,36 @@ def train(
             for it in range(start, total):
                 t0 = time.perf_counter()
                 try:
-                    batch = next(data).to(device)
+                    batch, weight = split_batch(next(data))
                 except StopIteration:
                     raise ConfigError(f"model config {config.name!r}: the data ran out at iteration {it}") from None
+                batch, weight = batch.to(device), weight.to(device)
                 if batch.ndim != 5 or batch.shape[1] < n_in + n_out:
                     raise ConfigError(f"model config {config.name!r}: batch of shape {tuple(batch.shape)}, expected (B, >= {n_in + n_out}, 1, H, W)")
                 prob = sampling_probability(tcfg, it)
                 gen = torch.Generator().manual_seed(_mix_seed(tcfg.seed, it))
                 mask = (torch.rand((batch.shape[0], n_out - 1), generator=gen) < prob).float().to(device)
                 out = model(batch, n_in, n_out, teacher_mask=mask)
-                pred_loss = F.mse_loss(out.predictions, batch[:, 1 : steps + 1])
+                truth, w = batch[:, 1 : steps + 1], weight[:, 1 : steps + 1]
+                pred_loss = masked_mse(out.predictions, truth, w)
                 loss = pred_loss
                 record = {"iteration": it + 1, "prediction": float(pred_loss.detach()), "sampling_prob": prob}
+                if tcfg.soft_csi_weight > 0:
+                    thresholds = [float(v) for v in dcfg.normaliser.forward(np.asarray(tcfg.soft_csi_thresholds))]
+                    lead = slice(n_in - 1, steps)  # the forecast proper
+                    csi_loss = soft_csi_loss(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds)
+                    loss = loss + tcfg.soft_csi_weight * csi_loss
+                    record["soft_csi_loss"] = float(csi_loss.detach())
                 if bank is not None and config.tmu is not None:
                     memories = bank(fold(batch[:, :steps], config.architecture.patch_size))
-                    errors = torch.stack([F.mse_loss(d, m) for d, m in zip(out.distilled, memories)])
+                    errors = distillation_errors(config.tmu, out.distilled, memories, pred_loss)
                     detached = errors.detach().cpu()
                     running = detached if running is None else config.tmu.adaptive_momentum * running + (1 - config.tmu.adaptive_momentum) * detached
                     weights = distillation_weights(config.tmu, running, len(errors)).to(errors.device)
                     distill = (weights * errors).sum()
-                    loss = pred_loss + config.tmu.distill_weight * distill
+                    lam = distill_lambda(config.tmu, it)
+                    loss = loss + lam * distill
+                    record["distill_lambda"] = lam
                     record["distillation"] = float(distill.detach())
                     record.update({f"distill_{n}": float(e) for n, e in enumerate(detached)})
                     record.update({f"weight_{n}": float(w) for n, w in enumerate(weights.cpu())})
@@ -400,7 +514,7 @@ def train(
                 ran += 1
                 done = it + 1
                 if done % tcfg.val_every == 0 or done == total:
-                    record.update(validate(model, [v.to(device) for v in val_batches], n_in, n_out))
+                    record.update(validate(model, [_to(v, device) for v in val_batches], n_in, n_out))
                 history.append(record)
                 bar.update(record, ran / (time.perf_counter() - t_begin))
                 if done % tcfg.log_every == 0 or done == total or "val_mse" in record:
@@ -420,6 +534,10 @@ def train(
         return result
     finally:
         torch.use_deterministic_algorithms(previous_det)
+
+
+def _to(item, device):
+    return tuple(t.to(device) for t in item) if isinstance(item, (tuple, list)) else item.to(device)
 
 
 def _metrics(history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -32,6 +32,10 @@ class ArchitectureConfig(StrictModel):
     patch_size: int = Field(4, ge=1, le=16, description="Space-to-depth patch p: frames become p*p x H/p x W/p.")
     layer_norm: bool = True
     forget_bias: float = 1.0
+    residual: bool = Field(False, description="Predict changes relative to the last observed frame; the head starts at zero.")
+    decoder: Literal["linear", "refine"] = Field(
+        "linear", description="'linear': 1x1 conv on the patch grid (reference); 'refine': sees neighbouring patches."
+    )
 
     @field_validator("kernel")
     @classmethod
@@ -58,10 +62,19 @@ class TMUConfig(StrictModel):
     """Transferable memory from frozen sources (target models only)."""
 
     sources: list[str] = Field(min_length=1, description="Source model names or paths (YAML or checkpoint).")
-    variant: Literal["sum", "normalized_sum"] = Field(
-        "sum", description="'sum' as written in the paper; 'normalized_sum' divides the transfer sum by N."
+    variant: Literal["sum", "normalized_sum", "convex"] = Field(
+        "sum",
+        description="'sum' as written in the paper; 'normalized_sum' divides the transfer sum by N; "
+        "'convex' [project] mixes own and distilled memory so |C| stays bounded.",
     )
     distill_weight: float = Field(1.0, ge=0, description="lambda; 0 is the reference code's ablation.")
+    distill_scale: Literal["plain", "variance", "balanced"] = Field(
+        "plain",
+        description="'plain': MSE as written (ablation); 'variance': each source's MSE divided by the variance of "
+        "that source's memory; 'balanced': the variance-normalised error times the (detached) prediction loss, "
+        "so at lambda = 1 distillation weighs as much as prediction and can never swamp it.",
+    )
+    distill_warmup: int = Field(0, ge=0, description="Iterations over which lambda ramps linearly from 0 to distill_weight.")
     weights: Literal["uniform", "adaptive"] = "uniform"
     adaptive_momentum: float = Field(0.99, ge=0, lt=1, description="EMA momentum of the running distillation error.")
     adaptive_temperature: float = Field(
@@ -108,6 +121,12 @@ class DataConfig(StrictModel):
         return make_normaliser(self.normalisation)
 
 
+class MotionConfig(StrictModel):
+    """How a Lagrangian model finds the motion (the extrapolation baseline's method by default)."""
+
+    method: Literal["LK", "DARTS", "VET", "proesmans"] = Field("LK", description="pysteps optical-flow method.")
+
+
 class TrainingConfig(StrictModel):
     """The training loop (nowcast.training)."""
 
@@ -122,6 +141,13 @@ class TrainingConfig(StrictModel):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(25, ge=1)
     grad_clip: float | None = Field(1.0, gt=0, description="Max gradient norm; None disables clipping.")
+    persistent_fraction: float = Field(
+        0.0, ge=0, le=1,
+        description="Lagrangian models: share of each batch made Lagrangian-persistent (every frame equal to the "
+        "analysis frame), so the model learns to leave unchanging rain unchanged.",
+    )
+    soft_csi_weight: float = Field(0.0, ge=0, description="Weight of the soft-CSI loss term (does not reward blur).")
+    soft_csi_thresholds: list[float] = Field(default_factory=lambda: [1.0, 5.0], description="mm/h thresholds of the soft CSI.")
     init_from: str | None = Field(None, description="Source model (name or path) whose matching weights start the target (finetune).")
 
     @model_validator(mode="after")
@@ -138,6 +164,13 @@ class ModelConfig(StrictModel):
     description: str = ""
     role: Literal["source", "target"] = "target"
     architecture: ArchitectureConfig = ArchitectureConfig()
+    frame: Literal["eulerian", "lagrangian"] = Field(
+        "eulerian",
+        description="'lagrangian': inputs moved to the analysis time along pysteps optical flow, the network predicts "
+        "growth and decay as a residual, the output is advected to each lead (docs: SKILL.md); 'eulerian': the "
+        "network sees fixed-grid frames (the TMU paper's Moving-MNIST setting).",
+    )
+    motion: MotionConfig = MotionConfig()
     tmu: TMUConfig | None = None
     data: DataConfig
     training: TrainingConfig = TrainingConfig()
@@ -152,6 +185,11 @@ class ModelConfig(StrictModel):
             raise ValueError("role 'source' cannot have a 'tmu' section (sources are trained without transfer)")
         if self.data.kind == "moving_mnist" and self.data.timestep_minutes is not None:
             raise ValueError("data.timestep_minutes must be null for Moving-MNIST (no physical time step)")
+        if self.frame == "lagrangian":
+            if self.data.modality != "rain" or self.data.normaliser.kind != "db":
+                raise ValueError("frame 'lagrangian' needs data.modality 'rain' and data.normalisation kind 'db'")
+            if not self.architecture.residual:
+                raise ValueError("frame 'lagrangian' needs architecture.residual: true (untrained = extrapolation)")
         return self
 
     # The operational forecast path reads these three flat names (nowcast.forecast).

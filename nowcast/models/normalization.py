@@ -22,6 +22,12 @@ Kinds (the ``kind`` key of a config's ``data.normalisation``):
     ``x = (v - min) / (max - min)``, any units.
 ``identity``
     ``x = v``: Moving-MNIST, already in [0, 1].
+``db``
+    rain rate in decibels (dBR), the transform of pysteps and of the
+    Lagrangian forecaster: ``x = (10 log10 R - zerovalue) / scale`` for
+    ``R >= threshold``, ``x = 0`` (``zerovalue``) below it; back, any ``x``
+    below ``10 log10(threshold)`` is dry. Defaults ``threshold=0.1`` mm/h,
+    ``zerovalue=-15`` dB, ``scale=15``: dry 0, 1 mm/h 1, 100 mm/h 2.33.
 
 Rain (``nonnegative``) outputs are clipped at 0 on the way back: rain is never
 negative, and a network's small negative outputs mean "dry".
@@ -42,13 +48,15 @@ KINDS: dict[str, tuple[str, ...]] = {
     "brightness_temperature": ("reference", "scale"),
     "minmax": ("min", "max"),
     "identity": (),
+    "db": ("threshold", "zerovalue", "scale"),
 }
 #: Kinds whose physical quantity is non-negative (rain rate).
-_NONNEGATIVE = {"log", "linear"}
+_NONNEGATIVE = {"log", "linear", "db"}
 _DEFAULTS: dict[str, dict[str, float]] = {
     "log": {"offset": 0.1, "scale": 3.0},
     "linear": {"scale": 10.0},
     "brightness_temperature": {"reference": 330.0, "scale": 120.0},
+    "db": {"threshold": 0.1, "zerovalue": -15.0, "scale": 15.0},
 }
 
 
@@ -86,6 +94,10 @@ class Normaliser:
             out = (p["reference"] - v) / p["scale"]
         elif self.kind == "minmax":
             out = (v - p["min"]) / (p["max"] - p["min"])
+        elif self.kind == "db":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                db = np.where(v >= p["threshold"], 10.0 * np.log10(np.where(v > 0, v, 1.0)), p["zerovalue"])
+            out = np.where(np.isnan(v), np.nan, (db - p["zerovalue"]) / p["scale"])
         else:
             out = v
         return out.astype(np.float32)
@@ -102,6 +114,9 @@ class Normaliser:
             out = p["reference"] - x * p["scale"]
         elif self.kind == "minmax":
             out = x * (p["max"] - p["min"]) + p["min"]
+        elif self.kind == "db":
+            db = x * p["scale"] + p["zerovalue"]
+            out = np.where(db >= 10.0 * np.log10(p["threshold"]), np.power(10.0, db / 10.0), 0.0)
         else:
             out = x
         if self.nonnegative:
@@ -158,6 +173,8 @@ def make_normaliser(spec: dict[str, Any] | Normaliser | None, where: str = "data
         raise ConfigError(f"key '{where}.offset': must be positive, got {values['offset']}")
     if "scale" in values and values["scale"] == 0:
         raise ConfigError(f"key '{where}.scale': must not be zero")
+    if kind == "db" and not (values["threshold"] > 0 and values["zerovalue"] < 10.0 * np.log10(values["threshold"])):
+        raise ConfigError(f"key '{where}': threshold must be positive and zerovalue below 10 log10(threshold) dB")
     if kind == "minmax" and not values["max"] > values["min"]:
         raise ConfigError(f"key '{where}': max ({values['max']}) must exceed min ({values['min']})")
     return Normaliser(kind, values)

@@ -12,6 +12,19 @@ training mixes true frames and the model's own predictions (scheduled
 sampling, Bengio et al. 2015) so the network learns to roll out; at test time
 it feeds back its own predictions (closed loop). Any number of input frames
 and lead times works, and any frame size that is a multiple of ``p``.
+
+Residual mode (the Lagrangian forecaster, :mod:`nowcast.models.lagrangian`):
+the head predicts the *change* of the next frame relative to an anchor, the
+frame fed at that step during the input phase and the last observed frame
+for every lead. The head starts at exactly zero, so an untrained residual
+predictor returns its last input for every lead (in the Lagrangian frame:
+pysteps extrapolation) and training can only add to it.
+
+Decoders: ``"linear"`` is the 1x1 convolution of the reference code, which
+reads the ``p*p`` sub-pixels of each patch independently and, measured on
+the shipped model, draws a lattice at the patch period; ``"refine"`` unfolds
+a few feature maps to full resolution and ends in a 3x3 convolution that
+sees the neighbouring patches, which removes the cause.
 """
 
 from __future__ import annotations
@@ -62,6 +75,30 @@ def unfold(folded: torch.Tensor, patch: int) -> torch.Tensor:
     return out.view(B, T, *out.shape[1:])
 
 
+class RefineHead(nn.Module):
+    """Decoder that sees across patch borders: 1x1 conv -> unfold -> 3x3 conv.
+
+    ``hidden -> p*p*mid`` channels on the patch grid, ``pixel_shuffle`` to
+    ``mid`` maps at full resolution, a GELU, and a 3x3 convolution to the
+    output channels; the result is folded back so the recurrent loop keeps
+    working on the patch grid.
+    """
+
+    def __init__(self, hidden: int, out_channels: int, patch: int, mid: int = 8) -> None:
+        super().__init__()
+        self.patch = patch
+        self.expand = nn.Conv2d(hidden, patch * patch * mid, 1)
+        self.smooth = nn.Conv2d(mid, out_channels, 3, padding=1)
+
+    @property
+    def last(self) -> nn.Conv2d:
+        return self.smooth
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        full = F.gelu(F.pixel_shuffle(self.expand(h), self.patch))
+        return F.pixel_unshuffle(self.smooth(full), self.patch)
+
+
 class Predictor(nn.Module):
     """``L`` stacked ConvLSTM layers (bottom: TMU when there are sources).
 
@@ -80,6 +117,12 @@ class Predictor(nn.Module):
     channels
         Physical channels per frame (1: rain rate, brightness temperature or
         grey levels).
+    residual
+        Predict changes relative to an anchor frame (see the module
+        docstring); the head starts at zero.
+    decoder
+        ``"linear"`` (1x1 convolution on the patch grid) or ``"refine"``
+        (:class:`RefineHead`).
     """
 
     def __init__(
@@ -93,8 +136,13 @@ class Predictor(nn.Module):
         source_channels: Sequence[int] = (),
         variant: Variant = "sum",
         channels: int = 1,
+        residual: bool = False,
+        decoder: str = "linear",
     ) -> None:
         super().__init__()
+        if decoder not in ("linear", "refine"):
+            raise ValueError(f"decoder {decoder!r}: expected 'linear' or 'refine'")
+        self.residual = bool(residual)
         sizes = [int(hidden)] * layers if isinstance(hidden, int) else [int(h) for h in hidden]
         if len(sizes) != layers:
             raise ValueError(f"{len(sizes)} hidden sizes for {layers} layers")
@@ -111,7 +159,11 @@ class Predictor(nn.Module):
             else:
                 cells.append(ConvLSTMCell(in_ch, size, kernel, layer_norm, forget_bias))
         self.cells = nn.ModuleList(cells)
-        self.head = nn.Conv2d(sizes[-1], folded, 1)
+        self.head: nn.Module = nn.Conv2d(sizes[-1], folded, 1) if decoder == "linear" else RefineHead(sizes[-1], channels, patch_size)
+        if self.residual:  # an untrained residual model changes nothing
+            last = self.head if isinstance(self.head, nn.Conv2d) else self.head.last
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     @classmethod
     def from_config(cls, arch, source_channels: Sequence[int] = (), variant: Variant = "sum") -> "Predictor":
@@ -125,6 +177,8 @@ class Predictor(nn.Module):
             forget_bias=arch.forget_bias,
             source_channels=source_channels,
             variant=variant,
+            residual=arch.residual,
+            decoder=arch.decoder,
         )
 
     @property
@@ -194,6 +248,7 @@ class Predictor(nn.Module):
         preds: list[torch.Tensor] = []
         distilled: list[list[torch.Tensor]] = []
         x = folded[:, 0]
+        last_input = folded[:, input_frames - 1]
         for t in range(steps):
             if t < input_frames:
                 x = folded[:, t]
@@ -203,6 +258,8 @@ class Predictor(nn.Module):
             else:
                 x = preds[-1]
             out, states, dist = self.step(x, states)
+            if self.residual:  # change relative to the frame fed now (inputs) or the last observed one (leads)
+                out = (x if t < input_frames - 1 else last_input) + out
             preds.append(out)
             if dist:
                 distilled.append(dist)

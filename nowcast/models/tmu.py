@@ -23,7 +23,9 @@ from nowcast.models.cells import ConvLSTMCell, State
 if TYPE_CHECKING:  # pragma: no cover
     from nowcast.models.predictor import Predictor
 
-Variant = Literal["sum", "normalized_sum"]
+Variant = Literal["sum", "normalized_sum", "convex"]
+#: The memory updates a TMU cell knows (see :class:`TMUCell`).
+VARIANTS = ("sum", "normalized_sum", "convex")
 
 
 class Distiller(nn.Module):
@@ -57,7 +59,13 @@ class TMUCell(ConvLSTMCell):
         ``"sum"``: the memory update as written in the paper,
         ``C_t = C'_t + sum_n [T_n * D_n + (1 - T_n) * C'_t]``, which can scale
         the memory by up to ``N + 1`` per step; ``"normalized_sum"`` divides
-        the sum by ``N`` so the memory keeps its scale whatever the zoo size.
+        the sum by ``N`` (still ``C' + mean_n[...]``, which multiplies ``C'``
+        by ~1.5 per step at ``T = 0.5``: measured, the memory explodes over a
+        closed-loop rollout); ``"convex"`` **[project]** mixes instead of
+        adding, ``C_t = (1 - mean_n T_n) * C'_t + mean_n T_n * P_n(D_n)``, a
+        convex combination of the cell's own memory and the distilled ones,
+        so ``|C|`` stays bounded by the larger of the two whatever the number
+        of steps (tested over 24 closed-loop steps).
     """
 
     def __init__(
@@ -70,8 +78,8 @@ class TMUCell(ConvLSTMCell):
         layer_norm: bool = True,
         forget_bias: float = 1.0,
     ) -> None:
-        if variant not in ("sum", "normalized_sum"):
-            raise ValueError(f"TMU variant {variant!r}: expected 'sum' or 'normalized_sum'")
+        if variant not in VARIANTS:
+            raise ValueError(f"TMU variant {variant!r}: expected one of {', '.join(VARIANTS)}")
         super().__init__(in_channels, hidden, kernel, layer_norm, forget_bias, extra_gates=len(source_channels))
         self.source_channels = [int(c) for c in source_channels]
         self.variant = variant
@@ -94,9 +102,17 @@ class TMUCell(ConvLSTMCell):
             return (h_new, c_prime), []
         C = self.hidden
         distilled = [d(c_prime) for d in self.distillers]  # Ĉ_n = D_n(C'_t)
+        gates_t = [torch.sigmoid(gates[:, (4 + n) * C : (5 + n) * C]) for n in range(self.n_sources)]  # T_n
+        if self.variant == "convex":
+            share = torch.zeros_like(c_prime)
+            mixed = torch.zeros_like(c_prime)
+            for t_n, d_n, project in zip(gates_t, distilled, self.projections):
+                share = share + t_n
+                mixed = mixed + t_n * project(d_n)
+            c_new = (1.0 - share / self.n_sources) * c_prime + mixed / self.n_sources
+            return (h_new, c_new), distilled
         transfer = torch.zeros_like(c_prime)
-        for n, (d_n, project) in enumerate(zip(distilled, self.projections)):
-            t_n = torch.sigmoid(gates[:, (4 + n) * C : (5 + n) * C])  # transfer gate T_n
+        for t_n, d_n, project in zip(gates_t, distilled, self.projections):
             transfer = transfer + t_n * project(d_n) + (1.0 - t_n) * c_prime
         if self.variant == "normalized_sum":
             transfer = transfer / self.n_sources

@@ -69,7 +69,7 @@ def architecture_metadata(config: ModelConfig, source_channels: list[int] | None
     """The fields that must match for weights to fit a network."""
     arch = config.architecture
     tmu = config.tmu
-    return {
+    meta = {
         "layers": arch.layers,
         "hidden": arch.hidden_sizes,
         "kernel": arch.kernel,
@@ -80,6 +80,13 @@ def architecture_metadata(config: ModelConfig, source_channels: list[int] | None
         "tmu_source_channels": list(source_channels or []),
         "tmu_variant": tmu.variant if tmu else None,
     }
+    # Newer fields only where they differ from the default, so checkpoints
+    # written before they existed still match their configs.
+    for key, value, default in (("frame", config.frame, "eulerian"), ("residual", arch.residual, False),
+                                ("decoder", arch.decoder, "linear")):
+        if value != default:
+            meta[key] = value
+    return meta
 
 
 def _now() -> str:
@@ -239,9 +246,10 @@ def check_matches(ckpt: Checkpoint, config: ModelConfig) -> None:
     """Refuse a checkpoint whose architecture, normalisation or units differ from ``config``."""
     have = ckpt.metadata["architecture"]
     want = architecture_metadata(config, have.get("tmu_source_channels"))
-    for key, value in want.items():
+    for key in dict.fromkeys([*want, *have]):
         if key == "tmu_source_channels":
             continue
+        value = want.get(key)
         if have.get(key) != value:
             raise CheckpointError(
                 f"{ckpt.path}: architecture.{key} is {have.get(key)!r} in the checkpoint but {value!r} in model config {config.name!r}"
@@ -343,13 +351,49 @@ class Forecaster:
             raise NowcastError(f"model {self.config.name!r}: frame size {window.shape[1:]} is not a multiple of the patch size {p}")
         if leads < 1:
             raise NowcastError(f"model {self.config.name!r}: leads={leads} must be positive")
+        return self.predict_region(window, leads, tile=None)
+
+    @property
+    def lagrangian(self) -> bool:
+        """Whether the model works in the Lagrangian frame (:mod:`nowcast.models.lagrangian`)."""
+        return getattr(self.config, "frame", "eulerian") == "lagrangian"
+
+    def _network(self, x: np.ndarray, leads: int) -> np.ndarray:
+        """Closed-loop network output ``(leads, h, w)`` in model space for normalised inputs ``(T, h, w)``."""
+        with torch.no_grad():
+            out = self.model.forecast(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, :, None], leads)
+        return out[0, :, 0].numpy()
+
+    def _changes(self, x: np.ndarray, leads: int) -> np.ndarray:
+        """Lagrangian changes ``(leads, h, w)`` relative to the analysis frame (exactly 0 when untrained)."""
+        return self._network(x, leads) - np.asarray(x[-1], dtype=np.float32)[None]
+
+    def predict_region(self, window: np.ndarray, leads: int, tile: int | None = 768, overlap: int = 32) -> np.ndarray:
+        """Forecast a whole region: the network in tiles of at most ``tile`` cells (``None``: one tile).
+
+        A Lagrangian model finds the motion and moves the frames on the whole
+        region (rain entering a tile from its neighbour is not lost); only
+        its network runs per tile. Inputs as :meth:`predict`.
+        """
+        from nowcast.forecast import predict_tiled
+
+        window = np.asarray(window, dtype=np.float32)
+        p = self.config.patch_size
+        tile = max(window.shape[1:]) + p if tile is None else tile
+
+        def tiled(fn, x: np.ndarray, n: int) -> np.ndarray:
+            return predict_tiled(fn, x, n, tile=tile, overlap=overlap, multiple=p)
+
+        if self.lagrangian:
+            from nowcast.models import lagrangian
+
+            return lagrangian.forecast(window, leads, lambda x, n: tiled(self._changes, x, n), self.normaliser,
+                                       motion_method=self.config.motion.method)
         # NaN (no data) becomes the normalisation's zero: dry for rain, the
         # warm clear-sky reference for brightness temperature.
         with np.errstate(invalid="ignore"):
             x = np.nan_to_num(self.normaliser.forward(window), nan=0.0, posinf=0.0, neginf=0.0)
-        with torch.no_grad():
-            out = self.model.forecast(torch.from_numpy(x)[None, :, None], leads)
-        return self.normaliser.inverse(out[0, :, 0].numpy())
+        return self.normaliser.inverse(tiled(self._network, x, leads))
 
 
 def load_named_checkpoint(name_or_config: str | Path | ModelConfig, home: str | Path | None = None) -> Checkpoint:

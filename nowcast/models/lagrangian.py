@@ -1,0 +1,158 @@
+"""The Lagrangian frame: motion is pysteps' job, growth and decay the network's.
+
+A forecaster in this frame (docs: SKILL.md; L-CNN, Ritvanen et al. 2023;
+LUPIN, Pavlik et al. 2024) separates *motion* from *evolution*:
+
+1. the motion field of the input window comes from pysteps' optical flow
+   (:func:`nowcast.motion.motion_field`, the extrapolation baseline's method);
+2. every input frame is moved to the analysis time (the newest frame's time)
+   along it (:func:`nowcast.motion.to_lagrangian`): in this frame rain no
+   longer moves, what changes is growth and decay;
+3. the recurrent network, on decibels of rain rate (the ``db``
+   normalisation), returns per lead the *change* relative to the analysis
+   frame (a residual predictor whose head starts at zero);
+4. the Lagrangian field of each lead is advected to the lead time with the
+   semi-Lagrangian scheme (:func:`nowcast.motion.advect_leads`).
+
+An untrained model therefore forecasts exactly what pysteps extrapolation
+forecasts (tested), no-coverage cells and inflow through the boundary are
+unknown exactly where extrapolation's are, and a dry window stays dry. The
+same transform builds the training batches from stored sequences and their
+stored motion (:func:`training_sample`), so the network sees in training what
+it sees in a forecast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from nowcast.models.normalization import Normaliser
+from nowcast.motion import advect_leads, from_db, motion_field, to_db, to_lagrangian, unknown_mask
+
+#: ``network(x (T, h, w) normalised Lagrangian inputs, leads) -> (leads, h, w)`` normalised changes.
+ChangeNetwork = Callable[[np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LagrangianWindow:
+    """An input window moved to its analysis time.
+
+    Attributes
+    ----------
+    velocity
+        ``(2, ny, nx)`` pixels per step.
+    db
+        ``(T, ny, nx)`` Lagrangian frames in dB (dry = the normaliser's ``zerovalue``).
+    valid
+        ``(T, ny, nx)`` bool: the frame's Lagrangian source lies inside the domain.
+    """
+
+    velocity: np.ndarray
+    db: np.ndarray
+    valid: np.ndarray
+
+
+def db_params(normaliser: Normaliser) -> tuple[float, float, float]:
+    """``(threshold mm/h, zerovalue dB, scale dB)`` of a ``db`` normaliser."""
+    if normaliser.kind != "db":
+        raise ValueError(f"the Lagrangian frame needs a 'db' normalisation, not {normaliser.kind!r}")
+    p = normaliser.params
+    return p["threshold"], p["zerovalue"], p["scale"]
+
+
+def lagrangian_window(window: np.ndarray, normaliser: Normaliser, velocity: np.ndarray | None = None,
+                      motion_method: str = "LK") -> LagrangianWindow:
+    """Move an input window (``(T, ny, nx)`` mm/h, NaN = dry) to its newest frame's time."""
+    threshold, zero, _ = db_params(normaliser)
+    window = np.asarray(window, dtype=np.float32)
+    if velocity is None:
+        velocity = motion_field(window, motion_method)
+    db = to_db(window, threshold=threshold, zerovalue=zero)
+    n = window.shape[0]
+    lag, valid = to_lagrangian(db, list(range(-(n - 1), 1)), velocity, outval=zero)
+    return LagrangianWindow(np.asarray(velocity), lag, valid)
+
+
+def normalise_db(db: np.ndarray, normaliser: Normaliser) -> np.ndarray:
+    """dB -> the network's space (float32): dry 0, 1 mm/h ``-zerovalue / scale``."""
+    _, zero, scale = db_params(normaliser)
+    return ((np.asarray(db, dtype=np.float64) - zero) / scale).astype(np.float32)
+
+
+def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser: Normaliser,
+             motion_method: str = "LK") -> np.ndarray:
+    """Lagrangian forecast ``(leads, ny, nx)`` mm/h from ``window`` (``(T, ny, nx)`` mm/h).
+
+    Parameters
+    ----------
+    window
+        Input frames, oldest first; NaN (no coverage) is dry for motion and
+        the network, and its cells are unknown (NaN) in the forecast wherever
+        extrapolation's would be.
+    leads
+        Frames to forecast.
+    network
+        Returns the normalised Lagrangian change of every lead relative to the
+        analysis frame; it may tile the domain (:func:`nowcast.forecast.predict_tiled`).
+    normaliser
+        The model's ``db`` normalisation.
+    motion_method
+        pysteps optical-flow method.
+    """
+    threshold, zero, scale = db_params(normaliser)
+    window = np.asarray(window, dtype=np.float32)
+    nodata = np.isnan(window[-1])
+    lag = lagrangian_window(np.nan_to_num(window, nan=0.0), normaliser, motion_method=motion_method)
+    analysis = lag.db[-1]
+    if np.any(np.nan_to_num(window, nan=0.0) >= threshold):
+        change = np.asarray(network(normalise_db(lag.db, normaliser), int(leads)), dtype=np.float64)
+        if change.shape != (int(leads), *window.shape[1:]):
+            raise ValueError(f"network returned changes of shape {change.shape}, expected {(int(leads), *window.shape[1:])}")
+        fields = analysis[None] + scale * change  # exactly the analysis frame where the change is 0
+        fields = np.maximum(fields, zero)
+    else:  # a dry window stays dry: nothing to grow from
+        fields = np.repeat(analysis[None], int(leads), axis=0)
+    out = from_db(advect_leads(fields, lag.velocity, outval=zero), threshold=threshold)
+    out[unknown_mask(nodata, lag.velocity, int(leads))] = np.nan
+    return out
+
+
+def training_sample(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
+                    persistent: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One training sequence in the Lagrangian frame of its analysis time.
+
+    Parameters
+    ----------
+    frames
+        ``(input_frames + output_frames, ny, nx)`` mm/h (NaN = no data).
+    velocity
+        Stored motion of the input window (``(2, ny, nx)`` px/step).
+    input_frames
+        The analysis frame is ``frames[input_frames - 1]``.
+    persistent
+        Replace every frame by the analysis frame (a Lagrangian-persistent
+        case: the model must learn to leave it unchanged).
+
+    Returns
+    -------
+    x, valid
+        ``(T, ny, nx)`` float32 normalised Lagrangian frames and a float32
+        mask of the pixels whose source lay inside the domain and had data
+        (the loss ignores the rest).
+    """
+    threshold, zero, _ = db_params(normaliser)
+    frames = np.asarray(frames, dtype=np.float32)
+    nodata = np.isnan(frames)
+    db = to_db(np.nan_to_num(frames, nan=0.0), threshold=threshold, zerovalue=zero)
+    offsets = list(range(-(input_frames - 1), frames.shape[0] - input_frames + 1))
+    lag, valid = to_lagrangian(db, offsets, velocity, outval=zero)
+    if nodata.any():
+        covered, _ = to_lagrangian((~nodata).astype(np.float64), offsets, velocity, outval=0.0)
+        valid &= covered > 0.5
+    if persistent:
+        lag = np.repeat(lag[input_frames - 1][None], frames.shape[0], axis=0)
+        valid = np.repeat(valid[input_frames - 1][None], frames.shape[0], axis=0)
+    return normalise_db(lag, normaliser), valid.astype(np.float32)

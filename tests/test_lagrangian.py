@@ -1,0 +1,178 @@
+"""The Lagrangian forecaster: untrained it is pysteps extrapolation; trained it only adds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nowcast.baselines import extrapolation
+from nowcast.models.config import model_config_from_dict
+from nowcast.models.lagrangian import training_sample
+from nowcast.models.zoo import Forecaster
+from nowcast.models.predictor import Predictor
+from nowcast.errors import ConfigError
+
+
+def lagrangian_config(**over):
+    base = {
+        "name": "lag-test",
+        "role": "target",
+        "frame": "lagrangian",
+        "architecture": {"layers": 2, "hidden": 8, "kernel": 3, "patch_size": 4, "residual": True, "decoder": "refine"},
+        "data": {"kind": "zarr_sequences", "path": "unused.zarr", "modality": "rain", "units": "mm h-1",
+                 "normalisation": {"kind": "db"}, "frame_size": 32, "input_frames": 4, "output_frames": 6,
+                 "timestep_minutes": 5},
+        "checkpoint": "models/runs/lag-test.pt",
+    }
+    base.update(over)
+    return model_config_from_dict(base)
+
+
+def forecaster(config=None, seed=0) -> Forecaster:
+    config = config or lagrangian_config()
+    torch.manual_seed(seed)
+    model = Predictor.from_config(config.architecture)
+    return Forecaster(model, config, "", None, {"normalisation": config.data.normaliser.as_dict()})
+
+
+def moving_window(shape=(48, 56), frames=4, u=1.5, v=0.75, nan_block=False) -> np.ndarray:
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    out = []
+    for t in range(frames):
+        cx, cy = 18 + u * t, 20 + v * t
+        field = 15.0 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 60.0) + 2.0 * np.exp(-((x - cx - 12) ** 2 + (y - cy + 6) ** 2) / 20.0)
+        field[field < 0.05] = 0.0
+        out.append(field)
+    window = np.stack(out).astype(np.float32)
+    if nan_block:
+        window[:, 30:40, 40:50] = np.nan
+    return window
+
+
+@pytest.mark.parametrize("nan_block", [False, True])
+def test_untrained_model_is_exactly_pysteps_extrapolation(nan_block):
+    window = moving_window(nan_block=nan_block)
+    ours = forecaster().predict_region(np.nan_to_num(window), 6, tile=None)
+    ref = extrapolation(np.nan_to_num(window), 6)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    np.testing.assert_array_equal(np.nan_to_num(ours, nan=-1), np.nan_to_num(ref, nan=-1))
+    # rain entering through the boundary is unknown, not dry
+    assert np.isnan(ours[-1][:, :3]).all()
+
+
+def test_untrained_model_in_tiles_is_still_extrapolation():
+    window = moving_window(shape=(64, 64))
+    tiled = forecaster().predict_region(window, 4, tile=32, overlap=8)
+    ref = extrapolation(window, 4)
+    np.testing.assert_array_equal(np.nan_to_num(tiled, nan=-1), np.nan_to_num(ref, nan=-1))
+
+
+def test_dry_window_stays_dry_even_for_a_trained_network():
+    fc = forecaster()
+    with torch.no_grad():  # a head that would add rain everywhere
+        fc.model.head.last.bias.fill_(0.5)
+    out = fc.predict_region(np.zeros((4, 32, 32), dtype=np.float32), 3)
+    assert np.nanmax(out) == 0.0
+    wet = fc.predict_region(moving_window(shape=(32, 32)), 3)
+    ref = extrapolation(moving_window(shape=(32, 32)), 3)
+    assert np.nansum(wet) > np.nansum(ref) * 1.5  # the residual is applied where rain is
+
+
+def test_lagrangian_frame_needs_db_and_residual():
+    with pytest.raises(ConfigError, match="residual"):
+        lagrangian_config(architecture={"layers": 1, "hidden": 8, "patch_size": 4})
+    with pytest.raises(ConfigError, match="db"):
+        lagrangian_config(data={"kind": "zarr_sequences", "path": "x.zarr", "normalisation": {"kind": "log"},
+                                "frame_size": 32, "input_frames": 4, "output_frames": 2, "timestep_minutes": 5})
+
+
+def test_training_sample_of_a_rigidly_moving_field_is_persistent():
+    frames = moving_window(shape=(48, 56), frames=10, u=2.0, v=0.0)
+    velocity = np.stack([np.full(frames.shape[1:], 2.0), np.zeros(frames.shape[1:])])
+    cfg = lagrangian_config()
+    x, valid = training_sample(frames, velocity, 4, cfg.data.normaliser)
+    assert x.shape == frames.shape and valid.shape == frames.shape
+    inside = valid.astype(bool)
+    for k in range(frames.shape[0]):
+        np.testing.assert_allclose(x[k][inside[k]], x[3][inside[k]], atol=1e-5)
+    assert valid[3].all() and not valid[-1].all()  # later frames' sources left the domain
+    xp, vp = training_sample(frames, velocity, 4, cfg.data.normaliser, persistent=True)
+    assert np.array_equal(xp[0], xp[3]) and np.array_equal(xp[-1], xp[3]) and vp.all()
+
+
+def _moving_store(path, n_seq=4, frames=10, size=24, growth_db=0.0):
+    """Blobs moving 1 px/step along x; with ``growth_db`` they brighten every step (Lagrangian growth)."""
+    import xarray as xr
+
+    y, x = np.mgrid[:size, :size]
+    seqs = []
+    rng = np.random.default_rng(1)
+    for s in range(n_seq):
+        cy, cx0 = rng.uniform(8, 16), rng.uniform(4, 10)
+        seq = []
+        for t in range(frames):
+            peak = 4.0 * 10 ** (growth_db * t / 10.0)
+            f = peak * np.exp(-((x - cx0 - t) ** 2 + (y - cy) ** 2) / 18.0)
+            f[f < 0.1] = 0.0
+            seq.append(f)
+        seqs.append(seq)
+    ds = xr.Dataset({"rain_rate": (("sequence", "time", "y", "x"), np.asarray(seqs, dtype=np.float32), {"units": "mm h-1"})},
+                    attrs={"units": "mm h-1"})
+    ds.to_zarr(path, mode="w", consolidated=True)
+    return path
+
+
+def _train_config(tmp_path, store, **training):
+    cfg = lagrangian_config(
+        data={"kind": "zarr_sequences", "path": str(store), "modality": "rain", "units": "mm h-1",
+              "normalisation": {"kind": "db"}, "frame_size": 16, "input_frames": 3, "output_frames": 4,
+              "timestep_minutes": 5},
+        architecture={"layers": 1, "hidden": 8, "kernel": 3, "patch_size": 4, "residual": True, "decoder": "refine"},
+        training={"iterations": 60, "batch_size": 4, "lr": 3e-3, "val_every": 30, "checkpoint_every": 60,
+                  "sampling_end": 30, **training},
+        checkpoint=str(tmp_path / "lag.pt"),
+    )
+    return cfg
+
+
+def test_motion_is_stored_once_and_batches_are_lagrangian(tmp_path):
+    import xarray as xr
+
+    from nowcast.training import make_batches, split_batch
+
+    store = _moving_store(tmp_path / "seq.zarr")
+    cfg = _train_config(tmp_path, store)
+    frames, valid = split_batch(next(make_batches(cfg)))
+    assert frames.shape == valid.shape == (4, 7, 1, 16, 16)
+    with xr.open_zarr(store) as ds:
+        motion = ds["motion"].values
+        assert ds["motion"].attrs["motion_window"] == 3
+    assert np.isnan(motion[:, :2]).all() and np.isfinite(motion[:, 2:]).all()
+    assert abs(np.median(motion[:, 2:, 0]) - 1.0) < 0.35  # the blobs move 1 px/step along x
+    # rigid motion: in the Lagrangian frame the later frames repeat the analysis frame
+    f, v = frames.numpy(), valid.numpy().astype(bool)
+    err = np.abs(f[:, -1] - f[:, 2])[v[:, -1]].mean()
+    moved = np.abs(f[:, -1] - f[:, 2]).mean()
+    assert err < 0.1 and v[:, -1].mean() > 0.5, (err, moved)
+
+
+def test_lagrangian_training_learns_growth_and_beats_extrapolation(tmp_path):
+    from nowcast.models.zoo import load_forecaster
+    from nowcast.training import train
+
+    store = _moving_store(tmp_path / "grow.zarr", n_seq=6, frames=7, growth_db=1.5)
+    cfg = _train_config(tmp_path, store)
+    train(cfg, progress=False)
+    fc = load_forecaster(cfg.checkpoint_path)
+    import xarray as xr
+
+    seqs = xr.open_zarr(store)["rain_rate"].values
+    ours_err, extrap_err = 0.0, 0.0
+    for seq in seqs:
+        window, truth = seq[:3, 4:20, 4:20], seq[3:, 4:20, 4:20]
+        ours = np.nan_to_num(fc.predict(window, 4))
+        ref = np.nan_to_num(extrapolation(window, 4))
+        ours_err += np.mean((ours - truth) ** 2)
+        extrap_err += np.mean((ref - truth) ** 2)
+    assert ours_err < 0.8 * extrap_err, (ours_err, extrap_err)
