@@ -31,7 +31,7 @@ def _mse(fc: np.ndarray, obs: np.ndarray) -> float:
 
 def test_get_method_lists_valid_names_for_unknown_ones():
     assert get_method("Extrapolation") is METHODS["extrapolation"]
-    with pytest.raises(ValueError, match=r"'crystal-ball'.*extrapolation, persistence, sprog"):
+    with pytest.raises(ValueError, match=r"'crystal-ball'.*anvil, extrapolation, lagrangian-trend, persistence, sprog"):
         get_method("crystal-ball")
 
 
@@ -87,3 +87,46 @@ def test_dry_window_gives_dry_forecast(name):
 def test_too_short_windows_are_refused(name, frames):
     with pytest.raises(ForecastError, match=rf"method '{name}': needs at least"):
         get_method(name)(np.ones((frames, 32, 32), dtype=np.float32), 3, 5)
+
+
+def _growing_blob(frames: int = 4, db_per_step: float = 1.0, u: float = 1.0) -> np.ndarray:
+    y, x = np.mgrid[:48, :48]
+    out = []
+    for t in range(frames):
+        base = 5.0 * np.exp(-((x - 15 - u * t) ** 2 + (y - 24) ** 2) / 50.0)
+        f = base * 10 ** (db_per_step * t / 10.0)
+        f[base < 0.2] = 0.0
+        out.append(f)
+    return np.stack(out).astype(np.float32)
+
+
+def test_lagrangian_trend_continues_growth_and_decay():
+    from nowcast.baselines import extrapolation, lagrangian_trend
+
+    for sign in (+1.0, -1.0):
+        seq = _growing_blob(frames=7, db_per_step=sign * 1.0)
+        window, truth = seq[:4], seq[4:]
+        trend = np.nan_to_num(lagrangian_trend(window, 3))
+        extrap = np.nan_to_num(extrapolation(window, 3))
+        # the trend forecast's peak moves the way the rain's does; extrapolation's stays
+        assert sign * (trend.max() - extrap.max()) > 0
+        assert np.abs(trend - truth).mean() < np.abs(extrap - truth).mean()
+
+
+def test_lagrangian_trend_of_steady_rain_is_extrapolation_and_dry_stays_dry():
+    from nowcast.baselines import extrapolation, lagrangian_trend
+
+    steady = _growing_blob(db_per_step=0.0)
+    np.testing.assert_allclose(np.nan_to_num(lagrangian_trend(steady, 3)), np.nan_to_num(extrapolation(steady, 3)),
+                               atol=0.05)
+    assert np.nanmax(lagrangian_trend(np.zeros((4, 16, 16), np.float32), 2)) == 0.0
+
+
+def test_anvil_runs_and_needs_four_frames():
+    from nowcast.baselines import anvil
+    from nowcast.errors import ForecastError
+
+    out = anvil(_growing_blob(db_per_step=0.5), 3)
+    assert out.shape == (3, 48, 48) and np.nanmin(out) >= 0.0 and np.nanmax(out) > 1.0
+    with pytest.raises(ForecastError, match="at least 4"):
+        anvil(_growing_blob()[:3], 2)

@@ -189,3 +189,44 @@ def test_normalisation_errors_name_the_key():
         make_normaliser({"kind": "minmax", "max": 3})
     with pytest.raises(ConfigError, match="data.normalisation.offst"):
         make_normaliser({"kind": "log", "offst": 3})
+
+
+def test_convex_memory_is_the_written_mix():
+    cell = TMUCell(16, 8, kernel=3, source_channels=(8, 6), variant="convex")
+    x, h0, c0 = torch.rand(2, 16, 4, 4), torch.rand(2, 8, 4, 4), torch.rand(2, 8, 4, 4)
+    (_, c), distilled = cell.step(x, (h0, c0))
+    gates = cell.gates(x, h0)
+    _, cp = cell.lstm_update(gates, c0)
+    t = [torch.sigmoid(gates[:, (4 + k) * 8 : (5 + k) * 8]) for k in range(2)]
+    mixed = sum(tk * proj(d) for tk, d, proj in zip(t, distilled, cell.projections))
+    torch.testing.assert_close(c, (1 - (t[0] + t[1]) / 2) * cp + mixed / 2)
+
+
+@pytest.mark.parametrize("variant, bounded", [("convex", True), ("normalized_sum", False)])
+def test_tmu_memory_stays_bounded_over_24_closed_loop_steps(variant, bounded):
+    """The written update multiplies C' by ~1.5 per step and explodes; the convex mix cannot."""
+    torch.manual_seed(3)
+    model = Predictor(layers=1, hidden=8, kernel=3, patch_size=4, source_channels=(8, 8), variant=variant,
+                      forget_bias=1.0)
+    with torch.no_grad():  # transfer gates open, forget gate wide open: the worst case for growth
+        model.cells[0].conv.bias[8:16].fill_(4.0)
+        model.cells[0].conv.bias[32:48].fill_(0.0)
+    cell = model.cells[0]
+    x = torch.rand(1, 16, 4, 4)
+    state = cell.init_state(1, 4, 4, x)
+    peak = 0.0
+    for _ in range(24):
+        state, _ = cell.step(x, state)
+        peak = max(peak, float(state[1].abs().max()))
+    if bounded:
+        assert peak < 10.0
+    else:
+        assert peak > 100.0
+
+
+def test_residual_predictor_starts_as_persistence_of_its_last_input():
+    for decoder in ("linear", "refine"):
+        model = Predictor(layers=2, hidden=8, kernel=3, patch_size=4, residual=True, decoder=decoder)
+        frames = _frames(b=2, t=4, size=16)
+        out = model.forecast(frames, 5)
+        assert torch.equal(out, frames[:, -1:].expand(-1, 5, -1, -1, -1))

@@ -243,3 +243,27 @@ def test_cli_train(tmp_path):
     assert load_checkpoint(cfg.checkpoint_path, expect_config=cfg).metadata["iterations"] == 2
     # a config error is one line and exit code 2
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_distillation_scales_and_warmup():
+    from nowcast.models.config import TMUConfig
+    from nowcast.training import distill_lambda, distillation_errors
+
+    torch.manual_seed(0)
+    memories = [torch.randn(2, 3, 4, 5, 5) * 7.0, torch.randn(2, 3, 6, 5, 5) * 0.1]
+    distilled = [torch.zeros_like(m) for m in memories]  # explains nothing
+    pred = torch.tensor(0.02)
+    plain = distillation_errors(TMUConfig(sources=["a", "b"], distill_scale="plain"), distilled, memories, pred)
+    var = distillation_errors(TMUConfig(sources=["a", "b"], distill_scale="variance"), distilled, memories, pred)
+    bal = distillation_errors(TMUConfig(sources=["a", "b"], distill_scale="balanced"), distilled, memories, pred)
+    assert plain[0] > 1000 * plain[1]  # the plain form follows each memory's scale
+    torch.testing.assert_close(var, torch.ones(2), atol=0.15, rtol=0)  # scale-free: ~1 = explains nothing
+    assert float(bal.max()) <= 1.2 * float(pred)  # cannot swamp the prediction loss
+    # memories scaled 100x: the variance form does not move
+    var100 = distillation_errors(TMUConfig(sources=["a", "b"], distill_scale="variance"), distilled,
+                                 [m * 100 for m in memories], pred)
+    torch.testing.assert_close(var100, var)
+    warm = TMUConfig(sources=["a"], distill_weight=0.5, distill_warmup=100)
+    assert distill_lambda(warm, 0) == pytest.approx(0.005) and distill_lambda(warm, 49) == pytest.approx(0.25)
+    assert distill_lambda(warm, 99) == 0.5 and distill_lambda(warm, 5000) == 0.5
+    assert distill_lambda(TMUConfig(sources=["a"]), 0) == 1.0

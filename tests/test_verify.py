@@ -135,3 +135,15 @@ def test_verify_command_reads_the_archive(case, home: Path, tmp_path: Path, caps
     assert main(["verify", str(tmp_path / "nope.nc"), "--region", "swiss-south"]) == 2
     err = capsys.readouterr().err
     assert "nope.nc" in err and err.count("\n") == 1
+
+
+def test_lattice_power_ratio_sees_a_patch_lattice_and_not_a_smooth_field():
+    from nowcast.verify import lattice_power_ratio
+
+    rng = np.random.default_rng(0)
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(rng.gamma(1.0, 1.0, (64, 64)), 3.0)
+    lattice = smooth * (1.0 + 0.3 * (np.indices((64, 64))[1] % 4 == 0))
+    assert lattice_power_ratio(smooth) < 3.0
+    assert lattice_power_ratio(lattice) > 10.0
