@@ -320,6 +320,23 @@ def run_model(forecaster, window: np.ndarray, leads: int, tile: int = TILE, over
     return predict_tiled(forecaster.predict, window[-needed:], leads, tile=tile, overlap=overlap, multiple=patch)
 
 
+def model_product_attrs(metadata: dict) -> dict[str, str]:
+    """What a product says about the model that made it: held-out skill and training data.
+
+    A model without measured skill says so, rather than staying silent.
+    """
+    from nowcast.models.skill import skill_summary
+
+    attrs = {}
+    skill = metadata.get("heldout_skill")
+    attrs["model_heldout_skill"] = skill_summary(skill) if skill else "not measured: no held-out skill in the checkpoint"
+    data = metadata.get("data") or {}
+    if data.get("kind") == "zarr_sequences":
+        attrs["model_training_data"] = (f"sequences of domain {data.get('domain') or '?'} "
+                                        f"({metadata.get('training_provenance', 'simulated from real seeds')})")
+    return attrs
+
+
 def run_baseline(method: str, window: np.ndarray, leads: int, timestep_minutes: int) -> np.ndarray:
     """A baseline of :mod:`nowcast.baselines` by name (ValueError -> ForecastError)."""
     from nowcast.baselines import get_method
@@ -405,6 +422,7 @@ def run_forecast(
     window = np.nan_to_num(raw, nan=0.0)
 
     fallback_reason: str | None = None
+    model_attrs: dict[str, str] = {}
     model_name: str | None = None
     sha256: str | None = None
     used = method
@@ -415,6 +433,7 @@ def run_forecast(
             values = run_model(forecaster, window, leads, tile=tile, overlap=overlap)
             model_name = str(getattr(forecaster.config, "name", region.forecast.model))
             sha256 = getattr(forecaster, "sha256", None)
+            model_attrs = model_product_attrs(getattr(forecaster, "metadata", {}) or {})
         except (NowcastError, ImportError, RuntimeError) as exc:
             # RuntimeError: torch's own shape/dtype errors when a checkpoint does
             # not fit the region; an operational run must still produce a forecast.
@@ -443,6 +462,7 @@ def run_forecast(
         model=model_name,
         checkpoint_sha256=sha256,
         fallback_reason=fallback_reason,
+        model_attrs=model_attrs if used == MODEL_METHOD else None,
     )
     if out is None:
         stamp = pd.Timestamp(times[-1]).strftime("%Y%m%dT%H%MZ")

@@ -217,3 +217,83 @@ def unknown_mask(nodata: np.ndarray, velocity: np.ndarray, leads: int) -> np.nda
     valid = (~np.asarray(nodata, dtype=bool)).astype(np.float64)
     moved = advect_leads(np.repeat(valid[None], int(leads), axis=0), velocity, outval=0.0)
     return ~(moved > 0.5)
+
+
+# ------------------------------------------------------------------ batched (torch)
+# The training batch builder moves thousands of frames per minute; scipy's
+# map_coordinates (~0.7 ms per 80x80 field) made it slower than the network
+# step. These are the same scheme (pysteps' midpoint semi-Lagrangian
+# displacements, bilinear interpolation, velocity clamped at the border,
+# ``outval`` for sources outside the domain) on whole batches with
+# ``torch.nn.functional.grid_sample``; they agree with the scipy path to
+# float32 rounding (tested). Forecasts keep the scipy path, which is
+# pysteps' own.
+def _sample(fields, xy, *, border: bool):
+    """Bilinear samples of ``fields`` ``(B, C, H, W)`` at pixel coordinates ``xy`` ``(B, 2, H, W)`` (x, y)."""
+    import torch
+    import torch.nn.functional as F
+
+    H, W = fields.shape[-2:]
+    gx = 2.0 * xy[:, 0] / max(W - 1, 1) - 1.0
+    gy = 2.0 * xy[:, 1] / max(H - 1, 1) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(fields, grid, mode="bilinear", padding_mode="border" if border else "zeros", align_corners=True)
+
+
+def _base_coords(B: int, H: int, W: int, like):
+    import torch
+
+    y, x = torch.meshgrid(torch.arange(H, dtype=like.dtype), torch.arange(W, dtype=like.dtype), indexing="ij")
+    return torch.stack([x, y]).expand(B, 2, H, W)
+
+
+def displacements_torch(velocity, steps: int):
+    """:func:`displacements` for a batch: ``(B, 2, H, W)`` -> ``(steps, B, 2, H, W)`` (pysteps' midpoint rule)."""
+    import torch
+
+    B, _, H, W = velocity.shape
+    base = _base_coords(B, H, W, velocity)
+    disp = torch.zeros_like(velocity)
+    inc = velocity.clone()
+    out = []
+    for _ in range(int(steps)):
+        inc = _sample(velocity, base + disp - inc / 2.0, border=True)
+        disp = disp - inc
+        inc = _sample(velocity, base + disp, border=True)
+        out.append(disp)
+    return torch.stack(out) if out else velocity.new_zeros((0, B, 2, H, W))
+
+
+def warp_torch(fields, displacement, outval: float):
+    """:func:`warp` for a batch: ``fields`` ``(B, C, H, W)`` sampled at ``x + displacement``.
+
+    Sources outside the domain get ``outval`` (scipy's ``mode="constant"``:
+    no interpolation across the edge); returns ``(values, inside)``.
+    """
+    B, _, H, W = fields.shape
+    xy = _base_coords(B, H, W, fields) + displacement
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= W - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= H - 1)
+    values = _sample(fields - outval, xy, border=False) + outval
+    return values.where(inside[:, None], values.new_tensor(outval)), inside
+
+
+def to_lagrangian_torch(frames, offsets: list[int], velocity, outval: float = DB_ZERO):
+    """:func:`to_lagrangian` for a batch: ``frames`` ``(B, T, H, W)``, ``velocity`` ``(B, 2, H, W)``."""
+    import torch
+
+    offsets = [int(o) for o in offsets]
+    back = max([-o for o in offsets if o < 0], default=0)
+    ahead = max([o for o in offsets if o > 0], default=0)
+    fwd = displacements_torch(velocity, back)
+    bwd = displacements_torch(-velocity, ahead)
+    out, valid = [], []
+    for i, o in enumerate(offsets):
+        frame = frames[:, i : i + 1]
+        if o == 0:
+            out.append(frame[:, 0])
+            valid.append(torch.ones_like(frame[:, 0], dtype=torch.bool))
+            continue
+        values, inside = warp_torch(frame, fwd[-o - 1] if o < 0 else bwd[o - 1], outval)
+        out.append(values[:, 0])
+        valid.append(inside)
+    return torch.stack(out, dim=1), torch.stack(valid, dim=1)

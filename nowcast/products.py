@@ -69,6 +69,7 @@ def make_forecast_dataset(
     model: str | None = None,
     checkpoint_sha256: str | None = None,
     fallback_reason: str | None = None,
+    model_attrs: dict[str, str] | None = None,
 ) -> xr.Dataset:
     """Wrap forecast fields in the CF forecast dataset of docs/design.md.
 
@@ -94,6 +95,11 @@ def make_forecast_dataset(
         Model name and the checksum of its weights (reproducibility).
     fallback_reason
         Why the configured method could not run, if it could not.
+    model_attrs
+        What the model's checkpoint says about itself, copied as global
+        attributes (``model_heldout_skill``: its measured skill against
+        extrapolation on held-out data; ``model_training_data``: what it was
+        trained on, e.g. "simulated from real seeds").
 
     Returns
     -------
@@ -154,6 +160,8 @@ def make_forecast_dataset(
         attrs["checkpoint_sha256"] = checkpoint_sha256
     if fallback_reason:
         attrs["fallback_reason"] = fallback_reason
+    for key, value in (model_attrs or {}).items():
+        attrs[key] = str(value)
     # ``coordinates`` must be an encoding, not an attribute, for xarray to write it.
     rain.encoding["coordinates"] = rain.attrs.pop("coordinates")
     return xr.Dataset({VARIABLE: rain}, attrs=attrs)

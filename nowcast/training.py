@@ -154,25 +154,32 @@ class ZarrSequences:
         return torch.from_numpy(x)[:, :, None]
 
     def _lagrangian_batch(self, seqs, t0, y0, x0, persistent) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames moved to their analysis time along the stored motion (:func:`nowcast.models.lagrangian.training_sample`)."""
-        from nowcast.models.lagrangian import training_sample
+        """Frames moved to their analysis time along the stored motion (:func:`nowcast.models.lagrangian.training_batch`).
 
-        B, S, m = len(seqs), self.size, self.margin
-        x = np.empty((B, self.frames, S, S), dtype=np.float32)
-        valid = np.empty_like(x)
+        Each crop is moved inside a window ``margin`` cells wider on every
+        side (where the store allows), so rain flows in from outside the crop
+        as it does in a forecast; all windows of a batch have one size.
+        """
+        from nowcast.models.lagrangian import training_batch
+
+        S, m, T = self.size, self.margin, self.frames
+        wy, wx = min(self.ny, S + 2 * m), min(self.nx, S + 2 * m)
+        B = len(seqs)
+        frames = np.empty((B, T, wy, wx), dtype=np.float32)
+        vel = np.empty((B, 2, wy, wx), dtype=np.float32)
+        inner = []
         for b in range(B):
             s, t = int(seqs[b]), int(t0[b])
-            ya, xa = max(0, int(y0[b]) - m), max(0, int(x0[b]) - m)
-            yb, xb = min(self.ny, int(y0[b]) + S + m), min(self.nx, int(x0[b]) + S + m)
-            frames = self._read((s, slice(t, t + self.frames), slice(ya, yb), slice(xa, xb)))
-            analysis = t + self.input_frames - 1
-            vel = self.motion[s, analysis, :, ya:yb, xa:xb]
-            vel = np.asarray(vel if isinstance(vel, np.ndarray) else vel.values, dtype=np.float64)
-            lag, ok = training_sample(frames, np.nan_to_num(vel), self.input_frames, self.normaliser, bool(persistent[b]))
-            iy, ix = int(y0[b]) - ya, int(x0[b]) - xa
-            x[b] = lag[:, iy : iy + S, ix : ix + S]
-            valid[b] = ok[:, iy : iy + S, ix : ix + S]
-        return torch.from_numpy(x)[:, :, None], torch.from_numpy(valid)[:, :, None]
+            ya = int(np.clip(int(y0[b]) - m, 0, self.ny - wy))
+            xa = int(np.clip(int(x0[b]) - m, 0, self.nx - wx))
+            frames[b] = self._read((s, slice(t, t + T), slice(ya, ya + wy), slice(xa, xa + wx)))
+            v = self.motion[s, t + self.input_frames - 1, :, ya : ya + wy, xa : xa + wx]
+            vel[b] = v if isinstance(v, np.ndarray) else v.values
+            inner.append((int(y0[b]) - ya, int(x0[b]) - xa))
+        x, valid = training_batch(frames, vel, self.input_frames, self.normaliser, persistent)
+        x = torch.stack([x[b, :, iy : iy + S, ix : ix + S] for b, (iy, ix) in enumerate(inner)])
+        valid = torch.stack([valid[b, :, iy : iy + S, ix : ix + S] for b, (iy, ix) in enumerate(inner)])
+        return x[:, :, None].contiguous(), valid[:, :, None].contiguous()
 
 
 def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_batches: int | None = None,
@@ -426,7 +433,7 @@ def train(
         model = Predictor.from_config(config.architecture, source_channels, config.tmu.variant if config.tmu else "sum")
         optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
         start, history, running = 0, [], None
-        extra: dict[str, Any] = {"tmu": None, "init_from": None}
+        extra: dict[str, Any] = {"tmu": None, "init_from": None, "training_provenance": _provenance(config)}
         if config.tmu:
             extra["tmu"] = {
                 "sources": [{"name": n, "path": str(c.path), "sha256": c.sha256, "domain": c.metadata.get("data", {}).get("domain"),
@@ -534,6 +541,23 @@ def train(
         return result
     finally:
         torch.use_deterministic_algorithms(previous_det)
+
+
+def _provenance(config: ModelConfig) -> str:
+    """Where the training data came from (the store's ``provenance`` attribute), for products to say."""
+    if config.data.kind != "zarr_sequences":
+        return config.data.kind.replace("_", "-")
+    try:
+        import xarray as xr
+
+        from nowcast.config import project_root
+
+        path = Path(str(config.data.path)).expanduser()
+        path = path if path.is_absolute() else project_root() / path
+        with xr.open_zarr(path) as ds:
+            return str(ds.attrs.get("provenance", "unknown"))
+    except Exception:  # noqa: BLE001 - provenance is informative; a missing store fails later, clearly
+        return "unknown"
 
 
 def _to(item, device):

@@ -120,39 +120,60 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
     return out
 
 
-def training_sample(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
-                    persistent: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One training sequence in the Lagrangian frame of its analysis time.
+def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
+                   persistent: np.ndarray | None = None):
+    """Training sequences in the Lagrangian frame of their analysis times (batched, torch).
 
     Parameters
     ----------
     frames
-        ``(input_frames + output_frames, ny, nx)`` mm/h (NaN = no data).
+        ``(B, input_frames + output_frames, ny, nx)`` mm/h (NaN = no data).
     velocity
-        Stored motion of the input window (``(2, ny, nx)`` px/step).
+        ``(B, 2, ny, nx)`` stored motion of each input window (px/step).
     input_frames
-        The analysis frame is ``frames[input_frames - 1]``.
+        The analysis frame is ``frames[:, input_frames - 1]``.
     persistent
-        Replace every frame by the analysis frame (a Lagrangian-persistent
-        case: the model must learn to leave it unchanged).
+        ``(B,)`` bool: replace every frame of these samples by the analysis
+        frame (a Lagrangian-persistent case: the model must learn to leave
+        it unchanged).
 
     Returns
     -------
     x, valid
-        ``(T, ny, nx)`` float32 normalised Lagrangian frames and a float32
-        mask of the pixels whose source lay inside the domain and had data
-        (the loss ignores the rest).
+        ``(B, T, ny, nx)`` float32 tensors: normalised Lagrangian frames, and
+        1 where the frame's Lagrangian source lay inside the domain and had
+        data (the loss ignores the rest).
     """
-    threshold, zero, _ = db_params(normaliser)
-    frames = np.asarray(frames, dtype=np.float32)
+    import torch
+
+    from nowcast.motion import to_lagrangian_torch
+
+    threshold, zero, scale = db_params(normaliser)
+    frames = np.asarray(frames, dtype=np.float64)
     nodata = np.isnan(frames)
-    db = to_db(np.nan_to_num(frames, nan=0.0), threshold=threshold, zerovalue=zero)
-    offsets = list(range(-(input_frames - 1), frames.shape[0] - input_frames + 1))
-    lag, valid = to_lagrangian(db, offsets, velocity, outval=zero)
+    rain = np.nan_to_num(frames, nan=0.0)
+    with np.errstate(divide="ignore"):
+        db = np.where(rain >= threshold, 10.0 * np.log10(np.where(rain > 0, rain, 1.0)), zero)
+    T = frames.shape[1]
+    offsets = list(range(-(input_frames - 1), T - input_frames + 1))
+    vel = torch.from_numpy(np.nan_to_num(np.asarray(velocity, dtype=np.float64))).float()
+    lag, valid = to_lagrangian_torch(torch.from_numpy(db).float(), offsets, vel, outval=zero)
     if nodata.any():
-        covered, _ = to_lagrangian((~nodata).astype(np.float64), offsets, velocity, outval=0.0)
-        valid &= covered > 0.5
-    if persistent:
-        lag = np.repeat(lag[input_frames - 1][None], frames.shape[0], axis=0)
-        valid = np.repeat(valid[input_frames - 1][None], frames.shape[0], axis=0)
-    return normalise_db(lag, normaliser), valid.astype(np.float32)
+        covered, _ = to_lagrangian_torch(torch.from_numpy((~nodata).astype(np.float32)), offsets, vel, outval=0.0)
+        valid = valid & (covered > 0.5)
+    x = (lag - zero) / scale
+    valid = valid.float()
+    if persistent is not None and np.any(persistent):
+        idx = torch.from_numpy(np.flatnonzero(persistent))
+        a = input_frames - 1
+        x[idx] = x[idx, a : a + 1].expand(-1, T, -1, -1).clone()
+        valid[idx] = valid[idx, a : a + 1].expand(-1, T, -1, -1).clone()
+    return x.contiguous(), valid.contiguous()
+
+
+def training_sample(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
+                    persistent: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One sequence through :func:`training_batch`: ``(T, ny, nx)`` mm/h -> (x, valid) float32 arrays."""
+    x, valid = training_batch(np.asarray(frames)[None], np.asarray(velocity)[None], input_frames, normaliser,
+                              np.array([persistent]))
+    return x[0].numpy(), valid[0].numpy()
