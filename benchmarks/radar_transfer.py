@@ -127,16 +127,60 @@ def load_test(path: Path, input_frames: int, leads: int) -> tuple[np.ndarray, st
     return values[:, :need], provenance
 
 
-def evaluate(method: str, predict, sequences: np.ndarray, input_frames: int, leads: int) -> tuple[dict, float]:
+#: Forecasts kept per (method, test set) for the map figure: the first sequence's.
+EXAMPLES: dict[tuple[str, str], np.ndarray] = {}
+
+
+def evaluate(method: str, predict, sequences: np.ndarray, input_frames: int, leads: int,
+             key: tuple[str, str] | None = None) -> tuple[dict, float]:
+    """Scores over all sequences, plus the patch-lattice ratio at 60 min (mean over sequences)."""
+    from nowcast.verify import lattice_power_ratio
+
     scores = Scores(leads)
+    lattice = []
     t0 = time.perf_counter()
-    for seq in sequences:
+    for i, seq in enumerate(sequences):
         window, truth = seq[:input_frames], seq[input_frames:]
         pred = np.asarray(predict(window, leads), dtype=np.float32)
         scores.add(pred, truth)
+        lattice.append(lattice_power_ratio(pred[min(11, leads - 1)]))
+        if i == 0 and key is not None:
+            EXAMPLES[key] = pred
     seconds = (time.perf_counter() - t0) / len(sequences)
     log.info("%s: %.3f s per forecast", method, seconds)
-    return scores.result(), seconds
+    result = scores.result()
+    result["lattice@60"] = [float(np.nanmean(lattice))]
+    return result, seconds
+
+
+def plot_maps(sequences: np.ndarray, tname: str, methods: list[str], input_frames: int, path: Path) -> None:
+    """The first test sequence at +30 and +60 min: observation beside each method (mm/h)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    levels = [0.1, 0.5, 1, 2, 5, 10, 20, 50]
+    cmap = ListedColormap(["#c6dbef", "#6baed6", "#2171b5", "#41ab5d", "#fec44f", "#fe9929", "#e31a1c"])
+    cmap.set_under("white")
+    cmap.set_bad("#bbbbbb")
+    norm = BoundaryNorm(levels, cmap.N)
+    shown = [m for m in methods if (m, tname) in EXAMPLES]
+    fig, axes = plt.subplots(2, len(shown) + 1, figsize=(2.6 * (len(shown) + 1), 5.6), squeeze=False)
+    for row, lead in enumerate((6, 12)):
+        obs = sequences[0, input_frames + lead - 1]
+        panels = [("observation", obs)] + [(m, EXAMPLES[(m, tname)][lead - 1]) for m in shown]
+        for col, (name, field) in enumerate(panels):
+            ax = axes[row, col]
+            im = ax.imshow(np.ma.masked_invalid(field), cmap=cmap, norm=norm, origin="upper")
+            ax.set_title(f"{name} +{5 * lead} min", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.04, label="rain rate (mm/h); grey: no forecast")
+    fig.suptitle(f"{tname}: first test sequence (2 km cells)", fontsize=10)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -154,8 +198,8 @@ def markdown(results: dict, leads: int, provenance: str = "simulated from real s
     minutes = [TIMESTEP * (i + 1) for i in range(leads)]
     hour = min(12, leads)
     i30, i60 = 5, hour - 1
-    lines = ["| method | CSI@1 0-60 | CSI@1 30 | CSI@1 60 | CSI@5 0-60 | CSI@5 30 | CSI@5 60 | FSS@1mm 16 km 60 | MAE 60 (mm/h) | s/forecast |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| method | CSI@1 0-60 | CSI@1 30 | CSI@1 60 | CSI@5 0-60 | CSI@5 30 | CSI@5 60 | FSS@1mm 16 km 60 | MAE 60 (mm/h) | lattice 60 | s/forecast |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         cells = []
         for key in ("csi@1", "csi@5"):
@@ -165,9 +209,12 @@ def markdown(results: dict, leads: int, provenance: str = "simulated from real s
             cells += [pm(np.nanmean(m[:hour]), np.nanmean(e[:hour])), pm(m[i30], e[i30]), pm(m[i60], e[i60])]
         fss = r["scores"]["fss@16km"]["mean"][i60]
         mae = r["scores"]["mae"]["mean"][i60] if "mae" in r["scores"] else float("nan")
-        lines.append(f"| {name} | {' | '.join(cells)} | {fss:.3f} | {mae:.3f} | {r['seconds']:.3f} |")
+        lattice = r["scores"].get("lattice@60", {}).get("mean", [float("nan")])[0]
+        lines.append(f"| {name} | {' | '.join(cells)} | {fss:.3f} | {mae:.3f} | {lattice:.2f} | {r['seconds']:.3f} |")
     lines.append("")
-    lines.append(f"Lead times: {minutes[0]}..{minutes[-1]} min; mean ± spread (half range) over seeds. Data: {provenance}.")
+    lines.append(f"Lead times: {minutes[0]}..{minutes[-1]} min; mean ± spread (half range) over seeds. "
+                 f"Lattice: spectral power at the 4-cell patch harmonics over that of neighbouring frequencies at "
+                 f"60 min (about 1: no lattice). Data: {provenance}.")
     return "\n".join(lines)
 
 
@@ -211,13 +258,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=BASELINES + [SHIPPED] + list(NEURAL))
     parser.add_argument("--sequences", type=int, default=None, help="Use only the first N test sequences.")
     parser.add_argument("--no-train", action="store_true", help="Evaluate existing checkpoints only.")
+    parser.add_argument("--train-only", action="store_true", help="Train what is missing, evaluate nothing.")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: runs share the cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/radar_transfer")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from nowcast.baselines import get_method
     from nowcast.models.zoo import load_forecaster
     from pipelines.pretrain import ensure_test_sequences
+
+    if args.train_only:
+        for method in args.methods:
+            for seed in args.seeds if method in NEURAL else []:
+                ensure_trained(study_config(NEURAL[method], seed, args.iterations))
+        return 0
 
     input_frames, leads = 4, 12
     test_sets, provenance = {}, {}
@@ -238,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             fn = get_method(method)
             for tname, sequences in test_sets.items():
                 scores, sec = evaluate(f"{method} on {tname}", lambda w, n, fn=fn: fn(w, n, TIMESTEP), sequences,
-                                       input_frames, leads)
+                                       input_frames, leads, key=(method, tname))
                 results[tname][method] = {"scores": summarise([scores]), "seconds": sec, "seeds": []}
             continue
         if method == SHIPPED:  # the region's shipped forecaster as it is, whatever its budget
@@ -246,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
 
             forecaster = load_forecaster(load_region("swiss-south").forecast.model)
             for tname, sequences in test_sets.items():
-                scores, sec = evaluate(f"{method} on {tname}", forecaster.predict, sequences, input_frames, leads)
+                scores, sec = evaluate(f"{method} on {tname}", forecaster.predict, sequences, input_frames, leads,
+                                       key=(method, tname))
                 results[tname][method] = {"scores": summarise([scores]), "seconds": sec, "seeds": [],
                                           "iterations": int(forecaster.metadata.get("iterations", 0))}
             continue
@@ -259,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             forecaster = load_forecaster(config)
             for tname, sequences in test_sets.items():
                 scores, sec = evaluate(f"{method} (seed {seed}) on {tname}", forecaster.predict, sequences,
-                                       input_frames, leads)
+                                       input_frames, leads, key=(method, tname) if seed == args.seeds[0] else None)
                 per_seed[tname].append(scores)
                 secs[tname].append(sec)
         for tname in test_sets:
@@ -270,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     text = []
     for tname, res in results.items():
         text.append(f"### {tname} ({len(test_sets[tname])} sequences)\n\n" + markdown(res, leads, provenance[tname]))
-        plot(res, leads, args.out / f"skill_{tname}.png", title=tname)
+        plot(res, leads, args.out / f"skill_{tname}.png", title=f"{tname} ({provenance[tname]})")
+        plot_maps(test_sets[tname], tname, [m for m in args.methods if m in ("extrapolation", "lagrangian-trend", "anvil", SHIPPED, "tmu", "finetune-nexrad-kbmx", "scratch")],
+                  input_frames, args.out / f"maps_{tname}.png")
     (args.out / "table.md").write_text("\n\n".join(text) + "\n")
     print("\n\n".join(text))
     return 0

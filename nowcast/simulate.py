@@ -35,10 +35,10 @@ regimes in stated proportions):
    evolving field), so that growth can widen rain areas at their edges;
 6. Lagrangian growth and decay, added in dB *after* the probability matching
    (so it is not matched away) on the same displacement, i.e. it moves with
-   the rain: a smooth growth *rate* field (dB per step, AR(1) with a
-   correlation time drawn per sequence from 20-120 min) is accumulated with a
-   leak of the same time, so intensities keep rising or falling for tens of
-   minutes while their excursion stays bounded;
+   the rain: a smooth growth *rate* field (dB per step, smooth in time with
+   a correlation time drawn per sequence from 20-120 min) is accumulated with
+   a leak of the same time, so intensities keep rising or falling for tens
+   of minutes while their excursion stays bounded;
 7. convective cells: Gaussian bumps in dB (a few km to ~15 km wide) born at
    random times and places in the Lagrangian frame, growing to a peak and
    decaying over a 15-60 min lifetime (rain only);
@@ -101,10 +101,12 @@ def default_regime_overrides() -> dict[str, dict[str, Any]]:
     """Per-regime parameter overrides used when a config does not give its own.
 
     * ``stratiform``: near-persistent in the Lagrangian frame (lag-1 0.995 at
-      the largest scale, 0.9 at the smallest), weak and slow growth/decay, no
-      cells: what a forecaster must recognise as "extrapolate unchanged";
-    * ``growth_decay``: strong growth/decay (one wet std, ~4 dB on the Swiss
-      seed) whose rate persists 30-120 min, few cells;
+      the largest scale, 0.9 at the smallest), weak and slow growth/decay, a
+      quiet distribution, no cells: what a forecaster must recognise as
+      "extrapolate unchanged";
+    * ``growth_decay``: strong growth/decay (1.5 wet std, ~6 dB on the
+      Swiss seed) whose rate persists 40-120 min, a quieter Eulerian
+      distribution walk (it would blur the Lagrangian trend), few cells;
     * ``convective``: many short-lived cells (15-45 min) and faster small-scale
       decorrelation.
     """
@@ -115,12 +117,16 @@ def default_regime_overrides() -> dict[str, dict[str, Any]]:
             "growth_decay": 0.1,
             "growth_decay_minutes": (60.0, 120.0),
             "cell_birth_rate": 0.0,
+            "intensity_variability": 0.3,
+            "wet_fraction_variability": 0.05,
         },
         "growth_decay": {
             "lag1_small": 0.85,
-            "growth_decay": 1.0,
-            "growth_decay_minutes": (30.0, 120.0),
+            "growth_decay": 1.5,
+            "growth_decay_minutes": (40.0, 120.0),
             "cell_birth_rate": 0.5,
+            "intensity_variability": 0.5,
+            "wet_fraction_variability": 0.1,
         },
         "convective": {
             "lag1_small": 0.65,
@@ -188,7 +194,7 @@ class SimulationParams(BaseModel):
         0.3,
         ge=0,
         description="Std of the accumulated growth/decay term, relative to the seed's wet-pixel std (dB for rain); "
-        "bounds the excursion. The rate std per step follows as growth_decay*(1-rho^2)/sqrt(1+rho^2).",
+        "bounds the excursion. The rate's std per step follows from it and growth_decay_minutes (see _Growth).",
     )
     growth_decay_scale_km: float = Field(80.0, gt=0, description="Spatial correlation scale of the growth rate field.")
     growth_decay_minutes: tuple[float, float] = Field(
@@ -508,31 +514,47 @@ def _margin(motion: _Motion, ny: int, nx: int, steps: int) -> int:
 
 
 class _Growth:
-    """Lagrangian growth/decay: an AR(1) rate field accumulated with a leak.
+    """Lagrangian growth/decay: a smooth growth-rate field accumulated with a leak.
 
-    ``r_t = rho r_{t-1} + sqrt(1 - rho^2) sigma_r xi_t`` is a smooth field of
-    growth rates (dB per step for rain) whose sign persists for the
-    correlation time ``tau``; ``G_t = rho G_{t-1} + r_t`` integrates it, so a
-    region keeps growing (or decaying) for tens of minutes, and the leak keeps
-    ``std(G) = sigma_r sqrt(1 + rho^2) / (1 - rho^2)`` bounded. ``G_0 = 0``:
-    the first frame is the seed; ``r_0`` is drawn stationary, so trends start
-    at once.
+    The rate ``r`` (dB per step for rain) is a smooth field whose time series
+    at a point is a double-pole AR process: ``q_t = rho q_{t-1} +
+    sqrt(1 - rho^2) xi_t`` (unit AR(1) of smooth noise fields) and ``r_t =
+    rho r_{t-1} + c q_t``. Unlike an AR(1) rate, whose sign flips at random
+    from one step to the next, this rate is smooth in time, so a region that
+    grows over 10 minutes keeps growing over the next 30 for a correlation
+    time ``tau`` of an hour or more. The accumulated term ``G_t = rho G_{t-1}
+    + r_t`` (the leak has the same time) is what is added in dB; its
+    stationary std is the requested ``amplitude``, which fixes
+    ``c = amplitude (1 - rho^2)^2 / sqrt(1 + 4 rho^2 + rho^4)`` and the rate
+    std ``c sqrt(1 + rho^2) / (1 - rho^2)``. ``G_0 = 0`` (the first frame is
+    the seed); ``q_0`` and ``r_0`` are drawn stationary, so trends are under
+    way from the first step.
     """
 
     def __init__(self, rng: np.random.Generator, shape: tuple[int, int], scale_px: float, amplitude: float, tau_steps: float) -> None:
         self.rng, self.shape, self.scale_px = rng, shape, scale_px
         self.rho = math.exp(-1.0 / tau_steps)
-        self.rate_std = amplitude * (1.0 - self.rho**2) / math.sqrt(1.0 + self.rho**2)
+        x = self.rho**2
+        self.amplitude = amplitude
+        self.gain = amplitude * (1.0 - x) ** 2 / math.sqrt(1.0 + 4.0 * x + x * x)
+        self.rate_std = self.gain * math.sqrt(1.0 + x) / (1.0 - x)
         self.active = amplitude > 0
-        self.rate = self.rate_std * smooth_noise(rng, shape, scale_px) if self.active else None
-        self.total = np.zeros(shape) if self.active else None
+        self.drive: np.ndarray | None = None
+        self.rate: np.ndarray | None = None
+        self.total: np.ndarray | None = None
+        if self.active:
+            self.drive = smooth_noise(rng, shape, scale_px)
+            # jointly stationary with the drive: cov(r, q) = c / (1 - rho^2)
+            self.rate = self.gain / (1.0 - x) * (self.drive + math.sqrt(x) * smooth_noise(rng, shape, scale_px))
+            self.total = np.zeros(shape)
 
     def step(self) -> None:
-        """Advance one step: new rate, accumulated with the leak."""
+        """Advance one step: new drive, smooth rate, accumulated with the leak."""
         if not self.active:
             return
         innovation = smooth_noise(self.rng, self.shape, self.scale_px)
-        self.rate = self.rho * self.rate + math.sqrt(1.0 - self.rho**2) * self.rate_std * innovation
+        self.drive = self.rho * self.drive + math.sqrt(1.0 - self.rho**2) * innovation
+        self.rate = self.rho * self.rate + self.gain * self.drive
         self.total = self.rho * self.total + self.rate
 
 
@@ -912,7 +934,7 @@ def _info(
         "velocity_t1": velocity_t1,
         "growth_decay_minutes": tau,
         "growth_rate_std": growth.rate_std,
-        "growth_decay_std": growth.rate_std * math.sqrt(1 + growth.rho**2) / (1 - growth.rho**2) if growth.active else 0.0,
+        "growth_decay_std": growth.amplitude,
         "cells": [
             {
                 "birth_frame": c.birth - params.spinup_frames,

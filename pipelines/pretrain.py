@@ -9,7 +9,12 @@ For a region (``configs/regions/NAME.yaml``) this pipeline
    networks, satellite infrared, Moving-MNIST video), without transfer;
 3. trains the region's forecaster (``forecast.model``) with transferable
    memory from those sources;
-4. records every checkpoint's SHA-256 in ``models/zoo/SHA256SUMS`` and the
+4. measures the forecaster's held-out skill beside pysteps extrapolation on
+   sequences it never saw (independent evolutions of the target's real seed,
+   a disjoint seed stream) and stores it in the checkpoint
+   (:func:`nowcast.models.skill.record_skill`), so every product says how the
+   model compares;
+5. records every checkpoint's SHA-256 in ``models/zoo/SHA256SUMS`` and the
    exact command in ``models/zoo/MANIFEST.json``, so shipped weights can be
    checked and reproduced.
 
@@ -26,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,6 +53,8 @@ SOURCE_SEQUENCES = 640
 TARGET_SEQUENCES = 192
 #: Held-out target sequences (``split="test"``), never used in training.
 TEST_SEQUENCES = 64
+#: Seed stream of the held-out "same day" sequences (disjoint from training's 0 and validation's 50001).
+HELDOUT_SEED = 90_001
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,36 @@ def ensure_test_sequences(domain: str, path: Path, frames: int, crop_size: int, 
         simulate_dataset(domain, TEST_SEQUENCES, frames, path, seed=0, crop_size=crop_size, scheduler=scheduler,
                          split="test")
     return path
+
+
+def heldout_path(domain: str) -> Path:
+    """The held-out store on which a shipped forecaster's skill is measured."""
+    return project_root() / "data" / "sim" / f"{domain}-sameday.zarr"
+
+
+def record_heldout_skill(name: str, home: str | Path | None = None, leads: int = 12) -> None:
+    """Measure a trained forecaster against extrapolation on held-out sequences and store it in its checkpoint."""
+    import numpy as np
+    import xarray as xr
+
+    from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.models.skill import heldout_skill, record_skill
+    from nowcast.models.zoo import load_forecaster
+
+    config = load_model_config(find_model_config(name, home))
+    data = config.data
+    path = heldout_path(data.domain)
+    frames = data.input_frames + leads
+    if not path.exists():
+        from pipelines.simulate import simulate_dataset
+
+        simulate_dataset(data.domain, TEST_SEQUENCES, frames, path, seed=HELDOUT_SEED, crop_size=data.frame_size)
+    with xr.open_zarr(path) as ds:
+        sequences = np.asarray(ds["rain_rate"].values[:, :frames], dtype=np.float32)
+        provenance = str(ds.attrs.get("provenance", "unknown"))
+    skill = heldout_skill(load_forecaster(config), sequences, path.stem, provenance, leads,
+                          int(data.timestep_minutes or 5))
+    record_skill(config.checkpoint_path, skill)
 
 
 def zoo_models(region_name: str, home: str | Path | None = None) -> list[str]:
@@ -200,6 +238,12 @@ def pretrain_region(region_name: str, *, only: list[str] | None = None, iteratio
         log.info("%s: %d iterations in %.0f s -> %s (sha256 %s)", name, model.iterations, model.seconds,
                  model.checkpoint, model.sha256[:12])
         done.append(model)
+    region = load_region(region_name, home)
+    if region.forecast.model in [m.name for m in done]:
+        log.info("measuring the held-out skill of %s beside pysteps extrapolation", region.forecast.model)
+        record_heldout_skill(region.forecast.model, home)
+        done = [dataclasses.replace(m, sha256=sha256_file(m.checkpoint)) if m.name == region.forecast.model else m
+                for m in done]
     if done:
         record_checksums(done, command or "python -m pipelines.pretrain --region " + region_name)
     return done

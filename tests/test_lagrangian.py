@@ -176,3 +176,27 @@ def test_lagrangian_training_learns_growth_and_beats_extrapolation(tmp_path):
         ours_err += np.mean((ours - truth) ** 2)
         extrap_err += np.mean((ref - truth) ** 2)
     assert ours_err < 0.8 * extrap_err, (ours_err, extrap_err)
+
+
+def test_heldout_skill_is_recorded_in_the_checkpoint_and_summarised_for_products(tmp_path):
+    from nowcast.forecast import model_product_attrs
+    from nowcast.models.skill import heldout_skill, record_skill
+    from nowcast.models.zoo import load_checkpoint, load_forecaster, save_checkpoint
+
+    cfg = lagrangian_config(checkpoint=str(tmp_path / "m.pt"))
+    fc = forecaster(cfg)
+    save_checkpoint(cfg.checkpoint_path, fc.model, cfg, iterations=1)
+    before = load_checkpoint(cfg.checkpoint_path)
+    seqs = np.stack([moving_window(shape=(32, 32), frames=7, u=1.0, v=0.5)] * 2)
+    skill = heldout_skill(load_forecaster(cfg.checkpoint_path), seqs, "toy", "synthetic blobs", leads=3)
+    # untrained = extrapolation: equal scores, hence "no worse at every lead"
+    assert skill["csi@1"]["model"] == skill["csi@1"]["extrapolation"] and skill["no_worse_at_every_lead"]
+    record_skill(cfg.checkpoint_path, skill)
+    after = load_checkpoint(cfg.checkpoint_path)
+    assert after.metadata["weights_sha256"] == before.metadata["weights_sha256"] and after.sha256 != before.sha256
+    attrs = model_product_attrs(after.metadata)
+    assert "no worse than extrapolation at every lead" in attrs["model_heldout_skill"]
+    assert "toy" in attrs["model_heldout_skill"] and "synthetic blobs" in attrs["model_heldout_skill"]
+    skill["no_worse_at_every_lead"] = False
+    assert "worse than extrapolation at some leads" in model_product_attrs({"heldout_skill": skill})["model_heldout_skill"]
+    assert model_product_attrs({})["model_heldout_skill"].startswith("not measured")
