@@ -46,6 +46,9 @@ ABLATIONS = {
     "tmu-normalized-sum": {"variant": "normalized_sum"},
     "tmu-adaptive": {"weights": "adaptive"},
     "tmu-lambda0": {"distill_weight": 0.0},
+    # scale-aware distillation (issue: skill): variance-normalised x prediction loss, lambda warmed up
+    "tmu-balanced": {"distill_scale": "balanced", "distill_warmup": 200},
+    "tmu-convex-balanced": {"variant": "convex", "distill_scale": "balanced", "distill_warmup": 200},
 }
 SOURCES = ["mnist-source-1digit", "mnist-source-3digit"]
 TEST_SEED = 777_777
