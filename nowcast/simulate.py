@@ -487,6 +487,15 @@ def _draw_motion(rng: np.random.Generator, params: SimulationParams, timestep_mi
     )
 
 
+def _boundary(ny: int, nx: int, every: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of points every ``every`` pixels along the domain's edges, corners included."""
+    rows = np.arange(0, ny, every, dtype=np.float64)
+    cols = np.arange(0, nx, every, dtype=np.float64)
+    edge_r = np.concatenate([rows, rows, np.zeros_like(cols), np.full_like(cols, ny - 1), [ny - 1.0]])
+    edge_c = np.concatenate([np.zeros_like(rows), np.full_like(rows, nx - 1), cols, cols, [nx - 1.0]])
+    return edge_r, edge_c
+
+
 def _margin(motion: _Motion, ny: int, nx: int, steps: int) -> int:
     """Padding that holds every backward trajectory from the domain.
 
@@ -495,10 +504,7 @@ def _margin(motion: _Motion, ny: int, nx: int, steps: int) -> int:
     midpoint rule as pysteps; the perturbation adds at most its clipped speed
     per step, amplified by the rotation and shear it drifts into.
     """
-    edge_r = np.concatenate([np.arange(0, ny, 2), np.full(len(range(0, nx, 2)), ny - 1), np.arange(0, ny, 2), np.zeros(len(range(0, nx, 2)))])
-    edge_c = np.concatenate([np.zeros(len(range(0, ny, 2))), np.arange(0, nx, 2), np.full(len(range(0, ny, 2)), nx - 1), np.arange(0, nx, 2)])
-    edge_r = np.append(edge_r, ny - 1).astype(np.float64)
-    edge_c = np.append(edge_c, nx - 1).astype(np.float64)
+    edge_r, edge_c = _boundary(ny, nx)
     dr = np.zeros_like(edge_r)
     dc = np.zeros_like(edge_c)
     reach = 0.0
@@ -739,8 +745,10 @@ def simulate_sequence(
         ``shear_per_hour``, ``velocity_t1``: ``(2, ny, nx)`` px/step in
         pysteps order at the first step), ``growth_decay_minutes``,
         ``growth_rate_std`` and ``growth_decay_std`` (per step, dB for rain),
-        ``cells`` (birth frame, lifetime, peak, width, position in output
-        pixels at frame 0's Lagrangian positions) and ``margin_px``.
+        ``cells`` (``birth_frame``, ``lifetime_minutes``, ``peak_db``,
+        ``peak_at_fraction`` of the life, ``width_km``, and ``y``, ``x``: the
+        Lagrangian position in output pixels, i.e. where the cell's rain
+        would be without motion, at the seed's positions) and ``margin_px``.
 
     Raises
     ------
@@ -895,14 +903,9 @@ def simulate_sequence(
         matched = nonparam_match_empirical_cdf(frame, target)
         if moved_extra is not None:
             matched = matched + moved_extra
-        i = t - params.spinup_frames
-        if kind == "rain":
-            if moved_extra is not None:
+            if kind == "rain":
                 matched = _soft_ceiling(matched, knee, ceiling_db)
-            rate, _ = dB_transform(matched, metadata=dict(meta), inverse=True)
-            out[i] = np.clip(rate, 0.0, None)
-        else:
-            out[i] = background - np.where(matched >= threshold, matched, 0.0)
+        out[t - params.spinup_frames] = _to_physical(matched, kind, meta, background, threshold)
     log.debug(
         "simulated %d frames %dx%d (%s, regime %s): speed %.2f px/step, margin %d px, wet fraction %.3f",
         n_frames, ny, nx, kind, regime, motion.speed_px, margin, wet0,
@@ -911,6 +914,16 @@ def simulate_sequence(
         return out
     info = _info(regime, params, motion, px_per_kmh, timestep_minutes, resolution_m, tau, growth, cells, margin, velocity_t1, (ny, nx))
     return out, info
+
+
+def _to_physical(x: np.ndarray, kind: Kind, meta: dict | None, background: np.ndarray | None, threshold: float) -> np.ndarray:
+    """Simulation space back to physical units: mm/h (dB inverse; below threshold dry) or K."""
+    if kind == "rain":
+        from pysteps.utils.transformation import dB_transform
+
+        rate, _ = dB_transform(x, metadata=dict(meta or {}), inverse=True)
+        return np.clip(rate, 0.0, None)
+    return background - np.where(x >= threshold, x, 0.0)
 
 
 def _info(
@@ -940,6 +953,7 @@ def _info(
                 "birth_frame": c.birth - params.spinup_frames,
                 "lifetime_minutes": c.life_steps * timestep_minutes,
                 "peak_db": c.peak,
+                "peak_at_fraction": c.peak_at,
                 "width_km": c.sigma_px * _FWHM_PER_SIGMA * resolution_m / 1000.0,
                 "y": c.row - margin,
                 "x": c.col - margin,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from scipy import ndimage
 from pydantic import ValidationError
 
 from nowcast.errors import ConfigError
@@ -209,3 +210,207 @@ def test_pipeline_source_domains(tmp_path: Path, domain: str) -> None:
     var = ds[next(iter(n for n in ds.data_vars if ds[n].ndim == 4))]
     assert var.shape == (2, 6, 64, 64) and np.isfinite(var.values).all()
     assert ds.attrs["provenance"] == "simulated from real seeds"
+
+
+# ------------------------------------------------ what a forecaster must learn --
+
+REGIMES = {"stratiform": 0.35, "growth_decay": 0.35, "convective": 0.3}
+STILL = dict(speed_kmh=(0.0, 0.0), rotation_deg_per_hour=(0.0, 0.0), shear_per_hour=(0.0, 0.0))
+
+
+def test_growth_decay_minutes_takes_a_number_or_a_range() -> None:
+    assert SimulationParams().growth_decay_minutes == (20.0, 120.0)
+    assert SimulationParams(growth_decay_minutes=60).growth_decay_minutes == (60.0, 60.0)  # the former fixed time
+    with pytest.raises(ValidationError):
+        SimulationParams(growth_decay_minutes=(120.0, 20.0))
+    with pytest.raises(ValidationError):
+        SimulationParams(cell_lifetime_minutes=(0.0, 10.0))
+
+
+def test_regimes_are_drawn_in_the_stated_proportions() -> None:
+    from nowcast.simulate import draw_regime
+
+    params = SimulationParams(regimes=REGIMES)
+    n = 4000
+    drawn = [draw_regime(params, seed) for seed in range(n)]
+    for name, share in REGIMES.items():
+        observed = drawn.count(name) / n
+        assert abs(observed - share) < 4 * np.sqrt(share * (1 - share) / n), (name, observed)
+    # the order a config lists them in does not change the draw
+    reordered = SimulationParams(regimes=dict(reversed(list(REGIMES.items()))))
+    assert [draw_regime(reordered, s) for s in range(50)] == drawn[:50]
+    assert draw_regime(SimulationParams(), 3) == "base"
+
+
+def test_regimes_are_validated_overrides() -> None:
+    params = SimulationParams(regimes=REGIMES)
+    strat = params.regime_params("stratiform")
+    assert strat.lag1_small == 0.9 and strat.cell_birth_rate == 0.0 and strat.regimes == {}
+    conv = params.regime_params("convective")
+    assert conv.cell_birth_rate > 5 * SimulationParams().cell_birth_rate
+    assert conv.cell_lifetime_minutes[1] <= 60.0
+    with pytest.raises(ValidationError, match="no such regime"):
+        SimulationParams(regimes={"drizzle": 1.0})
+    with pytest.raises(ValidationError, match="lag1_small"):
+        SimulationParams(regime_overrides={"x": {"lag1_small": 1.5}})
+    with pytest.raises(ValidationError, match="cannot override"):
+        SimulationParams(regime_overrides={"x": {"lag_one": 0.5}})
+    with pytest.raises(ValidationError, match="sum to zero"):
+        SimulationParams(regimes={"stratiform": 0.0})
+
+
+def test_return_info_records_the_drawn_regime_and_motion(swiss_seed) -> None:
+    from nowcast.simulate import draw_regime
+
+    params = SimulationParams(regimes=REGIMES, rotation_deg_per_hour=(-15.0, 15.0), shear_per_hour=(-0.2, 0.2))
+    field = swiss_seed.values[32:80, 32:80]
+    seq, info = simulate_sequence(field, 4, 5.0, 2000.0, 11, params, return_info=True)
+    plain = simulate_sequence(field, 4, 5.0, 2000.0, 11, params)
+    np.testing.assert_array_equal(seq, plain)  # the default return is the frames alone, the same frames
+    assert info["regime"] == draw_regime(params, 11)
+    assert info["params"]["regimes"] == {}  # the effective (regime) parameters
+    assert -15.0 <= info["rotation_deg_per_hour"] <= 15.0 and -0.2 <= info["shear_per_hour"] <= 0.2
+    assert 0.0 <= info["speed_kmh"] <= 60.0
+    lo, hi = info["params"]["growth_decay_minutes"]
+    assert lo <= info["growth_decay_minutes"] <= hi
+    assert info["velocity_t1"].shape == (2, 48, 48)
+
+
+def test_everything_on_is_reproducible_finite_and_physical(swiss_seed) -> None:
+    params = SimulationParams(
+        regimes=REGIMES, rotation_deg_per_hour=(-15.0, 15.0), shear_per_hour=(-0.3, 0.3), cell_birth_rate=20.0, max_rain_rate=150.0
+    )
+    field = swiss_seed.values[24:88, 24:88]
+    a, info_a = simulate_sequence(field, 8, 5.0, 2000.0, 5, params, return_info=True)
+    b, info_b = simulate_sequence(field, 8, 5.0, 2000.0, 5, params, return_info=True)
+    c = simulate_sequence(field, 8, 5.0, 2000.0, 6, params)
+    np.testing.assert_array_equal(a, b)
+    assert info_a["cells"] == info_b["cells"] and info_a["regime"] == info_b["regime"]
+    assert not np.array_equal(a[1:], c[1:])
+    assert np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 150.0
+    assert a.dtype == np.float32
+
+
+def _domain_trend_db(seq: np.ndarray) -> np.ndarray:
+    """Domain-mean rain rate in dB per frame (the motion is zero: Eulerian = Lagrangian)."""
+    return 10.0 * np.log10(seq.reshape(len(seq), -1).mean(axis=1))
+
+
+def test_growth_trends_persist_in_growth_decay_sequences_not_in_stratiform(swiss_seed) -> None:
+    # A trend that persists: the 10-40 min change of the domain's mean rain
+    # has the sign of the 0-10 min change, and the 40-min change exceeds
+    # 1 dB. Measured here: growth_decay 96 % same sign, 83 % persistent;
+    # stratiform 0 % persistent. The former model (a stationary AR(1) offset)
+    # gives 50 % / 50 %, an AR(1) rate 79 % / 71 %: both fail.
+    field = swiss_seed.values[40:88, 16:64]
+    same_sign, persistent = {}, {}
+    for regime in ("stratiform", "growth_decay"):
+        params = SimulationParams(regimes={regime: 1.0}, **STILL)
+        signs, trends = [], []
+        for seed in range(24):
+            m = _domain_trend_db(simulate_sequence(field, 9, 5.0, 2000.0, seed, params))
+            signs.append(np.sign(m[2] - m[0]) == np.sign(m[8] - m[2]))
+            trends.append(signs[-1] and abs(m[8] - m[0]) > 1.0)
+        same_sign[regime], persistent[regime] = np.mean(signs), np.mean(trends)
+    assert same_sign["growth_decay"] >= 0.85, same_sign
+    assert persistent["growth_decay"] >= 0.7, persistent
+    assert persistent["stratiform"] <= 0.15, persistent
+
+
+def test_growth_rate_is_bounded_by_its_leak(swiss_seed) -> None:
+    # 8 hours of strong growth stay within the ceiling and keep rain somewhere
+    params = SimulationParams(growth_decay=1.5, growth_decay_minutes=(120.0, 120.0), cell_birth_rate=0.0, **STILL)
+    seq = simulate_sequence(swiss_seed.values[40:88, 16:64], 97, 5.0, 2000.0, 2, params)
+    assert np.isfinite(seq).all() and seq.max() <= params.max_rain_rate
+    wet = (seq >= 0.1).mean(axis=(1, 2))
+    assert wet.min() > 0.02 and wet.max() < 0.999
+
+
+FROZEN_STILL = {**FROZEN, "speed_kmh": (0.0, 0.0)}
+
+
+def test_cells_are_born_and_die(swiss_seed) -> None:
+    # on an all-wet field, frozen and still, the only change is the cells
+    field = np.nan_to_num(swiss_seed.values[32:80, 16:64]) + 1.0
+    params = SimulationParams(
+        **{**FROZEN_STILL, "cell_birth_rate": 40.0}, cell_lifetime_minutes=(15.0, 30.0), cell_peak_db=(10.0, 10.0), cell_width_km=(8.0, 8.0)
+    )
+    seq, info = simulate_sequence(field, 13, 5.0, 2000.0, 0, params, return_info=True)
+    added = db(seq) - db(seq[0])
+    assert np.abs(added[0]).max() == 0.0  # frame 0 is the seed
+    assert added.min() > -1e-3 and added.max() > 8.0  # cells only add, and reach about their 10 dB peak
+    maxima = []
+    for f in added:
+        peak = (ndimage.maximum_filter(f, size=5) == f) & (f > 2.0)
+        maxima.append(set(zip(*np.nonzero(peak))))
+
+    def near(p: tuple[int, int], others: set) -> bool:
+        return any(abs(p[0] - q[0]) <= 2 and abs(p[1] - q[1]) <= 2 for q in others)
+
+    born = sum(not near(p, maxima[t - 1]) for t in range(1, 13) for p in maxima[t])
+    died = sum(not near(p, maxima[t + 1]) for t in range(12) for p in maxima[t])
+    assert born >= 5 and died >= 5, (born, died)
+    assert len({len(m) for m in maxima}) > 3  # the count of cells changes
+    lives = [c["lifetime_minutes"] for c in info["cells"]]
+    assert lives and min(lives) >= 15.0 and max(lives) <= 30.0
+    # 40 per 1e4 km2 per hour on (48+4)^2 px of 4 km2 over an hour: ~43 expected
+    assert 20 <= len(info["cells"]) <= 70
+
+
+def test_cells_move_with_the_rain(swiss_seed) -> None:
+    # 48 km/h eastwards at 2 km and 5 min: 2 px per step, exactly
+    field = np.nan_to_num(swiss_seed.values[32:96, 16:80]) + 1.0
+    base = {**FROZEN, "speed_kmh": (48.0, 48.0), "direction_deg": (90.0, 90.0)}
+    cells = SimulationParams(**{**base, "cell_birth_rate": 10.0}, cell_lifetime_minutes=(30.0, 60.0), cell_peak_db=(6.0, 6.0), cell_width_km=(8.0, 8.0))
+    with_cells, info = simulate_sequence(field, 13, 5.0, 2000.0, 4, cells, return_info=True)
+    without = simulate_sequence(field, 13, 5.0, 2000.0, 4, SimulationParams(**base))  # same motion stream
+    added = db(with_cells) - db(without)
+    checked = 0
+    for c in info["cells"]:
+        t = int(round(c["birth_frame"] + c["lifetime_minutes"] / 5.0 * c["peak_at_fraction"]))
+        y, x = int(round(c["y"])), int(round(c["x"] + 2 * t))
+        if not (1 <= t < 13 and 2 <= y < 62 and 2 <= x < 62 and t >= 3):
+            continue
+        assert added[t, y, x] > 0.7 * c["peak_db"], c  # where the rain carried it
+        checked += 1
+    assert checked >= 3
+
+
+def _curl(velocity: np.ndarray) -> np.ndarray:
+    """Vorticity on the north-up map (counterclockwise positive) of a pysteps-order field."""
+    u, v = velocity  # v along rows, southwards
+    return -np.gradient(v, axis=1) + np.gradient(u, axis=0)
+
+
+@pytest.mark.parametrize("deg_per_hour", [30.0, -30.0])
+def test_rotation_gives_the_motion_a_curl_of_its_sign(swiss_seed, deg_per_hour: float) -> None:
+    params = SimulationParams(**{**FROZEN, "speed_kmh": (20.0, 20.0), "rotation_deg_per_hour": (deg_per_hour, deg_per_hour)})
+    _, info = simulate_sequence(swiss_seed.values[32:80, 32:80], 3, 5.0, 2000.0, 1, params, return_info=True)
+    curl = _curl(info["velocity_t1"])
+    expected = 2.0 * np.radians(deg_per_hour) * 5.0 / 60.0  # solid-body rotation: vorticity twice the angular speed
+    np.testing.assert_allclose(curl, expected, rtol=1e-4)
+    # the uniform flow alone has none
+    _, info0 = simulate_sequence(swiss_seed.values[32:80, 32:80], 3, 5.0, 2000.0, 1, SimulationParams(**{**FROZEN, "speed_kmh": (20.0, 20.0)}), return_info=True)
+    assert np.abs(_curl(info0["velocity_t1"])).max() < 1e-6
+
+
+def test_shear_gives_curl_without_divergence(swiss_seed) -> None:
+    params = SimulationParams(**{**FROZEN, "speed_kmh": (30.0, 30.0), "shear_per_hour": (-0.6, -0.6)})
+    _, info = simulate_sequence(swiss_seed.values[32:80, 32:80], 3, 5.0, 2000.0, 2, params, return_info=True)
+    u, v = info["velocity_t1"]
+    np.testing.assert_allclose(_curl(info["velocity_t1"]), -0.6 * 5.0 / 60.0, rtol=1e-4)
+    assert np.abs(np.gradient(u, axis=1) + np.gradient(v, axis=0)).max() < 1e-5
+
+
+def test_rotation_turns_the_rain_about_its_centre(swiss_seed) -> None:
+    from nowcast.data.testcases import move_field
+
+    field = np.nan_to_num(swiss_seed.values[16:80, 16:80])
+    params = SimulationParams(**{**FROZEN_STILL, "rotation_deg_per_hour": (60.0, 60.0)})
+    seq, info = simulate_sequence(field, 7, 5.0, 2000.0, 3, params, return_info=True)
+    centre = info["rotation_centre_yx"]
+    inside = (move_field(np.ones_like(field), rotation_deg=30.0, centre=centre) >= 0.999) & (
+        move_field(np.ones_like(field), rotation_deg=-30.0, centre=centre) >= 0.999
+    )
+    corr = {a: np.corrcoef(seq[6][inside], move_field(field, rotation_deg=a, centre=centre)[inside])[0, 1] for a in (30.0, 0.0, -30.0)}
+    assert corr[30.0] > 0.98 and corr[30.0] > corr[0.0] + 0.3 and corr[30.0] > corr[-30.0] + 0.3, corr
