@@ -50,7 +50,7 @@ from pydantic import Field, ValidationError
 from nowcast.config import StrictModel, load_yaml, shipped_configs_dir
 from nowcast.data.seeds import Seed, load_seed
 from nowcast.errors import ConfigError, NowcastError
-from nowcast.simulate import SimulationParams, simulate_sequence
+from nowcast.simulate import SimulationParams, draw_regime, simulate_sequence
 
 log = logging.getLogger(__name__)
 
@@ -240,13 +240,14 @@ def simulate_dataset(
     max_px = params.speed_kmh[1] * cfg.timestep_minutes / 60.0 * 1000.0 / seed_field.resolution_m
     context = min(2 * size, int(math.ceil(max_px * (1 + 2.5 * params.motion_perturbation) * (params.spinup_frames + frames_per_sequence))))
 
-    tasks, windows, masks = [], [], []
+    tasks, windows, masks, regimes = [], [], [], []
     for i in range(n_sequences):
         window_ss, sim_ss = np.random.SeedSequence([seed, _SPLIT_CODE[split], i]).spawn(2)
         w = choose_window(seed_for_windows, np.random.default_rng(window_ss), size, context, cfg.min_wet_fraction, cfg.min_coverage, threshold)
         vals = seed_field.values[w.sy0 : w.sy1, w.sx0 : w.sx1]
         m = seed_field.mask[w.sy0 : w.sy1, w.sx0 : w.sx1]
         rng_seed = int(sim_ss.generate_state(1, np.uint32)[0])
+        regimes.append(draw_regime(params, rng_seed))
         task = dask.delayed(_simulate_window, pure=True)(
             vals, m, w, frames_per_sequence, cfg.timestep_minutes, seed_field.resolution_m, rng_seed, params, seed_field.kind
         )
@@ -267,6 +268,7 @@ def simulate_dataset(
             "coverage": (("sequence", "y", "x"), np.stack(masks), {"long_name": "seed instrument coverage (1 = observed)", "flag_values": [0, 1]}),
             "window_y0": ("sequence", np.array([w.y0 for w in windows], dtype=np.int32), {"long_name": "crop's first row in the seed grid"}),
             "window_x0": ("sequence", np.array([w.x0 for w in windows], dtype=np.int32), {"long_name": "crop's first column in the seed grid"}),
+            "regime": ("sequence", np.array(regimes, dtype="U16"), {"long_name": "simulated regime of the sequence (configs/simulate.yaml)"}),
         },
         coords={
             "sequence": np.arange(n_sequences),
