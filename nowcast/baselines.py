@@ -43,7 +43,16 @@ from collections.abc import Callable
 import numpy as np
 
 from nowcast.errors import ForecastError
-from nowcast.motion import DB_ZERO, RAIN_THRESHOLD, advect_leads, from_db, motion_field, to_db, unknown_mask
+from nowcast.motion import (
+    DB_ZERO,
+    RAIN_THRESHOLD,
+    advect_leads,
+    displacements,
+    from_db,
+    motion_field,
+    to_db,
+    unknown_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +90,10 @@ def extrapolation(window: np.ndarray, leads: int, timestep_minutes: int = 5) -> 
     window = _check(window, leads, 2, "extrapolation")
     velocity = motion_field(window)
     db = to_db(window[-1])
-    advected = advect_leads(np.repeat(db[None], int(leads), axis=0), velocity, outval=DB_ZERO)
+    disp = displacements(velocity, int(leads))
+    advected = advect_leads(np.repeat(db[None], int(leads), axis=0), velocity, outval=DB_ZERO, disp=disp)
     out = from_db(advected)
-    out[unknown_mask(np.isnan(window[-1]), velocity, int(leads))] = np.nan
+    out[unknown_mask(np.isnan(window[-1]), velocity, int(leads), disp=disp)] = np.nan
     log.debug("extrapolation: mean motion (%.2f, %.2f) px/step", float(velocity[0].mean()), float(velocity[1].mean()))
     return out
 
@@ -158,8 +168,9 @@ def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5) 
     steps = np.arange(1, int(leads) + 1, dtype=np.float64)[:, None, None]
     tau = TREND_DAMPING_STEPS
     fields = np.where(wet, lag[-1] + rate * tau * (1.0 - np.exp(-steps / tau)), DB_ZERO)
-    out = from_db(advect_leads(np.maximum(fields, DB_ZERO), velocity, outval=DB_ZERO))
-    out[unknown_mask(np.isnan(window[-1]), velocity, int(leads))] = np.nan
+    disp = displacements(velocity, int(leads))
+    out = from_db(advect_leads(np.maximum(fields, DB_ZERO), velocity, outval=DB_ZERO, disp=disp))
+    out[unknown_mask(np.isnan(window[-1]), velocity, int(leads), disp=disp)] = np.nan
     return out
 
 

@@ -136,7 +136,8 @@ def warp(field: np.ndarray, displacement: np.ndarray, outval: float) -> np.ndarr
     return map_coordinates(field, [xy[1], xy[0]], mode="constant", cval=outval, order=1, prefilter=False)
 
 
-def advect_leads(fields: np.ndarray, velocity: np.ndarray, outval: float = DB_ZERO) -> np.ndarray:
+def advect_leads(fields: np.ndarray, velocity: np.ndarray, outval: float = DB_ZERO,
+                 disp: np.ndarray | None = None) -> np.ndarray:
     """Move field ``k`` (``k = 1 .. K``) forward by ``k`` steps along ``velocity``.
 
     Parameters
@@ -149,6 +150,9 @@ def advect_leads(fields: np.ndarray, velocity: np.ndarray, outval: float = DB_ZE
         ``(2, ny, nx)`` pixels per step.
     outval
         Value of pixels whose trajectory starts outside the domain.
+    disp
+        The ``displacements(velocity, K)`` if already computed (they cost
+        more than the warps: pass them when advecting several things).
 
     Returns
     -------
@@ -157,7 +161,7 @@ def advect_leads(fields: np.ndarray, velocity: np.ndarray, outval: float = DB_ZE
         ``pysteps.extrapolation.semilagrangian.extrapolate(field, velocity, K)``.
     """
     fields = np.asarray(fields, dtype=np.float64)
-    disp = displacements(velocity, fields.shape[0])
+    disp = displacements(velocity, fields.shape[0]) if disp is None else disp
     return np.stack([warp(f, d, outval) for f, d in zip(fields, disp)])
 
 
@@ -207,7 +211,7 @@ def to_lagrangian(frames: np.ndarray, offsets: np.ndarray | list[int], velocity:
     return out, valid
 
 
-def unknown_mask(nodata: np.ndarray, velocity: np.ndarray, leads: int) -> np.ndarray:
+def unknown_mask(nodata: np.ndarray, velocity: np.ndarray, leads: int, disp: np.ndarray | None = None) -> np.ndarray:
     """Where an advected forecast has no trustworthy source (``(leads, ny, nx)`` bool).
 
     The data mask is advected like the field (outside the domain counts as no
@@ -215,7 +219,7 @@ def unknown_mask(nodata: np.ndarray, velocity: np.ndarray, leads: int) -> np.nda
     the domain, is unknown rather than dry.
     """
     valid = (~np.asarray(nodata, dtype=bool)).astype(np.float64)
-    moved = advect_leads(np.repeat(valid[None], int(leads), axis=0), velocity, outval=0.0)
+    moved = advect_leads(np.repeat(valid[None], int(leads), axis=0), velocity, outval=0.0, disp=disp)
     return ~(moved > 0.5)
 
 

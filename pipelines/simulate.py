@@ -256,6 +256,7 @@ def simulate_dataset(
         masks.append(seed_field.mask[w.y0 : w.y0 + size, w.x0 : w.x0 + size])
 
     var = VARIABLES[seed_field.kind]
+    names = sorted(set(regimes))  # CF flags: small integers with their meanings
     data = dsa.stack(tasks)
     lead = np.arange(frames_per_sequence) * np.timedelta64(int(round(cfg.timestep_minutes * 60)), "s")
     ds = xr.Dataset(
@@ -268,7 +269,9 @@ def simulate_dataset(
             "coverage": (("sequence", "y", "x"), np.stack(masks), {"long_name": "seed instrument coverage (1 = observed)", "flag_values": [0, 1]}),
             "window_y0": ("sequence", np.array([w.y0 for w in windows], dtype=np.int32), {"long_name": "crop's first row in the seed grid"}),
             "window_x0": ("sequence", np.array([w.x0 for w in windows], dtype=np.int32), {"long_name": "crop's first column in the seed grid"}),
-            "regime": ("sequence", np.array(regimes, dtype="U16"), {"long_name": "simulated regime of the sequence (configs/simulate.yaml)"}),
+            "regime": ("sequence", np.array([names.index(r) for r in regimes], dtype=np.int8),
+                       {"long_name": "simulated regime of the sequence (configs/simulate.yaml)",
+                        "flag_values": list(range(len(names))), "flag_meanings": " ".join(names)}),
         },
         coords={
             "sequence": np.arange(n_sequences),

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nowcast.models.normalization import Normaliser
-from nowcast.motion import advect_leads, from_db, motion_field, to_db, to_lagrangian, unknown_mask
+from nowcast.motion import advect_leads, displacements, from_db, motion_field, to_db, to_lagrangian, unknown_mask
 
 #: ``network(x (T, h, w) normalised Lagrangian inputs, leads) -> (leads, h, w)`` normalised changes.
 ChangeNetwork = Callable[[np.ndarray, int], np.ndarray]
@@ -115,8 +115,9 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
         fields = np.maximum(fields, zero)
     else:  # a dry window stays dry: nothing to grow from
         fields = np.repeat(analysis[None], int(leads), axis=0)
-    out = from_db(advect_leads(fields, lag.velocity, outval=zero), threshold=threshold)
-    out[unknown_mask(nodata, lag.velocity, int(leads))] = np.nan
+    disp = displacements(lag.velocity, int(leads))  # once for the fields and the unknown mask
+    out = from_db(advect_leads(fields, lag.velocity, outval=zero, disp=disp), threshold=threshold)
+    out[unknown_mask(nodata, lag.velocity, int(leads), disp=disp)] = np.nan
     return out
 
 
