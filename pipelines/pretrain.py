@@ -105,13 +105,21 @@ def ensure_test_sequences(domain: str, path: Path, frames: int, crop_size: int, 
     return path
 
 
-def heldout_path(domain: str) -> Path:
-    """The held-out store on which a shipped forecaster's skill is measured."""
-    return project_root() / "data" / "sim" / f"{domain}-sameday.zarr"
+def heldout_path(config) -> Path:
+    """The held-out store of a target (beside its training store): independent evolutions of its real seed."""
+    train = Path(str(config.data.path)).expanduser()
+    train = train if train.is_absolute() else project_root() / train
+    return train.parent / f"{config.data.domain}-sameday.zarr"
 
 
-def record_heldout_skill(name: str, home: str | Path | None = None, leads: int = 12) -> None:
-    """Measure a trained forecaster against extrapolation on held-out sequences and store it in its checkpoint."""
+def record_heldout_skill(name: str, home: str | Path | None = None, leads: int = 12,
+                         n_sequences: int = TEST_SEQUENCES, scheduler: str = "threads") -> None:
+    """Measure a trained forecaster against extrapolation on held-out sequences and store it in its checkpoint.
+
+    The held-out sequences (made if missing, seed stream :data:`HELDOUT_SEED`,
+    disjoint from training and validation) are the ``-sameday`` store beside
+    the training store, the one the radar study also uses.
+    """
     import numpy as np
     import xarray as xr
 
@@ -121,12 +129,13 @@ def record_heldout_skill(name: str, home: str | Path | None = None, leads: int =
 
     config = load_model_config(find_model_config(name, home))
     data = config.data
-    path = heldout_path(data.domain)
+    path = heldout_path(config)
     frames = data.input_frames + leads
     if not path.exists():
         from pipelines.simulate import simulate_dataset
 
-        simulate_dataset(data.domain, TEST_SEQUENCES, frames, path, seed=HELDOUT_SEED, crop_size=data.frame_size)
+        simulate_dataset(data.domain, n_sequences, frames, path, seed=HELDOUT_SEED, crop_size=data.frame_size,
+                         scheduler=scheduler)
     with xr.open_zarr(path) as ds:
         sequences = np.asarray(ds["rain_rate"].values[:, :frames], dtype=np.float32)
         provenance = str(ds.attrs.get("provenance", "unknown"))
@@ -241,7 +250,7 @@ def pretrain_region(region_name: str, *, only: list[str] | None = None, iteratio
     region = load_region(region_name, home)
     if region.forecast.model in [m.name for m in done]:
         log.info("measuring the held-out skill of %s beside pysteps extrapolation", region.forecast.model)
-        record_heldout_skill(region.forecast.model, home)
+        record_heldout_skill(region.forecast.model, home, n_sequences=sequences or TEST_SEQUENCES, scheduler=scheduler)
         done = [dataclasses.replace(m, sha256=sha256_file(m.checkpoint)) if m.name == region.forecast.model else m
                 for m in done]
     if done:

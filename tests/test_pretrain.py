@@ -60,6 +60,13 @@ def test_pretrain_pipeline_smoke(tiny_home: Path, tmp_path: Path) -> None:
     sums = (tmp_path / "zoo" / "SHA256SUMS").read_text().split()
     for m in models:
         assert sums[sums.index(m.checkpoint.name) - 1] == sha256_of(m.checkpoint)
+    # the forecaster carries its held-out skill beside extrapolation's (measured after training)
+    from nowcast.models.zoo import load_checkpoint
+
+    skill = load_checkpoint(models[1].checkpoint).metadata["heldout_skill"]
+    assert skill["test_set"] == "swiss-south-sameday" and (tmp_path / "swiss-south-sameday.zarr").exists()
+    assert len(skill["csi@1"]["model"]) == len(skill["csi@1"]["extrapolation"]) == 12
+    assert "heldout_skill" not in load_checkpoint(models[0].checkpoint).metadata  # sources are not forecasters
     # The target forecasts from its own checkpoint, with the source gone.
     shutil.rmtree(tmp_path / "src.zarr")
     (tmp_path / "zoo" / "tiny-src.pt").unlink()
