@@ -225,8 +225,18 @@ def test_tmu_memory_stays_bounded_over_24_closed_loop_steps(variant, bounded):
 
 
 def test_residual_predictor_starts_as_persistence_of_its_last_input():
-    for decoder in ("linear", "refine"):
+    for decoder in ("linear", "refine", "smooth"):
         model = Predictor(layers=2, hidden=8, kernel=3, patch_size=4, residual=True, decoder=decoder)
         frames = _frames(b=2, t=4, size=16)
         out = model.forecast(frames, 5)
         assert torch.equal(out, frames[:, -1:].expand(-1, 5, -1, -1, -1))
+
+
+def test_smooth_decoder_output_is_bilinear_between_patch_centres():
+    model = Predictor(layers=1, hidden=8, kernel=3, patch_size=4, residual=False, decoder="smooth")
+    with torch.no_grad():
+        out = unfold(model.head(torch.randn(1, 8, 4, 4))[:, None], 4)[0, 0, 0]
+    # second differences along a row vanish inside each pair of patch centres (piecewise linear)
+    row = out[6].numpy()
+    np.testing.assert_allclose(np.diff(row[2:6], 2), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.diff(row[6:10], 2), 0.0, atol=1e-5)

@@ -33,8 +33,10 @@ class ArchitectureConfig(StrictModel):
     layer_norm: bool = True
     forget_bias: float = 1.0
     residual: bool = Field(False, description="Predict changes relative to the last observed frame; the head starts at zero.")
-    decoder: Literal["linear", "refine"] = Field(
-        "linear", description="'linear': 1x1 conv on the patch grid (reference); 'refine': sees neighbouring patches."
+    decoder: Literal["linear", "refine", "smooth"] = Field(
+        "linear",
+        description="'linear': 1x1 conv on the patch grid (reference); 'refine': sees neighbouring patches; "
+        "'smooth': one value per patch, bilinear to full resolution (growth/decay cannot blur small scales).",
     )
 
     @field_validator("kernel")

@@ -24,7 +24,12 @@ Decoders: ``"linear"`` is the 1x1 convolution of the reference code, which
 reads the ``p*p`` sub-pixels of each patch independently and, measured on
 the shipped model, draws a lattice at the patch period; ``"refine"`` unfolds
 a few feature maps to full resolution and ends in a 3x3 convolution that
-sees the neighbouring patches, which removes the cause.
+sees the neighbouring patches, which removes the cause; ``"smooth"``
+predicts one value per patch and interpolates it bilinearly to full
+resolution: a residual that can grow or decay rain over areas of a few
+patches but cannot blur the structure below the patch size (what a model
+trained with MSE otherwise learns to do: the conditional mean of
+decorrelating small scales is a smear).
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ def unfold(folded: torch.Tensor, patch: int) -> torch.Tensor:
     return out.view(B, T, *out.shape[1:])
 
 
+#: Decoders a predictor knows (see the module docstring).
+DECODERS = ("linear", "refine", "smooth")
+
+
 class RefineHead(nn.Module):
     """Decoder that sees across patch borders: 1x1 conv -> unfold -> 3x3 conv.
 
@@ -99,6 +108,24 @@ class RefineHead(nn.Module):
         return F.pixel_unshuffle(self.smooth(full), self.patch)
 
 
+class SmoothHead(nn.Module):
+    """Decoder of one value per patch, bilinearly interpolated to full resolution, folded back."""
+
+    def __init__(self, hidden: int, out_channels: int, patch: int) -> None:
+        super().__init__()
+        self.patch = patch
+        self.conv = nn.Conv2d(hidden, out_channels, 1)
+
+    @property
+    def last(self) -> nn.Conv2d:
+        return self.conv
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        coarse = self.conv(h)
+        full = F.interpolate(coarse, scale_factor=self.patch, mode="bilinear", align_corners=False)
+        return F.pixel_unshuffle(full, self.patch)
+
+
 class Predictor(nn.Module):
     """``L`` stacked ConvLSTM layers (bottom: TMU when there are sources).
 
@@ -121,8 +148,8 @@ class Predictor(nn.Module):
         Predict changes relative to an anchor frame (see the module
         docstring); the head starts at zero.
     decoder
-        ``"linear"`` (1x1 convolution on the patch grid) or ``"refine"``
-        (:class:`RefineHead`).
+        ``"linear"`` (1x1 convolution on the patch grid), ``"refine"``
+        (:class:`RefineHead`) or ``"smooth"`` (:class:`SmoothHead`).
     """
 
     def __init__(
@@ -140,8 +167,8 @@ class Predictor(nn.Module):
         decoder: str = "linear",
     ) -> None:
         super().__init__()
-        if decoder not in ("linear", "refine"):
-            raise ValueError(f"decoder {decoder!r}: expected 'linear' or 'refine'")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
         self.residual = bool(residual)
         sizes = [int(hidden)] * layers if isinstance(hidden, int) else [int(h) for h in hidden]
         if len(sizes) != layers:
@@ -159,7 +186,12 @@ class Predictor(nn.Module):
             else:
                 cells.append(ConvLSTMCell(in_ch, size, kernel, layer_norm, forget_bias))
         self.cells = nn.ModuleList(cells)
-        self.head: nn.Module = nn.Conv2d(sizes[-1], folded, 1) if decoder == "linear" else RefineHead(sizes[-1], channels, patch_size)
+        if decoder == "linear":
+            self.head: nn.Module = nn.Conv2d(sizes[-1], folded, 1)
+        elif decoder == "refine":
+            self.head = RefineHead(sizes[-1], channels, patch_size)
+        else:
+            self.head = SmoothHead(sizes[-1], channels, patch_size)
         if self.residual:  # an untrained residual model changes nothing
             last = self.head if isinstance(self.head, nn.Conv2d) else self.head.last
             nn.init.zeros_(last.weight)
