@@ -97,8 +97,14 @@ def test_training_sample_of_a_rigidly_moving_field_is_persistent():
     for k in range(frames.shape[0]):
         np.testing.assert_allclose(x[k][inside[k]], x[3][inside[k]], atol=1e-5)
     assert valid[3].all() and not valid[-1].all()  # later frames' sources left the domain
-    xp, vp = training_sample(frames, velocity, 4, cfg.data.normaliser, persistent=True)
-    assert np.array_equal(xp[0], xp[3]) and np.array_equal(xp[-1], xp[3]) and vp.all()
+    # persistent: the analysis frame moved rigidly and back, so in the Lagrangian frame it is the
+    # analysis frame up to interpolation smoothing, wherever its source stayed inside the domain
+    growing = frames * (1.0 + 0.2 * np.arange(frames.shape[0]))[:, None, None]
+    xg, _ = training_sample(growing, velocity, 4, cfg.data.normaliser)
+    xp, vp = training_sample(growing, velocity, 4, cfg.data.normaliser, persistent=True)
+    inside = vp.astype(bool)
+    assert np.abs(xp[-1] - xp[3])[inside[-1]].max() < 0.05 < np.abs(xg[-1] - xg[3])[inside[-1]].max()
+    assert not np.array_equal(xp[0], xp[3])  # not an exact copy: real rigid motion is not one either
 
 
 def _moving_store(path, n_seq=4, frames=10, size=24, growth_db=0.0):

@@ -134,9 +134,16 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
     input_frames
         The analysis frame is ``frames[:, input_frames - 1]``.
     persistent
-        ``(B,)`` bool: replace every frame of these samples by the analysis
-        frame (a Lagrangian-persistent case: the model must learn to leave
-        it unchanged).
+        ``(B,)`` bool: make these samples Lagrangian-persistent: every
+        observed frame is replaced by the analysis frame *moved* along the
+        stored motion to that frame's time (forward for later frames,
+        backward for earlier ones) before the frames are moved back to the
+        analysis time. The model then sees what a real rigidly moving field
+        looks like in its frame (interpolation smoothing and all, not a
+        perfect copy), and must learn to leave it unchanged. Measured: with
+        exact copies instead, the model did not recognise real rigid motion
+        and decayed it (CSI at 1 mm/h 0.59 vs extrapolation's 0.91 over the
+        hour on the real MeteoSwiss field moved rigidly).
 
     Returns
     -------
@@ -158,18 +165,36 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
     T = frames.shape[1]
     offsets = list(range(-(input_frames - 1), T - input_frames + 1))
     vel = torch.from_numpy(np.nan_to_num(np.asarray(velocity, dtype=np.float64))).float()
-    lag, valid = to_lagrangian_torch(torch.from_numpy(db).float(), offsets, vel, outval=zero)
+    db = torch.from_numpy(db).float()
+    if persistent is not None and np.any(persistent):
+        idx = torch.from_numpy(np.flatnonzero(persistent))
+        db[idx] = rigidly_moved(db[idx, input_frames - 1], vel[idx], offsets, zero)
+    lag, valid = to_lagrangian_torch(db, offsets, vel, outval=zero)
     if nodata.any():
         covered, _ = to_lagrangian_torch(torch.from_numpy((~nodata).astype(np.float32)), offsets, vel, outval=0.0)
         valid = valid & (covered > 0.5)
     x = (lag - zero) / scale
-    valid = valid.float()
-    if persistent is not None and np.any(persistent):
-        idx = torch.from_numpy(np.flatnonzero(persistent))
-        a = input_frames - 1
-        x[idx] = x[idx, a : a + 1].expand(-1, T, -1, -1).clone()
-        valid[idx] = valid[idx, a : a + 1].expand(-1, T, -1, -1).clone()
-    return x.contiguous(), valid.contiguous()
+    return x.contiguous(), valid.float().contiguous()
+
+
+def rigidly_moved(analysis, velocity, offsets: list[int], outval: float):
+    """Frames ``(B, T, H, W)`` of the analysis field ``(B, H, W)`` moved along ``velocity`` to each offset's time."""
+    import torch
+
+    from nowcast.motion import displacements_torch, warp_torch
+
+    ahead = max([o for o in offsets if o > 0], default=0)
+    back = max([-o for o in offsets if o < 0], default=0)
+    later = displacements_torch(velocity, ahead)  # where rain k steps later came from
+    earlier = displacements_torch(-velocity, back)  # where rain k steps earlier went to
+    frames = []
+    for o in offsets:
+        if o == 0:
+            frames.append(analysis)
+            continue
+        moved, _ = warp_torch(analysis[:, None], later[o - 1] if o > 0 else earlier[-o - 1], outval)
+        frames.append(moved[:, 0])
+    return torch.stack(frames, dim=1)
 
 
 def training_sample(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
