@@ -92,8 +92,9 @@ def make_demo_files(region: Region, out_dir: Path, n_frames: int, rng_seed: int 
     return paths
 
 
-def run_demo(region: Region, home: str | Path | None = None, render: bool = True) -> DemoResult:
-    """Run the whole chain and return where the results are."""
+def run_demo(region: Region, home: str | Path | None = None, render: bool = True,
+             method: str | None = None) -> DemoResult:
+    """Run the whole chain and return where the results are (``method``: default the region's)."""
     from nowcast.forecast import iso, run_forecast
     from nowcast.io.archive import Archive
     from nowcast.paths import renders_dir
@@ -107,7 +108,7 @@ def run_demo(region: Region, home: str | Path | None = None, render: bool = True
     log.info("%s", report.summary())
     archive = Archive.open(region, home=home, create=False)
     reference = iso(np.sort(archive.times)[n_in - 1])
-    result = run_forecast(region, home=home, time=reference)
+    result = run_forecast(region, home=home, time=reference, method=method)
 
     scores_path = animation = map_png = None
     try:

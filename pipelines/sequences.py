@@ -82,6 +82,7 @@ def add_motion(path: str | Path, input_frames: int, method: str = "LK", schedule
         if "rain_rate" not in ds or ds["rain_rate"].dims != ("sequence", "time", "y", "x"):
             raise ConfigError(f"{path}: no rain_rate (sequence, time, y, x) to compute motion from")
         data = np.asarray(ds["rain_rate"].values, dtype=np.float32)
+        attrs = dict(ds.attrs)  # to_zarr(mode="a") rewrites the root attributes: keep provenance & co.
     tasks = [dask.delayed(_sequence_motion, pure=True)(np.nan_to_num(seq, nan=0.0), int(input_frames), method) for seq in data]
     with dask.config.set(scheduler=scheduler):
         motion = np.stack(dask.compute(*tasks))
@@ -91,7 +92,7 @@ def add_motion(path: str | Path, input_frames: int, method: str = "LK", schedule
                "units": "pixel per timestep", "motion_window": int(input_frames), "motion_method": method,
                "component_names": "u (along x), v (along y)"},
     )
-    out = xr.Dataset({MOTION_VARIABLE: var})
+    out = xr.Dataset({MOTION_VARIABLE: var}, attrs=attrs)
     out[MOTION_VARIABLE].encoding["chunks"] = (1, motion.shape[1], 2, motion.shape[3], motion.shape[4])
     import warnings
 

@@ -27,6 +27,7 @@ def test_archive_sequences_feed_lagrangian_training_batches(home, odim_moving, t
     assert has_motion(store, 3) and not has_motion(store, 4)
     with xr.open_zarr(store) as ds:
         u = ds["motion"].values[:, 2:, 0]
+        assert ds.attrs["provenance"].startswith("radar archive")  # adding motion keeps the store's attributes
     assert abs(np.nanmedian(u) - 1.0) < 0.3  # 2 km east per 5 min = 1 cell per step
     cfg = lagrangian_config(data={"kind": "zarr_sequences", "path": str(store), "normalisation": {"kind": "db"},
                                   "frame_size": 64, "input_frames": 3, "output_frames": 3, "timestep_minutes": 5},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,6 +16,9 @@ DEFAULT_REGION = "swiss-south"
 def demo(
     region: Annotated[str, typer.Option("--region", "-r", help="Region to run on.")] = DEFAULT_REGION,
     no_render: Annotated[bool, typer.Option("--no-render", help="Skip maps and animation.")] = False,
+    method: Annotated[
+        Optional[str], typer.Option("--method", "-m", help="Forecast method (default: the region's, e.g. 'tmu' for the shipped model).")
+    ] = None,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
@@ -25,7 +28,7 @@ def demo(
     from nowcast.demo import PROVENANCE, run_demo
 
     setup(verbose, quiet)
-    result = run_demo(load_region(region, home), home=home, render=not no_render)
+    result = run_demo(load_region(region, home), home=home, render=not no_render, method=method)
     typer.echo(f"input files ({PROVENANCE}): {result.incoming}")
     typer.echo(f"archive:   {result.archive}")
     typer.echo(f"forecast:  {result.forecast} (method: {result.method})")
