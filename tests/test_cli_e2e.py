@@ -23,10 +23,10 @@ def test_ingest_forecast_verify_render(home: Path, tmp_path: Path, odim_moving, 
 
     fc_path = tmp_path / "out" / "forecast.nc"
     code = main(["forecast", "--region", REGION, "--time", "2024-02-27T10:05Z", "--leads", "3",
-                 "--out", str(fc_path), "-q"])
+                 "--method", "tmu", "--out", str(fc_path), "-q"])
     out = capsys.readouterr().out
     assert code == 0, out
-    # The region's configured method: the shipped TMU forecaster, no fallback.
+    # The shipped TMU forecaster (the region's model), no fallback.
     assert "tmu forecast for swiss-south from 2024-02-27T10:05:00Z" in out and str(fc_path) in out
     shipped = (Path(__file__).resolve().parent.parent / "models" / "zoo" / "SHA256SUMS").read_text()
     with xr.open_dataset(fc_path) as ds:  # plain xarray, no nowcast code
@@ -34,6 +34,9 @@ def test_ingest_forecast_verify_render(home: Path, tmp_path: Path, odim_moving, 
         assert ds.attrs["method"] == "tmu" and ds.attrs["model"] == "swiss-south-tmu"
         assert "fallback_reason" not in ds.attrs
         assert f"{ds.attrs['checkpoint_sha256']}  swiss-south-tmu.pt" in shipped
+        # the product says how the model compares with extrapolation, and what it was trained on
+        assert "vs pysteps extrapolation" in ds.attrs["model_heldout_skill"]
+        assert "simulated from real seeds" in ds.attrs["model_training_data"]
         assert str(ds["time"].values[-1]).startswith("2024-02-27T10:20")
         assert np.nanmax(ds["rain_rate"].values) > 0.1  # it rains in the forecast
 
