@@ -137,11 +137,12 @@ def skill_summary(skill: dict[str, Any]) -> str:
             f"{verdict} (test set {skill['test_set']}, {skill['sequences']} sequences, {skill['provenance']})")
 
 
-def record_skill(checkpoint: str | Path, skill: dict[str, Any]) -> str:
-    """Store ``skill`` in a checkpoint's metadata (``heldout_skill``); returns the file's new SHA-256.
+def update_metadata(checkpoint: str | Path, **fields: Any) -> str:
+    """Add or replace metadata fields of a checkpoint; returns the file's new SHA-256.
 
     The weights and their digest are unchanged; the file is rewritten
-    atomically.
+    atomically. Used to record what is measured after training (held-out
+    skill) or corrected after it (the training data's provenance).
     """
     import torch
 
@@ -149,10 +150,15 @@ def record_skill(checkpoint: str | Path, skill: dict[str, Any]) -> str:
 
     ckpt = load_checkpoint(checkpoint)
     metadata = dict(ckpt.metadata)
-    metadata["heldout_skill"] = json.loads(json.dumps(skill))
+    metadata.update(json.loads(json.dumps(fields)))
     obj = torch.load(ckpt.path, map_location="cpu", weights_only=True)
     obj["metadata"] = metadata
     _atomic_torch_save(obj, ckpt.path)
-    digest = sha256_of(ckpt.path)
-    log.info("%s: held-out skill recorded (%s); sha256 %s", ckpt.path, skill_summary(skill), digest[:12])
+    return sha256_of(ckpt.path)
+
+
+def record_skill(checkpoint: str | Path, skill: dict[str, Any]) -> str:
+    """Store ``skill`` in a checkpoint's metadata (``heldout_skill``); returns the file's new SHA-256."""
+    digest = update_metadata(checkpoint, heldout_skill=skill)
+    log.info("%s: held-out skill recorded (%s); sha256 %s", checkpoint, skill_summary(skill), digest[:12])
     return digest
