@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nowcast.errors import ForecastError
 from nowcast.models.normalization import Normaliser
 from nowcast.motion import advect_leads, displacements, from_db, motion_field, to_db, to_lagrangian, unknown_mask
 
@@ -110,7 +111,7 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
     if np.any(np.nan_to_num(window, nan=0.0) >= threshold):
         change = np.asarray(network(normalise_db(lag.db, normaliser), int(leads)), dtype=np.float64)
         if change.shape != (int(leads), *window.shape[1:]):
-            raise ValueError(f"network returned changes of shape {change.shape}, expected {(int(leads), *window.shape[1:])}")
+            raise ForecastError(f"network returned changes of shape {change.shape}, expected {(int(leads), *window.shape[1:])}")
         fields = analysis[None] + scale * change  # exactly the analysis frame where the change is 0
         fields = np.maximum(fields, zero)
     else:  # a dry window stays dry: nothing to grow from
