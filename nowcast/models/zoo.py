@@ -368,7 +368,7 @@ class Forecaster:
         """Lagrangian changes ``(leads, h, w)`` relative to the analysis frame (exactly 0 when untrained)."""
         return self._network(x, leads) - np.asarray(x[-1], dtype=np.float32)[None]
 
-    def predict_region(self, window: np.ndarray, leads: int, tile: int | None = 768, overlap: int = 32) -> np.ndarray:
+    def predict_region(self, window: np.ndarray, leads: int, tile: int | None = None, overlap: int = 32) -> np.ndarray:
         """Forecast a whole region: the network in tiles of at most ``tile`` cells (``None``: one tile).
 
         A Lagrangian model finds the motion and moves the frames on the whole
