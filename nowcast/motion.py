@@ -281,23 +281,35 @@ def warp_torch(fields, displacement, outval: float):
     return values.where(inside[:, None], values.new_tensor(outval)), inside
 
 
-def to_lagrangian_torch(frames, offsets: list[int], velocity, outval: float = DB_ZERO):
-    """:func:`to_lagrangian` for a batch: ``frames`` ``(B, T, H, W)``, ``velocity`` ``(B, 2, H, W)``."""
+def shift_torch(fields, shifts: list[int], velocity, outval: float = DB_ZERO):
+    """Move field ``i`` of ``fields`` ``(B, T, H, W)`` by ``shifts[i]`` steps along ``velocity`` ``(B, 2, H, W)``.
+
+    A positive shift moves rain forward in time, a negative one backward; 0
+    leaves the field as it is. Returns ``(moved, inside)``: the moved fields
+    and a bool mask of the pixels whose source lay inside the domain. The
+    displacements are computed once per direction, for the largest shift.
+    """
     import torch
 
-    offsets = [int(o) for o in offsets]
-    back = max([-o for o in offsets if o < 0], default=0)
-    ahead = max([o for o in offsets if o > 0], default=0)
-    fwd = displacements_torch(velocity, back)
-    bwd = displacements_torch(-velocity, ahead)
+    shifts = [int(k) for k in shifts]
+    forward = displacements_torch(velocity, max([k for k in shifts if k > 0], default=0))
+    backward = displacements_torch(-velocity, max([-k for k in shifts if k < 0], default=0))
     out, valid = [], []
-    for i, o in enumerate(offsets):
-        frame = frames[:, i : i + 1]
-        if o == 0:
-            out.append(frame[:, 0])
-            valid.append(torch.ones_like(frame[:, 0], dtype=torch.bool))
+    for i, k in enumerate(shifts):
+        field = fields[:, i]
+        if k == 0:
+            out.append(field)
+            valid.append(torch.ones_like(field, dtype=torch.bool))
             continue
-        values, inside = warp_torch(frame, fwd[-o - 1] if o < 0 else bwd[o - 1], outval)
+        values, inside = warp_torch(field[:, None], forward[k - 1] if k > 0 else backward[-k - 1], outval)
         out.append(values[:, 0])
         valid.append(inside)
     return torch.stack(out, dim=1), torch.stack(valid, dim=1)
+
+
+def to_lagrangian_torch(frames, offsets: list[int], velocity, outval: float = DB_ZERO):
+    """:func:`to_lagrangian` for a batch: ``frames`` ``(B, T, H, W)``, ``velocity`` ``(B, 2, H, W)``.
+
+    The frame observed ``o`` steps from the analysis time is moved ``-o`` steps.
+    """
+    return shift_torch(frames, [-int(o) for o in offsets], velocity, outval)

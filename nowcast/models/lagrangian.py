@@ -161,8 +161,7 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
     frames = np.asarray(frames, dtype=np.float64)
     nodata = np.isnan(frames)
     rain = np.nan_to_num(frames, nan=0.0)
-    with np.errstate(divide="ignore"):
-        db = np.where(rain >= threshold, 10.0 * np.log10(np.where(rain > 0, rain, 1.0)), zero)
+    db = to_db(rain, threshold=threshold, zerovalue=zero)
     T = frames.shape[1]
     offsets = list(range(-(input_frames - 1), T - input_frames + 1))
     vel = torch.from_numpy(np.nan_to_num(np.asarray(velocity, dtype=np.float64))).float()
@@ -180,22 +179,10 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
 
 def rigidly_moved(analysis, velocity, offsets: list[int], outval: float):
     """Frames ``(B, T, H, W)`` of the analysis field ``(B, H, W)`` moved along ``velocity`` to each offset's time."""
-    import torch
+    from nowcast.motion import shift_torch
 
-    from nowcast.motion import displacements_torch, warp_torch
-
-    ahead = max([o for o in offsets if o > 0], default=0)
-    back = max([-o for o in offsets if o < 0], default=0)
-    later = displacements_torch(velocity, ahead)  # where rain k steps later came from
-    earlier = displacements_torch(-velocity, back)  # where rain k steps earlier went to
-    frames = []
-    for o in offsets:
-        if o == 0:
-            frames.append(analysis)
-            continue
-        moved, _ = warp_torch(analysis[:, None], later[o - 1] if o > 0 else earlier[-o - 1], outval)
-        frames.append(moved[:, 0])
-    return torch.stack(frames, dim=1)
+    frames = analysis[:, None].expand(-1, len(offsets), -1, -1)
+    return shift_torch(frames, offsets, velocity, outval)[0]
 
 
 def training_sample(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
