@@ -1,18 +1,32 @@
-"""Training-iteration and forward time of the TMU predictor (issue #3 targets).
+"""Training-iteration and forward time of the TMU predictor, its GFLOP/s, and the reference side by side.
 
-Setting of the reference measurements in TMU.md: 64x64 frames, p=4, batch 8,
-20 frames (10 -> 10), a TMU target with two frozen ConvLSTM sources of the
-same size, on 2 CPU cores. Reference: 3.4 s/iter (L=2, C=32) and 23.5 s/iter
-(L=4, C=64); forward alone 0.54 s and 5.7 s.
+Setting (TMU.md, "Cost of the reference implementation"): 64x64 frames, p=4,
+batch 8, 20 frames (10 -> 10), a TMU target with two frozen ConvLSTM sources
+of the target's size. One *training iteration* = the memory bank (sources,
+no_grad) + the target's forward with scheduled sampling + prediction and
+distillation MSE + backward + Adam step, as :func:`nowcast.training.train`
+does. The *forward* is a closed-loop forecast (10 inputs, 10 leads, no_grad).
 
-One *training iteration* = the memory bank (both sources, no_grad) + the
-target's forward with scheduled sampling + prediction and distillation MSE +
-backward + Adam step, exactly what :func:`nowcast.training.train` does. The
-*forward* is a closed-loop test forecast (10 inputs, 10 leads, no_grad).
+Configurations of ours (``--variants``):
+
+``fp32``            plain fp32 (NCHW);
+``bf16``            ``torch.autocast`` bf16 (:mod:`nowcast.precision`), where the CPU has bf16 units;
+``fp32-cl``         fp32, channels-last memory format;
+``fp32-compile``    fp32, ``torch.compile`` of the recurrent step (compile time reported apart).
+
+For each, achieved GFLOP/s (FLOPs counted by ``torch.utils.flop_counter`` on
+one iteration, so both implementations are counted the same way) and the
+fraction of the core's peak (a 1024^3 matmul in the same precision, same
+threads, same run). With ``--reference DIR`` (a checkout of
+github:thuml/transferable-memory outside the project, e.g.
+``git --git-dir=/work/.mirror/thuml+transferable-memory/repo archive HEAD | tar -x -C /tmp/tmu-ref``)
+the authors' ``model_adaptive.Model.train`` step (one step; their script
+makes a second, time-reversed one) and their test forward are timed in the
+same run, alternating with ours, and every ratio is taken within the run.
 
 Usage::
 
-    .venv/bin/python benchmarks/model_speed.py --sizes 2x32 4x64 --iterations 3 --threads 2
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/model_speed.py --threads 1 --reference /tmp/tmu-ref
 
 Set ``OMP_WAIT_POLICY=PASSIVE`` on a machine shared with other jobs: with
 the default (spinning) policy two OpenMP threads competing with another
@@ -22,19 +36,24 @@ process for two cores can be 100x slower on small element-wise kernels.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
+import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger("benchmarks.model_speed")
 
-REFERENCE = {(2, 32): (3.4, 0.54), (4, 64): (23.5, 5.7)}
+VARIANTS = ("fp32", "bf16", "fp32-cl", "fp32-compile")
 
 
-def build(layers: int, hidden: int, n_sources: int, channels_last: bool):
+def build(layers: int, hidden: int, n_sources: int, channels_last: bool = False):
     from nowcast.models.predictor import Predictor
     from nowcast.models.tmu import MemoryBank
 
@@ -48,71 +67,163 @@ def build(layers: int, hidden: int, n_sources: int, channels_last: bool):
     return target, bank
 
 
-def time_training(target, bank, batch: torch.Tensor, iterations: int) -> list[float]:
-    from nowcast.models.predictor import fold
+def _cast(variant: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
 
-    opt = torch.optim.Adam(target.parameters(), lr=3e-4)
-    n_in, n_out = 10, batch.shape[1] - 10
-    steps = n_in + n_out - 1
-    gen = torch.Generator().manual_seed(0)
-    times = []
-    for _ in range(iterations + 1):  # the first one warms up allocators and kernels
-        t0 = time.perf_counter()
-        mask = (torch.rand((batch.shape[0], n_out - 1), generator=gen) < 0.5).float()
-        out = target(batch, n_in, n_out, teacher_mask=mask)
-        loss = F.mse_loss(out.predictions, batch[:, 1 : steps + 1])
-        if bank.n_sources:
-            mems = bank(fold(batch[:, :steps], 4))
-            loss = loss + sum(F.mse_loss(d, m) for d, m in zip(out.distilled, mems)) / bank.n_sources
-        opt.zero_grad(set_to_none=True)
+
+class Ours:
+    """One configuration of the project's predictor: a train step and a closed-loop forward."""
+
+    def __init__(self, layers: int, hidden: int, n_sources: int, variant: str, batch: torch.Tensor) -> None:
+        self.variant = variant
+        self.target, self.bank = build(layers, hidden, n_sources, channels_last=variant == "fp32-cl")
+        self.batch = batch
+        self.opt = torch.optim.Adam(self.target.parameters(), lr=3e-4)
+        self.gen = torch.Generator().manual_seed(0)
+        self.compile_seconds = 0.0
+        if variant == "fp32-compile":
+            t0 = time.perf_counter()
+            self.target.step = torch.compile(self.target.step, dynamic=False)
+            self.train_step()
+            self.forward()
+            self.compile_seconds = time.perf_counter() - t0
+
+    def train_step(self) -> None:
+        from nowcast.models.predictor import fold
+
+        batch = self.batch
+        n_in, n_out = 10, batch.shape[1] - 10
+        steps = n_in + n_out - 1
+        mask = (torch.rand((batch.shape[0], n_out - 1), generator=self.gen) < 0.5).float()
+        with _cast(self.variant):
+            out = self.target(batch, n_in, n_out, teacher_mask=mask)
+            mems = self.bank(fold(batch[:, :steps], 4)) if self.bank.n_sources else []
+        loss = F.mse_loss(out.predictions.float(), batch[:, 1 : steps + 1])
+        if mems:
+            loss = loss + sum(F.mse_loss(d.float(), m.float()) for d, m in zip(out.distilled, mems)) / len(mems)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    return times[1:]
+        self.opt.step()
+
+    @torch.no_grad()
+    def forward(self) -> None:
+        self.target.eval()
+        with _cast(self.variant):
+            self.target.forecast(self.batch[:, :10], self.batch.shape[1] - 10)
+        self.target.train()
 
 
-@torch.no_grad()
-def time_forward(target, batch: torch.Tensor, iterations: int) -> list[float]:
-    target.eval()
-    times = []
-    for _ in range(iterations + 1):
-        t0 = time.perf_counter()
-        target.forecast(batch[:, :10], batch.shape[1] - 10)
-        times.append(time.perf_counter() - t0)
-    target.train()
-    return times[1:]
+class Reference:
+    """The authors' TMU (``core/models/model_adaptive.py``) driven like their run.py, one train step."""
+
+    def __init__(self, root: Path, layers: int, hidden: int, batch: torch.Tensor) -> None:
+        sys.path.insert(0, str(root))
+        from core.models import model_adaptive  # noqa: PLC0415 - a checkout outside the project
+
+        B, T, _, H, W = batch.shape
+        p = 4
+        self.configs = SimpleNamespace(
+            num_hidden=",".join([str(hidden)] * layers), model_name="adaptive_model", device="cpu", lr=1e-3,
+            patch_size=p, img_channel=1, img_width=W, filter_size=5, stride=1, layer_norm=1,
+            total_length=T, input_length=10)
+        torch.manual_seed(0)
+        self.model = model_adaptive.Model(self.configs)
+        # run.py's reshape_patch: (B, T, H, W, 1) -> (B, T, H/p, W/p, p*p)
+        x = batch[:, :, 0].numpy().reshape(B, T, H // p, p, W // p, p).transpose(0, 1, 2, 4, 3, 5)
+        self.frames = np.ascontiguousarray(x.reshape(B, T, H // p, W // p, p * p))
+        rng = np.random.default_rng(0)
+        self.mask = (rng.random((B, T - 10 - 1, 1, 1, 1)) < 0.5) * np.ones((1, 1, H // p, W // p, p * p))
+        self.zero_mask = np.zeros_like(self.mask)
+
+    def train_step(self) -> None:
+        with contextlib.redirect_stdout(None):
+            self.model.train(self.frames, self.mask, 1)
+
+    def forward(self) -> None:
+        self.model.test(self.frames, self.zero_mask)
+
+
+def flops(fn) -> float:
+    """FLOPs of one call, counted by torch's dispatcher (convolutions, matmuls, and their backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def core_peak_gflops(dtype: torch.dtype) -> float:
+    """Achieved GFLOP/s of a 1024^3 matmul (best of 5): the practical peak of the core(s) in ``dtype``."""
+    a = torch.rand(1024, 1024).to(dtype)
+    b = torch.rand(1024, 1024).to(dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2 * 1024**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["2x32", "4x64"], help="LAYERSxHIDDEN, e.g. 2x32 4x64")
-    parser.add_argument("--iterations", type=int, default=3, help="Timed iterations (after one warm-up).")
+    parser.add_argument("--iterations", type=int, default=3, help="Timed repetitions (after one warm-up), alternating.")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--sources", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--channels-last", action="store_true", help="Use torch.channels_last memory format.")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "fp32-cl"], choices=VARIANTS)
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="Checkout of github:thuml/transferable-memory to time side by side (never inside the project).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    from nowcast.precision import bf16_supported
+
+    variants = [v for v in args.variants if v != "bf16" or bf16_supported("cpu")]
+    peak = {"fp32": core_peak_gflops(torch.float32)}
+    if "bf16" in variants:
+        peak["bf16"] = core_peak_gflops(torch.bfloat16)
+    log.info("core peak (1024^3 matmul, %d thread(s)): %s", args.threads,
+             ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
     batch = torch.rand(args.batch, args.frames, 1, 64, 64)
     rows = []
     for size in args.sizes:
         layers, hidden = (int(v) for v in size.lower().split("x"))
-        target, bank = build(layers, hidden, args.sources, args.channels_last)
-        train_s = statistics.median(time_training(target, bank, batch, args.iterations))
-        fwd_s = statistics.median(time_forward(target, batch, args.iterations))
-        ref = REFERENCE.get((layers, hidden))
-        rows.append((layers, hidden, train_s, fwd_s, ref))
-        log.info("L=%d C=%d: %.3f s/iter training, %.3f s forward", layers, hidden, train_s, fwd_s)
-    print(f"\n64x64, p=4, batch {args.batch}, {args.frames} frames, {args.sources} sources, "
-          f"{args.threads} thread(s){', channels-last' if args.channels_last else ''}, torch {torch.__version__}\n")
-    print("| L | C | train s/iter | reference s/iter | speed-up | forward s | reference forward s | speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for layers, hidden, train_s, fwd_s, ref in rows:
-        r_train, r_fwd = ref if ref else (float("nan"), float("nan"))
-        print(f"| {layers} | {hidden} | {train_s:.3f} | {r_train:g} | {r_train / train_s:.1f}x | "
-              f"{fwd_s:.3f} | {r_fwd:g} | {r_fwd / fwd_s:.1f}x |")
+        runners = {v: Ours(layers, hidden, args.sources, v, batch) for v in variants}
+        if args.reference is not None:
+            runners["reference"] = Reference(args.reference, layers, hidden, batch)
+        times: dict[str, dict[str, list[float]]] = {k: {"train": [], "forward": []} for k in runners}
+        work = {k: {"train": flops(r.train_step), "forward": flops(r.forward)} for k, r in runners.items()}
+        for r in runners.values():  # warm-up
+            r.train_step()
+            r.forward()
+        for _ in range(args.iterations):  # alternate, so a busy machine slows all alike
+            for k, r in runners.items():
+                times[k]["train"].append(_timed(r.train_step))
+                times[k]["forward"].append(_timed(r.forward))
+        for k, r in runners.items():
+            tr, fw = statistics.median(times[k]["train"]), statistics.median(times[k]["forward"])
+            pk = peak["bf16" if k == "bf16" else "fp32"]
+            rows.append({"size": f"{layers}x{hidden}", "config": k, "train_s": tr, "forward_s": fw,
+                         "train_gflops": work[k]["train"] / tr / 1e9, "forward_gflops": work[k]["forward"] / fw / 1e9,
+                         "peak": pk, "compile_s": getattr(r, "compile_seconds", 0.0)})
+            log.info("%s %s: %.3f s/iter training, %.3f s forward", size, k, tr, fw)
+    print(f"\n64x64, p=4, batch {args.batch}, {args.frames} frames, {args.sources} sources, {args.threads} thread(s), "
+          f"torch {torch.__version__}; core peak " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()) + " GFLOP/s\n")
+    print("| L×C | config | train s/it | GFLOP/s (% peak) | vs reference | forward s | GFLOP/s (% peak) | vs reference |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ref = {r["size"]: r for r in rows if r["config"] == "reference"}
+    for r in rows:
+        base = ref.get(r["size"])
+        vs_t = f"{base['train_s'] / r['train_s']:.2f}×" if base else "–"
+        vs_f = f"{base['forward_s'] / r['forward_s']:.2f}×" if base else "–"
+        note = f" (+{r['compile_s']:.0f} s compile)" if r["compile_s"] else ""
+        print(f"| {r['size']} | {r['config']}{note} | {r['train_s']:.3f} | {r['train_gflops']:.0f} ({100 * r['train_gflops'] / r['peak']:.0f} %) | "
+              f"{vs_t} | {r['forward_s']:.3f} | {r['forward_gflops']:.0f} ({100 * r['forward_gflops'] / r['peak']:.0f} %) | {vs_f} |")
 
 
 if __name__ == "__main__":

@@ -372,6 +372,8 @@ def run_forecast(
     *,
     tile: int = TILE,
     overlap: int = OVERLAP,
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> ForecastResult:
     """Forecast from the region's archive and write the dataset.
 
@@ -394,6 +396,10 @@ def run_forecast(
         ``HOME/forecasts/REGION/REGION_YYYYmmddTHHMMZ_METHOD.zarr``.
     tile, overlap
         Tiling of the neural forecaster (see :func:`predict_tiled`).
+    device, precision
+        Where and in what arithmetic the neural forecaster runs
+        (:mod:`nowcast.precision`; ``auto`` precision is bf16 only where it is
+        faster). The baselines run in numpy either way.
 
     Raises
     ------
@@ -430,10 +436,15 @@ def run_forecast(
     if method == MODEL_METHOD:
         try:
             forecaster = load_model(region)
+            if hasattr(forecaster, "to"):  # a Forecaster; test doubles may not move
+                forecaster.to(device, precision)
             values = run_model(forecaster, window, leads, tile=tile, overlap=overlap)
             model_name = str(getattr(forecaster.config, "name", region.forecast.model))
             sha256 = getattr(forecaster, "sha256", None)
             model_attrs = model_product_attrs(getattr(forecaster, "metadata", {}) or {})
+            if hasattr(forecaster, "resolved_precision"):
+                model_attrs["model_precision"] = forecaster.resolved_precision
+                model_attrs["model_device"] = str(forecaster.device)
         except (NowcastError, ImportError, RuntimeError) as exc:
             # RuntimeError: torch's own shape/dtype errors when a checkpoint does
             # not fit the region; an operational run must still produce a forecast.

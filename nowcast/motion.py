@@ -75,7 +75,7 @@ def from_db(db: np.ndarray, threshold: float = RAIN_THRESHOLD) -> np.ndarray:
     return np.clip(rate, 0.0, None).astype(np.float32)
 
 
-def motion_field(window: np.ndarray, method: str = "LK") -> np.ndarray:
+def motion_field(window: np.ndarray, method: str = "LK", *, tracer: bool = False) -> np.ndarray:
     """Motion ``(2, ny, nx)`` of a window of rain rates, in pixels per timestep.
 
     Parameters
@@ -85,17 +85,26 @@ def motion_field(window: np.ndarray, method: str = "LK") -> np.ndarray:
     method
         A pysteps optical-flow method (:data:`MOTION_METHODS`); ``"LK"``
         (Lucas-Kanade) is the extrapolation baseline's.
+    tracer
+        ``window`` is already a field to track with 0 as "empty" (e.g. the
+        normalised cloud-top coldness of an infrared source,
+        :func:`nowcast.models.lagrangian.tracer`), not rain rates to take to dBR.
 
-    A dry window has no features to track and gives zero motion.
+    A dry (empty) window has no features to track and gives zero motion.
     """
     import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps import motion
 
     if method not in MOTION_METHODS:
         raise ValueError(f"unknown motion method {method!r}; valid names: {', '.join(MOTION_METHODS)}")
-    db = to_db(window)
-    if not np.any(db > DB_ZERO):
-        return np.zeros((2, *window.shape[1:]))
+    if tracer:
+        db = np.nan_to_num(np.asarray(window, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if not np.any(db > 0.0):
+            return np.zeros((2, *window.shape[1:]))
+    else:
+        db = to_db(window)
+        if not np.any(db > DB_ZERO):
+            return np.zeros((2, *window.shape[1:]))
     kwargs = {} if method == "DARTS" else {"verbose": False}
     velocity = motion.get_method(method)(db, **kwargs)
     return np.where(np.isfinite(velocity), velocity, 0.0)

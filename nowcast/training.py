@@ -34,8 +34,9 @@ import torch.nn.functional as F
 
 from nowcast.errors import CheckpointError, ConfigError, NowcastError
 from nowcast.models.config import ModelConfig, TMUConfig, TrainingConfig
-from nowcast.models.predictor import Predictor, fold
+from nowcast.models.predictor import Predictor, PredictorOutput, fold
 from nowcast.models.tmu import MemoryBank
+from nowcast.precision import autocast, resolve_precision
 from nowcast.models.zoo import (
     Checkpoint,
     _atomic_torch_save,
@@ -428,12 +429,15 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         torch.manual_seed(tcfg.seed)
+        precision = resolve_precision(tcfg.precision, str(device))
+        log.info("%s: training in %s on %s", config.name, precision, device)
         bank, source_ckpts = (load_sources(config) if config.tmu else (None, []))
         source_channels = bank.source_channels if bank is not None else []
         model = Predictor.from_config(config.architecture, source_channels, config.tmu.variant if config.tmu else "sum")
         optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
         start, history, running = 0, [], None
-        extra: dict[str, Any] = {"tmu": None, "init_from": None, "training_provenance": _provenance(config)}
+        extra: dict[str, Any] = {"tmu": None, "init_from": None, "training_provenance": _provenance(config),
+                                 "training_precision": precision}
         if config.tmu:
             extra["tmu"] = {
                 "sources": [{"name": n, "path": str(c.path), "sha256": c.sha256, "domain": c.metadata.get("data", {}).get("domain"),
@@ -480,7 +484,9 @@ def train(
                 prob = sampling_probability(tcfg, it)
                 gen = torch.Generator().manual_seed(_mix_seed(tcfg.seed, it))
                 mask = (torch.rand((batch.shape[0], n_out - 1), generator=gen) < prob).float().to(device)
-                out = model(batch, n_in, n_out, teacher_mask=mask)
+                with autocast(precision, str(device)):
+                    out = model(batch, n_in, n_out, teacher_mask=mask)
+                out = PredictorOutput(out.predictions.float(), [d.float() for d in out.distilled])
                 truth, w = batch[:, 1 : steps + 1], weight[:, 1 : steps + 1]
                 pred_loss = masked_mse(out.predictions, truth, w)
                 loss = pred_loss
@@ -492,7 +498,9 @@ def train(
                     loss = loss + tcfg.soft_csi_weight * csi_loss
                     record["soft_csi_loss"] = float(csi_loss.detach())
                 if bank is not None and config.tmu is not None:
-                    memories = bank(fold(batch[:, :steps], config.architecture.patch_size))
+                    with autocast(precision, str(device)):
+                        memories = bank(fold(batch[:, :steps], config.architecture.patch_size))
+                    memories = [m.float() for m in memories]
                     errors = distillation_errors(config.tmu, out.distilled, memories, pred_loss)
                     detached = errors.detach().cpu()
                     running = detached if running is None else config.tmu.adaptive_momentum * running + (1 - config.tmu.adaptive_momentum) * detached
@@ -521,7 +529,8 @@ def train(
                 ran += 1
                 done = it + 1
                 if done % tcfg.val_every == 0 or done == total:
-                    record.update(validate(model, [_to(v, device) for v in val_batches], n_in, n_out))
+                    with autocast(precision, str(device)):
+                        record.update(validate(model, [_to(v, device) for v in val_batches], n_in, n_out))
                 history.append(record)
                 bar.update(record, ran / (time.perf_counter() - t_begin))
                 if done % tcfg.log_every == 0 or done == total or "val_mse" in record:

@@ -37,14 +37,28 @@ log = logging.getLogger(__name__)
 MOTION_VARIABLE = "motion"
 
 
-def _sequence_motion(frames: np.ndarray, input_frames: int, method: str) -> np.ndarray:
+#: Variables motion can be computed from, and how their fields are tracked.
+#: Rain is tracked in dBR (as the extrapolation baseline does); infrared as
+#: the cloud-top coldness of the default ``brightness_temperature``
+#: normalisation, ``(330 K - T) / 120 K`` (optical flow does not depend on the
+#: affine scale; the reference only decides what counts as "empty").
+TRACKED = {"rain_rate": "rain", "brightness_temperature": "brightness_temperature"}
+
+
+def _sequence_motion(frames: np.ndarray, input_frames: int, method: str, variable: str = "rain_rate") -> np.ndarray:
     """Motion ``(T, 2, ny, nx)`` of every analysis time of one sequence (NaN before a full window)."""
     from nowcast.motion import motion_field
 
+    tracer = TRACKED[variable] != "rain"
+    if tracer:
+        from nowcast.models.lagrangian import tracer as to_tracer
+        from nowcast.models.normalization import make_normaliser
+
+        frames = to_tracer(frames, make_normaliser({"kind": "brightness_temperature"}))[0]
     T = frames.shape[0]
     out = np.full((T, 2, *frames.shape[1:]), np.nan, dtype=np.float32)
     for t in range(input_frames - 1, T):
-        out[t] = motion_field(frames[t - input_frames + 1 : t + 1], method)
+        out[t] = motion_field(frames[t - input_frames + 1 : t + 1], method, tracer=tracer)
     return out
 
 
@@ -79,16 +93,21 @@ def add_motion(path: str | Path, input_frames: int, method: str = "LK", schedule
         raise ConfigError(f"{path}: sequence store does not exist")
     started = _time.perf_counter()
     with xr.open_zarr(path) as ds:
-        if "rain_rate" not in ds or ds["rain_rate"].dims != ("sequence", "time", "y", "x"):
-            raise ConfigError(f"{path}: no rain_rate (sequence, time, y, x) to compute motion from")
-        data = np.asarray(ds["rain_rate"].values, dtype=np.float32)
+        names = [n for n in TRACKED if n in ds and ds[n].dims == ("sequence", "time", "y", "x")]
+        if not names:
+            raise ConfigError(f"{path}: no {' or '.join(TRACKED)} (sequence, time, y, x) to compute motion from")
+        variable = names[0]
+        data = np.asarray(ds[variable].values, dtype=np.float32)
         attrs = dict(ds.attrs)  # to_zarr(mode="a") rewrites the root attributes: keep provenance & co.
-    tasks = [dask.delayed(_sequence_motion, pure=True)(np.nan_to_num(seq, nan=0.0), int(input_frames), method) for seq in data]
+    if variable == "rain_rate":
+        data = np.nan_to_num(data, nan=0.0)  # no data tracks as dry; brightness temperatures: tracer() handles NaN
+    tasks = [dask.delayed(_sequence_motion, pure=True)(seq, int(input_frames), method, variable) for seq in data]
     with dask.config.set(scheduler=scheduler):
         motion = np.stack(dask.compute(*tasks))
     var = xr.DataArray(
         motion, dims=("sequence", "time", "component", "y", "x"),
         attrs={"long_name": f"optical-flow motion of the {input_frames} frames ending at this time (pysteps {method})",
+               "motion_tracked": f"{variable} as {'dBR' if variable == 'rain_rate' else 'cloud-top coldness (330 K - T) / 120 K'}",
                "units": "pixel per timestep", "motion_window": int(input_frames), "motion_method": method,
                "component_names": "u (along x), v (along y)"},
     )

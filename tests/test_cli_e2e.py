@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import numpy as np
 
 from nowcast.cli import main
@@ -63,3 +64,22 @@ def test_unknown_method_is_one_line_exit_2(home: Path, odim_moving, capsys) -> N
     assert main(["forecast", "--region", REGION, "--method", "crystal-ball"]) == 2
     err = capsys.readouterr().err
     assert "crystal-ball" in err and "persistence" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("flag", "value", "words"), [("--precision", "fp16", "auto, bf16, fp32"),
+                                                       ("--device", "tpu", "auto, cpu, cuda")])
+def test_bad_precision_or_device_is_one_line_exit_2(home: Path, flag: str, value: str, words: str, capsys) -> None:
+    assert main(["forecast", "--region", REGION, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert value in err and words in err and err.count("\n") == 1
+
+
+def test_forecast_product_says_which_precision_the_model_ran_in(home: Path, odim_moving, tmp_path: Path, capsys) -> None:
+    import xarray as xr
+
+    main(["ingest", "--region", REGION, "--scheduler", "synchronous", "--no-progress", "-q", *map(str, odim_moving(4))])
+    out = tmp_path / "f.zarr"
+    assert main(["forecast", "--region", REGION, "--method", "tmu", "--precision", "fp32", "--leads", "2",
+                 "--out", str(out), "-q"]) == 0
+    with xr.open_zarr(out) as ds:
+        assert ds.attrs["model_precision"] == "fp32" and ds.attrs["model_device"] == "cpu"

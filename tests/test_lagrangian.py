@@ -206,3 +206,52 @@ def test_heldout_skill_is_recorded_in_the_checkpoint_and_summarised_for_products
     skill["no_worse_at_every_lead"] = False
     assert "worse than extrapolation at some leads" in model_product_attrs({"heldout_skill": skill})["model_heldout_skill"]
     assert model_product_attrs({})["model_heldout_skill"].startswith("not measured")
+
+
+def infrared_source_config():
+    return lagrangian_config(
+        role="source", name="ir-lag-test",
+        data={"kind": "zarr_sequences", "path": "unused.zarr", "modality": "brightness_temperature", "units": "K",
+              "normalisation": {"kind": "brightness_temperature"}, "frame_size": 32, "input_frames": 4,
+              "output_frames": 6, "timestep_minutes": 15})
+
+
+def test_infrared_source_may_be_lagrangian_but_an_infrared_target_may_not():
+    assert infrared_source_config().frame == "lagrangian"
+    with pytest.raises(ConfigError, match="brightness_temperature"):
+        lagrangian_config(data={"kind": "zarr_sequences", "path": "x.zarr", "modality": "brightness_temperature",
+                                "units": "K", "normalisation": {"kind": "brightness_temperature"}, "frame_size": 32,
+                                "input_frames": 4, "output_frames": 2, "timestep_minutes": 15})
+
+
+def test_infrared_training_sample_moves_brightness_temperature_along_the_motion():
+    """A cold cloud moving rigidly is persistent in the Lagrangian frame, in the normalised coldness."""
+    rain = moving_window(shape=(48, 56), frames=10, u=2.0, v=0.0)
+    temperature = 290.0 - 8.0 * rain  # cold tops where the rain is: a rigidly moving cloud field
+    velocity = np.stack([np.full(rain.shape[1:], 2.0), np.zeros(rain.shape[1:])])
+    cfg = infrared_source_config()
+    x, valid = training_sample(temperature, velocity, 4, cfg.data.normaliser)
+    inside = valid.astype(bool)
+    np.testing.assert_allclose(x[3], cfg.data.normaliser.forward(temperature[3]), atol=1e-6)  # analysis frame as is
+    for k in range(rain.shape[0]):
+        np.testing.assert_allclose(x[k][inside[k]], x[3][inside[k]], atol=1e-4)
+    assert not valid[-1].all()
+
+
+def test_motion_of_an_infrared_store_tracks_the_clouds(tmp_path):
+    """Stored motion of brightness-temperature sequences: the cloud's displacement, in px per step."""
+    import xarray as xr
+
+    from pipelines.sequences import add_motion
+
+    rain = np.stack([k * moving_window(shape=(48, 56), frames=6, u=2.0, v=-1.0) for k in (1.0, 0.5)])
+    ds = xr.Dataset({"brightness_temperature": (("sequence", "time", "y", "x"), (290.0 - 8.0 * rain).astype(np.float32),
+                                                {"units": "K"})})
+    ds.to_zarr(tmp_path / "ir.zarr", mode="w", consolidated=True)
+    add_motion(tmp_path / "ir.zarr", 4, "LK", scheduler="synchronous")
+    with xr.open_zarr(tmp_path / "ir.zarr") as out:
+        motion = out["motion"].values
+        assert "coldness" in out["motion"].attrs["motion_tracked"]
+    assert np.isnan(motion[:, :3]).all()
+    u, v = np.median(motion[:, 3:, 0]), np.median(motion[:, 3:, 1])
+    assert abs(u - 2.0) < 0.3 and abs(v + 1.0) < 0.3

@@ -24,6 +24,15 @@ def forecast(
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Output .zarr or .nc (default: HOME/forecasts/REGION/...).")
     ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="Where the neural forecaster runs: cpu, cuda or auto (CUDA when present).")
+    ] = "cpu",
+    precision: Annotated[
+        str, typer.Option("--precision", help="Network arithmetic: auto (bf16 only where this machine runs it faster), bf16 or fp32.")
+    ] = "auto",
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", min=1, help="Torch CPU threads (default: every core; 1 on a busy shared machine).")
+    ] = None,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
@@ -36,9 +45,17 @@ def forecast(
     from nowcast.config import load_region
     from nowcast.forecast import iso, run_forecast
 
+    from nowcast.precision import check_choice
+
     setup(verbose, quiet)
+    check_choice(device=device, precision=precision)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     reg = load_region(region, home)
-    result = run_forecast(reg, home=home, time=time, method=method, leads=leads, out=out)
+    result = run_forecast(reg, home=home, time=time, method=method, leads=leads, out=out, device=device,
+                          precision=precision)
     note = f" (fallback: {result.fallback_reason})" if result.fallback_reason else ""
     typer.echo(
         f"{result.method} forecast for {reg.name} from {iso(result.reference_time)}, "

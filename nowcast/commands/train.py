@@ -20,7 +20,10 @@ def train(
         Optional[int], typer.Option("--iterations", "-n", min=1, help="Train up to this iteration (default: training.iterations).")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from NAME.state.pt beside the checkpoint.")] = True,
-    device: Annotated[str, typer.Option("--device", help="Torch device (cpu, cuda, cuda:1, ...).")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ... or auto (CUDA when present).")] = "cpu",
+    precision: Annotated[
+        Optional[str], typer.Option("--precision", help="auto, bf16 or fp32 (default: the config's training.precision).")
+    ] = None,
     threads: Annotated[
         Optional[int], typer.Option("--threads", min=1, help="Torch CPU threads (default: torch's choice; 1 is best on a busy shared machine).")
     ] = None,
@@ -42,7 +45,13 @@ def train(
         import torch
 
         torch.set_num_threads(threads)
+    from nowcast.precision import check_choice, resolve_device
+
+    check_choice(device=device, precision=precision or "auto")
     cfg = load_model_config(find_model_config(config, home))
-    result = run_training(cfg, resume=resume, max_iterations=iterations, progress=progress and not quiet, device=device)
+    if precision:
+        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"precision": precision})})
+    result = run_training(cfg, resume=resume, max_iterations=iterations, progress=progress and not quiet,
+                          device=resolve_device(device))
     losses = ", ".join(f"{k} {result.final_losses[k]:.5g}" for k in ("loss", "prediction", "distillation", "val_mse") if k in result.final_losses)
     typer.echo(f"{cfg.name}: {result.iterations} iterations ({losses}); checkpoint {result.checkpoint} sha256 {result.sha256}")

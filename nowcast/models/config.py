@@ -150,6 +150,11 @@ class TrainingConfig(StrictModel):
     )
     soft_csi_weight: float = Field(0.0, ge=0, description="Weight of the soft-CSI loss term (does not reward blur).")
     soft_csi_thresholds: list[float] = Field(default_factory=lambda: [1.0, 5.0], description="mm/h thresholds of the soft CSI.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="Convolutions in bf16 autocast ('bf16'), fp32, or 'auto': bf16 where the device has bf16 units "
+                    "that are faster than fp32 (nowcast.precision); weights, optimizer and loss stay fp32.",
+    )
     init_from: str | None = Field(None, description="Source model (name or path) whose matching weights start the target (finetune).")
 
     @model_validator(mode="after")
@@ -188,8 +193,12 @@ class ModelConfig(StrictModel):
         if self.data.kind == "moving_mnist" and self.data.timestep_minutes is not None:
             raise ValueError("data.timestep_minutes must be null for Moving-MNIST (no physical time step)")
         if self.frame == "lagrangian":
-            if self.data.modality != "rain" or self.data.normaliser.kind != "db":
-                raise ValueError("frame 'lagrangian' needs data.modality 'rain' and data.normalisation kind 'db'")
+            kind = self.data.normaliser.kind
+            rain = self.data.modality == "rain" and kind == "db"
+            infrared = self.data.modality == "brightness_temperature" and kind == "brightness_temperature"
+            if not (rain or (infrared and self.role == "source")):
+                raise ValueError("frame 'lagrangian' needs data.modality 'rain' with data.normalisation kind 'db' "
+                                 "(or, for a source, brightness_temperature with kind 'brightness_temperature')")
             if not self.architecture.residual:
                 raise ValueError("frame 'lagrangian' needs architecture.residual: true (untrained = extrapolation)")
         return self

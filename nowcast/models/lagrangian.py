@@ -64,6 +64,38 @@ def db_params(normaliser: Normaliser) -> tuple[float, float, float]:
     return p["threshold"], p["zerovalue"], p["scale"]
 
 
+#: Normalisations the Lagrangian frame can move fields in (rain in dBR; IR as cloud-top coldness).
+LAGRANGIAN_KINDS = ("db", "brightness_temperature")
+
+
+def tracer(frames: np.ndarray, normaliser: Normaliser):
+    """The field the Lagrangian frame moves, its "empty" inflow value, and the map to network space.
+
+    Rain (``db``): dBR, dry = the normaliser's ``zerovalue`` (as extrapolation
+    moves it), then ``(dBR - zerovalue) / scale``. Infrared
+    (``brightness_temperature``): the normalised coldness
+    ``(reference - T) / scale`` itself (cloud tops high, like heavy rain),
+    with the reference temperature (0) flowing in; it is linear, so moving it
+    in network space is moving the temperatures. NaN (no data) becomes the
+    empty value; the caller masks it.
+
+    Returns
+    -------
+    field, empty, to_network
+        ``field`` float64 like ``frames``; ``to_network`` maps moved fields
+        (arrays or tensors) to what the network sees.
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    if normaliser.kind == "db":
+        threshold, zero, scale = db_params(normaliser)
+        return to_db(np.nan_to_num(frames, nan=0.0), threshold=threshold, zerovalue=zero), zero, lambda f: (f - zero) / scale
+    if normaliser.kind == "brightness_temperature":
+        with np.errstate(invalid="ignore"):
+            field = np.nan_to_num(normaliser.forward(frames).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        return field, 0.0, lambda f: f
+    raise ValueError(f"the Lagrangian frame moves {', '.join(LAGRANGIAN_KINDS)} fields, not {normaliser.kind!r}")
+
+
 def lagrangian_window(window: np.ndarray, normaliser: Normaliser, velocity: np.ndarray | None = None,
                       motion_method: str = "LK") -> LagrangianWindow:
     """Move an input window (``(T, ny, nx)`` mm/h, NaN = dry) to its newest frame's time."""
@@ -129,7 +161,8 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
     Parameters
     ----------
     frames
-        ``(B, input_frames + output_frames, ny, nx)`` mm/h (NaN = no data).
+        ``(B, input_frames + output_frames, ny, nx)`` in the data's units
+        (mm/h, or K for infrared; NaN = no data), moved as :func:`tracer` says.
     velocity
         ``(B, 2, ny, nx)`` stored motion of each input window (px/step).
     input_frames
@@ -157,23 +190,21 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
 
     from nowcast.motion import to_lagrangian_torch
 
-    threshold, zero, scale = db_params(normaliser)
     frames = np.asarray(frames, dtype=np.float64)
     nodata = np.isnan(frames)
-    rain = np.nan_to_num(frames, nan=0.0)
-    db = to_db(rain, threshold=threshold, zerovalue=zero)
+    field, empty, to_network = tracer(frames, normaliser)
     T = frames.shape[1]
     offsets = list(range(-(input_frames - 1), T - input_frames + 1))
     vel = torch.from_numpy(np.nan_to_num(np.asarray(velocity, dtype=np.float64))).float()
-    db = torch.from_numpy(db).float()
+    field = torch.from_numpy(field).float()
     if persistent is not None and np.any(persistent):
         idx = torch.from_numpy(np.flatnonzero(persistent))
-        db[idx] = rigidly_moved(db[idx, input_frames - 1], vel[idx], offsets, zero)
-    lag, valid = to_lagrangian_torch(db, offsets, vel, outval=zero)
+        field[idx] = rigidly_moved(field[idx, input_frames - 1], vel[idx], offsets, empty)
+    lag, valid = to_lagrangian_torch(field, offsets, vel, outval=empty)
     if nodata.any():
         covered, _ = to_lagrangian_torch(torch.from_numpy((~nodata).astype(np.float32)), offsets, vel, outval=0.0)
         valid = valid & (covered > 0.5)
-    x = (lag - zero) / scale
+    x = to_network(lag)
     return x.contiguous(), valid.float().contiguous()
 
 
@@ -187,7 +218,7 @@ def rigidly_moved(analysis, velocity, offsets: list[int], outval: float):
 
 def training_sample(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
                     persistent: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One sequence through :func:`training_batch`: ``(T, ny, nx)`` mm/h -> (x, valid) float32 arrays."""
+    """One sequence through :func:`training_batch`: ``(T, ny, nx)`` (mm/h or K) -> (x, valid) float32 arrays."""
     x, valid = training_batch(np.asarray(frames)[None], np.asarray(velocity)[None], input_frames, normaliser,
                               np.array([persistent]))
     return x[0].numpy(), valid[0].numpy()

@@ -322,6 +322,9 @@ class Forecaster:
         self.path = path
         self.metadata = metadata or {}
         self.normaliser: Normaliser = make_normaliser(self.metadata.get("normalisation") or config.data.normalisation)
+        #: Network arithmetic (:mod:`nowcast.precision`): ``auto``, ``bf16`` or ``fp32``.
+        self.precision = "auto"
+        self.device = "cpu"
 
     def __repr__(self) -> str:
         return f"Forecaster({self.config.name!r}, sha256={self.sha256[:12]!r})"
@@ -360,9 +363,35 @@ class Forecaster:
 
     def _network(self, x: np.ndarray, leads: int) -> np.ndarray:
         """Closed-loop network output ``(leads, h, w)`` in model space for normalised inputs ``(T, h, w)``."""
-        with torch.no_grad():
-            out = self.model.forecast(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, :, None], leads)
-        return out[0, :, 0].numpy()
+        from nowcast.precision import autocast
+
+        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, :, None].to(self.device)
+        with torch.no_grad(), autocast(self.precision, self.device):
+            out = self.model.forecast(inputs, leads)
+        return out[0, :, 0].float().cpu().numpy()
+
+    def to(self, device: str = "cpu", precision: str = "auto") -> "Forecaster":
+        """Run the network on ``device`` (``cpu``, ``cuda``, ``auto``) in ``precision``; returns self.
+
+        Raises
+        ------
+        ConfigError
+            ``cuda`` without a CUDA device, or ``bf16`` where unsupported.
+        """
+        from nowcast.precision import resolve_device, resolve_precision
+
+        device = resolve_device(device)
+        resolve_precision(precision, device)  # refuse an impossible choice now, not mid-forecast
+        self.model.to(device)
+        self.device, self.precision = device, precision
+        return self
+
+    @property
+    def resolved_precision(self) -> str:
+        """``bf16`` or ``fp32``: what :meth:`predict` actually runs in."""
+        from nowcast.precision import resolve_precision
+
+        return resolve_precision(self.precision, self.device)
 
     def _changes(self, x: np.ndarray, leads: int) -> np.ndarray:
         """Lagrangian changes ``(leads, h, w)`` relative to the analysis frame (exactly 0 when untrained)."""
