@@ -118,7 +118,8 @@ def child(args: argparse.Namespace) -> None:
     out = Path(args.home) / f"bench_{args.region}_{method}.zarr"
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        result = fc.run_forecast(region, home=args.home, method=method, leads=args.leads, out=out)
+        result = fc.run_forecast(region, home=args.home, method=method, leads=args.leads, out=out,
+                                 precision=args.precision)
         runs.append(time.perf_counter() - t0)
         compute.append(result.compute_seconds)
         if result.fallback_reason:
@@ -128,6 +129,7 @@ def child(args: argparse.Namespace) -> None:
         "region": args.region, "shape": list(region.grid.shape), "method": method, "leads": args.leads,
         "first_s": runs[0], "median_s": statistics.median(runs), "compute_s": statistics.median(compute),
         "peak_rss_mb": peak_kb / 1024, "repeat": args.repeat, "note": note,
+        "precision": getattr(forecaster, "resolved_precision", "") if method == "tmu" else "",
     }))
 
 
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--model", default=None, help="Model config name with a trained checkpoint.")
     parser.add_argument("--model-config", default=None, help="Model config for a random-init TMU (default: zoo default).")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="Network arithmetic of the tmu method (nowcast.precision).")
     parser.add_argument("--child", nargs=3, metavar=("REGION", "METHOD", "HOME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"# {region}: archive of 4 frames built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             for method in args.methods:
                 cmd = [sys.executable, __file__, "--child", region, method, str(home), "--leads", str(args.leads),
-                       "--repeat", str(args.repeat), "--cores", str(args.cores)]
+                       "--repeat", str(args.repeat), "--cores", str(args.cores), "--precision", args.precision]
                 if args.model:
                     cmd += ["--model", args.model]
                 if args.model_config:
@@ -178,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| region | grid | method | leads | first run s | median run s | median method s | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['region']} | {r['shape'][0]}x{r['shape'][1]} | {r['method']} | {r['leads']} | {r['first_s']:.2f} | "
+        label = f"{r['method']} ({r['precision']})" if r.get("precision") else r["method"]
+        print(f"| {r['region']} | {r['shape'][0]}x{r['shape'][1]} | {label} | {r['leads']} | {r['first_s']:.2f} | "
               f"{r['median_s']:.2f} | {r['compute_s']:.2f} | {r['peak_rss_mb']:.0f} |")
     for r in rows:
         if r["note"]:

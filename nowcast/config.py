@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -63,6 +64,42 @@ class ForecastSettings(StrictModel):
     )
 
 
+class IngestSettings(StrictModel):
+    """What the archive accepts (docs/operations.md, "What gets in").
+
+    Physically impossible values never reach the archive: negative or
+    non-finite rain rates and reflectivities above ``max_reflectivity_dbz``
+    (or rain above ``max_rain_rate``) are masked to "no data" with a warning
+    naming the file and the count; a file where more than
+    ``max_implausible_fraction`` of the covered cells are implausible is
+    refused as a whole (it is more likely a wrong-units or corrupt file than
+    a few bad cells). Times later than now plus ``future_tolerance_minutes``
+    or before ``earliest_time`` are refused: one such frame would otherwise
+    make every later window look stale or create a gap of millions of frames.
+    """
+
+    max_rain_rate: float = Field(500.0, gt=0, description="mm/h above which a rain rate is implausible (world record ~ 400 mm/h over 5 min).")
+    max_reflectivity_dbz: float = Field(80.0, description="dBZ above which a reflectivity is implausible.")
+    max_implausible_fraction: float = Field(0.25, ge=0, le=1, description="Refuse the file above this fraction of implausible covered cells.")
+    future_tolerance_minutes: float = Field(15.0, ge=0, description="Refuse frames stamped later than now plus this.")
+    earliest_time: str = Field("1990-01-01T00:00:00Z", description="Refuse frames stamped before this (ISO 8601, UTC).")
+    duplicates: Literal["first", "newest", "reject"] = Field(
+        "first",
+        description="Two files with different fields for the same time: keep the one archived first ('first', the "
+                    "archive's idempotency), replace it with the newer file ('newest', by modification time), or "
+                    "refuse both and keep neither ('reject'); every conflict is reported either way.",
+    )
+
+    @field_validator("earliest_time")
+    @classmethod
+    def _iso_time(cls, value: str) -> str:
+        try:
+            np.datetime64(str(value).rstrip("Z"), "s")
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time: {value!r}") from None
+        return value
+
+
 class Region(StrictModel):
     """A forecast region: one grid, one archive, one forecaster.
 
@@ -81,6 +118,7 @@ class Region(StrictModel):
     zr: ZRRelation = ZRRelation()
     rain_threshold: float = Field(0.1, ge=0, description="mm/h below which a pixel counts as dry.")
     forecast: ForecastSettings = ForecastSettings()
+    ingest: IngestSettings = IngestSettings()
     sources: list[str] = Field(default_factory=list, description="Zoo source names for TMU.")
 
     @field_validator("crs")

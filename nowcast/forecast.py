@@ -337,6 +337,28 @@ def model_product_attrs(metadata: dict) -> dict[str, str]:
     return attrs
 
 
+def check_output(values: np.ndarray, region: Region, method: str) -> None:
+    """Refuse a forecast holding physically impossible values (the same limits as ingest).
+
+    NaN is allowed (no information); infinite, negative below float noise,
+    or above ``ingest.max_rain_rate`` is not. Raised inside the model path, it
+    makes the forecast fall back to extrapolation, recorded.
+
+    Raises
+    ------
+    ForecastError
+        Naming the method and the count of bad values.
+    """
+    values = np.asarray(values)
+    with np.errstate(invalid="ignore"):
+        infinite = int(np.isinf(values).sum())
+        negative = int((values < -1e-3).sum())
+        high = int((values > region.ingest.max_rain_rate).sum())
+    if infinite or negative or high:
+        raise ForecastError(f"method {method!r} produced physically impossible rain rates ({infinite} infinite, "
+                            f"{negative} negative, {high} above {region.ingest.max_rain_rate:g} mm/h)")
+
+
 def run_baseline(method: str, window: np.ndarray, leads: int, timestep_minutes: int) -> np.ndarray:
     """A baseline of :mod:`nowcast.baselines` by name (ValueError -> ForecastError)."""
     from nowcast.baselines import get_method
@@ -439,6 +461,7 @@ def run_forecast(
             if hasattr(forecaster, "to"):  # a Forecaster; test doubles may not move
                 forecaster.to(device, precision)
             values = run_model(forecaster, window, leads, tile=tile, overlap=overlap)
+            check_output(values, region, MODEL_METHOD)
             model_name = str(getattr(forecaster.config, "name", region.forecast.model))
             sha256 = getattr(forecaster, "sha256", None)
             model_attrs = model_product_attrs(getattr(forecaster, "metadata", {}) or {})
@@ -453,11 +476,33 @@ def run_forecast(
             log.debug("model failure", exc_info=True)
             used = FALLBACK_METHOD
     if used != MODEL_METHOD:
-        values = run_baseline(used, window, leads, region.timestep_minutes)
+        from nowcast.baselines import get_method
+
+        try:
+            get_method(used)
+        except ValueError as exc:
+            raise ForecastError(f"--method {used!r}: {exc}") from None
+        try:
+            values = run_baseline(used, window, leads, region.timestep_minutes)
+            check_output(values, region, used)
+        except Exception as exc:  # noqa: BLE001 - any method failing (S-PROG's LinAlgError on sparse rain...) falls back
+            if used == FALLBACK_METHOD:
+                raise ForecastError(f"region {region.name!r}: {FALLBACK_METHOD} failed: {type(exc).__name__}: {exc}") from exc
+            fallback_reason = f"method {used!r} failed: {type(exc).__name__}: {exc}"
+            log.warning("region %s: %s; falling back to %s", region.name, fallback_reason, FALLBACK_METHOD)
+            log.debug("method failure", exc_info=True)
+            used = FALLBACK_METHOD
+            values = run_baseline(used, window, leads, region.timestep_minutes)
+            check_output(values, region, used)
     compute = _time.perf_counter() - t0
     if values.shape != (leads, *region.grid.shape):
         raise ForecastError(f"method {used!r} returned shape {values.shape}, expected {(leads, *region.grid.shape)}")
-    values = np.clip(np.nan_to_num(values, nan=0.0), 0.0, None).astype(np.float32)
+    # NaN from the method is "no information": extrapolation's inflow edge,
+    # where rain could have entered from outside the domain (published as
+    # NaN, never as a dry 0, and left out of every score).
+    unknown = np.isnan(values)
+    values = np.clip(np.where(unknown, 0.0, values), 0.0, None).astype(np.float32)
+    values[unknown] = np.nan
     # Keep the radar coverage: cells without data in the newest frame have no forecast.
     values[:, np.isnan(raw[-1])] = np.nan
 

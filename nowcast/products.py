@@ -78,7 +78,9 @@ def make_forecast_dataset(
     values
         ``(leads, ny, nx)`` rain rate in mm/h; lead ``k`` (0-based) is valid at
         ``reference_time + (k + 1) * timestep_minutes``. NaN means "no
-        forecast" (outside radar coverage).
+        information": outside radar coverage, or where the rain could have
+        come from outside the domain (the inflow edge of an advected
+        forecast); never "dry".
     grid
         The region grid; its ``coords()`` are copied verbatim so that a
         forecast lines up with the archive exactly.
@@ -141,6 +143,8 @@ def make_forecast_dataset(
             "long_name": "forecast rain rate",
             "grid_mapping": GRID_MAPPING_NAME,
             "coordinates": "lead_time forecast_reference_time",
+            "comment": "NaN (the fill value) = no information: outside radar coverage, or at later leads where the "
+                       "rain could have entered from outside the domain (inflow edge of the advection); not dry",
         },
     )
     from nowcast import __version__

@@ -515,6 +515,30 @@ def _region_for(forecast: xr.Dataset, region: Region | str | None, home: str | P
     return load_region(name, home)
 
 
+#: File name suffixes ``render`` writes: a PNG map, a GIF or MP4 animation.
+OUT_SUFFIXES = (".png", ".gif", ".mp4")
+
+
+def _out_suffix(out: str | Path | None) -> tuple[bool, str]:
+    """``(is_directory, suffix)`` of an output path; refuses a suffix we cannot write.
+
+    ``out`` is a directory when it exists as one or has no suffix (the file
+    is then named after the forecast). Any other suffix than
+    :data:`OUT_SUFFIXES` is a :class:`~nowcast.errors.ConfigError`: writing a
+    GIF into ``map.bmp`` would mislead whoever opens it.
+    """
+    if out is None:
+        return False, ""
+    path = Path(out)
+    if not path.suffix or path.is_dir():
+        return True, ""
+    suffix = path.suffix.lower()
+    if suffix not in OUT_SUFFIXES:
+        raise ConfigError(f"--out {out}: cannot write {path.suffix!r} files; use .png (a map), "
+                          ".gif or .mp4 (an animation)")
+    return False, suffix
+
+
 def render_forecast(
     forecast_path: str | Path,
     region: Region | str | None = None,
@@ -541,7 +565,9 @@ def render_forecast(
     home
         Data home (archive for observations, default output folder).
     out
-        Output file; default ``HOME/renders/REGION/STEM.{png,gif,mp4}``.
+        Output file (``.png``, ``.gif`` or ``.mp4``; any other suffix, or one
+        that contradicts ``fmt``, is a :class:`~nowcast.errors.ConfigError`)
+        or directory; default ``HOME/renders/REGION/STEM.{png,gif,mp4}``.
     observed
         Show the archive's observations side by side (and, in animations,
         the input frames first).
@@ -555,11 +581,14 @@ def render_forecast(
         Image resolution and animation speed.
     """
     forecast_path = Path(forecast_path)
+    out_dir, suffix = _out_suffix(out)
     if fmt is None:
-        suffix = Path(out).suffix.lower().lstrip(".") if out is not None else ""
-        fmt = suffix if suffix in ("png", "gif", "mp4") else "gif"
+        fmt = suffix.lstrip(".") or "gif"
     if fmt not in ("png", "gif", "mp4"):
         raise ConfigError(f"--format {fmt!r}: expected png, gif or mp4")
+    if suffix and suffix != f".{fmt}":
+        raise ConfigError(f"--out {out}: suffix {suffix!r} does not match --format {fmt}; "
+                          f"use a .{fmt} file name or leave out --format")
     with open_forecast(forecast_path) as ds:
         ds = ds.load()
     reg = _region_for(ds, region, home)
@@ -571,8 +600,8 @@ def render_forecast(
     if out is None:
         out = renders_dir(name, home) / f"{forecast_path.stem}.{fmt}"
     out = Path(out)
-    if out.suffix.lower() != f".{fmt}":
-        out = out.with_suffix(f".{fmt}") if out.suffix else out / f"{forecast_path.stem}.{fmt}"
+    if out_dir:
+        out = out / f"{forecast_path.stem}.{fmt}"
 
     observations: dict[np.datetime64, np.ndarray] = {}
     if observed:

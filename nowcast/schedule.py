@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from nowcast.config import Region
-from nowcast.errors import ConfigError, LockError, NowcastError
+from nowcast.errors import ConfigError, EnvironmentFault, LockError, NowcastError, is_environment_fault
 from nowcast.paths import renders_dir, runs_dir
 
 log = logging.getLogger(__name__)
@@ -151,15 +151,26 @@ class PassReport:
     forecasts: list[str] = field(default_factory=list)
     animations: list[str] = field(default_factory=list)
     failed_forecasts: list[str] = field(default_factory=list)
+    #: Forecasts made by the fallback method instead of the configured one (reference times).
+    fallbacks: list[str] = field(default_factory=list)
+    #: Newest frames that could not be forecast from because of a gap in the frames before them.
+    skipped_windows: list[str] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
-        return bool(self.ingested or self.rejected or self.deferred or self.forecasts or self.failed_forecasts)
+        return bool(self.ingested or self.rejected or self.deferred or self.forecasts or self.failed_forecasts
+                    or self.skipped_windows)
+
+    @property
+    def degraded(self) -> bool:
+        """Whether anything was rejected, deferred, skipped, fell back or failed (exit code 3)."""
+        return bool(self.rejected or self.deferred or self.failed_forecasts or self.fallbacks or self.skipped_windows)
 
     def summary(self) -> str:
         return (
             f"{len(self.ingested)} ingested, {len(self.rejected)} rejected, {len(self.deferred)} deferred, "
-            f"{len(self.forecasts)} forecast(s), {len(self.failed_forecasts)} failed"
+            f"{len(self.forecasts)} forecast(s), {len(self.fallbacks)} fallback(s), "
+            f"{len(self.skipped_windows)} window(s) skipped (gaps), {len(self.failed_forecasts)} failed"
         )
 
 
@@ -187,13 +198,24 @@ def _new_files(incoming: Path, state: RunState, settle_seconds: float) -> list[P
     return found
 
 
-def _reject(path: Path, reason: str) -> Path:
-    """Move a bad file to ``rejected/`` beside it (the operator inspects it there)."""
+def _reject(path: Path, reason: str, report: PassReport) -> Path | None:
+    """Move a bad file to ``rejected/`` beside it, with the reason in ``NAME.reason.txt``.
+
+    Only faults of the file itself come here. If the move itself fails (a
+    fault of the machine), the file stays in incoming and is tried again.
+    """
     target_dir = path.parent / REJECTED
-    target_dir.mkdir(exist_ok=True)
     target = target_dir / path.name
-    shutil.move(str(path), target)
+    try:
+        target_dir.mkdir(exist_ok=True)
+        shutil.move(str(path), target)
+        (target_dir / f"{path.name}.reason.txt").write_text(reason + "\n")
+    except OSError as exc:
+        log.error("%s: bad file (%s), but it could not be moved to %s (%s); left in place", path, reason, target_dir, exc)
+        report.deferred.append(path.name)
+        return None
     log.error("%s: rejected (%s); moved to %s", path, reason, target)
+    report.rejected.append(path.name)
     return target
 
 
@@ -206,20 +228,26 @@ def _ingest_new(region: Region, incoming: Path, home: str | Path | None, state: 
         st = path.stat()
         try:
             result = ingest_files([path], region, home=home, scheduler="synchronous", progress=False)
-        except NowcastError as exc:
-            # The archive refused as a whole (locked by a manual ingest, broken
-            # store...): not the file's fault, so it stays for the next pass.
-            log.error("%s: not ingested, will retry next pass: %s", path, exc)
+        except Exception as exc:  # noqa: BLE001 - sorted below: the machine's fault, the archive's, or the file's
+            if isinstance(exc, EnvironmentFault) or is_environment_fault(exc):
+                # Disk full, unwritable home...: never the file's fault. It stays in
+                # incoming, and the pass stops (the next file would fail the same way).
+                report.deferred.append(path.name)
+                raise EnvironmentFault(f"{path}: not ingested, left in place for the next run: {exc}") from exc
+            if isinstance(exc, NowcastError):
+                # The archive refused as a whole (locked by a manual ingest, broken
+                # store...): not the file's fault, so it stays for the next pass.
+                log.error("%s: not ingested, will retry next pass: %s", path, exc)
+                report.deferred.append(path.name)
+                continue
+            log.debug("ingest crash", exc_info=True)  # a reader crashing on a strange file must not stop the loop
+            _reject(path, f"reader failed: {type(exc).__name__}: {exc}", report)
+            continue
+        if result.deferred:
             report.deferred.append(path.name)
-            continue
-        except Exception as exc:  # noqa: BLE001 - a reader crashing on a strange file must not stop the loop
-            log.debug("ingest crash", exc_info=True)
-            _reject(path, f"reader failed: {type(exc).__name__}: {exc}")
-            report.rejected.append(path.name)
-            continue
+            raise EnvironmentFault(f"{path}: not ingested, left in place for the next run: {result.deferred[0].reason}")
         if result.skipped:
-            _reject(path, "; ".join(s.reason for s in result.skipped))
-            report.rejected.append(path.name)
+            _reject(path, "; ".join(s.reason for s in result.skipped), report)
             continue
         state.seen[path.name] = [st.st_size, st.st_mtime]
         report.ingested.append(path.name)
@@ -340,6 +368,11 @@ def run_once(
         try:
             select_window(times, end, n, region.timestep_minutes, 0.0, region.name)
         except NowcastError:
+            if int(np.searchsorted(times, end)) >= n - 1:  # enough frames before it: a gap, not a young archive
+                log.warning("region %s: no forecast from %s: frames missing in its %d-frame window", region.name,
+                            reference, n)
+                report.skipped_windows.append(reference)
+                state.forecasts.append({"reference_time": reference, "failed": "gap in the input window"})
             continue  # this frame does not complete a window (yet)
         try:
             entry = _forecast_with_retry(region, home, reference, render, method)
@@ -349,6 +382,8 @@ def run_once(
             state.forecasts.append({"reference_time": reference, "failed": str(exc)})
         else:
             report.forecasts.append(entry["forecast"])
+            if "fallback_reason" in entry:
+                report.fallbacks.append(reference)
             if "animation" in entry:
                 report.animations.append(entry["animation"])
             state.forecasts.append(entry)

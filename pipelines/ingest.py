@@ -52,7 +52,7 @@ import numpy as np
 import xarray as xr
 
 from nowcast.config import Region, load_region
-from nowcast.errors import NowcastError
+from nowcast.errors import EnvironmentFault, NowcastError, is_environment_fault
 from nowcast.io.archive import AppendResult, Archive, conform, grid_coords, on_grid
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,16 @@ LOOKAHEAD = 2
 #: Up to this many files, ``scheduler=None`` reads in the calling process:
 #: starting a LocalCluster costs more than reading them.
 SMALL_INGEST = BATCH_SIZE
+#: Where a LocalCluster listens. dask starts an HTTP (dashboard) server on
+#: the scheduler and every worker whatever ``dashboard_address`` says (None
+#: means port 8787 on *all interfaces*, measured), so both are bound to the
+#: loopback interface on a free port: nothing is exposed to the network and
+#: two ingests at once never fight over a port. Worker processes talk to the
+#: scheduler over TCP on loopback too; in-process clusters use ``inproc://``.
+LOCAL_CLUSTER_NETWORK: dict[bool, dict[str, str]] = {
+    False: {"dashboard_address": "127.0.0.1:0", "worker_dashboard_address": "127.0.0.1:0"},
+    True: {"dashboard_address": "127.0.0.1:0", "worker_dashboard_address": "127.0.0.1:0", "host": "127.0.0.1"},
+}
 #: How long to try reaching a ``--scheduler`` address.
 CONNECT_TIMEOUT = "10s"
 
@@ -92,6 +102,8 @@ class PreparedFile:
     packed: bytes | None = None
     shape: tuple[int, ...] | None = None
     error: str | None = None
+    #: The error is a fault of the machine (disk full, permission...), not of the file.
+    environment: bool = False
 
     @property
     def values(self) -> np.ndarray:
@@ -117,6 +129,8 @@ class IngestReport:
     files: int = 0
     ingested: list[Path] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
+    #: Files not ingested because of a fault of the machine (disk full...): not their fault, retry them.
+    deferred: list[SkippedFile] = field(default_factory=list)
     result: AppendResult = field(default_factory=AppendResult)
     elapsed_s: float = 0.0
     #: Driver seconds spent waiting for workers and appending (profiling aid).
@@ -134,8 +148,9 @@ class IngestReport:
         r = self.result
         line = (
             f"region {self.region}: {self.files} file(s): {len(r.added)} frame(s) added, "
-            f"{len(r.unchanged)} unchanged, {len(r.replaced)} replaced, {len(self.skipped)} file(s) skipped "
-            f"in {self.elapsed_s:.1f} s"
+            f"{len(r.unchanged)} unchanged, {len(r.replaced)} replaced, {len(self.skipped)} file(s) skipped"
+            + (f", {len(self.deferred)} deferred (machine fault)" if self.deferred else "")
+            + f" in {self.elapsed_s:.1f} s"
         )
         return line
 
@@ -159,10 +174,15 @@ def prepare_file(
 
             da = regrid(da, region.grid)
         da = conform(da, region, source=str(path))
-    except NowcastError as exc:
-        return PreparedFile(str(path), order, error=_problem(exc, path))
-    except OSError as exc:
-        return PreparedFile(str(path), order, error=f"cannot read file ({exc.strerror or exc})")
+    except Exception as exc:  # noqa: BLE001 - one strange file must never take its batch down
+        if is_environment_fault(exc):  # the machine, not the file: keep it, retry later
+            return PreparedFile(str(path), order, error=f"machine fault, not the file: {_text(exc)}", environment=True)
+        if isinstance(exc, NowcastError):
+            return PreparedFile(str(path), order, error=_problem(exc, path))
+        if isinstance(exc, OSError):
+            return PreparedFile(str(path), order, error=f"cannot read file ({exc.strerror or exc})")
+        log.debug("reader crash on %s", path, exc_info=True)
+        return PreparedFile(str(path), order, error=f"reader failed: {type(exc).__name__}: {exc}")
     values = np.ascontiguousarray(da.values, dtype=np.float32)
     times = da["time"].values.astype("int64")
     if pack:
@@ -173,6 +193,11 @@ def prepare_file(
 def _prepare_numbered(order: int, path: str, region: Region, reader: str | None, pack: bool) -> PreparedFile:
     """:func:`prepare_file` with the file's position first (for ``Client.map``)."""
     return prepare_file(path, region, reader, order, pack=pack)
+
+
+def _text(exc: BaseException) -> str:
+    """``OSError`` as ``[Errno 28] No space left on device: 'path'``, anything else as its text."""
+    return str(exc) or type(exc).__name__
 
 
 def _problem(exc: NowcastError, path: str | Path) -> str:
@@ -211,7 +236,7 @@ def _executor(
             n_workers=_n_workers() if processes else 1,
             threads_per_worker=1 if processes else _n_workers(),
             processes=processes,
-            dashboard_address=None,
+            **LOCAL_CLUSTER_NETWORK[processes],
             silence_logs=logging.WARNING,
         )
         client = Client(cluster)
@@ -308,7 +333,17 @@ def ingest_files(
     reg = region if isinstance(region, Region) else load_region(region, home)
     paths = [Path(f) for f in files]
     report = IngestReport(region=reg.name, files=len(paths))
-    archive = Archive.open(reg, home=home, create=True)
+    if reader is not None:
+        from nowcast.io.readers import get_reader
+
+        get_reader(reader)  # an unknown name is a usage error, before any work
+    try:
+        archive = Archive.open(reg, home=home, create=True)
+    except Exception as exc:
+        if not is_environment_fault(exc):
+            raise
+        raise EnvironmentFault(f"region {reg.name}: cannot open its archive: machine fault ({_text(exc)}); "
+                               f"no file was touched") from exc
     numbered = list(enumerate(paths))
     batches = [numbered[i : i + batch_size] for i in range(0, len(numbered), max(1, batch_size))]
     with _progress(progress, len(paths), reg.name) as advance, _executor(scheduler, reg, reader, len(paths)) as (
@@ -327,7 +362,10 @@ def ingest_files(
             prepared: list[PreparedFile] = []
             t_wait = _time.perf_counter()
             for item in collect(current):
-                if item.error is not None:
+                if item.environment:
+                    log.error("not ingested, retry later: %s: %s", item.path, item.error)
+                    report.deferred.append(SkippedFile(Path(item.path), item.error))
+                elif item.error is not None:
                     log.warning("skipped %s: %s", item.path, item.error)
                     report.skipped.append(SkippedFile(Path(item.path), item.error))
                 else:
@@ -335,7 +373,20 @@ def ingest_files(
                 advance(1)
             t_append = _time.perf_counter()
             report.wait_s += t_append - t_wait
-            _append_batch(archive, prepared, overwrite, report, reg)
+            try:
+                _append_batch(archive, prepared, overwrite, report, reg)
+            except Exception as exc:
+                if not is_environment_fault(exc):
+                    raise
+                # The archive's commit protocol left it at its last commit; nothing of this
+                # batch (or later ones) went in, and nothing is the files' fault.
+                not_done = [p for b in batches[k:] for _, p in b]
+                report.deferred += [SkippedFile(p, f"not ingested: machine fault: {_text(exc)}") for p in not_done
+                                    if p not in {s.path for s in report.skipped}]
+                report.elapsed_s = _time.perf_counter() - started
+                raise EnvironmentFault(
+                    f"{archive.path}: machine fault while writing ({_text(exc)}); the archive is unchanged since its "
+                    f"last commit and {len(not_done)} file(s) were left where they are for the next run") from exc
             report.append_s += _time.perf_counter() - t_append
     report.elapsed_s = _time.perf_counter() - started
     log.debug("%s", report.summary())
@@ -373,7 +424,9 @@ def _append_batch(archive: Archive, prepared: list[PreparedFile], overwrite: boo
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int, region: str) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr (a no-op when disabled)."""
-    if not enabled or total == 0:
+    import sys
+
+    if not enabled or total == 0 or not sys.stderr.isatty():  # cron logs and pipes get the summary line only
         yield lambda n: None
         return
     from rich.console import Console

@@ -11,6 +11,7 @@ import pytest
 
 from nowcast.errors import GridError, InputFileError
 from nowcast.grid import RegionGrid
+from nowcast.errors import ConfigError
 from nowcast.io.readers import detect_reader, get_reader, read_file
 from nowcast.regrid import regrid
 
@@ -115,7 +116,7 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
 
 
 def test_unknown_reader_name_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match="odim_h5.*"):
+    with pytest.raises(ConfigError, match="odim_h5.*"):
         get_reader("grib")
 
 

@@ -11,7 +11,9 @@ HomeOption = Annotated[
     Optional[Path],
     typer.Option("--home", help="Data directory (default: $NOWCAST_HOME or ~/.nowcast)."),
 ]
-VerboseOption = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output.")]
+VerboseOption = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="Debug log output; on an error, also its traceback.")
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
 RegionOption = Annotated[str, typer.Option("--region", "-r", help="Region name (configs/regions/NAME.yaml) or YAML path.")]
 SchedulerOption = Annotated[

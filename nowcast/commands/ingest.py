@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from nowcast.cli import app
-from nowcast.errors import NowcastError
+from nowcast.errors import NowcastError, PartialRunError
 from nowcast.commands.common import HomeOption, QuietOption, RegionOption, VerboseOption, setup
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ IngestSchedulerOption = Annotated[
     ),
 ]
 
-archive_app = typer.Typer(help="Inspect a region's Zarr archive.", no_args_is_help=True)
+archive_app = typer.Typer(help="Inspect a region's Zarr archive, or remove frames from it.", no_args_is_help=True)
 app.add_typer(archive_app, name="archive")
 
 
@@ -44,7 +44,9 @@ def ingest(
     """Read, regrid and append FILES to the region's archive.
 
     Bad files are skipped (one log line each) and the others are still
-    ingested; the exit code is then 2 and a summary lists the skipped files.
+    ingested; a summary lists the skipped files and the exit code is 3
+    (partial), or 2 if no file went in. A fault of the machine (disk full)
+    exits 4 and leaves the archive at its last commit.
     """
     from nowcast.config import load_region
     from pipelines.ingest import ingest_files
@@ -61,7 +63,9 @@ def ingest(
         # gives exit code 2 and a last line naming the first bad file.
         first = report.skipped[0]
         more = f" (and {len(report.skipped) - 1} more skipped file(s) listed above)" if len(report.skipped) > 1 else ""
-        raise NowcastError(f"{first.path}: {first.reason}{more}; the other files were ingested")
+        if report.ingested or report.result.unchanged:
+            raise PartialRunError(f"{first.path}: {first.reason}{more}; the other files were ingested")
+        raise NowcastError(f"{first.path}: {first.reason}{more}; no file was ingested")
 
 
 @archive_app.command("info")
@@ -82,6 +86,28 @@ def archive_info(
         typer.echo(json.dumps(info.to_dict(), indent=2))
         return
     _print_info(info, frames)
+
+
+@archive_app.command("drop")
+def archive_drop(
+    region: RegionOption,
+    time: Annotated[str, typer.Option("--time", help="Frame time to remove, ISO 8601 (UTC if no offset); with --end, the first.")],
+    end: Annotated[Optional[str], typer.Option("--end", help="Remove every frame from --time to this time (inclusive).")] = None,
+    home: HomeOption = None,
+    verbose: VerboseOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Remove frames (a wrongly stamped or bad frame) from a region's archive, crash-safely."""
+    from nowcast.forecast import iso, to_utc_datetime64
+    from nowcast.io.archive import Archive
+
+    setup(verbose, quiet)
+    start = to_utc_datetime64(time, "--time")
+    stop = to_utc_datetime64(end, "--end") if end else None
+    removed = Archive.open(region, home=home, create=False).drop(start, stop)
+    if not removed:
+        raise NowcastError(f"region {region}: no archived frame {'from ' + iso(start) + ' to ' + iso(stop) if stop is not None else 'at ' + iso(start)}")
+    typer.echo(f"{region}: dropped {len(removed)} frame(s) from {iso(removed[0])} to {iso(removed[-1])}")
 
 
 def _print_info(info, frames: int) -> None:  # info: ArchiveInfo

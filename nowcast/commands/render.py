@@ -38,7 +38,9 @@ def render(
         typer.Option("--format", "-f", help="png (one lead time), gif or mp4 (default: from --out, else gif)."),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Output file (default: HOME/renders/REGION/FORECAST.FORMAT).")
+        Optional[Path],
+        typer.Option("--out", help="Output file: .png, .gif or .mp4, or a directory "
+                     "(default: HOME/renders/REGION/FORECAST.FORMAT)."),
     ] = None,
     units: Annotated[RenderUnits, typer.Option("--units", help="Colour scale: mmh (rain rate) or dbz.")] = RenderUnits.mmh,
     lead: Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nowcast.cli import EXIT_USER_ERROR, app
+from nowcast.cli import app
 from nowcast.commands.common import HomeOption, QuietOption, RegionOption, VerboseOption, setup
 
 KeepOption = Annotated[int, typer.Option("--keep", min=1, help="Number of newest runs (forecast + animation) to keep.")]
@@ -64,7 +64,10 @@ def run_once(
 ) -> None:
     """One scheduled pass, for cron or a systemd timer.
 
-    Exits 2 if a file was rejected, a forecast failed, or another run holds the lock.
+    Exit codes (docs/operations.md): 0 all done; 3 degraded (a file rejected
+    or deferred, a window skipped for a gap, a forecast fell back or failed);
+    4 a fault of the machine (disk full...: files left in place, retried next
+    run); 2 usage error or another run holds the lock.
     """
     from nowcast.config import load_region
     from nowcast.schedule import run_once_locked
@@ -73,7 +76,7 @@ def run_once(
     reg = load_region(region, home)
     report = run_once_locked(reg, incoming, home=home, keep=keep, render=not no_render, settle_seconds=settle, method=method)
     typer.echo(f"{reg.name}: {report.summary()}")
-    if report.rejected or report.failed_forecasts:
-        # SystemExit, not typer.Exit: with standalone_mode=False (nowcast.cli.main)
-        # typer returns typer.Exit's code instead of raising it, and main drops it.
-        raise SystemExit(EXIT_USER_ERROR)
+    if report.degraded:
+        from nowcast.errors import PartialRunError
+
+        raise PartialRunError(f"region {reg.name}: degraded pass: {report.summary()}")

@@ -218,6 +218,78 @@ def convert_units(values: np.ndarray, units: str, region: Region, source: str) -
     raise InputFileError(source, f"units {units!r} cannot be converted to region {region.name!r} units {region.units!r}")
 
 
+def utc_now() -> np.datetime64:
+    """The current time (UTC, ns); one place for tests to move the clock."""
+    return np.datetime64(_time.time_ns(), "ns")
+
+
+def check_times(times: np.ndarray, region: Region, source: str) -> None:
+    """Refuse frames stamped in the future (beyond the tolerance) or before the region's earliest time.
+
+    Raises
+    ------
+    InputFileError
+        Naming the offending time, the limit and the setting that sets it.
+    """
+    settings = region.ingest
+    latest = utc_now() + np.timedelta64(int(round(settings.future_tolerance_minutes * 60)), "s")
+    earliest = np.datetime64(settings.earliest_time.rstrip("Z"), "s").astype("datetime64[ns]")
+    for t in np.asarray(times, dtype="datetime64[ns]"):
+        if t > latest:
+            raise InputFileError(source, f"frame time {_utc_iso(t)} is in the future (now {_utc_iso(utc_now())}, "
+                                         f"tolerance {settings.future_tolerance_minutes:g} min: ingest.future_tolerance_minutes); "
+                                         f"check the sender's clock")
+        if t < earliest:
+            raise InputFileError(source, f"frame time {_utc_iso(t)} is before the archive's earliest time "
+                                         f"{_utc_iso(earliest)} (ingest.earliest_time)")
+
+
+def mask_implausible(values: np.ndarray, region: Region, source: str) -> np.ndarray:
+    """Mask physically impossible values to NaN ("no data"), or refuse the file if they are too many.
+
+    Rain rate: negative, infinite, or above ``ingest.max_rain_rate``;
+    reflectivity: infinite or above ``ingest.max_reflectivity_dbz``;
+    brightness temperature: non-positive, infinite, or above 400 K. NaN
+    stays NaN (no coverage). Why mask and not clip: a -999 is a fill value
+    and a 1e6 mm/h a decoding error; neither says anything about the rain
+    there, so "no data" is the honest value.
+
+    Raises
+    ------
+    InputFileError
+        More than ``ingest.max_implausible_fraction`` of the covered cells of
+        a frame are implausible.
+    """
+    settings = region.ingest
+    values = np.asarray(values, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        infinite = np.isinf(values)
+        unit = canonical_units(region.units)
+        if unit == MMH:
+            negative, high = values < 0, values > settings.max_rain_rate
+            limit = f"above {settings.max_rain_rate:g} mm/h"
+        elif unit == DBZ:
+            negative, high = np.zeros_like(infinite), values > settings.max_reflectivity_dbz
+            limit = f"above {settings.max_reflectivity_dbz:g} dBZ"
+        else:  # brightness temperature
+            negative, high = values <= 0, values > 400.0
+            limit = "above 400 K"
+    bad = infinite | negative | high
+    if not bad.any():
+        return values
+    covered = np.maximum(1, np.count_nonzero(~np.isnan(values), axis=(-2, -1)))
+    fraction = np.count_nonzero(bad, axis=(-2, -1)) / covered
+    counts = f"{int(negative.sum())} negative, {int(infinite.sum())} infinite, {int((high & ~infinite).sum())} {limit}"
+    if np.max(fraction) > settings.max_implausible_fraction:
+        raise InputFileError(source, f"{100 * float(np.max(fraction)):.0f} % of the covered cells are physically impossible "
+                                     f"({counts}; limit ingest.max_implausible_fraction = "
+                                     f"{100 * settings.max_implausible_fraction:g} %): wrong units or a corrupt file?")
+    log.warning("%s: %d implausible cell(s) masked as no data (%s)", source, int(bad.sum()), counts)
+    out = values.copy()
+    out[bad] = np.nan
+    return out
+
+
 def conform(frames: xr.DataArray, region: Region, source: str | None = None) -> xr.DataArray:
     """Check that ``frames`` fit the region's archive and put them in its form.
 
@@ -244,7 +316,9 @@ def conform(frames: xr.DataArray, region: Region, source: str | None = None) -> 
     ------
     InputFileError
         Wrong dims, not on the region grid, unconvertible units, a frame
-        with no valid value (all NaN), or times that are not whole seconds.
+        with no valid value (all NaN), times that are not whole seconds, in
+        the future or before the region's earliest time, or too many
+        physically impossible values (a few are masked: :func:`mask_implausible`).
     """
     src = source or str(frames.attrs.get("source_file") or frames.name or "<frames>")
     grid = region.grid
@@ -276,6 +350,8 @@ def conform(frames: xr.DataArray, region: Region, source: str | None = None) -> 
         raise InputFileError(src, "a frame has no valid time (NaT)")
     if (times.astype("int64") % 1_000_000_000).any():
         raise InputFileError(src, f"times {[_utc_iso(t) for t in times]} are not whole seconds")
+    check_times(times, region, src)
+    values = mask_implausible(values, region, src)
     empty = np.isnan(values).all(axis=(1, 2))
     if empty.any():
         bad = ", ".join(_utc_iso(t) for t in times[empty])
@@ -767,6 +843,53 @@ class Archive:
                 self._committed, self._times_ns = 0, np.empty(0, dtype="int64")
             return self._append_locked(frames, sources, overwrite, errors)
 
+    def drop(self, start: np.datetime64 | str, end: np.datetime64 | str | None = None) -> list[np.datetime64]:
+        """Remove the frames from ``start`` to ``end`` (inclusive; ``end=None``: only ``start``), crash-safely.
+
+        Same commit protocol as a tail rewrite (journal of the rows from the
+        first removed one to the end, resize, write, consolidate, commit), so
+        a kill at any point leaves the archive as it was or with the frames
+        removed, never in between. The cost is proportional to the frames
+        after the first removed one.
+
+        Returns
+        -------
+        list of numpy.datetime64
+            The times removed (empty if none matched).
+
+        Raises
+        ------
+        ArchiveError
+            The archive does not exist.
+        """
+        t0 = np.datetime64(str(start).rstrip("Z"), "ns") if isinstance(start, str) else np.datetime64(start, "ns")
+        t1 = t0 if end is None else (np.datetime64(str(end).rstrip("Z"), "ns") if isinstance(end, str) else np.datetime64(end, "ns"))
+        if t1 < t0:
+            raise ArchiveError(f"{self.path}: drop range ends ({_utc_iso(t1)}) before it starts ({_utc_iso(t0)})")
+        if not self.exists:
+            raise ArchiveError(f"{self.path}: archive does not exist")
+        with self._locked():
+            if self._needs_recovery():
+                self._recover()
+            self._load_state()
+            old = self._times_ns
+            gone = (old >= t0.astype("int64")) & (old <= t1.astype("int64"))
+            if not gone.any():
+                return []
+            first = int(np.argmax(gone))
+            keep_after = np.flatnonzero(~gone[first:]) + first
+            merged = np.concatenate([old[:first], old[keep_after]])
+            tail = (np.asarray(self._group("r")[self.spec.name].get_orthogonal_selection((keep_after,)))
+                    if keep_after.size else np.empty((0, *self.grid.shape), dtype=np.float32))
+            result = AppendResult()
+            result.rewritten = int(old.size - first)
+            removed = [np.datetime64(int(t), "ns") for t in old[gone]]
+            self._write_tail(first, old.size, merged, merged[first:], tail, result,
+                             line=f"dropped {len(removed)} frame(s) {_utc_iso(removed[0])} .. {_utc_iso(removed[-1])}")
+            self._times_ns, self._committed = merged, merged.size
+        log.info("%s: dropped %d frame(s) from %s to %s", self.path, len(removed), _utc_iso(removed[0]), _utc_iso(removed[-1]))
+        return removed
+
     def _stored_frame(self, index: int) -> np.ndarray:
         return np.asarray(self._group("r")[self.spec.name][index])
 
@@ -930,8 +1053,9 @@ class Archive:
         tail_times: np.ndarray,
         tail: np.ndarray,
         result: AppendResult,
+        line: str | None = None,
     ) -> None:
-        """Steps 1-6 of the commit protocol for rows ``[start, len(merged))``."""
+        """Steps 1-6 of the commit protocol for rows ``[start, len(merged))`` (``merged`` may be shorter: a drop)."""
         journal = self._journal_path
         group = self._group("r+")
         arrays = self._time_arrays()
@@ -952,14 +1076,15 @@ class Archive:
             if arr.shape[0] != merged.size:
                 arr.resize((merged.size, *arr.shape[1:]))
         _fault_point("resize")
-        ds = self._dataset(tail_times, tail, with_grid=False).drop_indexes("time")
-        with _no_zarr_warnings():
-            ds.to_zarr(str(self.path), region={"time": slice(start, merged.size)}, mode="r+", consolidated=False)
+        if tail_times.size:
+            ds = self._dataset(tail_times, tail, with_grid=False).drop_indexes("time")
+            with _no_zarr_warnings():
+                ds.to_zarr(str(self.path), region={"time": slice(start, merged.size)}, mode="r+", consolidated=False)
         _fault_point("write")
-        n_added = len(result.added)
-        line = f"appended {n_added} frame(s)"
-        if result.replaced:
-            line += f", replaced {len(result.replaced)}"
+        if line is None:
+            line = f"appended {len(result.added)} frame(s)"
+            if result.replaced:
+                line += f", replaced {len(result.replaced)}"
         if result.rewritten:
             line += f", rewrote {result.rewritten} archived frame(s) (journaled)"
         with _no_zarr_warnings():

@@ -19,6 +19,7 @@ centres name files in every possible way.
 from __future__ import annotations
 
 import importlib
+import os
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ import numpy as np
 import xarray as xr
 from pyproj import CRS
 
-from nowcast.errors import InputFileError, NowcastError
+from nowcast.errors import ConfigError, EnvironmentFault, InputFileError, NowcastError, is_environment_fault
 from nowcast.grid import spatial_ref_coord
 from nowcast.units import DBZ, KELVIN, MMH, canonical_units
 
@@ -76,13 +77,13 @@ def get_reader(name: str) -> Reader:
 
     Raises
     ------
-    ValueError
-        If ``name`` is unknown; the message lists the valid names.
+    ConfigError
+        If ``name`` is unknown (a usage error); the message lists the valid names.
     """
     try:
         target = READERS[name]
     except KeyError:
-        raise ValueError(f"unknown reader {name!r}; valid readers: {', '.join(sorted(READERS))}") from None
+        raise ConfigError(f"--reader {name!r}: unknown reader; valid readers: {', '.join(sorted(READERS))}") from None
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
 
@@ -127,8 +128,12 @@ def read_file(path: str | Path, reader: str | None = None) -> xr.DataArray:
         For an unknown reader name.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(path, "is a directory, not a file")
     if not path.is_file():
         raise InputFileError(path, "file does not exist")
+    if not os.access(path, os.R_OK):  # the operator's permissions, not a bad file: never quarantine it
+        raise EnvironmentFault(f"{path}: permission denied: this process cannot read the file")
     name = reader or detect_reader(path)
     func = get_reader(name)
     try:
@@ -136,6 +141,8 @@ def read_file(path: str | Path, reader: str | None = None) -> xr.DataArray:
     except NowcastError:
         raise
     except (OSError, KeyError, ValueError, TypeError, IndexError, EOFError) as exc:
+        if is_environment_fault(exc):
+            raise EnvironmentFault(f"{path}: machine fault while reading ({one_line(exc)})") from exc
         # Libraries raise all sorts of things on malformed files; the user
         # needs one line naming the file, not a traceback from deep inside.
         raise InputFileError(path, f"cannot read as {name} ({one_line(exc)})") from None

@@ -135,6 +135,8 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
     motion_method
         pysteps optical-flow method.
     """
+    if normaliser.kind != "db":
+        return _forecast_tracer(window, leads, network, normaliser, motion_method)
     threshold, zero, scale = db_params(normaliser)
     window = np.asarray(window, dtype=np.float32)
     nodata = np.isnan(window[-1])
@@ -151,6 +153,32 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
     disp = displacements(lag.velocity, int(leads))  # once for the fields and the unknown mask
     out = from_db(advect_leads(fields, lag.velocity, outval=zero, disp=disp), threshold=threshold)
     out[unknown_mask(nodata, lag.velocity, int(leads), disp=disp)] = np.nan
+    return out
+
+
+def _forecast_tracer(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser: Normaliser,
+                     motion_method: str) -> np.ndarray:
+    """:func:`forecast` for a source in another modality (infrared), in its :func:`tracer` space.
+
+    Same scheme as rain: the window moved to the analysis time, the
+    network's change added to the analysis frame, the result advected to
+    each lead, unknown where extrapolation's would be; back in the data's
+    units through the normaliser.
+    """
+    window = np.asarray(window, dtype=np.float32)
+    nodata = np.isnan(window[-1])
+    field, empty, to_network = tracer(window, normaliser)
+    velocity = motion_field(field, motion_method, tracer=True)
+    n = window.shape[0]
+    lag, _ = to_lagrangian(field, list(range(-(n - 1), 1)), velocity, outval=empty)
+    x = np.asarray(to_network(lag), dtype=np.float32)
+    change = np.asarray(network(x, int(leads)), dtype=np.float64)
+    if change.shape != (int(leads), *window.shape[1:]):
+        raise ForecastError(f"network returned changes of shape {change.shape}, expected {(int(leads), *window.shape[1:])}")
+    fields = x[-1][None].astype(np.float64) + change  # network space is the tracer space here (to_network is identity)
+    disp = displacements(velocity, int(leads))
+    out = normaliser.inverse(advect_leads(fields, velocity, outval=empty, disp=disp))
+    out[unknown_mask(nodata, velocity, int(leads), disp=disp)] = np.nan
     return out
 
 
