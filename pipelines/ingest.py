@@ -395,12 +395,20 @@ def ingest_files(
 
 
 def _append_batch(archive: Archive, prepared: list[PreparedFile], overwrite: bool, report: IngestReport, region: Region) -> None:
-    """Append one batch in time order (file order breaks ties: first wins)."""
+    """Append one batch in time order; two files for one time follow ``ingest.duplicates``.
+
+    ``first``: the file archived (or given) first wins, the other is refused;
+    ``newest``: the file given later wins and replaces an archived field;
+    ``reject``: both are refused and an archived frame of that time is
+    removed. Every conflict is reported (skipped file with the reason).
+    """
     if not prepared:
         return
+    policy = region.ingest.duplicates
     unpacked = {id(p): p.values for p in prepared}
     rows = [(int(t), p.order, p, i) for p in prepared for i, t in enumerate(p.times_ns)]
-    rows.sort(key=lambda r: (r[0], r[1]))  # time order; the file given first wins a tie
+    # time order; the winner of a tie within the batch comes first
+    rows.sort(key=lambda r: (r[0], -r[1] if policy == "newest" else r[1]))
     values = np.stack([unpacked[id(r[2])][r[3]] for r in rows])
     times = np.array([r[0] for r in rows], dtype="int64").astype("datetime64[ns]")
     sources = [r[2].path for r in rows]
@@ -411,14 +419,30 @@ def _append_batch(archive: Archive, prepared: list[PreparedFile], overwrite: boo
         name=archive.spec.name,
         attrs={"units": archive.spec.units},
     )
-    result = archive.append(frames, overwrite=overwrite, source=sources, errors="skip")
+    result = archive.append(frames, overwrite=overwrite or policy == "newest", source=sources, errors="skip")
+    if policy == "reject" and result.refused:
+        # Neither file can be trusted: remove what the archive holds at those times too.
+        for refused in result.refused:
+            dropped = archive.drop(refused.time)
+            if dropped:
+                log.warning("%s: duplicate-time conflict (ingest.duplicates: reject): archived frame removed", _iso(refused.time))
+                result.added = [t for t in result.added if t != refused.time]
+    if policy == "newest" and not overwrite:
+        for t in result.replaced:
+            log.warning("%s: duplicate-time conflict: the archived field was replaced by the newer file "
+                        "(ingest.duplicates: newest)", _iso(t))
     report.result.merge(result)
     refused_files = set()
     for refused in result.refused:
-        log.warning("skipped %s: frame at %s refused: %s", refused.source, refused.time, refused.reason)
-        report.skipped.append(SkippedFile(Path(refused.source), f"{np.datetime_as_string(refused.time, unit='s')}Z: {refused.reason}"))
+        reason = f"{_iso(refused.time)}: {refused.reason} (ingest.duplicates: {policy})"
+        log.warning("skipped %s: frame at %s refused: %s", refused.source, _iso(refused.time), reason)
+        report.skipped.append(SkippedFile(Path(refused.source), reason))
         refused_files.add(refused.source)
     report.ingested += [Path(p.path) for p in prepared if p.path not in refused_files]
+
+
+def _iso(t: np.datetime64) -> str:
+    return np.datetime_as_string(np.datetime64(t, "s"), unit="s") + "Z"
 
 
 @contextlib.contextmanager

@@ -215,3 +215,32 @@ def test_local_cluster_listens_on_loopback_only(home: Path, odim_moving, monkeyp
     assert len(report.ingested) == 2
     assert seen and all(host == "127.0.0.1" for host, _ in seen), seen
     assert all(port != 8787 for _, port in seen)
+
+
+@pytest.mark.parametrize("policy", ["first", "newest", "reject"])
+@pytest.mark.parametrize("same_batch", [True, False])
+def test_duplicate_time_policy(home: Path, odim_stream, policy: str, same_batch: bool) -> None:
+    """Two files, one time, different fields: the region's policy decides, and the conflict is reported."""
+    from pipelines.ingest import ingest_files
+
+    region = load_region("swiss")
+    region = region.model_copy(update={"ingest": region.ingest.model_copy(update={"duplicates": policy})})
+    real, impostor = odim_stream(1)[0], odim_stream(1, scale=2.0, folder="doubled")[0]
+    if same_batch:
+        report = ingest_files([real, impostor], region, home=home, scheduler="synchronous", progress=False)
+    else:
+        ingest_files([real], region, home=home, scheduler="synchronous", progress=False)
+        report = ingest_files([impostor], region, home=home, scheduler="synchronous", progress=False)
+    if policy == "newest" and not same_batch:  # the newer file replaced the archived one: reported as replaced
+        assert not report.skipped and len(report.result.replaced) == 1
+    else:
+        assert len(report.skipped) == 1 and f"ingest.duplicates: {policy}" in report.skipped[0].reason
+    archive = Archive.open(region, home=home, create=False)
+    if policy == "reject":
+        assert len(archive) == 0
+        return
+    stored = archive.read().load().values[0]
+    expected_max = 13.43 * (2.0 if policy == "newest" else 1.0)
+    assert np.nanmax(stored) == pytest.approx(expected_max, rel=1e-4)
+    if same_batch:
+        assert report.skipped[0].path == (real if policy == "newest" else impostor)
