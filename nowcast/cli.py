@@ -50,7 +50,7 @@ app = typer.Typer(
     name="nowcast",
     help="Short-term precipitation forecasting from weather radar.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # nowcast --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
 
@@ -63,6 +63,8 @@ COMMAND_MODULES = [
     "nowcast.commands.render",
     "nowcast.commands.demo",
     "nowcast.commands.train",
+    "nowcast.commands.pretrain",
+    "nowcast.commands.models",
 ]
 
 #: Kept for the command modules that import it (``nowcast.commands.schedule``).

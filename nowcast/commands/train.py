@@ -35,9 +35,12 @@ def train(
     """Train a source, a scratch/finetuned target or a TMU target, as its config says.
 
     The checkpoint goes where the config's ``checkpoint`` says (relative to
-    the project root); an interrupted run resumes where it stopped.
+    the source checkout); installed from a wheel, a shipped-zoo model
+    (models/zoo/NAME.pt) goes to HOME/models/NAME.pt, which the model lookup
+    reads first (docs/models.md). An interrupted run resumes where it stopped.
     """
     from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.models.zoo import training_config
     from nowcast.training import train as run_training
 
     setup(verbose, quiet)
@@ -48,7 +51,7 @@ def train(
     from nowcast.precision import check_choice, resolve_device
 
     check_choice(device=device, precision=precision or "auto")
-    cfg = load_model_config(find_model_config(config, home))
+    cfg = training_config(load_model_config(find_model_config(config, home)), home)
     if precision:
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"precision": precision})})
     result = run_training(cfg, resume=resume, max_iterations=iterations, progress=progress and not quiet,

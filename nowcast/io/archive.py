@@ -542,6 +542,31 @@ class Archive:
     def __repr__(self) -> str:
         return f"Archive({self.region.name!r}, {self.path}, {self._committed} frames)"
 
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes of the store (``{}`` before the first append)."""
+        return dict(self._root_meta().get("attributes", {})) if self.exists else {}
+
+    def set_attrs(self, **attrs: Any) -> None:
+        """Set root attributes, e.g. ``data_origin`` (where the frames came from,
+        copied into every forecast made from the archive), under the write lock.
+
+        Raises
+        ------
+        ArchiveError
+            If the store does not exist yet, or for the commit attribute.
+        """
+        if not self.exists:
+            raise ArchiveError(f"{self.path}: no archive yet; ingest frames before setting its attributes")
+        if COMMITTED_ATTR in attrs:
+            raise ArchiveError(f"{self.path}: {COMMITTED_ATTR!r} is the commit point and cannot be set")
+        with self._locked():
+            if self._needs_recovery():
+                self._recover()
+            with _no_zarr_warnings():
+                # the group returned by consolidation carries the consolidated metadata it rewrites
+                self._consolidate().attrs.update(attrs)
+
     # ----------------------------------------------------------- low level
     def _root_meta(self) -> dict[str, Any]:
         try:

@@ -12,6 +12,13 @@ normalisation with one line naming the file and the field.
 
 A TMU target's checkpoint is self-sufficient: its distillers stand in for the
 sources, whose checkpoints are not needed to forecast.
+
+Where a config's checkpoint is found (``HOME/models`` first, then the shipped
+zoo of the source checkout or of the installed wheel) and where training
+writes it is one rule, :func:`nowcast.paths.checkpoint_candidates` and
+:func:`nowcast.paths.checkpoint_output_path` (docs/models.md);
+:func:`locate_checkpoint`, :func:`training_config` and :func:`zoo_listing`
+apply it here.
 """
 
 from __future__ import annotations
@@ -266,6 +273,56 @@ def check_matches(ckpt: Checkpoint, config: ModelConfig) -> None:
 
 
 # ------------------------------------------------------------ lookup
+def locate_checkpoint(config: ModelConfig, home: str | Path | None = None, yaml_path: str | Path | None = None
+                      ) -> tuple[str, Path]:
+    """``(where, path)`` of the checkpoint a model config names, by the lookup rule of docs/models.md.
+
+    ``where`` is ``home`` (``HOME/models/NAME.pt``, a user-trained or
+    retrained model), ``checkout`` (the source checkout's ``models/zoo``),
+    ``package`` (the zoo shipped inside the installed wheel) or ``path`` (an
+    absolute ``checkpoint``): the first that exists, in this order
+    (:func:`nowcast.paths.checkpoint_candidates`).
+
+    Raises
+    ------
+    CheckpointError
+        No candidate exists; the message lists every place looked in.
+    """
+    from nowcast.paths import checkpoint_candidates, find_checkpoint
+
+    found = find_checkpoint(config.checkpoint, home)
+    if found is not None:
+        return found
+    candidates = checkpoint_candidates(config.checkpoint, home)
+    looked = "; ".join(f"{where} {path}" for where, path in candidates)
+    how = f"nowcast train --config {yaml_path or config.name}"
+    raise CheckpointError(
+        f"{candidates[0][1] if len(candidates) == 1 else config.checkpoint}: checkpoint of model {config.name!r} "
+        f"does not exist" + (f" (looked in: {looked})" if len(candidates) > 1 else "") + f"; train it with '{how}'"
+    )
+
+
+def training_config(config: ModelConfig, home: str | Path | None = None) -> ModelConfig:
+    """``config`` with the paths training writes and reads made absolute where they must move.
+
+    In a source checkout nothing changes: relative paths stay under the
+    checkout, so the project's own zoo workflow writes ``models/zoo`` as
+    before. Installed from a wheel (no checkout), the checkpoint goes to
+    :func:`nowcast.paths.checkpoint_output_path` (``HOME/models/NAME.pt`` for
+    a shipped-zoo model, where the lookup finds it first) and relative
+    training and validation stores to ``HOME`` (:func:`nowcast.paths.project_file`),
+    never into site-packages.
+    """
+    from nowcast.paths import checkpoint_output_path, project_file, source_checkout
+
+    if source_checkout() is not None:
+        return config
+    data = {key: str(project_file(value, home)) for key in ("path", "val_path")
+            if (value := getattr(config.data, key)) is not None}
+    return config.model_copy(update={"checkpoint": str(checkpoint_output_path(config.checkpoint, home)),
+                                     "data": config.data.model_copy(update=data)})
+
+
 def resolve_model(name: str | Path, home: str | Path | None = None) -> Path:
     """Path to load a model from: a model YAML or a checkpoint file.
 
@@ -274,7 +331,8 @@ def resolve_model(name: str | Path, home: str | Path | None = None) -> Path:
     name
         A checkpoint path (``.pt``), a model YAML path, or a bare name found as
         ``configs/models/NAME.yaml`` (user configs under ``HOME`` first). A
-        YAML's ``checkpoint`` is resolved against the project root.
+        YAML's ``checkpoint`` is looked up by :func:`locate_checkpoint`
+        (``HOME/models`` first, then the shipped zoo).
 
     Raises
     ------
@@ -291,11 +349,7 @@ def resolve_model(name: str | Path, home: str | Path | None = None) -> Path:
         config = load_model_config(yaml_path)
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    if not config.checkpoint_path.is_file():
-        raise CheckpointError(
-            f"{config.checkpoint_path}: checkpoint of model {config.name!r} does not exist "
-            f"(train it with 'nowcast train --config {yaml_path}')"
-        )
+    locate_checkpoint(config, home, yaml_path)
     return yaml_path
 
 
@@ -432,29 +486,163 @@ def load_named_checkpoint(name_or_config: str | Path | ModelConfig, home: str | 
     normalisation, units) so a config edited after training is caught.
     """
     if isinstance(name_or_config, ModelConfig):
-        return load_checkpoint(name_or_config.checkpoint_path, expect_config=name_or_config)
+        _, found = locate_checkpoint(name_or_config, home)
+        return load_checkpoint(found, expect_config=name_or_config)
     path = Path(name_or_config)
     if path.suffix not in CHECKPOINT_SUFFIXES:
         path = resolve_model(path, home)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return load_checkpoint(path)
     config = load_model_config(path)
-    return load_checkpoint(config.checkpoint_path, expect_config=config)
+    _, found = locate_checkpoint(config, home, path)
+    return load_checkpoint(found, expect_config=config)
 
 
-def load_forecaster(path_or_config: str | Path | ModelConfig) -> Forecaster:
+def load_forecaster(path_or_config: str | Path | ModelConfig, home: str | Path | None = None) -> Forecaster:
     """A :class:`Forecaster` from a checkpoint, a model YAML, a config or a model name.
 
     Only the model's own checkpoint is read: a TMU target forecasts without
-    its sources.
+    its sources. A config's checkpoint is looked up in ``HOME/models`` first,
+    then in the shipped zoo (:func:`locate_checkpoint`).
 
     Raises
     ------
     CheckpointError
         Missing, corrupt or mismatching checkpoint.
     """
-    ckpt = load_named_checkpoint(path_or_config)
+    ckpt = load_named_checkpoint(path_or_config, home)
     return Forecaster(ckpt.build_model(), ckpt.config, ckpt.sha256, ckpt.path, ckpt.metadata)
+
+
+# ------------------------------------------------------------ listing (nowcast models list)
+def lookup_dirs(home: str | Path | None = None) -> list[tuple[str, Path]]:
+    """The folders of checkpoints, in lookup order: ``home`` (``HOME/models``), then the shipped zoo."""
+    from nowcast.paths import models_dir, shipped_zoo_dirs
+
+    return [("home", models_dir(home)), *shipped_zoo_dirs()]
+
+
+def _listed_sums(folder: Path) -> dict[str, str]:
+    sums: dict[str, str] = {}
+    path = folder / "SHA256SUMS"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            parts = line.split(maxsplit=1)
+            if len(parts) == 2:
+                sums[parts[1].strip().lstrip("*")] = parts[0]
+    return sums
+
+
+def _skill_brief(skill: dict[str, Any]) -> str:
+    """``CSI1 0.55 vs 0.55, CSI5 0.26 vs 0.24 (0-60 min); worse at some leads``: model vs extrapolation."""
+    minutes = skill.get("lead_minutes") or []
+    hour = [i for i, m in enumerate(minutes) if m <= 60] or list(range(len(minutes)))
+    parts = []
+    for key, label in (("csi@1", "CSI1"), ("csi@5", "CSI5")):
+        if key in skill and hour:
+            m = float(np.nanmean([skill[key]["model"][i] for i in hour]))
+            e = float(np.nanmean([skill[key]["extrapolation"][i] for i in hour]))
+            parts.append(f"{label} {m:.2f} vs {e:.2f}")
+    verdict = "no worse at every lead" if skill.get("no_worse_at_every_lead") else "worse at some leads"
+    span = f" (0-{minutes[hour[-1]]} min)" if hour else ""
+    return f"{', '.join(parts)}{span}; {verdict}"
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "MANIFEST.json"
+    try:
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def describe_checkpoint(ckpt: Checkpoint, manifest_entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``nowcast models list`` says about one checkpoint (plain JSON-able values).
+
+    The training data's provenance comes from the checkpoint
+    (``training_provenance``), else from the ``MANIFEST.json`` entry beside it
+    (``manifest_entry``, ``data``).
+    """
+    from nowcast.models.skill import skill_summary
+
+    meta = ckpt.metadata
+    config = meta.get("config") or {}
+    data = meta.get("data") or {}
+    tmu = meta.get("tmu") or {}
+    sources = [s.get("name") if isinstance(s, dict) else str(s) for s in tmu.get("sources") or []]
+    if not sources and config.get("tmu"):
+        sources = list(config["tmu"].get("sources") or [])
+    if data.get("kind") == "moving_mnist":
+        provenance = meta.get("training_provenance") or "synthetic Moving-MNIST video"
+    else:
+        recorded = str((manifest_entry or {}).get("data") or "").split(" (")[0].strip()
+        stored = meta.get("training_provenance")
+        provenance = (stored if stored and stored != "unknown" else "") or recorded or "unknown"
+    skill = meta.get("heldout_skill")
+    role = meta.get("role") or config.get("role") or "?"
+    timestep = data.get("timestep_minutes")
+    return {
+        "name": meta.get("name") or ckpt.path.stem,
+        "role": role,
+        "sources": sources,
+        "frame": config.get("frame") or meta["architecture"].get("frame") or "eulerian",
+        "modality": data.get("modality"),
+        "units": meta.get("units"),
+        "domain": data.get("domain"),
+        "provenance": provenance,
+        "trained_on": f"{data.get('domain') or '?'} ({provenance})",
+        "input_frames": data.get("input_frames"),
+        "output_frames": data.get("output_frames"),
+        "timestep_minutes": timestep,
+        "iterations": meta.get("iterations"),
+        "heldout_skill": skill_summary(skill) if skill else None,
+        "heldout_skill_brief": _skill_brief(skill) if skill else ("not measured" if role == "target" else None),
+        "heldout_no_worse_at_every_lead": bool(skill["no_worse_at_every_lead"]) if skill else None,
+        "sha256": ckpt.sha256,
+        "created": meta.get("created"),
+        "code_version": meta.get("code_version"),
+    }
+
+
+def zoo_listing(home: str | Path | None = None) -> dict[str, Any]:
+    """Every checkpoint the lookup can find, one entry per name: the one in use and what it shadows.
+
+    Returns
+    -------
+    dict
+        ``lookup_order``: ``[{"where", "dir"}]`` (``home`` first, then the
+        shipped zoo); ``models``: per checkpoint name (sorted), the
+        :func:`describe_checkpoint` fields of the copy in use plus ``file``,
+        ``found`` (``home``, ``checkout`` or ``package``), ``path``,
+        ``sha256_listed`` (whether the file's SHA-256 is the one in the
+        ``SHA256SUMS`` beside it: ``true``/``false``, ``null`` if not listed)
+        and ``shadows`` (the same name further down the lookup order, not
+        used). A checkpoint that cannot be read gets ``error`` instead.
+    """
+    dirs = lookup_dirs(home)
+    copies: dict[str, list[tuple[str, Path]]] = {}
+    for where, folder in dirs:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.pt")):
+            if path.name.endswith(".state.pt") or not path.is_file():
+                continue
+            copies.setdefault(path.name, []).append((where, path))
+    models = []
+    for fname in sorted(copies):
+        (where, path), *shadowed = copies[fname]
+        entry: dict[str, Any] = {"file": fname, "found": where, "path": str(path),
+                                 "shadows": [{"where": w, "path": str(p)} for w, p in shadowed]}
+        try:
+            entry = {**describe_checkpoint(load_checkpoint(path), _manifest(path.parent).get(fname)), **entry}
+        except NowcastError as exc:
+            entry = {"name": path.stem, **entry, "error": str(exc)}
+        else:
+            listed = _listed_sums(path.parent).get(fname)
+            entry["sha256_listed"] = None if listed is None else listed == entry["sha256"]
+        models.append(entry)
+    return {"lookup_order": [{"where": w, "dir": str(d)} for w, d in dirs], "models": models}
 
 
 def default_rain_config(name: str = "random-tmu") -> ModelConfig:
@@ -501,11 +689,16 @@ __all__ = [
     "Checkpoint",
     "Forecaster",
     "check_matches",
+    "describe_checkpoint",
     "load_checkpoint",
     "load_forecaster",
     "load_named_checkpoint",
+    "locate_checkpoint",
+    "lookup_dirs",
     "random_forecaster",
     "resolve_model",
     "save_checkpoint",
     "sha256_of",
+    "training_config",
+    "zoo_listing",
 ]
