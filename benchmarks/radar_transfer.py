@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=BASELINES + [SHIPPED] + list(NEURAL))
     parser.add_argument("--sequences", type=int, default=None, help="Use only the first N test sequences.")
     parser.add_argument("--no-train", action="store_true", help="Evaluate existing checkpoints only.")
+    parser.add_argument("--shipped", type=Path, default=None,
+                        help="Checkpoint to evaluate as tmu-shipped (default: the region's model as found).")
     parser.add_argument("--train-only", action="store_true", help="Train what is missing, evaluate nothing.")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: runs share the cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/radar_transfer")
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if method == SHIPPED:  # the region's shipped forecaster as it is, whatever its budget
             from nowcast.config import load_region
 
-            forecaster = load_forecaster(load_region("swiss-south").forecast.model)
+            forecaster = load_forecaster(args.shipped or load_region("swiss-south").forecast.model)
             for tname, sequences in test_sets.items():
                 scores, sec = evaluate(f"{method} on {tname}", forecaster.predict, sequences, input_frames, leads,
                                        key=(method, tname))
