@@ -60,6 +60,7 @@ COMMAND_MODULES = [
     "nowcast.commands.forecast",
     "nowcast.commands.schedule",
     "nowcast.commands.verify",
+    "nowcast.commands.hindcast",
     "nowcast.commands.render",
     "nowcast.commands.demo",
     "nowcast.commands.train",
