@@ -134,15 +134,24 @@ class ZarrSequences:
     def _read(self, sl: tuple) -> np.ndarray:
         return self.cache[sl] if self.cache is not None else np.asarray(self.data[sl].values, dtype=np.float32)
 
-    def batch(self, seed: int, split: int, index: int, batch_size: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Batch ``index``: ``(B, T, 1, H, W)`` normalised frames (Lagrangian models: and a validity mask)."""
+    def batch(self, seed: int, split: int, index: int, batch_size: int,
+              part: slice | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``index``: ``(B, T, 1, H, W)`` normalised frames (Lagrangian models: and a validity mask).
+
+        ``part`` (a slice of ``range(batch_size)``) returns only those samples
+        of the batch, read alone: one process's share in distributed training.
+        """
         rng = np.random.default_rng([seed, split, index])
         seqs = rng.integers(0, self.n_seq, batch_size)
         t0 = rng.integers(0, self.n_time - self.frames + 1, batch_size)
         y0 = rng.integers(0, self.ny - self.size + 1, batch_size)
         x0 = rng.integers(0, self.nx - self.size + 1, batch_size)
+        persistent = rng.random(batch_size) < self.persistent_fraction if self.lagrangian else None
+        if part is not None:
+            seqs, t0, y0, x0 = seqs[part], t0[part], y0[part], x0[part]
+            persistent = None if persistent is None else persistent[part]
+            batch_size = len(seqs)
         if self.lagrangian:
-            persistent = rng.random(batch_size) < self.persistent_fraction
             return self._lagrangian_batch(seqs, t0, y0, x0, persistent)
         out = np.empty((batch_size, self.frames, self.size, self.size), dtype=np.float32)
         for b in range(batch_size):
@@ -184,7 +193,7 @@ class ZarrSequences:
 
 
 def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_batches: int | None = None,
-                 seed: int | None = None) -> Iterator[torch.Tensor]:
+                 seed: int | None = None, part: slice | None = None) -> Iterator[torch.Tensor]:
     """Batches ``(B, T, 1, H, W)`` float32, normalised, for ``config.data.kind``.
 
     Parameters
@@ -198,6 +207,9 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
         Stop after this many (``None``: forever).
     seed
         Defaults to ``training.seed``.
+    part
+        Only these samples of every batch (a slice of ``range(batch_size)``),
+        made alone: one process's share in distributed training.
     """
     d, t = config.data, config.training
     seed = t.seed if seed is None else seed
@@ -214,9 +226,10 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
         stop = None if n_batches is None else start + n_batches
         ds = MovingMNIST(d.n_digits, mm_split, frames=frames, size=d.frame_size, seed=mm_seed,
                          length=(stop if stop is not None else 2**40) * B, input_frames=d.input_frames)
+        lo, hi, _ = (part or slice(0, B)).indices(B)
         k = start
         while stop is None or k < stop:
-            yield torch.stack([ds[i] for i in range(k * B, (k + 1) * B)])
+            yield torch.stack([ds[i] for i in range(k * B + lo, k * B + hi)])
             k += 1
         return
     if d.kind == "zarr_sequences":
@@ -230,7 +243,7 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
         code = 0 if split == "train" else 1
         k = start
         while n_batches is None or k < start + n_batches:
-            yield store.batch(seed, code, k, t.batch_size)
+            yield store.batch(seed, code, k, t.batch_size, part)
             k += 1
         return
     raise ConfigError(f"model config {config.name!r}: unknown data.kind {d.kind!r}")
@@ -258,12 +271,26 @@ def soft_csi_loss(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor,
     differentiable. Unlike MSE it does not reward a blurred forecast: a smear
     loses the hits above high thresholds.
     """
-    losses = []
+    return soft_csi_from_sums(soft_csi_sums(pred, truth, weight, thresholds, sharpness))
+
+
+def soft_csi_sums(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor, thresholds: list[float],
+                  sharpness: float = 0.05) -> torch.Tensor:
+    """``(hits, forecast, observed)`` soft sums per threshold, flattened: what :func:`soft_csi_loss` is a function of."""
+    sums = []
     for thr in thresholds:
         p = torch.sigmoid((pred - thr) / sharpness) * weight
         o = torch.sigmoid((truth - thr) / sharpness) * weight
-        hits = (p * o).sum()
-        csi = hits / (p.sum() + o.sum() - hits).clamp_min(1e-3)
+        sums += [(p * o).sum(), p.sum(), o.sum()]
+    return torch.stack(sums)
+
+
+def soft_csi_from_sums(sums: torch.Tensor) -> torch.Tensor:
+    """``1 - soft CSI`` averaged over thresholds, from :func:`soft_csi_sums` (possibly summed over processes)."""
+    losses = []
+    for k in range(0, len(sums), 3):
+        hits, p, o = sums[k], sums[k + 1], sums[k + 2]
+        csi = hits / (p + o - hits).clamp_min(1e-3)
         losses.append(1.0 - csi)
     return torch.stack(losses).mean()
 
@@ -276,7 +303,7 @@ def distill_lambda(tmu: TMUConfig, iteration: int) -> float:
 
 
 def distillation_errors(tmu: TMUConfig, distilled: list[torch.Tensor], memories: list[torch.Tensor],
-                        prediction_loss: torch.Tensor) -> torch.Tensor:
+                        prediction_loss: torch.Tensor, ctx: Any = None) -> torch.Tensor:
     """One distillation error per source, scaled as ``tmu.distill_scale`` says.
 
     ``plain`` is the paper's MSE (its size follows the source memory's
@@ -285,15 +312,35 @@ def distillation_errors(tmu: TMUConfig, distilled: list[torch.Tensor], memories:
     batch (scale-free: 1 means "explains nothing"); ``balanced`` further
     multiplies by the detached prediction loss, so the term is at most about
     ``lambda`` times the prediction loss and can never swamp it.
+
+    With ``ctx`` (a :class:`nowcast.distributed.Context`) the memories and
+    distilled tensors are this process's share of the batch: the variances
+    are those of the global batch and ``prediction_loss`` this process's
+    share of the global one (its mean over processes), so the mean of the
+    returned errors over processes is the global-batch errors.
     """
     errors = torch.stack([F.mse_loss(d, m) for d, m in zip(distilled, memories)])
     if tmu.distill_scale == "plain":
         return errors
-    variances = torch.stack([m.detach().var() for m in memories]).clamp_min(1e-6)
+    if ctx is None:
+        variances = torch.stack([m.detach().var() for m in memories]).clamp_min(1e-6)
+    else:
+        variances = _global_variances(ctx, memories).to(errors.dtype).clamp_min(1e-6)
     errors = errors / variances
     if tmu.distill_scale == "balanced":
-        errors = errors * prediction_loss.detach()
+        errors = errors * (prediction_loss.detach() if ctx is None else ctx.all_mean(prediction_loss))
     return errors
+
+
+def _global_variances(ctx: Any, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The (unbiased) variance of each tensor over all processes' shares, from float64 sums."""
+    moments = []
+    for t in tensors:
+        x = t.detach().double()
+        moments += [torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device), x.sum(), (x * x).sum()]
+    total = ctx.all_sum(torch.stack(moments)).view(-1, 3)
+    n, s1, s2 = total[:, 0], total[:, 1], total[:, 2]
+    return ((s2 - s1 * s1 / n) / (n - 1).clamp_min(1.0)).clamp_min(0.0)
 
 
 def sampling_probability(t: TrainingConfig, iteration: int) -> float:
@@ -365,6 +412,14 @@ def state_path_for(checkpoint: Path) -> Path:
 @torch.no_grad()
 def validate(model: Predictor, batches: list[torch.Tensor], input_frames: int, output_frames: int) -> dict[str, Any]:
     """Closed-loop MSE (normalised units) over the output frames, overall and per lead."""
+    per_lead = _validation_sum(model, batches, input_frames, output_frames)
+    per_lead /= max(1, len(batches))
+    return {"val_mse": float(per_lead.mean()), "val_mse_per_lead": [float(v) for v in per_lead]}
+
+
+@torch.no_grad()
+def _validation_sum(model: Predictor, batches: list[torch.Tensor], input_frames: int, output_frames: int) -> torch.Tensor:
+    """Per lead, the sum over batches of each batch's weighted MSE."""
     was_training = model.training
     model.eval()
     per_lead = torch.zeros(output_frames)
@@ -374,8 +429,16 @@ def validate(model: Predictor, batches: list[torch.Tensor], input_frames: int, o
         truth = batch[:, input_frames : input_frames + output_frames]
         w = weight[:, input_frames : input_frames + output_frames]
         per_lead += ((pred - truth) ** 2 * w).sum(dim=(0, 2, 3, 4)).cpu() / w.sum(dim=(0, 2, 3, 4)).clamp_min(1.0).cpu()
-    per_lead /= max(1, len(batches))
     model.train(was_training)
+    return per_lead
+
+
+def _validate_distributed(ctx: Any, model: Predictor, batches: list, input_frames: int, output_frames: int,
+                          device: torch.device) -> dict[str, Any]:
+    """:func:`validate` with the batches split between the processes (batch ``i`` on rank ``i mod W``)."""
+    mine = [_to(v, device) for v in batches[ctx.rank :: ctx.world]]
+    per_lead = ctx.all_sum(_validation_sum(model, mine, input_frames, output_frames))
+    per_lead /= max(1, len(batches))
     return {"val_mse": float(per_lead.mean()), "val_mse_per_lead": [float(v) for v in per_lead]}
 
 
@@ -392,6 +455,14 @@ def train(
 ) -> TrainResult:
     """Train a model as its config says; write its checkpoint and resume state.
 
+    In one process this is the whole story. Started by ``torchrun`` with
+    several processes (or with a default process group the caller
+    initialised), every process calls it alike and they train one model
+    data-parallel (:mod:`nowcast.distributed`): each takes its share of every
+    global batch, the gradients are averaged, process 0 writes the files and
+    logs, and the result equals the one-process run with the same global
+    batch up to float rounding.
+
     Parameters
     ----------
     config
@@ -404,33 +475,70 @@ def train(
         Show a rich progress bar (loss, it/s); logs every ``log_every``
         iterations either way.
     device
-        Torch device; nothing is hard-coded to CPU.
+        Torch device; nothing is hard-coded to CPU. Distributed, ``cuda``
+        means ``cuda:LOCAL_RANK`` (one GPU per process).
     batches, val_batches
         Override the data (tests, custom pipelines): ``batches(start)``
         yields training batches from batch index ``start``; ``val_batches`` is
-        a fixed list. Default: :func:`make_batches`.
+        a fixed list. Default: :func:`make_batches`. Distributed, both are
+        global: each process takes its slice of every batch, and its share
+        of the validation batches.
 
     Raises
     ------
     TrainingDivergedError
         The loss became NaN/inf (the last good checkpoint is kept).
     CheckpointError, ConfigError
-        Bad sources, ``init_from`` or resume state.
+        Bad sources, ``init_from`` or resume state; distributed, a global
+        batch that does not split evenly between the processes.
     """
-    device = torch.device(device)
+    from nowcast import distributed
+
+    ctx = distributed.setup(device)
+    try:
+        return _train(config, ctx, resume=resume, max_iterations=max_iterations, progress=progress,
+                      device=ctx.device if ctx is not None else torch.device(device), batches=batches,
+                      val_batches=val_batches)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _train(
+    config: ModelConfig,
+    ctx: Any,
+    *,
+    resume: bool,
+    max_iterations: int | None,
+    progress: bool,
+    device: torch.device,
+    batches: BatchFactory | None,
+    val_batches: list[torch.Tensor] | None,
+) -> TrainResult:
+    """:func:`train` in this process; ``ctx`` is its :class:`nowcast.distributed.Context` or ``None`` (one process)."""
     tcfg, dcfg = config.training, config.data
     total = int(max_iterations if max_iterations is not None else tcfg.iterations)
     ckpt_path = config.checkpoint_path
     state_path = state_path_for(ckpt_path)
     n_in, n_out = dcfg.input_frames, dcfg.output_frames
     steps = n_in + n_out - 1
+    main = ctx is None or ctx.is_main
+
+    def global_value(t: torch.Tensor) -> torch.Tensor:
+        """The detached global-batch value of a loss (distributed: the mean of the processes' shares)."""
+        return t.detach() if ctx is None else ctx.all_mean(t)
 
     previous_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         torch.manual_seed(tcfg.seed)
         precision = resolve_precision(tcfg.precision, str(device))
-        log.info("%s: training in %s on %s", config.name, precision, device)
+        if ctx is not None:  # 'auto' times the hardware in each process: process 0 decides for all
+            precision = ctx.broadcast(precision)
+        if main:
+            log.info("%s: training in %s on %s", config.name, precision, device)
+        if ctx is not None and main:
+            log.info("%s: data-parallel on %d processes (%s backend)", config.name, ctx.world, ctx.backend)
         bank, source_ckpts = (load_sources(config) if config.tmu else (None, []))
         source_channels = bank.source_channels if bank is not None else []
         model = Predictor.from_config(config.architecture, source_channels, config.tmu.variant if config.tmu else "sum")
@@ -438,6 +546,8 @@ def train(
         start, history, running = 0, [], None
         extra: dict[str, Any] = {"tmu": None, "init_from": None, "training_provenance": _provenance(config),
                                  "training_precision": precision}
+        if ctx is not None:
+            extra["training_processes"] = ctx.world
         if config.tmu:
             extra["tmu"] = {
                 "sources": [{"name": n, "path": str(c.path), "sha256": c.sha256, "domain": c.metadata.get("data", {}).get("domain"),
@@ -445,11 +555,18 @@ def train(
                 "variant": config.tmu.variant, "distill_weight": config.tmu.distill_weight, "weights": config.tmu.weights,
             }
         resumed = False
-        if resume and state_path.is_file():
-            start, history, running, extra_saved = _load_state(state_path, config, model, optimizer)
+        shared_state = None
+        if ctx is None:
+            have_state = resume and state_path.is_file()
+        else:  # process 0 reads the state (only its machine needs the folder) and sends it to all
+            shared_state = ctx.broadcast(_read_state(state_path) if main and resume and state_path.is_file() else None)
+            have_state = shared_state is not None
+        if have_state:
+            start, history, running, extra_saved = _load_state(state_path, config, model, optimizer, shared_state)
             extra["init_from"] = extra_saved.get("init_from")
             resumed = True
-            log.info("%s: resuming at iteration %d from %s", config.name, start, state_path)
+            if main:
+                log.info("%s: resuming at iteration %d from %s", config.name, start, state_path)
         elif tcfg.init_from:
             src = init_from_source(model, tcfg.init_from)
             extra["init_from"] = {"name": tcfg.init_from, "path": str(src.path), "sha256": src.sha256}
@@ -459,16 +576,26 @@ def train(
         model.train()
 
         if start >= total:
-            log.info("%s: already trained to iteration %d (asked %d)", config.name, start, total)
-            if not ckpt_path.is_file():
-                save_checkpoint(ckpt_path, model, config, iterations=start, metrics=_metrics(history), extra=extra)
+            if main:
+                log.info("%s: already trained to iteration %d (asked %d)", config.name, start, total)
+                if not ckpt_path.is_file():
+                    save_checkpoint(ckpt_path, model, config, iterations=start, metrics=_metrics(history), extra=extra)
+            if ctx is not None:
+                ctx.barrier()
             return _result(ckpt_path, start, history)
 
-        factory = batches or (lambda s: make_batches(config, "train", start=s))
+        # Distributed: the network in DDP (gradients averaged over the processes
+        # in backward); `model` stays the plain module for validation and saving.
+        net = model if ctx is None else ctx.wrap(model)
+        if batches is not None:
+            factory = batches if ctx is None else (lambda s: (ctx.take(item) for item in batches(s)))
+        else:
+            part = None if ctx is None else ctx.part(tcfg.batch_size)
+            factory = lambda s: make_batches(config, "train", start=s, part=part)
         if val_batches is None:
             val_batches = list(make_batches(config, "val", n_batches=tcfg.val_batches))
         data = iter(factory(start))
-        bar = _Progress(config.name, start, total, progress)
+        bar = _Progress(config.name, start, total, progress and main)
         t_begin = time.perf_counter()
         ran = 0
         try:
@@ -483,39 +610,54 @@ def train(
                     raise ConfigError(f"model config {config.name!r}: batch of shape {tuple(batch.shape)}, expected (B, >= {n_in + n_out}, 1, H, W)")
                 prob = sampling_probability(tcfg, it)
                 gen = torch.Generator().manual_seed(_mix_seed(tcfg.seed, it))
-                mask = (torch.rand((batch.shape[0], n_out - 1), generator=gen) < prob).float().to(device)
+                if ctx is None:
+                    mask = (torch.rand((batch.shape[0], n_out - 1), generator=gen) < prob).float().to(device)
+                else:  # drawn for the global batch, sliced as the data are
+                    b = batch.shape[0]
+                    full = torch.rand((b * ctx.world, n_out - 1), generator=gen) < prob
+                    mask = full[ctx.rank * b : (ctx.rank + 1) * b].float().to(device)
                 with autocast(precision, str(device)):
-                    out = model(batch, n_in, n_out, teacher_mask=mask)
+                    out = net(batch, n_in, n_out, teacher_mask=mask)
                 out = PredictorOutput(out.predictions.float(), [d.float() for d in out.distilled])
                 truth, w = batch[:, 1 : steps + 1], weight[:, 1 : steps + 1]
-                pred_loss = masked_mse(out.predictions, truth, w)
+                if ctx is None:
+                    pred_loss = masked_mse(out.predictions, truth, w)
+                else:  # normalised by the weight of the global batch
+                    pred_loss = ctx.global_objective(
+                        _weighted_mean, torch.stack([((out.predictions - truth) ** 2 * w).sum(), w.sum()]))
                 loss = pred_loss
-                record = {"iteration": it + 1, "prediction": float(pred_loss.detach()), "sampling_prob": prob}
+                record = {"iteration": it + 1, "prediction": float(global_value(pred_loss)), "sampling_prob": prob}
                 if tcfg.soft_csi_weight > 0:
                     thresholds = [float(v) for v in dcfg.normaliser.forward(np.asarray(tcfg.soft_csi_thresholds))]
                     lead = slice(n_in - 1, steps)  # the forecast proper
-                    csi_loss = soft_csi_loss(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds)
+                    if ctx is None:
+                        csi_loss = soft_csi_loss(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds)
+                    else:  # the CSI of the global batch's sums
+                        csi_loss = ctx.global_objective(
+                            soft_csi_from_sums, soft_csi_sums(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds))
                     loss = loss + tcfg.soft_csi_weight * csi_loss
-                    record["soft_csi_loss"] = float(csi_loss.detach())
+                    record["soft_csi_loss"] = float(global_value(csi_loss))
                 if bank is not None and config.tmu is not None:
                     with autocast(precision, str(device)):
                         memories = bank(fold(batch[:, :steps], config.architecture.patch_size))
                     memories = [m.float() for m in memories]
-                    errors = distillation_errors(config.tmu, out.distilled, memories, pred_loss)
-                    detached = errors.detach().cpu()
+                    errors = distillation_errors(config.tmu, out.distilled, memories, pred_loss, ctx)
+                    # Distributed: the running errors (and so the weights) from the global errors, alike on every process.
+                    detached = global_value(errors).cpu()
                     running = detached if running is None else config.tmu.adaptive_momentum * running + (1 - config.tmu.adaptive_momentum) * detached
                     weights = distillation_weights(config.tmu, running, len(errors)).to(errors.device)
                     distill = (weights * errors).sum()
                     lam = distill_lambda(config.tmu, it)
                     loss = loss + lam * distill
                     record["distill_lambda"] = lam
-                    record["distillation"] = float(distill.detach())
+                    record["distillation"] = float(global_value(distill))
                     record.update({f"distill_{n}": float(e) for n, e in enumerate(detached)})
                     record.update({f"weight_{n}": float(w) for n, w in enumerate(weights.cpu())})
-                if not torch.isfinite(loss):
+                loss_value = global_value(loss)
+                if not torch.isfinite(loss_value):
                     raise TrainingDivergedError(
-                        f"model {config.name!r}: training diverged: loss is {float(loss.detach())} at iteration {it + 1} "
-                        f"(prediction {float(pred_loss.detach()):.4g}{', distillation ' + format(record['distillation'], '.4g') if 'distillation' in record else ''}); "
+                        f"model {config.name!r}: training diverged: loss is {float(loss_value)} at iteration {it + 1} "
+                        f"(prediction {record['prediction']:.4g}{', distillation ' + format(record['distillation'], '.4g') if 'distillation' in record else ''}); "
                         f"check the data for NaN or lower training.lr ({tcfg.lr:g}); "
                         f"last good checkpoint: {state_path if state_path.is_file() else 'none'}"
                     )
@@ -524,25 +666,31 @@ def train(
                 if tcfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
                 optimizer.step()
-                record["loss"] = float(loss.detach())
+                record["loss"] = float(loss_value)
                 record["seconds"] = time.perf_counter() - t0
                 ran += 1
                 done = it + 1
                 if done % tcfg.val_every == 0 or done == total:
                     with autocast(precision, str(device)):
-                        record.update(validate(model, [_to(v, device) for v in val_batches], n_in, n_out))
+                        if ctx is None:
+                            record.update(validate(model, [_to(v, device) for v in val_batches], n_in, n_out))
+                        else:
+                            record.update(_validate_distributed(ctx, model, val_batches, n_in, n_out, device))
                 history.append(record)
                 bar.update(record, ran / (time.perf_counter() - t_begin))
-                if done % tcfg.log_every == 0 or done == total or "val_mse" in record:
+                if main and (done % tcfg.log_every == 0 or done == total or "val_mse" in record):
                     log.info("%s it %d/%d loss %.5f%s%s, %.2f s/it", config.name, done, total, record["loss"],
                              f" (distill {record['distillation']:.4f})" if "distillation" in record else "",
                              f" val_mse {record['val_mse']:.5f}" if "val_mse" in record else "",
                              (time.perf_counter() - t_begin) / ran)
                 if done % tcfg.checkpoint_every == 0 or done == total:
-                    metrics = _metrics(history)
-                    metrics["resumed"] = resumed
-                    save_checkpoint(ckpt_path, model, config, iterations=done, metrics=metrics, extra=extra)
-                    _save_state(state_path, config, model, optimizer, done, history, running, extra)
+                    if main:
+                        metrics = _metrics(history)
+                        metrics["resumed"] = resumed
+                        save_checkpoint(ckpt_path, model, config, iterations=done, metrics=metrics, extra=extra)
+                        _save_state(state_path, config, model, optimizer, done, history, running, extra)
+                    if ctx is not None:  # the files are complete before any process goes on (or returns)
+                        ctx.barrier()
         finally:
             bar.close()
         result = _result(ckpt_path, total, history)
@@ -550,6 +698,11 @@ def train(
         return result
     finally:
         torch.use_deterministic_algorithms(previous_det)
+
+
+def _weighted_mean(sums: torch.Tensor) -> torch.Tensor:
+    """:func:`masked_mse` from its two sums ``(sum of weighted squared errors, sum of weights)``."""
+    return sums[0] / sums[1].clamp_min(1.0)
 
 
 def _provenance(config: ModelConfig) -> str:
@@ -618,9 +771,21 @@ def _save_state(path: Path, config: ModelConfig, model: Predictor, optimizer: to
     )
 
 
-def _load_state(path: Path, config: ModelConfig, model: Predictor, optimizer: torch.optim.Optimizer):
+def _read_state(path: Path) -> dict[str, Any]:
+    """The raw resume state, or ``{"unreadable": reason}`` (distributed: process 0 reads, all apply)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt/foreign state file: every process raises it
+        return {"unreadable": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+
+
+def _load_state(path: Path, config: ModelConfig, model: Predictor, optimizer: torch.optim.Optimizer,
+                state: dict[str, Any] | None = None):
+    try:
+        if state is None:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        elif "unreadable" in state:
+            raise CheckpointError(f"{path}: unreadable resume state ({state['unreadable']}); use --no-resume")
         want = architecture_metadata(config, model.source_channels)
         if state["architecture"] != want:
             diff = next(k for k in want if state["architecture"].get(k) != want[k])

@@ -38,12 +38,19 @@ def train(
     the source checkout); installed from a wheel, a shipped-zoo model
     (models/zoo/NAME.pt) goes to HOME/models/NAME.pt, which the model lookup
     reads first (docs/models.md). An interrupted run resumes where it stopped.
+
+    Started by torchrun with several processes (on one machine or several),
+    it trains data-parallel: each process takes its share of every batch,
+    gradients are averaged, process 0 writes the checkpoint and reports
+    (docs/guide/cluster.md). --device cuda then means one GPU per process.
     """
+    from nowcast.distributed import launched_rank
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.zoo import training_config
     from nowcast.training import train as run_training
 
-    setup(verbose, quiet)
+    main_process = launched_rank() == 0  # under torchrun only process 0 reports
+    setup(verbose, quiet or not main_process)
     if threads:
         import torch
 
@@ -56,5 +63,7 @@ def train(
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"precision": precision})})
     result = run_training(cfg, resume=resume, max_iterations=iterations, progress=progress and not quiet,
                           device=resolve_device(device))
+    if not main_process:
+        return
     losses = ", ".join(f"{k} {result.final_losses[k]:.5g}" for k in ("loss", "prediction", "distillation", "val_mse") if k in result.final_losses)
     typer.echo(f"{cfg.name}: {result.iterations} iterations ({losses}); checkpoint {result.checkpoint} sha256 {result.sha256}")
