@@ -72,6 +72,21 @@ def build_archive(region_name: str, home: Path, frames: int, workdir: Path) -> N
         raise SystemExit(f"benchmark archive: files skipped: {report.skipped}")
 
 
+def write_square_region(home: Path, n: int) -> None:
+    """``HOME/configs/regions/grid-N.yaml``: swiss-512's 512 km square at 512 km / N resolution."""
+    import yaml
+
+    from nowcast.config import load_region
+
+    base = load_region("swiss-512")
+    spec = {"name": f"grid-{n}", "description": f"{n} x {n} cells over the swiss-512 square (benchmark)",
+            "crs": base.crs, "extent": list(base.extent), "resolution": 512000.0 / n,
+            "timestep_minutes": 5, "units": "mm h-1", "forecast": {"method": "extrapolation", "input_frames": 4, "leads": 12}}
+    path = home / "configs" / "regions" / f"grid-{n}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec))
+
+
 # ------------------------------------------------------------------ child
 def _tmu_forecaster(region, model: str | None, model_config: str | None):
     """The trained model if the region (or ``--model``) has one, else a random-init one.
@@ -143,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--model", default=None, help="Model config name with a trained checkpoint.")
     parser.add_argument("--model-config", default=None, help="Model config for a random-init TMU (default: zoo default).")
+    parser.add_argument("--grid-sizes", type=int, nargs="*", default=[],
+                        help="Also square regions of N x N cells over the 512 km swiss-512 square (resolution 512 km / N):"
+                             " forecast cost against domain size.")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                         help="Network arithmetic of the tmu method (nowcast.precision).")
     parser.add_argument("--child", nargs=3, metavar=("REGION", "METHOD", "HOME"), help=argparse.SUPPRESS)
@@ -159,9 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.cores), "MKL_NUM_THREADS": str(args.cores), "PYART_QUIET": "1"}
     rows = []
     with tempfile.TemporaryDirectory(prefix="nowcast-bench-") as tmp:
-        for region in args.regions:
+        regions = list(args.regions) + [f"grid-{n}" for n in args.grid_sizes]
+        for region in regions:
             home = Path(tmp) / region
             home.mkdir()
+            if region.startswith("grid-"):
+                write_square_region(home, int(region.split("-")[1]))
             t0 = time.perf_counter()
             build_archive(region, home, 4, Path(tmp) / f"files-{region}")
             print(f"# {region}: archive of 4 frames built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
