@@ -62,6 +62,17 @@ class ForecastSettings(StrictModel):
     max_input_age_minutes: float = Field(
         15.0, gt=0, description="Refuse a window whose newest frame is older than this."
     )
+    probability_thresholds: tuple[float, ...] = Field(
+        (0.5, 1.0, 5.0, 10.0), min_length=1,
+        description="Rain rates (mm/h) of an ensemble's exceedance probabilities (nowcast forecast --members).",
+    )
+
+    @field_validator("probability_thresholds")
+    @classmethod
+    def _increasing_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v <= 0 for v in value) or any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"must be positive and increasing, got {list(value)}")
+        return value
 
 
 class IngestSettings(StrictModel):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +66,9 @@ class ForecastResult:
     fallback_reason: str | None
     seconds: float
     compute_seconds: float
+    #: Ensemble size and seed (``None`` for a deterministic forecast).
+    members: int | None = None
+    seed: int | None = None
 
 
 # ---------------------------------------------------------------- times
@@ -407,76 +410,36 @@ def _window_in_rain_rate(window_da, region: Region) -> np.ndarray:
     raise ForecastError(f"region {region.name!r}: cannot forecast rain rate from an archive in {units!r}")
 
 
-# ---------------------------------------------------------------- main entry
-def run_forecast(
-    region: Region | str,
-    home: str | Path | None = None,
-    time: str | np.datetime64 | None = None,
-    method: str | None = None,
-    leads: int | None = None,
-    out: str | Path | None = None,
-    *,
-    tile: int = TILE,
-    overlap: int = OVERLAP,
-    device: str = "cpu",
-    precision: str = "auto",
-) -> ForecastResult:
-    """Forecast from the region's archive and write the dataset.
+@dataclass
+class _Deterministic:
+    """The deterministic forecast of a window, with what the product says about how it was made."""
 
-    Parameters
-    ----------
-    region
-        Region config (or its name).
-    home
-        Data home (default ``$NOWCAST_HOME`` or ``~/.nowcast``).
-    time
-        Reference time (ISO 8601, UTC if naive); default the newest archived
-        frame. The window ends at the newest frame not after it and must be
-        at most ``forecast.max_input_age_minutes`` older.
-    method
-        Override the region's configured method (``tmu`` or a baseline name).
-    leads
-        Number of lead times (of ``region.timestep_minutes`` each).
-    out
-        Output path (``.zarr`` or ``.nc``); default
-        ``HOME/forecasts/REGION/REGION_YYYYmmddTHHMMZ_METHOD.zarr``.
-    tile, overlap
-        Tiling of the neural forecaster (see :func:`predict_tiled`).
-    device, precision
-        Where and in what arithmetic the neural forecaster runs
-        (:mod:`nowcast.precision`; ``auto`` precision is bf16 only where it is
-        faster). The baselines run in numpy either way.
+    values: np.ndarray
+    method: str
+    fallback_reason: str | None
+    model_name: str | None
+    sha256: str | None
+    model_attrs: dict[str, str]
+    compute_seconds: float
+    motion_method: str = "LK"
 
-    Raises
-    ------
-    ForecastError
-        Missing or stale input frames, unknown method.
-    ArchiveError
-        No archive for the region.
+
+def _deterministic(region: Region, method: str, window: np.ndarray, raw: np.ndarray, leads: int, *, tile: int,
+                   overlap: int, device: str, precision: str) -> _Deterministic:
+    """Run ``method`` (falling back to extrapolation, recorded) and mask its output as the product wants it.
+
+    ``method`` ``steps`` (an ensemble method) has no deterministic forecast:
+    its members are made by :func:`_run_ensemble`; here it gets none.
     """
-    from nowcast.io.archive import Archive
-    from nowcast.products import make_forecast_dataset, write_forecast
+    from nowcast.ensemble import STEPS_METHOD
 
-    started = _time.perf_counter()
-    region = region if isinstance(region, Region) else load_region(region, home)
-    method = method or region.forecast.method
-    leads = int(leads or region.forecast.leads)
-    if leads < 1:
-        raise ForecastError(f"--leads {leads}: need at least one lead time")
-    archive = Archive.open(region, home=home, create=False)
-    end_time = None if time is None else to_utc_datetime64(time)
-    n = region.forecast.input_frames
-    times = select_window(
-        archive.times, end_time, n, region.timestep_minutes, region.forecast.max_input_age_minutes, region.name
-    )
-    window_da = archive.window(times[-1], n)
-    raw = _window_in_rain_rate(window_da, region)
-    window = np.nan_to_num(raw, nan=0.0)
-
+    if method == STEPS_METHOD:
+        return _Deterministic(np.empty((0,)), method, None, None, None, {}, 0.0)
     fallback_reason: str | None = None
     model_attrs: dict[str, str] = {}
     model_name: str | None = None
     sha256: str | None = None
+    forecaster = None
     used = method
     t0 = _time.perf_counter()
     if method == MODEL_METHOD:
@@ -533,6 +496,172 @@ def run_forecast(
     values[unknown] = np.nan
     # Keep the radar coverage: cells without data in the newest frame have no forecast.
     values[:, np.isnan(raw[-1])] = np.nan
+    motion = str(getattr(getattr(getattr(forecaster, "config", None), "motion", None), "method", "LK"))
+    return _Deterministic(values, used, fallback_reason, model_name, sha256, model_attrs, compute,
+                          motion if used == MODEL_METHOD else "LK")
+
+
+def _km_per_pixel(region: Region) -> float:
+    """Cell size in km (degrees of a geographic grid taken as 111 km)."""
+    return float(region.resolution) * (111.0 if region.grid.crs.is_geographic else 0.001)
+
+
+def _run_ensemble(region: Region, home, times: np.ndarray, window: np.ndarray, raw: np.ndarray, det: _Deterministic,
+                  leads: int, members: int, seed: int | None, out, archive, started: float,
+                  thresholds: Sequence[float] | None, **det_kwargs) -> ForecastResult:
+    """The ensemble path of :func:`run_forecast`: members, probabilities and mean, written as one product.
+
+    ``det`` is the deterministic forecast the members are made around (the
+    method's, after its fallback, if any); for ``steps`` it is empty and the
+    members are pysteps' STEPS, which falls back to the extrapolation
+    ensemble (recorded) when it fails.
+    """
+    from nowcast import ensemble as ens
+    from nowcast.products import make_ensemble_dataset, write_forecast
+
+    seed = ens.default_seed(times[-1]) if seed is None else int(seed)
+    thresholds = tuple(float(t) for t in (thresholds or region.forecast.probability_thresholds))
+    used, fallback_reason = det.method, det.fallback_reason
+    t0 = _time.perf_counter()
+    noise = "pysteps STEPS (pysteps.nowcasts.steps.forecast: nonparametric noise, AR(2), bps motion perturbations)"
+    values = None
+    if used == ens.STEPS_METHOD:
+        try:
+            values = ens.steps_forecast(raw, leads, members, seed, timestep_minutes=region.timestep_minutes,
+                                        km_per_pixel=_km_per_pixel(region))
+            check_output(values, region, used)
+        except Exception as exc:  # noqa: BLE001 - STEPS failing on a degenerate window falls back, recorded
+            fallback_reason = f"method {used!r} failed: {type(exc).__name__}: {exc}"
+            log.warning("region %s: %s; falling back to the %s ensemble", region.name, fallback_reason, FALLBACK_METHOD)
+            log.debug("STEPS failure", exc_info=True)
+            det = _deterministic(region, FALLBACK_METHOD, window, raw, leads, **det_kwargs)
+            used, values = det.method, None
+    if values is None:
+        model = ens.noise_model(window, leads, motion_method=det.motion_method)
+        values = ens.perturb(det.values, model, members, seed)
+        noise = model.describe()
+        check_output(values, region, used)
+    values[:, :, np.isnan(raw[-1])] = np.nan  # radar coverage of the newest frame, as the deterministic product
+    compute = det.compute_seconds + (_time.perf_counter() - t0)
+
+    input_times = [iso(t) for t in times]
+    ds = make_ensemble_dataset(
+        values, region.grid, times[-1], region.timestep_minutes, thresholds=thresholds, seed=seed, noise=noise,
+        region=region.name, method=used, input_times=input_times, model=det.model_name,
+        checkpoint_sha256=det.sha256, fallback_reason=fallback_reason,
+        model_attrs=det.model_attrs if used == MODEL_METHOD else None, data_origin=archive.attrs.get("data_origin"),
+    )
+    if out is None:
+        stamp = pd.Timestamp(times[-1]).strftime("%Y%m%dT%H%MZ")
+        out = forecasts_dir(region.name, home) / f"{region.name}_{stamp}_{used}_ens{members}.zarr"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_forecast(ds, out)
+    seconds = _time.perf_counter() - started
+    log.info(
+        "region %s: %s ensemble of %d members (seed %d) from %s, %d x %d min -> %s (%.2f s, method %.2f s)%s",
+        region.name, used, members, seed, iso(times[-1]), leads, region.timestep_minutes, out, seconds, compute,
+        f"; fallback: {fallback_reason}" if fallback_reason else "",
+    )
+    return ForecastResult(out, used, times[-1], leads, tuple(input_times), fallback_reason, seconds, compute,
+                          members, seed)
+
+
+# ---------------------------------------------------------------- main entry
+def run_forecast(
+    region: Region | str,
+    home: str | Path | None = None,
+    time: str | np.datetime64 | None = None,
+    method: str | None = None,
+    leads: int | None = None,
+    out: str | Path | None = None,
+    *,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
+    device: str = "cpu",
+    precision: str = "auto",
+    members: int | None = None,
+    seed: int | None = None,
+    thresholds: Sequence[float] | None = None,
+) -> ForecastResult:
+    """Forecast from the region's archive and write the dataset.
+
+    Parameters
+    ----------
+    region
+        Region config (or its name).
+    home
+        Data home (default ``$NOWCAST_HOME`` or ``~/.nowcast``).
+    time
+        Reference time (ISO 8601, UTC if naive); default the newest archived
+        frame. The window ends at the newest frame not after it and must be
+        at most ``forecast.max_input_age_minutes`` older.
+    method
+        Override the region's configured method (``tmu`` or a baseline name).
+    leads
+        Number of lead times (of ``region.timestep_minutes`` each).
+    out
+        Output path (``.zarr`` or ``.nc``); default
+        ``HOME/forecasts/REGION/REGION_YYYYmmddTHHMMZ_METHOD.zarr``.
+    tile, overlap
+        Tiling of the neural forecaster (see :func:`predict_tiled`).
+    device, precision
+        Where and in what arithmetic the neural forecaster runs
+        (:mod:`nowcast.precision`; ``auto`` precision is bf16 only where it is
+        faster). The baselines run in numpy either way.
+    members
+        Make an ensemble of this many members (:mod:`nowcast.ensemble`): the
+        method's forecast perturbed by STEPS cascade noise, or, for method
+        ``steps``, pysteps' STEPS itself (which always makes an ensemble:
+        :data:`~nowcast.ensemble.DEFAULT_MEMBERS` members unless told).
+        ``None``: the deterministic forecast, exactly as without ensembles.
+    seed
+        Seed of the ensemble's noise (default
+        :func:`~nowcast.ensemble.default_seed` of the reference time: a
+        re-run reproduces the members bit for bit).
+    thresholds
+        Rain rates (mm/h) of the ensemble's exceedance probabilities
+        (default the region's ``forecast.probability_thresholds``).
+
+    Raises
+    ------
+    ForecastError
+        Missing or stale input frames, unknown method.
+    ArchiveError
+        No archive for the region.
+    """
+    from nowcast.io.archive import Archive
+    from nowcast.products import make_forecast_dataset, write_forecast
+
+    started = _time.perf_counter()
+    region = region if isinstance(region, Region) else load_region(region, home)
+    method = method or region.forecast.method
+    leads = int(leads or region.forecast.leads)
+    if leads < 1:
+        raise ForecastError(f"--leads {leads}: need at least one lead time")
+    if members is not None and int(members) < 1:
+        raise ForecastError(f"--members {members}: an ensemble needs at least one member")
+    from nowcast.ensemble import DEFAULT_MEMBERS, STEPS_METHOD
+
+    if method == STEPS_METHOD and not members:
+        members = DEFAULT_MEMBERS
+    archive = Archive.open(region, home=home, create=False)
+    end_time = None if time is None else to_utc_datetime64(time)
+    n = region.forecast.input_frames
+    times = select_window(
+        archive.times, end_time, n, region.timestep_minutes, region.forecast.max_input_age_minutes, region.name
+    )
+    window_da = archive.window(times[-1], n)
+    raw = _window_in_rain_rate(window_da, region)
+    window = np.nan_to_num(raw, nan=0.0)
+
+    det = _deterministic(region, method, window, raw, leads, tile=tile, overlap=overlap, device=device,
+                         precision=precision)
+    if members:
+        return _run_ensemble(region, home, times, window, raw, det, leads, int(members), seed, out, archive, started,
+                             thresholds, tile=tile, overlap=overlap, device=device, precision=precision)
+    values, used, fallback_reason, compute = det.values, det.method, det.fallback_reason, det.compute_seconds
+    model_name, sha256, model_attrs = det.model_name, det.sha256, det.model_attrs
 
     input_times = [iso(t) for t in times]
     ds = make_forecast_dataset(

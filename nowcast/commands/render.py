@@ -54,17 +54,29 @@ def render(
     lead: Annotated[
         Optional[int], typer.Option("--lead", help="Lead time in minutes for --format png (default: the last).")
     ] = None,
+    probability: Annotated[
+        Optional[float], typer.Option("--probability", min=0.0, help="Ensemble products: map the probability of rain "
+                                      "rate >= this many mm/h (default 1, or the product's first threshold).")
+    ] = None,
+    stamps: Annotated[
+        bool, typer.Option("--stamps", help="Ensemble products: a PNG 'postage stamp' panel of the members (up to 12) "
+                           "at --lead, beside the observation and the ensemble mean.")
+    ] = False,
     dpi: Annotated[int, typer.Option("--dpi", min=30, max=400, help="Image resolution.")] = 100,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
 ) -> None:
-    """Draw a forecast on a map in the region's projection (offline Natural Earth)."""
+    """Draw a forecast on a map in the region's projection (offline Natural Earth).
+
+    An ensemble product is drawn as exceedance probabilities (--probability)
+    or as postage stamps of its members (--stamps).
+    """
     from nowcast.render import render_forecast
 
     setup(verbose, quiet)
     path = render_forecast(
         forecast, region, home, out, observed=observed, fmt=fmt.value if fmt else None, units=units.value,
-        lead=lead, dpi=dpi, colorscale=colorscale, places=places,
+        lead=lead, dpi=dpi, colorscale=colorscale, places=places, probability=probability, stamps=stamps,
     )
     typer.echo(f"rendered {path}")

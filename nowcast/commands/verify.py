@@ -25,7 +25,8 @@ def verify(
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
 ) -> None:
-    """CSI/POD/FAR, FSS, MSE and MAE per lead time against the archived observations.
+    """CSI/POD/FAR, FSS, MSE and MAE per lead time against the archived observations
+    (an ensemble: CRPS, spread/skill, ROC area, reliability and rank histogram).
 
     Writes FORECAST_scores.csv, FORECAST_scores.json and FORECAST_skill.png
     and prints the table.
@@ -39,10 +40,15 @@ def verify(
     folder = out or verification_dir(scores.attrs["region"], home)
     paths = write_scores(scores, folder, Path(forecast).stem)
     table = scores_table(scores)
-    columns = ["lead_minutes", "csi_1mmh", "pod_1mmh", "far_1mmh", *[c for c in table if c.startswith("fss_")],
-               "mse", "mae"]
+    if scores.attrs.get("kind") == "ensemble":
+        columns = ["lead_minutes", "crps", "spread", "rmse", "spread_skill", "roc_area_1mmh", "reliability_dev_1mmh"]
+        what = f"ensemble ({scores.attrs['members']} members)"
+    else:
+        columns = ["lead_minutes", "csi_1mmh", "pod_1mmh", "far_1mmh", *[c for c in table if c.startswith("fss_")],
+                   "mse", "mae"]
+        what = "forecast"
     typer.echo(
-        f"{scores.attrs['method']} forecast for {scores.attrs['region']} from "
+        f"{scores.attrs['method']} {what} for {scores.attrs['region']} from "
         f"{scores.attrs['forecast_reference_time']}, {len(table)} lead time(s) verified"
     )
     typer.echo(table[[c for c in columns if c in table]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
