@@ -262,9 +262,16 @@ def mask_implausible(values: np.ndarray, region: Region, source: str) -> np.ndar
     """
     settings = region.ingest
     values = np.asarray(values, dtype=np.float32)
+    unit = canonical_units(region.units)
+    low, high_limit = {MMH: (0.0, settings.max_rain_rate), DBZ: (-np.inf, settings.max_reflectivity_dbz)}.get(unit, (1e-30, 400.0))
+    if values.size and not np.isnan(values).all():
+        # Fast path (the usual frame): two reductions instead of five masks. +-inf
+        # show up as the min or max, NaN (no data) is ignored by both.
+        vmin, vmax = float(np.nanmin(values)), float(np.nanmax(values))
+        if vmin >= low and vmax <= high_limit and np.isfinite(vmin) and np.isfinite(vmax):
+            return values
     with np.errstate(invalid="ignore"):
         infinite = np.isinf(values)
-        unit = canonical_units(region.units)
         if unit == MMH:
             negative, high = values < 0, values > settings.max_rain_rate
             limit = f"above {settings.max_rain_rate:g} mm/h"
