@@ -81,6 +81,22 @@ time, ``YYYYmmddTHHMMZ``):
   the settings, and per method its failures (with reasons) and compute time;
 * ``.png``: CSI at each threshold and FSS at each scale against lead time,
   one line per method.
+
+Ensembles
+---------
+With ``members=N`` (``--members N``), each method that makes ensembles
+(:data:`ENSEMBLE_METHODS`: ``tmu`` and ``extrapolation`` with noise around
+their forecast, :func:`nowcast.ensemble.ensemble_forecast`; ``steps``,
+pysteps' STEPS, :func:`nowcast.ensemble.steps_forecast`, which is then a
+method name of its own and has no deterministic scores) is also run as an
+``N``-member ensemble on every window, as ``nowcast forecast --members N``
+would make it, and scored with :class:`nowcast.verify.EnsembleScores`
+(CRPS, ROC area, reliability, rank histogram, spread/skill per lead), merged
+in reference-time order like the deterministic scores. The seed of a window
+is :func:`window_seed`: fixed per reference time, so the scores are the same
+under every scheduler. The ensemble scores go into the JSON
+(``ensemble_results``), ``STEM_ensemble.csv``, a CRPS panel of the plot and
+the printed table.
 """
 
 from __future__ import annotations
@@ -107,7 +123,15 @@ from nowcast.config import Region, load_region
 from nowcast.errors import ConfigError, ForecastError, NowcastError
 from nowcast.forecast import MODEL_METHOD, iso, to_utc_datetime64
 from nowcast.paths import home_dir
-from nowcast.verify import FSS_SCALES_KM, FSS_THRESHOLD, THRESHOLDS, _fmt, fss_scales
+from nowcast.verify import (
+    FSS_SCALES_KM,
+    FSS_THRESHOLD,
+    RELIABILITY_THRESHOLD,
+    THRESHOLDS,
+    EnsembleScores,
+    _fmt,
+    fss_scales,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +139,8 @@ log = logging.getLogger(__name__)
 DEFAULT_METHODS: tuple[str, ...] = (MODEL_METHOD, "extrapolation", "sprog", "persistence")
 #: Reasons kept per method in the JSON report (the most frequent first).
 MAX_REASONS = 5
+#: Methods that are also run as ensembles when ``members`` is given (``steps`` only as one).
+ENSEMBLE_METHODS: tuple[str, ...] = (MODEL_METHOD, "extrapolation", "steps")
 
 #: Loaded forecasters of this process (a dask worker keeps its model between
 #: tasks): ``(checkpoint path, mtime_ns, device, precision) -> Forecaster``.
@@ -289,6 +315,9 @@ class WindowScores:
     states: dict[str, LeadAccumulator] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Ensemble scores per method (``members`` > 0), and why an ensemble failed.
+    ensembles: dict[str, EnsembleScores] = field(default_factory=dict)
+    ensemble_failures: dict[str, str] = field(default_factory=dict)
     #: Set when the window itself could not be read (every method skipped).
     error: str | None = None
 
@@ -372,6 +401,43 @@ def _forecast(method: str, region: Region, window: np.ndarray, raw: np.ndarray, 
     return values
 
 
+def window_seed(seed: int | None, reference_time: np.datetime64) -> int:
+    """Seed of the ensembles of the window ending at ``reference_time``.
+
+    Without ``seed``, :func:`nowcast.ensemble.default_seed` of the reference
+    time (the members ``nowcast forecast --members`` makes from that
+    window); with one, a mix of both (``SeedSequence``), so that windows
+    differ and a re-run is the same.
+    """
+    from nowcast.ensemble import default_seed
+
+    base = default_seed(reference_time)
+    if seed is None:
+        return base
+    state = np.random.SeedSequence([int(seed) % 2**32, base]).generate_state(1, dtype=np.uint32)[0]
+    return int(state) % (2**31 - 1)
+
+
+def _ensemble(method: str, region: Region, window: np.ndarray, raw: np.ndarray, det: np.ndarray | None, leads: int,
+              members: int, seed: int, device: str, precision: str) -> np.ndarray:
+    """``members`` members ``(members, leads, ny, nx)`` mm/h of ``method``, as ``nowcast forecast --members`` makes them."""
+    from nowcast import ensemble as ens
+    from nowcast.forecast import _km_per_pixel, check_output
+
+    if method == ens.STEPS_METHOD:
+        values = ens.steps_forecast(raw, leads, members, seed, timestep_minutes=region.timestep_minutes,
+                                    km_per_pixel=_km_per_pixel(region))
+    else:
+        motion = "LK"
+        if method == MODEL_METHOD:
+            config = getattr(_model(region, device, precision), "config", None)
+            motion = str(getattr(getattr(config, "motion", None), "method", "LK"))
+        values, _ = ens.ensemble_forecast(det, window, members, seed, motion_method=motion)
+    check_output(values, region, method)
+    values[:, :, np.isnan(raw[-1])] = np.nan  # radar coverage of the newest frame, as the product
+    return values
+
+
 def score_window(
     region: Region,
     home: str,
@@ -384,8 +450,15 @@ def score_window(
     thresholds: Sequence[float] = THRESHOLDS,
     fss_threshold: float = FSS_THRESHOLD,
     fss_pixels: Sequence[int] = (1,),
+    members: int = 0,
+    seed: int | None = None,
+    ensemble_thresholds: Sequence[float] = THRESHOLDS,
 ) -> WindowScores:
     """Forecast with every method from the window ending at ``reference_time`` and score each lead.
+
+    With ``members`` > 0, the methods of :data:`ENSEMBLE_METHODS` are also run
+    as ensembles (seed :func:`window_seed`) and scored in ``ensembles``;
+    ``steps`` is scored only so.
 
     Reads the archive itself (a dask task gets the region and the home, not
     arrays). A method failing is recorded in ``failures``; a window that
@@ -420,7 +493,12 @@ def score_window(
         hit = np.flatnonzero(obs_times == t)
         if hit.size:
             truth.append((i, obs_values[hit[0]]))
+    from nowcast.ensemble import STEPS_METHOD
+
+    deterministic: dict[str, np.ndarray] = {}  # what the ensembles are made around
     for method in methods:
+        if method == STEPS_METHOD:
+            continue  # an ensemble method only
         try:
             if method == MODEL_METHOD:
                 _model(region, device, precision)  # loading (first task of a worker) is not forecast time
@@ -437,6 +515,27 @@ def score_window(
         for i, obs in truth:
             acc.add(i, values[i], obs)
         result.states[method] = acc
+        if members > 0 and method in ENSEMBLE_METHODS:
+            deterministic[method] = values
+    if members > 0:
+        wseed = window_seed(seed, t_ref)
+        for method in methods:
+            if method not in ENSEMBLE_METHODS or (method != STEPS_METHOD and method not in deterministic):
+                continue  # its deterministic forecast failed (counted there): no ensemble around it
+            try:
+                values = _ensemble(method, region, window, raw, deterministic.get(method), leads, members, wseed,
+                                   device, precision)
+            except Exception as exc:  # recorded, not fatal
+                if isinstance(exc, MemoryError):
+                    raise
+                result.ensemble_failures[method] = (f"{type(exc).__name__}: {exc}" if not isinstance(exc, NowcastError)
+                                                    else str(exc))
+                log.debug("%s ensemble failed on the window ending %s", method, iso(t_ref), exc_info=True)
+                continue
+            scores = EnsembleScores(leads, members, ensemble_thresholds)
+            for i, obs in truth:
+                scores.add(i, values[:, i], obs)
+            result.ensembles[method] = scores
     return result
 
 
@@ -551,6 +650,13 @@ class HindcastResult:
     ``(forecast_method, lead_time)``; ``lead_time`` in minutes. (Not
     ``method``: ``Dataset.sel`` has an argument of that name.) It depends only on the archive, the period and
     the settings, never on the scheduler.
+
+    With ``members`` > 0, ``ensemble_scores`` is a dataset over
+    ``ensemble_methods``: ``crps``, ``spread``, ``rmse``, ``spread_skill``,
+    ``forecasts``, ``n_valid`` ``(forecast_method, lead_time)``; ``roc_area``,
+    ``reliability_deviation`` ``(forecast_method, lead_time, threshold)``;
+    ``rank_histogram`` ``(forecast_method, lead_time, rank)``. ``methods``
+    holds the deterministic methods only (not ``steps``).
     """
 
     region: str
@@ -566,17 +672,24 @@ class HindcastResult:
     scheduler: str
     elapsed_s: float
     paths: dict[str, Path] = field(default_factory=dict)
+    members: int = 0
+    seed: int | None = None
+    ensemble_methods: tuple[str, ...] = ()
+    ensemble_scores: Any = None
+    ensemble_failures: dict[str, int] = field(default_factory=dict)
+    ensemble_failure_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     from nowcast.baselines import METHODS
+    from nowcast.ensemble import STEPS_METHOD
 
     out: list[str] = []
     for name in methods:
         key = str(name).strip().lower()
-        if key != MODEL_METHOD and key not in METHODS:
+        if key not in (MODEL_METHOD, STEPS_METHOD) and key not in METHODS:
             raise ConfigError(f"--methods: unknown method {name!r}; valid names: "
-                              f"{', '.join([MODEL_METHOD, *sorted(METHODS)])}")
+                              f"{', '.join([MODEL_METHOD, *sorted(METHODS), STEPS_METHOD])}")
         if key not in out:
             out.append(key)
     if not out:
@@ -609,6 +722,8 @@ def run_hindcast(
     out: str | Path | None = None,
     write: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    members: int = 0,
+    seed: int | None = None,
 ) -> HindcastResult:
     """Forecast at every reference time of ``[start, end]``, verify, and aggregate per method and lead.
 
@@ -638,13 +753,20 @@ def run_hindcast(
         Write the CSV, JSON and PNG (:func:`write_hindcast`).
     progress
         ``progress(done, total)`` after each merged window.
+    members
+        Also run each method of :data:`ENSEMBLE_METHODS` as an ensemble of
+        this many members per window and accumulate its
+        :class:`~nowcast.verify.EnsembleScores` (0: none; ``steps`` needs it).
+    seed
+        Mixed into every window's seed (:func:`window_seed`; default: the
+        seed ``nowcast forecast`` gives that reference time).
 
     Raises
     ------
     ForecastError
-        ``start`` after ``end``; no reference time in the period.
+        ``start`` after ``end``; no reference time in the period; ``members`` < 0.
     ConfigError
-        Unknown method, device or precision.
+        Unknown method, device or precision; ``steps`` without ``members``.
     ArchiveError
         No archive for the region.
     """
@@ -652,8 +774,17 @@ def run_hindcast(
 
     started = _time.perf_counter()
     region = region if isinstance(region, Region) else load_region(region, home)
+    from nowcast.ensemble import STEPS_METHOD
+
     methods = _check_methods(methods)
     _check_device(device, precision, scheduler, methods)
+    members = int(members or 0)
+    if members < 0:
+        raise ForecastError(f"--members {members}: need 0 (no ensembles) or more members")
+    if STEPS_METHOD in methods and not members:
+        raise ConfigError(f"--methods {STEPS_METHOD}: an ensemble method; give the members with --members N")
+    det_methods = tuple(m for m in methods if m != STEPS_METHOD)
+    ens_methods = tuple(m for m in methods if m in ENSEMBLE_METHODS) if members else ()
     leads = int(leads or region.forecast.leads)
     if leads < 1:
         raise ForecastError(f"--leads {leads}: need at least one lead time")
@@ -675,15 +806,19 @@ def run_hindcast(
     log.info("hindcast %s: %d reference times %s .. %s, methods %s", region.name, refs.size, iso(refs[0]),
              iso(refs[-1]), ", ".join(methods))
 
-    totals = {m: LeadAccumulator(leads, **settings) for m in methods}
-    reasons: dict[str, Counter] = {m: Counter() for m in methods}
-    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    totals = {m: LeadAccumulator(leads, **settings) for m in det_methods}
+    reasons: dict[str, Counter] = {m: Counter() for m in det_methods}
+    seconds: dict[str, list[float]] = {m: [] for m in det_methods}
+    ens_totals = {m: EnsembleScores(leads, members, THRESHOLDS) for m in ens_methods}
+    ens_forecasts = {m: np.zeros(leads, dtype=np.int64) for m in ens_methods}
+    ens_reasons: dict[str, Counter] = {m: Counter() for m in ens_methods}
     skipped: dict[str, str] = {}
     with _runner(scheduler) as (client, description), _torch_threads_restored(MODEL_METHOD in methods):
         log.debug("hindcast on %s", description)
         done = 0
         for item in _ordered_results(client, score_window, refs, region, home=home_str, methods=methods,
-                                     leads=leads, device=device, precision=precision, **settings):
+                                     leads=leads, device=device, precision=precision, members=members, seed=seed,
+                                     **settings):
             done += 1
             if item.error is not None:
                 skipped[iso(item.reference_time)] = item.error
@@ -694,21 +829,42 @@ def run_hindcast(
                     seconds[m].append(item.seconds[m])
                 elif m in item.failures:
                     reasons[m][item.failures[m]] += 1
+            for m in ens_methods:  # the same order for the ensemble sums
+                if m in item.ensembles:
+                    ens_totals[m].merge(item.ensembles[m])
+                    ens_forecasts[m] += item.ensembles[m].n > 0
+                elif m in item.ensemble_failures:
+                    ens_reasons[m][item.ensemble_failures[m]] += 1
             if progress is not None:
                 progress(done, refs.size)
-    for m in methods:
+    for m in det_methods:
         if reasons[m]:
             top = reasons[m].most_common(1)[0][0]
             log.warning("method %s failed on %d of %d windows (most often: %s)", m, sum(reasons[m].values()),
                         refs.size, top)
 
-    scores = _scores_dataset(region, [totals[m].result() for m in methods], methods, leads, scales, refs, t0, t1)
+    for m in ens_methods:
+        if ens_reasons[m]:
+            log.warning("%s ensemble failed on %d of %d windows (most often: %s)", m, sum(ens_reasons[m].values()),
+                        refs.size, ens_reasons[m].most_common(1)[0][0])
+
+    results = [totals[m].result() for m in det_methods] or [LeadAccumulator(leads, **settings).result()]
+    scores = _scores_dataset(region, results, det_methods, leads, scales, refs, t0, t1)
+    if not det_methods:
+        scores = scores.isel(forecast_method=slice(0, 0))
+    ens_scores = None
+    if ens_methods:
+        ens_scores = _ensemble_dataset(region, [ens_totals[m].result() for m in ens_methods],
+                                       [ens_forecasts[m] for m in ens_methods], ens_methods, leads, members, t0, t1)
     result = HindcastResult(
-        region=region.name, start=t0, end=t1, reference_times=refs, methods=methods, scores=scores,
-        failures={m: int(sum(reasons[m].values())) for m in methods},
-        failure_reasons={m: dict(reasons[m].most_common(MAX_REASONS)) for m in methods},
-        seconds_per_forecast={m: (float(np.mean(seconds[m])) if seconds[m] else float("nan")) for m in methods},
+        region=region.name, start=t0, end=t1, reference_times=refs, methods=det_methods, scores=scores,
+        failures={m: int(sum(reasons[m].values())) for m in det_methods},
+        failure_reasons={m: dict(reasons[m].most_common(MAX_REASONS)) for m in det_methods},
+        seconds_per_forecast={m: (float(np.mean(seconds[m])) if seconds[m] else float("nan")) for m in det_methods},
         skipped_windows=skipped, scheduler=description, elapsed_s=0.0,
+        members=members, seed=seed, ensemble_methods=ens_methods, ensemble_scores=ens_scores,
+        ensemble_failures={m: int(sum(ens_reasons[m].values())) for m in ens_methods},
+        ensemble_failure_reasons={m: dict(ens_reasons[m].most_common(MAX_REASONS)) for m in ens_methods},
     )
     if write:
         result.paths = write_hindcast(result, out if out is not None else hindcasts_dir(region.name, home))
@@ -754,6 +910,38 @@ def _scores_dataset(region: Region, results: list[dict[str, np.ndarray]], method
     )
 
 
+def _ensemble_dataset(region: Region, results: list[dict[str, np.ndarray]], forecasts: list[np.ndarray],
+                      methods: Sequence[str], leads: int, members: int, t0: np.datetime64, t1: np.datetime64):
+    import xarray as xr
+
+    stack = {k: np.stack([r[k] for r in results]) for k in results[0]}
+    minutes = region.timestep_minutes * np.arange(1, leads + 1)
+    ml, mlt = ("forecast_method", "lead_time"), ("forecast_method", "lead_time", "threshold")
+    return xr.Dataset(
+        {
+            "crps": (ml, stack["crps"], {"units": "mm h-1", "long_name": "continuous ranked probability score"}),
+            "roc_area": (mlt, stack["roc_area"], {"long_name": "area under the ROC curve"}),
+            "reliability_deviation": (mlt, stack["reliability_deviation"],
+                                      {"long_name": "largest |observed frequency - forecast probability| of a bin"}),
+            "spread": (ml, stack["spread"], {"units": "mm h-1", "long_name": "ensemble spread"}),
+            "rmse": (ml, stack["rmse"], {"units": "mm h-1", "long_name": "RMSE of the ensemble mean"}),
+            "spread_skill": (ml, stack["spread_skill"], {"long_name": "spread/skill ratio (1: well dispersed)"}),
+            "rank_histogram": (("forecast_method", "lead_time", "rank"), stack["rank_histogram"],
+                               {"long_name": "rank histogram (fractions)"}),
+            "forecasts": (ml, np.stack(forecasts), {"long_name": "ensemble forecasts scored"}),
+            "n_valid": (ml, stack["n_valid"], {"long_name": "pixels scored, summed over forecasts"}),
+        },
+        coords={
+            "forecast_method": ("forecast_method", list(methods)),
+            "lead_time": ("lead_time", minutes, {"units": "minutes", "long_name": "lead time"}),
+            "threshold": ("threshold", np.asarray(THRESHOLDS, dtype=float), {"units": "mm h-1"}),
+            "rank": ("rank", np.arange(members + 1)),
+        },
+        attrs={"region": region.name, "start": iso(t0), "end": iso(t1), "members": int(members),
+               "scores_from": "nowcast.verify.EnsembleScores (pysteps CRPS, reldiag, ROC_curve, rankhist)"},
+    )
+
+
 # ---------------------------------------------------------------- outputs
 def hindcasts_dir(region: str, home: str | Path | None = None) -> Path:
     """Default output folder: ``HOME/hindcasts/REGION``."""
@@ -787,6 +975,29 @@ def hindcast_table(result: HindcastResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ensemble_table(result: HindcastResult) -> pd.DataFrame:
+    """One row per ensemble method and lead: ``crps``, ``roc_area_1mmh``, ``reliability_deviation_1mmh``
+    (at :data:`~nowcast.verify.RELIABILITY_THRESHOLD`), ``spread``, ``rmse``, ``spread_skill``, ``n_valid``."""
+    s = result.ensemble_scores
+    rows: list[dict[str, object]] = []
+    if s is None:
+        return pd.DataFrame(rows)
+    j = int(np.argmin(np.abs(s["threshold"].values - RELIABILITY_THRESHOLD)))
+    thr = _fmt(s["threshold"].values[j])
+    for mi, method in enumerate(s["forecast_method"].values):
+        for li, lead in enumerate(s["lead_time"].values):
+            rows.append({
+                "method": str(method), "members": int(s.attrs["members"]), "lead_minutes": int(lead),
+                "forecasts": int(s["forecasts"].values[mi, li]),
+                "crps": float(s["crps"].values[mi, li]),
+                f"roc_area_{thr}mmh": float(s["roc_area"].values[mi, li, j]),
+                f"reliability_deviation_{thr}mmh": float(s["reliability_deviation"].values[mi, li, j]),
+                "spread": float(s["spread"].values[mi, li]), "rmse": float(s["rmse"].values[mi, li]),
+                "spread_skill": float(s["spread_skill"].values[mi, li]), "n_valid": int(s["n_valid"].values[mi, li]),
+            })
+    return pd.DataFrame(rows)
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
@@ -816,7 +1027,7 @@ def hindcast_json(result: HindcastResult) -> dict:
             "seconds_per_forecast": _clean(result.seconds_per_forecast[method]),
             "leads": leads,
         }
-    return {
+    doc = {
         "region": result.region,
         "start": iso(result.start),
         "end": iso(result.end),
@@ -835,6 +1046,33 @@ def hindcast_json(result: HindcastResult) -> dict:
                        "init/accum/merge/compute), merged in reference-time order",
         "results": methods,
     }
+    if result.ensemble_scores is not None:
+        e = result.ensemble_scores
+        ens = {}
+        for mi, method in enumerate(result.ensemble_methods):
+            ens[method] = {
+                "failures": result.ensemble_failures.get(method, 0),
+                "failure_reasons": result.ensemble_failure_reasons.get(method, {}),
+                "leads": [{
+                    "lead_minutes": int(lead),
+                    "forecasts": int(e["forecasts"].values[mi, li]),
+                    "crps": _clean(float(e["crps"].values[mi, li])),
+                    "roc_area": {t: _clean(float(v)) for t, v in zip(thresholds, e["roc_area"].values[mi, li])},
+                    "reliability_deviation": {t: _clean(float(v))
+                                              for t, v in zip(thresholds, e["reliability_deviation"].values[mi, li])},
+                    "spread": _clean(float(e["spread"].values[mi, li])),
+                    "rmse": _clean(float(e["rmse"].values[mi, li])),
+                    "spread_skill": _clean(float(e["spread_skill"].values[mi, li])),
+                    "rank_histogram": [_clean(float(v)) for v in e["rank_histogram"].values[mi, li]],
+                    "n_valid": int(e["n_valid"].values[mi, li]),
+                } for li, lead in enumerate(e["lead_time"].values)],
+            }
+        doc["members"] = int(result.members)
+        doc["seed"] = result.seed
+        doc["ensemble_methods"] = list(result.ensemble_methods)
+        doc["ensemble_scores_from"] = str(e.attrs["scores_from"]) + ", merged in reference-time order"
+        doc["ensemble_results"] = ens
+    return doc
 
 
 def plot_hindcast(result: HindcastResult, path: str | Path) -> Path:
@@ -849,11 +1087,22 @@ def plot_hindcast(result: HindcastResult, path: str | Path) -> Path:
     panels = [("csi", j, f"CSI, > {_fmt(t)} mm/h") for j, t in enumerate(s["threshold"].values)]
     panels += [("fss", k, f"FSS >= {_fmt(s.attrs['fss_threshold'])} mm/h, {_fmt(km)} km")
                for k, km in enumerate(s["scale"].values)]
+    e = result.ensemble_scores
+    if e is not None:
+        panels.append(("crps", 0, f"CRPS (mm/h), {e.attrs['members']}-member ensembles"))
     ncols = 4
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.3 * nrows), squeeze=False, constrained_layout=True)
     try:
         for ax, (name, j, title) in zip(axes.flat, panels):
+            if name == "crps":
+                for mi, method in enumerate(e["forecast_method"].values):
+                    ax.plot(minutes, e["crps"].values[mi], marker="o", ms=3, label=f"{method} ensemble")
+                ax.set(title=title, xlabel="lead time (min)", xlim=(0, minutes[-1] + minutes[0]))
+                ax.set_ylim(bottom=0)
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+                continue
             for mi, method in enumerate(s["forecast_method"].values):
                 ax.plot(minutes, s[name].values[mi, :, j], marker="o", ms=3, label=str(method))
             if name == "fss":
@@ -865,7 +1114,8 @@ def plot_hindcast(result: HindcastResult, path: str | Path) -> Path:
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
-        axes.flat[0].legend(fontsize=8)
+        if s.sizes["forecast_method"]:
+            axes.flat[0].legend(fontsize=8)
         fig.suptitle(f"Hindcast, region {result.region}: {result.reference_times.size} reference times, "
                      f"{iso(result.reference_times[0])} .. {iso(result.reference_times[-1])}")
         path = Path(path)
@@ -877,20 +1127,25 @@ def plot_hindcast(result: HindcastResult, path: str | Path) -> Path:
 
 
 def write_hindcast(result: HindcastResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``STEM.csv``, ``STEM.json`` and ``STEM.png`` (:func:`hindcast_stem`) into ``out_dir``."""
+    """Write ``STEM.csv``, ``STEM.json`` and ``STEM.png`` (:func:`hindcast_stem`) into ``out_dir``,
+    and ``STEM_ensemble.csv`` (:func:`ensemble_table`) when there are ensemble scores."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = hindcast_stem(result)
     paths = {"csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png"}
     hindcast_table(result).to_csv(paths["csv"], index=False, float_format="%.6g")
     paths["json"].write_text(json.dumps(hindcast_json(result), indent=2) + "\n")
+    if result.ensemble_scores is not None:
+        paths["ensemble_csv"] = out_dir / f"{stem}_ensemble.csv"
+        ensemble_table(result).to_csv(paths["ensemble_csv"], index=False, float_format="%.6g")
     plot_hindcast(result, paths["png"])
     log.info("hindcast scores written to %s (.csv, .json, .png)", out_dir / stem)
     return paths
 
 
 def markdown_table(result: HindcastResult) -> str:
-    """The scores as a Markdown table: one row per method and lead; CSI at every threshold, FSS, MSE, MAE."""
+    """The scores as a Markdown table: one row per method and lead; CSI at every threshold, FSS, MSE, MAE;
+    then, with ensembles, one row per ensemble method and lead: CRPS, ROC area, reliability, spread/skill."""
     s = result.scores
     thr = [_fmt(t) for t in s["threshold"].values]
     km = [_fmt(v) for v in s["scale"].values]
@@ -908,5 +1163,15 @@ def markdown_table(result: HindcastResult) -> str:
             row += [cell(v) for v in s["csi"].values[mi, li]]
             row += [cell(v) for v in s["fss"].values[mi, li]]
             row += [cell(s["mse"].values[mi, li]), cell(s["mae"].values[mi, li])]
+            lines.append("| " + " | ".join(row) + " |")
+    table = ensemble_table(result)
+    if len(table):
+        thr = _fmt(RELIABILITY_THRESHOLD)
+        head = ["ensemble", "lead (min)", "forecasts", "CRPS", f"ROC area {thr}", f"reliability dev. {thr}",
+                "spread/skill"]
+        lines += ["", "| " + " | ".join(head) + " |", "| --- | " + " | ".join("---:" for _ in head[1:]) + " |"]
+        for d in table.to_dict("records"):
+            row = [f"{d['method']} ({d['members']})", str(d["lead_minutes"]), str(d["forecasts"]), cell(d["crps"]),
+                   cell(d[f"roc_area_{thr}mmh"]), cell(d[f"reliability_deviation_{thr}mmh"]), cell(d["spread_skill"])]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -35,7 +35,10 @@ which hindcasts and studies use too), per lead time:
 * ROC curve and area (``ROC_curve_init/accum/compute``) at each threshold;
 * rank histogram (``ensscores.rankhist_init/accum/compute``; pairs where
   the observation and every member are below the rain threshold are left
-  out, as pysteps does with ``X_min``);
+  out, as pysteps does with ``X_min``; ties broken at random as pysteps
+  does, but with a generator of their own seeded by the count so far
+  (:func:`_rankhist_accum`), not NumPy's global one, so the histogram is the
+  same under every scheduler);
 * spread and skill: the root of the mean ensemble variance (unbiased) and
   the RMSE of the ensemble mean, and their ratio ``sqrt((M + 1) / M) *
   spread / RMSE`` (Fortin et al. 2014), which is 1 for a reliable ensemble
@@ -355,6 +358,36 @@ def _merge_state(a: dict, b: dict) -> None:
             a[key] = a[key] + value
 
 
+def _rankhist_accum(rankhist: dict, members: np.ndarray, obs: np.ndarray) -> None:
+    """pysteps' ``rankhist_accum`` for ``members`` ``(M, n)`` and ``obs`` ``(n,)``, reproducibly.
+
+    pysteps breaks ties (the observation equal to several members: all dry)
+    with ``np.random``, NumPy's global generator, whose state depends on what
+    else ran in the process (and on other threads): the histogram would
+    differ between runs and schedulers. Here the ties are broken in the same
+    way with ``default_rng(pairs counted so far)``.
+    """
+    x_min = rankhist["X_min"]
+    f = np.asarray(members, dtype=np.float64).T  # (n, M)
+    o = np.asarray(obs, dtype=np.float64)
+    keep = np.isfinite(o) & np.all(np.isfinite(f), axis=1)
+    if x_min is not None:
+        keep &= (o >= x_min) | np.any(f >= x_min, axis=1)
+    f, o = f[keep].copy(), o[keep].copy()
+    if not o.size:
+        return
+    if x_min is not None:
+        f[f < x_min] = x_min - 1
+        o[o < x_min] = x_min - 1
+    o = o[:, None]
+    lower = np.sum(f < o, axis=1)  # the first rank the observation may take
+    ties = np.sum(f == o, axis=1)
+    rng = np.random.default_rng(int(np.sum(rankhist["n"])))
+    ranks = lower + (rng.uniform(size=lower.size) * (ties + 1)).astype(np.int64)
+    ranks = np.where(ties > 0, ranks, lower)
+    rankhist["n"] += np.bincount(ranks, minlength=f.shape[1] + 1).astype(rankhist["n"].dtype)
+
+
 class EnsembleScores:
     """Probabilistic scores per lead time, accumulated over ensemble forecasts with pysteps.
 
@@ -388,7 +421,6 @@ class EnsembleScores:
 
     def add(self, lead: int, members: np.ndarray, obs: np.ndarray, probabilities: np.ndarray | None = None) -> None:
         """Score lead ``lead`` (0-based) of one forecast: ``members`` ``(M, ...)``, ``obs`` like one member (mm/h)."""
-        from pysteps.verification.ensscores import rankhist_accum
         from pysteps.verification.probscores import (
             CRPS_accum,
             ROC_curve_accum,
@@ -406,7 +438,7 @@ class EnsembleScores:
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             CRPS_accum(self.crps[lead], f, o)
-            rankhist_accum(self.rank[lead], f, o)
+            _rankhist_accum(self.rank[lead], f, o)
             for j, thr in enumerate(self.thresholds):
                 p = np.mean(f >= thr, axis=0) if probabilities is None else np.asarray(probabilities[j])[ok]
                 reldiag_accum(self.rel[lead][j], p, o)

@@ -280,3 +280,59 @@ def test_cli_errors_are_one_line_exit_2(archive_home, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and err.count("\n") == 1 and err.startswith("nowcast: error:")
+
+
+# ---------------------------------------------------------------- ensembles
+ENSEMBLE_METHODS = ("extrapolation", "persistence")
+
+
+@pytest.fixture(scope="module")
+def ensemble_synchronous(archive_home):
+    return _run(archive_home, methods=ENSEMBLE_METHODS, leads=3, members=4, seed=7)
+
+
+def test_ensemble_scores_are_identical_under_every_scheduler(archive_home, ensemble_synchronous):
+    """members=4: an in-process cluster (2 threads) gives bit-for-bit the synchronous ensemble scores."""
+    import xarray as xr
+    from distributed import Client, LocalCluster
+
+    sync = ensemble_synchronous
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0",
+                      worker_dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client:
+        clustered = _run(archive_home, methods=ENSEMBLE_METHODS, leads=3, members=4, seed=7, scheduler=client)
+    assert sync.ensemble_methods == clustered.ensemble_methods == ("extrapolation",)  # persistence makes none
+    assert sync.ensemble_failures == clustered.ensemble_failures == {"extrapolation": 0}
+    xr.testing.assert_identical(sync.ensemble_scores, clustered.ensemble_scores)
+    for name in sync.ensemble_scores.data_vars:  # exactly, NaN where NaN
+        np.testing.assert_array_equal(sync.ensemble_scores[name].values, clustered.ensemble_scores[name].values)
+    xr.testing.assert_identical(sync.scores, clustered.scores)
+
+
+def test_ensemble_crps_is_finite_and_positive(ensemble_synchronous, tmp_path):
+    from nowcast.hindcast import ensemble_table, markdown_table, write_hindcast
+
+    e = ensemble_synchronous.ensemble_scores
+    crps = e["crps"].sel(forecast_method="extrapolation").values
+    assert np.isfinite(crps).all() and (crps > 0).all()
+    assert (e["forecasts"].values > 0).all() and e.attrs["members"] == 4
+    table = ensemble_table(ensemble_synchronous)
+    assert list(table.columns[:4]) == ["method", "members", "lead_minutes", "forecasts"]
+    assert {"crps", "roc_area_1mmh", "reliability_deviation_1mmh", "spread_skill"} <= set(table.columns)
+    assert "| ensemble | lead (min) | forecasts | CRPS |" in markdown_table(ensemble_synchronous)
+    paths = write_hindcast(ensemble_synchronous, tmp_path)
+    assert paths["ensemble_csv"].name.endswith("_ensemble.csv") and paths["ensemble_csv"].is_file()
+    doc = json.loads(paths["json"].read_text())
+    assert doc["members"] == 4 and doc["ensemble_methods"] == ["extrapolation"]
+    lead = doc["ensemble_results"]["extrapolation"]["leads"][0]
+    assert lead["crps"] > 0 and len(lead["rank_histogram"]) == 5
+
+
+def test_cli_members_below_zero_is_one_line_exit_2(archive_home, capsys):
+    from nowcast.cli import main
+
+    code = main(["hindcast", "--region", REGION, "--start", f"{T}10:05", "--end", f"{T}10:30", "--members", "-1",
+                 "--scheduler", "synchronous", "--home", str(archive_home)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--members -1" in err and err.count("\n") == 1 and err.startswith("nowcast: error:")

@@ -26,11 +26,22 @@ def hindcast(
             "--methods",
             metavar="METHOD...",
             help="Methods to compare: tmu and/or baselines (extrapolation, sprog, persistence, lagrangian-trend, "
-            "anvil), several after one --methods (default: tmu extrapolation sprog persistence).",
+            "anvil), and with --members the ensemble method steps, several after one --methods (default: tmu "
+            "extrapolation sprog persistence).",
         ),
     ] = None,
     leads: Annotated[
         Optional[int], typer.Option("--leads", min=1, max=48, help="Lead times per forecast (default: region config).")
+    ] = None,
+    members: Annotated[
+        int,
+        typer.Option("--members", help="Also run tmu, extrapolation (and steps) as ensembles of N members per "
+                     "window and score them: CRPS, ROC area, reliability, spread/skill (default 0: none)."),
+    ] = 0,
+    seed: Annotated[
+        Optional[int],
+        typer.Option("--seed", help="Mixed into each window's ensemble seed (default: the seed nowcast forecast "
+                     "gives that reference time). The scores are the same on a re-run."),
     ] = None,
     scheduler: Annotated[
         Optional[str],
@@ -61,7 +72,8 @@ def hindcast(
     the frames that followed; scores are accumulated over the period per
     method and lead (pysteps' accumulators). Writes REGION_hindcast_FIRST_LAST
     .csv, .json and .png and prints the table. A method failing on a window
-    is counted, not fatal.
+    is counted, not fatal. With --members N, tmu, extrapolation and steps are
+    also scored as N-member ensembles (REGION_hindcast_FIRST_LAST_ensemble.csv).
     """
     from nowcast.config import load_region
     from nowcast.hindcast import markdown_table, run_hindcast
@@ -75,7 +87,8 @@ def hindcast(
     reg = load_region(region, home)
     show = not quiet
     result = run_hindcast(reg, start, end, names, home=home, scheduler=scheduler, leads=leads, device=device,
-                          precision=precision, out=out, progress=_progress_bar(show, reg.name))
+                          precision=precision, out=out, progress=_progress_bar(show, reg.name), members=members,
+                          seed=seed)
     first, last = result.reference_times[0], result.reference_times[-1]
     from nowcast.forecast import iso
 
@@ -89,9 +102,16 @@ def hindcast(
             reason = next(iter(result.failure_reasons[method]))
             typer.echo(f"{method}: failed on {result.failures[method]} of {result.reference_times.size} windows, "
                        f"left out of its scores (most often: {reason})")
+    for method in result.ensemble_methods:
+        if result.ensemble_failures.get(method):
+            reason = next(iter(result.ensemble_failure_reasons[method]))
+            typer.echo(f"{method} ensemble: failed on {result.ensemble_failures[method]} windows, left out of its "
+                       f"scores (most often: {reason})")
     if result.skipped_windows:
         typer.echo(f"{len(result.skipped_windows)} window(s) could not be read and were skipped (see the JSON)")
     typer.echo(f"scores: {result.paths['csv']} (+ .json), plot: {result.paths['png']}")
+    if "ensemble_csv" in result.paths:
+        typer.echo(f"ensemble scores: {result.paths['ensemble_csv']}")
 
 
 def _split(values: list[str]) -> list[str]:
