@@ -106,7 +106,6 @@ import copy
 import json
 import logging
 import math
-import os
 import threading
 import time as _time
 import warnings
@@ -541,7 +540,9 @@ def score_window(
 
 # ---------------------------------------------------------------- schedulers
 def _n_cores() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    from nowcast.cluster import n_cores
+
+    return n_cores()
 
 
 def _is_local(scheduler: Any) -> bool:
@@ -563,40 +564,10 @@ def _runner(scheduler: Any) -> Iterator[tuple[Any, str]]:
     if scheduler == "synchronous":
         yield None, "synchronous"
         return
-    from distributed import Client, LocalCluster
+    from nowcast.cluster import dask_client
 
-    from pipelines.ingest import CONNECT_TIMEOUT, LOCAL_CLUSTER_NETWORK
-
-    cluster = None
-    if scheduler is None or scheduler in ("processes", "threads"):
-        processes = scheduler != "threads"
-        cores = _n_cores()
-        cluster = LocalCluster(
-            n_workers=cores if processes else 1,
-            threads_per_worker=1 if processes else cores,
-            processes=processes,
-            **LOCAL_CLUSTER_NETWORK[processes],
-            silence_logs=logging.WARNING,
-        )
-        client = Client(cluster)
-        description = (f"LocalCluster (processes: {cores} workers)" if processes
-                       else f"LocalCluster (threads: 1 worker, {cores} threads)")
-    elif isinstance(scheduler, str):
-        try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise NowcastError(f"--scheduler {scheduler}: cannot connect to the dask scheduler ({exc})") from None
-        description = f"dask scheduler {scheduler}"
-    else:  # an existing distributed.Client, owned by the caller
-        client = scheduler
-        description = f"dask client {getattr(client, 'scheduler', None) and client.scheduler.address}"
-    try:
+    with dask_client("processes" if scheduler is None else scheduler) as (client, description, _):
         yield client, description
-    finally:
-        if client is not scheduler:
-            client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _ordered_results(client: Any, task: Callable[..., WindowScores], times: np.ndarray, region: Region,

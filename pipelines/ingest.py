@@ -52,6 +52,7 @@ import numpy as np
 import xarray as xr
 
 from nowcast.config import Region, load_region
+from nowcast.cluster import CONNECT_TIMEOUT, LOCAL_CLUSTER_NETWORK  # noqa: F401 (re-exported)
 from nowcast.errors import EnvironmentFault, NowcastError, is_environment_fault
 from nowcast.io.archive import AppendResult, Archive, conform, grid_coords, on_grid
 
@@ -64,18 +65,7 @@ LOOKAHEAD = 2
 #: Up to this many files, ``scheduler=None`` reads in the calling process:
 #: starting a LocalCluster costs more than reading them.
 SMALL_INGEST = BATCH_SIZE
-#: Where a LocalCluster listens. dask starts an HTTP (dashboard) server on
-#: the scheduler and every worker whatever ``dashboard_address`` says (None
-#: means port 8787 on *all interfaces*, measured), so both are bound to the
-#: loopback interface on a free port: nothing is exposed to the network and
-#: two ingests at once never fight over a port. Worker processes talk to the
-#: scheduler over TCP on loopback too; in-process clusters use ``inproc://``.
-LOCAL_CLUSTER_NETWORK: dict[bool, dict[str, str]] = {
-    False: {"dashboard_address": "127.0.0.1:0", "worker_dashboard_address": "127.0.0.1:0"},
-    True: {"dashboard_address": "127.0.0.1:0", "worker_dashboard_address": "127.0.0.1:0", "host": "127.0.0.1"},
-}
-#: How long to try reaching a ``--scheduler`` address.
-CONNECT_TIMEOUT = "10s"
+#: Where a LocalCluster listens, and how long to try an address: :mod:`nowcast.cluster`.
 
 
 class SkippedFile(NamedTuple):
@@ -226,36 +216,18 @@ def _executor(
         )
         return
 
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    cluster = None
-    pack = True  # frames cross a process boundary
-    if scheduler is None or scheduler in ("processes", "threads"):
-        processes = scheduler == "processes"
-        cluster = LocalCluster(
-            n_workers=_n_workers() if processes else 1,
-            threads_per_worker=1 if processes else _n_workers(),
-            processes=processes,
-            **LOCAL_CLUSTER_NETWORK[processes],
-            silence_logs=logging.WARNING,
-        )
-        client = Client(cluster)
-        pack = processes
-        description = (
-            f"LocalCluster (processes: {_n_workers()} workers)"
-            if processes
-            else f"LocalCluster (threads: 1 worker, {_n_workers()} threads)"
-        )
-    elif isinstance(scheduler, str):
-        try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise NowcastError(f"--scheduler {scheduler}: cannot connect to the dask scheduler ({exc})") from None
-        description = f"dask scheduler {scheduler}"
-    else:  # an existing distributed.Client, owned by the caller
-        client = scheduler
-        description = f"dask client {getattr(client, 'scheduler', None) and client.scheduler.address}"
+    from nowcast.cluster import dask_client
 
+    with dask_client("threads" if scheduler is None else scheduler) as (client, description, same_process):
+        pack = not same_process  # frames cross a process boundary
+        yield _distributed_executor(client, description, region, reader, pack, as_completed)
+
+
+def _distributed_executor(client: Any, description: str, region: Region, reader: str | None, pack: bool,
+                          as_completed: Callable) -> tuple[Callable, Callable, str]:
+    """The ``(submit, collect, description)`` of :func:`_executor` on a dask client."""
     # Ship the region once per worker, not once per task.
     region_on_workers = client.scatter(region, broadcast=True, hash=False)
 
@@ -275,19 +247,14 @@ def _executor(
             yield fut.result()
             fut.release()
 
-    try:
-        yield submit, collect, description
-    finally:
-        if client is not scheduler:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+    return submit, collect, description
 
 
 def _n_workers() -> int:
-    import os
+    """CPU cores this process may use (:func:`nowcast.cluster.n_cores`)."""
+    from nowcast.cluster import n_cores
 
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return n_cores()
 
 
 # ------------------------------------------------------------------ pipeline
