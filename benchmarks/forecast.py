@@ -124,7 +124,7 @@ def child(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.cores)
         forecaster, note = _tmu_forecaster(region, args.model, args.model_config)
-        fc.load_model = lambda _region: forecaster  # the same model for every repeat
+        fc.load_model = lambda _region, home=None: forecaster  # the same model for every repeat
         region = region.model_copy(update={"forecast": region.forecast.model_copy(update={"method": "tmu", "model": "benchmark"})})
     else:
         import pysteps  # noqa: F401 - import cost outside the timings, as for torch

@@ -282,8 +282,11 @@ def _check_shape(pred: np.ndarray, want: tuple[int, ...]) -> None:
 
 
 # ---------------------------------------------------------------- methods
-def load_model(region: Region):
+def load_model(region: Region, home: str | Path | None = None):
     """The region's trained forecaster (``forecast.model``), checked against the region.
+
+    ``home`` (``--home``) is searched for model configs and checkpoints before
+    ``$NOWCAST_HOME`` and the shipped zoo, as for everything else of a run.
 
     Raises
     ------
@@ -296,7 +299,7 @@ def load_model(region: Region):
 
     if not region.forecast.model:
         raise CheckpointError(f"region {region.name!r}: key 'forecast.model' is not set (no model for method 'tmu')")
-    forecaster = load_forecaster(resolve_model(region.forecast.model))
+    forecaster = load_forecaster(resolve_model(region.forecast.model, home), home=home)
     config = forecaster.config
     timestep = getattr(config, "timestep_minutes", None)
     if timestep is not None and int(timestep) != region.timestep_minutes:
@@ -425,7 +428,7 @@ class _Deterministic:
 
 
 def _deterministic(region: Region, method: str, window: np.ndarray, raw: np.ndarray, leads: int, *, tile: int,
-                   overlap: int, device: str, precision: str) -> _Deterministic:
+                   overlap: int, device: str, precision: str, home: str | Path | None = None) -> _Deterministic:
     """Run ``method`` (falling back to extrapolation, recorded) and mask its output as the product wants it.
 
     ``method`` ``steps`` (an ensemble method) has no deterministic forecast:
@@ -444,7 +447,7 @@ def _deterministic(region: Region, method: str, window: np.ndarray, raw: np.ndar
     t0 = _time.perf_counter()
     if method == MODEL_METHOD:
         try:
-            forecaster = load_model(region)
+            forecaster = load_model(region, home=home)
             if hasattr(forecaster, "to"):  # a Forecaster; test doubles may not move
                 forecaster.to(device, precision)
             values = run_model(forecaster, window, leads, tile=tile, overlap=overlap)
@@ -656,7 +659,7 @@ def run_forecast(
     window = np.nan_to_num(raw, nan=0.0)
 
     det = _deterministic(region, method, window, raw, leads, tile=tile, overlap=overlap, device=device,
-                         precision=precision)
+                         precision=precision, home=home)
     if members:
         return _run_ensemble(region, home, times, window, raw, det, leads, int(members), seed, out, archive, started,
                              thresholds, tile=tile, overlap=overlap, device=device, precision=precision)

@@ -277,7 +277,7 @@ def test_model_path_records_model_and_checkpoint_and_tiles(moving_archive, monke
     import nowcast.forecast as fc
 
     fake = _FakeForecaster()
-    monkeypatch.setattr(fc, "load_model", lambda region: fake)
+    monkeypatch.setattr(fc, "load_model", lambda region, home=None: fake)
     region = _fallback_region(moving_archive, model="fake-tmu")
     result = fc.run_forecast(region, home=moving_archive, leads=3, tile=64, overlap=16)
     assert result.method == "tmu" and result.fallback_reason is None
@@ -299,6 +299,35 @@ def test_model_that_does_not_fit_falls_back(moving_archive, monkeypatch):
         def predict(self, inputs, leads):
             raise RuntimeError("Given groups=1, weight of size [64, 20, 5, 5], expected input to have 20 channels")
 
-    monkeypatch.setattr(fc, "load_model", lambda region: Broken())
+    monkeypatch.setattr(fc, "load_model", lambda region, home=None: Broken())
     result = fc.run_forecast(_fallback_region(moving_archive), home=moving_archive, leads=2)
     assert result.method == "extrapolation" and "expected input" in result.fallback_reason
+
+
+def test_forecast_finds_the_model_under_home(tmp_path, odim_moving) -> None:
+    """``--home`` is searched for the region's model config, not only ``$NOWCAST_HOME``."""
+    import yaml
+
+    from nowcast.config import load_region
+    from nowcast.forecast import run_forecast
+    from nowcast.models.config import find_model_config
+    from pipelines.ingest import ingest_files
+
+    home = tmp_path / "elsewhere"
+    (home / "configs" / "models").mkdir(parents=True)
+    (home / "configs" / "regions").mkdir(parents=True)
+    model = yaml.safe_load(find_model_config("swiss-south-tmu").read_text())
+    model.update(name="my-tmu", checkpoint=str(find_region_yaml().parents[2] / "models" / "zoo" / "swiss-south-tmu.pt"))
+    (home / "configs" / "models" / "my-tmu.yaml").write_text(yaml.safe_dump(model))
+    region = yaml.safe_load(find_region_yaml().read_text())
+    region["forecast"]["model"] = "my-tmu"
+    (home / "configs" / "regions" / "swiss-south.yaml").write_text(yaml.safe_dump(region))
+    ingest_files(odim_moving(4), load_region("swiss-south", home), home=home, scheduler="synchronous", progress=False)
+    result = run_forecast("swiss-south", home=home, method="tmu", leads=2, out=tmp_path / "f.zarr")
+    assert result.fallback_reason is None and result.method == "tmu"
+
+
+def find_region_yaml():
+    from nowcast.config import project_root
+
+    return project_root() / "configs" / "regions" / "swiss-south.yaml"

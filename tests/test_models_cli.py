@@ -237,7 +237,7 @@ def test_forecast_beyond_training_warns_and_says_so_in_the_product(home: Path, o
     torch.set_num_threads(1)
     assert not ingest_files(odim_moving(4), "swiss-south", home=home, scheduler="synchronous", progress=False).skipped
     model = random_forecaster()
-    monkeypatch.setattr(fcmod, "load_model", lambda region: model)
+    monkeypatch.setattr(fcmod, "load_model", lambda region, home=None: model)
     with caplog.at_level(logging.WARNING, logger="nowcast.forecast"):
         result = fcmod.run_forecast("swiss-south", home=home, method="tmu", leads=14)
     assert result.method == "tmu" and result.leads == 14 and result.fallback_reason is None
