@@ -20,6 +20,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import platform
@@ -111,31 +112,22 @@ def floor(files: list[Path], work: Path, batch: int) -> dict[str, float]:
 
 def run_scheduler(name: str, files: list[Path], warm: list[Path], work: Path, repeat: int) -> dict[str, float]:
     """End-to-end and steady-state seconds of one scheduler."""
-    from pipelines.ingest import _n_workers, ingest_files
+    from pipelines.ingest import ingest_files
 
     home_a, home_b, home_c = work / f"{name}-e2e", work / f"{name}-warm", work / f"{name}-steady"
     t = time.perf_counter()
     report = ingest_files(files, "swiss", home=home_a, scheduler=name, progress=False)  # what the CLI does
     e2e = time.perf_counter() - t
     assert len(report.result.added) == len(files), report.summary()
-    if name == "synchronous":
-        client, cluster, start = "synchronous", None, 0.0
-    else:
-        from distributed import Client, LocalCluster
+    with contextlib.ExitStack() as stack:
+        if name == "synchronous":
+            client, start = "synchronous", 0.0
+        else:  # the cluster ingest_files would start, kept running: the same loopback-only setup
+            from nowcast.cluster import dask_client
 
-        t = time.perf_counter()
-        processes = name == "processes"
-        n = _n_workers()
-        cluster = LocalCluster(
-            n_workers=n if processes else 1,
-            threads_per_worker=1 if processes else n,
-            processes=processes,
-            dashboard_address=None,
-            silence_logs=logging.WARNING,
-        )
-        client = Client(cluster)
-        start = time.perf_counter() - t
-    try:
+            t = time.perf_counter()
+            client, _, _ = stack.enter_context(dask_client(name))
+            start = time.perf_counter() - t
         ingest_files(warm, "swiss", home=home_b, scheduler=client, progress=False)
         steady = float("inf")
         for _ in range(repeat):
@@ -143,10 +135,6 @@ def run_scheduler(name: str, files: list[Path], warm: list[Path], work: Path, re
             t = time.perf_counter()
             report = ingest_files(files, "swiss", home=home_c, scheduler=client, progress=False)
             steady = min(steady, time.perf_counter() - t)
-    finally:
-        if cluster is not None:
-            client.close()
-            cluster.close()
     return {"e2e_s": e2e, "startup_s": start, "steady_s": steady}
 
 

@@ -509,6 +509,20 @@ def _km_per_pixel(region: Region) -> float:
     return float(region.resolution) * (111.0 if region.grid.crs.is_geographic else 0.001)
 
 
+def _write_product(ds, out: str | Path | None, region: Region, home: str | Path | None,
+                   reference: np.datetime64, tag: str) -> Path:
+    """Write a product to ``out``, default ``HOME/forecasts/REGION/REGION_YYYYmmddTHHMMZ_TAG.zarr``."""
+    from nowcast.products import write_forecast
+
+    if out is None:
+        stamp = pd.Timestamp(reference).strftime("%Y%m%dT%H%MZ")
+        out = forecasts_dir(region.name, home) / f"{region.name}_{stamp}_{tag}.zarr"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_forecast(ds, out)
+    return out
+
+
 def _run_ensemble(region: Region, home, times: np.ndarray, window: np.ndarray, raw: np.ndarray, det: _Deterministic,
                   leads: int, members: int, seed: int | None, out, archive, started: float,
                   thresholds: Sequence[float] | None, **det_kwargs) -> ForecastResult:
@@ -520,7 +534,7 @@ def _run_ensemble(region: Region, home, times: np.ndarray, window: np.ndarray, r
     ensemble (recorded) when it fails.
     """
     from nowcast import ensemble as ens
-    from nowcast.products import make_ensemble_dataset, write_forecast
+    from nowcast.products import make_ensemble_dataset
 
     seed = ens.default_seed(times[-1]) if seed is None else int(seed)
     thresholds = tuple(float(t) for t in (thresholds or region.forecast.probability_thresholds))
@@ -554,12 +568,7 @@ def _run_ensemble(region: Region, home, times: np.ndarray, window: np.ndarray, r
         checkpoint_sha256=det.sha256, fallback_reason=fallback_reason,
         model_attrs=det.model_attrs if used == MODEL_METHOD else None, data_origin=archive.attrs.get("data_origin"),
     )
-    if out is None:
-        stamp = pd.Timestamp(times[-1]).strftime("%Y%m%dT%H%MZ")
-        out = forecasts_dir(region.name, home) / f"{region.name}_{stamp}_{used}_ens{members}.zarr"
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_forecast(ds, out)
+    out = _write_product(ds, out, region, home, times[-1], f"{used}_ens{members}")
     seconds = _time.perf_counter() - started
     log.info(
         "region %s: %s ensemble of %d members (seed %d) from %s, %d x %d min -> %s (%.2f s, method %.2f s)%s",
@@ -634,7 +643,7 @@ def run_forecast(
         No archive for the region.
     """
     from nowcast.io.archive import Archive
-    from nowcast.products import make_forecast_dataset, write_forecast
+    from nowcast.products import make_forecast_dataset
 
     started = _time.perf_counter()
     region = region if isinstance(region, Region) else load_region(region, home)
@@ -681,12 +690,7 @@ def run_forecast(
         model_attrs=model_attrs if used == MODEL_METHOD else None,
         data_origin=archive.attrs.get("data_origin"),
     )
-    if out is None:
-        stamp = pd.Timestamp(times[-1]).strftime("%Y%m%dT%H%MZ")
-        out = forecasts_dir(region.name, home) / f"{region.name}_{stamp}_{used}.zarr"
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_forecast(ds, out)
+    out = _write_product(ds, out, region, home, times[-1], used)
     seconds = _time.perf_counter() - started
     log.info(
         "region %s: %s forecast from %s, %d x %d min -> %s (%.2f s, method %.2f s)%s",

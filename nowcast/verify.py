@@ -150,22 +150,9 @@ def verify_forecast(
     if is_ensemble(forecast):  # members along 'realization': probabilistic scores
         return verify_ensemble(forecast, observed, zr=zr)
     fc = forecast["rain_rate"]
-    for axis in ("y", "x"):
-        if observed.sizes.get(axis) != fc.sizes[axis] or not np.allclose(observed[axis].values, fc[axis].values):
-            raise GridError(
-                f"observations: {axis} axis ({observed.sizes.get(axis)} cells) does not match the forecast grid "
-                f"({fc.sizes[axis]} cells of region {forecast.attrs.get('region', '?')!r})"
-            )
+    _check_grid(forecast, observed)
     valid = fc["time"].values
-    have = np.isin(valid, observed["time"].values)
-    if not have.any():
-        first, last = (pd.Timestamp(t).strftime("%Y-%m-%dT%H:%MZ") for t in (valid[0], valid[-1]))
-        raise NowcastError(
-            f"observations: none at the forecast's valid times {first} .. {last}; "
-            "verify once the observed frames are in the archive"
-        )
-    if not have.all():
-        log.info("verifying %d of %d lead times (no observation for the others)", int(have.sum()), have.size)
+    have = _observed_times(valid, observed)
     obs = _observed_rainrate(observed.sel(time=valid[have]), zr).values.astype(np.float64)
     pred = fc.isel(time=np.flatnonzero(have)).values.astype(np.float64)
     leads = lead_minutes(forecast)[have]
@@ -607,6 +594,7 @@ def verify_ensemble(
 
 
 def _check_grid(forecast: xr.Dataset, observed: xr.DataArray) -> None:
+    """Refuse observations that are not on the forecast's grid (:class:`GridError`, one line)."""
     fc = forecast["rain_rate"]
     for axis in ("y", "x"):
         if observed.sizes.get(axis) != fc.sizes[axis] or not np.allclose(observed[axis].values, fc[axis].values):
@@ -617,6 +605,7 @@ def _check_grid(forecast: xr.Dataset, observed: xr.DataArray) -> None:
 
 
 def _observed_times(valid: np.ndarray, observed: xr.DataArray) -> np.ndarray:
+    """Which valid times have an observation; none at all is a :class:`NowcastError`."""
     have = np.isin(valid, observed["time"].values)
     if not have.any():
         first, last = (pd.Timestamp(t).strftime("%Y-%m-%dT%H:%MZ") for t in (valid[0], valid[-1]))

@@ -16,6 +16,12 @@ VerboseOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
 RegionOption = Annotated[str, typer.Option("--region", "-r", help="Region name (configs/regions/NAME.yaml) or YAML path.")]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="Where the neural forecaster runs: cpu, cuda or auto (CUDA when present).")
+]
+PrecisionOption = Annotated[
+    str, typer.Option("--precision", help="Network arithmetic: auto (bf16 only where this machine runs it faster), bf16 or fp32.")
+]
 SchedulerOption = Annotated[
     Optional[str],
     typer.Option("--scheduler", help="Address of an existing dask scheduler (default: a LocalCluster)."),

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from nowcast.cli import app
-from nowcast.commands.common import HomeOption, QuietOption, RegionOption, VerboseOption, setup
+from nowcast.commands.common import (
+    DeviceOption, HomeOption, PrecisionOption, QuietOption, RegionOption, VerboseOption, setup,
+)
 
 
 @app.command()
@@ -25,12 +27,8 @@ def forecast(
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Output .zarr or .nc (default: HOME/forecasts/REGION/...).")
     ] = None,
-    device: Annotated[
-        str, typer.Option("--device", help="Where the neural forecaster runs: cpu, cuda or auto (CUDA when present).")
-    ] = "cpu",
-    precision: Annotated[
-        str, typer.Option("--precision", help="Network arithmetic: auto (bf16 only where this machine runs it faster), bf16 or fp32.")
-    ] = "auto",
+    device: DeviceOption = "cpu",
+    precision: PrecisionOption = "auto",
     threads: Annotated[
         Optional[int], typer.Option("--threads", min=1, help="Torch CPU threads (default: every core; 1 on a busy shared machine).")
     ] = None,

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from nowcast.cli import app
-from nowcast.commands.common import HomeOption, QuietOption, RegionOption, VerboseOption, setup
+from nowcast.commands.common import (
+    DeviceOption, HomeOption, PrecisionOption, QuietOption, RegionOption, VerboseOption, setup,
+)
 
 #: Spelled out (not imported from nowcast.hindcast) so that the CLI starts without importing xarray.
 DEFAULT_METHODS = ["tmu", "extrapolation", "sprog", "persistence"]
@@ -52,12 +54,8 @@ def hindcast(
             "(no cluster). The scores are the same under every scheduler.",
         ),
     ] = None,
-    device: Annotated[
-        str, typer.Option("--device", help="Where the neural forecaster runs: cpu, cuda or auto (CUDA when present).")
-    ] = "cpu",
-    precision: Annotated[
-        str, typer.Option("--precision", help="Network arithmetic: auto (bf16 only where this machine runs it faster), bf16 or fp32.")
-    ] = "auto",
+    device: DeviceOption = "cpu",
+    precision: PrecisionOption = "auto",
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Output folder (default: HOME/hindcasts/REGION).")
     ] = None,
