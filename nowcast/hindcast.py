@@ -42,7 +42,8 @@ returns, per method and lead, the pysteps accumulator states
 (:class:`LeadAccumulator`: small, picklable). Workers read the archive
 themselves (the task carries the region and the data home, not arrays) and
 keep the neural forecaster loaded between tasks (:data:`_MODELS`, keyed by
-the checkpoint path). The driver merges the states **in reference-time
+the checkpoint path); its config and checkpoint are looked up under that
+data home first (``--home``), as ``nowcast forecast`` does. The driver merges the states **in reference-time
 order**, whatever order tasks finish in (an ordered frontier; at most
 :func:`_max_in_flight` results wait), so floating-point sums are added in one
 order; and the neural network runs on one CPU thread in every task (the
@@ -321,13 +322,19 @@ class WindowScores:
     error: str | None = None
 
 
-def _model(region: Region, device: str, precision: str):
-    """The region's forecaster, loaded once per process and kept (keyed by checkpoint path)."""
+def _model(region: Region, device: str, precision: str, home: str | Path | None = None):
+    """The region's forecaster, loaded once per process and kept (keyed by checkpoint path).
+
+    ``home`` (the hindcast's data home, ``--home``) is searched for the model
+    config and checkpoint before ``$NOWCAST_HOME`` and the shipped zoo, as
+    ``nowcast forecast`` does: a model trained into that home must be the one
+    scored, not silently reported as missing.
+    """
     import nowcast.forecast as fc
     from nowcast.models.zoo import resolve_model
 
     try:
-        path = resolve_model(region.forecast.model) if region.forecast.model else None
+        path = resolve_model(region.forecast.model, home) if region.forecast.model else None
     except NowcastError:
         path = None  # load_model says why, in its own words
     if path is None:
@@ -341,7 +348,7 @@ def _model(region: Region, device: str, precision: str):
     with _MODELS_LOCK:
         forecaster = _MODELS.get(key)
         if forecaster is None:
-            forecaster = fc.load_model(region)
+            forecaster = fc.load_model(region, home=home)
             if hasattr(forecaster, "to"):  # a Forecaster; test doubles may not move
                 forecaster.to(device, precision)
             for old in [k for k in _MODELS if k[0] == key[0]]:  # a rewritten checkpoint replaces the old one
@@ -377,12 +384,12 @@ def _torch_threads_restored(needed: bool) -> Iterator[None]:
 
 
 def _forecast(method: str, region: Region, window: np.ndarray, raw: np.ndarray, leads: int, device: str,
-              precision: str) -> np.ndarray:
+              precision: str, home: str | Path | None = None) -> np.ndarray:
     """One method's forecast ``(leads, ny, nx)`` mm/h, masked as ``run_forecast`` publishes it."""
     from nowcast.forecast import check_output, run_baseline, run_model
 
     if method == MODEL_METHOD:
-        forecaster = _model(region, device, precision)
+        forecaster = _model(region, device, precision, home)
         _one_torch_thread()
         values = run_model(forecaster, window, leads)
     else:
@@ -418,7 +425,7 @@ def window_seed(seed: int | None, reference_time: np.datetime64) -> int:
 
 
 def _ensemble(method: str, region: Region, window: np.ndarray, raw: np.ndarray, det: np.ndarray | None, leads: int,
-              members: int, seed: int, device: str, precision: str) -> np.ndarray:
+              members: int, seed: int, device: str, precision: str, home: str | Path | None = None) -> np.ndarray:
     """``members`` members ``(members, leads, ny, nx)`` mm/h of ``method``, as ``nowcast forecast --members`` makes them."""
     from nowcast import ensemble as ens
     from nowcast.forecast import _km_per_pixel, check_output
@@ -429,7 +436,7 @@ def _ensemble(method: str, region: Region, window: np.ndarray, raw: np.ndarray, 
     else:
         motion = "LK"
         if method == MODEL_METHOD:
-            config = getattr(_model(region, device, precision), "config", None)
+            config = getattr(_model(region, device, precision, home), "config", None)
             motion = str(getattr(getattr(config, "motion", None), "method", "LK"))
         values, _ = ens.ensemble_forecast(det, window, members, seed, motion_method=motion)
     check_output(values, region, method)
@@ -500,9 +507,9 @@ def score_window(
             continue  # an ensemble method only
         try:
             if method == MODEL_METHOD:
-                _model(region, device, precision)  # loading (first task of a worker) is not forecast time
+                _model(region, device, precision, home)  # loading (first task of a worker) is not forecast time
             started = _time.perf_counter()
-            values = _forecast(method, region, window, raw, leads, device, precision)
+            values = _forecast(method, region, window, raw, leads, device, precision, home)
         except Exception as exc:  # any method failing on a window is recorded, not fatal
             if isinstance(exc, MemoryError):
                 raise
@@ -523,7 +530,7 @@ def score_window(
                 continue  # its deterministic forecast failed (counted there): no ensemble around it
             try:
                 values = _ensemble(method, region, window, raw, deterministic.get(method), leads, members, wseed,
-                                   device, precision)
+                                   device, precision, home)
             except Exception as exc:  # recorded, not fatal
                 if isinstance(exc, MemoryError):
                     raise

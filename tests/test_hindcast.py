@@ -215,7 +215,7 @@ def test_model_loaded_once_per_worker_and_failures_are_counted(tmp_path, archive
         def predict(self, inputs, leads):
             return np.repeat(inputs[-1:], leads, axis=0)
 
-    def load(region):
+    def load(region, home=None):
         calls.append(region.forecast.model)
         return Fake()
 
@@ -238,6 +238,45 @@ def test_model_loaded_once_per_worker_and_failures_are_counted(tmp_path, archive
     assert (result.scores["forecasts"].sel(forecast_method="tmu") == 0).all()
     assert np.isnan(result.scores["csi"].sel(forecast_method="tmu").values).all()
     assert (result.scores["forecasts"].sel(forecast_method="persistence") > 0).all()
+
+
+def test_hindcast_finds_the_model_under_home(tmp_path, swiss_south_moving, monkeypatch, capsys):
+    """``--home H`` is searched for the region's model config and checkpoint, not only ``$NOWCAST_HOME``.
+
+    The model is named by a config that exists only under H (``$NOWCAST_HOME``
+    is another, empty folder): before the fix every window failed with
+    "unknown model" and ``tmu`` had no scores.
+    """
+    import xarray as xr
+    import yaml
+
+    import nowcast.hindcast as hc
+    from nowcast.cli import main
+    from nowcast.config import load_region
+    from nowcast.io.archive import Archive, grid_coords
+    from nowcast.models.config import find_model_config
+    from nowcast.models.zoo import load_forecaster
+
+    monkeypatch.setattr(hc, "_MODELS", {})
+    home = tmp_path / "elsewhere"
+    (home / "configs" / "models").mkdir(parents=True)
+    model = yaml.safe_load(find_model_config("swiss-south-tmu").read_text())
+    model.update(name="my-tmu", checkpoint=str(load_forecaster("swiss-south-tmu").path))
+    (home / "configs" / "models" / "my-tmu.yaml").write_text(yaml.safe_dump(model))
+    _region_with_model(home, "my-tmu")
+    frames, times, region = swiss_south_moving(7)
+    da = xr.DataArray(frames, dims=("time", "y", "x"), coords={"time": times, **grid_coords(region.grid)},
+                      attrs={"units": "mm h-1"}, name="rain_rate")
+    Archive.open(load_region(REGION, home), home=home, create=True).append(da, source="moving-test")
+
+    code = main(["hindcast", "--region", REGION, "--start", f"{T}10:05", "--end", f"{T}10:10", "--methods", "tmu",
+                 "--leads", "2", "--scheduler", "synchronous", "--home", str(home), "-q"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    stem = home / "hindcasts" / REGION / f"{REGION}_hindcast_20240227T1005Z_20240227T1010Z"
+    doc = json.loads(stem.with_suffix(".json").read_text())
+    assert doc["results"]["tmu"]["failures"] == 0, doc["results"]["tmu"]["failure_reasons"]
+    assert [lead["forecasts"] for lead in doc["results"]["tmu"]["leads"]] == [2, 2]
 
 
 # ---------------------------------------------------------------- the command
