@@ -39,7 +39,8 @@ Work and determinism
 --------------------
 One task per reference time computes every method for that window and
 returns, per method and lead, the pysteps accumulator states
-(:class:`LeadAccumulator`: small, picklable). Workers read the archive
+(:class:`nowcast.verify.DeterministicScores`, the accumulator ``nowcast verify``
+scores one forecast with: small, picklable). Workers read the archive
 themselves (the task carries the region and the data home, not arrays) and
 keep the neural forecaster loaded between tasks (:data:`_MODELS`, keyed by
 the checkpoint path); its config and checkpoint are looked up under that
@@ -103,13 +104,11 @@ the printed table.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import math
 import threading
 import time as _time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +127,7 @@ from nowcast.verify import (
     FSS_THRESHOLD,
     RELIABILITY_THRESHOLD,
     THRESHOLDS,
+    DeterministicScores,
     EnsembleScores,
     _fmt,
     fss_scales,
@@ -146,141 +146,6 @@ ENSEMBLE_METHODS: tuple[str, ...] = (MODEL_METHOD, "extrapolation", "steps")
 #: tasks): ``(checkpoint path, mtime_ns, device, precision) -> Forecaster``.
 _MODELS: dict[tuple[str, int, str, str], Any] = {}
 _MODELS_LOCK = threading.Lock()
-
-
-# ---------------------------------------------------------------- accumulators
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the divide-by-zero warnings of undefined scores (they become NaN)."""
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
-
-
-class LeadAccumulator:
-    """Per-lead pysteps verification states of one method: accumulate, merge, compute.
-
-    ``cat[lead][threshold]`` are contingency tables (``det_cat_fct_init``),
-    ``fss[lead][scale]`` FSS objects (``fss_init``), ``cont[lead]`` error
-    objects (``det_cont_fct_init``); ``forecasts`` and ``n_valid`` count the
-    forecasts and pixels scored at each lead. A lead nothing was added to
-    keeps pysteps' empty state, which :meth:`merge` skips.
-
-    Parameters
-    ----------
-    leads
-        Number of lead times.
-    thresholds
-        Rain rates (mm/h) of the categorical scores.
-    fss_threshold, fss_pixels
-        FSS event threshold (mm/h) and neighbourhood sizes (pixels).
-    """
-
-    def __init__(self, leads: int, thresholds: Sequence[float] = THRESHOLDS, fss_threshold: float = FSS_THRESHOLD,
-                 fss_pixels: Sequence[int] = (1,)) -> None:
-        import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
-        from pysteps.verification.detcatscores import det_cat_fct_init
-        from pysteps.verification.detcontscores import det_cont_fct_init
-        from pysteps.verification.spatialscores import fss_init
-
-        self.leads = int(leads)
-        self.thresholds = tuple(float(t) for t in thresholds)
-        self.fss_threshold = float(fss_threshold)
-        self.fss_pixels = tuple(int(p) for p in fss_pixels)
-        self.cat = [[det_cat_fct_init(t) for t in self.thresholds] for _ in range(self.leads)]
-        self.fss = [[fss_init(self.fss_threshold, p) for p in self.fss_pixels] for _ in range(self.leads)]
-        self.cont = [det_cont_fct_init() for _ in range(self.leads)]
-        self.forecasts = np.zeros(self.leads, dtype=np.int64)
-        self.n_valid = np.zeros(self.leads, dtype=np.int64)
-
-    def _compatible(self, other: LeadAccumulator) -> None:
-        mine = (self.leads, self.thresholds, self.fss_threshold, self.fss_pixels)
-        theirs = (other.leads, other.thresholds, other.fss_threshold, other.fss_pixels)
-        if mine != theirs:
-            raise ValueError(f"cannot merge accumulators of different settings: {mine} != {theirs}")
-
-    def add(self, lead: int, pred: np.ndarray, obs: np.ndarray) -> None:
-        """Add one forecast field of lead index ``lead`` and its observation ``(ny, nx)``, mm/h.
-
-        Only pixels where both are finite are scored; for FSS both fields are
-        NaN (no event) where either is, so coverage gaps neither help nor hurt.
-        """
-        from pysteps.verification.detcatscores import det_cat_fct_accum
-        from pysteps.verification.detcontscores import det_cont_fct_accum
-        from pysteps.verification.spatialscores import fss_accum
-
-        pred = np.asarray(pred, dtype=np.float64)
-        obs = np.asarray(obs, dtype=np.float64)
-        ok = np.isfinite(pred) & np.isfinite(obs)
-        count = int(ok.sum())
-        if not count:
-            return
-        p, o = pred[ok], obs[ok]
-        with _quiet():
-            for contab in self.cat[lead]:
-                det_cat_fct_accum(contab, p, o)
-            det_cont_fct_accum(self.cont[lead], p, o)
-            pm, om = np.where(ok, pred, np.nan), np.where(ok, obs, np.nan)
-            for state in self.fss[lead]:
-                fss_accum(state, pm, om)
-        self.forecasts[lead] += 1
-        self.n_valid[lead] += count
-
-    def add_forecast(self, pred: np.ndarray, obs: np.ndarray) -> None:
-        """Add a forecast ``(leads, ny, nx)`` and its observations (a lead of all-NaN observation counts nowhere)."""
-        for lead in range(min(self.leads, len(pred))):
-            self.add(lead, pred[lead], obs[lead])
-
-    def merge(self, other: LeadAccumulator) -> LeadAccumulator:
-        """Add ``other``'s states to these (in place; ``other`` is not changed); returns self."""
-        from pysteps.verification.detcatscores import det_cat_fct_merge
-        from pysteps.verification.detcontscores import det_cont_fct_merge
-        from pysteps.verification.spatialscores import fss_merge
-
-        self._compatible(other)
-        for i in range(self.leads):
-            if not other.forecasts[i]:
-                continue
-            if not self.forecasts[i]:  # pysteps cannot merge into an empty state: start from a copy
-                self.cat[i] = copy.deepcopy(other.cat[i])
-                self.cont[i] = copy.deepcopy(other.cont[i])
-                self.fss[i] = copy.deepcopy(other.fss[i])
-            else:
-                with _quiet():
-                    # pysteps' merges update the first object's arrays in place: ours, never other's.
-                    self.cat[i] = [det_cat_fct_merge(a, b) for a, b in zip(self.cat[i], other.cat[i])]
-                    self.cont[i] = det_cont_fct_merge(self.cont[i], other.cont[i])
-                    self.fss[i] = [fss_merge(a, b) for a, b in zip(self.fss[i], other.fss[i])]
-            self.forecasts[i] += other.forecasts[i]
-            self.n_valid[i] += other.n_valid[i]
-        return self
-
-    def result(self) -> dict[str, np.ndarray]:
-        """``csi``, ``pod``, ``far`` ``(leads, thresholds)``, ``fss`` ``(leads, scales)``, ``mse``, ``mae``,
-        ``forecasts``, ``n_valid`` ``(leads,)``; NaN where undefined or nothing was scored."""
-        from pysteps.verification.detcatscores import det_cat_fct_compute
-        from pysteps.verification.detcontscores import det_cont_fct_compute
-        from pysteps.verification.spatialscores import fss_compute
-
-        n, nt, ns = self.leads, len(self.thresholds), len(self.fss_pixels)
-        out = {k: np.full((n, nt), np.nan) for k in ("csi", "pod", "far")}
-        out["fss"] = np.full((n, ns), np.nan)
-        out["mse"], out["mae"] = np.full(n, np.nan), np.full(n, np.nan)
-        with _quiet():
-            for i in range(n):
-                if not self.forecasts[i]:
-                    continue
-                for j, contab in enumerate(self.cat[i]):
-                    scores = det_cat_fct_compute(contab, scores=("CSI", "POD", "FAR"))
-                    for key in ("csi", "pod", "far"):
-                        out[key][i, j] = float(scores[key.upper()])
-                for k, state in enumerate(self.fss[i]):
-                    out["fss"][i, k] = float(fss_compute(state))
-                cont = det_cont_fct_compute(self.cont[i], scores=("MSE", "MAE"))
-                out["mse"][i], out["mae"][i] = float(cont["MSE"]), float(cont["MAE"])
-        out["forecasts"] = self.forecasts.copy()
-        out["n_valid"] = self.n_valid.copy()
-        return out
 
 
 # ---------------------------------------------------------------- reference times
@@ -312,7 +177,7 @@ class WindowScores:
     """What one task returns: per method its accumulator states, or why it failed on this window."""
 
     reference_time: np.datetime64
-    states: dict[str, LeadAccumulator] = field(default_factory=dict)
+    states: dict[str, DeterministicScores] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     #: Ensemble scores per method (``members`` > 0), and why an ensemble failed.
@@ -517,7 +382,7 @@ def score_window(
             log.debug("method %s failed on the window ending %s", method, iso(t_ref), exc_info=True)
             continue
         result.seconds[method] = _time.perf_counter() - started
-        acc = LeadAccumulator(leads, thresholds, fss_threshold, fss_pixels)
+        acc = DeterministicScores(leads, thresholds, fss_threshold=fss_threshold, fss_pixels=fss_pixels)
         for i, obs in truth:
             acc.add(i, values[i], obs)
         result.states[method] = acc
@@ -784,7 +649,7 @@ def run_hindcast(
     log.info("hindcast %s: %d reference times %s .. %s, methods %s", region.name, refs.size, iso(refs[0]),
              iso(refs[-1]), ", ".join(methods))
 
-    totals = {m: LeadAccumulator(leads, **settings) for m in det_methods}
+    totals = {m: DeterministicScores(leads, **settings) for m in det_methods}
     reasons: dict[str, Counter] = {m: Counter() for m in det_methods}
     seconds: dict[str, list[float]] = {m: [] for m in det_methods}
     ens_totals = {m: EnsembleScores(leads, members, THRESHOLDS) for m in ens_methods}
@@ -826,7 +691,7 @@ def run_hindcast(
             log.warning("%s ensemble failed on %d of %d windows (most often: %s)", m, sum(ens_reasons[m].values()),
                         refs.size, ens_reasons[m].most_common(1)[0][0])
 
-    results = [totals[m].result() for m in det_methods] or [LeadAccumulator(leads, **settings).result()]
+    results = [totals[m].result() for m in det_methods] or [DeterministicScores(leads, **settings).result()]
     scores = _scores_dataset(region, results, det_methods, leads, scales, refs, t0, t1)
     if not det_methods:
         scores = scores.isel(forecast_method=slice(0, 0))

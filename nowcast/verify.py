@@ -12,6 +12,12 @@ implementation, so numbers compare with the literature):
   :data:`FSS_SCALES_KM`, converted to whole pixels of the grid;
 * continuous: MSE and MAE in mm/h (``det_cont_fct``).
 
+All of them are accumulated per lead time by :class:`DeterministicScores`,
+the one implementation that ``nowcast verify`` (one forecast), ``nowcast
+hindcast`` (a period, merged across dask tasks) and the held-out skill of a
+checkpoint (:mod:`nowcast.models.skill`) share, with the same default
+thresholds (:data:`THRESHOLDS`).
+
 Only pixels where both forecast and observation are finite count: a pixel
 outside radar coverage (NaN) is neither a hit nor a miss. Lead times whose
 valid time has no observation are left out. Undefined scores (e.g. CSI when
@@ -47,11 +53,13 @@ which hindcasts and studies use too), per lead time:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +100,155 @@ def fss_scales(resolution_m: float, scales_km: Sequence[float] = FSS_SCALES_KM) 
 def _fmt(value: float) -> str:
     """``0.5`` -> ``0.5``, ``1.0`` -> ``1`` (for column names and labels)."""
     return f"{value:g}"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the divide-by-zero warnings of undefined scores (they become NaN)."""
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+class DeterministicScores:
+    """CSI/POD/FAR, FSS, MSE and MAE per lead time, accumulated over forecasts with pysteps.
+
+    The one implementation of the deterministic scores: ``nowcast verify``
+    (one forecast, :func:`verify_forecast`), ``nowcast hindcast`` (every
+    window of a period, merged across dask tasks) and the held-out skill of a
+    checkpoint and the studies (:class:`nowcast.models.skill.LeadScores`,
+    which adds names such as ``csi@1``) all add their fields here, so a score
+    means the same wherever it is printed. Its counterpart for ensembles is
+    :class:`EnsembleScores`.
+
+    ``cat[lead][threshold]`` are contingency tables (``det_cat_fct_init``),
+    ``fss[lead][scale]`` FSS objects (``fss_init``), ``cont[lead]`` error
+    objects (``det_cont_fct_init``); ``forecasts`` and ``n_valid`` count the
+    forecasts and pixels scored at each lead. Sums, not means of per-forecast
+    scores, so a forecast with little rain weighs little. A lead nothing was
+    added to keeps pysteps' empty state, which :meth:`merge` skips and
+    :meth:`result` reports as NaN. Small and picklable (a dask task returns one).
+
+    Parameters
+    ----------
+    leads
+        Number of lead times.
+    thresholds
+        Rain rates (mm/h) of the categorical scores (default
+        :data:`THRESHOLDS`, those ``nowcast verify`` and ``hindcast`` report).
+    fss_threshold
+        FSS event threshold (mm/h).
+    fss_pixels
+        FSS neighbourhood sizes in whole pixels (:func:`fss_scales` turns
+        :data:`FSS_SCALES_KM` into them for a grid).
+    """
+
+    def __init__(self, leads: int, thresholds: Sequence[float] = THRESHOLDS, *, fss_threshold: float = FSS_THRESHOLD,
+                 fss_pixels: Sequence[int] = (1,)) -> None:
+        import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
+        from pysteps.verification.detcatscores import det_cat_fct_init
+        from pysteps.verification.detcontscores import det_cont_fct_init
+        from pysteps.verification.spatialscores import fss_init
+
+        self.leads = int(leads)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.fss_threshold = float(fss_threshold)
+        self.fss_pixels = tuple(int(p) for p in fss_pixels)
+        self.cat = [[det_cat_fct_init(t) for t in self.thresholds] for _ in range(self.leads)]
+        self.fss = [[fss_init(self.fss_threshold, p) for p in self.fss_pixels] for _ in range(self.leads)]
+        self.cont = [det_cont_fct_init() for _ in range(self.leads)]
+        self.forecasts = np.zeros(self.leads, dtype=np.int64)
+        self.n_valid = np.zeros(self.leads, dtype=np.int64)
+
+    def _compatible(self, other: DeterministicScores) -> None:
+        mine = (self.leads, self.thresholds, self.fss_threshold, self.fss_pixels)
+        theirs = (other.leads, other.thresholds, other.fss_threshold, other.fss_pixels)
+        if mine != theirs:
+            raise ValueError(f"cannot merge scores of different settings: {mine} != {theirs}")
+
+    def add(self, lead: int, pred: np.ndarray, obs: np.ndarray) -> None:
+        """Add one forecast field of lead index ``lead`` and its observation ``(ny, nx)``, mm/h.
+
+        Only pixels where both are finite are scored (no coverage, the unknown
+        inflow edge); for FSS both fields are NaN (no event) where either is,
+        so coverage gaps neither help nor hurt.
+        """
+        from pysteps.verification.detcatscores import det_cat_fct_accum
+        from pysteps.verification.detcontscores import det_cont_fct_accum
+        from pysteps.verification.spatialscores import fss_accum
+
+        pred = np.asarray(pred, dtype=np.float64)
+        obs = np.asarray(obs, dtype=np.float64)
+        ok = np.isfinite(pred) & np.isfinite(obs)
+        count = int(ok.sum())
+        if not count:
+            return
+        p, o = pred[ok], obs[ok]
+        with _quiet():
+            for contab in self.cat[lead]:
+                det_cat_fct_accum(contab, p, o)
+            det_cont_fct_accum(self.cont[lead], p, o)
+            pm, om = np.where(ok, pred, np.nan), np.where(ok, obs, np.nan)
+            for state in self.fss[lead]:
+                fss_accum(state, pm, om)
+        self.forecasts[lead] += 1
+        self.n_valid[lead] += count
+
+    def add_forecast(self, pred: np.ndarray, obs: np.ndarray) -> None:
+        """Add a forecast ``(leads, ny, nx)`` and its observations (a lead of all-NaN observation counts nowhere)."""
+        for lead in range(min(self.leads, len(pred))):
+            self.add(lead, pred[lead], obs[lead])
+
+    def merge(self, other: DeterministicScores) -> DeterministicScores:
+        """Add ``other``'s states to these (in place; ``other`` is not changed); returns self."""
+        from pysteps.verification.detcatscores import det_cat_fct_merge
+        from pysteps.verification.detcontscores import det_cont_fct_merge
+        from pysteps.verification.spatialscores import fss_merge
+
+        self._compatible(other)
+        for i in range(self.leads):
+            if not other.forecasts[i]:
+                continue
+            if not self.forecasts[i]:  # pysteps cannot merge into an empty state: start from a copy
+                self.cat[i] = copy.deepcopy(other.cat[i])
+                self.cont[i] = copy.deepcopy(other.cont[i])
+                self.fss[i] = copy.deepcopy(other.fss[i])
+            else:
+                with _quiet():
+                    # pysteps' merges update the first object's arrays in place: ours, never other's.
+                    self.cat[i] = [det_cat_fct_merge(a, b) for a, b in zip(self.cat[i], other.cat[i])]
+                    self.cont[i] = det_cont_fct_merge(self.cont[i], other.cont[i])
+                    self.fss[i] = [fss_merge(a, b) for a, b in zip(self.fss[i], other.fss[i])]
+            self.forecasts[i] += other.forecasts[i]
+            self.n_valid[i] += other.n_valid[i]
+        return self
+
+    def result(self) -> dict[str, np.ndarray]:
+        """``csi``, ``pod``, ``far`` ``(leads, thresholds)``, ``fss`` ``(leads, scales)``, ``mse``, ``mae``,
+        ``forecasts``, ``n_valid`` ``(leads,)``; NaN where undefined or nothing was scored."""
+        from pysteps.verification.detcatscores import det_cat_fct_compute
+        from pysteps.verification.detcontscores import det_cont_fct_compute
+        from pysteps.verification.spatialscores import fss_compute
+
+        n, nt, ns = self.leads, len(self.thresholds), len(self.fss_pixels)
+        out = {k: np.full((n, nt), np.nan) for k in ("csi", "pod", "far")}
+        out["fss"] = np.full((n, ns), np.nan)
+        out["mse"], out["mae"] = np.full(n, np.nan), np.full(n, np.nan)
+        with _quiet():
+            for i in range(n):
+                if not self.forecasts[i]:
+                    continue
+                for j, contab in enumerate(self.cat[i]):
+                    scores = det_cat_fct_compute(contab, scores=("CSI", "POD", "FAR"))
+                    for key in ("csi", "pod", "far"):
+                        out[key][i, j] = float(scores[key.upper()])
+                for k, state in enumerate(self.fss[i]):
+                    out["fss"][i, k] = float(fss_compute(state))
+                cont = det_cont_fct_compute(self.cont[i], scores=("MSE", "MAE"))
+                out["mse"][i], out["mae"][i] = float(cont["MSE"]), float(cont["MAE"])
+        out["forecasts"] = self.forecasts.copy()
+        out["n_valid"] = self.n_valid.copy()
+        return out
 
 
 def _observed_rainrate(observed: xr.DataArray, zr: tuple[float, float]) -> xr.DataArray:
@@ -140,11 +297,6 @@ def verify_forecast(
     NowcastError
         If no observation exists at any of the forecast's valid times.
     """
-    import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
-    from pysteps.verification.detcatscores import det_cat_fct
-    from pysteps.verification.detcontscores import det_cont_fct
-    from pysteps.verification.spatialscores import fss
-
     from nowcast.products import is_ensemble
 
     if is_ensemble(forecast):  # members along 'realization': probabilistic scores
@@ -159,30 +311,9 @@ def verify_forecast(
     resolution = float(abs(fc["x"].values[1] - fc["x"].values[0]))
     scales = fss_scales(resolution, fss_scales_km)
 
-    n = len(leads)
-    cat = {k: np.full((n, len(thresholds)), np.nan) for k in ("CSI", "POD", "FAR")}
-    fss_v = np.full((n, len(scales)), np.nan)
-    mse, mae = np.full(n, np.nan), np.full(n, np.nan)
-    n_valid = np.zeros(n, dtype=np.int64)
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for i in range(n):
-            ok = np.isfinite(pred[i]) & np.isfinite(obs[i])
-            n_valid[i] = int(ok.sum())
-            if not n_valid[i]:
-                continue
-            p, o = pred[i][ok], obs[i][ok]
-            for j, thr in enumerate(thresholds):
-                scores = det_cat_fct(p, o, thr, scores=("CSI", "POD", "FAR"))
-                for key in cat:
-                    cat[key][i, j] = scores[key]
-            cont = det_cont_fct(p, o, scores=("MSE", "MAE"))
-            mse[i], mae[i] = cont["MSE"], cont["MAE"]
-            # Both fields NaN where either is: pysteps' FSS counts NaN as "no event",
-            # which must then hold for both so coverage gaps neither help nor hurt.
-            pm, om = np.where(ok, pred[i], np.nan), np.where(ok, obs[i], np.nan)
-            for k, (px, _) in enumerate(scales):
-                fss_v[i, k] = fss(pm, om, fss_threshold, px)
+    acc = DeterministicScores(len(leads), thresholds, fss_threshold=fss_threshold, fss_pixels=[px for px, _ in scales])
+    acc.add_forecast(pred, obs)
+    res = acc.result()
 
     lead_coord = xr.DataArray(leads, dims="lead_time", attrs={"units": "minutes", "long_name": "lead time"})
     coords = {
@@ -194,13 +325,14 @@ def verify_forecast(
     }
     ds = xr.Dataset(
         {
-            "csi": (("lead_time", "threshold"), cat["CSI"], {"long_name": "critical success index"}),
-            "pod": (("lead_time", "threshold"), cat["POD"], {"long_name": "probability of detection"}),
-            "far": (("lead_time", "threshold"), cat["FAR"], {"long_name": "false alarm ratio"}),
-            "fss": (("lead_time", "scale"), fss_v, {"long_name": f"fractions skill score at {_fmt(fss_threshold)} mm/h"}),
-            "mse": ("lead_time", mse, {"units": "mm2 h-2", "long_name": "mean squared error"}),
-            "mae": ("lead_time", mae, {"units": "mm h-1", "long_name": "mean absolute error"}),
-            "n_valid": ("lead_time", n_valid, {"long_name": "pixels with forecast and observation"}),
+            "csi": (("lead_time", "threshold"), res["csi"], {"long_name": "critical success index"}),
+            "pod": (("lead_time", "threshold"), res["pod"], {"long_name": "probability of detection"}),
+            "far": (("lead_time", "threshold"), res["far"], {"long_name": "false alarm ratio"}),
+            "fss": (("lead_time", "scale"), res["fss"],
+                    {"long_name": f"fractions skill score at {_fmt(fss_threshold)} mm/h"}),
+            "mse": ("lead_time", res["mse"], {"units": "mm2 h-2", "long_name": "mean squared error"}),
+            "mae": ("lead_time", res["mae"], {"units": "mm h-1", "long_name": "mean absolute error"}),
+            "n_valid": ("lead_time", res["n_valid"], {"long_name": "pixels with forecast and observation"}),
         },
         coords=coords,
         attrs={

@@ -145,16 +145,16 @@ def test_extrapolation_beats_persistence_on_the_moving_field(synchronous):
 
 def test_accumulated_scores_are_those_of_the_pooled_pixels(archive_home):
     """Merging per-window states equals one contingency table over all pixels (pysteps' accumulators)."""
-    from nowcast.hindcast import LeadAccumulator
+    from nowcast.verify import DeterministicScores
 
     rng = np.random.default_rng(0)
     fields = [(rng.gamma(0.5, 2.0, (2, 16, 16)), rng.gamma(0.5, 2.0, (2, 16, 16))) for _ in range(3)]
     fields[1][1][0, :4] = np.nan  # no coverage: not scored
-    pooled = LeadAccumulator(2, (1.0,), 1.0, (1,))
-    merged = LeadAccumulator(2, (1.0,), 1.0, (1,))
+    pooled = DeterministicScores(2, (1.0,), fss_threshold=1.0, fss_pixels=(1,))
+    merged = DeterministicScores(2, (1.0,), fss_threshold=1.0, fss_pixels=(1,))
     for pred, obs in fields:
         pooled.add_forecast(pred, obs)
-        one = LeadAccumulator(2, (1.0,), 1.0, (1,))
+        one = DeterministicScores(2, (1.0,), fss_threshold=1.0, fss_pixels=(1,))
         one.add_forecast(pred, obs)
         merged.merge(one)
     a, b = pooled.result(), merged.result()

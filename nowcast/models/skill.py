@@ -8,9 +8,13 @@ summary into every product it makes with that model, so a forecaster reading
 the product knows how the model compared with extrapolation and on what data.
 
 :class:`LeadScores` accumulates the field's scores per lead time over many
-forecasts with pysteps' accumulators (a sequence with little rain weighs
-little): CSI at several thresholds, FSS, MSE and MAE. The radar transfer
-study (``benchmarks/radar_transfer.py``) uses the same class.
+forecasts and names them as the checkpoint metadata and the studies do
+(``csi@1``, ``fss@16km``, ``mae``): the accumulation itself is
+:class:`nowcast.verify.DeterministicScores`, the one implementation that
+``nowcast verify`` and ``nowcast hindcast`` use too, with the same default
+thresholds (:data:`nowcast.verify.THRESHOLDS`), so a CSI in a checkpoint, a
+hindcast table and a verification file is the same score. The radar
+transfer study (``benchmarks/radar_transfer.py``) uses the same class.
 """
 
 from __future__ import annotations
@@ -25,63 +29,75 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: CSI thresholds (mm/h) reported for every forecaster.
-THRESHOLDS: tuple[float, ...] = (0.5, 1.0, 5.0, 10.0)
-#: FSS windows in pixels (2, 4, 16 km on a 2 km grid) at :data:`FSS_THRESHOLD`.
-FSS_PIXELS: tuple[int, ...] = (1, 2, 8)
-FSS_THRESHOLD = 1.0
+#: Grid spacing (km) of the held-out sequences (the ``swiss-south`` grid): names the FSS scales.
+RESOLUTION_KM = 2.0
 
 
 class LeadScores:
-    """CSI, FSS, MSE and MAE per lead time, accumulated over forecasts (pysteps).
+    """Per-lead scores of whole forecasts, named as in the checkpoint metadata (``csi@1``, ``fss@16km``).
 
-    Pixels where either field is NaN (no coverage, unknown inflow) are not
-    scored.
+    A thin view of :class:`nowcast.verify.DeterministicScores` (kept in
+    :attr:`scores`): it takes a forecast of every lead at once and returns
+    lists per lead under the names the held-out skill and the studies
+    record. Pixels where either field is NaN (no coverage, unknown inflow)
+    are not scored; a score nothing defines is NaN. (``nowcast.verify`` is
+    imported here, not at the top, so that ``nowcast models list``, which
+    only summarises recorded skill, starts without xarray.)
+
+    Parameters
+    ----------
+    leads
+        Number of lead times.
+    thresholds
+        CSI thresholds (mm/h); default :data:`nowcast.verify.THRESHOLDS`,
+        those of ``nowcast verify`` and ``nowcast hindcast``.
+    fss_pixels
+        FSS neighbourhoods in pixels, at :data:`nowcast.verify.FSS_THRESHOLD`;
+        default :data:`nowcast.verify.FSS_SCALES_KM` on a grid of
+        ``resolution_km`` (1, 2 and 8 pixels: 2, 4 and 16 km on 2 km).
+    resolution_km
+        Grid spacing (km): the default FSS pixels and the names of the scales.
     """
 
-    def __init__(self, leads: int, thresholds: Sequence[float] = THRESHOLDS, fss_pixels: Sequence[int] = FSS_PIXELS,
-                 resolution_km: float = 2.0) -> None:
-        import nowcast._pysteps  # noqa: F401
-        from pysteps.verification.detcatscores import det_cat_fct_init
-        from pysteps.verification.spatialscores import fss_init
+    def __init__(self, leads: int, thresholds: Sequence[float] | None = None, fss_pixels: Sequence[int] | None = None,
+                 resolution_km: float = RESOLUTION_KM) -> None:
+        from nowcast.verify import FSS_SCALES_KM, FSS_THRESHOLD, THRESHOLDS, DeterministicScores, fss_scales
 
-        self.thresholds = tuple(thresholds)
-        self.fss_pixels = tuple(fss_pixels)
-        self.resolution_km = resolution_km
-        self.cat = [[det_cat_fct_init(t) for t in self.thresholds] for _ in range(leads)]
-        self.fss = [[fss_init(FSS_THRESHOLD, s) for s in self.fss_pixels] for _ in range(leads)]
-        self.se = np.zeros(leads)
-        self.ae = np.zeros(leads)
-        self.n = np.zeros(leads)
+        if fss_pixels is None:
+            fss_pixels = [px for px, _ in fss_scales(float(resolution_km) * 1000.0, FSS_SCALES_KM)]
+        self.scores = DeterministicScores(leads, THRESHOLDS if thresholds is None else thresholds,
+                                          fss_threshold=FSS_THRESHOLD, fss_pixels=fss_pixels)
+        self.resolution_km = float(resolution_km)
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """CSI thresholds (mm/h), those of the underlying :class:`~nowcast.verify.DeterministicScores`."""
+        return self.scores.thresholds
+
+    @property
+    def fss_pixels(self) -> tuple[int, ...]:
+        """FSS neighbourhoods (pixels), those of the underlying :class:`~nowcast.verify.DeterministicScores`."""
+        return self.scores.fss_pixels
 
     def add(self, pred: np.ndarray, obs: np.ndarray) -> None:
         """Add one forecast ``(leads, ny, nx)`` and its observation (mm/h)."""
-        from pysteps.verification.detcatscores import det_cat_fct_accum
-        from pysteps.verification.spatialscores import fss_accum
-
-        for i in range(pred.shape[0]):
-            ok = np.isfinite(pred[i]) & np.isfinite(obs[i])
-            p, o = np.where(ok, pred[i], np.nan), np.where(ok, obs[i], np.nan)
-            for c in self.cat[i]:
-                det_cat_fct_accum(c, p[ok], o[ok])
-            for f in self.fss[i]:
-                fss_accum(f, p, o)
-            self.se[i] += float(np.sum((p[ok] - o[ok]) ** 2))
-            self.ae[i] += float(np.sum(np.abs(p[ok] - o[ok])))
-            self.n[i] += int(ok.sum())
+        self.scores.add_forecast(pred, obs)
 
     def result(self) -> dict[str, list[float]]:
-        """``{"csi@1": [...per lead], "fss@16km": [...], "mse": [...], "mae": [...]}``."""
-        from pysteps.verification.detcatscores import det_cat_fct_compute
-        from pysteps.verification.spatialscores import fss_compute
+        """``{"csi@1": [...per lead], "fss@16km": [...], "mse": [...], "mae": [...]}``; NaN where undefined.
 
+        These names are those of the ``heldout_skill`` already recorded in
+        checkpoints (``csi@1``, ``csi@5``, ``fss@16km``, ``mae``), so old
+        and new records read alike.
+        """
+        res = self.scores.result()
         out: dict[str, list[float]] = {}
         for j, t in enumerate(self.thresholds):
-            out[f"csi@{t:g}"] = [float(det_cat_fct_compute(c[j], scores="CSI")["CSI"]) for c in self.cat]
+            out[f"csi@{t:g}"] = res["csi"][:, j].tolist()
         for k, s in enumerate(self.fss_pixels):
-            out[f"fss@{self.resolution_km * s:g}km"] = [float(fss_compute(f[k])) for f in self.fss]
-        out["mse"] = (self.se / np.maximum(self.n, 1)).tolist()
-        out["mae"] = (self.ae / np.maximum(self.n, 1)).tolist()
+            out[f"fss@{self.resolution_km * s:g}km"] = res["fss"][:, k].tolist()
+        out["mse"] = res["mse"].tolist()
+        out["mae"] = res["mae"].tolist()
         return out
 
 
