@@ -84,7 +84,7 @@ def test_out_of_order_frames_end_up_sorted_and_unique(home: Path) -> None:
     archive.append(frames([4, 1]))
     archive.append(frames([6]))
     result = archive.append(frames([0, 5, 2]))
-    assert result.rewritten == 3  # frames 4 and 6 (and 1) moved to keep time sorted
+    assert result.rewritten == 0  # late frames go to new rows: nothing archived is rewritten
     times = Archive.open(REGION, home=home).times
     np.testing.assert_array_equal(times, T0 + STEP * np.array([0, 1, 2, 4, 5, 6]))
     da = stored(home)
@@ -232,32 +232,172 @@ def _crash_at(monkeypatch: pytest.MonkeyPatch, step: str, exc: type[BaseExceptio
     monkeypatch.setattr(archive_mod, "_fault_point", point)
 
 
-@pytest.mark.parametrize("step", ["journal", "resize", "write", "consolidate", "commit"])
-@pytest.mark.parametrize("kind", ["insert", "append"])
+STEPS = ["journal", "resize", "write", "consolidate", "commit"]
+#: What each kind of write does to an archive of frames 0, 1, 3, 4 (time index -> field index).
+BEFORE = {0: 0, 1: 1, 3: 3, 4: 4}
+AFTER = {
+    "late": {**BEFORE, 2: 2},  # older than the newest: a new row, no journal
+    "append": {**BEFORE, 5: 5},
+    "overwrite": {**BEFORE, 1: 11},  # journaled: row 1 changes
+    "drop": {1: 1, 3: 3, 4: 4},  # journaled: row 0 is filled with the last row, which goes
+}
+
+
+def _act(archive: Archive, kind: str) -> None:
+    if kind == "late":
+        archive.append(frames([2]))
+    elif kind == "append":
+        archive.append(frames([5]))
+    elif kind == "overwrite":
+        archive.append(frames([1], values=field(11)[None]), overwrite=True)
+    else:
+        archive.drop(T0)
+
+
+def _check(home: Path, want: dict[int, int]) -> Archive:
+    archive = Archive.open(REGION, home=home)
+    assert list(((archive.times - T0) // STEP).astype(int)) == sorted(want)
+    da = archive.read().load()
+    np.testing.assert_array_equal(da.time.values, archive.times)
+    for t, k in want.items():
+        np.testing.assert_array_equal(da.sel(time=T0 + STEP * t).values, field(k))
+    assert not list(archive.path.rglob("*.partial"))
+    assert not archive._journal_path.exists()
+    return archive
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("kind", ["late", "append", "overwrite", "drop"])
 def test_crash_at_each_step_keeps_committed_frames(home: Path, monkeypatch: pytest.MonkeyPatch, step: str, kind: str) -> None:
-    Archive.open(REGION, home=home).append(frames([0, 1, 3, 4]))
-    new = 2 if kind == "insert" else 5  # an insert rewrites (journals) the tail
+    Archive.open(REGION, home=home).append(frames(sorted(BEFORE)))
+    journaled = kind in ("overwrite", "drop")  # only changes to committed rows write a journal
     _crash_at(monkeypatch, step, KeyboardInterrupt if step == "write" else Crash)
     try:
-        Archive.open(REGION, home=home).append(frames([new]))
+        _act(Archive.open(REGION, home=home), kind)
     except (Crash, KeyboardInterrupt):
         crashed = True
     else:
         crashed = False
-    assert crashed or (kind == "append" and step == "journal")  # a pure append writes no journal
+    assert crashed or (step == "journal" and not journaled)
     monkeypatch.setattr(archive_mod, "_fault_point", lambda name: None)
 
-    reopened = Archive.open(REGION, home=home)
-    expected = [0, 1, 3, 4] + ([new] if step == "commit" or not crashed else [])
-    assert list(((reopened.times - T0) // STEP).astype(int)) == sorted(expected)
-    da = reopened.read().load()
-    for k in sorted(expected):
-        np.testing.assert_array_equal(da.sel(time=T0 + STEP * k).values, field(k))
-    assert not list(reopened.path.rglob("*.partial"))
-    assert not reopened._journal_path.exists()
-    # and the archive keeps working
-    reopened.append(frames([new, 7]))
-    np.testing.assert_array_equal(Archive.open(REGION, home=home).times, T0 + STEP * np.array(sorted({*expected, new, 7})))
+    reopened = _check(home, AFTER[kind] if step == "commit" or not crashed else BEFORE)
+    # and the archive keeps working: the interrupted write can be redone
+    _act(reopened, kind)
+    reopened.append(frames([7]))
+    _check(home, {**AFTER[kind], 7: 7})
+
+
+def test_late_frame_writes_a_bounded_number_of_files(home: Path, tmp_path: Path) -> None:
+    """Issue #9 item 7: a frame older than all costs the same files whatever the archive's length."""
+    written = {}
+    for n in (20, 60):
+        h = tmp_path / f"n{n}"
+        archive = Archive.open(REGION, home=h)
+        archive.append(frames(list(range(1, n + 1))))
+        before = snapshot(archive.path)
+        result = archive.append(frames([0]))  # older than every archived frame
+        after = snapshot(archive.path)
+        assert result.added and result.rewritten == 0
+        changed = sorted(k for k, v in after.items() if before.get(k) != v)
+        written[n] = changed
+        assert [k for k in changed if k.startswith("rain_rate/c/")] == [f"rain_rate/c/{n}/0/0"]  # one new row
+        assert not archive._journal_path.exists()
+        np.testing.assert_array_equal(Archive.open(REGION, home=h).window(T0 + STEP * 2, 3).values,
+                                      np.stack([field(0), field(1), field(2)]))
+    # the same number of files (the new chunk, time, array metadata, root): independent of N
+    assert len(written[20]) == len(written[60]) <= 5
+
+
+def test_drop_cost_is_proportional_to_frames_dropped(home: Path) -> None:
+    archive = Archive.open(REGION, home=home)
+    archive.append(frames(list(range(40))))
+    before = snapshot(archive.path)
+    removed = archive.drop(T0 + STEP * 3, T0 + STEP * 4)
+    assert len(removed) == 2
+    after = snapshot(archive.path)
+    chunks = sorted(k for k, v in after.items() if k.startswith("rain_rate/c/") and before.get(k) != v)
+    assert chunks == ["rain_rate/c/3/0/0", "rain_rate/c/4/0/0"]  # the two holes, filled with rows 38 and 39
+    assert sorted(set(before) - set(after)) == ["rain_rate/c/38/0/0", "rain_rate/c/39/0/0"]
+    _check(home, {k: k for k in range(40) if k not in (3, 4)})
+
+
+def test_sorted_view_of_an_unsorted_store(home: Path) -> None:
+    """Rows in arrival order; every reader sees time order; external readers are told to sortby."""
+    archive = Archive.open(REGION, home=home)
+    for k in [5, 2, 9, 0, 7]:
+        archive.append(frames([k]))
+    archive.append(frames([3, 1]))
+    raw = xr.open_zarr(archive.path)
+    assert list(((raw.time.values - T0) // STEP).astype(int)) == [5, 2, 9, 0, 7, 1, 3]  # arrival order, batch sorted
+    assert "sortby" in raw.attrs["nowcast_row_order"] and raw.attrs["nowcast_format_version"] == 2
+    want = {k: k for k in [0, 1, 2, 3, 5, 7, 9]}
+    _check(home, want)
+    np.testing.assert_array_equal(raw.sortby("time").rain_rate.values, archive.read().values)
+    sub = archive.read(T0 + STEP * 2, T0 + STEP * 7)
+    assert list(((sub.time.values - T0) // STEP).astype(int)) == [2, 3, 5, 7]
+    np.testing.assert_array_equal(sub.values[1], field(3))
+    win = archive.window(T0 + STEP * 3, 4)
+    np.testing.assert_array_equal(win.values, np.stack([field(k) for k in range(4)]))
+    info = archive.info()
+    assert [f.time for f in info.frames] == list(archive.times)
+    assert info.frames[0].maximum == pytest.approx(np.nanmax(field(0)))
+    assert archive.latest_time == T0 + STEP * 9
+    # idempotency, refusal and overwrite find the right row
+    assert archive.append(frames([0])).unchanged
+    with pytest.raises(ArchiveError, match="already holds a different field"):
+        archive.append(frames([2], values=field(12)[None]))
+    archive.append(frames([2], values=field(12)[None]), overwrite=True)
+    archive.drop(T0 + STEP * 5)
+    _check(home, {**{k: k for k in [0, 1, 3, 7, 9]}, 2: 12})
+
+
+def _write_v1_store(home: Path, indices: list[int]) -> Path:
+    """A version-1 store as the sorted layout wrote it: no commit id, no row-order note, version 1."""
+    archive = Archive.open(REGION, home=home)
+    archive.append(frames(indices))
+    root_path = archive.path / "zarr.json"
+    root = json.loads(root_path.read_text())
+    for key in ("nowcast_commit", "nowcast_row_order"):
+        root["attributes"].pop(key)
+    root["attributes"]["nowcast_format_version"] = 1
+    root_path.write_text(json.dumps(root))
+    return archive.path
+
+
+def test_version_1_store_opens_and_works(home: Path) -> None:
+    path = _write_v1_store(home, [0, 1, 3, 4])
+    archive = Archive.open(REGION, home=home)
+    assert archive.attrs["nowcast_format_version"] == 1
+    _check(home, BEFORE)
+    archive.append(frames([2]))  # a late frame into a sorted store: appended, store becomes version 2
+    assert json.loads((path / "zarr.json").read_text())["attributes"]["nowcast_format_version"] == 2
+    _check(home, {**BEFORE, 2: 2})
+
+
+def test_version_1_journal_is_recovered(home: Path) -> None:
+    """A crash of the version-1 writer (a tail rewrite of frames 3, 4 to insert 2) rolls back."""
+    path = _write_v1_store(home, [0, 1, 3, 4])
+    group = Archive.open(REGION, home=home)._group("r")
+    journal = path.parent / f".{path.name}.journal.npz"
+    np.savez(journal, start=2, before=4, after=5, array_rain_rate=np.asarray(group["rain_rate"][2:4]),
+             array_time=np.asarray(group["time"][2:4]))
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    for name in ("rain_rate", "time"):
+        g[name].resize((5, *g[name].shape[1:]))
+    g["rain_rate"][2:5] = np.stack([field(2), field(3), field(4)])  # the half-done rewrite
+    g["time"][2:5] = ((T0 + STEP * np.array([2, 3, 4])).astype("datetime64[s]").astype("int64"))
+    _check(home, BEFORE)
+
+
+def test_newer_format_is_refused(home: Path) -> None:
+    archive = Archive.open(REGION, home=home)
+    archive.append(frames([0]))
+    archive.set_attrs(nowcast_format_version=99)
+    with pytest.raises(ArchiveError, match="newer nowcast"):
+        Archive.open(REGION, home=home)
 
 
 def test_crash_while_creating_leaves_no_store(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -289,16 +429,19 @@ CHILD = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
     archive_mod._fault_point = point
     archive = Archive.open("swiss-south", home={home!r})
-    for k in [int(v) for v in sys.argv[1:]]:
-        archive.append(frames([k]))
-        print(k, flush=True)
+    for arg in sys.argv[1:]:
+        if arg.startswith("d"):  # drop that frame
+            archive.drop(np.datetime64("2024-02-27T09:00", "ns") + np.timedelta64(5 * int(arg[1:]), "m"))
+        else:
+            archive.append(frames([int(arg)]))
+        print(arg, flush=True)
     """
 )
 
 
 def _run_child(
-    home: Path, order: list[int], env: dict[str, str], kill_after_s: float | None = None
-) -> tuple[list[int], int]:
+    home: Path, order: list, env: dict[str, str], kill_after_s: float | None = None
+) -> tuple[list[str], int]:
     """Run appends in a child process that dies by SIGKILL; return the frames
     it reported committed and its return code."""
     script = home / "child.py"
@@ -309,29 +452,30 @@ def _run_child(
         text=True,
         env={**os.environ, **env},
     )
-    committed: list[int] = []
+    committed: list[str] = []
     if kill_after_s is None:
         out, _ = proc.communicate(timeout=120)
-        committed = [int(v) for v in out.split()]
+        committed = out.split()
     else:
         import time
 
         line = proc.stdout.readline()  # first frame committed: the store exists
-        committed.append(int(line))
+        committed.append(line.strip())
         time.sleep(kill_after_s)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=60)
-        committed += [int(v) for v in out.split()]
+        committed += out.split()
     return committed, proc.returncode
 
 
-# Appends of 1, 3, 4, 2 reach "write"/"commit" for the 1st..4th time; the 4th
-# (frame 2, out of order) is a journaled tail rewrite, as is the 1st "journal".
-@pytest.mark.parametrize("step,call", [("journal", 1), ("write", 4), ("commit", 4), ("resize", 2)])
+# Appends of 1, 3, 4, 2 reach "resize"/"write"/"commit" for the 1st..4th time; the 4th
+# (frame 2) is a late frame (a new row, no journal). Only drops (and overwrites) journal.
+@pytest.mark.parametrize("step,call", [("resize", 2), ("write", 4), ("consolidate", 4), ("commit", 4)])
 def test_sigkill_mid_write_keeps_committed_frames(home: Path, step: str, call: int) -> None:
-    order = [0, 1, 3, 4, 2, 6, 5, 8, 7]  # out of order: journaled tail rewrites
+    order = [0, 1, 3, 4, 2, 6, 5, 8, 7]  # out of order: late frames
     committed, rc = _run_child(home, order, {"KILL_AT": step, "KILL_ON_CALL": str(call)})
     assert rc == -signal.SIGKILL and len(committed) < len(order)
+    committed = [int(v) for v in committed]
     archive = Archive.open(REGION, home=home)
     got = list(((archive.times - T0) // STEP).astype(int))
     assert set(committed) <= set(got) <= set(committed) | {order[len(committed)]}
@@ -343,9 +487,27 @@ def test_sigkill_mid_write_keeps_committed_frames(home: Path, step: str, call: i
     assert len(Archive.open(REGION, home=home).times) == len(order)
 
 
+@pytest.mark.parametrize("step", STEPS)
+def test_sigkill_mid_drop(home: Path, step: str) -> None:
+    """A drop (swap-remove, journaled) killed at every step: the frame is there or gone, every other intact."""
+    order = ["0", "1", "2", "3", "4", "d1"]  # dropping 1 moves frame 4 into its row
+    committed, rc = _run_child(home, order, {"KILL_AT": step, "KILL_ON_CALL": "1" if step == "journal" else "5"})
+    assert rc == -signal.SIGKILL and committed == ["0", "1", "2", "3", "4"]
+    archive = Archive.open(REGION, home=home)
+    got = list(((archive.times - T0) // STEP).astype(int))
+    assert got == ([0, 2, 3, 4] if step == "commit" else [0, 1, 2, 3, 4])
+    da = archive.read().load()
+    for k in got:
+        np.testing.assert_array_equal(da.sel(time=T0 + STEP * k).values, field(k))
+    assert not archive._journal_path.exists()
+    archive.drop(T0 + STEP)
+    assert list(((Archive.open(REGION, home=home).times - T0) // STEP).astype(int)) == [0, 2, 3, 4]
+
+
 def test_sigkill_at_a_random_moment(home: Path) -> None:
     order = [3, 0, 1, 2, 5, 4, 7, 6, 9, 8, 11, 10]
     committed, _ = _run_child(home, order, {}, kill_after_s=0.25)
+    committed = [int(v) for v in committed]
     archive = Archive.open(REGION, home=home)
     got = list(((archive.times - T0) // STEP).astype(int))
     assert set(committed) <= set(got) and got == sorted(got)

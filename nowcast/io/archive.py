@@ -7,9 +7,23 @@ One data variable named by the region's units (``rain_rate`` for ``mm h-1``,
 ``(time, y, x)``, float32, chunks of one frame in time and 256x256 tiles in
 space (see :data:`MAX_TILE`; reading the latest window touches only the
 newest chunks), Blosc/lz4 compressed, CF-1.8 attributes and a ``spatial_ref`` grid mapping.
-``time`` is stored as int64 seconds since 1970-01-01 UTC. The time axis is
-always sorted and unique. Metadata are consolidated into the root
-``zarr.json`` so that opening the store reads a single small file.
+``time`` is stored as int64 seconds since 1970-01-01 UTC. Metadata are
+consolidated into the root ``zarr.json`` so that opening the store reads a
+single small file.
+
+Rows are in **arrival order** (format version 2): a new frame is always
+written to a new row at the end, whatever its time, so a frame that arrives
+late costs the same as one that arrives on time (one row, no matter how long
+the archive). Times are unique but the stored ``time`` coordinate is not
+necessarily sorted; every reader of this module (:meth:`Archive.read`,
+:meth:`Archive.window`, :attr:`Archive.times`, :meth:`Archive.info`, the
+idempotency lookup, :meth:`Archive.drop`) sees the frames sorted by time
+through a permutation of the rows (chunks are one frame each, so the
+permutation only reorders chunks). Other readers (plain ``xr.open_zarr``)
+must ``sortby("time")``: the store says so in its ``nowcast_row_order``
+attribute. A version-1 store (kept sorted by rewriting the tail) is a valid
+arrival-order store and is read and written unchanged; its first write by
+this version marks it version 2.
 
 Commit protocol (crash safety)
 ------------------------------
@@ -17,37 +31,46 @@ Zarr's ``LocalStore`` writes every key through a temporary file and an atomic
 rename, so each individual file is either old or new, never torn. A write of
 several frames touches many files, though, so the archive adds a commit
 point on top: the root attribute ``nowcast_committed_frames`` (``C``). Only
-frames ``[0, C)`` exist for nowcast; anything beyond is debris of an
+rows ``[0, C)`` exist for nowcast; anything beyond is debris of an
 interrupted write. Every write runs under an exclusive ``flock`` on
 ``archives/.REGION.zarr.lock`` (the kernel releases it when a process dies,
 even by SIGKILL), in this order:
 
-1. *(only when committed frames change: an out-of-order frame that must be
-   inserted before existing ones, or an ``overwrite``)* **journal**: the raw
-   values and raw times of every committed frame from the first affected index
-   ``i`` to the end are written to ``archives/.REGION.zarr.journal.npz``
-   (temporary file + atomic rename, so the journal either exists completely
-   or not at all), together with ``C`` before and after;
+1. *(only when committed rows change: an ``overwrite`` of an archived time,
+   or a ``drop``)* **journal**: the raw values and raw times of exactly the
+   committed rows that will change or disappear are written to
+   ``archives/.REGION.zarr.journal.npz`` (temporary file + atomic rename, so
+   the journal either exists completely or not at all), together with ``C``
+   before and after and the id of the commit about to be made;
 2. **resize** the ``time``-dimensioned arrays to their new length;
-3. **write data and time** for the affected rows (``to_zarr(region=...)``);
+3. **write data and time** of the affected rows only;
 4. **consolidate** metadata (readers of the consolidated view still bound
    themselves by ``C``);
-5. **commit**: set ``nowcast_committed_frames`` to the new length (one atomic
-   rewrite of the root ``zarr.json``);
+5. **commit**: set ``nowcast_committed_frames`` to the new length and
+   ``nowcast_commit`` to a fresh id (one atomic rewrite of the root
+   ``zarr.json``);
 6. delete the journal.
 
+A new frame (late or not) is steps 2-5 for one row: no journal, no other row
+touched. An overwrite journals and rewrites only the replaced rows. A drop
+fills each hole with one of the last rows (swap-remove) and shrinks the
+arrays, journaling the holes and the rows beyond the new end: its cost is
+proportional to the number of frames dropped, not to the archive.
+
 Recovery (on :meth:`Archive.open` and before every write, under the lock):
-a journal whose ``before`` equals ``C`` means the crash came before step 5,
-so its frames are written back (roll back); a journal whose ``after`` equals
-``C`` means the commit happened and the journal is simply deleted (roll
-forward). Then every time-dimensioned array longer than ``C`` is truncated to
-``C`` (zarr deletes the chunks beyond), metadata are reconsolidated, and
-leftover ``*.partial`` temporary files are removed. A brand-new store is
-built in a temporary folder and renamed into place, so a crash while creating
-leaves no store at all. What this does not cover: power loss without the
-file system's own journaling (nothing is fsync'ed), and lazy readers that
-hold the store open *while* a tail rewrite runs (they may see new values of
-rows that moved; readers that open after the commit are consistent).
+a journal whose commit id is not the store's means the crash came before
+step 5, so its rows are written back (roll back); one whose commit id is the
+store's means the commit happened and the journal is simply deleted (roll
+forward). (Journals of version-1 writers carry no id and are told apart by
+``C`` before and after.) Then every time-dimensioned array longer than ``C``
+is truncated to ``C`` (zarr deletes the chunks beyond), metadata are
+reconsolidated, and leftover ``*.partial`` temporary files are removed. A
+brand-new store is built in a temporary folder and renamed into place, so a
+crash while creating leaves no store at all. What this does not cover: power
+loss without the file system's own journaling (nothing is fsync'ed), and lazy
+readers that hold the store open *while* an overwrite or a drop runs (they
+may see new values of rows that changed; readers that open after the commit
+are consistent).
 
 Idempotency
 -----------
@@ -88,7 +111,13 @@ log = logging.getLogger(__name__)
 #: Root attribute holding the number of committed frames (the commit point).
 COMMITTED_ATTR = "nowcast_committed_frames"
 #: Version of the store layout, bumped on incompatible changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Root attribute holding the id of the last commit (a journal names the commit it precedes).
+COMMIT_ID_ATTR = "nowcast_commit"
+#: Root attribute telling external readers how rows are ordered.
+ROW_ORDER_ATTR = "nowcast_row_order"
+ROW_ORDER_NOTE = ("arrival: rows are in the order frames were written, not sorted by time; "
+                  "open with xr.open_zarr(...).sortby('time') (nowcast's Archive does this itself)")
 #: Largest spatial tile side of a chunk. Tiles divide the grid evenly (the
 #: 640x710 MeteoSwiss grid gets 2x2 tiles of 320x355 cells, 440 KiB each
 #: before compression): every chunk is one file written through a temporary
@@ -393,7 +422,8 @@ class AppendResult:
     unchanged: list[np.datetime64] = field(default_factory=list)
     replaced: list[np.datetime64] = field(default_factory=list)
     refused: list[RefusedFrame] = field(default_factory=list)
-    #: Number of committed frames rewritten to keep time sorted (0 for a pure append).
+    #: Number of committed frames rewritten (journaled): replaced, or moved into a dropped frame's row.
+    #: 0 for new frames, late or not.
     rewritten: int = 0
 
     @property
@@ -495,8 +525,13 @@ class Archive:
         self.region = region
         self.path = Path(path)
         self.spec = variable_for(region)
+        #: Committed times in row (arrival) order, ns.
         self._times_ns: np.ndarray = np.empty(0, dtype="int64")
+        #: Rows in time order (``argsort`` of ``_times_ns``) and the sorted times.
+        self._order: np.ndarray = np.empty(0, dtype="int64")
+        self._sorted_ns: np.ndarray = np.empty(0, dtype="int64")
         self._committed = 0
+        self._commit_id: str | None = None
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ open
@@ -599,6 +634,10 @@ class Archive:
             )
         if tuple(meta["shape"][1:]) != self.grid.shape:
             raise ArchiveError(f"{self.path}: frames are {tuple(meta['shape'][1:])}, region grid is {self.grid.shape}")
+        version = int(attrs.get("nowcast_format_version", 1))
+        if version > FORMAT_VERSION:
+            raise ArchiveError(f"{self.path}: archive format version {version} was written by a newer nowcast "
+                               f"(this one reads up to {FORMAT_VERSION}); upgrade nowcast")
 
     def _array_meta(self, name: str) -> dict[str, Any] | None:
         try:
@@ -637,16 +676,32 @@ class Archive:
             return zarr.open_group(str(self.path), mode=mode, use_consolidated=False)
 
     def _load_state(self) -> None:
-        """Read committed length and the committed time axis (raw seconds)."""
+        """Read committed length and the committed time axis (raw seconds, row order)."""
         if not self.exists:
-            self._committed, self._times_ns = 0, np.empty(0, dtype="int64")
+            self._set_times(np.empty(0, dtype="int64"))
             return
         committed = self._committed_in_store()
-        if committed == self._committed and self._times_ns.size == committed:
+        commit_id = self._root_meta().get("attributes", {}).get(COMMIT_ID_ATTR)
+        # Another writer may have committed as many frames as before (a drop and an append): the id tells.
+        if committed == self._committed and self._times_ns.size == committed and commit_id == self._commit_id:
             return
         raw = np.asarray(self._group("r")["time"][:committed], dtype="int64")
-        self._times_ns = raw * 1_000_000_000
-        self._committed = committed
+        self._set_times(raw * 1_000_000_000)
+        self._commit_id = commit_id
+
+    def _set_times(self, times_ns: np.ndarray) -> None:
+        """Set the committed rows' times (row order) and the sorted view of them."""
+        self._times_ns = np.asarray(times_ns, dtype="int64")
+        self._order = np.argsort(self._times_ns, kind="stable")
+        self._sorted_ns = self._times_ns[self._order]
+        self._committed = int(self._times_ns.size)
+
+    def _row_of(self, t_ns: int) -> int | None:
+        """Row holding time ``t_ns`` (ns), or ``None`` (binary search in the sorted view)."""
+        k = int(np.searchsorted(self._sorted_ns, t_ns))
+        if k < self._sorted_ns.size and self._sorted_ns[k] == t_ns:
+            return int(self._order[k])
+        return None
 
     @contextlib.contextmanager
     def _locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
@@ -688,19 +743,31 @@ class Archive:
         group = self._group("r+")
         if journal_path.exists():
             with np.load(journal_path) as j:
-                start, before, after = int(j["start"]), int(j["before"]), int(j["after"])
-                if committed == before:
-                    log.warning("%s: rolling back an interrupted rewrite of frames %d..%d", self.path, start, before - 1)
+                before, after = int(j["before"]), int(j["after"])
+                if "rows" in j:  # format 2: the rows that change, and the commit they precede
+                    rows = np.asarray(j["rows"], dtype="int64")
+                    committed_id = self._root_meta().get("attributes", {}).get(COMMIT_ID_ATTR)
+                    roll_back = str(j["commit"]) != committed_id
+                    if roll_back and committed != before:
+                        raise ArchiveError(
+                            f"{journal_path}: journal for {before}->{after} frames does not match the "
+                            f"{committed} committed frames; move the archive aside and re-ingest"
+                        )
+                else:  # a version-1 writer's tail rewrite: rows start..before
+                    rows = np.arange(int(j["start"]), before, dtype="int64")
+                    roll_back = committed == before
+                    if not roll_back and committed != after:
+                        raise ArchiveError(
+                            f"{journal_path}: journal for {before}->{after} frames does not match the "
+                            f"{committed} committed frames; move the archive aside and re-ingest"
+                        )
+                if roll_back:
+                    log.warning("%s: rolling back an interrupted write of %d archived row(s)", self.path, rows.size)
                     for name in self._time_arrays():
                         arr = group[name]
                         if arr.shape[0] < before:
                             arr.resize((before, *arr.shape[1:]))
-                        arr[start:before] = j[f"array_{name}"]
-                elif committed != after:
-                    raise ArchiveError(
-                        f"{journal_path}: journal for {before}->{after} frames does not match the "
-                        f"{committed} committed frames; move the archive aside and re-ingest"
-                    )
+                        _write_rows(arr, rows, j[f"array_{name}"])
             journal_path.unlink()
         for name in self._time_arrays():
             arr = group[name]
@@ -717,9 +784,9 @@ class Archive:
     # -------------------------------------------------------------- reading
     @property
     def times(self) -> np.ndarray:
-        """Committed frame times, sorted, ``datetime64[ns]`` (UTC)."""
+        """Committed frame times, sorted (whatever the row order), ``datetime64[ns]`` (UTC)."""
         self._load_state()
-        return self._times_ns.astype("datetime64[ns]")
+        return self._sorted_ns.astype("datetime64[ns]")
 
     @property
     def latest_time(self) -> np.datetime64 | None:
@@ -727,11 +794,29 @@ class Archive:
         times = self.times
         return times[-1] if times.size else None
 
-    def _open_dataset(self) -> xr.Dataset:
+    def _open_dataset(self, rows: np.ndarray | None = None) -> xr.Dataset:
+        """The committed frames, lazily, in the order of ``rows`` (default: all, sorted by time).
+
+        The row permutation is an ``isel``; rows that are consecutive and
+        increasing (the whole of a store written in time order, or any run of
+        frames that arrived in order) become a slice, so a sorted store is
+        read exactly as before.
+        """
+        self._load_state()
         with _no_zarr_warnings():
             ds = xr.open_zarr(str(self.path), consolidated=True, chunks={})
-        committed = self._committed_in_store()
-        return ds.isel(time=slice(0, min(committed, ds.sizes["time"])))
+        ds = ds.isel(time=slice(0, min(self._committed, ds.sizes["time"])))
+        rows = self._order if rows is None else np.asarray(rows, dtype="int64")
+        if rows.size and rows[-1] - rows[0] == rows.size - 1 and (rows.size == 1 or bool((np.diff(rows) == 1).all())):
+            return ds.isel(time=slice(int(rows[0]), int(rows[-1]) + 1))
+        return ds.isel(time=rows)
+
+    def _rows_between(self, start: np.datetime64 | None, end: np.datetime64 | None) -> np.ndarray:
+        """Rows with ``start <= time <= end``, in time order."""
+        self._load_state()
+        lo = 0 if start is None else int(np.searchsorted(self._sorted_ns, np.datetime64(start, "ns").astype("int64"), "left"))
+        hi = self._sorted_ns.size if end is None else int(np.searchsorted(self._sorted_ns, np.datetime64(end, "ns").astype("int64"), "right"))
+        return self._order[lo:max(lo, hi)]
 
     def read(self, start: np.datetime64 | str | None = None, end: np.datetime64 | str | None = None) -> xr.DataArray:
         """Lazy (dask) frames with ``start <= time <= end`` (UTC, inclusive).
@@ -743,10 +828,9 @@ class Archive:
         """
         if not self.exists:
             raise ArchiveError(f"{self.path}: archive of region {self.region.name!r} is empty; ingest files first")
-        da = self._open_dataset()[self.spec.name]
         lo = None if start is None else np.datetime64(start, "ns")
         hi = None if end is None else np.datetime64(end, "ns")
-        return da.sel(time=slice(lo, hi))
+        return self._open_dataset(self._rows_between(lo, hi))[self.spec.name]
 
     def window(self, end_time: np.datetime64 | str | None, n_frames: int) -> xr.DataArray:
         """The ``n_frames`` consecutive frames (region timestep) ending at ``end_time``.
@@ -762,12 +846,14 @@ class Archive:
         """
         if n_frames < 1:
             raise ForecastError(f"window of {n_frames} frames: need at least 1")
+        self._load_state()
         end = self.latest_time if end_time is None else np.datetime64(end_time, "ns")
         if end is None:
             raise ForecastError(f"archive {self.path}: empty; need {n_frames} frames, {n_frames} missing")
         step = np.timedelta64(self.region.timestep_minutes, "m").astype("timedelta64[ns]")
         wanted = end - step * np.arange(n_frames - 1, -1, -1)
-        present = np.isin(wanted.astype("int64"), self.times.astype("int64"))
+        rows = [self._row_of(int(t)) for t in wanted.astype("int64")]
+        present = np.array([r is not None for r in rows])
         if not present.all():
             missing = wanted[~present]
             raise ForecastError(
@@ -775,7 +861,7 @@ class Archive:
                 f"{missing.size} frame(s) missing ({', '.join(_utc_iso(t) for t in missing[:6])}"
                 f"{', ...' if missing.size > 6 else ''})"
             )
-        return self._open_dataset()[self.spec.name].sel(time=wanted).load()
+        return self._open_dataset(np.array(rows, dtype="int64"))[self.spec.name].load()
 
     def info(self) -> ArchiveInfo:
         """Times, gaps (relative to the region timestep) and per-frame value ranges."""
@@ -835,7 +921,7 @@ class Archive:
         source: str | Sequence[str] | None = None,
         errors: Literal["raise", "skip"] = "raise",
     ) -> AppendResult:
-        """Add frames, keeping the time axis sorted and unique.
+        """Add frames: new times to new rows (late or not), archived times compared (see the module docstring).
 
         Parameters
         ----------
@@ -872,22 +958,24 @@ class Archive:
                     self._recover()
                 self._load_state()
             else:
-                self._committed, self._times_ns = 0, np.empty(0, dtype="int64")
+                self._set_times(np.empty(0, dtype="int64"))
             return self._append_locked(frames, sources, overwrite, errors)
 
     def drop(self, start: np.datetime64 | str, end: np.datetime64 | str | None = None) -> list[np.datetime64]:
         """Remove the frames from ``start`` to ``end`` (inclusive; ``end=None``: only ``start``), crash-safely.
 
-        Same commit protocol as a tail rewrite (journal of the rows from the
-        first removed one to the end, resize, write, consolidate, commit), so
-        a kill at any point leaves the archive as it was or with the frames
-        removed, never in between. The cost is proportional to the frames
-        after the first removed one.
+        Each removed row is filled with one of the last rows (swap-remove)
+        and the arrays shrink by the number removed, under the commit
+        protocol (journal of the holes and of the rows beyond the new end,
+        resize, write, consolidate, commit): a kill at any point leaves the
+        archive as it was or with the frames removed, never in between, and
+        the cost is proportional to the number of frames removed, not to the
+        archive's length.
 
         Returns
         -------
         list of numpy.datetime64
-            The times removed (empty if none matched).
+            The times removed, sorted (empty if none matched).
 
         Raises
         ------
@@ -904,37 +992,41 @@ class Archive:
             if self._needs_recovery():
                 self._recover()
             self._load_state()
-            old = self._times_ns
-            gone = (old >= t0.astype("int64")) & (old <= t1.astype("int64"))
-            if not gone.any():
+            gone_rows = np.sort(self._rows_between(t0, t1))
+            if not gone_rows.size:
                 return []
-            first = int(np.argmax(gone))
-            keep_after = np.flatnonzero(~gone[first:]) + first
-            merged = np.concatenate([old[:first], old[keep_after]])
-            tail = (np.asarray(self._group("r")[self.spec.name].get_orthogonal_selection((keep_after,)))
-                    if keep_after.size else np.empty((0, *self.grid.shape), dtype=np.float32))
-            result = AppendResult()
-            result.rewritten = int(old.size - first)
-            removed = [np.datetime64(int(t), "ns") for t in old[gone]]
-            self._write_tail(first, old.size, merged, merged[first:], tail, result,
-                             line=f"dropped {len(removed)} frame(s) {_utc_iso(removed[0])} .. {_utc_iso(removed[-1])}")
-            self._times_ns, self._committed = merged, merged.size
+            old = self._times_ns
+            n_after = old.size - gone_rows.size
+            holes = gone_rows[gone_rows < n_after]
+            beyond = np.arange(n_after, old.size)
+            movers = np.setdiff1d(beyond, gone_rows)  # kept rows past the new end fill the holes
+            values = _read_rows(self._group("r")[self.spec.name], movers)
+            result = AppendResult(rewritten=int(holes.size))
+            removed = sorted(np.datetime64(int(t), "ns") for t in old[gone_rows])
+            self._write_tail(
+                n_after, holes, values, old[movers], result,
+                journal_rows=np.union1d(holes, beyond),
+                line=f"dropped {len(removed)} frame(s) {_utc_iso(removed[0])} .. {_utc_iso(removed[-1])}",
+            )
+            merged = old.copy()
+            merged[holes] = old[movers]
+            self._set_times(merged[:n_after])
         log.info("%s: dropped %d frame(s) from %s to %s", self.path, len(removed), _utc_iso(removed[0]), _utc_iso(removed[-1]))
         return removed
 
-    def _stored_frame(self, index: int) -> np.ndarray:
-        return np.asarray(self._group("r")[self.spec.name][index])
+    def _stored_frame(self, row: int) -> np.ndarray:
+        return np.asarray(self._group("r")[self.spec.name][row])
 
     def _append_locked(
         self, frames: xr.DataArray, sources: list[str], overwrite: bool, errors: str
     ) -> AppendResult:
+        """Classify each frame (new, unchanged, replacing, refused), then write new ones to new rows."""
         result = AppendResult()
         values = frames.values
         times_ns = frames["time"].values.astype("int64")
         new: dict[int, int] = {}  # time -> row in `values`
-        replace: dict[int, int] = {}  # store index -> row
+        replace: dict[int, int] = {}  # store row -> row in `values`
         first_row: dict[int, int] = {}
-        old = self._times_ns
         for row, t in enumerate(times_ns):
             t = int(t)
             t64 = np.datetime64(t, "ns")
@@ -948,12 +1040,12 @@ class Archive:
                     )
                 continue
             first_row[t] = row
-            idx = int(np.searchsorted(old, t))
-            if idx < old.size and old[idx] == t:
-                if _same(values[row], self._stored_frame(idx)):
+            stored = self._row_of(t)
+            if stored is not None:
+                if _same(values[row], self._stored_frame(stored)):
                     result.unchanged.append(t64)
                 elif overwrite:
-                    replace[idx] = row
+                    replace[stored] = row
                     result.replaced.append(t64)
                 else:
                     result.refused.append(
@@ -970,34 +1062,21 @@ class Archive:
             log.debug("%s: %s unchanged", self.path.name, _utc_iso(t))
         if not new and not replace:
             return result
+        # New frames go to new rows at the end, in time order among themselves
+        # (an in-order stream stays physically sorted); replaced ones stay in their row.
         new_times = np.array(sorted(new), dtype="int64")
-        merged = np.union1d(old, new_times)
-        n_old, n_new = old.size, merged.size
-        start = n_old
-        if new_times.size:
-            start = int(np.searchsorted(old, new_times[0]))
-        if replace:
-            start = min(start, min(replace))
-        # Rows [start, n_new) of the merged axis, with their values.
-        tail_times = merged[start:]
-        tail = np.empty((tail_times.size, *self.grid.shape), dtype=np.float32)
-        old_tail = None
-        if start < n_old:
-            old_tail = np.asarray(self._group("r")[self.spec.name][start:n_old])
-        old_pos = {int(t): k for k, t in enumerate(old[start:])}
-        for k, t in enumerate(tail_times):
-            t = int(t)
-            if t in new:
-                tail[k] = values[new[t]]
-            else:
-                store_idx = start + old_pos[t]
-                tail[k] = values[replace[store_idx]] if store_idx in replace else old_tail[old_pos[t]]
-        result.rewritten = n_old - start
+        n_old = self._committed
         if not self.exists:
-            self._create(tail_times, tail, sources, result)
-        else:
-            self._write_tail(start, n_old, merged, tail_times, tail, result)
-        self._times_ns, self._committed = merged, n_new
+            self._create(new_times, values[[new[int(t)] for t in new_times]], sources, result)
+            self._set_times(new_times)
+            return result
+        replaced_rows = np.array(sorted(replace), dtype="int64")
+        rows = np.concatenate([replaced_rows, np.arange(n_old, n_old + new_times.size)])
+        block = values[[replace[int(r)] for r in replaced_rows] + [new[int(t)] for t in new_times]]
+        result.rewritten = int(replaced_rows.size)
+        self._write_tail(n_old + new_times.size, rows, block, np.concatenate([self._times_ns[replaced_rows], new_times]),
+                         result, journal_rows=replaced_rows)
+        self._set_times(np.concatenate([self._times_ns, new_times]))
         return result
 
     def _dataset(self, times_ns: np.ndarray, values: np.ndarray, with_grid: bool) -> xr.Dataset:
@@ -1046,6 +1125,7 @@ class Archive:
                 "timestep_minutes": self.region.timestep_minutes,
                 "source": "radar composites ingested by nowcast",
                 "nowcast_format_version": FORMAT_VERSION,
+                ROW_ORDER_ATTR: ROW_ORDER_NOTE,
             }
         )
         encoding = {
@@ -1068,6 +1148,7 @@ class Archive:
                 zarr.consolidate_metadata(str(tmp)).attrs.update(
                     {
                         COMMITTED_ATTR: int(times_ns.size),
+                        COMMIT_ID_ATTR: uuid.uuid4().hex,
                         "history": self._history(f"created with {times_ns.size} frame(s) from {_describe(sources)}"),
                     }
                 )
@@ -1079,39 +1160,51 @@ class Archive:
 
     def _write_tail(
         self,
-        start: int,
-        n_old: int,
-        merged: np.ndarray,
-        tail_times: np.ndarray,
-        tail: np.ndarray,
+        n_after: int,
+        rows: np.ndarray,
+        values: np.ndarray,
+        times_ns: np.ndarray,
         result: AppendResult,
+        journal_rows: np.ndarray | None = None,
         line: str | None = None,
     ) -> None:
-        """Steps 1-6 of the commit protocol for rows ``[start, len(merged))`` (``merged`` may be shorter: a drop)."""
+        """Steps 1-6 of the commit protocol: write ``values``/``times_ns`` to ``rows`` and commit ``n_after`` rows.
+
+        Every commit into an existing store goes through here (the historic
+        name is kept: fault-injection tests and ``benchmarks/soak.py`` hook
+        it). ``journal_rows``: committed rows that change or disappear (an
+        overwrite, a drop); their old values are journaled first. Rows at or
+        beyond the current commit point need no journal: until the commit
+        they are debris that recovery truncates.
+        """
         journal = self._journal_path
         group = self._group("r+")
         arrays = self._time_arrays()
-        if start < n_old:
+        n_old = self._committed
+        commit_id = uuid.uuid4().hex
+        journal_rows = np.empty(0, dtype="int64") if journal_rows is None else np.asarray(journal_rows, dtype="int64")
+        if journal_rows.size:
             tmp = journal.with_name(f"{journal.name}.{uuid.uuid4().hex[:8]}.partial")
             with open(tmp, "wb") as fh:
                 np.savez(
                     fh,
-                    start=start,
+                    rows=journal_rows,
                     before=n_old,
-                    after=merged.size,
-                    **{f"array_{name}": np.asarray(group[name][start:n_old]) for name in arrays},
+                    after=n_after,
+                    commit=commit_id,
+                    **{f"array_{name}": _read_rows(group[name], journal_rows) for name in arrays},
                 )
             os.replace(tmp, journal)
             _fault_point("journal")
         for name in arrays:
             arr = group[name]
-            if arr.shape[0] != merged.size:
-                arr.resize((merged.size, *arr.shape[1:]))
+            if arr.shape[0] != n_after:
+                arr.resize((n_after, *arr.shape[1:]))
         _fault_point("resize")
-        if tail_times.size:
-            ds = self._dataset(tail_times, tail, with_grid=False).drop_indexes("time")
-            with _no_zarr_warnings():
-                ds.to_zarr(str(self.path), region={"time": slice(start, merged.size)}, mode="r+", consolidated=False)
+        rows = np.asarray(rows, dtype="int64")
+        if rows.size:
+            _write_rows(group[self.spec.name], rows, np.asarray(values, dtype=np.float32))
+            _write_rows(group["time"], rows, np.asarray(times_ns, dtype="int64") // 1_000_000_000)
         _fault_point("write")
         if line is None:
             line = f"appended {len(result.added)} frame(s)"
@@ -1124,10 +1217,37 @@ class Archive:
             # metadata, so this single root zarr.json write is the commit.
             root = self._consolidate()
             _fault_point("consolidate")
-            root.attrs.update({COMMITTED_ATTR: int(merged.size), "history": self._history(line)})
+            root.attrs.update({COMMITTED_ATTR: int(n_after), COMMIT_ID_ATTR: commit_id, "history": self._history(line),
+                               "nowcast_format_version": FORMAT_VERSION, ROW_ORDER_ATTR: ROW_ORDER_NOTE})
+        self._commit_id = commit_id
         _fault_point("commit")
         journal.unlink(missing_ok=True)
         log.debug("%s: %s", self.path.name, line)
+
+
+def _runs(rows: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """``(k0, k1, row0)``: maximal stretches ``rows[k0:k1] == row0 + arange(k1 - k0)``."""
+    k0 = 0
+    for k in range(1, rows.size + 1):
+        if k == rows.size or rows[k] != rows[k - 1] + 1:
+            yield k0, k, int(rows[k0])
+            k0 = k
+
+
+def _write_rows(arr: Any, rows: np.ndarray, values: np.ndarray) -> None:
+    """``arr[rows] = values`` along the first axis, one slice write per run of consecutive rows."""
+    rows = np.asarray(rows, dtype="int64")
+    for k0, k1, r0 in _runs(rows):
+        arr[r0 : r0 + k1 - k0] = values[k0:k1]
+
+
+def _read_rows(arr: Any, rows: np.ndarray) -> np.ndarray:
+    """``arr[rows]`` along the first axis, one slice read per run of consecutive rows."""
+    rows = np.asarray(rows, dtype="int64")
+    out = np.empty((rows.size, *arr.shape[1:]), dtype=arr.dtype)
+    for k0, k1, r0 in _runs(rows):
+        out[k0:k1] = arr[r0 : r0 + k1 - k0]
+    return out
 
 
 def tile_shape(shape: tuple[int, int], max_tile: int = MAX_TILE) -> tuple[int, int]:
