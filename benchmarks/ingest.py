@@ -120,8 +120,8 @@ def run_scheduler(name: str, files: list[Path], warm: list[Path], work: Path, re
     e2e = time.perf_counter() - t
     assert len(report.result.added) == len(files), report.summary()
     with contextlib.ExitStack() as stack:
-        if name == "synchronous":
-            client, start = "synchronous", 0.0
+        if name in ("synchronous", "processes"):  # no cluster: the process pool forks per ingest, in milliseconds
+            client, start = name, 0.0
         else:  # the cluster ingest_files would start, kept running: the same loopback-only setup
             from nowcast.cluster import dask_client
 

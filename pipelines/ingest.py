@@ -1,22 +1,37 @@
-"""Ingest radar/satellite files into a region's Zarr archive with dask.
+"""Ingest radar/satellite files into a region's Zarr archive.
 
-Reading and regridding are embarrassingly parallel and dominated by HDF5
-decompression, so they run on dask workers; writing is done by the driver
-alone, in time order, through :class:`nowcast.io.archive.Archive` (a single
-writer keeps the archive's commit protocol simple and its lock uncontended).
+Reading, regridding and checking (:func:`~nowcast.io.archive.conform`) are
+embarrassingly parallel and dominated by HDF5 decompression, so they run on
+workers; the archive's commit (journal, resize, time values, metadata, the
+commit point) is done by the driver alone, through
+:class:`nowcast.io.archive.Archive`, so the commit protocol keeps one writer
+and its lock stays uncontended.
 
 Files are processed in batches, in the order given (a shell glob sorts radar
 files, whose names carry their time, chronologically): while the driver
-appends batch *k* (one ``to_zarr`` call for all its frames, one metadata
-commit), the workers already read the next :data:`LOOKAHEAD` batches. Within
-a batch frames are sorted by time, so an ordered stream never triggers the
-archive's out-of-order tail rewrite; for two files with the same time, the
-one given first wins and the other is refused unless identical.
+commits batch *k* (one metadata commit per batch), the workers already read
+the next :data:`LOOKAHEAD` batches. Within a batch new frames are stored in
+time order; for two files with the same time, ``ingest.duplicates`` decides
+(the one given first wins by default, the other is refused unless identical).
+Frames are conformed once, in the worker; the driver appends them through
+the archive's already-conformed path.
 
 Schedulers
 ----------
 ``scheduler=None``
-    up to :data:`SMALL_INGEST` files: ``"synchronous"``; more: ``"threads"``.
+    up to :data:`SMALL_INGEST` files: ``"synchronous"``; more: ``"processes"``
+    where ``fork`` exists (Linux), else ``"threads"``.
+``scheduler="processes"``
+    a pool of worker processes, one per core, started with ``fork`` after
+    the imports (so a worker is ready in milliseconds, with the parent's
+    modules and caches). h5py holds the GIL, so only processes read files
+    in parallel. Workers do not send frames back: each writes its frame,
+    compressed, into its own slot of a :class:`~nowcast.io.archive.Staging`
+    array beside the store and returns only the time; the driver's commit
+    renames those chunk files into the archive's new rows. Nothing of the
+    store changes before the driver's commit, so the archive's crash safety
+    is unchanged (a killed ingest leaves only a staging folder, removed by
+    the next one).
 ``scheduler="threads"``
     a ``distributed.LocalCluster`` with one worker of one thread per core,
     in the driver's process. h5py holds the GIL during every HDF5 call, so
@@ -26,15 +41,12 @@ Schedulers
     2-vCPU machine of docs/benchmarks.md, where two busy processes get about
     one core's worth of CPU, this beat ``"processes"`` both end to end and in
     steady state.
-``scheduler="processes"``
-    a ``LocalCluster`` of single-threaded worker processes, one per core:
-    the choice on machines whose cores really run in parallel.
 ``scheduler="synchronous"``
     no cluster, everything in the calling process (scheduled single-file
     ingests, tests, debugging);
 ``scheduler="tcp://host:8786"`` (any other string) or a ``distributed.Client``
     run on an existing cluster; its workers must have nowcast installed and
-    see the same file paths.
+    see the same file paths. Frames travel back to the driver (compressed).
 """
 
 from __future__ import annotations
@@ -49,12 +61,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import xarray as xr
 
 from nowcast.config import Region, load_region
 from nowcast.cluster import CONNECT_TIMEOUT, LOCAL_CLUSTER_NETWORK  # noqa: F401 (re-exported)
 from nowcast.errors import EnvironmentFault, NowcastError, is_environment_fault
-from nowcast.io.archive import AppendResult, Archive, conform, grid_coords, on_grid
+from nowcast.io.archive import AppendResult, Archive, FrameBatch, Staging, conform, on_grid
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +105,14 @@ class PreparedFile:
     error: str | None = None
     #: The error is a fault of the machine (disk full, permission...), not of the file.
     environment: bool = False
+    #: Slot of the :class:`~nowcast.io.archive.Staging` array holding the (one) frame.
+    staged: int | None = None
 
     @property
-    def values(self) -> np.ndarray:
-        """The ``(time, y, x)`` float32 frames, unpacked if they travelled packed."""
+    def values(self) -> np.ndarray | None:
+        """The ``(time, y, x)`` float32 frames, unpacked if they travelled packed (``None`` if staged)."""
+        if self.staged is not None:
+            return None
         if self.frames is not None:
             return self.frames
         out = np.empty(self.shape, dtype=np.float32)
@@ -146,11 +161,13 @@ class IngestReport:
 
 
 def prepare_file(
-    path: str | Path, region: Region, reader: str | None = None, order: int = 0, pack: bool = False
+    path: str | Path, region: Region, reader: str | None = None, order: int = 0, pack: bool = False,
+    staging: Staging | None = None,
 ) -> PreparedFile:
     """Read one file, put it on the region grid and into archive form.
 
-    Runs on a dask worker. Expected failures (:class:`NowcastError`, and
+    Runs on a worker. With ``staging``, a one-frame file is written into slot
+    ``order`` of the staging array and only its time comes back. Expected failures (:class:`NowcastError`, and
     ``OSError`` from a file that vanished or cannot be opened) come back as
     ``error`` rather than as exceptions, so the driver can skip the file and
     go on, and so no custom exception has to survive pickling.
@@ -164,6 +181,11 @@ def prepare_file(
 
             da = regrid(da, region.grid)
         da = conform(da, region, source=str(path))
+        values = np.ascontiguousarray(da.values, dtype=np.float32)
+        times = da["time"].values.astype("int64")
+        if staging is not None and times.size == 1:
+            staging.write(order, values[0])
+            return PreparedFile(str(path), order, times_ns=times, staged=order)
     except Exception as exc:  # noqa: BLE001 - one strange file must never take its batch down
         if is_environment_fault(exc):  # the machine, not the file: keep it, retry later
             return PreparedFile(str(path), order, error=f"machine fault, not the file: {_text(exc)}", environment=True)
@@ -173,8 +195,6 @@ def prepare_file(
             return PreparedFile(str(path), order, error=f"cannot read file ({exc.strerror or exc})")
         log.debug("reader crash on %s", path, exc_info=True)
         return PreparedFile(str(path), order, error=f"reader failed: {type(exc).__name__}: {exc}")
-    values = np.ascontiguousarray(da.values, dtype=np.float32)
-    times = da["time"].values.astype("int64")
     if pack:
         return PreparedFile(str(path), order, times_ns=times, packed=bytes(_codec().encode(values)), shape=values.shape)
     return PreparedFile(str(path), order, times_ns=times, frames=values)
@@ -198,9 +218,24 @@ def _problem(exc: NowcastError, path: str | Path) -> str:
 
 
 # ---------------------------------------------------------------- executors
+def _mode(scheduler: Any, n_files: int) -> str:
+    """``"synchronous"``, ``"processes"`` (the fork pool) or ``"dask"`` for a ``scheduler`` value."""
+    if scheduler == "synchronous" or (scheduler is None and n_files <= SMALL_INGEST):
+        return "synchronous"
+    if scheduler == "processes" or (scheduler is None and _can_fork()):
+        return "processes"
+    return "dask"
+
+
+def _can_fork() -> bool:
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods()
+
+
 @contextlib.contextmanager
 def _executor(
-    scheduler: Any, region: Region, reader: str | None, n_files: int
+    scheduler: Any, region: Region, reader: str | None, n_files: int, staging: Staging | None = None
 ) -> Iterator[tuple[Callable[[list[Path]], Any], Callable[[Any], Iterable[PreparedFile]], str]]:
     """Yield ``(submit, collect, description)`` for the chosen scheduler.
 
@@ -208,12 +243,17 @@ def _executor(
     a handle; ``collect(handle)`` yields its :class:`PreparedFile` as they
     complete.
     """
-    if scheduler == "synchronous" or (scheduler is None and n_files <= SMALL_INGEST):
+    mode = _mode(scheduler, n_files)
+    if mode == "synchronous":
         yield (
             (lambda batch: batch),
             (lambda batch: (prepare_file(p, region, reader, k) for k, p in batch)),
             "synchronous",
         )
+        return
+    if mode == "processes":
+        with _process_pool(region, reader, staging) as executor:
+            yield executor
         return
 
     from distributed import as_completed
@@ -223,6 +263,75 @@ def _executor(
     with dask_client("threads" if scheduler is None else scheduler) as (client, description, same_process):
         pack = not same_process  # frames cross a process boundary
         yield _distributed_executor(client, description, region, reader, pack, as_completed)
+
+
+#: What a pool worker process needs, set once per process by :func:`_pool_init`.
+_WORKER: dict[str, Any] = {}
+
+
+def _pool_init(region: Region, reader: str | None, staging: Staging | None, parent: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle (it stops the pool)
+    _die_with_parent(parent)
+    _WORKER.update(region=region, reader=reader, staging=staging)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this worker when the driver dies (even by SIGKILL).
+
+    A forked worker holds both ends of the pool's pipes, so it would never
+    see the driver go and would wait forever; elsewhere, nothing is done.
+    """
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the driver died before the line above
+        os._exit(1)
+
+
+def _pool_task(order: int, path: str) -> PreparedFile:
+    return prepare_file(path, _WORKER["region"], _WORKER["reader"], order, pack=True, staging=_WORKER["staging"])
+
+
+@contextlib.contextmanager
+def _process_pool(region: Region, reader: str | None, staging: Staging | None) -> Iterator[tuple[Callable, Callable, str]]:
+    """The ``(submit, collect, description)`` of :func:`_executor` on a pool of worker processes.
+
+    ``fork`` (where it exists) after importing what the workers run, so each
+    worker starts in milliseconds with the modules, the grid's coordinates
+    and the CRS caches of the parent; ``spawn`` elsewhere. Frames come back
+    only for files of several frames (packed); one-frame files are staged.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import os
+
+    import nowcast.io.readers  # noqa: F401 - imported before forking, so workers need not
+    import nowcast.regrid  # noqa: F401
+    from nowcast.io.archive import grid_coords
+
+    grid_coords(region.grid)
+    n = _n_workers()
+    ctx = mp.get_context("fork" if _can_fork() else "spawn")
+    pool = cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_pool_init,
+                                  initargs=(region, reader, staging, os.getpid()))
+    try:
+        def submit(batch: list[tuple[int, Path]]) -> list[cf.Future]:
+            return [pool.submit(_pool_task, k, str(p)) for k, p in batch]
+
+        def collect(futures: list[cf.Future]) -> Iterator[PreparedFile]:
+            for fut in cf.as_completed(futures):
+                yield fut.result()
+
+        yield submit, collect, f"process pool ({n} workers, {ctx.get_start_method()})"
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _distributed_executor(client: Any, description: str, region: Region, reader: str | None, pack: bool,
@@ -304,64 +413,75 @@ def ingest_files(
         from nowcast.io.readers import get_reader
 
         get_reader(reader)  # an unknown name is a usage error, before any work
-    try:
-        archive = Archive.open(reg, home=home, create=True)
-    except Exception as exc:
-        if not is_environment_fault(exc):
-            raise
-        raise EnvironmentFault(f"region {reg.name}: cannot open its archive: machine fault ({_text(exc)}); "
-                               f"no file was touched") from exc
-    numbered = list(enumerate(paths))
-    batches = [numbered[i : i + batch_size] for i in range(0, len(numbered), max(1, batch_size))]
-    with _progress(progress, len(paths), reg.name) as advance, _executor(scheduler, reg, reader, len(paths)) as (
-        submit,
-        collect,
-        description,
-    ):
-        report.scheduler = description
-        log.debug("ingesting %d file(s) into %s on %s", len(paths), archive.path, description)
-        # Keep LOOKAHEAD batches queued on the workers while the driver appends.
-        pending = deque(submit(b) for b in batches[: LOOKAHEAD + 1])
-        for k in range(len(batches)):
-            current = pending.popleft()
-            if k + LOOKAHEAD + 1 < len(batches):
-                pending.append(submit(batches[k + LOOKAHEAD + 1]))
-            prepared: list[PreparedFile] = []
-            t_wait = _time.perf_counter()
-            for item in collect(current):
-                if item.environment:
-                    log.error("not ingested, retry later: %s: %s", item.path, item.error)
-                    report.deferred.append(SkippedFile(Path(item.path), item.error))
-                elif item.error is not None:
-                    log.warning("skipped %s: %s", item.path, item.error)
-                    report.skipped.append(SkippedFile(Path(item.path), item.error))
-                else:
-                    prepared.append(item)
-                advance(1)
-            t_append = _time.perf_counter()
-            report.wait_s += t_append - t_wait
-            try:
-                _append_batch(archive, prepared, overwrite, report, reg)
-            except Exception as exc:
-                if not is_environment_fault(exc):
-                    raise
-                # The archive's commit protocol left it at its last commit; nothing of this
-                # batch (or later ones) went in, and nothing is the files' fault.
-                not_done = [p for b in batches[k:] for _, p in b]
-                report.deferred += [SkippedFile(p, f"not ingested: machine fault: {_text(exc)}") for p in not_done
-                                    if p not in {s.path for s in report.skipped}]
-                report.elapsed_s = _time.perf_counter() - started
-                raise EnvironmentFault(
-                    f"{archive.path}: machine fault while writing ({_text(exc)}); the archive is unchanged since its "
-                    f"last commit and {len(not_done)} file(s) were left where they are for the next run") from exc
-            report.append_s += _time.perf_counter() - t_append
+    staged = _mode(scheduler, len(paths)) == "processes"
+    with contextlib.ExitStack() as stack:
+        try:
+            archive = Archive.open(reg, home=home, create=True)
+            staging = stack.enter_context(archive.staging(len(paths))) if staged else None
+        except Exception as exc:
+            if not is_environment_fault(exc):
+                raise
+            raise EnvironmentFault(f"region {reg.name}: cannot open its archive: machine fault ({_text(exc)}); "
+                                   f"no file was touched") from exc
+        # The pool forks here, before the progress bar starts its thread.
+        submit, collect, description = stack.enter_context(_executor(scheduler, reg, reader, len(paths), staging))
+        advance = stack.enter_context(_progress(progress, len(paths), reg.name))
+        _run_batches(paths, batch_size, archive, staging, submit, collect, description, advance, overwrite, report, reg,
+                     started)
     report.elapsed_s = _time.perf_counter() - started
     log.debug("%s", report.summary())
     log.debug("driver: %.2f s waiting for workers, %.2f s appending", report.wait_s, report.append_s)
     return report
 
 
-def _append_batch(archive: Archive, prepared: list[PreparedFile], overwrite: bool, report: IngestReport, region: Region) -> None:
+def _run_batches(paths: list[Path], batch_size: int, archive: Archive, staging: Staging | None, submit: Callable,
+                 collect: Callable,
+                 description: str, advance: Callable[[int], None], overwrite: bool, report: IngestReport,
+                 reg: Region, started: float) -> None:
+    """The driver's loop: keep :data:`LOOKAHEAD` batches queued, commit each batch in order."""
+    numbered = list(enumerate(paths))
+    batches = [numbered[i : i + batch_size] for i in range(0, len(numbered), max(1, batch_size))]
+    report.scheduler = description
+    log.debug("ingesting %d file(s) into %s on %s", len(paths), archive.path, description)
+    # Keep LOOKAHEAD batches queued on the workers while the driver appends.
+    pending = deque(submit(b) for b in batches[: LOOKAHEAD + 1])
+    for k in range(len(batches)):
+        current = pending.popleft()
+        if k + LOOKAHEAD + 1 < len(batches):
+            pending.append(submit(batches[k + LOOKAHEAD + 1]))
+        prepared: list[PreparedFile] = []
+        t_wait = _time.perf_counter()
+        for item in collect(current):
+            if item.environment:
+                log.error("not ingested, retry later: %s: %s", item.path, item.error)
+                report.deferred.append(SkippedFile(Path(item.path), item.error))
+            elif item.error is not None:
+                log.warning("skipped %s: %s", item.path, item.error)
+                report.skipped.append(SkippedFile(Path(item.path), item.error))
+            else:
+                prepared.append(item)
+            advance(1)
+        t_append = _time.perf_counter()
+        report.wait_s += t_append - t_wait
+        try:
+            _append_batch(archive, prepared, overwrite, report, reg, staging)
+        except Exception as exc:
+            if not is_environment_fault(exc):
+                raise
+            # The archive's commit protocol left it at its last commit; nothing of this
+            # batch (or later ones) went in, and nothing is the files' fault.
+            not_done = [p for b in batches[k:] for _, p in b]
+            report.deferred += [SkippedFile(p, f"not ingested: machine fault: {_text(exc)}") for p in not_done
+                                if p not in {s.path for s in report.skipped}]
+            report.elapsed_s = _time.perf_counter() - started
+            raise EnvironmentFault(
+                f"{archive.path}: machine fault while writing ({_text(exc)}); the archive is unchanged since its "
+                f"last commit and {len(not_done)} file(s) were left where they are for the next run") from exc
+        report.append_s += _time.perf_counter() - t_append
+
+
+def _append_batch(archive: Archive, prepared: list[PreparedFile], overwrite: bool, report: IngestReport, region: Region,
+                  staging: Staging | None = None) -> None:
     """Append one batch in time order; two files for one time follow ``ingest.duplicates``.
 
     ``first``: the file archived (or given) first wins, the other is refused;
@@ -372,21 +492,19 @@ def _append_batch(archive: Archive, prepared: list[PreparedFile], overwrite: boo
     if not prepared:
         return
     policy = region.ingest.duplicates
-    unpacked = {id(p): p.values for p in prepared}
     rows = [(int(t), p.order, p, i) for p in prepared for i, t in enumerate(p.times_ns)]
     # time order; the winner of a tie within the batch comes first
     rows.sort(key=lambda r: (r[0], -r[1] if policy == "newest" else r[1]))
-    values = np.stack([unpacked[id(r[2])][r[3]] for r in rows])
-    times = np.array([r[0] for r in rows], dtype="int64").astype("datetime64[ns]")
-    sources = [r[2].path for r in rows]
-    frames = xr.DataArray(
-        values,
-        dims=("time", "y", "x"),
-        coords={"time": times, **grid_coords(region.grid)},
-        name=archive.spec.name,
-        attrs={"units": archive.spec.units},
+    unpacked = {id(p): p.values for p in prepared}
+    batch = FrameBatch(
+        np.array([r[0] for r in rows], dtype="int64"),
+        [r[2].path for r in rows],
+        [None if r[2].staged is not None else unpacked[id(r[2])][r[3]] for r in rows],
+        [r[2].staged for r in rows],
+        staging,
     )
-    result = archive.append(frames, overwrite=overwrite or policy == "newest", source=sources, errors="skip")
+    # conform already ran in the worker: the archive's already-conformed path, not append()
+    result = archive._append_prepared(batch, overwrite=overwrite or policy == "newest", errors="skip")
     if policy == "reject" and result.refused:
         # Neither file can be trusted: remove what the archive holds at those times too.
         for refused in result.refused:

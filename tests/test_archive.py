@@ -514,3 +514,29 @@ def test_sigkill_at_a_random_moment(home: Path) -> None:
     da = archive.read().load()
     for k in got:
         np.testing.assert_array_equal(da.sel(time=T0 + STEP * k).values, field(k))
+
+
+def test_staged_frames_are_renamed_in_with_their_empty_tiles(home: Path) -> None:
+    """Ingest workers stage frames beside the store; the commit renames their chunk files into rows.
+    An all-NaN tile has no chunk file, so a stale file in the row (debris of a crash) must go."""
+    import shutil
+
+    from nowcast.io.archive import FrameBatch
+
+    region = load_region("swiss")  # 640 x 710: 2 x 2 tiles of 320 x 355
+    archive = Archive.open(region, home=home)
+    vals = np.stack([np.full(region.grid.shape, float(k + 1), np.float32) for k in range(4)])
+    vals[1, :320, :355] = np.nan  # frame 1: tile 0/0 is all NaN
+    vals[3, :320, :355] = np.nan
+    times = (T0 + STEP * np.arange(4)).astype("int64")
+    with archive.staging(4) as staging:
+        for k in range(4):
+            staging.write(k, vals[k])
+        assert not (staging.array_dir / "c" / "1" / "0" / "0").exists()
+        archive._append_prepared(FrameBatch(times[:3], ["a", "b", "c"], [None] * 3, [0, 1, 2], staging))
+        chunks = archive.path / "rain_rate" / "c"
+        shutil.copytree(chunks / "0", chunks / "3")  # debris in the next row, all four tiles
+        archive._append_prepared(FrameBatch(times[3:], ["d"], [None], [3], staging))
+    assert not list(home.glob("archives/.*staging*"))
+    got = Archive.open(region, home=home).read().values
+    np.testing.assert_array_equal(got, vals)

@@ -127,9 +127,167 @@ def test_unreachable_scheduler_is_a_clean_error(home: Path, odim_stream, monkeyp
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_local_cluster(home: Path, odim_stream, bad_files, scheduler: str) -> None:
-    """LocalCluster of threads (the default above 16 files) or of processes (about 4 s)."""
+    """LocalCluster of threads, or the fork-started process pool whose workers stage their frames."""
     files = odim_stream(6)
     report = ingest_files([*files, bad_files[0]], "swiss", scheduler=scheduler, progress=False, batch_size=4)
-    assert report.scheduler.startswith(f"LocalCluster ({scheduler}")
+    assert report.scheduler.startswith("LocalCluster (threads" if scheduler == "threads" else "process pool (")
+    assert not list((home / "archives").glob(".*staging*")), "the staging folder is removed"
     np.testing.assert_array_equal(Archive.open("swiss").read().values[-1], raw_field(files[0]))
     assert len(report.result.added) == 6 and [s.path for s in report.skipped] == bad_files[:1]
+
+
+def _mixed_stream(odim_stream) -> tuple[list[Path], list[Path]]:
+    """Files already archived, then a stream with a late file, an identical copy, an impostor and junk."""
+    early = odim_stream(2)  # 09:50, 09:55: archived before
+    stream = odim_stream(6, start="2024-02-27T10:00", folder="stream2")  # 10:00 .. 10:25
+    late = odim_stream(1, start="2024-02-27T09:45", folder="late")  # older than everything archived
+    copy = odim_stream(1, start="2024-02-27T10:05", folder="copy")  # identical to stream[1]
+    impostor = odim_stream(1, start="2024-02-27T10:10", scale=2.0, folder="impostor")  # conflicts with stream[2]
+    archived_other = odim_stream(1, start="2024-02-27T09:55", scale=3.0, folder="other")  # conflicts with early[1]
+    junk = early[0].parent.parent / "junk.h5"
+    junk.write_bytes(b"not radar")
+    files = [stream[0], stream[1], late[0], impostor[0], stream[2], copy[0], junk, stream[3], archived_other[0],
+             stream[4], stream[5], early[0]]
+    return early, files
+
+
+def _outcome(home: Path, report) -> dict:
+    archive = Archive.open("swiss", home=home, create=False)
+    import xarray as xr
+
+    r = report.result
+    return {
+        "times": archive.times.tolist(),
+        "values": archive.read().values,
+        "rows": xr.open_zarr(archive.path).time.values.tolist(),  # physical (arrival) order
+        "added": sorted(r.added), "unchanged": sorted(r.unchanged), "replaced": sorted(r.replaced),
+        "skipped": sorted((s.path.name, s.path.parent.name, s.reason) for s in report.skipped),
+        "ingested": sorted(str(p) for p in report.ingested),
+    }
+
+
+@pytest.mark.parametrize("policy", ["first", "newest", "reject"])
+def test_every_scheduler_gives_the_same_archive(tmp_path: Path, odim_stream, monkeypatch, policy: str) -> None:
+    """Synchronous, threads and the process pool (staged frames) agree on everything, for every duplicates policy."""
+    from nowcast.config import load_region
+
+    region = load_region("swiss")
+    region = region.model_copy(update={"ingest": region.ingest.model_copy(update={"duplicates": policy})})
+    early, files = _mixed_stream(odim_stream)
+    outcomes = {}
+    for scheduler in ["synchronous", "processes", *(["threads"] if policy == "first" else [])]:
+        home = tmp_path / scheduler
+        monkeypatch.setenv("NOWCAST_HOME", str(home))
+        ingest_files(early, region, home=home, scheduler="synchronous", progress=False)
+        report = ingest_files(files, region, home=home, scheduler=scheduler, progress=False, batch_size=5)
+        assert scheduler == "synchronous" or report.scheduler.split(" ")[0] in ("process", "LocalCluster")
+        outcomes[scheduler] = _outcome(home, report)
+        assert not list((home / "archives").glob(".*staging*"))
+    ref = outcomes.pop("synchronous")
+    assert len(ref["added"]) >= 5 and any("junk.h5" in s[0] for s in ref["skipped"])
+    for scheduler, got in outcomes.items():
+        for key in ref:
+            if key == "values":
+                np.testing.assert_array_equal(got[key], ref[key], err_msg=scheduler)
+            else:
+                assert got[key] == ref[key], (scheduler, key)
+
+
+def test_frames_are_conformed_once(home: Path, odim_stream, monkeypatch) -> None:
+    """The worker conforms; the driver's append does not run conform a second time."""
+    from nowcast.io import archive as archive_mod
+    from pipelines import ingest
+
+    calls = {"worker": 0, "archive": 0}
+    real = archive_mod.conform
+
+    def counting(where):
+        def wrapped(*args, **kwargs):
+            calls[where] += 1
+            return real(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(ingest, "conform", counting("worker"))
+    monkeypatch.setattr(archive_mod, "conform", counting("archive"))
+    report = ingest_files(odim_stream(3), "swiss", scheduler="synchronous", progress=False)
+    assert len(report.result.added) == 3 and calls == {"worker": 3, "archive": 0}
+    # external callers still get every check
+    with pytest.raises(Exception, match="all NaN"):
+        frame = Archive.open("swiss").read().isel(time=[0]).load()
+        Archive.open("swiss").append(frame * np.nan, source="x.h5")
+    assert calls["archive"] == 1
+
+
+def test_machine_fault_in_a_worker_defers_the_file(home: Path, odim_stream, monkeypatch) -> None:
+    """Disk full while a pool worker stages its frame: deferred (retry later), never skipped as the file's fault."""
+    import errno
+
+    from nowcast.io import archive as archive_mod
+
+    files = odim_stream(4)
+
+    def full(self, slot, frame):
+        if slot == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, slot, frame)
+
+    real = archive_mod.Staging.write
+    monkeypatch.setattr(archive_mod.Staging, "write", full)  # inherited by the forked workers
+    report = ingest_files(files, "swiss", scheduler="processes", progress=False)
+    assert [d.path for d in report.deferred] == [files[2]] and not report.skipped
+    assert "machine fault" in report.deferred[0].reason
+    assert len(Archive.open("swiss").times) == 3
+
+
+POOL_CHILD = """
+import os, signal, sys
+from nowcast.io import archive as archive_mod
+from pipelines.ingest import ingest_files
+
+calls = {"n": 0}
+def point(name):
+    if name == os.environ["KILL_AT"]:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the second batch (the first creates the store)
+            os.kill(os.getpid(), signal.SIGKILL)
+archive_mod._fault_point = point
+ingest_files(sys.argv[1:], "swiss", scheduler="processes", progress=False, batch_size=3)
+"""
+
+
+@pytest.mark.parametrize("step", ["resize", "write", "commit"])
+def test_pool_ingest_killed_mid_commit(home: Path, odim_stream, tmp_path: Path, step: str) -> None:
+    """SIGKILL of the driver in its second commit (the first batch created the store): the first batch stays, the staging folder and the
+    workers go, and the next ingest archives everything."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    files = odim_stream(7)
+    script = tmp_path / "child.py"
+    script.write_text(POOL_CHILD)
+    proc = subprocess.run([sys.executable, str(script), *map(str, files)], env={**os.environ, "KILL_AT": step},
+                          cwd=Path(__file__).parents[1], timeout=120)
+    assert proc.returncode == -9
+    archive = Archive.open("swiss")
+    n = len(archive.times)
+    assert n in ((6,) if step == "commit" else (3,))
+    np.testing.assert_array_equal(archive.times, T0 + STEP * np.arange(n))
+    for frame in archive.read().values:
+        np.testing.assert_array_equal(frame, raw_field(files[0]))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _orphans(script):
+        time.sleep(0.1)
+    assert not _orphans(script), "pool workers must die with their driver"
+    report = ingest_files(files, "swiss", scheduler="processes", progress=False)
+    assert len(report.result.added) == 7 - n and len(report.result.unchanged) == n
+    assert not list((home / "archives").glob(".*staging*")), "a dead ingest's staging folder is removed"
+
+
+def _orphans(script: Path) -> list[str]:
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(script) in line]

@@ -19,9 +19,9 @@ IngestSchedulerOption = Annotated[
     Optional[str],
     typer.Option(
         "--scheduler",
-        help="Address of an existing dask scheduler (tcp://host:8786), or 'threads' (a LocalCluster "
-        "in this process, the default above 16 files), 'processes' (a LocalCluster of worker "
-        "processes) or 'synchronous' (no cluster).",
+        help="'processes' (a pool of worker processes, one per core, that write their frames "
+        "themselves; the default above 16 files), 'threads' (a dask LocalCluster in this process), "
+        "'synchronous' (no workers), or the address of an existing dask scheduler (tcp://host:8786).",
     ),
 ]
 

@@ -140,6 +140,19 @@ HISTORY_LINES = 50
 LOCK_TIMEOUT_S = 60.0
 
 
+def data_encoding(grid_shape: tuple[int, int]) -> dict[str, Any]:
+    """Chunks, codecs, dtype and fill of the archive's data array (one place for the store and :class:`Staging`)."""
+    from zarr.codecs import BloscCodec
+
+    return {
+        "chunks": (1, *tile_shape(grid_shape)),
+        # lz4 + byte shuffle: 1 ms/frame to compress against 4.4 ms for
+        # zstd + bitshuffle, for 4 % more bytes on radar fields
+        "compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+        "dtype": "float32",
+    }
+
+
 def _fault_point(step: str) -> None:
     """No-op marker between the steps of the commit protocol.
 
@@ -440,6 +453,107 @@ class AppendResult:
         self.rewritten += other.rewritten
 
 
+@dataclass
+class FrameBatch:
+    """Frames already in archive form (:func:`conform` has run on them), for :meth:`Archive._append_prepared`.
+
+    Each frame is either in memory (``values[k]``) or *staged*: written by a
+    worker process into slot ``slots[k]`` of ``staging``, from where the
+    commit moves its chunk files into the archive row by renaming them
+    (no decode, no encode, no copy).
+    """
+
+    times_ns: np.ndarray
+    sources: list[str]
+    values: list[np.ndarray | None]
+    slots: list[int | None] | None = None
+    staging: Staging | None = None
+    _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_values(cls, times_ns: np.ndarray, values: np.ndarray, sources: Sequence[str] | None = None) -> FrameBatch:
+        return cls(np.asarray(times_ns, dtype="int64"), list(sources or [""] * len(values)), list(values))
+
+    def __len__(self) -> int:
+        return len(self.times_ns)
+
+    def is_staged(self, k: int) -> bool:
+        return self.values[k] is None
+
+    def frame(self, k: int) -> np.ndarray:
+        """Frame ``k`` (a staged one is read back from the staging array, once)."""
+        if self.values[k] is not None:
+            return self.values[k]
+        if k not in self._cache:
+            self._cache[k] = self.staging.read(self.slots[k])
+        return self._cache[k]
+
+    def take(self, idx: Sequence[int]) -> FrameBatch:
+        return FrameBatch(
+            self.times_ns[list(idx)] if len(idx) else np.empty(0, dtype="int64"),
+            [self.sources[k] for k in idx],
+            [self.values[k] for k in idx],
+            None if self.slots is None else [self.slots[k] for k in idx],
+            self.staging,
+        )
+
+
+class Staging:
+    """A scratch copy of the archive's data array beside the store, one slot per file.
+
+    Worker processes of the ingest pipeline write each frame they read into
+    their own slot (no lock needed: nobody else writes there, and the store
+    itself is untouched); the driver's commit then *renames* the slot's chunk
+    files into the archive row (one rename of the slot's folder for a new
+    row). The array has the store's :func:`data_encoding`, so a chunk file
+    means the same in both (checked before renaming; otherwise frames are
+    copied through zarr). Its folder
+    (``archives/.REGION.zarr.staging-PID-XXXX``) is removed when the ingest
+    ends; one left by a dead process is removed by the next ingest.
+    """
+
+    def __init__(self, path: Path, variable: str) -> None:
+        self.path = Path(path)
+        self.variable = variable
+        self._array: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "variable": self.variable, "_array": None}
+
+    def create(self, n_slots: int, grid_shape: tuple[int, int]) -> None:
+        """Create the array: the archive's :func:`data_encoding`, ``n_slots`` frames (bare zarr: milliseconds)."""
+        import zarr
+
+        enc = data_encoding(grid_shape)
+        with _no_zarr_warnings():
+            self._array = zarr.create_array(
+                str(self.array_dir), shape=(max(1, n_slots), *grid_shape), chunks=enc["chunks"], dtype=enc["dtype"],
+                compressors=enc["compressors"], fill_value=np.float32(np.nan), dimension_names=("time", "y", "x"),
+            )
+
+    @property
+    def array_dir(self) -> Path:
+        return self.path / self.variable
+
+    def _open(self) -> Any:
+        import zarr
+
+        if self._array is None:
+            with _no_zarr_warnings():
+                self._array = zarr.open_array(str(self.array_dir), mode="r+")
+        return self._array
+
+    def write(self, slot: int, frame: np.ndarray) -> None:
+        """Write one conformed frame into ``slot`` (run by a worker)."""
+        self._open()[slot] = np.asarray(frame, dtype=np.float32)
+
+    def read(self, slot: int) -> np.ndarray:
+        return np.asarray(self._open()[slot])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class FrameStats:
     """Value summary of one archived frame."""
@@ -607,7 +721,7 @@ class Archive:
                 self._recover()
             with _no_zarr_warnings():
                 # the group returned by consolidation carries the consolidated metadata it rewrites
-                self._consolidate().attrs.update(attrs)
+                self._consolidate().update_attributes(attrs)  # one root write
 
     # ----------------------------------------------------------- low level
     def _root_meta(self) -> dict[str, Any]:
@@ -952,6 +1066,17 @@ class Archive:
             frames = conform(frames, self.region, sources[0] if len(set(sources)) == 1 else "<frames>")
             if len(sources) != frames.sizes["time"]:
                 raise ArchiveError(f"{self.path}: {len(sources)} sources given for {frames.sizes['time']} frames")
+        batch = FrameBatch(frames["time"].values.astype("int64"), sources, list(frames.values))
+        return self._append_prepared(batch, overwrite, errors)
+
+    def _append_prepared(self, batch: FrameBatch, overwrite: bool = False, errors: Literal["raise", "skip"] = "raise") -> AppendResult:
+        """:meth:`append` of frames that already went through :func:`conform` (not checked again).
+
+        The ingest pipeline's workers conform every frame where they read it;
+        running the checks a second time here cost about 3 ms per frame on
+        the driver, the one process that cannot run in parallel. External
+        callers use :meth:`append`, which always conforms.
+        """
         with self._locked():
             if self.exists:
                 if self._needs_recovery():
@@ -959,7 +1084,22 @@ class Archive:
                 self._load_state()
             else:
                 self._set_times(np.empty(0, dtype="int64"))
-            return self._append_locked(frames, sources, overwrite, errors)
+            return self._append_locked(batch, overwrite, errors)
+
+    @contextlib.contextmanager
+    def staging(self, n_slots: int) -> Iterator[Staging]:
+        """A :class:`Staging` array of ``n_slots`` frames beside the store, removed on exit."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.staging-*"):
+            pid = stale.name.rsplit(".staging-", 1)[1].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+        staging = Staging(self.path.parent / f".{self.path.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}", self.spec.name)
+        try:
+            staging.create(n_slots, self.grid.shape)
+            yield staging
+        finally:
+            staging.remove()
 
     def drop(self, start: np.datetime64 | str, end: np.datetime64 | str | None = None) -> list[np.datetime64]:
         """Remove the frames from ``start`` to ``end`` (inclusive; ``end=None``: only ``start``), crash-safely.
@@ -1004,7 +1144,7 @@ class Archive:
             result = AppendResult(rewritten=int(holes.size))
             removed = sorted(np.datetime64(int(t), "ns") for t in old[gone_rows])
             self._write_tail(
-                n_after, holes, values, old[movers], result,
+                n_after, holes, FrameBatch.from_values(old[movers], values), result,
                 journal_rows=np.union1d(holes, beyond),
                 line=f"dropped {len(removed)} frame(s) {_utc_iso(removed[0])} .. {_utc_iso(removed[-1])}",
             )
@@ -1017,22 +1157,20 @@ class Archive:
     def _stored_frame(self, row: int) -> np.ndarray:
         return np.asarray(self._group("r")[self.spec.name][row])
 
-    def _append_locked(
-        self, frames: xr.DataArray, sources: list[str], overwrite: bool, errors: str
-    ) -> AppendResult:
+    def _append_locked(self, batch: FrameBatch, overwrite: bool, errors: str) -> AppendResult:
         """Classify each frame (new, unchanged, replacing, refused), then write new ones to new rows."""
         result = AppendResult()
-        values = frames.values
-        times_ns = frames["time"].values.astype("int64")
-        new: dict[int, int] = {}  # time -> row in `values`
-        replace: dict[int, int] = {}  # store row -> row in `values`
+        times_ns = batch.times_ns
+        sources = batch.sources
+        new: dict[int, int] = {}  # time -> index in `batch`
+        replace: dict[int, int] = {}  # store row -> index in `batch`
         first_row: dict[int, int] = {}
         for row, t in enumerate(times_ns):
             t = int(t)
             t64 = np.datetime64(t, "ns")
             if t in first_row:
                 ref = first_row[t]
-                if _same(values[row], values[ref]):
+                if _same(batch.frame(row), batch.frame(ref)):
                     result.unchanged.append(t64)
                 else:
                     result.refused.append(
@@ -1042,7 +1180,7 @@ class Archive:
             first_row[t] = row
             stored = self._row_of(t)
             if stored is not None:
-                if _same(values[row], self._stored_frame(stored)):
+                if _same(batch.frame(row), self._stored_frame(stored)):
                     result.unchanged.append(t64)
                 elif overwrite:
                     replace[stored] = row
@@ -1067,15 +1205,14 @@ class Archive:
         new_times = np.array(sorted(new), dtype="int64")
         n_old = self._committed
         if not self.exists:
-            self._create(new_times, values[[new[int(t)] for t in new_times]], sources, result)
+            self._create(batch.take([new[int(t)] for t in new_times]), result)
             self._set_times(new_times)
             return result
         replaced_rows = np.array(sorted(replace), dtype="int64")
         rows = np.concatenate([replaced_rows, np.arange(n_old, n_old + new_times.size)])
-        block = values[[replace[int(r)] for r in replaced_rows] + [new[int(t)] for t in new_times]]
+        frames = batch.take([replace[int(r)] for r in replaced_rows] + [new[int(t)] for t in new_times])
         result.rewritten = int(replaced_rows.size)
-        self._write_tail(n_old + new_times.size, rows, block, np.concatenate([self._times_ns[replaced_rows], new_times]),
-                         result, journal_rows=replaced_rows)
+        self._write_tail(n_old + new_times.size, rows, frames, result, journal_rows=replaced_rows)
         self._set_times(np.concatenate([self._times_ns, new_times]))
         return result
 
@@ -1107,68 +1244,97 @@ class Archive:
         lines = [ln for ln in str(previous).split("\n") if ln] + [f"{stamp} nowcast: {line}"]
         return "\n".join(lines[-HISTORY_LINES:])
 
-    def _create(self, times_ns: np.ndarray, values: np.ndarray, sources: list[str], result: AppendResult) -> None:
-        """Write a new store in a temporary folder and rename it into place."""
-        from zarr.codecs import BloscCodec
+    def _skeleton(self, path: Path, times_ns: np.ndarray, attrs: dict[str, Any]) -> None:
+        """Write a store of ``len(times_ns)`` frames at ``path``: metadata, coordinates, no data chunks."""
+        import dask.array
 
+        data = data_encoding(self.grid.shape)
+        lazy = dask.array.zeros((times_ns.size, *self.grid.shape), dtype=np.float32, chunks=data["chunks"])
+        ds = self._dataset(times_ns, lazy, with_grid=True)
+        ds.attrs.update(attrs)
+        encoding = {
+            self.spec.name: {**data, "_FillValue": np.float32(np.nan)},
+            "time": {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64", "chunks": (TIME_CHUNK,)},
+        }
+        with _no_zarr_warnings():
+            # compute=False: metadata and coordinates only; the frames are written (or moved in) next
+            ds.to_zarr(str(path), mode="w-", encoding=encoding, zarr_format=3, consolidated=True, compute=False)
+
+    def _create(self, frames: FrameBatch, result: AppendResult) -> None:
+        """Write a new store in a temporary folder and rename it into place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for stale in self.path.parent.glob(f".{self.path.name}.creating-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = self.path.parent / f".{self.path.name}.creating-{uuid.uuid4().hex[:8]}"
-        ds = self._dataset(times_ns, values, with_grid=True)
-        ds.attrs.update(
-            {
-                "Conventions": "CF-1.8",
-                "title": f"nowcast archive of region {self.region.name}",
-                "region": self.region.name,
-                "region_description": self.region.description,
-                "timestep_minutes": self.region.timestep_minutes,
-                "source": "radar composites ingested by nowcast",
-                "nowcast_format_version": FORMAT_VERSION,
-                ROW_ORDER_ATTR: ROW_ORDER_NOTE,
-            }
-        )
-        encoding = {
-            self.spec.name: {
-                "chunks": (1, *tile_shape(self.grid.shape)),
-                # lz4 + byte shuffle: 1 ms/frame to compress against 4.4 ms for
-                # zstd + bitshuffle, for 4 % more bytes on radar fields
-                "compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
-                "dtype": "float32",
-                "_FillValue": np.float32(np.nan),
-            },
-            "time": {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64", "chunks": (TIME_CHUNK,)},
+        attrs = {
+            "Conventions": "CF-1.8",
+            "title": f"nowcast archive of region {self.region.name}",
+            "region": self.region.name,
+            "region_description": self.region.description,
+            "timestep_minutes": self.region.timestep_minutes,
+            "source": "radar composites ingested by nowcast",
+            "nowcast_format_version": FORMAT_VERSION,
+            ROW_ORDER_ATTR: ROW_ORDER_NOTE,
         }
         try:
-            with _no_zarr_warnings():
-                ds.to_zarr(str(tmp), mode="w-", encoding=encoding, zarr_format=3, consolidated=True)
-                _fault_point("create")
-                import zarr
+            self._skeleton(tmp, frames.times_ns, attrs)
+            import zarr
 
-                zarr.consolidate_metadata(str(tmp)).attrs.update(
+            with _no_zarr_warnings():
+                group = zarr.open_group(str(tmp), mode="r+", use_consolidated=False)
+            self._put_frames(group, tmp, np.arange(len(frames)), frames)  # a group maps names to arrays too
+            _fault_point("create")
+            with _no_zarr_warnings():
+                zarr.consolidate_metadata(str(tmp)).update_attributes(
                     {
-                        COMMITTED_ATTR: int(times_ns.size),
+                        COMMITTED_ATTR: len(frames),
                         COMMIT_ID_ATTR: uuid.uuid4().hex,
-                        "history": self._history(f"created with {times_ns.size} frame(s) from {_describe(sources)}"),
+                        "history": self._history(f"created with {len(frames)} frame(s) from {_describe(frames.sources)}"),
                     }
                 )
             os.rename(tmp, self.path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log.info("%s: created with %d frame(s)", self.path, times_ns.size)
+        log.info("%s: created with %d frame(s)", self.path, len(frames))
+
+    def _put_frames(self, group: Any, store: Path, rows: np.ndarray, frames: FrameBatch) -> None:
+        """Write ``frames`` (data and time) to ``rows`` of the store at ``store``.
+
+        In-memory frames are written through zarr; staged ones are moved in
+        by renaming their chunk files when the staging array's chunk encoding
+        is the store's (it is unless the store was made with other settings),
+        else read back and written.
+        """
+        rows = np.asarray(rows, dtype="int64")
+        if not rows.size:
+            return
+        arr = group[self.spec.name]
+        staged = [k for k in range(len(frames)) if frames.is_staged(k)]
+        movable = bool(staged) and _same_chunk_encoding(store / self.spec.name, frames.staging.array_dir)
+        in_memory = [k for k in range(len(frames)) if not (movable and frames.is_staged(k))]
+        if in_memory:
+            _write_rows(arr, rows[in_memory], np.stack([frames.frame(k) for k in in_memory]))
+        if movable:
+            meta = json.loads((store / self.spec.name / "zarr.json").read_text())
+            chunk = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            tiles = [f"{i}/{j}" for i in range(-(-meta["shape"][1] // chunk[1])) for j in range(-(-meta["shape"][2] // chunk[2]))]
+            src_root, dst_root = frames.staging.array_dir / "c", store / self.spec.name / "c"
+            dst_root.mkdir(parents=True, exist_ok=True)
+            for k in staged:
+                _move_row(src_root / str(frames.slots[k]), dst_root / str(int(rows[k])), tiles)
+        _write_rows(group["time"], rows, np.asarray(frames.times_ns, dtype="int64") // 1_000_000_000)
 
     def _write_tail(
         self,
         n_after: int,
         rows: np.ndarray,
-        values: np.ndarray,
-        times_ns: np.ndarray,
+        frames: FrameBatch,
         result: AppendResult,
         journal_rows: np.ndarray | None = None,
         line: str | None = None,
     ) -> None:
-        """Steps 1-6 of the commit protocol: write ``values``/``times_ns`` to ``rows`` and commit ``n_after`` rows.
+        """Steps 1-6 of the commit protocol: write ``frames`` to ``rows`` and commit ``n_after`` rows.
 
         Every commit into an existing store goes through here (the historic
         name is kept: fault-injection tests and ``benchmarks/soak.py`` hook
@@ -1179,7 +1345,7 @@ class Archive:
         """
         journal = self._journal_path
         group = self._group("r+")
-        arrays = self._time_arrays()
+        arrays = {name: group[name] for name in self._time_arrays()}
         n_old = self._committed
         commit_id = uuid.uuid4().hex
         journal_rows = np.empty(0, dtype="int64") if journal_rows is None else np.asarray(journal_rows, dtype="int64")
@@ -1192,19 +1358,15 @@ class Archive:
                     before=n_old,
                     after=n_after,
                     commit=commit_id,
-                    **{f"array_{name}": _read_rows(group[name], journal_rows) for name in arrays},
+                    **{f"array_{name}": _read_rows(arr, journal_rows) for name, arr in arrays.items()},
                 )
             os.replace(tmp, journal)
             _fault_point("journal")
-        for name in arrays:
-            arr = group[name]
+        for arr in arrays.values():
             if arr.shape[0] != n_after:
                 arr.resize((n_after, *arr.shape[1:]))
         _fault_point("resize")
-        rows = np.asarray(rows, dtype="int64")
-        if rows.size:
-            _write_rows(group[self.spec.name], rows, np.asarray(values, dtype=np.float32))
-            _write_rows(group["time"], rows, np.asarray(times_ns, dtype="int64") // 1_000_000_000)
+        self._put_frames(arrays, self.path, rows, frames)
         _fault_point("write")
         if line is None:
             line = f"appended {len(result.added)} frame(s)"
@@ -1217,12 +1379,63 @@ class Archive:
             # metadata, so this single root zarr.json write is the commit.
             root = self._consolidate()
             _fault_point("consolidate")
-            root.attrs.update({COMMITTED_ATTR: int(n_after), COMMIT_ID_ATTR: commit_id, "history": self._history(line),
+            # update_attributes writes zarr.json once (attrs.update would write it once per key,
+            # and the count and the commit id must change together)
+            root.update_attributes({COMMITTED_ATTR: int(n_after), COMMIT_ID_ATTR: commit_id, "history": self._history(line),
                                "nowcast_format_version": FORMAT_VERSION, ROW_ORDER_ATTR: ROW_ORDER_NOTE})
         self._commit_id = commit_id
         _fault_point("commit")
         journal.unlink(missing_ok=True)
         log.debug("%s: %s", self.path.name, line)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a staging folder of a dead ingest can go)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _move_row(src: Path, dst: Path, tiles: list[str]) -> None:
+    """Move a staged frame's chunk files (``src/i/j``) to an archive row (``dst/i/j``) by renaming.
+
+    A row folder that does not exist yet (a new row) takes one rename of the
+    whole folder. Otherwise (a replaced row, or debris of an interrupted
+    write) tile by tile, deleting the row's tiles the frame does not have:
+    zarr writes no file for an all-NaN tile, so an absent file is data too.
+    """
+    try:
+        os.rename(src, dst)
+        return
+    except FileNotFoundError:
+        if not src.exists():  # every tile of the frame is NaN
+            shutil.rmtree(dst, ignore_errors=True)
+            return
+        raise
+    except OSError:  # the row folder exists and is not empty
+        pass
+    for tile in tiles:
+        s, d = src / tile, dst / tile
+        if s.exists():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(s, d)
+        else:
+            d.unlink(missing_ok=True)
+
+
+def _same_chunk_encoding(a: Path, b: Path) -> bool:
+    """Whether chunk files of arrays ``a`` and ``b`` are interchangeable (same key layout, grid, codecs, dtype, fill)."""
+    try:
+        ma, mb = (json.loads((p / "zarr.json").read_text()) for p in (a, b))
+    except (OSError, json.JSONDecodeError):
+        return False
+    keys = ("chunk_key_encoding", "chunk_grid", "codecs", "data_type", "fill_value")
+    default = ma.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}}
+    return default and all(ma.get(k) == mb.get(k) for k in keys) and ma["shape"][1:] == mb["shape"][1:]
 
 
 def _runs(rows: np.ndarray) -> Iterator[tuple[int, int, int]]:
