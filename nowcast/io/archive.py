@@ -516,9 +516,10 @@ class Staging:
         self.path = Path(path)
         self.variable = variable
         self._array: Any = None
+        self._plan_cache: Any = False  # not computed yet
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "variable": self.variable, "_array": None}
+        return {"path": self.path, "variable": self.variable, "_array": None, "_plan_cache": False}
 
     def create(self, n_slots: int, grid_shape: tuple[int, int]) -> None:
         """Create the array: the archive's :func:`data_encoding`, ``n_slots`` frames (bare zarr: milliseconds)."""
@@ -544,8 +545,59 @@ class Staging:
         return self._array
 
     def write(self, slot: int, frame: np.ndarray) -> None:
-        """Write one conformed frame into ``slot`` (run by a worker)."""
-        self._open()[slot] = np.asarray(frame, dtype=np.float32)
+        """Write one conformed frame into ``slot`` (run by a worker).
+
+        The chunks are encoded here with the array's own Blosc settings and
+        written as plain files: through zarr the same write cost about 8 ms
+        per 640x710 frame (its event-loop thread, a temporary file and a
+        rename per chunk), directly about 1.5 ms. No atomic rename is needed:
+        nobody reads a slot before its worker has returned. An all-NaN tile
+        gets no file, as zarr does it. Arrays with other codecs go through zarr.
+        """
+        frame = np.asarray(frame, dtype=np.float32)
+        plan = self._plan()
+        if plan is None:
+            self._open()[slot] = frame
+            return
+        codec, (ty, tx) = plan
+        ny, nx = frame.shape
+        for i in range(-(-ny // ty)):
+            for j in range(-(-nx // tx)):
+                tile = frame[i * ty : (i + 1) * ty, j * tx : (j + 1) * tx]
+                if tile.shape != (ty, tx):  # an edge tile: zarr stores whole chunks, padded with the fill value
+                    full = np.full((ty, tx), np.nan, dtype=np.float32)
+                    full[: tile.shape[0], : tile.shape[1]] = tile
+                    tile = full
+                if np.isnan(tile).all():
+                    continue
+                folder = self.array_dir / "c" / str(slot) / str(i)
+                folder.mkdir(parents=True, exist_ok=True)
+                raw = np.ascontiguousarray(tile, dtype="<f4").view(np.uint8).reshape(-1)
+                (folder / str(j)).write_bytes(codec.encode(raw))
+
+    def _plan(self) -> tuple[Any, tuple[int, int]] | None:
+        """``(numcodecs Blosc, tile shape)`` when the array is float32 + bytes(little) + blosc, else ``None``."""
+        if self._plan_cache is not False:
+            return self._plan_cache
+        plan = None
+        try:
+            meta = json.loads((self.array_dir / "zarr.json").read_text())
+            codecs = meta["codecs"]
+            if (meta["data_type"] == "float32" and meta["fill_value"] == "NaN" and len(codecs) == 2
+                    and codecs[0] == {"name": "bytes", "configuration": {"endian": "little"}}
+                    and codecs[1]["name"] == "blosc"
+                    and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}):
+                import numcodecs
+
+                cfg = codecs[1]["configuration"]
+                shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[cfg["shuffle"]]
+                codec = numcodecs.Blosc(cname=cfg["cname"], clevel=cfg["clevel"], shuffle=shuffle,
+                                        blocksize=cfg.get("blocksize", 0), typesize=cfg.get("typesize", 4))
+                plan = (codec, tuple(meta["chunk_grid"]["configuration"]["chunk_shape"][1:]))
+        except (OSError, KeyError, ValueError, TypeError):
+            plan = None
+        self._plan_cache = plan
+        return plan
 
     def read(self, slot: int) -> np.ndarray:
         return np.asarray(self._open()[slot])
