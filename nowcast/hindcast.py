@@ -337,23 +337,35 @@ def score_window(
     """
     import dask
 
+    t_ref = np.datetime64(reference_time, "ns")
+    # Everything a window computes with dask (archive reads; pysteps' S-PROG and STEPS call dask.compute
+    # themselves) runs in this thread: as tasks of the cluster we run on, it would start a client on every
+    # worker, tie up its single thread waiting for them, and leave clients to fail at shutdown.
+    with dask.config.set(scheduler="synchronous"):
+        return _score_window(region, home, t_ref, methods, leads, device=device, precision=precision,
+                             thresholds=thresholds, fss_threshold=fss_threshold, fss_pixels=fss_pixels,
+                             members=members, seed=seed, ensemble_thresholds=ensemble_thresholds)
+
+
+def _score_window(region: Region, home: str, t_ref: np.datetime64, methods: Sequence[str], leads: int, *,
+                  device: str, precision: str, thresholds: Sequence[float], fss_threshold: float,
+                  fss_pixels: Sequence[int], members: int, seed: int | None,
+                  ensemble_thresholds: Sequence[float]) -> WindowScores:
+    """:func:`score_window` under the synchronous dask scheduler."""
     from nowcast.forecast import _window_in_rain_rate, select_window
     from nowcast.io.archive import Archive
 
-    t_ref = np.datetime64(reference_time, "ns")
     result = WindowScores(t_ref)
     step = np.timedelta64(int(region.timestep_minutes), "m").astype("timedelta64[ns]")
     n = region.forecast.input_frames
-    # Archive reads are small: in this thread, never as tasks of the cluster we run on.
-    with dask.config.set(scheduler="synchronous"):
-        try:
-            archive = Archive.open(region, home=home, create=False)
-            select_window(archive.times, t_ref, n, region.timestep_minutes, 0, region.name)
-            window_da = archive.window(t_ref, n)
-            observed = archive.read(t_ref + step, t_ref + leads * step).load()
-        except NowcastError as exc:
-            result.error = str(exc)
-            return result
+    try:
+        archive = Archive.open(region, home=home, create=False)
+        select_window(archive.times, t_ref, n, region.timestep_minutes, 0, region.name)
+        window_da = archive.window(t_ref, n)
+        observed = archive.read(t_ref + step, t_ref + leads * step).load()
+    except NowcastError as exc:
+        result.error = str(exc)
+        return result
     raw = _window_in_rain_rate(window_da, region)
     window = np.nan_to_num(raw, nan=0.0)
     valid = t_ref + step * np.arange(1, leads + 1)
@@ -657,7 +669,7 @@ def run_hindcast(
     ens_reasons: dict[str, Counter] = {m: Counter() for m in ens_methods}
     skipped: dict[str, str] = {}
     with _runner(scheduler) as (client, description), _torch_threads_restored(MODEL_METHOD in methods):
-        log.debug("hindcast on %s", description)
+        log.info("hindcast %s: running on %s", region.name, description)  # the cluster is up: Ctrl-C stops it
         done = 0
         for item in _ordered_results(client, score_window, refs, region, home=home_str, methods=methods,
                                      leads=leads, device=device, precision=precision, members=members, seed=seed,

@@ -131,6 +131,28 @@ def test_scores_are_identical_under_every_scheduler(archive_home, model_region, 
     np.testing.assert_array_equal(synchronous.reference_times, clustered.reference_times)
 
 
+def test_a_window_computes_in_its_task_not_on_the_cluster(archive_home):
+    """S-PROG calls dask.compute itself: in a worker it must not start a client of the cluster.
+
+    Before, such a client tied up the worker's thread waiting for its own
+    sub-tasks and failed in ``Client.__del__`` (tracebacks) when an
+    interrupted hindcast closed the workers.
+    """
+    from distributed import Client, LocalCluster
+
+    from nowcast.config import load_region
+    from nowcast.hindcast import score_window
+
+    region = load_region(REGION, archive_home)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0",
+                      worker_dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client:
+        result = client.submit(score_window, region, str(archive_home), np.datetime64(f"{T}10:10", "ns"),
+                               ("sprog",), 2, pure=False).result()
+        assert result.failures == {} and "sprog" in result.states
+        assert all(getattr(w, "_client", None) is None for w in cluster.workers.values())
+
+
 def test_extrapolation_beats_persistence_on_the_moving_field(synchronous):
     s = synchronous.scores
     assert synchronous.reference_times.size == 6 and list(s["forecast_method"].values) == list(METHODS)
