@@ -72,6 +72,17 @@ readers that hold the store open *while* an overwrite or a drop runs (they
 may see new values of rows that changed; readers that open after the commit
 are consistent).
 
+Where the code lives
+--------------------
+This module holds :class:`Archive` (opening, the sorted view, append, drop)
+and the checks on incoming frames (:func:`conform`). The store layout
+(attribute names, variables, chunking and codecs, the CF dataset, row I/O)
+is in :mod:`nowcast.io.archive_layout`, the commit protocol and recovery in
+:mod:`nowcast.io.archive_commit`, the write lock in
+:mod:`nowcast.io.archive_lock`, and frames on their way in (in memory, or
+staged by ingest workers) in :mod:`nowcast.io.archive_staging`. Their public
+names are importable from here as before.
+
 Idempotency
 -----------
 A frame whose time is already archived is compared with the stored field
@@ -84,14 +95,11 @@ unless ``overwrite=True``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import shutil
 import time as _time
 import uuid
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,54 +111,40 @@ import xarray as xr
 from nowcast.config import Region, load_region
 from nowcast.errors import ArchiveError, ForecastError, InputFileError, LockError, NowcastError
 from nowcast.grid import GRID_MAPPING_NAME, crs_of
+from nowcast.io.archive_commit import CommitProtocol
+from nowcast.io.archive_layout import (  # noqa: F401 - names of the layout, re-exported here
+    COMMIT_ID_ATTR,
+    COMMITTED_ATTR,
+    FORMAT_VERSION,
+    HISTORY_LINES,
+    MAX_TILE,
+    ROW_ORDER_ATTR,
+    ROW_ORDER_NOTE,
+    TIME_CHUNK,
+    TIME_UNITS,
+    VARIABLES,
+    VariableSpec,
+    _no_zarr_warnings,
+    _read_rows,
+    _utc_iso,
+    data_encoding,
+    grid_coords,
+    tile_shape,
+    variable_for,
+)
+from nowcast.io.archive_lock import LOCK_TIMEOUT_S, exclusive_lock
+from nowcast.io.archive_staging import FrameBatch, Staging, _alive
 from nowcast.paths import archive_path
-from nowcast.units import DBZ, KELVIN, MMH, canonical_units, dbz_to_rainrate, rainrate_to_dbz
+from nowcast.units import DBZ, MMH, canonical_units, dbz_to_rainrate, rainrate_to_dbz
 
 log = logging.getLogger(__name__)
 
-#: Root attribute holding the number of committed frames (the commit point).
-COMMITTED_ATTR = "nowcast_committed_frames"
-#: Version of the store layout, bumped on incompatible changes.
-FORMAT_VERSION = 2
-#: Root attribute holding the id of the last commit (a journal names the commit it precedes).
-COMMIT_ID_ATTR = "nowcast_commit"
-#: Root attribute telling external readers how rows are ordered.
-ROW_ORDER_ATTR = "nowcast_row_order"
-ROW_ORDER_NOTE = ("arrival: rows are in the order frames were written, not sorted by time; "
-                  "open with xr.open_zarr(...).sortby('time') (nowcast's Archive does this itself)")
-#: Largest spatial tile side of a chunk. Tiles divide the grid evenly (the
-#: 640x710 MeteoSwiss grid gets 2x2 tiles of 320x355 cells, 440 KiB each
-#: before compression): every chunk is one file written through a temporary
-#: file and a rename, and that per-file cost, not compression, dominates
-#: writing (measured: 15 ms/frame with ragged 256x256 tiles, 9 ms with 2x2,
-#: see docs/benchmarks.md), while tiles still let a point or sub-area time
-#: series read a quarter of each frame.
-MAX_TILE = 384
-#: Chunk length of the 1-D time coordinate (one small file for ~2 weeks of 5-min frames).
-TIME_CHUNK = 4096
-TIME_UNITS = "seconds since 1970-01-01"
 #: Reflectivity written for dry pixels when a rain-rate frame enters a dBZ
 #: archive (0 mm/h is -inf dBZ); -32 dBZ is the usual ODIM DBZH floor.
 DBZ_DRY = -32.0
 #: Relative/absolute tolerance under which two fields count as the same.
 RTOL = 1e-5
 ATOL = 1e-6
-#: Lines of ``history`` kept in the store's attributes.
-HISTORY_LINES = 50
-LOCK_TIMEOUT_S = 60.0
-
-
-def data_encoding(grid_shape: tuple[int, int]) -> dict[str, Any]:
-    """Chunks, codecs, dtype and fill of the archive's data array (one place for the store and :class:`Staging`)."""
-    from zarr.codecs import BloscCodec
-
-    return {
-        "chunks": (1, *tile_shape(grid_shape)),
-        # lz4 + byte shuffle: 1 ms/frame to compress against 4.4 ms for
-        # zstd + bitshuffle, for 4 % more bytes on radar fields
-        "compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
-        "dtype": "float32",
-    }
 
 
 def _fault_point(step: str) -> None:
@@ -159,41 +153,6 @@ def _fault_point(step: str) -> None:
     Fault-injection tests monkeypatch it to raise (or to kill the process)
     at a given ``step`` to prove every step is crash safe.
     """
-
-
-@dataclass(frozen=True)
-class VariableSpec:
-    """CF description of the archive variable for one kind of units."""
-
-    name: str
-    units: str
-    standard_name: str
-    long_name: str
-
-
-VARIABLES: dict[str, VariableSpec] = {
-    MMH: VariableSpec("rain_rate", MMH, "rainfall_rate", "rain rate"),
-    DBZ: VariableSpec("reflectivity", DBZ, "equivalent_reflectivity_factor", "equivalent reflectivity factor"),
-    KELVIN: VariableSpec("brightness_temperature", KELVIN, "toa_brightness_temperature", "top-of-atmosphere brightness temperature"),
-}
-
-
-def variable_for(region: Region) -> VariableSpec:
-    """The archive variable of a region (decided by ``region.units``)."""
-    return VARIABLES[canonical_units(region.units)]
-
-
-_COORDS_CACHE: dict[tuple, dict[str, xr.DataArray]] = {}
-
-
-def grid_coords(grid: Any) -> dict[str, xr.DataArray]:
-    """``grid.coords()``, cached per grid: building the CF grid mapping with
-    pyproj costs milliseconds, which adds up at tens of frames per second."""
-    key = grid.signature
-    if key not in _COORDS_CACHE:
-        with _no_zarr_warnings():
-            _COORDS_CACHE[key] = grid.coords()
-    return _COORDS_CACHE[key]
 
 
 _SAME_CRS: dict[tuple[str, str], bool] = {}
@@ -223,10 +182,6 @@ def on_grid(da: xr.DataArray, grid: Any) -> bool:
     if GRID_MAPPING_NAME not in da.coords:
         return False
     return _same_crs(da, grid)
-
-
-def _utc_iso(t: np.datetime64) -> str:
-    return np.datetime_as_string(np.datetime64(t, "s"), unit="s") + "Z"
 
 
 def convert_units(values: np.ndarray, units: str, region: Region, source: str) -> np.ndarray:
@@ -453,159 +408,6 @@ class AppendResult:
         self.rewritten += other.rewritten
 
 
-@dataclass
-class FrameBatch:
-    """Frames already in archive form (:func:`conform` has run on them), for :meth:`Archive._append_prepared`.
-
-    Each frame is either in memory (``values[k]``) or *staged*: written by a
-    worker process into slot ``slots[k]`` of ``staging``, from where the
-    commit moves its chunk files into the archive row by renaming them
-    (no decode, no encode, no copy).
-    """
-
-    times_ns: np.ndarray
-    sources: list[str]
-    values: list[np.ndarray | None]
-    slots: list[int | None] | None = None
-    staging: Staging | None = None
-    _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_values(cls, times_ns: np.ndarray, values: np.ndarray, sources: Sequence[str] | None = None) -> FrameBatch:
-        return cls(np.asarray(times_ns, dtype="int64"), list(sources or [""] * len(values)), list(values))
-
-    def __len__(self) -> int:
-        return len(self.times_ns)
-
-    def is_staged(self, k: int) -> bool:
-        return self.values[k] is None
-
-    def frame(self, k: int) -> np.ndarray:
-        """Frame ``k`` (a staged one is read back from the staging array, once)."""
-        if self.values[k] is not None:
-            return self.values[k]
-        if k not in self._cache:
-            self._cache[k] = self.staging.read(self.slots[k])
-        return self._cache[k]
-
-    def take(self, idx: Sequence[int]) -> FrameBatch:
-        return FrameBatch(
-            self.times_ns[list(idx)] if len(idx) else np.empty(0, dtype="int64"),
-            [self.sources[k] for k in idx],
-            [self.values[k] for k in idx],
-            None if self.slots is None else [self.slots[k] for k in idx],
-            self.staging,
-        )
-
-
-class Staging:
-    """A scratch copy of the archive's data array beside the store, one slot per file.
-
-    Worker processes of the ingest pipeline write each frame they read into
-    their own slot (no lock needed: nobody else writes there, and the store
-    itself is untouched); the driver's commit then *renames* the slot's chunk
-    files into the archive row (one rename of the slot's folder for a new
-    row). The array has the store's :func:`data_encoding`, so a chunk file
-    means the same in both (checked before renaming; otherwise frames are
-    copied through zarr). Its folder
-    (``archives/.REGION.zarr.staging-PID-XXXX``) is removed when the ingest
-    ends; one left by a dead process is removed by the next ingest.
-    """
-
-    def __init__(self, path: Path, variable: str) -> None:
-        self.path = Path(path)
-        self.variable = variable
-        self._array: Any = None
-        self._plan_cache: Any = False  # not computed yet
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "variable": self.variable, "_array": None, "_plan_cache": False}
-
-    def create(self, n_slots: int, grid_shape: tuple[int, int]) -> None:
-        """Create the array: the archive's :func:`data_encoding`, ``n_slots`` frames (bare zarr: milliseconds)."""
-        import zarr
-
-        enc = data_encoding(grid_shape)
-        with _no_zarr_warnings():
-            self._array = zarr.create_array(
-                str(self.array_dir), shape=(max(1, n_slots), *grid_shape), chunks=enc["chunks"], dtype=enc["dtype"],
-                compressors=enc["compressors"], fill_value=np.float32(np.nan), dimension_names=("time", "y", "x"),
-            )
-
-    @property
-    def array_dir(self) -> Path:
-        return self.path / self.variable
-
-    def _open(self) -> Any:
-        import zarr
-
-        if self._array is None:
-            with _no_zarr_warnings():
-                self._array = zarr.open_array(str(self.array_dir), mode="r+")
-        return self._array
-
-    def write(self, slot: int, frame: np.ndarray) -> None:
-        """Write one conformed frame into ``slot`` (run by a worker).
-
-        The chunks are encoded here with the array's own Blosc settings and
-        written as plain files: through zarr the same write cost about 8 ms
-        per 640x710 frame (its event-loop thread, a temporary file and a
-        rename per chunk), directly about 1.5 ms. No atomic rename is needed:
-        nobody reads a slot before its worker has returned. An all-NaN tile
-        gets no file, as zarr does it. Arrays with other codecs go through zarr.
-        """
-        frame = np.asarray(frame, dtype=np.float32)
-        plan = self._plan()
-        if plan is None:
-            self._open()[slot] = frame
-            return
-        codec, (ty, tx) = plan
-        ny, nx = frame.shape
-        for i in range(-(-ny // ty)):
-            for j in range(-(-nx // tx)):
-                tile = frame[i * ty : (i + 1) * ty, j * tx : (j + 1) * tx]
-                if tile.shape != (ty, tx):  # an edge tile: zarr stores whole chunks, padded with the fill value
-                    full = np.full((ty, tx), np.nan, dtype=np.float32)
-                    full[: tile.shape[0], : tile.shape[1]] = tile
-                    tile = full
-                if np.isnan(tile).all():
-                    continue
-                folder = self.array_dir / "c" / str(slot) / str(i)
-                folder.mkdir(parents=True, exist_ok=True)
-                raw = np.ascontiguousarray(tile, dtype="<f4").view(np.uint8).reshape(-1)
-                (folder / str(j)).write_bytes(codec.encode(raw))
-
-    def _plan(self) -> tuple[Any, tuple[int, int]] | None:
-        """``(numcodecs Blosc, tile shape)`` when the array is float32 + bytes(little) + blosc, else ``None``."""
-        if self._plan_cache is not False:
-            return self._plan_cache
-        plan = None
-        try:
-            meta = json.loads((self.array_dir / "zarr.json").read_text())
-            codecs = meta["codecs"]
-            if (meta["data_type"] == "float32" and meta["fill_value"] == "NaN" and len(codecs) == 2
-                    and codecs[0] == {"name": "bytes", "configuration": {"endian": "little"}}
-                    and codecs[1]["name"] == "blosc"
-                    and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}):
-                import numcodecs
-
-                cfg = codecs[1]["configuration"]
-                shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[cfg["shuffle"]]
-                codec = numcodecs.Blosc(cname=cfg["cname"], clevel=cfg["clevel"], shuffle=shuffle,
-                                        blocksize=cfg.get("blocksize", 0), typesize=cfg.get("typesize", 4))
-                plan = (codec, tuple(meta["chunk_grid"]["configuration"]["chunk_shape"][1:]))
-        except (OSError, KeyError, ValueError, TypeError):
-            plan = None
-        self._plan_cache = plan
-        return plan
-
-    def read(self, slot: int) -> np.ndarray:
-        return np.asarray(self._open()[slot])
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
 @dataclass(frozen=True)
 class FrameStats:
     """Value summary of one archived frame."""
@@ -670,17 +472,7 @@ class ArchiveInfo:
         }
 
 
-@contextlib.contextmanager
-def _no_zarr_warnings() -> Iterator[None]:
-    """Silence zarr's note that consolidated metadata is not in the v3 spec
-    (known and intended: the design asks for it) and pyproj's CF export note."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        warnings.filterwarnings("ignore", message=".*angle from rectified to skew grid.*")
-        yield
-
-
-class Archive:
+class Archive(CommitProtocol):
     """The Zarr archive of one region (see the module docstring for the protocol).
 
     Use :meth:`open`; one instance keeps the store's time axis in memory
@@ -698,7 +490,7 @@ class Archive:
         self._sorted_ns: np.ndarray = np.empty(0, dtype="int64")
         self._committed = 0
         self._commit_id: str | None = None
-        self._lock_fd: int | None = None
+        self._lock_held = False
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -731,10 +523,6 @@ class Archive:
         archive._load_state()
         return archive
 
-    @property
-    def _journal_path(self) -> Path:
-        """Beside the store, not in it, so zarr tools never see a stray file."""
-        return self.path.parent / f".{self.path.name}.journal.npz"
 
     @property
     def exists(self) -> bool:
@@ -776,17 +564,7 @@ class Archive:
                 self._consolidate().update_attributes(attrs)  # one root write
 
     # ----------------------------------------------------------- low level
-    def _root_meta(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / "zarr.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArchiveError(f"{self.path}: unreadable store metadata ({exc})") from None
 
-    def _committed_in_store(self) -> int:
-        attrs = self._root_meta().get("attributes", {})
-        if COMMITTED_ATTR not in attrs:
-            raise ArchiveError(f"{self.path}: not a nowcast archive (no '{COMMITTED_ATTR}' attribute)")
-        return int(attrs[COMMITTED_ATTR])
 
     def _check_store(self) -> None:
         attrs = self._root_meta().get("attributes", {})
@@ -805,41 +583,6 @@ class Archive:
             raise ArchiveError(f"{self.path}: archive format version {version} was written by a newer nowcast "
                                f"(this one reads up to {FORMAT_VERSION}); upgrade nowcast")
 
-    def _array_meta(self, name: str) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.path / name / "zarr.json").read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArchiveError(f"{self.path}: unreadable metadata of {name!r} ({exc})") from None
-
-    def _time_arrays(self) -> list[str]:
-        names = []
-        for child in sorted(self.path.iterdir()):
-            meta = self._array_meta(child.name) if child.is_dir() else None
-            if meta and meta.get("node_type") == "array" and (meta.get("dimension_names") or [None])[0] == "time":
-                names.append(child.name)
-        return names
-
-    def _needs_recovery(self) -> bool:
-        """Cheap check (a few small JSON reads) for debris of a crashed write."""
-        if self._journal_path.exists():
-            return True
-        committed = self._committed_in_store()
-        consolidated = self._root_meta().get("consolidated_metadata") or {}
-        for name in self._time_arrays():
-            if self._array_meta(name)["shape"][0] != committed:
-                return True
-            cons = (consolidated.get("metadata") or {}).get(name)
-            if cons is None or cons["shape"][0] != committed:
-                return True
-        return False
-
-    def _group(self, mode: str = "r+"):
-        import zarr
-
-        with _no_zarr_warnings():
-            return zarr.open_group(str(self.path), mode=mode, use_consolidated=False)
 
     def _load_state(self) -> None:
         """Read committed length and the committed time axis (raw seconds, row order)."""
@@ -862,6 +605,19 @@ class Archive:
         self._sorted_ns = self._times_ns[self._order]
         self._committed = int(self._times_ns.size)
 
+    @contextlib.contextmanager
+    def _locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Exclusive, process-death-safe write lock (re-entrant per instance; :mod:`nowcast.io.archive_lock`)."""
+        if self._lock_held:
+            yield
+            return
+        with exclusive_lock(self.path.parent / f".{self.path.name}.lock", self.path.name, timeout):
+            self._lock_held = True
+            try:
+                yield
+            finally:
+                self._lock_held = False
+
     def _row_of(self, t_ns: int) -> int | None:
         """Row holding time ``t_ns`` (ns), or ``None`` (binary search in the sorted view)."""
         k = int(np.searchsorted(self._sorted_ns, t_ns))
@@ -869,83 +625,6 @@ class Archive:
             return int(self._order[k])
         return None
 
-    @contextlib.contextmanager
-    def _locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-        """Exclusive, process-death-safe write lock (re-entrant per instance)."""
-        if self._lock_fd is not None:
-            yield
-            return
-        lock_path = self.path.parent / f".{self.path.name}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = _time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if _time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise LockError(f"{lock_path}: another process is writing archive {self.path.name}") from None
-                _time.sleep(0.05)
-        self._lock_fd = fd
-        try:
-            yield
-        finally:
-            self._lock_fd = None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-    def _consolidate(self):
-        import zarr
-
-        with _no_zarr_warnings():
-            return zarr.consolidate_metadata(str(self.path))
-
-    def _recover(self) -> None:
-        """Bring the store back to its last commit (see module docstring)."""
-        committed = self._committed_in_store()
-        journal_path = self._journal_path
-        group = self._group("r+")
-        if journal_path.exists():
-            with np.load(journal_path) as j:
-                before, after = int(j["before"]), int(j["after"])
-                if "rows" in j:  # format 2: the rows that change, and the commit they precede
-                    rows = np.asarray(j["rows"], dtype="int64")
-                    committed_id = self._root_meta().get("attributes", {}).get(COMMIT_ID_ATTR)
-                    roll_back = str(j["commit"]) != committed_id
-                    if roll_back and committed != before:
-                        raise ArchiveError(
-                            f"{journal_path}: journal for {before}->{after} frames does not match the "
-                            f"{committed} committed frames; move the archive aside and re-ingest"
-                        )
-                else:  # a version-1 writer's tail rewrite: rows start..before
-                    rows = np.arange(int(j["start"]), before, dtype="int64")
-                    roll_back = committed == before
-                    if not roll_back and committed != after:
-                        raise ArchiveError(
-                            f"{journal_path}: journal for {before}->{after} frames does not match the "
-                            f"{committed} committed frames; move the archive aside and re-ingest"
-                        )
-                if roll_back:
-                    log.warning("%s: rolling back an interrupted write of %d archived row(s)", self.path, rows.size)
-                    for name in self._time_arrays():
-                        arr = group[name]
-                        if arr.shape[0] < before:
-                            arr.resize((before, *arr.shape[1:]))
-                        _write_rows(arr, rows, j[f"array_{name}"])
-            journal_path.unlink()
-        for name in self._time_arrays():
-            arr = group[name]
-            if arr.shape[0] > committed:
-                log.warning("%s: dropping %d uncommitted frame(s) of %r", self.path, arr.shape[0] - committed, name)
-                arr.resize((committed, *arr.shape[1:]))
-            elif arr.shape[0] < committed:
-                raise ArchiveError(f"{self.path}: {name!r} holds {arr.shape[0]} frames but {committed} are committed")
-        for partial in [*self.path.rglob("*.partial"), *self.path.parent.glob(f".{self.path.name}.journal.npz.*.partial")]:
-            partial.unlink(missing_ok=True)
-        self._consolidate()
-        self._committed = -1  # force a reload of the time axis
 
     # -------------------------------------------------------------- reading
     @property
@@ -1268,264 +947,9 @@ class Archive:
         self._set_times(np.concatenate([self._times_ns, new_times]))
         return result
 
-    def _dataset(self, times_ns: np.ndarray, values: np.ndarray, with_grid: bool) -> xr.Dataset:
-        spec = self.spec
-        coords: dict[str, Any] = {"time": times_ns.astype("datetime64[ns]")}
-        if with_grid:
-            coords.update(grid_coords(self.grid))
-        da = xr.DataArray(
-            values,
-            dims=("time", "y", "x"),
-            coords=coords,
-            name=spec.name,
-            attrs={
-                "units": spec.units,
-                "standard_name": spec.standard_name,
-                "long_name": spec.long_name,
-                "grid_mapping": GRID_MAPPING_NAME,
-                "region": self.region.name,
-            },
-        )
-        ds = da.to_dataset()
-        ds["time"].attrs.update({"standard_name": "time", "long_name": "time (end of the radar interval), UTC", "axis": "T"})
-        return ds
-
-    def _history(self, line: str) -> str:
-        previous = self._root_meta().get("attributes", {}).get("history", "") if self.exists else ""
-        stamp = np.datetime_as_string(np.datetime64("now", "s"), unit="s") + "Z"
-        lines = [ln for ln in str(previous).split("\n") if ln] + [f"{stamp} nowcast: {line}"]
-        return "\n".join(lines[-HISTORY_LINES:])
-
-    def _skeleton(self, path: Path, times_ns: np.ndarray, attrs: dict[str, Any]) -> None:
-        """Write a store of ``len(times_ns)`` frames at ``path``: metadata, coordinates, no data chunks."""
-        import dask.array
-
-        data = data_encoding(self.grid.shape)
-        lazy = dask.array.zeros((times_ns.size, *self.grid.shape), dtype=np.float32, chunks=data["chunks"])
-        ds = self._dataset(times_ns, lazy, with_grid=True)
-        ds.attrs.update(attrs)
-        encoding = {
-            self.spec.name: {**data, "_FillValue": np.float32(np.nan)},
-            "time": {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64", "chunks": (TIME_CHUNK,)},
-        }
-        with _no_zarr_warnings():
-            # compute=False: metadata and coordinates only; the frames are written (or moved in) next
-            ds.to_zarr(str(path), mode="w-", encoding=encoding, zarr_format=3, consolidated=True, compute=False)
-
-    def _create(self, frames: FrameBatch, result: AppendResult) -> None:
-        """Write a new store in a temporary folder and rename it into place."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.parent.glob(f".{self.path.name}.creating-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = self.path.parent / f".{self.path.name}.creating-{uuid.uuid4().hex[:8]}"
-        attrs = {
-            "Conventions": "CF-1.8",
-            "title": f"nowcast archive of region {self.region.name}",
-            "region": self.region.name,
-            "region_description": self.region.description,
-            "timestep_minutes": self.region.timestep_minutes,
-            "source": "radar composites ingested by nowcast",
-            "nowcast_format_version": FORMAT_VERSION,
-            ROW_ORDER_ATTR: ROW_ORDER_NOTE,
-        }
-        try:
-            self._skeleton(tmp, frames.times_ns, attrs)
-            import zarr
-
-            with _no_zarr_warnings():
-                group = zarr.open_group(str(tmp), mode="r+", use_consolidated=False)
-            self._put_frames(group, tmp, np.arange(len(frames)), frames)  # a group maps names to arrays too
-            _fault_point("create")
-            with _no_zarr_warnings():
-                zarr.consolidate_metadata(str(tmp)).update_attributes(
-                    {
-                        COMMITTED_ATTR: len(frames),
-                        COMMIT_ID_ATTR: uuid.uuid4().hex,
-                        "history": self._history(f"created with {len(frames)} frame(s) from {_describe(frames.sources)}"),
-                    }
-                )
-            os.rename(tmp, self.path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("%s: created with %d frame(s)", self.path, len(frames))
-
-    def _put_frames(self, group: Any, store: Path, rows: np.ndarray, frames: FrameBatch) -> None:
-        """Write ``frames`` (data and time) to ``rows`` of the store at ``store``.
-
-        In-memory frames are written through zarr; staged ones are moved in
-        by renaming their chunk files when the staging array's chunk encoding
-        is the store's (it is unless the store was made with other settings),
-        else read back and written.
-        """
-        rows = np.asarray(rows, dtype="int64")
-        if not rows.size:
-            return
-        arr = group[self.spec.name]
-        staged = [k for k in range(len(frames)) if frames.is_staged(k)]
-        movable = bool(staged) and _same_chunk_encoding(store / self.spec.name, frames.staging.array_dir)
-        in_memory = [k for k in range(len(frames)) if not (movable and frames.is_staged(k))]
-        if in_memory:
-            _write_rows(arr, rows[in_memory], np.stack([frames.frame(k) for k in in_memory]))
-        if movable:
-            meta = json.loads((store / self.spec.name / "zarr.json").read_text())
-            chunk = meta["chunk_grid"]["configuration"]["chunk_shape"]
-            tiles = [f"{i}/{j}" for i in range(-(-meta["shape"][1] // chunk[1])) for j in range(-(-meta["shape"][2] // chunk[2]))]
-            src_root, dst_root = frames.staging.array_dir / "c", store / self.spec.name / "c"
-            dst_root.mkdir(parents=True, exist_ok=True)
-            for k in staged:
-                _move_row(src_root / str(frames.slots[k]), dst_root / str(int(rows[k])), tiles)
-        _write_rows(group["time"], rows, np.asarray(frames.times_ns, dtype="int64") // 1_000_000_000)
-
-    def _write_tail(
-        self,
-        n_after: int,
-        rows: np.ndarray,
-        frames: FrameBatch,
-        result: AppendResult,
-        journal_rows: np.ndarray | None = None,
-        line: str | None = None,
-    ) -> None:
-        """Steps 1-6 of the commit protocol: write ``frames`` to ``rows`` and commit ``n_after`` rows.
-
-        Every commit into an existing store goes through here (the historic
-        name is kept: fault-injection tests and ``benchmarks/soak.py`` hook
-        it). ``journal_rows``: committed rows that change or disappear (an
-        overwrite, a drop); their old values are journaled first. Rows at or
-        beyond the current commit point need no journal: until the commit
-        they are debris that recovery truncates.
-        """
-        journal = self._journal_path
-        group = self._group("r+")
-        arrays = {name: group[name] for name in self._time_arrays()}
-        n_old = self._committed
-        commit_id = uuid.uuid4().hex
-        journal_rows = np.empty(0, dtype="int64") if journal_rows is None else np.asarray(journal_rows, dtype="int64")
-        if journal_rows.size:
-            tmp = journal.with_name(f"{journal.name}.{uuid.uuid4().hex[:8]}.partial")
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    rows=journal_rows,
-                    before=n_old,
-                    after=n_after,
-                    commit=commit_id,
-                    **{f"array_{name}": _read_rows(arr, journal_rows) for name, arr in arrays.items()},
-                )
-            os.replace(tmp, journal)
-            _fault_point("journal")
-        for arr in arrays.values():
-            if arr.shape[0] != n_after:
-                arr.resize((n_after, *arr.shape[1:]))
-        _fault_point("resize")
-        self._put_frames(arrays, self.path, rows, frames)
-        _fault_point("write")
-        if line is None:
-            line = f"appended {len(result.added)} frame(s)"
-            if result.replaced:
-                line += f", replaced {len(result.replaced)}"
-        if result.rewritten:
-            line += f", rewrote {result.rewritten} archived frame(s) (journaled)"
-        with _no_zarr_warnings():
-            # The group returned by consolidation carries the fresh consolidated
-            # metadata, so this single root zarr.json write is the commit.
-            root = self._consolidate()
-            _fault_point("consolidate")
-            # update_attributes writes zarr.json once (attrs.update would write it once per key,
-            # and the count and the commit id must change together)
-            root.update_attributes({COMMITTED_ATTR: int(n_after), COMMIT_ID_ATTR: commit_id, "history": self._history(line),
-                               "nowcast_format_version": FORMAT_VERSION, ROW_ORDER_ATTR: ROW_ORDER_NOTE})
-        self._commit_id = commit_id
-        _fault_point("commit")
-        journal.unlink(missing_ok=True)
-        log.debug("%s: %s", self.path.name, line)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a staging folder of a dead ingest can go)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _move_row(src: Path, dst: Path, tiles: list[str]) -> None:
-    """Move a staged frame's chunk files (``src/i/j``) to an archive row (``dst/i/j``) by renaming.
-
-    A row folder that does not exist yet (a new row) takes one rename of the
-    whole folder. Otherwise (a replaced row, or debris of an interrupted
-    write) tile by tile, deleting the row's tiles the frame does not have:
-    zarr writes no file for an all-NaN tile, so an absent file is data too.
-    """
-    try:
-        os.rename(src, dst)
-        return
-    except FileNotFoundError:
-        if not src.exists():  # every tile of the frame is NaN
-            shutil.rmtree(dst, ignore_errors=True)
-            return
-        raise
-    except OSError:  # the row folder exists and is not empty
-        pass
-    for tile in tiles:
-        s, d = src / tile, dst / tile
-        if s.exists():
-            d.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(s, d)
-        else:
-            d.unlink(missing_ok=True)
-
-
-def _same_chunk_encoding(a: Path, b: Path) -> bool:
-    """Whether chunk files of arrays ``a`` and ``b`` are interchangeable (same key layout, grid, codecs, dtype, fill)."""
-    try:
-        ma, mb = (json.loads((p / "zarr.json").read_text()) for p in (a, b))
-    except (OSError, json.JSONDecodeError):
-        return False
-    keys = ("chunk_key_encoding", "chunk_grid", "codecs", "data_type", "fill_value")
-    default = ma.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}}
-    return default and all(ma.get(k) == mb.get(k) for k in keys) and ma["shape"][1:] == mb["shape"][1:]
-
-
-def _runs(rows: np.ndarray) -> Iterator[tuple[int, int, int]]:
-    """``(k0, k1, row0)``: maximal stretches ``rows[k0:k1] == row0 + arange(k1 - k0)``."""
-    k0 = 0
-    for k in range(1, rows.size + 1):
-        if k == rows.size or rows[k] != rows[k - 1] + 1:
-            yield k0, k, int(rows[k0])
-            k0 = k
-
-
-def _write_rows(arr: Any, rows: np.ndarray, values: np.ndarray) -> None:
-    """``arr[rows] = values`` along the first axis, one slice write per run of consecutive rows."""
-    rows = np.asarray(rows, dtype="int64")
-    for k0, k1, r0 in _runs(rows):
-        arr[r0 : r0 + k1 - k0] = values[k0:k1]
-
-
-def _read_rows(arr: Any, rows: np.ndarray) -> np.ndarray:
-    """``arr[rows]`` along the first axis, one slice read per run of consecutive rows."""
-    rows = np.asarray(rows, dtype="int64")
-    out = np.empty((rows.size, *arr.shape[1:]), dtype=arr.dtype)
-    for k0, k1, r0 in _runs(rows):
-        out[k0:k1] = arr[r0 : r0 + k1 - k0]
-    return out
-
-
-def tile_shape(shape: tuple[int, int], max_tile: int = MAX_TILE) -> tuple[int, int]:
-    """Spatial chunk shape: the fewest tiles per axis of at most ``max_tile``
-    cells, sized so they divide the axis as evenly as possible."""
-    return tuple(-(-n // -(-n // max_tile)) for n in shape)  # type: ignore[return-value]
-
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     """Same field within float tolerance, NaN (no data) equal to NaN."""
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True))
 
 
-def _describe(sources: Sequence[str]) -> str:
-    unique = list(dict.fromkeys(Path(s).name for s in sources))
-    return ", ".join(unique[:3]) + (f" and {len(unique) - 3} more" if len(unique) > 3 else "")
