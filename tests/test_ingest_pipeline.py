@@ -271,7 +271,9 @@ def test_pool_ingest_killed_mid_commit(home: Path, odim_stream, tmp_path: Path, 
     proc = subprocess.run([sys.executable, str(script), *map(str, files)], env={**os.environ, "KILL_AT": step},
                           cwd=Path(__file__).parents[1], timeout=120)
     assert proc.returncode == -9
+    assert list((home / "archives").glob(".*staging*")), "the killed ingest left its staging folder"
     archive = Archive.open("swiss")
+    assert not list((home / "archives").glob(".*staging*")), "opening the archive removes a dead ingest's staging folder"
     n = len(archive.times)
     assert n in ((6,) if step == "commit" else (3,))
     np.testing.assert_array_equal(archive.times, T0 + STEP * np.arange(n))
@@ -283,7 +285,6 @@ def test_pool_ingest_killed_mid_commit(home: Path, odim_stream, tmp_path: Path, 
     assert not _orphans(script), "pool workers must die with their driver"
     report = ingest_files(files, "swiss", scheduler="processes", progress=False)
     assert len(report.result.added) == 7 - n and len(report.result.unchanged) == n
-    assert not list((home / "archives").glob(".*staging*")), "a dead ingest's staging folder is removed"
 
 
 def _orphans(script: Path) -> list[str]:

@@ -512,6 +512,7 @@ class Archive(CommitProtocol):
         if not create and not (path / "zarr.json").is_file():
             raise ArchiveError(f"{path}: no archive for region {reg.name!r}; run 'nowcast ingest --region {reg.name}' first")
         archive = cls(reg, path)
+        archive._remove_dead_staging()
         if archive.exists:
             archive._check_store()
             if archive._needs_recovery():
@@ -821,16 +822,23 @@ class Archive(CommitProtocol):
     def staging(self, n_slots: int) -> Iterator[Staging]:
         """A :class:`Staging` array of ``n_slots`` frames beside the store, removed on exit."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.parent.glob(f".{self.path.name}.staging-*"):
-            pid = stale.name.rsplit(".staging-", 1)[1].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
+        self._remove_dead_staging()
         staging = Staging(self.path.parent / f".{self.path.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}", self.spec.name)
         try:
             staging.create(n_slots, self.grid.shape)
             yield staging
         finally:
             staging.remove()
+
+    def _remove_dead_staging(self) -> None:
+        """Remove staging folders of ingests whose process is gone (killed: up to one frame per file they had)."""
+        if not self.path.parent.is_dir():
+            return
+        for stale in self.path.parent.glob(f".{self.path.name}.staging-*"):
+            pid = stale.name.rsplit(".staging-", 1)[1].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                log.warning("%s: removing the staging folder of an interrupted ingest", stale)
+                shutil.rmtree(stale, ignore_errors=True)
 
     def drop(self, start: np.datetime64 | str, end: np.datetime64 | str | None = None) -> list[np.datetime64]:
         """Remove the frames from ``start`` to ``end`` (inclusive; ``end=None``: only ``start``), crash-safely.
