@@ -118,6 +118,10 @@ class ZarrSequences:
         self.lagrangian = config.frame == "lagrangian"
         self.input_frames = d.input_frames
         self.persistent_fraction = config.training.persistent_fraction
+        self.persistent_motion = config.motion.method if config.training.persistent_motion == "estimated" else None
+        self.persistent_rotation = config.training.persistent_rotation_deg
+        shift = config.training.intensity_shift_db
+        self.intensity_shift_db = shift if (shift is not None and config.data.modality == "rain") else None
         self.motion = None
         if self.lagrangian:
             from pipelines.sequences import MOTION_VARIABLE, ensure_motion
@@ -147,28 +151,44 @@ class ZarrSequences:
         y0 = rng.integers(0, self.ny - self.size + 1, batch_size)
         x0 = rng.integers(0, self.nx - self.size + 1, batch_size)
         persistent = rng.random(batch_size) < self.persistent_fraction if self.lagrangian else None
+        # Drawn last, and only for training batches, so batches without it are unchanged.
+        gain = None
+        if self.intensity_shift_db is not None and split == 0:
+            gain = (10.0 ** (rng.uniform(*self.intensity_shift_db, batch_size) / 10.0)).astype(np.float32)
+        rotation = None  # (B, 3): degrees per step, centre row and column as fractions of the window
+        if self.lagrangian and self.persistent_rotation > 0:
+            a = self.persistent_rotation
+            rotation = np.column_stack([rng.uniform(-a, a, batch_size), rng.random(batch_size), rng.random(batch_size)])
         if part is not None:
             seqs, t0, y0, x0 = seqs[part], t0[part], y0[part], x0[part]
             persistent = None if persistent is None else persistent[part]
+            gain = None if gain is None else gain[part]
+            rotation = None if rotation is None else rotation[part]
             batch_size = len(seqs)
         if self.lagrangian:
-            return self._lagrangian_batch(seqs, t0, y0, x0, persistent)
+            return self._lagrangian_batch(seqs, t0, y0, x0, persistent, gain, rotation)
         out = np.empty((batch_size, self.frames, self.size, self.size), dtype=np.float32)
         for b in range(batch_size):
             sl = (int(seqs[b]), slice(int(t0[b]), int(t0[b]) + self.frames),
                   slice(int(y0[b]), int(y0[b]) + self.size), slice(int(x0[b]), int(x0[b]) + self.size))
             block = self.cache[sl] if self.cache is not None else np.asarray(self.data[sl].values, dtype=np.float32)
-            out[b] = block
+            out[b] = block if gain is None else block * gain[b]
         with np.errstate(invalid="ignore"):  # NaN (no data) -> the normalisation's zero
             x = np.nan_to_num(self.normaliser.forward(out), nan=0.0, posinf=0.0, neginf=0.0)
         return torch.from_numpy(x)[:, :, None]
 
-    def _lagrangian_batch(self, seqs, t0, y0, x0, persistent) -> tuple[torch.Tensor, torch.Tensor]:
+    def _lagrangian_batch(self, seqs, t0, y0, x0, persistent, gain=None, rotation=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames moved to their analysis time along the stored motion (:func:`nowcast.models.lagrangian.training_batch`).
 
         Each crop is moved inside a window ``margin`` cells wider on every
         side (where the store allows), so rain flows in from outside the crop
         as it does in a forecast; all windows of a batch have one size.
+        ``gain`` (per sample) multiplies the rain rates first
+        (``training.intensity_shift_db``); rates pushed below the rain
+        threshold become dry, as they would on a lighter day. ``rotation``
+        (per sample: degrees per step, centre as fractions of the window)
+        is the motion error persistent samples are made with
+        (``training.persistent_rotation_deg``).
         """
         from nowcast.models.lagrangian import training_batch
 
@@ -183,10 +203,18 @@ class ZarrSequences:
             ya = int(np.clip(int(y0[b]) - m, 0, self.ny - wy))
             xa = int(np.clip(int(x0[b]) - m, 0, self.nx - wx))
             frames[b] = self._read((s, slice(t, t + T), slice(ya, ya + wy), slice(xa, xa + wx)))
+            if gain is not None:
+                frames[b] *= gain[b]
             v = self.motion[s, t + self.input_frames - 1, :, ya : ya + wy, xa : xa + wx]
             vel[b] = v if isinstance(v, np.ndarray) else v.values
             inner.append((int(y0[b]) - ya, int(x0[b]) - xa))
-        x, valid = training_batch(frames, vel, self.input_frames, self.normaliser, persistent)
+        error = None
+        if rotation is not None:
+            from nowcast.models.lagrangian import rotation_field
+
+            error = np.stack([rotation_field((wy, wx), deg, cy * wy, cx * wx) for deg, cy, cx in rotation])
+        x, valid = training_batch(frames, vel, self.input_frames, self.normaliser, persistent, self.persistent_motion,
+                                  error)
         x = torch.stack([x[b, :, iy : iy + S, ix : ix + S] for b, (iy, ix) in enumerate(inner)])
         valid = torch.stack([valid[b, :, iy : iy + S, ix : ix + S] for b, (iy, ix) in enumerate(inner)])
         return x[:, :, None].contiguous(), valid[:, :, None].contiguous()

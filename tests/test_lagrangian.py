@@ -163,6 +163,73 @@ def test_motion_is_stored_once_and_batches_are_lagrangian(tmp_path):
     assert err < 0.1 and v[:, -1].mean() > 0.5, (err, moved)
 
 
+def test_intensity_shift_scales_training_rain_only_and_leaves_other_batches_alone(tmp_path):
+    """training.intensity_shift_db: a fixed +3 dB shift doubles every training rate; validation is untouched."""
+    from nowcast.models.lagrangian import normalise_db
+    from nowcast.motion import to_db
+    from nowcast.training import make_batches, split_batch
+
+    store = _moving_store(tmp_path / "seq.zarr")
+    plain = _train_config(tmp_path, store)
+    shifted = _train_config(tmp_path, store, intensity_shift_db=(3.0, 3.0))
+    ranged = _train_config(tmp_path, store, intensity_shift_db=(-10.0, 3.0))
+    f0, v0 = split_batch(next(make_batches(plain)))
+    f1, v1 = split_batch(next(make_batches(shifted)))
+    # The same crops, motion and validity: only the rates change, by 10**0.3 (+3.0103 dB after the
+    # dB transform, where both are wet; to_db thresholds at 0.1 mm/h, so light rain can become wet).
+    assert np.array_equal(v0.numpy(), v1.numpy())
+    norm = plain.data.normaliser
+    one = float(normalise_db(to_db(np.array([1.0]), threshold=0.1, zerovalue=-15.0), norm)[0])
+    two = float(normalise_db(to_db(np.array([10 ** 0.3]), threshold=0.1, zerovalue=-15.0), norm)[0])
+    wet = (f0.numpy() >= one) & v0.numpy().astype(bool)
+    assert wet.sum() > 50
+    np.testing.assert_allclose((f1.numpy() - f0.numpy())[wet], two - one, atol=1e-3)
+    # validation batches never shift; a range draws a different gain per sample
+    val = [split_batch(next(make_batches(c, "val")))[0].numpy() for c in (plain, shifted)]
+    assert np.array_equal(val[0], val[1])
+    f2 = split_batch(next(make_batches(ranged)))[0].numpy()
+    means = [(f2[b] - f0.numpy()[b])[wet[b]].mean() for b in range(f2.shape[0]) if wet[b].sum() > 5]
+    assert np.ptp(means) > 0.05 and all(-10.5 / 15 < m < 3.5 / 15 for m in means), means
+
+
+def test_rotation_field_turns_counterclockwise_on_a_north_up_grid():
+    from nowcast.models.lagrangian import rotation_field
+
+    v = rotation_field((21, 21), 2.0, 10.0, 10.0)
+    assert np.allclose(v[:, 10, 10], 0.0)
+    assert v[1, 10, 20] < 0 and abs(v[0, 10, 20]) < 1e-6  # east of the centre: northwards (rows decrease)
+    assert v[0, 0, 10] < 0 and abs(v[1, 0, 10]) < 1e-6    # north of the centre: westwards
+    assert np.isclose(np.hypot(*v[:, 10, 20]), np.radians(2.0) * 10, rtol=1e-5)
+
+
+def test_persistent_samples_with_estimated_motion_and_rotation(tmp_path):
+    """Rotation the estimated motion misses leaves a misalignment in the persistent samples; none without it."""
+    from nowcast.training import make_batches, split_batch
+
+    store = _moving_store(tmp_path / "seq.zarr", size=32)
+    common = {"persistent_fraction": 1.0, "persistent_motion": "estimated"}
+    cfgs = {"stored": _train_config(tmp_path, store, persistent_fraction=1.0),
+            "estimated": _train_config(tmp_path, store, **common),
+            "rotated": _train_config(tmp_path, store, persistent_rotation_deg=8.0, **common)}
+
+    def misalignment(cfg):
+        f, v = (t.numpy() for t in split_batch(next(make_batches(cfg))))
+        wet, ok = f[:, 2] > 0.4, v[:, 0].astype(bool)
+        return float(np.abs(f[:, 0] - f[:, 2])[wet & ok].mean())
+
+    m = {k: misalignment(c) for k, c in cfgs.items()}
+    # their truth is "no change": every future frame is the Lagrangian analysis frame (input 3 of 3)
+    f = split_batch(next(make_batches(cfgs["rotated"])))[0].numpy()
+    assert np.array_equal(f[:, 3:], np.broadcast_to(f[:, 2:3], f[:, 3:].shape))
+    assert not np.array_equal(f[:, 0], f[:, 2])
+    assert m["stored"] < 0.08 and m["estimated"] < 0.08, m  # moved and moved back: interpolation only
+    assert m["rotated"] > 1.5 * m["estimated"], m
+    with pytest.raises(ConfigError, match="persistent_rotation_deg needs"):
+        _train_config(tmp_path, store, persistent_rotation_deg=1.0)
+    with pytest.raises(ConfigError, match="intensity_shift_db"):
+        _train_config(tmp_path, store, intensity_shift_db=(3.0, -3.0))
+
+
 def test_lagrangian_training_learns_growth_and_beats_extrapolation(tmp_path):
     from nowcast.models.zoo import load_forecaster
     from nowcast.training import train

@@ -12,6 +12,8 @@ section listing its sources (transferable memory, docs/TMU) or an
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,6 +150,24 @@ class TrainingConfig(StrictModel):
         description="Lagrangian models: share of each batch made Lagrangian-persistent (every frame equal to the "
         "analysis frame), so the model learns to leave unchanging rain unchanged.",
     )
+    persistent_motion: Literal["stored", "estimated"] = Field(
+        "stored",
+        description="Lagrangian models: motion that moves a persistent sample back to its analysis time: the stored "
+        "motion that moved it ('stored', nearly an exact copy), or re-estimated from its moved frames by "
+        "motion.method as in a forecast ('estimated': the errors real rigid motion shows through optical flow).",
+    )
+    persistent_rotation_deg: float = Field(
+        0.0, ge=0, le=10,
+        description="With persistent_motion 'estimated': persistent samples are made by the stored motion plus a "
+        "solid-body rotation of up to this many degrees per step about a random centre, which a smooth optical-flow "
+        "field does not capture, so the moved-back inputs carry the misalignment real rotating rain shows.",
+    )
+    intensity_shift_db: tuple[float, float] | None = Field(
+        None,
+        description="Rain: every training sample's rain rates multiplied by 10**(s/10), s drawn uniformly from this "
+        "dB range (validation samples untouched), so the network cannot tie growth or decay to the absolute rain "
+        "level of the one day its sequences were simulated from; it must read it from the window's history.",
+    )
     soft_csi_weight: float = Field(0.0, ge=0, description="Weight of the soft-CSI loss term (does not reward blur).")
     soft_csi_thresholds: list[float] = Field(default_factory=lambda: [1.0, 5.0], description="mm/h thresholds of the soft CSI.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
@@ -161,6 +181,13 @@ class TrainingConfig(StrictModel):
     def _sampling_order(self) -> "TrainingConfig":
         if self.sampling_end < self.sampling_start:
             raise ValueError(f"sampling_end {self.sampling_end} is before sampling_start {self.sampling_start}")
+        if self.persistent_rotation_deg > 0 and self.persistent_motion != "estimated":
+            raise ValueError("persistent_rotation_deg needs persistent_motion 'estimated' (a rotation the stored "
+                             "motion moved back would leave exact copies)")
+        if self.intensity_shift_db is not None:
+            lo, hi = self.intensity_shift_db
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ValueError(f"intensity_shift_db {list(self.intensity_shift_db)}: need finite low <= high")
         return self
 
 
