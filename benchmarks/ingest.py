@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.ingest import BATCH_SIZE, _n_workers
 
     n = args.frames
+    capacity_before = parallel_capacity()
     with tempfile.TemporaryDirectory(prefix="nowcast-bench-") as tmp:
         work = Path(tmp)
         files = make_stream(work / "stream", n)
@@ -179,8 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         "CHRFO file with only their times changed. Steady state and floor: best of "
         f"{args.repeat} runs; end to end: one run, cluster start-up and worker imports included.",
         "",
-        f"Parallel capacity: two busy processes got {capacity:.2f} cores' worth of CPU "
-        "(`parallel_capacity()` in the script; 2.0 on two free cores).",
+        f"Parallel capacity: two busy processes got {capacity_before:.2f} cores' worth of CPU before the runs "
+        f"and {capacity:.2f} after (`parallel_capacity()` in the script; 2.0 on two free cores).",
         "",
         f"Floor (one process, no xarray, no checks): h5py read {fl['read_s'] / n * 1e3:.1f} ms/frame + "
         f"zarr write {fl['write_s'] / n * 1e3:.1f} ms/frame = **{n / floor_s:.1f} frames/s**.",
