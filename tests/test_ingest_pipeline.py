@@ -292,3 +292,37 @@ def _orphans(script: Path) -> list[str]:
 
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if str(script) in line]
+
+
+def test_files_of_several_frames_go_through_the_pool(tmp_path: Path, monkeypatch) -> None:
+    """A CF netCDF with several times cannot be staged in one slot: its frames travel to the driver
+    (packed) and land exactly as with the synchronous path."""
+    import warnings
+
+    import xarray as xr
+
+    from nowcast.config import load_region
+
+    grid = load_region("swiss-south").grid
+    files = []
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            coords = grid.coords()
+        n = 1 if k == 1 else 2  # one single-frame file among them: staged
+        times = T0 + STEP * (np.arange(n) + 2 * k)
+        values = rng.gamma(0.3, 2.0, size=(n, *grid.shape)).astype(np.float32)
+        ds = xr.Dataset({"rain": (("time", "y", "x"), values, {"units": "mm/h", "grid_mapping": "spatial_ref"})},
+                        coords={"time": times, **coords})
+        path = tmp_path / f"multi{k}.nc"
+        ds.to_netcdf(path)
+        files.append(path)
+    got = {}
+    for scheduler in ("synchronous", "processes"):
+        home = tmp_path / scheduler
+        monkeypatch.setenv("NOWCAST_HOME", str(home))
+        report = ingest_files(files, "swiss-south", home=home, scheduler=scheduler, progress=False)
+        assert len(report.result.added) == 5 and not report.skipped, report.summary()
+        got[scheduler] = Archive.open("swiss-south", home=home).read().values
+    np.testing.assert_array_equal(got["processes"], got["synchronous"])
