@@ -524,7 +524,6 @@ class Archive(CommitProtocol):
         archive._load_state()
         return archive
 
-
     @property
     def exists(self) -> bool:
         return (self.path / "zarr.json").is_file()
@@ -565,8 +564,6 @@ class Archive(CommitProtocol):
                 self._consolidate().update_attributes(attrs)  # one root write
 
     # ----------------------------------------------------------- low level
-
-
     def _check_store(self) -> None:
         attrs = self._root_meta().get("attributes", {})
         if attrs.get("region") not in (None, self.region.name):
@@ -583,7 +580,6 @@ class Archive(CommitProtocol):
         if version > FORMAT_VERSION:
             raise ArchiveError(f"{self.path}: archive format version {version} was written by a newer nowcast "
                                f"(this one reads up to {FORMAT_VERSION}); upgrade nowcast")
-
 
     def _load_state(self) -> None:
         """Read committed length and the committed time axis (raw seconds, row order)."""

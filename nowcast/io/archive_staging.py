@@ -20,6 +20,7 @@ import numpy as np
 
 from nowcast.io.archive_layout import _no_zarr_warnings, data_encoding
 
+
 @dataclass
 class FrameBatch:
     """Frames already in archive form (:func:`conform` has run on them), for :meth:`Archive._append_prepared`.
