@@ -285,6 +285,17 @@ def split_batch(item: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple
     return item, torch.ones_like(item)
 
 
+def scored_weight(weight: torch.Tensor, input_frames: int, loss_on_inputs: bool) -> torch.Tensor:
+    """Loss weights of the predictions ``(B, steps, ...)``: the first ``input_frames - 1`` predict inputs.
+
+    With ``loss_on_inputs`` False they weigh 0 and only the leads are scored
+    (``training.loss_on_inputs``).
+    """
+    if loss_on_inputs:
+        return weight
+    return torch.cat([torch.zeros_like(weight[:, : input_frames - 1]), weight[:, input_frames - 1 :]], dim=1)
+
+
 def masked_mse(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the pixels with weight (Lagrangian sources outside the domain weigh 0)."""
     return ((pred - truth) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
@@ -647,7 +658,7 @@ def _train(
                 with autocast(precision, str(device)):
                     out = net(batch, n_in, n_out, teacher_mask=mask)
                 out = PredictorOutput(out.predictions.float(), [d.float() for d in out.distilled])
-                truth, w = batch[:, 1 : steps + 1], weight[:, 1 : steps + 1]
+                truth, w = batch[:, 1 : steps + 1], scored_weight(weight[:, 1 : steps + 1], n_in, tcfg.loss_on_inputs)
                 if ctx is None:
                     pred_loss = masked_mse(out.predictions, truth, w)
                 else:  # normalised by the weight of the global batch

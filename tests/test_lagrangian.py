@@ -230,6 +230,19 @@ def test_persistent_samples_with_estimated_motion_and_rotation(tmp_path):
         _train_config(tmp_path, store, intensity_shift_db=(3.0, -3.0))
 
 
+def test_loss_on_inputs_false_scores_the_leads_only(tmp_path):
+    from nowcast.training import scored_weight, train
+
+    w = torch.ones(2, 6, 1, 4, 4)  # 3 inputs -> 2 input-step predictions, then 4 leads
+    assert torch.equal(scored_weight(w, 3, True), w)
+    leads_only = scored_weight(w, 3, False)
+    assert float(leads_only[:, :2].abs().sum()) == 0.0 and torch.equal(leads_only[:, 2:], w[:, 2:])
+    store = _moving_store(tmp_path / "seq.zarr")
+    result = train(_train_config(tmp_path, store, iterations=4, val_every=4, checkpoint_every=4, loss_on_inputs=False),
+                   progress=False)
+    assert result.iterations == 4 and all(np.isfinite(v) for v in result.final_losses.values())
+
+
 def test_lagrangian_training_learns_growth_and_beats_extrapolation(tmp_path):
     from nowcast.models.zoo import load_forecaster
     from nowcast.training import train

@@ -168,6 +168,13 @@ class TrainingConfig(StrictModel):
         "dB range (validation samples untouched), so the network cannot tie growth or decay to the absolute rain "
         "level of the one day its sequences were simulated from; it must read it from the window's history.",
     )
+    loss_on_inputs: bool = Field(
+        True,
+        description="Score the predictions made while the inputs are read (each next input frame) as well as the "
+        "leads (the PredRNN/TMU papers' loss). False scores the leads only: in the Lagrangian frame the step from "
+        "one moved input to the next is the optical flow's misalignment, which a network trained to predict it "
+        "continues into the first leads.",
+    )
     soft_csi_weight: float = Field(0.0, ge=0, description="Weight of the soft-CSI loss term (does not reward blur).")
     soft_csi_thresholds: list[float] = Field(default_factory=lambda: [1.0, 5.0], description="mm/h thresholds of the soft CSI.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
