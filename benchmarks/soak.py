@@ -11,8 +11,9 @@ is distinct) arrive in an incoming directory in chunks, mixed with
   field, arriving after the good one (so ``ingest.duplicates: first`` keeps
   the good field and rejects them);
 * late files: a few good frames arrive some chunks after their neighbours,
-  so the archive has to insert them before frames already archived (a
-  journaled tail rewrite).
+  so the archive holds frames older than ones already archived (since format
+  version 2 one new row each, read back in time order; before, a journaled
+  rewrite of every later frame).
 
 After each chunk one ``nowcast run-once --region swiss-south --incoming DIR
 --no-render --settle 0 --method persistence --keep 1 -q`` runs as a child

@@ -193,10 +193,13 @@ def test_pipeline_module_keeps_its_command_line() -> None:
 
 
 # ------------------------------------------------------------------ completion, ingest --help
-def test_shell_completion_is_offered(capsys: pytest.CaptureFixture[str]) -> None:
+def test_shell_completion_is_offered(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--install-completion" in out and "--show-completion" in out
+    # Name the shell instead of letting shellingham find it among the test's parent processes
+    # (a test started with no shell above it, e.g. from a detached job, found none).
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     assert main(["--show-completion", "bash"]) == 0
     assert "_nowcast_completion" in capsys.readouterr().out
 
