@@ -13,7 +13,6 @@ section listing its sources (transferable memory, docs/TMU) or an
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 from typing import Any, Literal
 

@@ -217,7 +217,9 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
         rigidly, seen through estimated motion, differs by 0.06-0.14
         (1-2 dB, measured on ``swiss-south-rigid-64``): as much as the
         simulator's evolving rain (0.11-0.17). The network then took rigid
-        motion for evolution and decayed it. ``None``: the stored motion.
+        motion for evolution. ``None``: the stored motion (re-estimating
+        alone changes little: optical flow recovers a motion it made itself;
+        ``motion_error`` is what makes the difference).
     motion_error
         ``(B, 2, ny, nx)`` px/step added to the stored motion to *make* the
         persistent samples (with ``motion_method``: the true motion differs
