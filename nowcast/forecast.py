@@ -389,6 +389,30 @@ def check_output(values: np.ndarray, region: Region, method: str) -> None:
                             f"{negative} negative, {high} above {region.ingest.max_rain_rate:g} mm/h)")
 
 
+def publishable(values: np.ndarray, newest: np.ndarray, region: Region, method: str, leads: int) -> np.ndarray:
+    """A checked method output ``(leads, ny, nx)`` as products and scores take it (float32 mm/h).
+
+    NaN from the method is "no information" (extrapolation's inflow edge,
+    where rain could have entered from outside the domain: published as NaN,
+    never as a dry 0, and left out of every score); negative float noise is
+    clipped to 0; cells without data in the ``newest`` input frame (NaN) have
+    no forecast.
+
+    Raises
+    ------
+    ForecastError
+        The output does not have the region's shape.
+    """
+    values = np.asarray(values)
+    if values.shape != (leads, *region.grid.shape):
+        raise ForecastError(f"method {method!r} returned shape {values.shape}, expected {(leads, *region.grid.shape)}")
+    unknown = np.isnan(values)
+    values = np.clip(np.where(unknown, 0.0, values), 0.0, None).astype(np.float32)
+    values[unknown] = np.nan
+    values[:, np.isnan(newest)] = np.nan
+    return values
+
+
 def run_baseline(method: str, window: np.ndarray, leads: int, timestep_minutes: int) -> np.ndarray:
     """A baseline of :mod:`nowcast.baselines` by name (ValueError -> ForecastError)."""
     from nowcast.baselines import get_method
@@ -489,16 +513,7 @@ def _deterministic(region: Region, method: str, window: np.ndarray, raw: np.ndar
             values = run_baseline(used, window, leads, region.timestep_minutes)
             check_output(values, region, used)
     compute = _time.perf_counter() - t0
-    if values.shape != (leads, *region.grid.shape):
-        raise ForecastError(f"method {used!r} returned shape {values.shape}, expected {(leads, *region.grid.shape)}")
-    # NaN from the method is "no information": extrapolation's inflow edge,
-    # where rain could have entered from outside the domain (published as
-    # NaN, never as a dry 0, and left out of every score).
-    unknown = np.isnan(values)
-    values = np.clip(np.where(unknown, 0.0, values), 0.0, None).astype(np.float32)
-    values[unknown] = np.nan
-    # Keep the radar coverage: cells without data in the newest frame have no forecast.
-    values[:, np.isnan(raw[-1])] = np.nan
+    values = publishable(values, raw[-1], region, used, leads)
     motion = str(getattr(getattr(getattr(forecaster, "config", None), "motion", None), "method", "LK"))
     return _Deterministic(values, used, fallback_reason, model_name, sha256, model_attrs, compute,
                           motion if used == MODEL_METHOD else "LK")

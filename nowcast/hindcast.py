@@ -251,7 +251,7 @@ def _torch_threads_restored(needed: bool) -> Iterator[None]:
 def _forecast(method: str, region: Region, window: np.ndarray, raw: np.ndarray, leads: int, device: str,
               precision: str, home: str | Path | None = None) -> np.ndarray:
     """One method's forecast ``(leads, ny, nx)`` mm/h, masked as ``run_forecast`` publishes it."""
-    from nowcast.forecast import check_output, run_baseline, run_model
+    from nowcast.forecast import check_output, publishable, run_baseline, run_model
 
     if method == MODEL_METHOD:
         forecaster = _model(region, device, precision, home)
@@ -259,17 +259,8 @@ def _forecast(method: str, region: Region, window: np.ndarray, raw: np.ndarray, 
         values = run_model(forecaster, window, leads)
     else:
         values = run_baseline(method, window, leads, region.timestep_minutes)
-    values = np.asarray(values)
     check_output(values, region, method)
-    if values.shape != (leads, *region.grid.shape):
-        raise ForecastError(f"method {method!r} returned shape {values.shape}, expected {(leads, *region.grid.shape)}")
-    # As run_forecast: NaN from the method is "no information" (the inflow edge), negative float
-    # noise is clipped, and cells without data in the newest frame have no forecast.
-    unknown = np.isnan(values)
-    values = np.clip(np.where(unknown, 0.0, values), 0.0, None).astype(np.float32)
-    values[unknown] = np.nan
-    values[:, np.isnan(raw[-1])] = np.nan
-    return values
+    return publishable(values, raw[-1], region, method, leads)
 
 
 def window_seed(seed: int | None, reference_time: np.datetime64) -> int:
