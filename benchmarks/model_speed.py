@@ -28,6 +28,12 @@ Usage::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/model_speed.py --threads 1 --reference /tmp/tmu-ref
 
+On a GPU (``--device cuda``; the reference stays a CPU program) the same
+step is timed with the device synchronised around it, and the peak is an
+8192^3 matmul on the card. ``--frame-size 512 --frames 16 --inputs 4
+--batch 1 --sources 4`` is a forecast's network work on a 512x512 region
+(4 inputs, 12 leads; the shipped target has four sources).
+
 Set ``OMP_WAIT_POLICY=PASSIVE`` on a machine shared with other jobs: with
 the default (spinning) policy two OpenMP threads competing with another
 process for two cores can be 100x slower on small element-wise kernels.
@@ -53,7 +59,7 @@ log = logging.getLogger("benchmarks.model_speed")
 VARIANTS = ("fp32", "bf16", "fp32-cl", "fp32-compile")
 
 
-def build(layers: int, hidden: int, n_sources: int, channels_last: bool = False):
+def build(layers: int, hidden: int, n_sources: int, channels_last: bool = False, device: str = "cpu"):
     from nowcast.models.predictor import Predictor
     from nowcast.models.tmu import MemoryBank
 
@@ -64,20 +70,23 @@ def build(layers: int, hidden: int, n_sources: int, channels_last: bool = False)
     if channels_last:
         target = target.to(memory_format=torch.channels_last)
         bank = bank.to(memory_format=torch.channels_last)
-    return target, bank
+    return target.to(device), bank.to(device)
 
 
-def _cast(variant: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
+def _cast(variant: str, device: str = "cpu"):
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
 
 
 class Ours:
     """One configuration of the project's predictor: a train step and a closed-loop forward."""
 
-    def __init__(self, layers: int, hidden: int, n_sources: int, variant: str, batch: torch.Tensor) -> None:
+    def __init__(self, layers: int, hidden: int, n_sources: int, variant: str, batch: torch.Tensor,
+                 inputs: int = 10) -> None:
         self.variant = variant
-        self.target, self.bank = build(layers, hidden, n_sources, channels_last=variant == "fp32-cl")
+        self.device = str(batch.device)
+        self.target, self.bank = build(layers, hidden, n_sources, channels_last=variant == "fp32-cl", device=self.device)
         self.batch = batch
+        self.inputs = inputs
         self.opt = torch.optim.Adam(self.target.parameters(), lr=3e-4)
         self.gen = torch.Generator().manual_seed(0)
         self.compile_seconds = 0.0
@@ -92,10 +101,10 @@ class Ours:
         from nowcast.models.predictor import fold
 
         batch = self.batch
-        n_in, n_out = 10, batch.shape[1] - 10
+        n_in, n_out = self.inputs, batch.shape[1] - self.inputs
         steps = n_in + n_out - 1
-        mask = (torch.rand((batch.shape[0], n_out - 1), generator=self.gen) < 0.5).float()
-        with _cast(self.variant):
+        mask = (torch.rand((batch.shape[0], n_out - 1), generator=self.gen) < 0.5).float().to(batch.device)
+        with _cast(self.variant, self.device):
             out = self.target(batch, n_in, n_out, teacher_mask=mask)
             mems = self.bank(fold(batch[:, :steps], 4)) if self.bank.n_sources else []
         loss = F.mse_loss(out.predictions.float(), batch[:, 1 : steps + 1])
@@ -108,8 +117,8 @@ class Ours:
     @torch.no_grad()
     def forward(self) -> None:
         self.target.eval()
-        with _cast(self.variant):
-            self.target.forecast(self.batch[:, :10], self.batch.shape[1] - 10)
+        with _cast(self.variant, self.device):
+            self.target.forecast(self.batch[:, : self.inputs], self.batch.shape[1] - self.inputs)
         self.target.train()
 
 
@@ -152,18 +161,30 @@ def flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def core_peak_gflops(dtype: torch.dtype) -> float:
-    """Achieved GFLOP/s of a 1024^3 matmul (best of 5): the practical peak of the core(s) in ``dtype``."""
-    a = torch.rand(1024, 1024).to(dtype)
-    b = torch.rand(1024, 1024).to(dtype)
+def core_peak_gflops(dtype: torch.dtype, device: str = "cpu") -> float:
+    """Achieved GFLOP/s of an n^3 matmul (best of 5): the practical peak of the core(s) or card in ``dtype``.
+
+    n is 1024 on a CPU and 8192 on a GPU, where a smaller product cannot fill the card.
+    """
+    n = 8192 if torch.device(device).type == "cuda" else 1024
+    a = torch.rand(n, n, device=device).to(dtype)
+    b = torch.rand(n, n, device=device).to(dtype)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(5))
-    return 2 * 1024**3 / best / 1e9
+    return 2 * n**3 / best / 1e9
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _timed(fn) -> float:
+    """Wall time of ``fn()``, the GPU's queued work included (synchronised before and after)."""
+    _sync()
     t0 = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t0
 
 
@@ -175,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--sources", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--frame-size", type=int, default=64, help="Frame side in cells (64: the training patch).")
+    parser.add_argument("--inputs", type=int, default=10, help="Input frames; the rest of --frames are leads.")
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "fp32-cl"], choices=VARIANTS)
     parser.add_argument("--reference", type=Path, default=None,
                         help="Checkout of github:thuml/transferable-memory to time side by side (never inside the project).")
@@ -183,18 +207,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     from nowcast.precision import bf16_supported
 
-    variants = [v for v in args.variants if v != "bf16" or bf16_supported("cpu")]
-    peak = {"fp32": core_peak_gflops(torch.float32)}
+    variants = [v for v in args.variants if v != "bf16" or bf16_supported(args.device)]
+    peak = {"fp32": core_peak_gflops(torch.float32, args.device)}
     if "bf16" in variants:
-        peak["bf16"] = core_peak_gflops(torch.bfloat16)
-    log.info("core peak (1024^3 matmul, %d thread(s)): %s", args.threads,
-             ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
-    batch = torch.rand(args.batch, args.frames, 1, 64, 64)
+        peak["bf16"] = core_peak_gflops(torch.bfloat16, args.device)
+    where = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else f"{args.threads} thread(s)"
+    log.info("peak (matmul, %s): %s", where, ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
+    S = args.frame_size
+    batch = torch.rand(args.batch, args.frames, 1, S, S, device=args.device)
     rows = []
     for size in args.sizes:
         layers, hidden = (int(v) for v in size.lower().split("x"))
-        runners = {v: Ours(layers, hidden, args.sources, v, batch) for v in variants}
-        if args.reference is not None:
+        runners = {v: Ours(layers, hidden, args.sources, v, batch, args.inputs) for v in variants}
+        if args.reference is not None and args.device == "cpu":
             runners["reference"] = Reference(args.reference, layers, hidden, batch)
         times: dict[str, dict[str, list[float]]] = {k: {"train": [], "forward": []} for k in runners}
         work = {k: {"train": flops(r.train_step), "forward": flops(r.forward)} for k, r in runners.items()}
@@ -212,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                          "train_gflops": work[k]["train"] / tr / 1e9, "forward_gflops": work[k]["forward"] / fw / 1e9,
                          "peak": pk, "compile_s": getattr(r, "compile_seconds", 0.0)})
             log.info("%s %s: %.3f s/iter training, %.3f s forward", size, k, tr, fw)
-    print(f"\n64x64, p=4, batch {args.batch}, {args.frames} frames, {args.sources} sources, {args.threads} thread(s), "
-          f"torch {torch.__version__}; core peak " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()) + " GFLOP/s\n")
+    print(f"\n{S}x{S}, p=4, batch {args.batch}, {args.frames} frames ({args.inputs} inputs), {args.sources} sources, "
+          f"{where}, torch {torch.__version__}; peak " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()) + " GFLOP/s\n")
     print("| L×C | config | train s/it | GFLOP/s (% peak) | vs reference | forward s | GFLOP/s (% peak) | vs reference |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     ref = {r["size"]: r for r in rows if r["config"] == "reference"}

@@ -74,22 +74,29 @@ TIMESTEP = 5
 SAMEDAY_SEED = 90_001
 
 
-def study_config(name: str, seed: int, iterations: int | None):
-    """The model config for one seed / iteration budget (own checkpoint path)."""
+def study_config(name: str, seed: int, iterations: int | None, precision: str | None = None):
+    """The model config for one seed / iteration budget (own checkpoint path).
+
+    ``precision`` (auto, bf16, fp32) overrides the config's training
+    precision: ``auto`` takes bf16 on a GPU, so runs meant to compare with
+    fp32 CPU runs say ``fp32``.
+    """
     from nowcast.models.config import find_model_config, load_model_config
 
     config = load_model_config(find_model_config(name))
     its = iterations or config.training.iterations
+    update = {"seed": seed, "iterations": its, "sampling_end": min(config.training.sampling_end, its)}
+    if precision is not None:
+        update["precision"] = precision
     if seed == config.training.seed and its == config.training.iterations:
-        return config
-    training = config.training.model_copy(update={"seed": seed, "iterations": its,
-                                                   "sampling_end": min(config.training.sampling_end, its)})
+        return config.model_copy(update={"training": config.training.model_copy(update=update)})
+    training = config.training.model_copy(update=update)
     ckpt = f"models/runs/study/{name}-it{its}-s{seed}.pt"
     return config.model_copy(update={"training": training, "checkpoint": ckpt})
 
 
-def ensure_trained(config) -> Path:
-    """Train (or resume) a study model unless its checkpoint is complete."""
+def ensure_trained(config, device: str = "cpu", data_workers: int = 0) -> Path:
+    """Train (or resume) a study model unless its checkpoint is complete (on ``device``: cpu, cuda)."""
     from nowcast.models.zoo import load_checkpoint
     from nowcast.training import train
 
@@ -103,7 +110,7 @@ def ensure_trained(config) -> Path:
             pass
     log.info("training %s (seed %d, %d iterations) -> %s", config.name, config.training.seed,
              config.training.iterations, path)
-    train(config, resume=True, progress=False)
+    train(config, resume=True, progress=False, device=device, data_workers=data_workers)
     return path
 
 
@@ -262,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="Checkpoint to evaluate as tmu-shipped (default: the region's model as found).")
     parser.add_argument("--train-only", action="store_true", help="Train what is missing, evaluate nothing.")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: runs share the cores)")
+    parser.add_argument("--device", default="cpu", help="Where models train: cpu or cuda (evaluation stays on CPU).")
+    parser.add_argument("--data-workers", type=int, default=0, help="Batch-making processes per training run.")
+    parser.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"],
+                        help="Training precision (default: the configs'; auto is bf16 on a GPU).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/radar_transfer")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -276,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_only:
         for method in args.methods:
             for seed in args.seeds if method in NEURAL else []:
-                ensure_trained(study_config(NEURAL[method], seed, args.iterations))
+                ensure_trained(study_config(NEURAL[method], seed, args.iterations, args.precision), args.device,
+                               args.data_workers)
         return 0
 
     input_frames, leads = 4, 12
@@ -314,9 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         per_seed: dict[str, list] = {t: [] for t in test_sets}
         secs: dict[str, list] = {t: [] for t in test_sets}
         for seed in args.seeds:
-            config = study_config(NEURAL[method], seed, args.iterations)
+            config = study_config(NEURAL[method], seed, args.iterations, args.precision)
             if not args.no_train:
-                ensure_trained(config)
+                ensure_trained(config, args.device, args.data_workers)
             forecaster = load_forecaster(config)
             for tname, sequences in test_sets.items():
                 scores, sec = evaluate(f"{method} (seed {seed}) on {tname}", forecaster.predict, sequences,

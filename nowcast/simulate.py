@@ -232,6 +232,14 @@ class SimulationParams(BaseModel):
     background_percentile: float = Field(95.0, gt=50, le=100)
 
     spinup_frames: int = Field(0, ge=0, description="Frames simulated and discarded before the first returned one.")
+    stationary_start: bool = Field(
+        False,
+        description="Start the growth/decay term, the cells and the distribution walk in their statistically "
+        "stationary state instead of at zero. Started at zero, their variance builds up over the sequence (over "
+        "the 20-120 min growth time and the cells' lifetimes), so heavy rain spreads out as time goes on: on the "
+        "swiss-south seed the area above 5 mm/h grew 1.9x in 80 min on average, a trend no real field has and a "
+        "network learns. Stationary, the first frame is no longer the seed itself (docs/data.md).",
+    )
 
     @field_validator("growth_decay_minutes", mode="before")
     @classmethod
@@ -532,12 +540,16 @@ class _Growth:
     + r_t`` (the leak has the same time) is what is added in dB; its
     stationary std is the requested ``amplitude``, which fixes
     ``c = amplitude (1 - rho^2)^2 / sqrt(1 + 4 rho^2 + rho^4)`` and the rate
-    std ``c sqrt(1 + rho^2) / (1 - rho^2)``. ``G_0 = 0`` (the first frame is
-    the seed); ``q_0`` and ``r_0`` are drawn stationary, so trends are under
-    way from the first step.
+    std ``c sqrt(1 + rho^2) / (1 - rho^2)``. By default ``G_0 = 0`` (the first
+    frame is the seed) and ``q_0``, ``r_0`` are drawn stationary, so trends
+    are under way from the first step while the excursion builds up; with
+    ``stationary`` all three are drawn from their joint stationary law
+    (:meth:`stationary_covariance`), so the excursion's spread is the same
+    at every step.
     """
 
-    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], scale_px: float, amplitude: float, tau_steps: float) -> None:
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], scale_px: float, amplitude: float, tau_steps: float,
+                 stationary: bool = False) -> None:
         self.rng, self.shape, self.scale_px = rng, shape, scale_px
         self.rho = math.exp(-1.0 / tau_steps)
         x = self.rho**2
@@ -549,10 +561,33 @@ class _Growth:
         self.rate: np.ndarray | None = None
         self.total: np.ndarray | None = None
         if self.active:
-            self.drive = smooth_noise(rng, shape, scale_px)
-            # jointly stationary with the drive: cov(r, q) = c / (1 - rho^2)
-            self.rate = self.gain / (1.0 - x) * (self.drive + math.sqrt(x) * smooth_noise(rng, shape, scale_px))
-            self.total = np.zeros(shape)
+            if stationary:
+                # (q, r, G) = L z with L L^T their stationary covariance: the smooth
+                # fields z share the innovations' spatial correlation, as the state does.
+                chol = np.linalg.cholesky(self.stationary_covariance())
+                z = np.stack([smooth_noise(rng, shape, scale_px) for _ in range(3)])
+                self.drive, self.rate, self.total = np.einsum("ij,jyx->iyx", chol, z)
+            else:
+                self.drive = smooth_noise(rng, shape, scale_px)
+                # jointly stationary with the drive: cov(r, q) = c / (1 - rho^2)
+                self.rate = self.gain / (1.0 - x) * (self.drive + math.sqrt(x) * smooth_noise(rng, shape, scale_px))
+                self.total = np.zeros(shape)
+
+    def stationary_covariance(self) -> np.ndarray:
+        """Covariance of the state ``(q, r, G)`` at a point once the process has forgotten its start.
+
+        The state follows ``x_t = A x_{t-1} + b xi_t`` (see :meth:`step`); its
+        stationary covariance solves the discrete Lyapunov equation
+        ``S = A S A^T + b b^T``. ``S[2, 2]`` is ``amplitude**2`` by the choice
+        of the gain.
+        """
+        from scipy.linalg import solve_discrete_lyapunov
+
+        rho, c = self.rho, self.gain
+        s = math.sqrt(1.0 - rho**2)
+        a = np.array([[rho, 0.0, 0.0], [c * rho, rho, 0.0], [c * rho, rho, rho]])
+        b = np.array([s, c * s, c * s])
+        return solve_discrete_lyapunov(a, np.outer(b, b))
 
     def step(self) -> None:
         """Advance one step: new drive, smooth rate, accumulated with the leak."""
@@ -618,6 +653,17 @@ class _Cells:
                     peak_at=self.rng.uniform(0.3, 0.5),
                 )
             )
+
+    def spin_up(self) -> None:
+        """Draw the cells born before step 0 that may still be alive then: the stationary population.
+
+        Births over the longest lifetime before the start, at the same rate,
+        so as many cells are alive (at every stage of their lives) at the
+        first step as at any later one.
+        """
+        longest = int(math.ceil(self.params.cell_lifetime_minutes[1] / self.timestep_minutes))
+        for t in range(1 - longest, 1):
+            self.step(t)
 
     def render(self, t: int) -> np.ndarray | None:
         """The cells' dB field on the padded grid at step ``t`` (None when none is alive)."""
@@ -854,14 +900,19 @@ def simulate_sequence(
     tau = float(streams["growth"].uniform(*params.growth_decay_minutes))
     growth = _Growth(
         streams["growth"], shape, params.growth_decay_scale_km * 1000.0 / resolution_m,
-        params.growth_decay * wet_std, tau / timestep_minutes,
+        params.growth_decay * wet_std, tau / timestep_minutes, stationary=params.stationary_start,
     )
     cells = _Cells(streams["cells"], params, shape, timestep_minutes, resolution_m) if kind == "rain" and params.cell_birth_rate > 0 else None
+    if cells is not None and params.stationary_start:
+        cells.spin_up()
     ceiling_db = 10.0 * math.log10(params.max_rain_rate)
     knee = max(ceiling_db - _CEILING_ZONE_DB, float(wet_sorted[-1]))
     ceiling_db = max(ceiling_db, knee + 0.5 * _CEILING_ZONE_DB)
     dist_rho = math.exp(-timestep_minutes / params.distribution_minutes)
     log_wet, shift = 0.0, 0.0
+    if params.stationary_start:  # the walks' stationary law: N(0, variability^2)
+        log_wet = params.wet_fraction_variability * streams["distribution"].standard_normal()
+        shift = params.intensity_variability * streams["distribution"].standard_normal()
 
     rows, cols = np.meshgrid(np.arange(margin, margin + ny, dtype=np.float64), np.arange(margin, margin + nx, dtype=np.float64), indexing="ij")
     crop = (slice(margin, margin + ny), slice(margin, margin + nx))

@@ -221,7 +221,7 @@ class ZarrSequences:
 
 
 def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_batches: int | None = None,
-                 seed: int | None = None, part: slice | None = None) -> Iterator[torch.Tensor]:
+                 seed: int | None = None, part: slice | None = None, workers: int = 0) -> Iterator[torch.Tensor]:
     """Batches ``(B, T, 1, H, W)`` float32, normalised, for ``config.data.kind``.
 
     Parameters
@@ -238,6 +238,13 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
     part
         Only these samples of every batch (a slice of ``range(batch_size)``),
         made alone: one process's share in distributed training.
+    workers
+        Zarr sequences: make the next batches in this many worker processes
+        while the caller trains on the current one (0: in this process).
+        Batch ``k`` depends only on ``(seed, split, k)``, so the batches are
+        the same whatever the number of workers. Lagrangian batches (optical
+        flow for the persistent samples) cost more than a GPU step, so on a
+        GPU a run is otherwise bound by them.
     """
     d, t = config.data, config.training
     seed = t.seed if seed is None else seed
@@ -269,8 +276,12 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
             path = project_root() / path
         store = ZarrSequences(path, config)
         code = 0 if split == "train" else 1
+        stop = None if n_batches is None else start + n_batches
+        if workers > 0:
+            yield from _prefetched(path, config, seed, code, start, stop, part, workers)
+            return
         k = start
-        while n_batches is None or k < start + n_batches:
+        while stop is None or k < stop:
             yield store.batch(seed, code, k, t.batch_size, part)
             k += 1
         return
@@ -278,6 +289,48 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
 
 
 # ================================================================ pieces
+_WORKER_STORE: ZarrSequences | None = None
+
+
+def _worker_open(path: Path, config: ModelConfig) -> None:
+    """Worker-process initialiser: one store per worker, opened once (its cache read once)."""
+    global _WORKER_STORE
+    torch.set_num_threads(1)
+    _WORKER_STORE = ZarrSequences(path, config)
+
+
+def _worker_batch(seed: int, code: int, index: int, batch_size: int, part: slice | None):
+    assert _WORKER_STORE is not None
+    return _WORKER_STORE.batch(seed, code, index, batch_size, part)
+
+
+def _prefetched(path: Path, config: ModelConfig, seed: int, code: int, start: int, stop: int | None,
+                part: slice | None, workers: int) -> Iterator[Any]:
+    """Batches ``start, start + 1, ...`` made ahead by ``workers`` processes, yielded in order.
+
+    At most ``2 * workers`` batches are in flight, so an endless run holds a
+    bounded number in memory. The processes are spawned (not forked: the
+    parent may already run OpenMP/CUDA threads) and end with the generator.
+    """
+    import multiprocessing as mp
+    from collections import deque
+
+    pool = mp.get_context("spawn").Pool(workers, initializer=_worker_open, initargs=(path, config))
+    try:
+        pending: deque = deque()
+        k = start
+        while True:
+            while len(pending) < 2 * workers and (stop is None or k < stop):
+                pending.append(pool.apply_async(_worker_batch, (seed, code, k, config.training.batch_size, part)))
+                k += 1
+            if not pending:
+                return
+            yield pending.popleft().get()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
 def split_batch(item: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(frames, weight)`` of a batch; plain batches weigh every pixel 1."""
     if isinstance(item, (tuple, list)):
@@ -491,6 +544,7 @@ def train(
     device: str | torch.device = "cpu",
     batches: BatchFactory | None = None,
     val_batches: list[torch.Tensor] | None = None,
+    data_workers: int = 0,
 ) -> TrainResult:
     """Train a model as its config says; write its checkpoint and resume state.
 
@@ -522,6 +576,10 @@ def train(
         a fixed list. Default: :func:`make_batches`. Distributed, both are
         global: each process takes its slice of every batch, and its share
         of the validation batches.
+    data_workers
+        Processes that make the next training batches while the network
+        trains (:func:`make_batches`); the batches, and so the result, do not
+        depend on it.
 
     Raises
     ------
@@ -537,7 +595,7 @@ def train(
     try:
         return _train(config, ctx, resume=resume, max_iterations=max_iterations, progress=progress,
                       device=ctx.device if ctx is not None else torch.device(device), batches=batches,
-                      val_batches=val_batches)
+                      val_batches=val_batches, data_workers=data_workers)
     finally:
         if ctx is not None:
             ctx.close()
@@ -553,6 +611,7 @@ def _train(
     device: torch.device,
     batches: BatchFactory | None,
     val_batches: list[torch.Tensor] | None,
+    data_workers: int = 0,
 ) -> TrainResult:
     """:func:`train` in this process; ``ctx`` is its :class:`nowcast.distributed.Context` or ``None`` (one process)."""
     tcfg, dcfg = config.training, config.data
@@ -581,6 +640,9 @@ def _train(
         bank, source_ckpts = (load_sources(config) if config.tmu else (None, []))
         source_channels = bank.source_channels if bank is not None else []
         model = Predictor.from_config(config.architecture, source_channels, config.tmu.variant if config.tmu else "sum")
+        # On its device before any state is loaded: Adam puts a loaded state on
+        # its parameters' device, so a state resumed on a GPU must find them there.
+        model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
         start, history, running = 0, [], None
         extra: dict[str, Any] = {"tmu": None, "init_from": None, "training_provenance": _provenance(config),
@@ -609,7 +671,6 @@ def _train(
         elif tcfg.init_from:
             src = init_from_source(model, tcfg.init_from)
             extra["init_from"] = {"name": tcfg.init_from, "path": str(src.path), "sha256": src.sha256}
-        model.to(device)
         if bank is not None:
             bank.to(device)
         model.train()
@@ -630,7 +691,7 @@ def _train(
             factory = batches if ctx is None else (lambda s: (ctx.take(item) for item in batches(s)))
         else:
             part = None if ctx is None else ctx.part(tcfg.batch_size)
-            factory = lambda s: make_batches(config, "train", start=s, part=part)
+            factory = lambda s: make_batches(config, "train", start=s, part=part, workers=data_workers)
         if val_batches is None:
             val_batches = list(make_batches(config, "val", n_batches=tcfg.val_batches))
         data = iter(factory(start))
@@ -732,6 +793,9 @@ def _train(
                         ctx.barrier()
         finally:
             bar.close()
+            close = getattr(data, "close", None)
+            if close is not None:  # a generator: ends its batch workers now, not at garbage collection
+                close()
         result = _result(ckpt_path, total, history)
         result.seconds_per_iteration = (time.perf_counter() - t_begin) / max(1, ran)
         return result
@@ -802,7 +866,7 @@ def _save_state(path: Path, config: ModelConfig, model: Predictor, optimizer: to
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "history": history,
-            "running_error": running,
+            "running_error": running.cpu() if running is not None else None,
             "torch_rng": torch.get_rng_state(),
             "extra": extra,
         },

@@ -202,6 +202,27 @@ def test_rotation_field_turns_counterclockwise_on_a_north_up_grid():
     assert np.isclose(np.hypot(*v[:, 10, 20]), np.radians(2.0) * 10, rtol=1e-5)
 
 
+def test_batch_workers_make_the_same_batches_in_the_same_order(tmp_path):
+    """Prefetching in worker processes changes when a batch is made, never what it holds."""
+    import itertools
+
+    from nowcast.training import make_batches, split_batch
+
+    store = _moving_store(tmp_path / "seq.zarr", size=32)
+    cfg = _train_config(tmp_path, store, persistent_fraction=0.5, persistent_motion="estimated",
+                        persistent_rotation_deg=2.0, intensity_shift_db=(-6.0, 3.0))
+    alone = [split_batch(b) for b in make_batches(cfg, start=3, n_batches=5)]
+    ahead = [split_batch(b) for b in make_batches(cfg, start=3, n_batches=5, workers=2)]
+    assert len(ahead) == 5
+    for (fa, va), (fb, vb) in zip(alone, ahead):
+        assert torch.equal(fa, fb) and torch.equal(va, vb)
+    assert not torch.equal(alone[0][0], alone[1][0])  # batches differ, so an order swap would show
+    # an endless stream ends its workers when closed
+    endless = make_batches(cfg, start=3, workers=1)
+    assert torch.equal(split_batch(next(endless))[0], alone[0][0])
+    list(itertools.islice(endless, 2))
+    endless.close()
+
 def test_persistent_samples_with_estimated_motion_and_rotation(tmp_path):
     """Rotation the estimated motion misses leaves a misalignment in the persistent samples; none without it."""
     from nowcast.training import make_batches, split_batch

@@ -60,6 +60,42 @@ def test_first_frame_is_the_seed_and_later_frames_evolve(swiss_seed, swiss_seque
     assert corr[-1] < corr[1] < 1.0  # decorrelates with lead time
 
 
+
+def test_growth_process_started_stationary_has_the_same_spread_at_every_step() -> None:
+    from nowcast.simulate import _Growth
+
+    def spread(stationary: bool) -> list[float]:
+        g = _Growth(np.random.default_rng(3), (96, 96), 2.0, amplitude=2.0, tau_steps=12.0, stationary=stationary)
+        out = [float(g.total.std())]
+        for _ in range(36):
+            g.step()
+            out.append(float(g.total.std()))
+        return out
+
+    cold, warm = spread(False), spread(True)
+    assert cold[0] == 0.0 and cold[12] < 0.8 * cold[36]  # started at zero: the spread builds up over tau
+    assert 0.8 < warm[0] / 2.0 < 1.2 and 0.8 < warm[36] / warm[0] < 1.25
+    assert np.sqrt(_Growth(np.random.default_rng(0), (4, 4), 1.0, 2.0, 12.0).stationary_covariance()[2, 2]) == pytest.approx(2.0)
+
+
+def test_stationary_start_keeps_heavy_rain_from_spreading_out_over_a_sequence(swiss_seed) -> None:
+    """Growth/decay and cells started at zero widen the dB distribution as a sequence goes on; stationary, they do not."""
+    params = dict(FROZEN, growth_decay=1.5, growth_decay_minutes=(40.0, 60.0), cell_birth_rate=3.0,
+                  cell_lifetime_minutes=(30.0, 60.0))
+    m = swiss_seed.mask
+
+    def heavy_area(stationary: bool) -> np.ndarray:
+        area = np.zeros(13)
+        for seed in range(4):
+            seq = simulate_sequence(swiss_seed.values, 13, 5.0, swiss_seed.resolution_m, seed,
+                                    SimulationParams(**params, stationary_start=stationary), mask=m)
+            area += (seq[:, m] >= 5.0).sum(axis=1)
+        return area / area[0]
+
+    cold, warm = heavy_area(False), heavy_area(True)
+    assert cold[-1] > 1.4, cold  # the bias the training data had: heavy rain 1.9x in 80 min on swiss-south
+    assert 0.75 < warm[-1] < 1.3, warm
+
 def test_reproduces_seed_wet_fraction(swiss_seed, swiss_sequence) -> None:
     m = swiss_seed.mask
     wet0 = swiss_seed.wet_fraction()

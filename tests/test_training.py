@@ -153,6 +153,22 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tmp_path):
     assert fresh.iterations == 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+def test_a_cpu_run_resumes_on_a_gpu(tmp_path):
+    # Adam puts a loaded state on its parameters' device, and the adaptive
+    # weights keep a running error: both must be on the GPU when the run goes on there.
+    sources = _sources(tmp_path)
+    d = _tmu(tmp_path, sources, iterations=4).model_dump()
+    d["tmu"]["weights"] = "adaptive"
+    cfg = model_config_from_dict(d)
+    part = train(cfg, progress=False, max_iterations=2, batches=fixed(moving_square()), val_batches=[moving_square()])
+    assert part.iterations == 2
+    done = train(cfg, progress=False, device="cuda", batches=fixed(moving_square()), val_batches=[moving_square()])
+    assert done.iterations == 4 and all(np.isfinite(h["loss"]) for h in done.history)
+    state = torch.load(state_path_for(cfg.checkpoint_path), map_location="cpu", weights_only=True)
+    assert state["running_error"].device.type == "cpu"  # a state file resumes anywhere
+    assert load_checkpoint(done.checkpoint).metadata["iterations"] == 4
+
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     cfg = small(tmp_path, training={"iterations": 5})
     bad = moving_square()

@@ -27,6 +27,9 @@ def train(
     threads: Annotated[
         Optional[int], typer.Option("--threads", min=1, help="Torch CPU threads (default: torch's choice; 1 is best on a busy shared machine).")
     ] = None,
+    data_workers: Annotated[
+        int, typer.Option("--data-workers", min=0, help="Processes making the next batches while the network trains (same batches, same result; worth it on a GPU).")
+    ] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
@@ -62,7 +65,7 @@ def train(
     if precision:
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"precision": precision})})
     result = run_training(cfg, resume=resume, max_iterations=iterations, progress=progress and not quiet,
-                          device=resolve_device(device))
+                          device=resolve_device(device), data_workers=data_workers)
     if not main_process:
         return
     losses = ", ".join(f"{k} {result.final_losses[k]:.5g}" for k in ("loss", "prediction", "distillation", "val_mse") if k in result.final_losses)

@@ -1,0 +1,50 @@
+#!/bin/bash
+# Kept for the record: the script that ran issue #8's GPU study and issue #11's GPU figures on the lent H200
+# (docs/benchmarks.md, "GPU runs"). It expects, in .devrun/ (git-ignored): site312.tar.xz (the wheels
+# the GPU image lacks, for its Python 3.12) and data.tar.xz (the swiss-south train/val stores without
+# their motion, which motion.py recomputes there on 16 cores).
+# One device run (issue #8 study + shipped TMU to 2000 it; issue #11 item 3 GPU figures).
+# Env: PY (python), DEV (cuda|cpu), ITS (study iterations), LIMIT (s for the whole script), OUT.
+set -u
+T0=$(date +%s)
+PY=${PY:-python3}; DEV=${DEV:-cuda}; ITS=${ITS:-1000}; LIMIT=${LIMIT:-560}; FIG=${FIG:-1}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+el() { echo $(( $(date +%s) - T0 )); }
+if [ -f .devrun/site312.tar.xz ] && [ "$PY" = python3 ]; then
+  mkdir -p /tmp/site && tar -xJf .devrun/site312.tar.xz -C /tmp/site || exit 3
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+mkdir -p data/sim && tar -xJf .devrun/data.tar.xz -C data/sim || exit 4
+echo "unpacked at $(el) s"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; nproc --all; } | tee $OUT/env.txt
+$PY -c "import torch,numpy,xarray,zarr,pysteps,cv2,pydantic,dask;import nowcast.training, benchmarks.radar_transfer;print('torch',torch.__version__,'numpy',numpy.__version__,'xarray',xarray.__version__,'zarr',zarr.__version__,'cv2',cv2.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())" 2>&1 | grep -v Pysteps | tee -a $OUT/env.txt
+[ ${PIPESTATUS[0]} -eq 0 ] || { echo "import check failed"; exit 5; }
+$PY .devrun/motion.py 2>&1 | grep -v 'Pysteps\|consolidated' | tail -5 | tee $OUT/motion.log
+echo "motion at $(el) s"
+if [ "$FIG" = 1 ]; then
+  $PY benchmarks/model_speed.py --device $DEV --sizes 2x32 4x64 --iterations 5 --variants fp32 bf16 --frames 16 --inputs 4 --sources 4 2>&1 | grep -v Pysteps | tee $OUT/speed64.txt
+  $PY benchmarks/model_speed.py --device $DEV --sizes 2x32 --iterations 3 --variants fp32 bf16 --frame-size 512 --frames 16 --inputs 4 --batch 1 --sources 4 2>&1 | grep -v Pysteps | tee $OUT/speed512.txt
+  echo "figures at $(el) s"
+fi
+REM=$(( LIMIT - $(el) - 40 ))
+echo "training for at most $REM s"
+mkdir -p $OUT/logs
+# RUNS: "method:seed ..." (default: the 3-seed study)
+RUNS=${RUNS:-"tmu:0 tmu:1 tmu:2 scratch:0 scratch:1 scratch:2 finetune-nexrad-kbmx:0 finetune-nexrad-kbmx:1 finetune-nexrad-kbmx:2"}
+for r in $RUNS; do m=${r%%:*}; s=${r##*:}
+  timeout -s INT -k 20 $REM $PY benchmarks/radar_transfer.py --train-only --methods $m --seeds $s --iterations $ITS --device $DEV --precision fp32 --threads 1 > $OUT/logs/$m-s$s.log 2>&1 &
+done
+# the shipped target, from scratch, with batch-making workers
+timeout -s INT -k 20 $REM $PY -m nowcast train --config swiss-south-tmu --iterations ${SHIP_ITS:-2000} --no-resume --device $DEV --precision fp32 --threads 1 --data-workers ${SHIP_WORKERS:-4} --no-progress > $OUT/logs/shipped.log 2>&1 &
+if [ "${PYTEST:-0}" = 1 ]; then
+  $PY -m pytest -q -p no:cacheprovider tests/test_training.py -k "gpu" > $OUT/logs/pytest.txt 2>&1 &
+fi
+wait
+echo "trained at $(el) s"
+grep -h "it [0-9]*00/\|Error\|error\|passed\|failed" $OUT/logs/*.log $OUT/logs/pytest.txt | tail -60
+tar -czf $OUT/logs.tgz -C $OUT logs && rm -rf $OUT/logs
+tar -cf - $(ls models/runs/study/*.pt | grep -v state) models/zoo/swiss-south-tmu.pt models/zoo/swiss-south-tmu.state.pt | split -b 15m - $OUT/ckpt.tar.
+ls -la $OUT
+echo "done at $(el) s"
