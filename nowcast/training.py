@@ -387,6 +387,30 @@ def soft_csi_from_sums(sums: torch.Tensor) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
+def soft_area_sums(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor, thresholds: list[float],
+                   sharpness: float = 0.05) -> torch.Tensor:
+    """Soft forecast and observed areas above each threshold, per lead: ``(thresholds, 2, leads)``.
+
+    ``pred``, ``truth``, ``weight``: ``(B, L, C, H, W)``; exceedance as in :func:`soft_csi_sums`.
+    """
+    out = []
+    for thr in thresholds:
+        p = (torch.sigmoid((pred - thr) / sharpness) * weight).sum(dim=(0, 2, 3, 4))
+        o = (torch.sigmoid((truth - thr) / sharpness) * weight).sum(dim=(0, 2, 3, 4))
+        out.append(torch.stack([p, o]))
+    return torch.stack(out)
+
+
+def soft_area_bias_from_sums(sums: torch.Tensor, floor: float = 1.0) -> torch.Tensor:
+    """Mean over thresholds and leads of ``log((forecast + floor) / (observed + floor))**2``.
+
+    Symmetric in the ratio (twice and half the area cost alike); ``floor`` (in
+    weighted pixels) keeps leads with almost no area above a threshold from
+    dominating.
+    """
+    return (torch.log((sums[:, 0] + floor) / (sums[:, 1] + floor)) ** 2).mean()
+
+
 def distill_lambda(tmu: TMUConfig, iteration: int) -> float:
     """``lambda`` at ``iteration``: ramped linearly over ``distill_warmup`` iterations."""
     if tmu.distill_warmup <= 0:
@@ -737,6 +761,15 @@ def _train(
                             soft_csi_from_sums, soft_csi_sums(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds))
                     loss = loss + tcfg.soft_csi_weight * csi_loss
                     record["soft_csi_loss"] = float(global_value(csi_loss))
+                if tcfg.area_bias_weight > 0:
+                    thresholds = [float(v) for v in dcfg.normaliser.forward(np.asarray(tcfg.soft_csi_thresholds))]
+                    lead = slice(n_in - 1, steps)
+                    sums = soft_area_sums(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds)
+                    # distributed: the areas of the global batch
+                    bias_loss = (soft_area_bias_from_sums(sums) if ctx is None else ctx.global_objective(
+                        lambda s, shape=sums.shape: soft_area_bias_from_sums(s.view(shape)), sums.flatten()))
+                    loss = loss + tcfg.area_bias_weight * bias_loss
+                    record["area_bias_loss"] = float(global_value(bias_loss))
                 if bank is not None and config.tmu is not None:
                     with autocast(precision, str(device)):
                         memories = bank(fold(batch[:, :steps], config.architecture.patch_size))

@@ -283,3 +283,34 @@ def test_distillation_scales_and_warmup():
     assert distill_lambda(warm, 0) == pytest.approx(0.005) and distill_lambda(warm, 49) == pytest.approx(0.25)
     assert distill_lambda(warm, 99) == 0.5 and distill_lambda(warm, 5000) == 0.5
     assert distill_lambda(TMUConfig(sources=["a"]), 0) == 1.0
+
+
+def test_soft_area_bias_is_zero_for_the_observed_area_and_symmetric_in_the_ratio():
+    from nowcast.training import soft_area_bias_from_sums, soft_area_sums
+
+    truth = torch.zeros(2, 3, 1, 16, 16)
+    truth[:, :, :, 4:8, 4:8] = 1.0  # 16 pixels above the threshold 0.5 per sample and lead
+    w = torch.ones_like(truth)
+    wider, narrower = torch.zeros_like(truth), torch.zeros_like(truth)
+    wider[:, :, :, 2:10, 4:8] = 1.0    # twice the area
+    narrower[:, :, :, 4:6, 4:8] = 1.0  # half of it
+    loss = {name: float(soft_area_bias_from_sums(soft_area_sums(x, truth, w, [0.5]), floor=0.0))
+            for name, x in {"same": truth, "wider": wider, "narrower": narrower}.items()}
+    assert loss["same"] < 1e-9
+    assert loss["wider"] == pytest.approx(np.log(2.0) ** 2, rel=1e-2) == pytest.approx(loss["narrower"], rel=1e-2)
+    # per lead: a bias at one lead is not hidden by the opposite bias at another
+    mixed = truth.clone()
+    mixed[:, 0] = wider[:, 0]
+    mixed[:, 1] = narrower[:, 1]
+    sums = soft_area_sums(mixed, truth, w, [0.5])
+    assert sums.shape == (1, 2, 3) and float(soft_area_bias_from_sums(sums, floor=0.0)) > 0.3
+    # the gradient shrinks an inflated forecast
+    pred = wider.clone().requires_grad_(True)
+    soft_area_bias_from_sums(soft_area_sums(pred, truth, w, [0.5])).backward()
+    assert pred.grad[:, :, :, 2:4, 4:8].sum() > 0  # descending the gradient lowers the extra area
+
+
+def test_area_bias_term_is_trained_and_logged(tmp_path):
+    cfg = small(tmp_path, training={"iterations": 2, "area_bias_weight": 0.5, "soft_csi_thresholds": [0.3]})
+    result = train(cfg, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    assert all(np.isfinite(h["area_bias_loss"]) for h in result.history)

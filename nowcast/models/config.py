@@ -176,6 +176,14 @@ class TrainingConfig(StrictModel):
     )
     soft_csi_weight: float = Field(0.0, ge=0, description="Weight of the soft-CSI loss term (does not reward blur).")
     soft_csi_thresholds: list[float] = Field(default_factory=lambda: [1.0, 5.0], description="mm/h thresholds of the soft CSI.")
+    area_bias_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of a soft frequency-bias term at the soft-CSI thresholds: the squared log ratio of "
+        "forecast to observed area above each threshold, per lead. CSI is maximised by forecasting somewhat more "
+        "area than is likely, so soft CSI alone widens cores at the first leads; MSE alone fades them. This term "
+        "pulls the area towards the observed one at every lead (docs/benchmarks.md, 'Skill, fourth round').",
+    )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
         description="Convolutions in bf16 autocast ('bf16'), fp32, or 'auto': bf16 where the device has bf16 units "
