@@ -661,7 +661,7 @@ class _Cells:
         so as many cells are alive (at every stage of their lives) at the
         first step as at any later one.
         """
-        longest = int(math.ceil(self.params.cell_lifetime_minutes[1] / self.timestep_minutes))
+        longest = math.ceil(self.params.cell_lifetime_minutes[1] / self.timestep_minutes)
         for t in range(1 - longest, 1):
             self.step(t)
 
