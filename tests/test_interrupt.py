@@ -39,8 +39,12 @@ def _interrupt_when(cmd: list[str], marker: str, env: dict[str, str]) -> tuple[i
     line, those after it, and the number of processes of the group still
     alive a few seconds after the exit.
     """
+    # A command started from a terminal has SIGINT's default disposition. A test
+    # run started in the background by a non-interactive shell (CI scripts,
+    # `nohup pytest &`) has SIGINT ignored, children inherit that, and Python
+    # then installs no KeyboardInterrupt handler: reset it, as a terminal would.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     before: list[str] = []
     after: list[str] = []
     seen = threading.Event()
