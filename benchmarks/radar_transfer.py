@@ -88,9 +88,9 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     update = {"seed": seed, "iterations": its, "sampling_end": min(config.training.sampling_end, its)}
     if precision is not None:
         update["precision"] = precision
-    if seed == config.training.seed and its == config.training.iterations:
-        return config.model_copy(update={"training": config.training.model_copy(update=update)})
     training = config.training.model_copy(update=update)
+    if seed == config.training.seed and its == config.training.iterations:  # the config's own checkpoint
+        return config.model_copy(update={"training": training})
     ckpt = f"models/runs/study/{name}-it{its}-s{seed}.pt"
     return config.model_copy(update={"training": training, "checkpoint": ckpt})
 

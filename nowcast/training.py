@@ -274,6 +274,9 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
         path = Path(str(raw)).expanduser()
         if not path.is_absolute():
             path = project_root() / path
+        # Opened here even when workers make the batches: a bad store fails in
+        # this process with its own error, and the motion is computed once,
+        # before several workers could race to write it.
         store = ZarrSequences(path, config)
         code = 0 if split == "train" else 1
         stop = None if n_batches is None else start + n_batches
@@ -371,10 +374,14 @@ def soft_csi_sums(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor,
     """``(hits, forecast, observed)`` soft sums per threshold, flattened: what :func:`soft_csi_loss` is a function of."""
     sums = []
     for thr in thresholds:
-        p = torch.sigmoid((pred - thr) / sharpness) * weight
-        o = torch.sigmoid((truth - thr) / sharpness) * weight
+        p, o = _soft_exceedance(pred, thr, sharpness) * weight, _soft_exceedance(truth, thr, sharpness) * weight
         sums += [(p * o).sum(), p.sum(), o.sum()]
     return torch.stack(sums)
+
+
+def _soft_exceedance(x: torch.Tensor, threshold: float, sharpness: float) -> torch.Tensor:
+    """Differentiable "x above threshold": ``sigmoid((x - threshold) / sharpness)``."""
+    return torch.sigmoid((x - threshold) / sharpness)
 
 
 def soft_csi_from_sums(sums: torch.Tensor) -> torch.Tensor:
@@ -395,8 +402,8 @@ def soft_area_sums(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor
     """
     out = []
     for thr in thresholds:
-        p = (torch.sigmoid((pred - thr) / sharpness) * weight).sum(dim=(0, 2, 3, 4))
-        o = (torch.sigmoid((truth - thr) / sharpness) * weight).sum(dim=(0, 2, 3, 4))
+        p = (_soft_exceedance(pred, thr, sharpness) * weight).sum(dim=(0, 2, 3, 4))
+        o = (_soft_exceedance(truth, thr, sharpness) * weight).sum(dim=(0, 2, 3, 4))
         out.append(torch.stack([p, o]))
     return torch.stack(out)
 
@@ -644,6 +651,10 @@ def _train(
     state_path = state_path_for(ckpt_path)
     n_in, n_out = dcfg.input_frames, dcfg.output_frames
     steps = n_in + n_out - 1
+    lead = slice(n_in - 1, steps)  # the forecast proper, what the soft-CSI and area-bias terms score
+    # their mm/h thresholds in model space, once (only where one of them is used)
+    soft_thresholds = ([float(v) for v in dcfg.normaliser.forward(np.asarray(tcfg.soft_csi_thresholds))]
+                       if tcfg.soft_csi_weight > 0 or tcfg.area_bias_weight > 0 else [])
     main = ctx is None or ctx.is_main
 
     def global_value(t: torch.Tensor) -> torch.Tensor:
@@ -752,19 +763,15 @@ def _train(
                 loss = pred_loss
                 record = {"iteration": it + 1, "prediction": float(global_value(pred_loss)), "sampling_prob": prob}
                 if tcfg.soft_csi_weight > 0:
-                    thresholds = [float(v) for v in dcfg.normaliser.forward(np.asarray(tcfg.soft_csi_thresholds))]
-                    lead = slice(n_in - 1, steps)  # the forecast proper
                     if ctx is None:
-                        csi_loss = soft_csi_loss(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds)
+                        csi_loss = soft_csi_loss(out.predictions[:, lead], truth[:, lead], w[:, lead], soft_thresholds)
                     else:  # the CSI of the global batch's sums
                         csi_loss = ctx.global_objective(
-                            soft_csi_from_sums, soft_csi_sums(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds))
+                            soft_csi_from_sums, soft_csi_sums(out.predictions[:, lead], truth[:, lead], w[:, lead], soft_thresholds))
                     loss = loss + tcfg.soft_csi_weight * csi_loss
                     record["soft_csi_loss"] = float(global_value(csi_loss))
                 if tcfg.area_bias_weight > 0:
-                    thresholds = [float(v) for v in dcfg.normaliser.forward(np.asarray(tcfg.soft_csi_thresholds))]
-                    lead = slice(n_in - 1, steps)
-                    sums = soft_area_sums(out.predictions[:, lead], truth[:, lead], w[:, lead], thresholds)
+                    sums = soft_area_sums(out.predictions[:, lead], truth[:, lead], w[:, lead], soft_thresholds)
                     # distributed: the areas of the global batch
                     bias_loss = (soft_area_bias_from_sums(sums) if ctx is None else ctx.global_objective(
                         lambda s, shape=sums.shape: soft_area_bias_from_sums(s.view(shape)), sums.flatten()))
