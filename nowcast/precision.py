@@ -20,9 +20,10 @@ Choices (config ``training.precision``, CLI ``--precision``):
     AVX-512 BF16 but no AMX (Sapphire Rapids as virtualised here) oneDNN's
     bf16 convolution measured 1.5x *slower* than fp32 (9.6 vs 6.4 ms for the
     bottom layer's 8x48x16x16 -> 192, 5x5), where an AMD Zen 4 core runs it
-    ~2.5x faster. So on a CPU ``auto`` times that convolution once per
-    process both ways (~0.1 s) and takes bf16 only if it is at least
-    :data:`MIN_SPEEDUP` times faster.
+    ~2.5x faster; on a GPU a network this small is bound by kernel launches
+    and autocast's casts make bf16 slower. So ``auto`` times that
+    convolution once per process and device both ways (~0.1 s) and takes
+    bf16 only if it is at least :data:`MIN_SPEEDUP` times faster.
 ``bf16``
     bf16 autocast; refused with a clear error where unsupported (emulated
     bf16 would be slower than fp32, which is never what a user wants).
@@ -69,35 +70,62 @@ def _cpu_has_bf16() -> bool:
 MIN_SPEEDUP = 1.2
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_bf16_speedup() -> float:
-    """fp32 time / bf16 time of the bottom layer's gate convolution on this CPU (1 thread; 0 if no bf16 units).
+def _kind(device: str) -> str:
+    import torch
 
-    The two are timed alternately, best of 3 each, so a busy machine slows
-    both alike.
+    return torch.device(device).type
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_speedup(device: str = "cpu") -> float:
+    """fp32 time / bf16-autocast time of the bottom layer's gate convolution on ``device`` (0 if no bf16 units).
+
+    Why a measurement and not a rule: having bf16 units is not enough. On a
+    CPU without AMX oneDNN's bf16 convolution can be slower than fp32, and on
+    a GPU a network this small is bound by kernel launches, so autocast's
+    extra cast kernels make bf16 *slower* (0.8x on an H200,
+    docs/benchmarks.md). The probe runs the convolution as training runs it:
+    fp32 tensors, once plain and once under ``torch.autocast`` (casts
+    included). The two are timed alternately, best of 3 each, so a busy
+    machine slows both alike; on CUDA each timing is a batch of launches
+    between synchronisations. CPU timings use one thread.
     """
-    if not _cpu_has_bf16():
+    if not bf16_supported(device):
         return 0.0
     import time
 
     import torch
 
+    kind = _kind(device)
+    cuda = kind == "cuda"
+    calls = 50 if cuda else 1
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if not cuda:
+        torch.set_num_threads(1)
     try:
         gen = torch.Generator().manual_seed(0)
-        x = torch.rand((8, 48, 16, 16), generator=gen)
-        w = torch.rand((192, 48, 5, 5), generator=gen) - 0.5
-        xb, wb = x.bfloat16(), w.bfloat16()
+        x = torch.rand((8, 48, 16, 16), generator=gen).to(device)
+        w = (torch.rand((192, 48, 5, 5), generator=gen) - 0.5).to(device)
+
+        def run(precision: str) -> float:
+            context = (torch.autocast(device_type=kind, dtype=torch.bfloat16) if precision == "bf16"
+                       else contextlib.nullcontext())
+            if cuda:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            with context:
+                for _ in range(calls):
+                    torch.nn.functional.conv2d(x, w, padding=2)
+            if cuda:
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - t0
+
         best = {"fp32": float("inf"), "bf16": float("inf")}
         with torch.no_grad():
-            torch.nn.functional.conv2d(x, w, padding=2)
-            torch.nn.functional.conv2d(xb, wb, padding=2)
+            run("fp32"), run("bf16")  # warm-up: kernel selection, caches
             for _ in range(3):
-                for name, (a, b) in (("fp32", (x, w)), ("bf16", (xb, wb))):
-                    t0 = time.perf_counter()
-                    torch.nn.functional.conv2d(a, b, padding=2)
-                    best[name] = min(best[name], time.perf_counter() - t0)
+                for name in best:
+                    best[name] = min(best[name], run(name))
     finally:
         torch.set_num_threads(threads)
     return best["fp32"] / best["bf16"]
@@ -134,11 +162,7 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
         return "bf16"
     if not supported:
         return "fp32"
-    import torch
-
-    if torch.device(device).type == "cpu" and cpu_bf16_speedup() < MIN_SPEEDUP:
-        return "fp32"
-    return "bf16"
+    return "bf16" if bf16_speedup(str(device)) >= MIN_SPEEDUP else "fp32"
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ def fake_cpu(monkeypatch):
 
     def set_speedup(speedup: float, units: bool = True) -> None:
         monkeypatch.setattr(prec, "_cpu_has_bf16", lambda: units)
-        monkeypatch.setattr(prec, "cpu_bf16_speedup", lambda: speedup if units else 0.0)
+        monkeypatch.setattr(prec, "bf16_speedup", lambda device="cpu": speedup if units else 0.0)
 
     return set_speedup
 
@@ -56,8 +56,16 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
 
 
 def test_speed_probe_measures_a_ratio():
-    speedup = prec.cpu_bf16_speedup()
+    speedup = prec.bf16_speedup("cpu")
     assert speedup == 0.0 if not prec.bf16_supported("cpu") else 0.05 < speedup < 20.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_measures_on_a_gpu():
+    """On a GPU ``auto`` follows the measured speed-up too, not the mere presence of bf16 units."""
+    speedup = prec.bf16_speedup("cuda")
+    assert 0.05 < speedup < 50.0
+    assert prec.resolve_precision("auto", "cuda") == ("bf16" if speedup >= prec.MIN_SPEEDUP else "fp32")
 
 
 def test_autocast_fp32_changes_nothing():

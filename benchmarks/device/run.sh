@@ -31,20 +31,30 @@ fi
 REM=$(( LIMIT - $(el) - 40 ))
 echo "training for at most $REM s"
 mkdir -p $OUT/logs
-# RUNS: "method:seed ..." (default: the 3-seed study)
+# RUNS: "method:seed ..." (default: the 3-seed study; "none" for no study)
 RUNS=${RUNS:-"tmu:0 tmu:1 tmu:2 scratch:0 scratch:1 scratch:2 finetune-nexrad-kbmx:0 finetune-nexrad-kbmx:1 finetune-nexrad-kbmx:2"}
+[ "$RUNS" = none ] && RUNS=""
 for r in $RUNS; do m=${r%%:*}; s=${r##*:}
   timeout -s INT -k 20 $REM $PY benchmarks/radar_transfer.py --train-only --methods $m --seeds $s --iterations $ITS --device $DEV --precision fp32 --threads 1 > $OUT/logs/$m-s$s.log 2>&1 &
 done
-# the shipped target, from scratch, with batch-making workers
-timeout -s INT -k 20 $REM $PY -m nowcast train --config swiss-south-tmu --iterations ${SHIP_ITS:-2000} --no-resume --device $DEV --precision fp32 --threads 1 --data-workers ${SHIP_WORKERS:-4} --no-progress > $OUT/logs/shipped.log 2>&1 &
+# BIAS_RUNS: "weight:seed ..." candidates of benchmarks/bias_selection.py (the shipped recipe with area_bias_weight)
+for r in ${BIAS_RUNS:-}; do w=${r%%:*}; s=${r##*:}
+  timeout -s INT -k 20 $REM $PY benchmarks/bias_selection.py --train-only --weights $w --seeds $s --device $DEV --precision fp32 --threads 1 --data-workers ${BIAS_WORKERS:-1} > $OUT/logs/bias$w-s$s.log 2>&1 &
+done
+# the shipped target, from scratch, with batch-making workers (SHIP=0: not this time)
+if [ "${SHIP:-1}" = 1 ]; then
+  timeout -s INT -k 20 $REM $PY -m nowcast train --config swiss-south-tmu --iterations ${SHIP_ITS:-2000} --no-resume --device $DEV --precision fp32 --threads 1 --data-workers ${SHIP_WORKERS:-4} --no-progress > $OUT/logs/shipped.log 2>&1 &
+fi
 if [ "${PYTEST:-0}" = 1 ]; then
-  $PY -m pytest -q -p no:cacheprovider tests/test_training.py -k "gpu" > $OUT/logs/pytest.txt 2>&1 &
+  $PY -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_precision.py -k "gpu" > $OUT/logs/pytest.txt 2>&1 &
+  $PY -c "from nowcast.precision import bf16_speedup, resolve_precision as r; print('bf16 speed-up on cuda', round(bf16_speedup('cuda'), 3), '-> auto =', r('auto', 'cuda'))" > $OUT/logs/precision.txt 2>&1 &
 fi
 wait
 echo "trained at $(el) s"
-grep -h "it [0-9]*00/\|Error\|error\|passed\|failed" $OUT/logs/*.log $OUT/logs/pytest.txt | tail -60
+grep -h "it [0-9]*000/\|Error\|error\|passed\|failed\|speed-up" $OUT/logs/*.log $OUT/logs/*.txt | tail -60
 tar -czf $OUT/logs.tgz -C $OUT logs && rm -rf $OUT/logs
-tar -cf - $(ls models/runs/study/*.pt | grep -v state) models/zoo/swiss-south-tmu.pt models/zoo/swiss-south-tmu.state.pt | split -b 15m - $OUT/ckpt.tar.
+CKPTS=$(ls models/runs/study/*.pt models/runs/bias/*.pt 2>/dev/null)
+[ "${SHIP:-1}" = 1 ] && CKPTS="$CKPTS models/zoo/swiss-south-tmu.pt models/zoo/swiss-south-tmu.state.pt"
+[ -n "$CKPTS" ] && tar -cf - $CKPTS | split -b 15m - $OUT/ckpt.tar.
 ls -la $OUT
 echo "done at $(el) s"

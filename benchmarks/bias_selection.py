@@ -1,0 +1,143 @@
+"""Choose ``training.area_bias_weight`` for the shipped swiss-south TMU on the *validation* store.
+
+Why a separate selection: the test sets (same day, another day, growth-64,
+rigid-64) judge the shipped model, so they must not choose its settings.
+This trains the shipped recipe (``configs/models/swiss-south-tmu.yaml``)
+with each candidate weight and seed, and scores every checkpoint beside
+pysteps extrapolation on the validation store, which the training never
+sees and the test sets never enter.
+
+Selection rule, fixed before the runs: per checkpoint, the *worst lead*
+difference from extrapolation in CSI at 1 and at 5 mm/h (the smaller of the
+two: the issue's first target is "no worse at any lead"); per weight, its
+mean over seeds. The weight with the largest mean worst difference wins;
+weights within 0.005 of the best are tied, and the tie goes to the larger
+mean CSI@5 over 0-60 min (heavy rain is what the term is for).
+
+Usage (training; one process per run, so a GPU machine runs them side by side)::
+
+    python benchmarks/bias_selection.py --train-only --weights 0.1 --seeds 0 --device cuda \\
+        --precision fp32 --data-workers 1
+
+Usage (scoring; ``--incumbent`` adds an existing checkpoint as weight 0)::
+
+    python benchmarks/bias_selection.py --score-only --weights 0.03 0.1 0.3 --seeds 0 1 \\
+        --incumbent models/zoo/swiss-south-tmu.pt --json benchmarks/out/bias_selection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("bias_selection")
+
+RECIPE = "swiss-south-tmu"
+TIE = 0.005
+
+
+def candidate_config(weight: float, seed: int, iterations: int | None, precision: str | None):
+    """The shipped recipe with ``area_bias_weight`` and ``seed``, checkpointed under ``models/runs/bias/``."""
+    from benchmarks.radar_transfer import study_config
+
+    config = study_config(RECIPE, seed, iterations, precision)
+    training = config.training.model_copy(update={"area_bias_weight": weight})
+    ckpt = f"models/runs/bias/{RECIPE}-bias{weight:g}-it{training.iterations}-s{seed}.pt"
+    return config.model_copy(update={"training": training, "checkpoint": ckpt})
+
+
+def worst_difference(scores: dict[str, list[float]], reference: dict[str, list[float]]) -> float:
+    """The worst per-lead CSI difference from ``reference`` at 1 and 5 mm/h (a lead with no 5 mm/h: no difference)."""
+    d1 = np.asarray(scores["csi@1"]) - np.asarray(reference["csi@1"])
+    d5 = np.nan_to_num(np.asarray(scores["csi@5"]) - np.asarray(reference["csi@5"]))
+    return float(min(d1.min(), d5.min()))
+
+
+def choose(per_weight: dict[float, list[dict[str, float]]]) -> float:
+    """The selection rule of the module docstring; ``per_weight`` maps weight -> per-seed summaries."""
+    mean = {w: (float(np.mean([r["worst"] for r in runs])), float(np.mean([r["csi5"] for r in runs])))
+            for w, runs in per_weight.items()}
+    best = max(m[0] for m in mean.values())
+    tied = [w for w, m in mean.items() if m[0] >= best - TIE]
+    return max(tied, key=lambda w: mean[w][1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.03, 0.1, 0.3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--iterations", type=int, default=None, help="Default: the recipe's.")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default=None, help="auto, bf16 or fp32 (default: the recipe's).")
+    parser.add_argument("--data-workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--train-only", action="store_true")
+    mode.add_argument("--score-only", action="store_true")
+    parser.add_argument("--incumbent", type=Path, help="A checkpoint scored as weight 0 (the shipped recipe).")
+    parser.add_argument("--sequences", type=int, default=None, help="First N validation sequences (default: all).")
+    parser.add_argument("--json", type=Path, help="Write per-lead scores and the choice here.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    from benchmarks.radar_transfer import ensure_trained
+
+    torch.set_num_threads(args.threads)
+    configs = {(w, s): candidate_config(w, s, args.iterations, args.precision) for w in args.weights for s in args.seeds}
+    if not args.score_only:
+        for config in configs.values():
+            ensure_trained(config, device=args.device, data_workers=args.data_workers)
+    if args.train_only:
+        return 0
+
+    import xarray as xr
+
+    from nowcast.baselines import extrapolation
+    from nowcast.models.skill import score_method
+    from nowcast.models.zoo import load_forecaster
+
+    val_path = ROOT / next(iter(configs.values())).data.val_path
+    n_in, leads = 4, 12
+    with xr.open_zarr(val_path) as ds:
+        seqs = np.asarray(ds["rain_rate"].values[: args.sequences, : n_in + leads], dtype=np.float32)
+    log.info("%s: %d validation sequences", val_path.name, len(seqs))
+    reference = score_method(extrapolation, seqs, n_in, leads)
+    paths = {key: ROOT / config.checkpoint for key, config in configs.items()}
+    if args.incumbent:
+        paths[(0.0, 0)] = args.incumbent
+    per_weight: dict[float, list[dict[str, float]]] = {}
+    scores: dict[str, dict[str, list[float]]] = {"extrapolation": reference}
+    lines = ["| weight | seed | CSI@1 0-60 | CSI@5 0-60 | worst lead ΔCSI@1 | worst lead ΔCSI@5 | worst of both |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+             f"| extrapolation | | {np.mean(reference['csi@1']):.3f} | {np.nanmean(reference['csi@5']):.3f} | | | |"]
+    for (weight, seed), path in sorted(paths.items()):
+        forecaster = load_forecaster(path)
+        s = score_method(forecaster.predict, seqs, n_in, leads)
+        scores[f"{weight:g}-s{seed}"] = s
+        d1 = float(np.min(np.asarray(s["csi@1"]) - reference["csi@1"]))
+        d5 = float(np.min(np.nan_to_num(np.asarray(s["csi@5"]) - reference["csi@5"])))
+        summary = {"worst": worst_difference(s, reference), "csi5": float(np.nanmean(s["csi@5"]))}
+        per_weight.setdefault(weight, []).append(summary)
+        lines.append(f"| {weight:g} | {seed} | {np.mean(s['csi@1']):.3f} | {summary['csi5']:.3f} | {d1:+.3f} | "
+                     f"{d5:+.3f} | {summary['worst']:+.3f} |")
+    chosen = choose(per_weight)
+    lines.append(f"\nchosen area_bias_weight: {chosen:g} (largest mean worst-lead difference over seeds; "
+                 f"ties within {TIE} to the larger CSI@5)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"validation": str(val_path.relative_to(ROOT)), "sequences": len(seqs),
+                                         "scores": scores, "chosen": chosen}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
