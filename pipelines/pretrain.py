@@ -41,6 +41,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shlex
 import sys
 import time as _time
@@ -238,6 +239,85 @@ def rebuild_checksums(zoo: Path | None = None) -> Path:
     return zoo / "SHA256SUMS"
 
 
+#: Config fields that say how a run was executed, not what it learns: a promoted candidate may differ in these.
+RUN_SETTINGS = ("checkpoint", "training.precision")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def promote_checkpoint(candidate: str | Path, config) -> Path:
+    """Make ``candidate`` the checkpoint of model ``config`` (e.g. the shipped zoo file), with its resume state.
+
+    Why: a candidate is chosen *after* it was trained and measured (a study
+    on a GPU machine, a weight chosen on the validation store). Training it
+    again under the shipped path would be another run (GPU kernels are not
+    bit-reproducible), not the one that was measured. So the measured file
+    is copied, but only if its stored config is ``config`` in everything
+    that shapes what it learns: every field but :data:`RUN_SETTINGS`, and at
+    least the config's iterations. The copy's stored config becomes
+    ``config`` (its own checkpoint path; the precision it ran in is kept),
+    ``promoted_from`` names the candidate, and the weights and their digest
+    are untouched. Written atomically.
+
+    Raises
+    ------
+    CheckpointError
+        Unreadable candidate, another architecture, or a config that differs
+        (one line naming the first differing field), or too few iterations.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from nowcast.errors import CheckpointError
+    from nowcast.models.zoo import _atomic_torch_save, load_checkpoint
+    from nowcast.training import state_path_for
+
+    candidate = Path(candidate)
+    ckpt = load_checkpoint(candidate, expect_config=config)
+    have, want = ckpt.metadata["config"], config.model_dump(mode="json")
+    flat_have, flat_want = _flatten(have), _flatten(want)
+    for key in dict.fromkeys([*flat_want, *flat_have]):
+        if key in RUN_SETTINGS or key == "training.iterations":
+            continue
+        if flat_have.get(key) != flat_want.get(key):
+            raise CheckpointError(f"{candidate}: not a run of model config {config.name!r}: {key} is "
+                                  f"{flat_have.get(key)!r} in the checkpoint but {flat_want.get(key)!r} in the config")
+    if int(ckpt.metadata["iterations"]) < config.training.iterations:
+        raise CheckpointError(f"{candidate}: trained {ckpt.metadata['iterations']} iterations, model config "
+                              f"{config.name!r} asks for {config.training.iterations}")
+    stored = json.loads(json.dumps(want))
+    stored["training"]["precision"] = have["training"]["precision"]
+    obj = torch.load(candidate, map_location="cpu", weights_only=True)
+    obj["metadata"] = {**obj["metadata"], "config": stored, "promoted_from": candidate.name}
+    target = config.checkpoint_path
+    _atomic_torch_save(obj, target)
+    state = state_path_for(candidate)
+    if state.is_file():
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(state, tmp)
+            os.replace(tmp, state_path_for(target))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:  # no resume state came with it: the old one would resume another run
+        state_path_for(target).unlink(missing_ok=True)
+    log.info("%s promoted to %s (model config %s)", candidate, target, config.name)
+    return target
+
+
 def pretrain_region(region_name: str, *, only: list[str] | None = None, iterations: int | None = None,
                     force: bool = False, scheduler: str = "threads", progress: bool = True,
                     command: str | None = None, sequences: int | None = None,
@@ -310,6 +390,23 @@ def run(region: str = "swiss-south", *, only: list[str] | None = None, iteration
                            progress=progress, command=command, home=home)
 
 
+def promote(candidate: Path, only: list[str], region: str, home: str | Path | None = None) -> Path:
+    """``--promote``: :func:`promote_checkpoint` for the one model named, then its held-out skill and the checksums."""
+    from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.models.zoo import training_config
+
+    if len(only) != 1:
+        raise ConfigError("--promote needs exactly one model name in --only (the model the checkpoint becomes)")
+    name = only[0]
+    if name not in zoo_models(region, home):
+        raise ConfigError(f"region {region!r} does not use model {name!r}")
+    config = training_config(load_model_config(find_model_config(name, home)), home)
+    target = promote_checkpoint(candidate, config)
+    record_heldout_skill(name, home)
+    log.info("wrote %s", rebuild_checksums(target.parent))
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line of the pipeline (see the module docstring); ``nowcast pretrain`` is the same in the CLI."""
     from nowcast.logging_setup import configure_logging
@@ -325,10 +422,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="Only rewrite models/zoo/SHA256SUMS and MANIFEST.json from the checkpoints there.")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 per run is fastest when runs share the cores)")
+    parser.add_argument("--promote", type=Path, default=None, metavar="CHECKPOINT",
+                        help="Instead of training: make this measured checkpoint the one model of --only "
+                             "(its config must match), record its held-out skill and the checksums.")
     args = parser.parse_args(argv)
     configure_logging(0)
     command = "python -m pipelines.pretrain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     try:
+        if args.promote is not None:
+            promote(args.promote, args.only or [], args.region)
+            return 0
         run(args.region, only=args.only, iterations=args.iterations, force=args.force, scheduler=args.scheduler,
             progress=not args.no_progress, threads=args.threads, checksums_only=args.checksums_only,
             command=command)

@@ -44,3 +44,24 @@ def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str):
         load_region(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+STUDY_MODELS = ["swiss-south-scratch", "swiss-south-finetune-nexrad-kbmx", "swiss-south-finetune-finland-korpo",
+                "swiss-south-finetune-eumetsat-ir", "swiss-south-finetune-mnist-source-3digit",
+                "swiss-south-tmu-lambda0", "swiss-south-tmu-lambda005", "swiss-south-tmu-no-ir",
+                "swiss-south-tmu-plain", "swiss-south-tmu-video-only"]
+
+
+@pytest.mark.parametrize("name", STUDY_MODELS)
+def test_study_models_train_with_the_shipped_recipe(name: str):
+    """Scratch, finetune and the TMU ablations differ from the shipped target only in what they compare.
+
+    The radar study (benchmarks/radar_transfer.py) ranks them against the shipped TMU: a loss
+    term or sampling setting that drifted in one config would be measured as transfer.
+    """
+    from nowcast.models.config import find_model_config, load_model_config
+
+    shipped = load_model_config(find_model_config("swiss-south-tmu"))
+    config = load_model_config(find_model_config(name))
+    assert config.training.model_dump(exclude={"init_from"}) == shipped.training.model_dump(exclude={"init_from"})
+    assert config.data == shipped.data and config.architecture == shipped.architecture

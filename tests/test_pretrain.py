@@ -82,3 +82,42 @@ def test_unknown_model_is_refused(tiny_home: Path) -> None:
 
     with pytest.raises(ConfigError, match="does not use model"):
         pretrain_region("tiny", home=tiny_home, only=["nope"])
+
+
+def test_promote_copies_a_measured_run_only_when_its_config_is_the_models(tmp_path: Path) -> None:
+    """A candidate differing only in where it was written and its precision becomes the model, weights untouched;
+    one that learned with another setting, or for fewer iterations, is refused; a stale resume state goes."""
+    from nowcast.errors import CheckpointError
+    from nowcast.models.zoo import load_checkpoint
+    from nowcast.training import state_path_for, train
+    from pipelines.pretrain import promote_checkpoint
+    from tests.test_training import fixed, moving_square, small
+
+    shipped = small(tmp_path / "zoo", "tiny", training={"iterations": 4, "val_every": 4, "checkpoint_every": 4})
+    shipped.checkpoint_path.parent.mkdir(parents=True)
+    state_path_for(shipped.checkpoint_path).write_bytes(b"stale resume state of another run")
+
+    def run(name: str, **training) -> Path:
+        cfg = shipped.model_copy(update={"checkpoint": str(tmp_path / "runs" / f"{name}.pt"),
+                                         "training": shipped.training.model_copy(update=training)})
+        return train(cfg, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()]).checkpoint
+
+    candidate = run("candidate", precision="fp32")
+    target = promote_checkpoint(candidate, shipped)
+    promoted, measured = load_checkpoint(target), load_checkpoint(candidate)
+    assert target == shipped.checkpoint_path
+    assert promoted.metadata["weights_sha256"] == measured.metadata["weights_sha256"]
+    assert promoted.config.checkpoint == shipped.checkpoint and promoted.config.training.precision == "fp32"
+    assert promoted.metadata["promoted_from"] == "candidate.pt"
+    assert state_path_for(target).read_bytes() == state_path_for(candidate).read_bytes()
+
+    with pytest.raises(CheckpointError, match=r"other\.pt: not a run of model config 'tiny': training\.lr is 0\.002"):
+        promote_checkpoint(run("other", lr=2e-3), shipped)
+    with pytest.raises(CheckpointError, match="trained 4 iterations, model config 'tiny' asks for 8"):
+        promote_checkpoint(candidate, shipped.model_copy(
+            update={"training": shipped.training.model_copy(update={"iterations": 8})}))
+    assert load_checkpoint(target).metadata["weights_sha256"] == measured.metadata["weights_sha256"]  # untouched
+
+    state_path_for(candidate).unlink()
+    promote_checkpoint(candidate, shipped)
+    assert not state_path_for(target).exists()  # it would resume a run that is not the promoted one

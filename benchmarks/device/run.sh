@@ -35,7 +35,7 @@ mkdir -p $OUT/logs
 RUNS=${RUNS:-"tmu:0 tmu:1 tmu:2 scratch:0 scratch:1 scratch:2 finetune-nexrad-kbmx:0 finetune-nexrad-kbmx:1 finetune-nexrad-kbmx:2"}
 [ "$RUNS" = none ] && RUNS=""
 for r in $RUNS; do m=${r%%:*}; s=${r##*:}
-  timeout -s INT -k 20 $REM $PY benchmarks/radar_transfer.py --train-only --methods $m --seeds $s --iterations $ITS --device $DEV --precision fp32 --threads 1 > $OUT/logs/$m-s$s.log 2>&1 &
+  timeout -s INT -k 20 $REM $PY benchmarks/radar_transfer.py --train-only --methods $m --seeds $s --iterations $ITS --device $DEV --precision fp32 --threads 1 --data-workers ${STUDY_WORKERS:-0} > $OUT/logs/$m-s$s.log 2>&1 &
 done
 # BIAS_RUNS: "weight:seed ..." candidates of benchmarks/bias_selection.py (the shipped recipe with area_bias_weight)
 for r in ${BIAS_RUNS:-}; do w=${r%%:*}; s=${r##*:}
