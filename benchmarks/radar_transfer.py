@@ -96,21 +96,29 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
 
 
 def ensure_trained(config, device: str = "cpu", data_workers: int = 0) -> Path:
-    """Train (or resume) a study model unless its checkpoint is complete (on ``device``: cpu, cuda)."""
-    from nowcast.models.zoo import load_checkpoint
+    """Train (or resume) a study model unless its checkpoint is complete and of this config (on ``device``: cpu, cuda).
+
+    A checkpoint of another recipe at the same path (an older study) is neither reused nor resumed.
+    """
+    from nowcast.models.zoo import config_difference, load_checkpoint
     from nowcast.training import train
 
     path = config.checkpoint_path
+    resume = True
     if path.exists():
         try:
             ckpt = load_checkpoint(path, expect_config=config)
-            if int(ckpt.metadata.get("iterations", 0)) >= config.training.iterations:
-                return path
-        except Exception:  # noqa: BLE001 - retrain anything unreadable
-            pass
+            difference = config_difference(ckpt, config, ignore=("training.iterations",))
+        except Exception as exc:  # noqa: BLE001 - retrain anything unreadable
+            difference = str(exc)
+        if difference is None and int(ckpt.metadata.get("iterations", 0)) >= config.training.iterations:
+            return path
+        if difference is not None:  # another recipe's run: neither reuse nor resume it
+            log.warning("%s: retraining from scratch: %s", path, difference)
+            resume = False
     log.info("training %s (seed %d, %d iterations) -> %s", config.name, config.training.seed,
              config.training.iterations, path)
-    train(config, resume=True, progress=False, device=device, data_workers=data_workers)
+    train(config, resume=resume, progress=False, device=device, data_workers=data_workers)
     return path
 
 

@@ -239,21 +239,6 @@ def rebuild_checksums(zoo: Path | None = None) -> Path:
     return zoo / "SHA256SUMS"
 
 
-#: Config fields that say how a run was executed, not what it learns: a promoted candidate may differ in these.
-RUN_SETTINGS = ("checkpoint", "training.precision")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def promote_checkpoint(candidate: str | Path, config) -> Path:
     """Make ``candidate`` the checkpoint of model ``config`` (e.g. the shipped zoo file), with its resume state.
 
@@ -262,8 +247,8 @@ def promote_checkpoint(candidate: str | Path, config) -> Path:
     again under the shipped path would be another run (GPU kernels are not
     bit-reproducible), not the one that was measured. So the measured file
     is copied, but only if its stored config is ``config`` in everything
-    that shapes what it learns: every field but :data:`RUN_SETTINGS`, and at
-    least the config's iterations. The copy's stored config becomes
+    that shapes what it learns (:func:`nowcast.models.zoo.config_difference`)
+    and it ran at least the config's iterations. The copy's stored config becomes
     ``config`` (its own checkpoint path; the precision it ran in is kept),
     ``promoted_from`` names the candidate, and the weights and their digest
     are untouched. Written atomically.
@@ -280,19 +265,15 @@ def promote_checkpoint(candidate: str | Path, config) -> Path:
     import torch
 
     from nowcast.errors import CheckpointError
-    from nowcast.models.zoo import _atomic_torch_save, load_checkpoint
+    from nowcast.models.zoo import _atomic_torch_save, config_difference, load_checkpoint
     from nowcast.training import state_path_for
 
     candidate = Path(candidate)
     ckpt = load_checkpoint(candidate, expect_config=config)
+    difference = config_difference(ckpt, config, ignore=("training.iterations",))
+    if difference:
+        raise CheckpointError(f"{candidate}: not a run of model config {config.name!r}: {difference}")
     have, want = ckpt.metadata["config"], config.model_dump(mode="json")
-    flat_have, flat_want = _flatten(have), _flatten(want)
-    for key in dict.fromkeys([*flat_want, *flat_have]):
-        if key in RUN_SETTINGS or key == "training.iterations":
-            continue
-        if flat_have.get(key) != flat_want.get(key):
-            raise CheckpointError(f"{candidate}: not a run of model config {config.name!r}: {key} is "
-                                  f"{flat_have.get(key)!r} in the checkpoint but {flat_want.get(key)!r} in the config")
     if int(ckpt.metadata["iterations"]) < config.training.iterations:
         raise CheckpointError(f"{candidate}: trained {ckpt.metadata['iterations']} iterations, model config "
                               f"{config.name!r} asks for {config.training.iterations}")

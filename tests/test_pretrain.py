@@ -121,3 +121,25 @@ def test_promote_copies_a_measured_run_only_when_its_config_is_the_models(tmp_pa
     state_path_for(candidate).unlink()
     promote_checkpoint(candidate, shipped)
     assert not state_path_for(target).exists()  # it would resume a run that is not the promoted one
+
+
+def test_a_study_neither_reuses_nor_resumes_another_recipes_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/radar_transfer.py's ensure_trained: a complete run of this recipe is reused, a shorter one
+    resumed, and a run of another recipe at the same path (an older study) is trained again from scratch."""
+    import nowcast.training
+    from benchmarks.radar_transfer import ensure_trained
+    from nowcast.training import train
+    from tests.test_training import fixed, moving_square, small
+
+    config = small(tmp_path, "tiny", training={"iterations": 4, "val_every": 4, "checkpoint_every": 4})
+    train(config, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    calls: list[bool] = []
+    monkeypatch.setattr(nowcast.training, "train", lambda cfg, resume, **kw: calls.append(resume))
+
+    def with_training(**update):
+        return config.model_copy(update={"training": config.training.model_copy(update=update)})
+
+    assert ensure_trained(config) == config.checkpoint_path and calls == []  # complete: reused
+    ensure_trained(with_training(iterations=8))
+    ensure_trained(with_training(sampling_end=2))
+    assert calls == [True, False]  # longer: resumed; another recipe: from scratch

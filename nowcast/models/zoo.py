@@ -272,6 +272,38 @@ def check_matches(ckpt: Checkpoint, config: ModelConfig) -> None:
         )
 
 
+#: Config fields that say how a run was executed, not what it learns (see :func:`config_difference`).
+RUN_SETTINGS = ("checkpoint", "training.precision")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_difference(ckpt: Checkpoint, config: ModelConfig, ignore: tuple[str, ...] = ()) -> str | None:
+    """The first field in which ``ckpt``'s stored config differs from ``config``, as one phrase; ``None`` if none.
+
+    Compares everything that shapes what a run learns: every field but
+    :data:`RUN_SETTINGS` and ``ignore`` (dotted names, e.g.
+    ``training.iterations``). Why: :func:`check_matches` only asks whether
+    the weights *fit* a config; a run of another recipe fits just as well,
+    and reusing it would measure the wrong thing.
+    """
+    have, want = _flatten(ckpt.metadata["config"]), _flatten(config.model_dump(mode="json"))
+    for key in dict.fromkeys([*want, *have]):
+        if key in RUN_SETTINGS or key in ignore:
+            continue
+        if have.get(key) != want.get(key):
+            return f"{key} is {have.get(key)!r} in the checkpoint but {want.get(key)!r} in model config {config.name!r}"
+    return None
+
+
 # ------------------------------------------------------------ lookup
 def locate_checkpoint(config: ModelConfig, home: str | Path | None = None, yaml_path: str | Path | None = None
                       ) -> tuple[str, Path]:
