@@ -51,6 +51,12 @@ SLIPS = [
                  ".gif", ".mp4"], [], id="render-bmp"),
     pytest.param(["render", "fc.nc", "--format", "png", "--out", "x.gif"], EXIT_USAGE, ["x.gif", "--format png"], [],
                  id="render-format-mismatch"),
+    pytest.param(["pretrain", "--promote", "missing.pt", "--only", "swiss-south-tmu"], EXIT_USAGE,
+                 ["missing.pt", "checkpoint file does not exist"], [], id="promote-missing"),
+    pytest.param(["pretrain", "--promote", "x.h5", "--only", "swiss-south-tmu"], EXIT_USAGE,
+                 ["x.h5", "not a readable nowcast checkpoint"], [], id="promote-not-a-checkpoint"),
+    pytest.param(["pretrain", "--promote", "x.h5"], EXIT_USAGE, ["--promote needs exactly one model name in --only"], [],
+                 id="promote-which-model"),
 ]
 
 

@@ -241,3 +241,20 @@ def test_random_forecaster_for_benchmarks():
     assert fc.sha256 == "" and fc.config.patch_size == 4
     out = fc.predict(np.ones((fc.config.input_frames, 32, 32), dtype=np.float32), 2)
     assert out.shape == (2, 32, 32)
+
+
+class _Payload:
+    """A Python object a checkpoint must never carry (unpickling it could run code)."""
+
+
+def test_a_file_of_code_is_refused_and_a_file_of_another_format_is_named_so(tmp_path: Path) -> None:
+    from nowcast.models.zoo import load_checkpoint
+
+    code = tmp_path / "code.pt"
+    torch.save({"state_dict": {}, "metadata": {}, "payload": _Payload()}, code)
+    with pytest.raises(CheckpointError, match=r"code\.pt: refused: holds Python objects other than tensors"):
+        load_checkpoint(code)
+    other = tmp_path / "radar.h5"
+    other.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with pytest.raises(CheckpointError, match=r"radar\.h5: not a readable nowcast checkpoint, truncated or not a torch file"):
+        load_checkpoint(other)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -40,6 +41,12 @@ def pretrain(
     checksums_only: Annotated[
         bool, typer.Option("--checksums-only", help="Only rewrite SHA256SUMS and MANIFEST.json from the checkpoints of the zoo.")
     ] = False,
+    promote: Annotated[
+        Optional[Path],
+        typer.Option("--promote", metavar="CHECKPOINT",
+                     help="Instead of training: make this measured checkpoint the one model of --only (its config "
+                          "must match), record its held-out skill and the checksums."),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
@@ -54,9 +61,14 @@ def pretrain(
     each config says (models/zoo); installed from a wheel they go to
     HOME/models, which the model lookup reads first (docs/models.md).
     """
+    from pipelines.pretrain import promote as promote_candidate
     from pipelines.pretrain import run
 
     setup(verbose, quiet)
+    if promote is not None:
+        target = promote_candidate(promote, only or [], region, home)
+        typer.echo(f"{promote} -> {target}")
+        return
     argv = ["--region", region]
     for name in only or []:
         argv += ["--only", name]

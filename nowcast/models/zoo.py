@@ -223,10 +223,14 @@ def load_checkpoint(path: str | Path, expect_config: ModelConfig | None = None) 
         raise CheckpointError(f"{path}: checkpoint file does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused a global: code, not data
-        raise CheckpointError(
-            f"{path}: refused: holds Python objects other than tensors and plain data (loaded with weights_only)"
-        ) from None
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():  # weights_only refused a global: code, not data
+            raise CheckpointError(
+                f"{path}: refused: holds Python objects other than tensors and plain data (loaded with weights_only)"
+            ) from None
+        # any other unpickling failure ("Unsupported operand", "invalid load key"): bytes of another format
+        raise CheckpointError(f"{path}: not a readable nowcast checkpoint, truncated or not a torch file "
+                              "(not a zip archive, not a pickle)") from None
     except Exception as exc:  # truncated zip, foreign format...
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
