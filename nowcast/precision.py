@@ -83,7 +83,7 @@ def bf16_speedup(device: str = "cpu") -> float:
     Why a measurement and not a rule: having bf16 units is not enough. On a
     CPU without AMX oneDNN's bf16 convolution can be slower than fp32, and on
     a GPU a network this small is bound by kernel launches, so autocast's
-    extra cast kernels make bf16 *slower* (0.8x on an H200,
+    extra cast kernels make bf16 *slower* (this probe: 0.65x on an H200,
     docs/benchmarks.md). The probe runs the convolution as training runs it:
     fp32 tensors, once plain and once under ``torch.autocast`` (casts
     included). The two are timed alternately, best of 3 each, so a busy
