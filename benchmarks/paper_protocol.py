@@ -28,6 +28,7 @@ disjoint ``--seeds``/``--methods``), then evaluated in one run::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -37,6 +38,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.radar_transfer import ensure_trained as train_unless_done  # noqa: E402 - after the sys.path line
 
 log = logging.getLogger("paper_protocol")
 
@@ -80,24 +83,6 @@ def variant(name: str, *, seed: int, iterations: int | None, layers: int | None,
     size = f"L{layers}C{hidden}-" if (layers or hidden) else ""
     update["checkpoint"] = f"models/runs/paper/{size}{name}{tag}-it{its}-s{seed}.pt"
     return config.model_copy(update=update)
-
-
-def ensure_trained(config) -> Path:
-    from nowcast.models.zoo import load_checkpoint
-    from nowcast.training import train
-
-    path = config.checkpoint_path
-    if path.exists():
-        try:
-            ckpt = load_checkpoint(path, expect_config=config)
-            if int(ckpt.metadata.get("iterations", 0)) >= config.training.iterations:
-                return path
-        except Exception:  # noqa: BLE001 - anything unreadable is retrained
-            pass
-    log.info("training %s seed %d for %d iterations -> %s", config.name, config.training.seed,
-             config.training.iterations, path)
-    train(config, resume=True, progress=False)
-    return path
 
 
 def test_sequences(n: int) -> np.ndarray:
@@ -159,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="TMU variants to train and score too (same seeds).")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="Where the targets (and resized sources) train: cpu, cuda.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/paper_protocol")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -168,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     kw = {"iterations": args.iterations, "layers": args.layers, "hidden": args.hidden}
+    ensure_trained = functools.partial(train_unless_done, device=args.device)
 
-    # Sources: the shipped configs at the CPU size; retrained under runs/paper for other sizes.
     # Sources: the shipped configs at the CPU size; for another size (--layers/--hidden)
     # they are retrained at that size under models/runs/paper/ and the targets
     # point at those checkpoints.

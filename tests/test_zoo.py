@@ -258,3 +258,23 @@ def test_a_file_of_code_is_refused_and_a_file_of_another_format_is_named_so(tmp_
     other.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     with pytest.raises(CheckpointError, match=r"radar\.h5: not a readable nowcast checkpoint, truncated or not a torch file"):
         load_checkpoint(other)
+
+
+def test_config_difference_reads_an_older_checkpoint_through_todays_defaults(tmp_path: Path) -> None:
+    """A field added since (absent from an older checkpoint's stored config) differs only if set away from its default."""
+    from nowcast.models.skill import update_metadata
+    from nowcast.models.zoo import config_difference, load_checkpoint
+    from nowcast.training import train
+    from tests.test_training import fixed, moving_square, small
+
+    config = small(tmp_path, "tiny", training={"iterations": 2, "val_every": 2, "checkpoint_every": 2})
+    path = train(config, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()]).checkpoint
+    stored = load_checkpoint(path).metadata["config"]
+    del stored["training"]["area_bias_weight"]  # as written before the field existed
+    update_metadata(path, config=stored)
+    ckpt = load_checkpoint(path)
+    assert config_difference(ckpt, config) is None
+    with_term = config.model_copy(update={"training": config.training.model_copy(update={"area_bias_weight": 0.03})})
+    assert config_difference(ckpt, with_term) == (
+        "training.area_bias_weight is 0.0 in the checkpoint but 0.03 in model config 'tiny'")
+    assert config_difference(ckpt, config.model_copy(update={"checkpoint": str(tmp_path / "elsewhere.pt")})) is None

@@ -297,9 +297,16 @@ def config_difference(ckpt: Checkpoint, config: ModelConfig, ignore: tuple[str, 
     :data:`RUN_SETTINGS` and ``ignore`` (dotted names, e.g.
     ``training.iterations``). Why: :func:`check_matches` only asks whether
     the weights *fit* a config; a run of another recipe fits just as well,
-    and reusing it would measure the wrong thing.
+    and reusing it would measure the wrong thing. The stored config is read
+    through today's schema first, so a field added since with a default
+    that keeps the old behaviour is no difference; a stored config today's
+    schema refuses is compared as stored.
     """
-    have, want = _flatten(ckpt.metadata["config"]), _flatten(config.model_dump(mode="json"))
+    try:
+        stored = ckpt.config.model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a field since removed or renamed: compare the raw dict
+        stored = ckpt.metadata["config"]
+    have, want = _flatten(stored), _flatten(config.model_dump(mode="json"))
     for key in dict.fromkeys([*want, *have]):
         if key in RUN_SETTINGS or key in ignore:
             continue
