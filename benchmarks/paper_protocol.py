@@ -135,7 +135,7 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["scratch", "finetune", "tmu"], choices=list(TARGETS))
+    parser.add_argument("--methods", nargs="*", default=["scratch", "finetune", "tmu"], choices=list(TARGETS))
     parser.add_argument("--iterations", type=int, default=None, help="Target iterations (default: the configs').")
     parser.add_argument("--layers", type=int, default=None)
     parser.add_argument("--hidden", type=int, default=None)
