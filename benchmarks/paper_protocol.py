@@ -39,8 +39,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.radar_transfer import ensure_trained as train_unless_done  # noqa: E402 - after the sys.path line
-
 log = logging.getLogger("paper_protocol")
 
 TARGETS = {"scratch": "mnist-scratch-2digit", "finetune": "mnist-finetune-2digit", "tmu": "mnist-tmu-2digit"}
@@ -152,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from benchmarks.radar_transfer import ensure_trained as train_unless_done
+
     kw = {"iterations": args.iterations, "layers": args.layers, "hidden": args.hidden}
     ensure_trained = functools.partial(train_unless_done, device=args.device)
 

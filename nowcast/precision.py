@@ -124,8 +124,8 @@ def bf16_speedup(device: str = "cpu") -> float:
         with torch.no_grad():
             run("fp32"), run("bf16")  # warm-up: kernel selection, caches
             for _ in range(3):
-                for name in best:
-                    best[name] = min(best[name], run(name))
+                for name, fastest in best.items():
+                    best[name] = min(fastest, run(name))
     finally:
         torch.set_num_threads(threads)
     return best["fp32"] / best["bf16"]

@@ -47,9 +47,13 @@ import sys
 import time as _time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nowcast.config import load_region, project_root
 from nowcast.errors import ConfigError, NowcastError
+
+if TYPE_CHECKING:
+    from nowcast.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +243,7 @@ def rebuild_checksums(zoo: Path | None = None) -> Path:
     return zoo / "SHA256SUMS"
 
 
-def promote_checkpoint(candidate: str | Path, config) -> Path:
+def promote_checkpoint(candidate: str | Path, config: ModelConfig) -> Path:
     """Make ``candidate`` the checkpoint of model ``config`` (e.g. the shipped zoo file), with its resume state.
 
     Why: a candidate is chosen *after* it was trained and measured (a study
@@ -265,7 +269,11 @@ def promote_checkpoint(candidate: str | Path, config) -> Path:
     import torch
 
     from nowcast.errors import CheckpointError
-    from nowcast.models.zoo import _atomic_torch_save, config_difference, load_checkpoint
+    from nowcast.models.zoo import (
+        _atomic_torch_save,
+        config_difference,
+        load_checkpoint,
+    )
     from nowcast.training import state_path_for
 
     candidate = Path(candidate)
