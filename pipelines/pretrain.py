@@ -41,7 +41,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shlex
 import sys
 import time as _time
@@ -264,13 +263,13 @@ def promote_checkpoint(candidate: str | Path, config: ModelConfig) -> Path:
         (one line naming the first differing field), or too few iterations.
     """
     import shutil
-    import tempfile
 
     import torch
 
     from nowcast.errors import CheckpointError
     from nowcast.models.zoo import (
         _atomic_torch_save,
+        _atomic_write,
         config_difference,
         load_checkpoint,
     )
@@ -281,26 +280,18 @@ def promote_checkpoint(candidate: str | Path, config: ModelConfig) -> Path:
     difference = config_difference(ckpt, config, ignore=("training.iterations",))
     if difference:
         raise CheckpointError(f"{candidate}: not a run of model config {config.name!r}: {difference}")
-    have, want = ckpt.metadata["config"], config.model_dump(mode="json")
     if int(ckpt.metadata["iterations"]) < config.training.iterations:
         raise CheckpointError(f"{candidate}: trained {ckpt.metadata['iterations']} iterations, model config "
                               f"{config.name!r} asks for {config.training.iterations}")
-    stored = json.loads(json.dumps(want))
-    stored["training"]["precision"] = have["training"]["precision"]
+    stored = config.model_dump(mode="json")
+    stored["training"]["precision"] = ckpt.metadata["config"]["training"]["precision"]
     obj = torch.load(candidate, map_location="cpu", weights_only=True)
     obj["metadata"] = {**obj["metadata"], "config": stored, "promoted_from": candidate.name}
     target = config.checkpoint_path
     _atomic_torch_save(obj, target)
     state = state_path_for(candidate)
-    if state.is_file():
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(state, tmp)
-            os.replace(tmp, state_path_for(target))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    if state.is_file():  # byte for byte: the run resumes exactly where the measured one stopped
+        _atomic_write(state_path_for(target), lambda tmp: shutil.copyfile(state, tmp))
     else:  # no resume state came with it: the old one would resume another run
         state_path_for(target).unlink(missing_ok=True)
     log.info("%s promoted to %s (model config %s)", candidate, target, config.name)

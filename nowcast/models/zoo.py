@@ -30,6 +30,7 @@ import os
 import pickle
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,11 +103,16 @@ def _now() -> str:
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, then rename it onto ``path`` (a checkpoint, a resume state)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         # mkstemp makes the file private (0600); a checkpoint is ordinary data.
         umask = os.umask(0)
         os.umask(umask)
