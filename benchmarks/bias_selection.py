@@ -44,14 +44,25 @@ RECIPE = "swiss-south-tmu"
 TIE = 0.005
 
 
-def candidate_config(weight: float, seed: int, iterations: int | None, precision: str | None):
-    """The shipped recipe with ``area_bias_weight`` and ``seed``, checkpointed under ``models/runs/bias/``."""
+def candidate_config(weight: float, seed: int, iterations: int | None, precision: str | None,
+                     kernel: int | None = None):
+    """The shipped recipe with ``area_bias_weight``, ``seed`` and gate ``kernel``, checkpointed under ``models/runs/bias/``.
+
+    ``kernel`` (default: the recipe's) changes only the gate convolutions'
+    size; the name carries ``-k3`` etc. when it is not the recipe's, so the
+    recipe's own candidates keep their names.
+    """
     from benchmarks.radar_transfer import study_config
 
     config = study_config(RECIPE, seed, iterations, precision)
     training = config.training.model_copy(update={"area_bias_weight": weight})
-    ckpt = f"models/runs/bias/{RECIPE}-bias{weight:g}-it{training.iterations}-s{seed}.pt"
-    return config.model_copy(update={"training": training, "checkpoint": ckpt})
+    update = {"training": training}
+    tag = ""
+    if kernel is not None and kernel != config.architecture.kernel:
+        update["architecture"] = config.architecture.model_copy(update={"kernel": int(kernel)})
+        tag = f"-k{int(kernel)}"
+    ckpt = f"models/runs/bias/{RECIPE}-bias{weight:g}{tag}-it{training.iterations}-s{seed}.pt"
+    return config.model_copy(update={**update, "checkpoint": ckpt})
 
 
 def worst_differences(scores: dict[str, list[float]], reference: dict[str, list[float]]) -> tuple[float, float]:

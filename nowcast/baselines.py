@@ -155,7 +155,9 @@ def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5) 
     velocity = motion_field(window)
     n = window.shape[0]
     db = to_db(window)
-    lag, valid = to_lagrangian(db, list(range(-(n - 1), 1)), velocity, outval=DB_ZERO)
+    disp = displacements(velocity, max(int(leads), n - 1))  # the inputs' trajectories are the first leads'
+    lag, valid = to_lagrangian(db, list(range(-(n - 1), 1)), velocity, outval=DB_ZERO, disp=disp)
+    disp = disp[: int(leads)]
     t = np.arange(-(n - 1), 1, dtype=np.float64)[:, None, None]
     w = (valid & (lag > DB_ZERO)).astype(np.float64)  # wet and inside the domain
     tw = (w * t).sum(0) / np.maximum(w.sum(0), 1)
@@ -168,7 +170,6 @@ def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5) 
     steps = np.arange(1, int(leads) + 1, dtype=np.float64)[:, None, None]
     tau = TREND_DAMPING_STEPS
     fields = np.where(wet, lag[-1] + rate * tau * (1.0 - np.exp(-steps / tau)), DB_ZERO)
-    disp = displacements(velocity, int(leads))
     out = from_db(advect_leads(np.maximum(fields, DB_ZERO), velocity, outval=DB_ZERO, disp=disp))
     out[unknown_mask(np.isnan(window[-1]), velocity, int(leads), disp=disp)] = np.nan
     return out

@@ -262,7 +262,8 @@ def noise_model(
         return NoiseModel(velocity, disp, bandpass, None, np.zeros((n_levels, order + 1)), np.zeros((n_levels, order)),
                           np.zeros(n_levels), np.ones((leads, n_levels)), note)
     db = to_db(window[-(order + 1):], threshold=threshold, zerovalue=zerovalue)
-    lag, _ = to_lagrangian(db, list(range(-order, 1)), velocity, outval=zerovalue)
+    lag, _ = to_lagrangian(db, list(range(-order, 1)), velocity, outval=zerovalue,
+                           disp=disp if leads >= order else None)  # the leads' first steps move the inputs
     with np.errstate(invalid="ignore", divide="ignore"):  # a level without variance normalises to NaN
         cascades = np.stack([decomposition_fft(f, bandpass, normalize=True, compute_stats=True)["cascade_levels"]
                              for f in lag])  # (order + 1, levels, ny, nx)

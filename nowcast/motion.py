@@ -115,9 +115,47 @@ def displacements(velocity: np.ndarray, steps: int) -> np.ndarray:
 
     ``velocity`` moves rain forward in time; pass ``-velocity`` for the
     backward trajectories (where a pixel's rain will be ``k`` steps later).
-    Computed step by step with pysteps' own scheme, carrying the previous
-    displacement, which is exactly what one ``extrapolate(..., steps)`` call
-    does internally.
+    This is pysteps' scheme (``extrapolation.semilagrangian``, one midpoint
+    iteration per step, bilinear velocity sampled with ``mode="nearest"``)
+    written as one loop that keeps each step's displacement: the same
+    ``map_coordinates`` calls on the same numbers, so the result is the
+    displacement one ``extrapolate(..., k, return_displacement=True)`` call
+    returns for every ``k`` (tested bit for bit). Why not call pysteps step
+    by step: chained calls re-check the inputs, rebuild the grid and repeat
+    the last velocity sample each time, which made the displacements 3x
+    slower than the advection itself on a 512x512 domain
+    (:func:`displacements_pysteps`, ``benchmarks/forecast.py``).
+    """
+    from scipy.ndimage import map_coordinates
+
+    velocity = np.asarray(velocity, dtype=np.float64)
+    if velocity.ndim != 3 or velocity.shape[0] != 2:
+        raise ValueError(f"velocity must be (2, ny, nx), got shape {velocity.shape}")
+    if not np.all(np.isfinite(velocity)):
+        raise ValueError("velocity contains non-finite values")
+    out = np.empty((int(steps), *velocity.shape), dtype=np.float64)
+    xy = _coords(velocity.shape[1:])
+
+    def sample(displacement: np.ndarray) -> np.ndarray:
+        warped = xy + displacement
+        rows_cols = [warped[1], warped[0]]
+        return np.stack([map_coordinates(velocity[c], rows_cols, mode="nearest", order=1, prefilter=False)
+                         for c in (0, 1)])
+
+    displacement = np.zeros_like(velocity)
+    increment = velocity.copy()
+    for k in range(int(steps)):
+        increment = sample(displacement - increment / 2.0)  # velocity at the midpoint of the step
+        displacement = displacement - increment
+        increment = sample(displacement)
+        out[k] = displacement
+    return out
+
+
+def displacements_pysteps(velocity: np.ndarray, steps: int) -> np.ndarray:
+    """:func:`displacements` by calling ``pysteps.extrapolation.semilagrangian.extrapolate`` once per step.
+
+    The reference the fast loop is tested against (and timed beside).
     """
     import nowcast._pysteps  # noqa: F401  (silences pysteps' import banner)
     from pysteps.extrapolation.semilagrangian import extrapolate
@@ -175,7 +213,7 @@ def advect_leads(fields: np.ndarray, velocity: np.ndarray, outval: float = DB_ZE
 
 
 def to_lagrangian(frames: np.ndarray, offsets: np.ndarray | list[int], velocity: np.ndarray,
-                  outval: float = DB_ZERO) -> tuple[np.ndarray, np.ndarray]:
+                  outval: float = DB_ZERO, disp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Move frames to the analysis time along ``velocity`` (the Lagrangian frame).
 
     Parameters
@@ -190,6 +228,10 @@ def to_lagrangian(frames: np.ndarray, offsets: np.ndarray | list[int], velocity:
         ``(2, ny, nx)`` pixels per step, assumed steady.
     outval
         Value of pixels whose Lagrangian source lies outside the domain.
+    disp
+        ``displacements(velocity, K)`` with ``K`` at least the oldest input's
+        age, if already computed: a forecast needs the same ones for its
+        leads (the first steps ahead are the steps the inputs are moved).
 
     Returns
     -------
@@ -205,7 +247,9 @@ def to_lagrangian(frames: np.ndarray, offsets: np.ndarray | list[int], velocity:
         raise ValueError(f"{len(offsets)} offsets for {frames.shape[0]} frames")
     back = max([-o for o in offsets if o < 0], default=0)
     ahead = max([o for o in offsets if o > 0], default=0)
-    forward_disp = displacements(velocity, back) if back else None  # moves old frames to now
+    if disp is not None and back and disp.shape[0] < back:
+        raise ValueError(f"{disp.shape[0]} displacement steps given, the oldest frame is {back} steps old")
+    forward_disp = (disp if disp is not None else displacements(velocity, back)) if back else None  # moves old frames to now
     backward_disp = displacements(-np.asarray(velocity), ahead) if ahead else None  # pulls later frames back
     ones = np.ones(frames.shape[1:])
     out = np.empty_like(frames)

@@ -107,3 +107,42 @@ def test_batched_torch_transform_agrees_with_the_pysteps_path():
     assert agree.mean() > 0.995  # they may differ only on the edge of the domain
     both = valid & ref_valid
     np.testing.assert_allclose(ours[both], ref[both], atol=1e-6)
+
+
+def _swirl(shape, centre=(20.0, 26.0), rate=0.08, drift=(2.5, -1.5)) -> np.ndarray:
+    """Rotation plus drift: trajectories curve and leave the domain, so the midpoint rule matters."""
+    y, x = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    return np.stack([drift[0] - rate * (y - centre[0]), drift[1] + rate * (x - centre[1])])
+
+
+def test_displacements_equal_pysteps_bit_for_bit():
+    from nowcast.motion import displacements_pysteps
+
+    vel = _swirl((40, 56))
+    ours = displacements(vel, 9)
+    np.testing.assert_array_equal(ours, displacements_pysteps(vel, 9))
+    # and every step is what one pysteps call for k steps returns
+    from pysteps.extrapolation.semilagrangian import extrapolate
+
+    _, d5 = extrapolate(None, vel, 5, return_displacement=True)
+    np.testing.assert_array_equal(ours[4], d5)
+
+
+def test_displacements_refuse_a_velocity_that_is_not_a_field():
+    with pytest.raises(ValueError, match="non-finite"):
+        displacements(np.full((2, 8, 8), np.nan), 2)
+    with pytest.raises(ValueError, match=r"\(2, ny, nx\)"):
+        displacements(np.zeros((8, 8)), 2)
+
+
+def test_to_lagrangian_with_shared_displacements_equals_its_own():
+    rng = np.random.default_rng(3)
+    frames = rng.normal(size=(4, 40, 56))
+    vel = _swirl((40, 56))
+    offsets = [-3, -2, -1, 0]
+    own = to_lagrangian(frames, offsets, vel)
+    shared = to_lagrangian(frames, offsets, vel, disp=displacements(vel, 12))
+    np.testing.assert_array_equal(own[0], shared[0])
+    np.testing.assert_array_equal(own[1], shared[1])
+    with pytest.raises(ValueError, match="3 steps old"):
+        to_lagrangian(frames, offsets, vel, disp=displacements(vel, 2))

@@ -97,15 +97,21 @@ def tracer(frames: np.ndarray, normaliser: Normaliser):
 
 
 def lagrangian_window(window: np.ndarray, normaliser: Normaliser, velocity: np.ndarray | None = None,
-                      motion_method: str = "LK") -> LagrangianWindow:
-    """Move an input window (``(T, ny, nx)`` mm/h, NaN = dry) to its newest frame's time."""
+                      motion_method: str = "LK", disp: np.ndarray | None = None) -> LagrangianWindow:
+    """Move an input window (``(T, ny, nx)`` mm/h, NaN = dry) to its newest frame's time.
+
+    ``disp``: the forward ``displacements(velocity, K)``, ``K >= T - 1``, if
+    the caller has them (only with ``velocity``).
+    """
     threshold, zero, _ = db_params(normaliser)
     window = np.asarray(window, dtype=np.float32)
     if velocity is None:
+        if disp is not None:
+            raise ValueError("displacements without the velocity they were computed from")
         velocity = motion_field(window, motion_method)
     db = to_db(window, threshold=threshold, zerovalue=zero)
     n = window.shape[0]
-    lag, valid = to_lagrangian(db, list(range(-(n - 1), 1)), velocity, outval=zero)
+    lag, valid = to_lagrangian(db, list(range(-(n - 1), 1)), velocity, outval=zero, disp=disp)
     return LagrangianWindow(np.asarray(velocity), lag, valid)
 
 
@@ -140,7 +146,14 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
     threshold, zero, scale = db_params(normaliser)
     window = np.asarray(window, dtype=np.float32)
     nodata = np.isnan(window[-1])
-    lag = lagrangian_window(np.nan_to_num(window, nan=0.0), normaliser, motion_method=motion_method)
+    dry_filled = np.nan_to_num(window, nan=0.0)
+    velocity = motion_field(dry_filled, motion_method)
+    # One set of displacements moves the inputs to the analysis time and the
+    # leads to their times: a frame k steps old moves along the same k-step
+    # trajectory as lead k (on 512x512 they cost as much as the warps).
+    disp = displacements(velocity, max(int(leads), window.shape[0] - 1))
+    lag = lagrangian_window(dry_filled, normaliser, velocity=velocity, disp=disp)
+    disp = disp[: int(leads)]
     analysis = lag.db[-1]
     if np.any(np.nan_to_num(window, nan=0.0) >= threshold):
         change = np.asarray(network(normalise_db(lag.db, normaliser), int(leads)), dtype=np.float64)
@@ -150,7 +163,6 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
         fields = np.maximum(fields, zero)
     else:  # a dry window stays dry: nothing to grow from
         fields = np.repeat(analysis[None], int(leads), axis=0)
-    disp = displacements(lag.velocity, int(leads))  # once for the fields and the unknown mask
     out = from_db(advect_leads(fields, lag.velocity, outval=zero, disp=disp), threshold=threshold)
     out[unknown_mask(nodata, lag.velocity, int(leads), disp=disp)] = np.nan
     return out
@@ -170,13 +182,14 @@ def _forecast_tracer(window: np.ndarray, leads: int, network: ChangeNetwork, nor
     field, empty, to_network = tracer(window, normaliser)
     velocity = motion_field(field, motion_method, tracer=True)
     n = window.shape[0]
-    lag, _ = to_lagrangian(field, list(range(-(n - 1), 1)), velocity, outval=empty)
+    disp = displacements(velocity, max(int(leads), n - 1))  # shared by inputs and leads, as for rain
+    lag, _ = to_lagrangian(field, list(range(-(n - 1), 1)), velocity, outval=empty, disp=disp)
+    disp = disp[: int(leads)]
     x = np.asarray(to_network(lag), dtype=np.float32)
     change = np.asarray(network(x, int(leads)), dtype=np.float64)
     if change.shape != (int(leads), *window.shape[1:]):
         raise ForecastError(f"network returned changes of shape {change.shape}, expected {(int(leads), *window.shape[1:])}")
     fields = x[-1][None].astype(np.float64) + change  # network space is the tracer space here (to_network is identity)
-    disp = displacements(velocity, int(leads))
     out = normaliser.inverse(advect_leads(fields, velocity, outval=empty, disp=disp))
     out[unknown_mask(nodata, velocity, int(leads), disp=disp)] = np.nan
     return out
