@@ -50,7 +50,13 @@ ABLATIONS = {
     # scale-aware distillation (issue: skill): variance-normalised x prediction loss, lambda warmed up
     "tmu-balanced": {"distill_scale": "balanced", "distill_warmup": 200},
     "tmu-convex-balanced": {"variant": "convex", "distill_scale": "balanced", "distill_warmup": 200},
+    # the same TMU started from the best single source's weights (as finetune is), transfer gates
+    # nearly closed (nowcast.training.init_from_source): does memory from all sources add to finetuning?
+    "tmu-convex-balanced-warm": {"variant": "convex", "distill_scale": "balanced", "distill_warmup": 200,
+                                 "init_from": "best"},
 }
+#: The source a warm TMU starts from when finetune was not run to choose one (the best at 300 and 1000 it).
+DEFAULT_BEST_SOURCE = "mnist-source-3digit"
 SOURCES = ["mnist-source-1digit", "mnist-source-3digit"]
 TEST_SEED = 777_777
 
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sequences = None if args.train_only else test_sequences(args.test_sequences)
     results: dict = {}
+    best_source = None  # chosen by the finetune method when it runs
     for method in args.methods:
         seeds_runs = []
         init = None
@@ -187,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     results[f"finetune from {src}"] = {"scores": summarise([score]), "seeds": [args.seeds[0]]}
                     if avg < best_mse:
                         best, best_mse = src, avg
-            init = best or "mnist-source-3digit"
+            init = best_source = best or DEFAULT_BEST_SOURCE
             log.info("finetune: best single source %s", init)
         for seed in args.seeds:
             if method == "finetune":
@@ -203,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
                               "iterations": cfg.training.iterations}
     for name in args.ablations:
         runs = []
+        tmu_update = dict(ABLATIONS[name])
+        warm = tmu_update.pop("init_from", None)
+        if warm == "best":
+            warm = best_source or DEFAULT_BEST_SOURCE
         for seed in args.seeds:
-            cfg = variant(TARGETS["tmu"], seed=seed, tag=f"-{name}", tmu_update=ABLATIONS[name], **kw)
+            cfg = variant(TARGETS["tmu"], seed=seed, tag=f"-{name}", tmu_update=tmu_update, init_from=warm, **kw)
             ensure_trained(cfg)
             if sequences is not None:
                 runs.append(evaluate(cfg, sequences))

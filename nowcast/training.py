@@ -513,11 +513,30 @@ def load_sources(config: ModelConfig) -> tuple[MemoryBank, list[Checkpoint]]:
     return MemoryBank(models), ckpts
 
 
+#: Pre-activation bias of a warm-started TMU's transfer gates: sigmoid(-4) = 0.018, nearly closed.
+WARM_TRANSFER_BIAS = -4.0
+
+
 def init_from_source(model: Predictor, name: str) -> Checkpoint:
-    """Finetuning: copy every weight of a source whose name and shape match."""
+    """Finetuning: copy every weight of a source whose name and shape match.
+
+    A TMU target started from a plain source (``tmu`` and ``init_from``
+    together, **[project]**) also takes the source's bottom gate
+    convolution: its ``i, f, o, g`` rows are copied, and each transfer
+    gate's rows are a copy of one of them (cyclically), so that the layer
+    norm over all gate channels sees the source's statistics (exactly when
+    the number of sources is a multiple of 4). The transfer gates' norm
+    affine starts at weight 0 and bias :data:`WARM_TRANSFER_BIAS`: they open
+    only as training finds the distilled memories useful, so the target
+    starts as the source's forecaster, like a finetune, plus the memories
+    of every source. This holds for the ``convex`` memory update; the
+    ``sum`` forms add the cell's own memory once per source and start far
+    from the source whatever the gates.
+    """
     ckpt = load_named_checkpoint(name)
     own = model.state_dict()
     matched = {k: v for k, v in ckpt.state_dict.items() if k in own and own[k].shape == v.shape}
+    matched.update(_tmu_gate_rows(model, ckpt.state_dict, own))
     if not matched:
         raise CheckpointError(f"{ckpt.path}: no weight of the source fits the target's architecture (training.init_from)")
     model.load_state_dict(matched, strict=False)
@@ -525,6 +544,38 @@ def init_from_source(model: Predictor, name: str) -> Checkpoint:
     log.info("init from %s: %d of %d tensors copied%s", ckpt.path, len(matched), len(own),
              f" (kept fresh: {', '.join(skipped[:6])}{'...' if len(skipped) > 6 else ''})" if skipped else "")
     return ckpt
+
+
+def _tmu_gate_rows(model: Predictor, source: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The TMU bottom layer's gate tensors built from a plain source's (see :func:`init_from_source`)."""
+    if not model.has_tmu:
+        return {}
+    keys = ("cells.0.conv.weight", "cells.0.conv.bias")
+    if not all(k in source for k in keys):
+        return {}
+    rows = source["cells.0.conv.weight"].shape[0]
+    target_rows = own["cells.0.conv.weight"].shape[0]
+    if own["cells.0.conv.weight"].shape[1:] != source["cells.0.conv.weight"].shape[1:] or rows >= target_rows \
+            or (target_rows - rows) % (rows // 4) != 0:
+        return {}  # another width, input or kernel: the gates stay fresh
+    hidden = rows // 4
+    extra = (target_rows - rows) // hidden
+    order = [n % 4 for n in range(extra)]  # transfer gate n copies gate (i, f, o, g)[n mod 4]
+
+    def widen(t: torch.Tensor) -> torch.Tensor:
+        blocks = [t[g * hidden:(g + 1) * hidden] for g in order]
+        return torch.cat([t, *blocks])
+
+    if "cells.0.norm.weight" not in own:  # no layer norm: the transfer gates' own bias closes them
+        w, b = source["cells.0.conv.weight"], source["cells.0.conv.bias"]
+        return {"cells.0.conv.weight": torch.cat([w, w.new_zeros((extra * hidden, *w.shape[1:]))]),
+                "cells.0.conv.bias": torch.cat([b, b.new_full((extra * hidden,), WARM_TRANSFER_BIAS)])}
+    out = {k: widen(source[k]) for k in keys}
+    if "cells.0.norm.weight" in source:
+        weight = torch.cat([source["cells.0.norm.weight"], source["cells.0.norm.weight"].new_zeros(extra * hidden)])
+        bias = torch.cat([source["cells.0.norm.bias"], source["cells.0.norm.bias"].new_full((extra * hidden,), WARM_TRANSFER_BIAS)])
+        out.update({"cells.0.norm.weight": weight, "cells.0.norm.bias": bias})
+    return out
 
 
 def state_path_for(checkpoint: Path) -> Path:

@@ -220,6 +220,42 @@ def test_finetune_copies_matching_source_weights(tmp_path):
     assert torch.equal(tmu.state_dict()["head.weight"], src["head.weight"])
 
 
+@pytest.mark.parametrize("n_sources, layer_norm, bound", [(4, True, 0.025), (2, True, 0.08), (4, False, 0.025)])
+def test_tmu_started_from_a_source_forecasts_as_the_source(tmp_path, n_sources, layer_norm, bound):
+    """TMU + init_from: the gate rows come from the source, the transfer gates start nearly closed."""
+    from nowcast.models.predictor import Predictor
+    from nowcast.training import WARM_TRANSFER_BIAS
+
+    arch = {"layers": 2, "hidden": 8, "kernel": 3, "patch_size": 4, "layer_norm": layer_norm}
+    cfg = small(tmp_path, "src", role="source", architecture=arch, training={"iterations": 2})
+    source_path = train(cfg, progress=False, batches=fixed(moving_square(t=6)), val_batches=[moving_square()]).checkpoint
+    source = load_checkpoint(source_path).build_model().eval()
+    torch.manual_seed(1)
+    for p in source.parameters():  # weights far from their init, so that a wrong copy shows
+        p.data.add_(0.3 * torch.randn_like(p))
+    from nowcast.models.zoo import save_checkpoint
+
+    save_checkpoint(source_path, source, cfg, iterations=2)
+    source = load_checkpoint(source_path).build_model().eval()
+    target = Predictor.from_config(cfg.architecture, [8] * n_sources, "convex").eval()
+    init_from_source(target, str(source_path))
+    frames = torch.rand(2, 4, 1, 16, 16)
+    want, got = source.forecast(frames, 6), target.forecast(frames, 6)
+    scale = float(want.abs().mean())
+    # the transfer gates' share is sigmoid(-4) ~ 0.018 of the memory: a small, bounded difference
+    # (with 2 sources the layer norm's statistics differ a little from the source's: a wider bound)
+    assert float((got - want).abs().mean()) < bound * scale, (float((got - want).abs().mean()), scale)
+    state = target.state_dict()
+    assert torch.equal(state["cells.0.conv.weight"][:32], source.state_dict()["cells.0.conv.weight"])
+    if layer_norm:
+        assert torch.all(state["cells.0.norm.bias"][32:] == WARM_TRANSFER_BIAS)
+    else:
+        assert torch.all(state["cells.0.conv.bias"][32:] == WARM_TRANSFER_BIAS)
+    # a fresh TMU (no init) is far from the source: the test can tell the difference
+    fresh = Predictor.from_config(cfg.architecture, [8] * n_sources, "convex").eval()
+    assert float((fresh.forecast(frames, 6) - want).abs().mean()) > 0.2 * scale
+
+
 def test_zarr_sequences_batches(tmp_path):
     import xarray as xr
 
