@@ -1,0 +1,28 @@
+"""The selection rules of benchmarks/bias_selection.py, fixed before the runs they judge."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.bias_selection import TIE, choose, choose_kernel
+
+
+def _runs(*worst: float, csi5: float = 0.3) -> list[dict[str, float]]:
+    return [{"worst": w, "csi5": csi5} for w in worst]
+
+
+def test_weight_rule_takes_the_best_mean_worst_lead_and_breaks_ties_by_csi5():
+    assert choose({0.0: _runs(-0.02, -0.01), 0.1: _runs(-0.005, -0.005)}) == 0.1
+    # within the tie: the larger CSI@5 wins even with a slightly worse worst lead
+    assert choose({0.03: _runs(-0.006, csi5=0.35), 0.1: _runs(-0.004, csi5=0.34)}) == 0.03
+    # outside it: the worst lead decides
+    assert choose({0.03: _runs(-0.006 - 2 * TIE, csi5=0.35), 0.1: _runs(-0.004, csi5=0.34)}) == 0.1
+
+
+def test_kernel_rule_prefers_the_smaller_kernel_only_within_the_tie():
+    assert choose_kernel({5: _runs(-0.006, -0.003), 3: _runs(-0.006, -0.003)}, 5) == 3  # equal: speed wins
+    assert choose_kernel({5: _runs(-0.004), 3: _runs(-0.004 - TIE / 2)}, 5) == 3
+    assert choose_kernel({5: _runs(-0.004), 3: _runs(-0.004 - 2 * TIE)}, 5) == 5
+    assert choose_kernel({5: _runs(-0.010), 3: _runs(-0.002)}, 5) == 3  # better and faster
+    with pytest.raises(ValueError, match="recipe's kernel 5"):
+        choose_kernel({3: _runs(-0.001)}, 5)
