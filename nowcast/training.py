@@ -551,8 +551,8 @@ def _tmu_gate_rows(model: Predictor, source: dict[str, torch.Tensor], own: dict[
     if not model.has_tmu:
         return {}
     keys = ("cells.0.conv.weight", "cells.0.conv.bias")
-    if not all(k in source for k in keys):
-        return {}
+    if not all(k in source for k in keys) or ("cells.0.norm.weight" in own) != ("cells.0.norm.weight" in source):
+        return {}  # not a ConvLSTM bottom layer like the target's: nothing fits
     rows = source["cells.0.conv.weight"].shape[0]
     target_rows = own["cells.0.conv.weight"].shape[0]
     if own["cells.0.conv.weight"].shape[1:] != source["cells.0.conv.weight"].shape[1:] or rows >= target_rows \
@@ -571,7 +571,7 @@ def _tmu_gate_rows(model: Predictor, source: dict[str, torch.Tensor], own: dict[
         return {"cells.0.conv.weight": torch.cat([w, w.new_zeros((extra * hidden, *w.shape[1:]))]),
                 "cells.0.conv.bias": torch.cat([b, b.new_full((extra * hidden,), WARM_TRANSFER_BIAS)])}
     out = {k: widen(source[k]) for k in keys}
-    if "cells.0.norm.weight" in source:
+    if "cells.0.norm.weight" in own:
         weight = torch.cat([source["cells.0.norm.weight"], source["cells.0.norm.weight"].new_zeros(extra * hidden)])
         bias = torch.cat([source["cells.0.norm.bias"], source["cells.0.norm.bias"].new_full((extra * hidden,), WARM_TRANSFER_BIAS)])
         out.update({"cells.0.norm.weight": weight, "cells.0.norm.bias": bias})
