@@ -55,18 +55,18 @@ def candidate_config(weight: float, seed: int, iterations: int | None, precision
     """The shipped recipe with ``area_bias_weight``, ``seed`` and gate ``kernel``, checkpointed under ``models/runs/bias/``.
 
     ``kernel`` (default: the recipe's) changes only the gate convolutions'
-    size; the name carries ``-k3`` etc. when it is not the recipe's, so the
-    recipe's own candidates keep their names.
+    size; the name carries ``-k3`` etc. when it is not the study protocol's
+    (5), so the candidates measured before kernels were tried keep their names.
     """
     from benchmarks.radar_transfer import study_config
 
-    config = study_config(RECIPE, seed, iterations, precision)
+    config = study_config(RECIPE, seed, iterations, precision, protocol_architecture=False)
+    protocol = study_config(RECIPE, seed, iterations, precision).architecture  # the names' reference (5x5)
     training = config.training.model_copy(update={"area_bias_weight": weight})
     update = {"training": training}
-    tag = ""
-    if kernel is not None and kernel != config.architecture.kernel:
-        update["architecture"] = config.architecture.model_copy(update={"kernel": int(kernel)})
-        tag = f"-k{int(kernel)}"
+    kernel = config.architecture.kernel if kernel is None else int(kernel)
+    update["architecture"] = config.architecture.model_copy(update={"kernel": kernel})
+    tag = f"-k{kernel}" if kernel != protocol.kernel else ''
     ckpt = f"models/runs/bias/{RECIPE}-bias{weight:g}{tag}-it{training.iterations}-s{seed}.pt"
     return config.model_copy(update={**update, "checkpoint": ckpt})
 

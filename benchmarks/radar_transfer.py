@@ -74,12 +74,23 @@ TIMESTEP = 5
 SAMEDAY_SEED = 90_001
 
 
-def study_config(name: str, seed: int, iterations: int | None, precision: str | None = None):
+#: The study's common architecture is this config's: the sources' own (finetuning copies every
+#: weight of a source), shared by every study model so that only what they compare differs.
+PROTOCOL_ARCHITECTURE = "swiss-south-scratch"
+
+
+def study_config(name: str, seed: int, iterations: int | None, precision: str | None = None,
+                 protocol_architecture: bool = True):
     """The model config for one seed / iteration budget (own checkpoint path).
 
     ``precision`` (auto, bf16, fp32) overrides the config's training
     precision: ``auto`` takes bf16 on a GPU, so runs meant to compare with
-    fp32 CPU runs say ``fp32``.
+    fp32 CPU runs say ``fp32``. With ``protocol_architecture`` the model
+    takes the study's common architecture (:data:`PROTOCOL_ARCHITECTURE`):
+    the shipped forecaster may use a cheaper one (a 3x3 gate kernel), but
+    scratch, finetune and TMU are compared at the sources' own. A config
+    changed so always checkpoints under ``models/runs/study/``, never at the
+    shipped path.
     """
     from nowcast.models.config import find_model_config, load_model_config
 
@@ -89,10 +100,16 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     if precision is not None:
         update["precision"] = precision
     training = config.training.model_copy(update=update)
-    if seed == config.training.seed and its == config.training.iterations:  # the config's own checkpoint
-        return config.model_copy(update={"training": training})
+    changes: dict = {"training": training}
+    own_architecture = True
+    if protocol_architecture:
+        common = load_model_config(find_model_config(PROTOCOL_ARCHITECTURE)).architecture
+        own_architecture = common == config.architecture
+        changes["architecture"] = common
+    if own_architecture and seed == config.training.seed and its == config.training.iterations:  # the config's own checkpoint
+        return config.model_copy(update=changes)
     ckpt = f"models/runs/study/{name}-it{its}-s{seed}.pt"
-    return config.model_copy(update={"training": training, "checkpoint": ckpt})
+    return config.model_copy(update={**changes, "checkpoint": ckpt})
 
 
 def ensure_trained(config, device: str = "cpu", data_workers: int = 0) -> Path:

@@ -62,7 +62,18 @@ def test_study_models_train_with_the_shipped_recipe(name: str):
     """
     from nowcast.models.config import find_model_config, load_model_config
 
+    from benchmarks.radar_transfer import PROTOCOL_ARCHITECTURE, study_config
+
     shipped = load_model_config(find_model_config("swiss-south-tmu"))
     config = load_model_config(find_model_config(name))
     assert config.training.model_dump(exclude={"init_from"}) == shipped.training.model_dump(exclude={"init_from"})
-    assert config.data == shipped.data and config.architecture == shipped.architecture
+    assert config.data == shipped.data
+    # one architecture for every study model, the sources' own (finetuning copies every weight) ...
+    protocol = load_model_config(find_model_config(PROTOCOL_ARCHITECTURE)).architecture
+    assert config.architecture == protocol
+    # ... and the shipped target's TMU arm of the study runs at it, whatever the shipped kernel
+    arm = study_config("swiss-south-tmu", 0, None)
+    assert arm.architecture == protocol
+    assert arm.architecture.model_dump(exclude={"kernel"}) == shipped.architecture.model_dump(exclude={"kernel"})
+    if shipped.architecture != protocol:  # then the study's seed 0 must not be the shipped checkpoint
+        assert arm.checkpoint != shipped.checkpoint
