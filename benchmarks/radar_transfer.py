@@ -28,10 +28,12 @@ Usage (trains what is missing, resumably, then evaluates)::
 
     python benchmarks/radar_transfer.py --seeds 0 --iterations 300 --out benchmarks/out/radar_transfer
 
-The models' configs are ``configs/models/swiss-south-*.yaml``; for seed 0 at
-the config's own iteration count the config's checkpoint is used (for the
-shipped TMU target: ``models/zoo/swiss-south-tmu.pt``); other seeds and
-iteration counts train into ``models/runs/study/``.
+The models' configs are ``configs/models/swiss-south-*.yaml``, all at one
+architecture, the sources' own (:data:`PROTOCOL_ARCHITECTURE`); for seed 0 at
+the config's own iteration count the config's checkpoint is used. The shipped
+TMU target has a cheaper 3x3 gate kernel, so its study arm (the shipped recipe
+at 5x5) trains into ``models/runs/study/`` like other seeds and iteration
+counts; ``tmu-shipped`` scores the shipped checkpoint itself.
 """
 
 from __future__ import annotations
