@@ -19,6 +19,12 @@ threads. Usage::
 
     .venv/bin/python benchmarks/forecast.py --regions swiss-south swiss-512 --leads 12
 
+On a shared or virtual machine one process's time drifts by 10-20 % from
+minute to minute; ``--rounds N`` runs the methods alternately N times (a fresh
+process each) and reports, per region, the median over rounds and the ratio of
+each method's method-time to extrapolation's *within* each round, which is
+what a "N x extrapolation" claim should rest on.
+
 The TMU model comes from the region's configured checkpoint when one exists
 (``--model NAME`` to name a model config); otherwise a *randomly initialised*
 TMU forecaster is built from ``--model-config`` (the same architecture as the
@@ -163,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
                              " forecast cost against domain size.")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                         help="Network arithmetic of the tmu method (nowcast.precision).")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="Run the methods alternately this many times; report per-round ratios to extrapolation.")
     parser.add_argument("--child", nargs=3, metavar=("REGION", "METHOD", "HOME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -186,29 +194,49 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             build_archive(region, home, 4, Path(tmp) / f"files-{region}")
             print(f"# {region}: archive of 4 frames built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-            for method in args.methods:
-                cmd = [sys.executable, __file__, "--child", region, method, str(home), "--leads", str(args.leads),
-                       "--repeat", str(args.repeat), "--cores", str(args.cores), "--precision", args.precision]
-                if args.model:
-                    cmd += ["--model", args.model]
-                if args.model_config:
-                    cmd += ["--model-config", args.model_config]
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                if proc.returncode:
-                    print(proc.stderr, file=sys.stderr)
-                    raise SystemExit(f"{region}/{method}: benchmark child failed ({proc.returncode})")
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr)
+            for round_ in range(max(1, args.rounds)):
+                for method in args.methods:
+                    cmd = [sys.executable, __file__, "--child", region, method, str(home), "--leads", str(args.leads),
+                           "--repeat", str(args.repeat), "--cores", str(args.cores), "--precision", args.precision]
+                    if args.model:
+                        cmd += ["--model", args.model]
+                    if args.model_config:
+                        cmd += ["--model-config", args.model_config]
+                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                    if proc.returncode:
+                        print(proc.stderr, file=sys.stderr)
+                        raise SystemExit(f"{region}/{method}: benchmark child failed ({proc.returncode})")
+                    row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "round": round_}
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr)
     print("| region | grid | method | leads | first run s | median run s | median method s | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         label = f"{r['method']} ({r['precision']})" if r.get("precision") else r["method"]
         print(f"| {r['region']} | {r['shape'][0]}x{r['shape'][1]} | {label} | {r['leads']} | {r['first_s']:.2f} | "
               f"{r['median_s']:.2f} | {r['compute_s']:.2f} | {r['peak_rss_mb']:.0f} |")
-    for r in rows:
+    if args.rounds > 1:
+        print(ratio_table(rows))
+    for r in {(r["region"], r["method"]): r for r in rows}.values():
         if r["note"]:
             print(f"\n{r['region']} {r['method']}: {r['note']}")
+
+
+def ratio_table(rows: list[dict]) -> str:
+    """Per region and method: median method time over rounds, and its ratio to extrapolation within each round."""
+    lines = ["", "| region | method | rounds | median method s | ratio to extrapolation per round | median ratio |",
+             "| --- | --- | ---: | ---: | --- | ---: |"]
+    for region in dict.fromkeys(r["region"] for r in rows):
+        mine = [r for r in rows if r["region"] == region]
+        reference = {r["round"]: r["compute_s"] for r in mine if r["method"] == "extrapolation"}
+        for method in dict.fromkeys(r["method"] for r in mine):
+            runs = [r for r in mine if r["method"] == method]
+            ratios = [r["compute_s"] / reference[r["round"]] for r in runs if r["round"] in reference]
+            shown = " ".join(f"{x:.2f}" for x in ratios) if ratios else "-"
+            median_ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
+            lines.append(f"| {region} | {method} | {len(runs)} | {statistics.median(r['compute_s'] for r in runs):.2f} | "
+                         f"{shown} | {median_ratio} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
