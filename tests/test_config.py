@@ -60,9 +60,8 @@ def test_study_models_train_with_the_shipped_recipe(name: str):
     The radar study (benchmarks/radar_transfer.py) ranks them against the shipped TMU: a loss
     term or sampling setting that drifted in one config would be measured as transfer.
     """
-    from nowcast.models.config import find_model_config, load_model_config
-
     from benchmarks.radar_transfer import PROTOCOL_ARCHITECTURE, study_config
+    from nowcast.models.config import find_model_config, load_model_config
 
     shipped = load_model_config(find_model_config("swiss-south-tmu"))
     config = load_model_config(find_model_config(name))
