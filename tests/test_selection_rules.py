@@ -20,9 +20,12 @@ def test_weight_rule_takes_the_best_mean_worst_lead_and_breaks_ties_by_csi5():
 
 
 def test_kernel_rule_prefers_the_smaller_kernel_only_within_the_tie():
-    assert choose_kernel({5: _runs(-0.006, -0.003), 3: _runs(-0.006, -0.003)}, 5) == 3  # equal: speed wins
-    assert choose_kernel({5: _runs(-0.004), 3: _runs(-0.004 - TIE / 2)}, 5) == 3
-    assert choose_kernel({5: _runs(-0.004), 3: _runs(-0.004 - 2 * TIE)}, 5) == 5
-    assert choose_kernel({5: _runs(-0.010), 3: _runs(-0.002)}, 5) == 3  # better and faster
-    with pytest.raises(ValueError, match="recipe's kernel 5"):
-        choose_kernel({3: _runs(-0.001)}, 5)
+    assert choose_kernel({5: _runs(-0.006, -0.003), 3: _runs(-0.006, -0.003)}) == 3  # equal: speed wins
+    assert choose_kernel({5: _runs(-0.004), 3: _runs(-0.004 - TIE / 2)}) == 3
+    assert choose_kernel({5: _runs(-0.004), 3: _runs(-0.004 - 2 * TIE)}) == 5
+    assert choose_kernel({5: _runs(-0.010), 3: _runs(-0.002)}) == 3  # better and faster
+    # the same rule whichever is the recipe: a larger kernel must be better by more than the tie
+    assert choose_kernel({3: _runs(-0.010), 5: _runs(-0.010 + TIE / 2)}) == 3
+    assert choose_kernel({3: _runs(-0.010), 5: _runs(-0.010 + 2 * TIE)}) == 5
+    with pytest.raises(ValueError, match="no kernel"):
+        choose_kernel({})
