@@ -370,8 +370,15 @@ def run(region: str = "swiss-south", *, only: list[str] | None = None, iteration
                            progress=progress, command=command, home=home)
 
 
-def promote(candidate: Path, only: list[str], region: str, home: str | Path | None = None) -> Path:
-    """``--promote``: :func:`promote_checkpoint` for the one model named, then its held-out skill and the checksums."""
+def promote(candidate: Path, only: list[str], region: str, home: str | Path | None = None,
+            command: str | None = None) -> Path:
+    """``--promote``: :func:`promote_checkpoint` for the one model named, then its held-out skill and the checksums.
+
+    ``MANIFEST.json`` then describes the promoted run, not the one it
+    replaces: ``command`` (default: the promotion itself, naming the
+    candidate) and its training time (seconds per iteration x iterations,
+    from the candidate's metrics).
+    """
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.zoo import training_config
 
@@ -383,8 +390,25 @@ def promote(candidate: Path, only: list[str], region: str, home: str | Path | No
     config = training_config(load_model_config(find_model_config(name, home)), home)
     target = promote_checkpoint(candidate, config)
     record_heldout_skill(name, home)
+    record_promotion(target, command or f"python -m pipelines.pretrain --only {name} --promote {candidate}")
     log.info("wrote %s", rebuild_checksums(target.parent))
     return target
+
+
+def record_promotion(target: Path, command: str) -> None:
+    """Replace ``target``'s ``MANIFEST.json`` entry by the promoted run's: ``command`` and its training time.
+
+    Without this the entry kept the command and time of the run it replaced
+    (:func:`rebuild_checksums` keeps an existing entry's command).
+    """
+    from nowcast.models.zoo import load_checkpoint
+
+    meta = load_checkpoint(target).metadata
+    manifest_path = target.parent / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    seconds = float(meta.get("metrics", {}).get("seconds_per_iteration") or 0.0) * int(meta["iterations"])
+    manifest[target.name] = {"command": command, "train_seconds": round(seconds, 1)}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

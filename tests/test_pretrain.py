@@ -122,6 +122,21 @@ def test_promote_copies_a_measured_run_only_when_its_config_is_the_models(tmp_pa
     promote_checkpoint(candidate, shipped)
     assert not state_path_for(target).exists()  # it would resume a run that is not the promoted one
 
+    # the manifest then describes the promoted run, not the one it replaced
+    import json
+
+    from pipelines.pretrain import rebuild_checksums, record_promotion
+
+    manifest = target.parent / "MANIFEST.json"
+    manifest.write_text(json.dumps({target.name: {"command": "the replaced run's command", "train_seconds": 999.0}}))
+    record_promotion(target, "the promoted run's command")
+    rebuild_checksums(target.parent)
+    entry = json.loads(manifest.read_text())[target.name]
+    per_it = load_checkpoint(target).metadata["metrics"]["seconds_per_iteration"]
+    assert entry["command"] == "the promoted run's command"
+    assert entry["train_seconds"] == round(per_it * 4, 1) != 999.0
+    assert entry["sha256"] == load_checkpoint(target).sha256
+
 
 def test_a_study_neither_reuses_nor_resumes_another_recipes_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """benchmarks/radar_transfer.py's ensure_trained: a complete run of this recipe is reused, a shorter one
