@@ -60,10 +60,11 @@ def candidate_config(weight: float, seed: int, iterations: int | None, precision
     size; the name carries ``-k3`` etc. when it is not the study protocol's
     (5), so the candidates measured before kernels were tried keep their names.
     """
-    from benchmarks.radar_transfer import study_config
+    from benchmarks.radar_transfer import PROTOCOL_ARCHITECTURE, study_config
+    from nowcast.models.config import find_model_config, load_model_config
 
     config = study_config(RECIPE, seed, iterations, precision, protocol_architecture=False)
-    protocol = study_config(RECIPE, seed, iterations, precision).architecture  # the names' reference (5x5)
+    protocol = load_model_config(find_model_config(PROTOCOL_ARCHITECTURE)).architecture  # the names' reference (5x5)
     training = config.training.model_copy(update={"area_bias_weight": weight})
     update = {"training": training}
     kernel = config.architecture.kernel if kernel is None else int(kernel)

@@ -377,7 +377,7 @@ def promote(candidate: Path, only: list[str], region: str, home: str | Path | No
     ``MANIFEST.json`` then describes the promoted run, not the one it
     replaces: ``command`` (default: the promotion itself, naming the
     candidate) and its training time (seconds per iteration x iterations,
-    from the candidate's metrics).
+    from its metrics, by :func:`rebuild_checksums`).
     """
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.zoo import training_config
@@ -396,18 +396,16 @@ def promote(candidate: Path, only: list[str], region: str, home: str | Path | No
 
 
 def record_promotion(target: Path, command: str) -> None:
-    """Replace ``target``'s ``MANIFEST.json`` entry by the promoted run's: ``command`` and its training time.
+    """Replace ``target``'s ``MANIFEST.json`` entry by one holding only the promoted run's ``command``.
 
-    Without this the entry kept the command and time of the run it replaced
-    (:func:`rebuild_checksums` keeps an existing entry's command).
+    Without this the entry kept the command and training time of the run it
+    replaced: :func:`rebuild_checksums` keeps an existing entry's command and
+    time, and derives the time from the checkpoint's metrics only where the
+    entry has none, as it now has not.
     """
-    from nowcast.models.zoo import load_checkpoint
-
-    meta = load_checkpoint(target).metadata
     manifest_path = target.parent / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    seconds = float(meta.get("metrics", {}).get("seconds_per_iteration") or 0.0) * int(meta["iterations"])
-    manifest[target.name] = {"command": command, "train_seconds": round(seconds, 1)}
+    manifest[target.name] = {"command": command}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 

@@ -155,7 +155,7 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
     lag = lagrangian_window(dry_filled, normaliser, velocity=velocity, disp=disp)
     disp = disp[: int(leads)]
     analysis = lag.db[-1]
-    if np.any(np.nan_to_num(window, nan=0.0) >= threshold):
+    if np.any(dry_filled >= threshold):
         change = np.asarray(network(normalise_db(lag.db, normaliser), int(leads)), dtype=np.float64)
         if change.shape != (int(leads), *window.shape[1:]):
             raise ForecastError(f"network returned changes of shape {change.shape}, expected {(int(leads), *window.shape[1:])}")
