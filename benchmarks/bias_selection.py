@@ -22,6 +22,12 @@ kernel's (speed wins a tie). With the 5x5 recipe and a 3x3 candidate that is
 "3x3 unless it is worse by more than the tie", and it stays the same rule now
 that the recipe is 3x3 (a 5x5 has to be better by more than the tie).
 
+The recurrent width (``--hidden``, 2026-11-26, seventh round): the same rule
+for the number of hidden channels at the chosen weight and kernel, the fewest
+channels whose mean worst-lead difference is within ``TIE`` of the best
+width's. Fewer channels make the network, the part of a Lagrangian forecast
+that extrapolation does not pay, cheaper.
+
 Usage (training; one process per run, so a GPU machine runs them side by side)::
 
     python benchmarks/bias_selection.py --train-only --weights 0.1 --seeds 0 --device cuda \\
@@ -53,12 +59,14 @@ TIE = 0.005
 
 
 def candidate_config(weight: float, seed: int, iterations: int | None, precision: str | None,
-                     kernel: int | None = None):
-    """The shipped recipe with ``area_bias_weight``, ``seed`` and gate ``kernel``, checkpointed under ``models/runs/bias/``.
+                     kernel: int | None = None, hidden: int | None = None):
+    """The shipped recipe with ``area_bias_weight``, ``seed``, gate ``kernel`` and ``hidden`` channels, under ``models/runs/bias/``.
 
-    ``kernel`` (default: the recipe's) changes only the gate convolutions'
-    size; the name carries ``-k3`` etc. when it is not the study protocol's
-    (5), so the candidates measured before kernels were tried keep their names.
+    ``kernel`` and ``hidden`` (default: the recipe's) change only the gate
+    convolutions' size and the recurrent layers' width; the name carries
+    ``-k3``, ``-h16`` etc. where they differ from the study protocol's (5x5,
+    32 channels), so the candidates measured before sizes were tried keep
+    their names.
     """
     from benchmarks.radar_transfer import PROTOCOL_ARCHITECTURE, study_config
     from nowcast.models.config import find_model_config, load_model_config
@@ -68,8 +76,9 @@ def candidate_config(weight: float, seed: int, iterations: int | None, precision
     training = config.training.model_copy(update={"area_bias_weight": weight})
     update = {"training": training}
     kernel = config.architecture.kernel if kernel is None else int(kernel)
-    update["architecture"] = config.architecture.model_copy(update={"kernel": kernel})
-    tag = f"-k{kernel}" if kernel != protocol.kernel else ''
+    hidden = config.architecture.hidden if hidden is None else int(hidden)
+    update["architecture"] = config.architecture.model_copy(update={"kernel": kernel, "hidden": hidden})
+    tag = (f"-k{kernel}" if kernel != protocol.kernel else '') + (f"-h{hidden}" if hidden != protocol.hidden else '')
     ckpt = f"models/runs/bias/{RECIPE}-bias{weight:g}{tag}-it{training.iterations}-s{seed}.pt"
     return config.model_copy(update={**update, "checkpoint": ckpt})
 
@@ -90,11 +99,11 @@ def choose(per_weight: dict[float, list[dict[str, float]]]) -> float:
     return max(tied, key=lambda w: mean[w][1])
 
 
-def choose_kernel(per_kernel: dict[int, list[dict[str, float]]]) -> int:
-    """The kernel rule of the module docstring; ``per_kernel`` maps kernel -> per-seed summaries at one weight."""
-    mean = {k: float(np.mean([r["worst"] for r in runs])) for k, runs in per_kernel.items() if runs}
+def choose_smallest(per_size: dict[int, list[dict[str, float]]], what: str = "kernel") -> int:
+    """The size rule of the module docstring; ``per_size`` maps a size (kernel, hidden) -> per-seed summaries."""
+    mean = {k: float(np.mean([r["worst"] for r in runs])) for k, runs in per_size.items() if runs}
     if not mean:
-        raise ValueError("no kernel was scored")
+        raise ValueError(f"no {what} was scored")
     best = max(mean.values())
     return min(k for k, m in mean.items() if m >= best - TIE)
 
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--kernels", type=int, nargs="+", default=None,
                         help="Gate kernels to try (default: the recipe's); see the module docstring.")
+    parser.add_argument("--hidden", type=int, nargs="+", default=None,
+                        help="Recurrent widths to try (default: the recipe's); see the module docstring.")
     parser.add_argument("--iterations", type=int, default=None, help="Default: the recipe's.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default=None, help="auto, bf16 or fp32 (default: the recipe's).")
@@ -113,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--train-only", action="store_true")
     mode.add_argument("--score-only", action="store_true")
-    parser.add_argument("--incumbent", type=Path, help="A checkpoint scored as weight 0 at its own kernel (the shipped recipe).")
+    parser.add_argument("--incumbent", type=Path,
+                        help="A checkpoint scored as weight 0 at its own kernel and width (the shipped recipe).")
     parser.add_argument("--sequences", type=int, default=None, help="First N validation sequences (default: all).")
     parser.add_argument("--json", type=Path, help="Write per-lead scores and the choice here.")
     args = parser.parse_args(argv)
@@ -125,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from nowcast.models.config import find_model_config, load_model_config
 
-    recipe_kernel = load_model_config(find_model_config(RECIPE)).architecture.kernel
-    kernels = args.kernels or [recipe_kernel]
-    configs = {(w, k, s): candidate_config(w, s, args.iterations, args.precision, kernel=k)
-               for w in args.weights for k in kernels for s in args.seeds}
+    recipe = load_model_config(find_model_config(RECIPE)).architecture
+    kernels = args.kernels or [recipe.kernel]
+    widths = args.hidden or [recipe.hidden]
+    configs = {(w, k, h, s): candidate_config(w, s, args.iterations, args.precision, kernel=k, hidden=h)
+               for w in args.weights for k in kernels for h in widths for s in args.seeds}
     if not args.score_only:
         for config in configs.values():
             ensure_trained(config, device=args.device, data_workers=args.data_workers)
@@ -148,38 +161,46 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s: %d validation sequences", val_path.name, len(seqs))
     reference = score_method(extrapolation, seqs, n_in, leads)
     paths = {key: ROOT / config.checkpoint for key, config in configs.items()}
-    if args.incumbent:  # scored as weight 0 at its own kernel
+    if args.incumbent:  # scored as weight 0 at its own size
         from nowcast.models.zoo import load_checkpoint
 
-        paths[(0.0, load_checkpoint(args.incumbent).config.architecture.kernel, 0)] = args.incumbent
-    summaries: dict[tuple[float, int], list[dict[str, float]]] = {}
+        own = load_checkpoint(args.incumbent).config.architecture
+        paths[(0.0, own.kernel, own.hidden, 0)] = args.incumbent
+    summaries: dict[tuple[float, int, int], list[dict[str, float]]] = {}
     scores: dict[str, dict[str, list[float]]] = {"extrapolation": reference}
-    lines = ["| weight | kernel | seed | CSI@1 0-60 | CSI@5 0-60 | worst lead ΔCSI@1 | worst lead ΔCSI@5 | worst of both |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-             f"| extrapolation | | | {np.mean(reference['csi@1']):.3f} | {np.nanmean(reference['csi@5']):.3f} | | | |"]
-    for (weight, kernel, seed), path in sorted(paths.items()):
+    lines = ["| weight | kernel | hidden | seed | CSI@1 0-60 | CSI@5 0-60 | worst lead ΔCSI@1 | worst lead ΔCSI@5 | "
+             "worst of both |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+             f"| extrapolation | | | | {np.mean(reference['csi@1']):.3f} | {np.nanmean(reference['csi@5']):.3f} | | | |"]
+    for (weight, kernel, hidden, seed), path in sorted(paths.items()):
         forecaster = load_forecaster(path)
         s = score_method(forecaster.predict, seqs, n_in, leads)
-        scores[f"{weight:g}-k{kernel}-s{seed}"] = s
+        scores[f"{weight:g}-k{kernel}-h{hidden}-s{seed}"] = s
         d1, d5 = worst_differences(s, reference)
         summary = {"worst": min(d1, d5), "csi5": float(np.nanmean(s["csi@5"]))}
-        summaries.setdefault((weight, kernel), []).append(summary)
-        lines.append(f"| {weight:g} | {kernel} | {seed} | {np.mean(s['csi@1']):.3f} | {summary['csi5']:.3f} | {d1:+.3f} | "
-                     f"{d5:+.3f} | {summary['worst']:+.3f} |")
-    at_recipe_kernel = {w: runs for (w, k), runs in summaries.items() if k == recipe_kernel}
-    chosen = choose(at_recipe_kernel or {w: runs for (w, k), runs in summaries.items()})
+        summaries.setdefault((weight, kernel, hidden), []).append(summary)
+        lines.append(f"| {weight:g} | {kernel} | {hidden} | {seed} | {np.mean(s['csi@1']):.3f} | {summary['csi5']:.3f} | "
+                     f"{d1:+.3f} | {d5:+.3f} | {summary['worst']:+.3f} |")
+    at_recipe_size = {w: runs for (w, k, h), runs in summaries.items() if (k, h) == (recipe.kernel, recipe.hidden)}
+    chosen = choose(at_recipe_size or {w: runs for (w, k, h), runs in summaries.items()})
     lines.append(f"\nchosen area_bias_weight: {chosen:g} (largest mean worst-lead difference over seeds; "
                  f"ties within {TIE} to the larger CSI@5)")
-    chosen_kernel = recipe_kernel
+    chosen_kernel, chosen_hidden = recipe.kernel, recipe.hidden
     if len(kernels) > 1:
-        chosen_kernel = choose_kernel({k: runs for (w, k), runs in summaries.items() if w == chosen})
+        chosen_kernel = choose_smallest({k: runs for (w, k, h), runs in summaries.items()
+                                         if w == chosen and h == recipe.hidden}, "kernel")
         lines.append(f"chosen gate kernel at that weight: {chosen_kernel} (the smallest within {TIE} of the "
                      "best kernel's mean worst-lead difference)")
+    if len(widths) > 1:
+        chosen_hidden = choose_smallest({h: runs for (w, k, h), runs in summaries.items()
+                                         if w == chosen and k == chosen_kernel}, "width")
+        lines.append(f"chosen hidden channels at that weight and kernel: {chosen_hidden} (the fewest within {TIE} "
+                     "of the best width's mean worst-lead difference)")
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
         args.json.write_text(json.dumps({"validation": str(val_path.relative_to(ROOT)), "sequences": len(seqs),
-                                         "scores": scores, "chosen": chosen, "chosen_kernel": chosen_kernel},
-                                        indent=1))
+                                         "scores": scores, "chosen": chosen, "chosen_kernel": chosen_kernel,
+                                         "chosen_hidden": chosen_hidden}, indent=1))
     return 0
 
 

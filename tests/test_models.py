@@ -240,3 +240,42 @@ def test_smooth_decoder_output_is_bilinear_between_patch_centres():
     row = out[6].numpy()
     np.testing.assert_allclose(np.diff(row[2:6], 2), 0.0, atol=1e-5)
     np.testing.assert_allclose(np.diff(row[6:10], 2), 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("patch, out_channels", [(4, 1), (2, 3), (1, 1)])
+def test_refine_head_on_the_patch_grid_equals_the_full_resolution_decoder(patch, out_channels):
+    """The folded 3x3 kernel is the unfold -> GELU -> 3x3 conv -> fold of the written decoder, values and gradients."""
+    from torch.nn import functional as F
+
+    from nowcast.models.predictor import RefineHead
+
+    head = RefineHead(8, out_channels, patch)
+    with torch.no_grad():  # a trained-looking head: the residual model's zero init would hide any error
+        head.smooth.weight.normal_()
+        head.smooth.bias.normal_()
+    h = torch.randn(2, 8, 5, 3)
+    folded = head(h)
+    written = F.pixel_unshuffle(head.smooth(F.gelu(F.pixel_shuffle(head.expand(h), patch))), patch)
+    torch.testing.assert_close(folded, written, rtol=1e-5, atol=1e-5)
+    grad_folded = torch.autograd.grad(folded.square().sum(), head.smooth.weight)[0]
+    grad_written = torch.autograd.grad(written.square().sum(), head.smooth.weight)[0]
+    torch.testing.assert_close(grad_folded, grad_written, rtol=1e-4, atol=1e-4)
+
+
+def test_tmu_fused_distillers_and_mix_equal_the_per_source_form(monkeypatch):
+    """Sources with the target's channels run as one convolution, one norm and one mix: the same numbers."""
+    cell = TMUCell(16, 8, kernel=3, source_channels=(8, 8, 8), variant="convex")
+    with torch.no_grad():  # distinct norms per source, so mixing up their groups would show
+        for distiller in cell.distillers:
+            distiller.norm.weight.normal_()
+            distiller.norm.bias.normal_()
+    x, h0, c0 = torch.rand(2, 16, 4, 4), torch.rand(2, 8, 4, 4), torch.rand(2, 8, 4, 4)
+    assert cell._uniform
+    (h_fast, c_fast), d_fast = cell.step(x, (h0, c0))
+    monkeypatch.setattr(TMUCell, "_uniform", property(lambda self: False))
+    (h_slow, c_slow), d_slow = cell.step(x, (h0, c0))
+    torch.testing.assert_close(h_fast, h_slow)
+    torch.testing.assert_close(c_fast, c_slow)
+    for fast, slow, distiller in zip(d_fast, d_slow, cell.distillers):
+        torch.testing.assert_close(fast, slow)
+        torch.testing.assert_close(fast, distiller(cell.lstm_update(cell.gates(x, h0), c0)[1]))

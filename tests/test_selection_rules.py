@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bias_selection import TIE, choose, choose_kernel
+from benchmarks.bias_selection import TIE, choose, choose_smallest
 
 
 def _runs(*worst: float, csi5: float = 0.3) -> list[dict[str, float]]:
@@ -20,12 +20,12 @@ def test_weight_rule_takes_the_best_mean_worst_lead_and_breaks_ties_by_csi5():
 
 
 def test_kernel_rule_prefers_the_smaller_kernel_only_within_the_tie():
-    assert choose_kernel({5: _runs(-0.006, -0.003), 3: _runs(-0.006, -0.003)}) == 3  # equal: speed wins
-    assert choose_kernel({5: _runs(-0.004), 3: _runs(-0.004 - TIE / 2)}) == 3
-    assert choose_kernel({5: _runs(-0.004), 3: _runs(-0.004 - 2 * TIE)}) == 5
-    assert choose_kernel({5: _runs(-0.010), 3: _runs(-0.002)}) == 3  # better and faster
+    assert choose_smallest({5: _runs(-0.006, -0.003), 3: _runs(-0.006, -0.003)}) == 3  # equal: speed wins
+    assert choose_smallest({5: _runs(-0.004), 3: _runs(-0.004 - TIE / 2)}) == 3
+    assert choose_smallest({5: _runs(-0.004), 3: _runs(-0.004 - 2 * TIE)}) == 5
+    assert choose_smallest({5: _runs(-0.010), 3: _runs(-0.002)}) == 3  # better and faster
     # the same rule whichever is the recipe: a larger kernel must be better by more than the tie
-    assert choose_kernel({3: _runs(-0.010), 5: _runs(-0.010 + TIE / 2)}) == 3
-    assert choose_kernel({3: _runs(-0.010), 5: _runs(-0.010 + 2 * TIE)}) == 5
+    assert choose_smallest({3: _runs(-0.010), 5: _runs(-0.010 + TIE / 2)}) == 3
+    assert choose_smallest({3: _runs(-0.010), 5: _runs(-0.010 + 2 * TIE)}) == 5
     with pytest.raises(ValueError, match="no kernel"):
-        choose_kernel({})
+        choose_smallest({})

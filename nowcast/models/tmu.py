@@ -93,6 +93,27 @@ class TMUCell(ConvLSTMCell):
     def n_sources(self) -> int:
         return len(self.source_channels)
 
+    @property
+    def _uniform(self) -> bool:
+        """Every source has the target's memory channels: the distillers and the mix run as one operation."""
+        return all(c == self.hidden for c in self.source_channels)
+
+    def distill(self, c_prime: torch.Tensor) -> torch.Tensor:
+        """``(B, N*C, H, W)``: every ``Ĉ_n = D_n(C'_t)`` at once, source ``n`` in channels ``nC .. (n+1)C``.
+
+        For sources with the target's memory channels: one 1x1 convolution
+        with the distillers' weights stacked and one group norm with a group
+        per source, the same numbers as running :class:`Distiller` ``N``
+        times (each norm's one group is one group here), at a quarter of the
+        calls (on 512x512 forecasts the four small calls per step cost more
+        than their arithmetic).
+        """
+        weight = torch.cat([d.conv.weight for d in self.distillers])
+        bias = torch.cat([d.conv.bias for d in self.distillers])
+        return F.group_norm(F.conv2d(c_prime, weight, bias), self.n_sources,
+                            torch.cat([d.norm.weight for d in self.distillers]),
+                            torch.cat([d.norm.bias for d in self.distillers]), self.distillers[0].norm.eps)
+
     def step(self, x: torch.Tensor, state: State) -> tuple[State, list[torch.Tensor]]:
         """One step; returns the new ``(h, c)`` and the distilled memories ``[Ĉ_n]``."""
         h, c = state
@@ -100,22 +121,32 @@ class TMUCell(ConvLSTMCell):
         h_new, c_prime = self.lstm_update(gates, c)  # C'_t and H_t = o * tanh(C'_t)
         if not self.n_sources:
             return (h_new, c_prime), []
-        C = self.hidden
+        C, N = self.hidden, self.n_sources
+        if self.variant == "convex" and self._uniform:  # the zoo's case: each term once for all sources
+            flat = self.distill(c_prime)
+            t = torch.sigmoid(gates[:, 4 * C : (4 + N) * C])  # every T_n
+            weighted = t * flat
+            share, mixed = t[:, :C], weighted[:, :C]
+            for n in range(1, N):  # the sums of the general form below, in its order
+                share = share + t[:, n * C : (n + 1) * C]
+                mixed = mixed + weighted[:, n * C : (n + 1) * C]
+            c_new = (1.0 - share / N) * c_prime + mixed / N
+            return (h_new, c_new), [flat[:, n * C : (n + 1) * C] for n in range(N)]
         distilled = [d(c_prime) for d in self.distillers]  # Ĉ_n = D_n(C'_t)
-        gates_t = [torch.sigmoid(gates[:, (4 + n) * C : (5 + n) * C]) for n in range(self.n_sources)]  # T_n
+        gates_t = [torch.sigmoid(gates[:, (4 + n) * C : (5 + n) * C]) for n in range(N)]  # T_n
         if self.variant == "convex":
             share = torch.zeros_like(c_prime)
             mixed = torch.zeros_like(c_prime)
             for t_n, d_n, project in zip(gates_t, distilled, self.projections):
                 share = share + t_n
                 mixed = mixed + t_n * project(d_n)
-            c_new = (1.0 - share / self.n_sources) * c_prime + mixed / self.n_sources
+            c_new = (1.0 - share / N) * c_prime + mixed / N
             return (h_new, c_new), distilled
         transfer = torch.zeros_like(c_prime)
         for t_n, d_n, project in zip(gates_t, distilled, self.projections):
             transfer = transfer + t_n * project(d_n) + (1.0 - t_n) * c_prime
         if self.variant == "normalized_sum":
-            transfer = transfer / self.n_sources
+            transfer = transfer / N
         c_new = c_prime + transfer  # memory carried to step t+1
         return (h_new, c_new), distilled
 
