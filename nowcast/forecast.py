@@ -38,7 +38,7 @@ FALLBACK_METHOD = "extrapolation"
 #: recurrent state and activations scale with the tile area, so this bounds
 #: the memory of a forecast on any region (see docs/benchmarks.md). Overlaps
 #: are computed twice, so tiles should be as large as memory allows: at 768
-#: cells (4x4 patches, 32 channels) one tile's no-grad activations are a few
+#: cells (4x4 patches, 16-32 channels) one tile's no-grad activations are a few
 #: hundred MB, and the whole MeteoSwiss domain (640x710) is a single tile.
 TILE = 768
 #: Overlap (cells) between neighbouring tiles, blended with linear ramps.

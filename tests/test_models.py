@@ -262,17 +262,18 @@ def test_refine_head_on_the_patch_grid_equals_the_full_resolution_decoder(patch,
     torch.testing.assert_close(grad_folded, grad_written, rtol=1e-4, atol=1e-4)
 
 
-def test_tmu_fused_distillers_and_mix_equal_the_per_source_form(monkeypatch):
-    """Sources with the target's channels run as one convolution, one norm and one mix: the same numbers."""
-    cell = TMUCell(16, 8, kernel=3, source_channels=(8, 8, 8), variant="convex")
+@pytest.mark.parametrize("source_channels", [8, 12])  # the target's width (no projection) and another
+def test_tmu_fused_distillers_and_mix_equal_the_per_source_form(monkeypatch, source_channels):
+    """Sources of equal channels run as one convolution, one norm, one projection and one mix: the same numbers."""
+    cell = TMUCell(16, 8, kernel=3, source_channels=(source_channels,) * 3, variant="convex")
     with torch.no_grad():  # distinct norms per source, so mixing up their groups would show
         for distiller in cell.distillers:
             distiller.norm.weight.normal_()
             distiller.norm.bias.normal_()
     x, h0, c0 = torch.rand(2, 16, 4, 4), torch.rand(2, 8, 4, 4), torch.rand(2, 8, 4, 4)
-    assert cell._uniform
+    assert cell._fused
     (h_fast, c_fast), d_fast = cell.step(x, (h0, c0))
-    monkeypatch.setattr(TMUCell, "_uniform", property(lambda self: False))
+    monkeypatch.setattr(TMUCell, "_fused", property(lambda self: False))
     (h_slow, c_slow), d_slow = cell.step(x, (h0, c0))
     torch.testing.assert_close(h_fast, h_slow)
     torch.testing.assert_close(c_fast, c_slow)

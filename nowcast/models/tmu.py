@@ -94,14 +94,14 @@ class TMUCell(ConvLSTMCell):
         return len(self.source_channels)
 
     @property
-    def _uniform(self) -> bool:
-        """Every source has the target's memory channels: the distillers and the mix run as one operation."""
-        return all(c == self.hidden for c in self.source_channels)
+    def _fused(self) -> bool:
+        """All sources have the same memory channels: distillers, projections and the mix run once for all."""
+        return len(set(self.source_channels)) == 1
 
     def distill(self, c_prime: torch.Tensor) -> torch.Tensor:
-        """``(B, N*C, H, W)``: every ``Ĉ_n = D_n(C'_t)`` at once, source ``n`` in channels ``nC .. (n+1)C``.
+        """``(B, N*C_s, H, W)``: every ``Ĉ_n = D_n(C'_t)`` at once, source ``n`` in channels ``n C_s .. (n+1) C_s``.
 
-        For sources with the target's memory channels: one 1x1 convolution
+        For sources with equal memory channels ``C_s``: one 1x1 convolution
         with the distillers' weights stacked and one group norm with a group
         per source, the same numbers as running :class:`Distiller` ``N``
         times (each norm's one group is one group here), at a quarter of the
@@ -114,6 +114,14 @@ class TMUCell(ConvLSTMCell):
                             torch.cat([d.norm.weight for d in self.distillers]),
                             torch.cat([d.norm.bias for d in self.distillers]), self.distillers[0].norm.eps)
 
+    def project(self, distilled: torch.Tensor) -> torch.Tensor:
+        """``(B, N*C, H, W)``: every ``P_n(Ĉ_n)`` of :meth:`distill`'s output (one grouped 1x1 convolution)."""
+        if self.source_channels[0] == self.hidden:  # every P_n is the identity
+            return distilled
+        weight = torch.cat([p.weight for p in self.projections])
+        bias = torch.cat([p.bias for p in self.projections])
+        return F.conv2d(distilled, weight, bias, groups=self.n_sources)
+
     def step(self, x: torch.Tensor, state: State) -> tuple[State, list[torch.Tensor]]:
         """One step; returns the new ``(h, c)`` and the distilled memories ``[Ĉ_n]``."""
         h, c = state
@@ -122,16 +130,17 @@ class TMUCell(ConvLSTMCell):
         if not self.n_sources:
             return (h_new, c_prime), []
         C, N = self.hidden, self.n_sources
-        if self.variant == "convex" and self._uniform:  # the zoo's case: each term once for all sources
+        if self.variant == "convex" and self._fused:  # the zoo's case: each term once for all sources
             flat = self.distill(c_prime)
             t = torch.sigmoid(gates[:, 4 * C : (4 + N) * C])  # every T_n
-            weighted = t * flat
+            weighted = t * self.project(flat)
             share, mixed = t[:, :C], weighted[:, :C]
             for n in range(1, N):  # the sums of the general form below, in its order
                 share = share + t[:, n * C : (n + 1) * C]
                 mixed = mixed + weighted[:, n * C : (n + 1) * C]
             c_new = (1.0 - share / N) * c_prime + mixed / N
-            return (h_new, c_new), [flat[:, n * C : (n + 1) * C] for n in range(N)]
+            Cs = self.source_channels[0]
+            return (h_new, c_new), [flat[:, n * Cs : (n + 1) * Cs] for n in range(N)]
         distilled = [d(c_prime) for d in self.distillers]  # Ĉ_n = D_n(C'_t)
         gates_t = [torch.sigmoid(gates[:, (4 + n) * C : (5 + n) * C]) for n in range(N)]  # T_n
         if self.variant == "convex":
