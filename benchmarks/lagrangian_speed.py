@@ -20,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,24 @@ def window(size: int = 512, frames: int = 4, seed: int = 0) -> np.ndarray:
     base = np.maximum(0.0, (base - np.median(base)) / base.std() * 8.0)
     return np.stack([shift(base, (3 * t, 2 * t), order=1)[pad:pad + size, pad:pad + size]
                      for t in range(frames)]).astype(np.float32)
+
+
+def alternate(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Wall times of every call, ``rounds`` times, the calls in turn within each round.
+
+    One call each first, untimed (allocator, caches, oneDNN kernels). Taking
+    turns spreads the machine's drift (10-20 % from minute to minute here)
+    over all calls instead of charging it to whichever ran last.
+    """
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,14 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         forecaster = load_forecaster(path)
         kernel = forecaster.config.architecture.kernel
         calls[f"{path.name} ({kernel}x{kernel})"] = lambda f=forecaster: f.predict(win, args.leads)
-    for call in calls.values():  # first calls (allocator, caches) out of the timings
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(args.rounds):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - t0)
+    times = alternate(calls, args.rounds)
     reference = statistics.median(times["extrapolation"])
     print(f"| method ({args.size}x{args.size}, {args.leads} leads, {args.threads} thread(s)) | median s | min s | "
           "ratio to extrapolation |")

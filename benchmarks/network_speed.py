@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from benchmarks.lagrangian_speed import alternate
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.zoo import load_forecaster, random_forecaster
 
@@ -61,14 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give checkpoints or --hidden")
     frames = next(iter(forecasters.values())).config.input_frames
     x = np.random.default_rng(0).normal(size=(frames, args.size, args.size)).astype(np.float32)
-    for forecaster in forecasters.values():  # first calls (oneDNN primitives, allocator) out of the timings
-        forecaster._network(x, args.leads)
-    times: dict[str, list[float]] = {name: [] for name in forecasters}
-    for _ in range(args.rounds):
-        for name, forecaster in forecasters.items():
-            t0 = time.perf_counter()
-            forecaster._network(x, args.leads)
-            times[name].append(time.perf_counter() - t0)
+    times = alternate({name: (lambda f=f: f._network(x, args.leads)) for name, f in forecasters.items()}, args.rounds)
     print(f"| network ({args.size}x{args.size}, {frames + args.leads - 1} steps, {args.threads} thread(s)) | "
           "median s | min s |")
     print("| --- | ---: | ---: |")
