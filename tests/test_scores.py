@@ -77,6 +77,24 @@ def test_one_accumulator_class():
                 if isinstance(obj, type) and obj.__module__ == hc.__name__ and hasattr(obj, "merge")]
 
 
+def test_frequency_bias_counts_the_area_above_the_threshold():
+    """bias@T is forecast area > T over observed area > T: pysteps' strict ">", as for the CSI's hits."""
+    from nowcast.models.skill import LeadScores
+
+    above = np.nextafter(np.float32(1.0), np.float32(2.0))
+    obs = np.zeros((2, 8, 8), dtype=np.float32)
+    obs[:, :2] = above  # 16 cells just above 1 mm/h
+    pred = np.zeros_like(obs)
+    pred[0, :4] = above  # lead 1: twice the area
+    pred[1, :1] = 1.0  # lead 2: exactly at the threshold, which does not count
+    scores = LeadScores(2)
+    scores.add(pred, obs)
+    result = scores.result()
+    assert result["bias@1"] == [2.0, 0.0]
+    assert result["bias@0.5"] == [2.0, 0.5]
+    assert np.isnan(result["bias@2"][0])  # nothing observed or forecast above 2 mm/h: undefined
+
+
 def test_a_lead_without_data_is_undefined_not_zero():
     """A lead where nothing could be scored (all NaN) has NaN errors, as in nowcast verify (before: MSE 0)."""
     from nowcast.models.skill import LeadScores

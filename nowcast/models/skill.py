@@ -84,16 +84,25 @@ class LeadScores:
         self.scores.add_forecast(pred, obs)
 
     def result(self) -> dict[str, list[float]]:
-        """``{"csi@1": [...per lead], "fss@16km": [...], "mse": [...], "mae": [...]}``; NaN where undefined.
+        """``{"csi@1": [...per lead], "bias@1": [...], "fss@16km": [...], "mse": [...], "mae": [...]}``; NaN where undefined.
 
         These names are those of the ``heldout_skill`` already recorded in
         checkpoints (``csi@1``, ``csi@5``, ``fss@16km``, ``mae``), so old
-        and new records read alike.
+        and new records read alike. ``bias@T`` is the frequency bias at
+        ``T`` mm/h (forecast area above ``T`` over observed area above ``T``,
+        pysteps' strict ">" as for the CSI; 1 is unbiased), from the same
+        contingency tables as the CSI: it tells a CSI lost to rain the
+        forecast added from one lost to rain it removed.
         """
+        from pysteps.verification.detcatscores import det_cat_fct_compute
+
         res = self.scores.result()
         out: dict[str, list[float]] = {}
         for j, t in enumerate(self.thresholds):
             out[f"csi@{t:g}"] = res["csi"][:, j].tolist()
+        for j, t in enumerate(self.thresholds):
+            out[f"bias@{t:g}"] = [float(det_cat_fct_compute(self.scores.cat[i][j], scores=("BIAS",))["BIAS"])
+                                  if self.scores.forecasts[i] else float("nan") for i in range(self.scores.leads)]
         for k, s in enumerate(self.fss_pixels):
             out[f"fss@{self.resolution_km * s:g}km"] = res["fss"][:, k].tolist()
         out["mse"] = res["mse"].tolist()
