@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         paths[(0.0, own.kernel, own.hidden, 0)] = args.incumbent
     summaries: dict[tuple[float, int, int], list[dict[str, float]]] = {}
     scores: dict[str, dict[str, list[float]]] = {"extrapolation": reference}
-    lines = ["| weight | kernel | hidden | seed | CSI@1 0-60 | CSI@5 0-60 | worst lead ΔCSI@1 | worst lead ΔCSI@5 | "
-             "worst of both |",
+    lines = [("| weight | kernel | hidden | seed | CSI@1 0-60 | CSI@5 0-60 | worst lead ΔCSI@1 | worst lead ΔCSI@5 | "
+              "worst of both |"),
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
              f"| extrapolation | | | | {np.mean(reference['csi@1']):.3f} | {np.nanmean(reference['csi@5']):.3f} | | | |"]
     for (weight, kernel, hidden, seed), path in sorted(paths.items()):
