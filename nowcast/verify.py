@@ -224,14 +224,14 @@ class DeterministicScores:
         return self
 
     def result(self) -> dict[str, np.ndarray]:
-        """``csi``, ``pod``, ``far`` ``(leads, thresholds)``, ``fss`` ``(leads, scales)``, ``mse``, ``mae``,
-        ``forecasts``, ``n_valid`` ``(leads,)``; NaN where undefined or nothing was scored."""
+        """``csi``, ``pod``, ``far``, ``bias`` (frequency bias) ``(leads, thresholds)``, ``fss`` ``(leads, scales)``,
+        ``mse``, ``mae``, ``forecasts``, ``n_valid`` ``(leads,)``; NaN where undefined or nothing was scored."""
         from pysteps.verification.detcatscores import det_cat_fct_compute
         from pysteps.verification.detcontscores import det_cont_fct_compute
         from pysteps.verification.spatialscores import fss_compute
 
         n, nt, ns = self.leads, len(self.thresholds), len(self.fss_pixels)
-        out = {k: np.full((n, nt), np.nan) for k in ("csi", "pod", "far")}
+        out = {k: np.full((n, nt), np.nan) for k in ("csi", "pod", "far", "bias")}
         out["fss"] = np.full((n, ns), np.nan)
         out["mse"], out["mae"] = np.full(n, np.nan), np.full(n, np.nan)
         with _quiet():
@@ -239,8 +239,8 @@ class DeterministicScores:
                 if not self.forecasts[i]:
                     continue
                 for j, contab in enumerate(self.cat[i]):
-                    scores = det_cat_fct_compute(contab, scores=("CSI", "POD", "FAR"))
-                    for key in ("csi", "pod", "far"):
+                    scores = det_cat_fct_compute(contab, scores=("CSI", "POD", "FAR", "BIAS"))
+                    for key in ("csi", "pod", "far", "bias"):
                         out[key][i, j] = float(scores[key.upper()])
                 for k, state in enumerate(self.fss[i]):
                     out["fss"][i, k] = float(fss_compute(state))

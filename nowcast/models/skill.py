@@ -94,15 +94,12 @@ class LeadScores:
         contingency tables as the CSI: it tells a CSI lost to rain the
         forecast added from one lost to rain it removed.
         """
-        from pysteps.verification.detcatscores import det_cat_fct_compute
-
         res = self.scores.result()
         out: dict[str, list[float]] = {}
         for j, t in enumerate(self.thresholds):
             out[f"csi@{t:g}"] = res["csi"][:, j].tolist()
         for j, t in enumerate(self.thresholds):
-            out[f"bias@{t:g}"] = [float(det_cat_fct_compute(self.scores.cat[i][j], scores=("BIAS",))["BIAS"])
-                                  if self.scores.forecasts[i] else float("nan") for i in range(self.scores.leads)]
+            out[f"bias@{t:g}"] = res["bias"][:, j].tolist()
         for k, s in enumerate(self.fss_pixels):
             out[f"fss@{self.resolution_km * s:g}km"] = res["fss"][:, k].tolist()
         out["mse"] = res["mse"].tolist()
