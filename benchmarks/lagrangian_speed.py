@@ -59,13 +59,30 @@ def alternate(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoints", type=Path, nargs="+")
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every in-process timing script takes: threads, rounds, leads and the window's size."""
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--leads", type=int, default=12)
     parser.add_argument("--size", type=int, default=512)
+
+
+def timing_table(what: str, times: dict[str, list[float]], digits: int = 2, reference: float | None = None) -> str:
+    """Markdown table of :func:`alternate`'s times: median and min per call, and the median's ratio to ``reference``."""
+    ratio = reference is not None
+    lines = [f"| {what} | median s | min s |" + (" ratio to extrapolation |" if ratio else ""),
+             "| --- | ---: | ---: |" + (" ---: |" if ratio else "")]
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        lines.append(f"| {name} | {median:.{digits}f} | {min(ts):.{digits}f} |"
+                     + (f" {median / reference:.2f} |" if ratio else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", type=Path, nargs="+")
+    add_timing_arguments(parser)
     args = parser.parse_args(argv)
     import torch
 
@@ -80,12 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         kernel = forecaster.config.architecture.kernel
         calls[f"{path.name} ({kernel}x{kernel})"] = lambda f=forecaster: f.predict(win, args.leads)
     times = alternate(calls, args.rounds)
-    reference = statistics.median(times["extrapolation"])
-    print(f"| method ({args.size}x{args.size}, {args.leads} leads, {args.threads} thread(s)) | median s | min s | "
-          "ratio to extrapolation |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, ts in times.items():
-        print(f"| {name} | {statistics.median(ts):.2f} | {min(ts):.2f} | {statistics.median(ts) / reference:.2f} |")
+    print(timing_table(f"method ({args.size}x{args.size}, {args.leads} leads, {args.threads} thread(s))", times,
+                       reference=statistics.median(times["extrapolation"])))
     return 0
 
 

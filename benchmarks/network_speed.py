@@ -21,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -30,21 +29,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.lagrangian_speed import add_timing_arguments, alternate, timing_table
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", type=Path, nargs="*")
     parser.add_argument("--hidden", type=int, nargs="*", default=[],
                         help="Also the shipped config (swiss-south-tmu) with these widths, random weights.")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--leads", type=int, default=12)
-    parser.add_argument("--size", type=int, default=512)
+    add_timing_arguments(parser)
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    from benchmarks.lagrangian_speed import alternate
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.zoo import load_forecaster, random_forecaster
 
@@ -62,11 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     frames = next(iter(forecasters.values())).config.input_frames
     x = np.random.default_rng(0).normal(size=(frames, args.size, args.size)).astype(np.float32)
     times = alternate({name: (lambda f=f: f._network(x, args.leads)) for name, f in forecasters.items()}, args.rounds)
-    print(f"| network ({args.size}x{args.size}, {frames + args.leads - 1} steps, {args.threads} thread(s)) | "
-          "median s | min s |")
-    print("| --- | ---: | ---: |")
-    for name, ts in times.items():
-        print(f"| {name} | {statistics.median(ts):.3f} | {min(ts):.3f} |")
+    print(timing_table(f"network ({args.size}x{args.size}, {frames + args.leads - 1} steps, {args.threads} thread(s))",
+                       times, digits=3))
     return 0
 
 
