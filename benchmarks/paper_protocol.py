@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeds_runs.append(evaluate(cfg, sequences))
         if sequences is not None:
             label = f"finetune (best: {init})" if method == "finetune" else method
-            results[label] = {"scores": summarise(seeds_runs), "seeds": args.seeds,
+            results[label] = {"scores": summarise(seeds_runs), "per_seed": seeds_runs, "seeds": args.seeds,
                               "iterations": cfg.training.iterations}
     for name in args.ablations:
         runs = []
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             if sequences is not None:
                 runs.append(evaluate(cfg, sequences))
         if sequences is not None:
-            results[name] = {"scores": summarise(runs), "seeds": args.seeds, "iterations": cfg.training.iterations}
+            results[name] = {"scores": summarise(runs), "per_seed": runs, "seeds": args.seeds,
+                             "iterations": cfg.training.iterations}
     if sequences is None:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
