@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from nowcast.allocator import keep_freed_memory
     from nowcast.baselines import extrapolation
+
+    keep_freed_memory()  # as the nowcast command does: the methods' large temporaries reuse the heap
     from nowcast.models.zoo import load_forecaster
 
     win = window(args.size)

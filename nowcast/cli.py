@@ -35,6 +35,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nowcast.allocator import keep_freed_memory
 from nowcast.errors import (
     EXIT_BUG,
     EXIT_ENVIRONMENT,
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = _wants_traceback(args)
+    keep_freed_memory()  # numpy's large temporaries reuse the heap instead of faulting pages in again (nowcast.allocator)
     try:
         try:
             return _run(args)
