@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from nowcast.allocator import keep_freed_memory
     from nowcast.baselines import extrapolation
+    from nowcast.models.zoo import load_forecaster
 
     keep_freed_memory()  # as the nowcast command does: the methods' large temporaries reuse the heap
-    from nowcast.models.zoo import load_forecaster
 
     win = window(args.size)
     calls = {"extrapolation": lambda: extrapolation(win, args.leads)}

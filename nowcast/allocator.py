@@ -16,7 +16,7 @@ and steady (docs/benchmarks.md, "Speed of the Lagrangian forecaster").
 
 The cost: after a forecast the process keeps up to ``TRIM_THRESHOLD`` of
 freed memory for the next one instead of returning it (peak memory does not
-change). A long-running ``nowcast schedule`` holds it between runs.
+change). A long-running ``nowcast watch`` holds it between runs.
 
 Only the application's entry points call :func:`keep_freed_memory` (the CLI,
 and the benchmarks that time what the CLI does): importing :mod:`nowcast` as
