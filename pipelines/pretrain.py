@@ -186,6 +186,17 @@ def train_model(name: str, *, iterations: int | None = None, force: bool = False
     return PretrainedModel(name, checkpoint, sha256_file(checkpoint), int(result.iterations), seconds)
 
 
+def _read_manifest(zoo: Path) -> dict:
+    """``zoo/MANIFEST.json`` as a dict (empty when there is none yet)."""
+    path = zoo / "MANIFEST.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_manifest(zoo: Path, manifest: dict) -> None:
+    """Write ``zoo/MANIFEST.json`` (sorted keys, so its diffs stay small)."""
+    (zoo / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
 def record_checksums(models: list[PretrainedModel], command: str) -> Path:
     """Update ``SHA256SUMS`` and ``MANIFEST.json`` beside the checkpoints."""
     zoo = models[0].checkpoint.parent
@@ -196,8 +207,7 @@ def record_checksums(models: list[PretrainedModel], command: str) -> Path:
             if line.strip():
                 digest, fname = line.split(maxsplit=1)
                 sums[fname.strip()] = digest
-    manifest_path = zoo / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = _read_manifest(zoo)
     for m in models:
         sums[m.checkpoint.name] = m.sha256
         manifest[m.checkpoint.name] = {
@@ -206,7 +216,7 @@ def record_checksums(models: list[PretrainedModel], command: str) -> Path:
             "data": "simulated from real seeds (pipelines/simulate.py, configs/simulate.yaml)",
         }
     sums_path.write_text("".join(f"{d}  {f}\n" for f, d in sorted(sums.items())))
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_manifest(zoo, manifest)
     return sums_path
 
 
@@ -221,8 +231,7 @@ def rebuild_checksums(zoo: Path | None = None) -> Path:
     from nowcast.models.zoo import load_checkpoint
 
     zoo = zoo or project_root() / "models" / "zoo"
-    manifest_path = zoo / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = _read_manifest(zoo)
     models = []
     for path in sorted(zoo.glob("*.pt")):
         if path.name.endswith(".state.pt"):
@@ -234,7 +243,7 @@ def rebuild_checksums(zoo: Path | None = None) -> Path:
                                       float(entry.get("train_seconds", seconds))))
         if "command" not in entry:
             manifest[path.name] = {"command": f"nowcast train --config configs/models/{meta['name']}.yaml --threads 1"}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_manifest(zoo, manifest)
     commands = {m.checkpoint.name: manifest[m.checkpoint.name]["command"] for m in models}
     (zoo / "SHA256SUMS").unlink(missing_ok=True)
     for m in models:
@@ -403,10 +412,9 @@ def record_promotion(target: Path, command: str) -> None:
     time, and derives the time from the checkpoint's metrics only where the
     entry has none, as it now has not.
     """
-    manifest_path = target.parent / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = _read_manifest(target.parent)
     manifest[target.name] = {"command": command}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_manifest(target.parent, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
