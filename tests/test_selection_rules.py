@@ -29,3 +29,37 @@ def test_kernel_rule_prefers_the_smaller_kernel_only_within_the_tie():
     assert choose_smallest({3: _runs(-0.010), 5: _runs(-0.010 + 2 * TIE)}) == 5
     with pytest.raises(ValueError, match="no kernel"):
         choose_smallest({})
+
+
+def test_rotation_candidates_are_named_apart_from_the_recipe():
+    from benchmarks.bias_selection import candidate_config
+
+    recipe = candidate_config(0.03, 0, 2000, "fp32")
+    same = candidate_config(0.03, 0, 2000, "fp32", rotation=recipe.training.persistent_rotation_deg)
+    other = candidate_config(0.03, 0, 2000, "fp32", rotation=0)
+    assert same.checkpoint == recipe.checkpoint and "-rot" not in recipe.checkpoint
+    assert other.training.persistent_rotation_deg == 0.0
+    assert "-rot0-" in other.checkpoint and other.checkpoint != recipe.checkpoint
+    assert other.training.area_bias_weight == recipe.training.area_bias_weight == 0.03
+
+
+def test_known_motion_validation_uses_its_own_seed_and_is_made_once(tmp_path, monkeypatch):
+    import inspect
+
+    import nowcast.data.testcases as testcases
+    from benchmarks import bias_selection
+
+    # the test sets are seed 0 (make_test_sets' default): validation must draw other motions
+    assert bias_selection.KNOWN_MOTION_SEED != inspect.signature(testcases.make_test_sets).parameters["seed"].default
+    calls = []
+
+    def fake_make(folder, seed):
+        calls.append(seed)
+        for name in ("swiss-south-rigid-64.zarr", "swiss-south-growth-64.zarr"):
+            (folder / name).mkdir(parents=True)
+
+    monkeypatch.setattr(testcases, "make_test_sets", fake_make)
+    stores = bias_selection.known_motion_validation(tmp_path, seed=bias_selection.KNOWN_MOTION_SEED)
+    assert [p.name for p in stores] == ["swiss-south-rigid-64.zarr", "swiss-south-growth-64.zarr"]
+    assert bias_selection.known_motion_validation(tmp_path, seed=bias_selection.KNOWN_MOTION_SEED) == stores
+    assert calls == [bias_selection.KNOWN_MOTION_SEED]  # made once, then reused
