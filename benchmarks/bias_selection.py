@@ -78,7 +78,8 @@ KNOWN_MOTION_SEED = 1
 
 
 def candidate_config(weight: float, seed: int, iterations: int | None, precision: str | None,
-                     kernel: int | None = None, hidden: int | None = None, rotation: float | None = None):
+                     kernel: int | None = None, hidden: int | None = None, rotation: float | None = None,
+                     trend: float | None = None):
     """The shipped recipe with ``area_bias_weight``, ``seed``, gate ``kernel`` and ``hidden`` channels, under ``models/runs/bias/``.
 
     ``kernel`` and ``hidden`` (default: the recipe's) change only the gate
@@ -87,8 +88,10 @@ def candidate_config(weight: float, seed: int, iterations: int | None, precision
     32 channels), so the candidates measured before sizes were tried keep
     their names. ``rotation`` (default: the recipe's) is
     ``training.persistent_rotation_deg``, the motion error persistent samples
-    are made with; the name carries ``-rot0`` etc. where it differs from the
-    recipe's.
+    are made with; ``trend`` (default: the recipe's) is
+    ``training.persistent_trend_fraction``, the share of them given a
+    Lagrangian trend. The name carries ``-rot0``, ``-trend0.5`` etc. where
+    they differ from the recipe's.
     """
     from benchmarks.radar_transfer import PROTOCOL_ARCHITECTURE, study_config
     from nowcast.models.config import find_model_config, load_model_config
@@ -97,13 +100,17 @@ def candidate_config(weight: float, seed: int, iterations: int | None, precision
     protocol = load_model_config(find_model_config(PROTOCOL_ARCHITECTURE)).architecture  # the names' reference (5x5)
     recipe_rotation = config.training.persistent_rotation_deg
     rotation = recipe_rotation if rotation is None else float(rotation)
-    training = config.training.model_copy(update={"area_bias_weight": weight, "persistent_rotation_deg": rotation})
+    recipe_trend = config.training.persistent_trend_fraction
+    trend = recipe_trend if trend is None else float(trend)
+    training = config.training.model_copy(update={"area_bias_weight": weight, "persistent_rotation_deg": rotation,
+                                                  "persistent_trend_fraction": trend})
     update = {"training": training}
     kernel = config.architecture.kernel if kernel is None else int(kernel)
     hidden = config.architecture.hidden if hidden is None else int(hidden)
     update["architecture"] = config.architecture.model_copy(update={"kernel": kernel, "hidden": hidden})
     tag = (f"-k{kernel}" if kernel != protocol.kernel else '') + (f"-h{hidden}" if hidden != protocol.hidden else '')
     tag += f"-rot{rotation:g}" if rotation != recipe_rotation else ""
+    tag += f"-trend{trend:g}" if trend != recipe_trend else ""
     ckpt = f"models/runs/bias/{RECIPE}-bias{weight:g}{tag}-it{training.iterations}-s{seed}.pt"
     return config.model_copy(update={**update, "checkpoint": ckpt})
 
@@ -163,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Recurrent widths to try (default: the recipe's); see the module docstring.")
     parser.add_argument("--rotations", type=float, nargs="+", default=None,
                         help="training.persistent_rotation_deg values to try (default: the recipe's); see the module docstring.")
+    parser.add_argument("--trends", type=float, nargs="+", default=None,
+                        help="training.persistent_trend_fraction values to try (default: the recipe's); see the module docstring.")
     parser.add_argument("--iterations", type=int, default=None, help="Default: the recipe's.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default=None, help="auto, bf16 or fp32 (default: the recipe's).")
@@ -189,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_model_config(find_model_config(RECIPE)).architecture
     kernels = args.kernels or [recipe.kernel]
     widths = args.hidden or [recipe.hidden]
-    rotations = args.rotations or [None]
-    configs = {(w, k, h, r, s): candidate_config(w, s, args.iterations, args.precision, kernel=k, hidden=h, rotation=r)
-               for w in args.weights for k in kernels for h in widths for r in rotations for s in args.seeds}
+    rotations, trends = args.rotations or [None], args.trends or [None]
+    configs = {(w, k, h, r, t, s): candidate_config(w, s, args.iterations, args.precision, kernel=k, hidden=h,
+                                                    rotation=r, trend=t)
+               for w in args.weights for k in kernels for h in widths for r in rotations for t in trends
+               for s in args.seeds}
     if not args.score_only:
         for config in configs.values():
             ensure_trained(config, device=args.device, data_workers=args.data_workers)
@@ -218,60 +229,74 @@ def main(argv: list[str] | None = None) -> int:
         from nowcast.models.zoo import load_checkpoint
 
         own = load_checkpoint(args.incumbent).config
-        paths[(0.0, own.architecture.kernel, own.architecture.hidden, own.training.persistent_rotation_deg, 0)] = args.incumbent
-    recipe_rotation = load_model_config(find_model_config(RECIPE)).training.persistent_rotation_deg
-    paths = {(w, k, h, recipe_rotation if r is None else float(r), s): p for (w, k, h, r, s), p in paths.items()}
-    summaries: dict[tuple[float, int, int, float], list[dict[str, float]]] = {}
+        paths[(0.0, own.architecture.kernel, own.architecture.hidden, own.training.persistent_rotation_deg,
+               own.training.persistent_trend_fraction, 0)] = args.incumbent
+    recipe_training = load_model_config(find_model_config(RECIPE)).training
+    recipe_rotation, recipe_trend = recipe_training.persistent_rotation_deg, recipe_training.persistent_trend_fraction
+    paths = {(w, k, h, recipe_rotation if r is None else float(r), recipe_trend if t is None else float(t), s): p
+             for (w, k, h, r, t, s), p in paths.items()}
+    summaries: dict[tuple[float, int, int, float, float], list[dict[str, float]]] = {}
     scores: dict[str, dict[str, dict[str, list[float]]]] = {name: {"extrapolation": ref} for name, ref in references.items()}
-    lines = [("| weight | kernel | hidden | rotation | seed | validation set | CSI@1 0-60 | CSI@5 0-60 | "
+    lines = [("| weight | kernel | hidden | rotation | trend | seed | validation set | CSI@1 0-60 | CSI@5 0-60 | "
               "worst lead ΔCSI@1 | worst lead ΔCSI@5 | worst of both |"),
-             "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| extrapolation | | | | | {name} | {np.mean(ref['csi@1']):.3f} | {np.nanmean(ref['csi@5']):.3f} | | | |"
+             "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| extrapolation | | | | | | {name} | {np.mean(ref['csi@1']):.3f} | {np.nanmean(ref['csi@5']):.3f} | | | |"
               for name, ref in references.items()]
-    for (weight, kernel, hidden, rotation, seed), path in sorted(paths.items()):
+    for (weight, kernel, hidden, rotation, trend, seed), path in sorted(paths.items()):
         forecaster = load_forecaster(path)
         worst, csi5 = [], []
         for name, seqs in sequences.items():
             s = score_method(forecaster.predict, seqs, n_in, leads)
-            scores[name][f"{weight:g}-k{kernel}-h{hidden}-rot{rotation:g}-s{seed}"] = s
+            scores[name][f"{weight:g}-k{kernel}-h{hidden}-rot{rotation:g}-trend{trend:g}-s{seed}"] = s
             d1, d5 = worst_differences(s, references[name])
             worst.append(min(d1, d5))
             csi5.append(float(np.nanmean(s["csi@5"])))
-            lines.append(f"| {weight:g} | {kernel} | {hidden} | {rotation:g} | {seed} | {name} | {np.mean(s['csi@1']):.3f} | "
+            lines.append(f"| {weight:g} | {kernel} | {hidden} | {rotation:g} | {trend:g} | {seed} | {name} | "
+                         f"{np.mean(s['csi@1']):.3f} | "
                          f"{csi5[-1]:.3f} | {d1:+.3f} | {d5:+.3f} | {worst[-1]:+.3f} |")
         summary = {"worst": min(worst), "csi5": float(np.mean(csi5))}
-        summaries.setdefault((weight, kernel, hidden, rotation), []).append(summary)
+        summaries.setdefault((weight, kernel, hidden, rotation, trend), []).append(summary)
         if len(sequences) > 1:
-            lines.append(f"| {weight:g} | {kernel} | {hidden} | {rotation:g} | {seed} | **all** | | {summary['csi5']:.3f} | | | "
+            lines.append(f"| {weight:g} | {kernel} | {hidden} | {rotation:g} | {trend:g} | {seed} | **all** | | "
+                         f"{summary['csi5']:.3f} | | | "
                          f"**{summary['worst']:+.3f}** |")
-    at_recipe = {w: runs for (w, k, h, r), runs in summaries.items()
-                 if (k, h, r) == (recipe.kernel, recipe.hidden, recipe_rotation)}
-    chosen = choose(at_recipe or {w: runs for (w, k, h, r), runs in summaries.items()})
+    at_recipe = {w: runs for (w, k, h, r, t), runs in summaries.items()
+                 if (k, h, r, t) == (recipe.kernel, recipe.hidden, recipe_rotation, recipe_trend)}
+    chosen = choose(at_recipe or {w: runs for (w, k, h, r, t), runs in summaries.items()})
     lines.append(f"\nchosen area_bias_weight: {chosen:g} (largest mean worst-lead difference over seeds; "
                  f"ties within {TIE} to the larger CSI@5)")
     chosen_kernel, chosen_hidden, chosen_rotation = recipe.kernel, recipe.hidden, recipe_rotation
     if len(kernels) > 1:
-        chosen_kernel = choose_smallest({k: runs for (w, k, h, r), runs in summaries.items()
-                                         if w == chosen and h == recipe.hidden and r == recipe_rotation}, "kernel")
+        chosen_kernel = choose_smallest({k: runs for (w, k, h, r, t), runs in summaries.items()
+                                         if (w, h, r, t) == (chosen, recipe.hidden, recipe_rotation, recipe_trend)},
+                                        "kernel")
         lines.append(f"chosen gate kernel at that weight: {chosen_kernel} (the smallest within {TIE} of the "
                      "best kernel's mean worst-lead difference)")
     if len(widths) > 1:
-        chosen_hidden = choose_smallest({h: runs for (w, k, h, r), runs in summaries.items()
-                                         if w == chosen and k == chosen_kernel and r == recipe_rotation}, "width")
+        chosen_hidden = choose_smallest({h: runs for (w, k, h, r, t), runs in summaries.items()
+                                         if (w, k, r, t) == (chosen, chosen_kernel, recipe_rotation, recipe_trend)},
+                                        "width")
         lines.append(f"chosen hidden channels at that weight and kernel: {chosen_hidden} (the fewest within {TIE} "
                      "of the best width's mean worst-lead difference)")
-    by_rotation = {r: runs for (w, k, h, r), runs in summaries.items()
-                   if (w, k, h) == (chosen, chosen_kernel, chosen_hidden)}
+    by_rotation = {r: runs for (w, k, h, r, t), runs in summaries.items()
+                   if (w, k, h, t) == (chosen, chosen_kernel, chosen_hidden, recipe_trend)}
     if len(by_rotation) > 1:
         chosen_rotation = choose(by_rotation)
         lines.append(f"chosen persistent_rotation_deg at that weight and size: {chosen_rotation:g} (largest mean "
                      f"worst-lead difference over seeds and validation sets; ties within {TIE} to the larger CSI@5)")
+    chosen_trend = recipe_trend
+    by_trend = {t: runs for (w, k, h, r, t), runs in summaries.items()
+                if (w, k, h, r) == (chosen, chosen_kernel, chosen_hidden, chosen_rotation)}
+    if len(by_trend) > 1:
+        chosen_trend = choose(by_trend)
+        lines.append(f"chosen persistent_trend_fraction at that weight, size and rotation: {chosen_trend:g} (the same rule)")
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
         args.json.write_text(json.dumps({"validation": [str(p.relative_to(ROOT)) for p in stores],
                                          "sequences": {name: len(v) for name, v in sequences.items()},
                                          "scores": scores, "chosen": chosen, "chosen_kernel": chosen_kernel,
-                                         "chosen_hidden": chosen_hidden, "chosen_rotation": chosen_rotation}, indent=1))
+                                         "chosen_hidden": chosen_hidden, "chosen_rotation": chosen_rotation,
+                                         "chosen_trend": chosen_trend}, indent=1))
     return 0
 
 if __name__ == "__main__":

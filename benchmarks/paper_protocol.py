@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             if sequences is not None:
                 seeds_runs.append(evaluate(cfg, sequences))
         if sequences is not None:
-            label = f"finetune (best: {init})" if method == "finetune" else method
+            # "best": chosen here among the sources; "given": named by --finetune-source, not chosen again
+            how = "given" if args.finetune_source else "best"
+            label = f"finetune ({how}: {init})" if method == "finetune" else method
             results[label] = {"scores": summarise(seeds_runs), "per_seed": seeds_runs, "seeds": args.seeds,
                               "iterations": cfg.training.iterations}
     for name in args.ablations:

@@ -120,6 +120,8 @@ class ZarrSequences:
         self.persistent_fraction = config.training.persistent_fraction
         self.persistent_motion = config.motion.method if config.training.persistent_motion == "estimated" else None
         self.persistent_rotation = config.training.persistent_rotation_deg
+        self.trend_fraction = config.training.persistent_trend_fraction if config.data.modality == "rain" else 0.0
+        self.trend_db = config.training.persistent_trend_db
         shift = config.training.intensity_shift_db
         self.intensity_shift_db = shift if (shift is not None and config.data.modality == "rain") else None
         self.motion = None
@@ -159,14 +161,20 @@ class ZarrSequences:
         if self.lagrangian and self.persistent_rotation > 0:
             a = self.persistent_rotation
             rotation = np.column_stack([rng.uniform(-a, a, batch_size), rng.random(batch_size), rng.random(batch_size)])
+        trend = None  # (B, 2): dB per step of each trend sample's pattern (0: none) and the pattern's seed
+        if self.lagrangian and self.trend_fraction > 0 and split == 0:  # drawn last: other batches unchanged
+            on = (rng.random(batch_size) < self.trend_fraction) & persistent
+            trend = np.column_stack([np.where(on, rng.uniform(0.0, self.trend_db, batch_size), 0.0),
+                                     rng.integers(0, 2**31 - 1, batch_size)])
         if part is not None:
             seqs, t0, y0, x0 = seqs[part], t0[part], y0[part], x0[part]
             persistent = None if persistent is None else persistent[part]
             gain = None if gain is None else gain[part]
             rotation = None if rotation is None else rotation[part]
+            trend = None if trend is None else trend[part]
             batch_size = len(seqs)
         if self.lagrangian:
-            return self._lagrangian_batch(seqs, t0, y0, x0, persistent, gain, rotation)
+            return self._lagrangian_batch(seqs, t0, y0, x0, persistent, gain, rotation, trend)
         out = np.empty((batch_size, self.frames, self.size, self.size), dtype=np.float32)
         for b in range(batch_size):
             sl = (int(seqs[b]), slice(int(t0[b]), int(t0[b]) + self.frames),
@@ -177,7 +185,8 @@ class ZarrSequences:
             x = np.nan_to_num(self.normaliser.forward(out), nan=0.0, posinf=0.0, neginf=0.0)
         return torch.from_numpy(x)[:, :, None]
 
-    def _lagrangian_batch(self, seqs, t0, y0, x0, persistent, gain=None, rotation=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _lagrangian_batch(self, seqs, t0, y0, x0, persistent, gain=None, rotation=None,
+                          trend=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames moved to their analysis time along the stored motion (:func:`nowcast.models.lagrangian.training_batch`).
 
         Each crop is moved inside a window ``margin`` cells wider on every
@@ -188,7 +197,10 @@ class ZarrSequences:
         threshold become dry, as they would on a lighter day. ``rotation``
         (per sample: degrees per step, centre as fractions of the window)
         is the motion error persistent samples are made with
-        (``training.persistent_rotation_deg``).
+        (``training.persistent_rotation_deg``). ``trend`` (per sample: dB
+        per step and a seed) gives a persistent sample a Lagrangian trend,
+        a :func:`nowcast.data.testcases.growth_rate_field` of areas growing
+        or decaying at up to that rate (``training.persistent_trend_fraction``).
         """
         from nowcast.models.lagrangian import training_batch
 
@@ -213,8 +225,14 @@ class ZarrSequences:
             from nowcast.models.lagrangian import rotation_field
 
             error = np.stack([rotation_field((wy, wx), deg, cy * wy, cx * wx) for deg, cy, cx in rotation])
+        rates = None
+        if trend is not None and np.any(trend[:, 0] > 0):
+            from nowcast.data.testcases import growth_rate_field
+
+            rates = np.stack([growth_rate_field((wy, wx), "cells", db, int(seed)) if db > 0 else np.zeros((wy, wx))
+                              for db, seed in trend])
         x, valid = training_batch(frames, vel, self.input_frames, self.normaliser, persistent, self.persistent_motion,
-                                  error)
+                                  error, rates)
         x = torch.stack([x[b, :, iy : iy + S, ix : ix + S] for b, (iy, ix) in enumerate(inner)])
         valid = torch.stack([valid[b, :, iy : iy + S, ix : ix + S] for b, (iy, ix) in enumerate(inner)])
         return x[:, :, None].contiguous(), valid[:, :, None].contiguous()

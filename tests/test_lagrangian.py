@@ -251,6 +251,62 @@ def test_persistent_samples_with_estimated_motion_and_rotation(tmp_path):
         _train_config(tmp_path, store, intensity_shift_db=(3.0, -3.0))
 
 
+def test_trended_frames_grow_and_decay_the_rain_in_place():
+    from nowcast.models.lagrangian import TREND_CEILING_DB, trended
+
+    analysis = torch.tensor([[[-15.0, 0.0], [10.0, 25.0]]])  # dry, 1 mm/h, 10 mm/h, above the ceiling
+    offsets = [-2, -1, 0, 1, 2]
+    up = trended(analysis, torch.full((1, 2, 2), 2.0), offsets, -15.0, -10.0)[0]
+    assert up.shape == (5, 2, 2)
+    assert torch.equal(up[:, 0, 0], torch.full((5,), -15.0))  # dry stays dry
+    assert torch.allclose(up[:, 0, 1], torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0]))
+    assert torch.allclose(up[:, 1, 0], torch.tensor([6.0, 8.0, 10.0, 12.0, 14.0]))
+    assert torch.allclose(up[:, 1, 1], torch.tensor([21.0, 23.0, 25.0, 25.0, 25.0]))  # analysis kept, no growth past it
+    assert 21.0 < TREND_CEILING_DB < 22.0  # 150 mm/h
+    capped = trended(torch.tensor([[[20.0]]]), torch.full((1, 1, 1), 2.0), [0, 1, 2], -15.0, -10.0)[0, :, 0, 0]
+    assert torch.allclose(capped, torch.tensor([20.0, TREND_CEILING_DB, TREND_CEILING_DB]))
+    down = trended(analysis, torch.full((1, 2, 2), -6.0), offsets, -15.0, -10.0)[0]
+    assert torch.allclose(down[:, 0, 1], torch.tensor([12.0, 6.0, 0.0, -6.0, -15.0]))  # -12 dB is below 0.1 mm/h: dry
+    flat = trended(analysis, torch.zeros(1, 2, 2), offsets, -15.0, -10.0)[0]
+    assert torch.equal(flat, analysis.expand(5, -1, -1))
+
+
+def test_trend_samples_show_their_trend_in_the_inputs_and_continue_it_in_the_truth(tmp_path):
+    """training.persistent_trend_fraction: persistent samples that grow or decay in place, in training batches only."""
+    from nowcast.training import make_batches, split_batch
+
+    store = _moving_store(tmp_path / "seq.zarr", size=32)
+    common = {"persistent_motion": "estimated", "batch_size": 8}
+    trend = _train_config(tmp_path, store, persistent_fraction=1.0, persistent_trend_fraction=1.0,
+                          persistent_trend_db=2.0, **common)
+    plain = _train_config(tmp_path, store, persistent_fraction=1.0, **common)
+    f, v = (t.numpy()[:, :, 0] for t in split_batch(next(make_batches(trend))))
+    scale = trend.data.normaliser.params["scale"]
+    step = (f[:, 3] - f[:, 2]) * scale  # dB per step in the truth
+    wet = (f[:, 2] > 0.4) & (f[:, 4] > 0.4) & (f[:, 3] > 0.4) & (f[:, 6] > 0.4)
+    assert wet.sum() > 100
+    # the truth continues one rate per cell: exactly linear in the lead, up to 2 dB per step, not all zero
+    np.testing.assert_allclose((f[:, 6] - f[:, 2])[wet] * scale, 4 * step[wet], atol=1e-3)
+    assert np.abs(step[wet]).max() <= 2.0 + 1e-4 and np.abs(step[wet]).max() > 0.3
+    # the inputs show it: the oldest input lies about two steps of the same trend below the analysis
+    history = (f[:, 2] - f[:, 0]) * scale
+    ok = wet & v[:, 0].astype(bool)
+    assert np.corrcoef(history[ok], 2 * step[ok])[0, 1] > 0.8
+    # without the trend the same samples' truth is the analysis; validation batches never get one
+    g = split_batch(next(make_batches(plain)))[0].numpy()[:, :, 0]
+    assert np.array_equal(g[:, 3:], np.broadcast_to(g[:, 2:3], g[:, 3:].shape))
+    val = [split_batch(next(make_batches(c, "val")))[0].numpy() for c in (plain, trend)]
+    assert np.array_equal(val[0], val[1])
+    # drawn last: samples that are not persistent are the same batch for batch
+    half = [_train_config(tmp_path, store, persistent_fraction=0.5, persistent_trend_fraction=t, **common)
+            for t in (0.0, 1.0)]
+    a, b = (split_batch(next(make_batches(c, start=2)))[0].numpy() for c in half)
+    same = [np.array_equal(a[i], b[i]) for i in range(8)]
+    assert any(same) and not all(same)
+    with pytest.raises(ConfigError, match="persistent_trend_fraction"):
+        _train_config(tmp_path, store, persistent_trend_fraction=0.5)
+
+
 def test_loss_on_inputs_false_scores_the_leads_only(tmp_path):
     from nowcast.training import scored_weight, train
 

@@ -161,6 +161,20 @@ class TrainingConfig(StrictModel):
         "solid-body rotation of up to this many degrees per step about a random centre, which a smooth optical-flow "
         "field does not capture, so the moved-back inputs carry the misalignment real rotating rain shows.",
     )
+    persistent_trend_fraction: float = Field(
+        0.0, ge=0, le=1,
+        description="Rain, Lagrangian models: share of the persistent samples given a Lagrangian trend instead: "
+        "their rain grows or decays in place by a fixed pattern of dB per step (areas of 20-60 km, "
+        "nowcast.data.testcases.growth_rate_field) over the inputs *and* the leads, so the inputs show the trend "
+        "and the truth continues it. Without it nothing in the training data rewards reading the window's "
+        "history: the simulator's evolutions are not predictable from four frames, and a persistent sample "
+        "has no history to read.",
+    )
+    persistent_trend_db: float = Field(
+        2.0, gt=0, le=6,
+        description="Largest rate of a trend sample's pattern, dB per step; each sample's is drawn uniformly "
+        "from 0 to this.",
+    )
     intensity_shift_db: tuple[float, float] | None = Field(
         None,
         description="Rain: every training sample's rain rates multiplied by 10**(s/10), s drawn uniformly from this "
@@ -198,6 +212,8 @@ class TrainingConfig(StrictModel):
         if self.persistent_rotation_deg > 0 and self.persistent_motion != "estimated":
             raise ValueError("persistent_rotation_deg needs persistent_motion 'estimated' (a rotation the stored "
                              "motion moved back would leave exact copies)")
+        if self.persistent_trend_fraction > 0 and self.persistent_fraction == 0:
+            raise ValueError("persistent_trend_fraction is a share of the persistent samples: set persistent_fraction too")
         if self.intensity_shift_db is not None:
             lo, hi = self.intensity_shift_db
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):

@@ -197,7 +197,7 @@ def _forecast_tracer(window: np.ndarray, leads: int, network: ChangeNetwork, nor
 
 def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
                    persistent: np.ndarray | None = None, motion_method: str | None = None,
-                   motion_error: np.ndarray | None = None):
+                   motion_error: np.ndarray | None = None, trend: np.ndarray | None = None):
     """Training sequences in the Lagrangian frame of their analysis times (batched, torch).
 
     Parameters
@@ -241,6 +241,13 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
         the *future* frames of a persistent sample are its Lagrangian
         analysis frame exactly: its inputs look like real rigid motion seen
         through optical flow, its truth is "no change".
+    trend
+        Rain only: ``(B, ny, nx)`` dB per step, a Lagrangian trend for the
+        persistent samples (0: none). Such a sample's rain at ``k`` steps
+        from the analysis is the analysis ``+ k * trend`` dB where it rains
+        (:func:`trended`), moved along the motion like the plain persistent
+        samples: its inputs show the trend, its truth (with
+        ``motion_method``: exactly) continues it.
 
     Returns
     -------
@@ -260,10 +267,21 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
     offsets = list(range(-(input_frames - 1), T - input_frames + 1))
     vel = torch.from_numpy(np.nan_to_num(np.asarray(velocity, dtype=np.float64))).float()
     field = torch.from_numpy(field).float()
+    lagrangian_truth = None  # persistent samples' frames before they are moved: their Lagrangian truth
     if persistent is not None and np.any(persistent):
         idx = torch.from_numpy(np.flatnonzero(persistent))
         true_vel = vel if motion_error is None else vel + torch.from_numpy(np.asarray(motion_error, dtype=np.float32))
-        field[idx] = rigidly_moved(field[idx, input_frames - 1], true_vel[idx], offsets, empty)
+        analysis = field[idx, input_frames - 1]
+        if trend is not None:
+            if normaliser.kind != "db":
+                raise ValueError("a Lagrangian trend is for rain ('db' normalisation)")
+            threshold, _, _ = db_params(normaliser)
+            rate = torch.from_numpy(np.asarray(trend, dtype=np.float32)[np.flatnonzero(persistent)])
+            lagrangian_truth = trended(analysis, rate, offsets, empty, 10.0 * np.log10(threshold))
+            field[idx] = moved(lagrangian_truth, true_vel[idx], offsets, empty)
+        else:
+            lagrangian_truth = analysis[:, None].expand(-1, len(offsets), -1, -1)
+            field[idx] = rigidly_moved(analysis, true_vel[idx], offsets, empty)
         if motion_method is not None:
             vel = vel.clone()
             for b in idx.tolist():
@@ -278,7 +296,7 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
         # motion and back with another leaves in the future frames is the forecast's motion error,
         # which the network cannot know; as a target it would only teach it to blur.
         idx = torch.from_numpy(np.flatnonzero(persistent))
-        lag[idx, input_frames:] = lag[idx, input_frames - 1 : input_frames]
+        lag[idx, input_frames:] = lagrangian_truth[:, input_frames:]
     x = to_network(lag)
     return x.contiguous(), valid.float().contiguous()
 
@@ -304,10 +322,34 @@ def rotation_field(shape: tuple[int, int], deg_per_step: float, centre_row: floa
 
 def rigidly_moved(analysis, velocity, offsets: list[int], outval: float):
     """Frames ``(B, T, H, W)`` of the analysis field ``(B, H, W)`` moved along ``velocity`` to each offset's time."""
+    return moved(analysis[:, None].expand(-1, len(offsets), -1, -1), velocity, offsets, outval)
+
+
+def moved(frames, velocity, offsets: list[int], outval: float):
+    """Lagrangian frames ``(B, T, H, W)`` (all at the analysis position) moved along ``velocity`` to each offset's time."""
     from nowcast.motion import shift_torch
 
-    frames = analysis[:, None].expand(-1, len(offsets), -1, -1)
     return shift_torch(frames, offsets, velocity, outval)[0]
+
+
+#: Ceiling of trend samples' rain (dB of mm/h): the test cases' largest rate (nowcast.data.testcases).
+TREND_CEILING_DB = float(10.0 * np.log10(150.0))
+
+
+def trended(analysis, rate, offsets: list[int], dry: float, threshold_db: float):
+    """Lagrangian frames ``(B, T, H, W)``: the analysis dBR ``(B, H, W)`` plus ``offset * rate`` dB where it rains.
+
+    Dry cells (``dry``) stay dry, rain taken below ``threshold_db`` becomes dry,
+    and growing rain stops at :data:`TREND_CEILING_DB` (or at the analysis
+    where it is above it). With ``rate`` 0 every frame is the analysis.
+    """
+    import torch
+
+    steps = torch.tensor(offsets, dtype=analysis.dtype).view(1, -1, 1, 1)
+    wet = (analysis > dry)[:, None]
+    frames = analysis[:, None] + steps * rate[:, None].to(analysis.dtype)
+    frames = torch.minimum(frames, torch.clamp(analysis, min=TREND_CEILING_DB)[:, None])  # the analysis itself untouched
+    return torch.where(wet & (frames >= threshold_db), frames, torch.full_like(frames, dry))
 
 
 def training_sample(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
