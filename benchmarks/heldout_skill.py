@@ -39,12 +39,38 @@ def _row(name: str, scores: dict[str, list[float]], reference: dict[str, list[fl
             f"{scores['mae'][-1]:.3f} | {d1.min():+.3f} | {d5.min():+.3f} |")
 
 
+def history_only(forecaster):
+    """A view of a Lagrangian ``forecaster`` whose change is its own minus its change on a *frozen* window.
+
+    The frozen window repeats the Lagrangian analysis frame: no history, no
+    evolution to read. What remains is the part of the forecast that depends
+    on the window's history; the part that does not (a correction by
+    intensity and lead, the same for every window) is removed. Scored beside
+    the model, it tells whether its skill over extrapolation comes from
+    reading growth and decay in the window or from a static correction. It
+    shares the network and costs two network runs per forecast.
+    """
+    import copy
+
+    view = copy.copy(forecaster)
+    changes = forecaster._changes
+
+    def history_changes(x: np.ndarray, leads: int) -> np.ndarray:
+        frozen = np.repeat(np.asarray(x)[-1:], x.shape[0], axis=0)
+        return changes(x, leads) - changes(frozen, leads)
+
+    view._changes = history_changes
+    return view
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", type=Path, nargs="*", help="Model checkpoints (none: baselines only).")
     parser.add_argument("--test", type=Path, nargs="+", default=DEFAULT_TESTS, help="Held-out sequence stores.")
     parser.add_argument("--sequences", type=int, default=24, help="First N sequences of each store.")
     parser.add_argument("--trend", action="store_true", help="Also score the Lagrangian-trend baseline.")
+    parser.add_argument("--history-only", action="store_true",
+                        help="Also score each checkpoint's history-dependent part alone (see history_only).")
     parser.add_argument("--json", type=Path, help="Write all per-lead scores here.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -57,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     forecasters = {path.stem: load_forecaster(path) for path in args.checkpoints}
+    if args.history_only:
+        forecasters.update({f"{name} (history only)": history_only(fc) for name, fc in list(forecasters.items())})
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     lines = ["| test set / method | CSI@1 0-60 | CSI@1 60 | CSI@5 0-60 | CSI@5 60 | MAE 60 | worst lead ΔCSI@1 | worst lead ΔCSI@5 |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

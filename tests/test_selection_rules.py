@@ -63,3 +63,23 @@ def test_known_motion_validation_uses_its_own_seed_and_is_made_once(tmp_path, mo
     assert [p.name for p in stores] == ["swiss-south-rigid-64.zarr", "swiss-south-growth-64.zarr"]
     assert bias_selection.known_motion_validation(tmp_path, seed=bias_selection.KNOWN_MOTION_SEED) == stores
     assert calls == [bias_selection.KNOWN_MOTION_SEED]  # made once, then reused
+
+
+def test_history_only_removes_what_does_not_depend_on_the_window():
+    import numpy as np
+
+    from benchmarks.heldout_skill import history_only
+
+    class Static:
+        """A change of +0.5 everywhere (a static correction) plus the window's last-minus-first."""
+
+        def _changes(self, x, leads):
+            return np.full((leads, *x.shape[1:]), 0.5) + (x[-1] - x[0])[None]
+
+    model = Static()
+    view = history_only(model)
+    x = np.random.default_rng(0).random((4, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(view._changes(x, 3), np.broadcast_to(x[-1] - x[0], (3, 8, 8)), atol=1e-6)
+    frozen = np.repeat(x[-1:], 4, axis=0)
+    assert np.abs(view._changes(frozen, 3)).max() == 0.0  # no history: exactly extrapolation
+    np.testing.assert_allclose(model._changes(frozen, 3), 0.5)  # the model itself is untouched
