@@ -83,3 +83,19 @@ def test_history_only_removes_what_does_not_depend_on_the_window():
     frozen = np.repeat(x[-1:], 4, axis=0)
     assert np.abs(view._changes(frozen, 3)).max() == 0.0  # no history: exactly extrapolation
     np.testing.assert_allclose(model._changes(frozen, 3), 0.5)  # the model itself is untouched
+
+
+def test_history_predictability_sees_a_persisting_trend_and_not_noise():
+    import numpy as np
+
+    from benchmarks.history_predictability import block_means, predictability
+
+    rng = np.random.default_rng(0)
+    rate = rng.normal(0.0, 1.0, 5000)  # dB per step, a different trend per cell
+    persisting = predictability(3 * rate, 6 * rate, 12 * rate)  # 4 inputs, +30 and +60 min
+    assert persisting["corr_60"] > 0.999 and abs(persisting["slope_60"] - 4.0) < 1e-6
+    noise = predictability(rng.normal(size=5000), rng.normal(size=5000), rng.normal(size=5000))
+    assert abs(noise["corr_60"]) < 0.05 and abs(noise["slope_60"]) < 0.1
+    field = np.arange(36.0).reshape(6, 6)
+    np.testing.assert_allclose(block_means(field, 2), [[3.5, 5.5, 7.5], [15.5, 17.5, 19.5], [27.5, 29.5, 31.5]])
+    assert block_means(np.ones((7, 9)), 4).shape == (1, 2)  # a ragged edge is dropped
