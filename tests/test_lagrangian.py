@@ -262,7 +262,9 @@ def test_trended_frames_grow_and_decay_the_rain_in_place():
     assert torch.allclose(up[:, 0, 1], torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0]))
     assert torch.allclose(up[:, 1, 0], torch.tensor([6.0, 8.0, 10.0, 12.0, 14.0]))
     assert torch.allclose(up[:, 1, 1], torch.tensor([21.0, 23.0, 25.0, 25.0, 25.0]))  # analysis kept, no growth past it
-    assert 21.0 < TREND_CEILING_DB < 22.0  # 150 mm/h
+    from nowcast.data.testcases import MAX_RAIN_RATE
+
+    assert TREND_CEILING_DB == pytest.approx(10 * np.log10(MAX_RAIN_RATE))  # the test cases' ceiling
     capped = trended(torch.tensor([[[20.0]]]), torch.full((1, 1, 1), 2.0), [0, 1, 2], -15.0, -10.0)[0, :, 0, 0]
     assert torch.allclose(capped, torch.tensor([20.0, TREND_CEILING_DB, TREND_CEILING_DB]))
     down = trended(analysis, torch.full((1, 2, 2), -6.0), offsets, -15.0, -10.0)[0]

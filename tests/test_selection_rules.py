@@ -46,7 +46,7 @@ def test_rotation_candidates_are_named_apart_from_the_recipe():
 def test_known_motion_validation_uses_its_own_seed_and_is_made_once(tmp_path, monkeypatch):
     import inspect
 
-    import nowcast.data.testcases as testcases
+    from nowcast.data import testcases
     from benchmarks import bias_selection
 
     # the test sets are seed 0 (make_test_sets' default): validation must draw other motions

@@ -332,7 +332,7 @@ def moved(frames, velocity, offsets: list[int], outval: float):
     return shift_torch(frames, offsets, velocity, outval)[0]
 
 
-#: Ceiling of trend samples' rain (dB of mm/h): the test cases' largest rate (nowcast.data.testcases).
+#: Ceiling of trend samples' rain (dB of mm/h): 150 mm/h, the known-motion test cases' (nowcast.data.testcases.MAX_RAIN_RATE).
 TREND_CEILING_DB = float(10.0 * np.log10(150.0))
 
 
