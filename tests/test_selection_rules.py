@@ -46,8 +46,8 @@ def test_rotation_candidates_are_named_apart_from_the_recipe():
 def test_known_motion_validation_uses_its_own_seed_and_is_made_once(tmp_path, monkeypatch):
     import inspect
 
-    from nowcast.data import testcases
     from benchmarks import bias_selection
+    from nowcast.data import testcases
 
     # the test sets are seed 0 (make_test_sets' default): validation must draw other motions
     assert bias_selection.KNOWN_MOTION_SEED != inspect.signature(testcases.make_test_sets).parameters["seed"].default
