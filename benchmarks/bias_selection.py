@@ -216,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from nowcast.models.config import find_model_config, load_model_config
 
-    recipe = load_model_config(find_model_config(RECIPE)).architecture
+    recipe_config = load_model_config(find_model_config(RECIPE))
+    recipe, recipe_training = recipe_config.architecture, recipe_config.training
+    recipe_rotation, recipe_trend = recipe_training.persistent_rotation_deg, recipe_training.persistent_trend_fraction
     kernels = args.kernels or [recipe.kernel]
     widths = args.hidden or [recipe.hidden]
-    rotations, trends = args.rotations or [None], args.trends or [None]
-    configs = {(w, k, h, r, t, s): candidate_config(w, s, args.iterations, args.precision, kernel=k, hidden=h,
-                                                    rotation=r, trend=t)
+    rotations, trends = args.rotations or [recipe_rotation], args.trends or [recipe_trend]
+    configs = {(w, k, h, float(r), float(t), s): candidate_config(w, s, args.iterations, args.precision, kernel=k,
+                                                                  hidden=h, rotation=r, trend=t)
                for w in args.weights for k in kernels for h in widths for r in rotations for t in trends
                for s in args.seeds}
     if not args.score_only:
@@ -252,10 +254,6 @@ def main(argv: list[str] | None = None) -> int:
         own = load_checkpoint(args.incumbent).config
         paths[(0.0, own.architecture.kernel, own.architecture.hidden, own.training.persistent_rotation_deg,
                own.training.persistent_trend_fraction, 0)] = args.incumbent
-    recipe_training = load_model_config(find_model_config(RECIPE)).training
-    recipe_rotation, recipe_trend = recipe_training.persistent_rotation_deg, recipe_training.persistent_trend_fraction
-    paths = {(w, k, h, recipe_rotation if r is None else float(r), recipe_trend if t is None else float(t), s): p
-             for (w, k, h, r, t, s), p in paths.items()}
     summaries: dict[tuple[float, int, int, float, float], list[dict[str, float]]] = {}
     scores: dict[str, dict[str, dict[str, list[float]]]] = {name: {"extrapolation": ref} for name, ref in references.items()}
     lines = [("| weight | kernel | hidden | rotation | trend | seed | validation set | CSI@1 0-60 | CSI@5 0-60 | "

@@ -272,16 +272,14 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
         idx = torch.from_numpy(np.flatnonzero(persistent))
         true_vel = vel if motion_error is None else vel + torch.from_numpy(np.asarray(motion_error, dtype=np.float32))
         analysis = field[idx, input_frames - 1]
+        lagrangian_truth = analysis[:, None].expand(-1, len(offsets), -1, -1)  # rigid: the analysis at every time
         if trend is not None:
             if normaliser.kind != "db":
                 raise ValueError("a Lagrangian trend is for rain ('db' normalisation)")
             threshold, _, _ = db_params(normaliser)
             rate = torch.from_numpy(np.asarray(trend, dtype=np.float32)[np.flatnonzero(persistent)])
             lagrangian_truth = trended(analysis, rate, offsets, empty, 10.0 * np.log10(threshold))
-            field[idx] = moved(lagrangian_truth, true_vel[idx], offsets, empty)
-        else:
-            lagrangian_truth = analysis[:, None].expand(-1, len(offsets), -1, -1)
-            field[idx] = rigidly_moved(analysis, true_vel[idx], offsets, empty)
+        field[idx] = moved(lagrangian_truth, true_vel[idx], offsets, empty)
         if motion_method is not None:
             vel = vel.clone()
             for b in idx.tolist():
@@ -320,11 +318,6 @@ def rotation_field(shape: tuple[int, int], deg_per_step: float, centre_row: floa
     return np.stack([omega * (rows - centre_row), -omega * (cols - centre_col)]).astype(np.float32)
 
 
-def rigidly_moved(analysis, velocity, offsets: list[int], outval: float):
-    """Frames ``(B, T, H, W)`` of the analysis field ``(B, H, W)`` moved along ``velocity`` to each offset's time."""
-    return moved(analysis[:, None].expand(-1, len(offsets), -1, -1), velocity, offsets, outval)
-
-
 def moved(frames, velocity, offsets: list[int], outval: float):
     """Lagrangian frames ``(B, T, H, W)`` (all at the analysis position) moved along ``velocity`` to each offset's time."""
     from nowcast.motion import shift_torch
@@ -332,7 +325,8 @@ def moved(frames, velocity, offsets: list[int], outval: float):
     return shift_torch(frames, offsets, velocity, outval)[0]
 
 
-#: Ceiling of trend samples' rain (dB of mm/h): 150 mm/h, the known-motion test cases' (nowcast.data.testcases.MAX_RAIN_RATE).
+#: Ceiling of trend samples' rain (dB of mm/h): 150 mm/h, the known-motion test cases'
+#: (``nowcast.data.testcases.MAX_RAIN_RATE``, tested equal; not imported: it would load that module on every forecast).
 TREND_CEILING_DB = float(10.0 * np.log10(150.0))
 
 
