@@ -28,6 +28,8 @@ Usage::
 
 ``--trend-only`` measures the trend samples alone (``training.persistent_trend_fraction``:
 every sample persistent and trended), the data where the history is meant to pay.
+``--by-regime`` splits the simulated sequences by the regime they were simulated in
+(the store's ``regime`` variable: stratiform, growth_decay, convective).
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ def predictability(history: np.ndarray, change30: np.ndarray, change60: np.ndarr
             "mean_abs_change60_db": float(np.abs(change60).mean())}
 
 
+def _regime_names(path: Path) -> dict[int, str] | None:
+    """Regime of every stored sequence by index, from the store's ``regime`` flags (None: no such variable)."""
+    import xarray as xr
+
+    with xr.open_zarr(path) as ds:
+        if "regime" not in ds:
+            return None
+        codes = ds["regime"].values
+        names = str(ds["regime"].attrs.get("flag_meanings", "")).split()
+    return {i: names[int(c)] if 0 <= int(c) < len(names) else str(int(c)) for i, c in enumerate(codes)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="swiss-south-tmu", help="Model config whose training store and batches to use.")
@@ -73,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=8)
     parser.add_argument("--trend-only", action="store_true", help="Every sample a trend sample (see the docstring).")
     parser.add_argument("--model", type=Path, help="Also measure this Lagrangian checkpoint's history response.")
+    parser.add_argument("--by-regime", action="store_true", help="One result per simulated regime (see the docstring).")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -80,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.lagrangian import db_params
-    from nowcast.training import make_batches, split_batch
+    from nowcast.config import project_root
+    from nowcast.training import ZarrSequences, split_batch
 
     torch.set_num_threads(2)
     config = load_model_config(find_model_config(args.config))
@@ -102,10 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         from nowcast.models.zoo import load_forecaster
 
         forecaster = history_only(load_forecaster(args.model))
+    store = ZarrSequences(project_root() / config.data.path, config)
+    regime_of = _regime_names(store.path) if args.by_regime else None
+    if args.by_regime and (args.trend_only or regime_of is None):
+        raise SystemExit("--by-regime: needs simulated sequences with a 'regime' variable (and not --trend-only)")
     m = args.margin
-    cells: dict[str, list[np.ndarray]] = {"h": [], "c30": [], "c60": [], "bh": [], "b60": [], "b30": [], "r60": []}
+    groups: dict[str, dict[str, list[np.ndarray]]] = {}
     samples = 0
-    for x, valid in (split_batch(b) for b in make_batches(config, n_batches=args.batches)):
+    seed, size = config.training.seed, config.training.batch_size
+    for k in range(args.batches):
+        x, valid = split_batch(store.batch(seed, 0, k, size))
+        seqs = store.sequences(seed, 0, k, size)
         db = x.numpy()[:, :, 0] * scale + zero
         ok = valid.numpy()[:, :, 0].astype(bool)
         for b in range(db.shape[0]):
@@ -115,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             if wet.sum() < 50:
                 continue
             samples += 1
+            group = regime_of[int(seqs[b])] if regime_of is not None else "all"
+            cells = groups.setdefault(group, {key: [] for key in ("h", "c30", "c60", "bh", "b30", "b60", "r60")})
             history, c30, c60 = a - db[b, 0], db[b, n_in + 5] - a, db[b, n_in + 11] - a
             cells["h"].append(history[wet])
             cells["c30"].append(c30[wet])
@@ -128,14 +153,19 @@ def main(argv: list[str] | None = None) -> int:
                 cells["r60"].append(response[wet])
     if not samples:
         raise SystemExit("no sample with enough rain")
-    cat = {k: np.concatenate(v) for k, v in cells.items() if v}
-    result = {"config": args.config, "trend_only": args.trend_only, "samples": samples,
-              "cells": predictability(cat["h"], cat["c30"], cat["c60"]),
-              f"blocks_{args.block}": predictability(cat["bh"], cat["b30"], cat["b60"])}
-    if "r60" in cat:
-        result["model"] = str(args.model)
-        result["history_response_slope_on_truth_60"] = float(np.polyfit(cat["c60"], cat["r60"], 1)[0])
-        result["history_response_corr_with_truth_60"] = float(np.corrcoef(cat["c60"], cat["r60"])[0, 1])
+    result: dict = {"config": args.config, "trend_only": args.trend_only, "samples": samples}
+    for group, cells in sorted(groups.items()):
+        cat = {k: np.concatenate(v) for k, v in cells.items() if v}
+        entry = {"samples": len(cells["h"]), "cells": predictability(cat["h"], cat["c30"], cat["c60"]),
+                 f"blocks_{args.block}": predictability(cat["bh"], cat["b30"], cat["b60"])}
+        if "r60" in cat:
+            entry["model"] = str(args.model)
+            entry["history_response_slope_on_truth_60"] = float(np.polyfit(cat["c60"], cat["r60"], 1)[0])
+            entry["history_response_corr_with_truth_60"] = float(np.corrcoef(cat["c60"], cat["r60"])[0, 1])
+        if regime_of is None:
+            result.update(entry)
+        else:
+            result.setdefault("regimes", {})[group] = entry
     sys.stdout.write(json.dumps(result, indent=1) + "\n")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -140,6 +140,15 @@ class ZarrSequences:
     def _read(self, sl: tuple) -> np.ndarray:
         return self.cache[sl] if self.cache is not None else np.asarray(self.data[sl].values, dtype=np.float32)
 
+    def _draw_sequences(self, seed: int, split: int, index: int, batch_size: int) -> tuple[np.random.Generator, np.ndarray]:
+        """The random stream of batch ``index`` and the sequences it draws first (the rest follows in :meth:`batch`)."""
+        rng = np.random.default_rng([seed, split, index])
+        return rng, rng.integers(0, self.n_seq, batch_size)
+
+    def sequences(self, seed: int, split: int, index: int, batch_size: int) -> np.ndarray:
+        """Which stored sequence each sample of batch ``index`` is cut from (e.g. to look up its regime)."""
+        return self._draw_sequences(seed, split, index, batch_size)[1]
+
     def batch(self, seed: int, split: int, index: int, batch_size: int,
               part: slice | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Batch ``index``: ``(B, T, 1, H, W)`` normalised frames (Lagrangian models: and a validity mask).
@@ -147,8 +156,7 @@ class ZarrSequences:
         ``part`` (a slice of ``range(batch_size)``) returns only those samples
         of the batch, read alone: one process's share in distributed training.
         """
-        rng = np.random.default_rng([seed, split, index])
-        seqs = rng.integers(0, self.n_seq, batch_size)
+        rng, seqs = self._draw_sequences(seed, split, index, batch_size)
         t0 = rng.integers(0, self.n_time - self.frames + 1, batch_size)
         y0 = rng.integers(0, self.ny - self.size + 1, batch_size)
         x0 = rng.integers(0, self.nx - self.size + 1, batch_size)

@@ -414,3 +414,23 @@ def test_motion_of_an_infrared_store_tracks_the_clouds(tmp_path):
     assert np.isnan(motion[:, :3]).all()
     u, v = np.median(motion[:, 3:, 0]), np.median(motion[:, 3:, 1])
     assert abs(u - 2.0) < 0.3 and abs(v + 1.0) < 0.3
+
+
+def test_sequences_names_the_stored_sequence_each_sample_is_cut_from(tmp_path):
+    """``ZarrSequences.sequences`` repeats the batch's own draw (history_predictability --by-regime relies on it)."""
+    import xarray as xr
+
+    from nowcast.training import ZarrSequences, split_batch
+
+    rates = np.arange(1, 7, dtype=np.float32)  # sequence s rains (s + 1) mm/h everywhere, at every time
+    data = np.broadcast_to(rates[:, None, None, None], (6, 8, 24, 24)).copy()
+    xr.Dataset({"rain_rate": (("sequence", "time", "y", "x"), data, {"units": "mm h-1"})},
+               attrs={"units": "mm h-1"}).to_zarr(tmp_path / "flat.zarr", mode="w", consolidated=True)
+    cfg = _train_config(tmp_path, tmp_path / "flat.zarr")
+    store = ZarrSequences(tmp_path / "flat.zarr", cfg)
+    norm = cfg.data.normaliser
+    for index in range(3):
+        x, _ = split_batch(store.batch(7, 0, index, 5))
+        seen = x[:, cfg.data.input_frames - 1, 0, 8, 8].numpy()
+        expected = norm.forward(rates[store.sequences(7, 0, index, 5)])
+        np.testing.assert_allclose(seen, expected, rtol=1e-5)

@@ -39,6 +39,13 @@ class ArchitectureConfig(StrictModel):
         description="'linear': 1x1 conv on the patch grid (reference); 'refine': sees neighbouring patches; "
         "'smooth': one value per patch, bilinear to full resolution (growth/decay cannot blur small scales).",
     )
+    trend_gate: bool = Field(
+        False,
+        description="Lagrangian rain models: the head also returns, per lead and pixel, a gate on the input window's "
+        "smoothed Lagrangian trend continued linearly (the Lagrangian-trend baseline's rate, "
+        "nowcast.models.predictor.trend_rate); gate x lead x rate is added to the change. The gate starts at zero: "
+        "an untrained model still forecasts what extrapolation does.",
+    )
 
     @field_validator("kernel")
     @classmethod
@@ -258,6 +265,9 @@ class ModelConfig(StrictModel):
                                  "(or, for a source, brightness_temperature with kind 'brightness_temperature')")
             if not self.architecture.residual:
                 raise ValueError("frame 'lagrangian' needs architecture.residual: true (untrained = extrapolation)")
+        if self.architecture.trend_gate and not (self.frame == "lagrangian" and self.data.modality == "rain"):
+            raise ValueError("architecture.trend_gate is for Lagrangian rain models (frame 'lagrangian', data.modality 'rain'): "
+                             "the trend it gates is a growth rate of rain in the Lagrangian frame")
         return self
 
     # The operational forecast path reads these three flat names (nowcast.forecast).
