@@ -278,3 +278,5 @@ def test_config_difference_reads_an_older_checkpoint_through_todays_defaults(tmp
     assert config_difference(ckpt, with_term) == (
         "training.area_bias_weight is 0.0 in the checkpoint but 0.03 in model config 'tiny'")
     assert config_difference(ckpt, config.model_copy(update={"checkpoint": str(tmp_path / "elsewhere.pt")})) is None
+    # an ablation config of the same recipe under another name is the same run (it may be promoted)
+    assert config_difference(ckpt, config.model_copy(update={"name": "shipped", "description": "other words"})) is None

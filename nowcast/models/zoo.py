@@ -284,6 +284,8 @@ def check_matches(ckpt: Checkpoint, config: ModelConfig) -> None:
 
 #: Config fields that say how a run was executed, not what it learns (see :func:`config_difference`).
 RUN_SETTINGS = ("checkpoint", "training.precision")
+#: Config fields that only label a run: an ablation config and the shipped one may train the same recipe.
+RUN_LABELS = ("name", "description")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -300,7 +302,7 @@ def config_difference(ckpt: Checkpoint, config: ModelConfig, ignore: tuple[str, 
     """The first field in which ``ckpt``'s stored config differs from ``config``, as one phrase; ``None`` if none.
 
     Compares everything that shapes what a run learns: every field but
-    :data:`RUN_SETTINGS` and ``ignore`` (dotted names, e.g.
+    :data:`RUN_SETTINGS`, :data:`RUN_LABELS` and ``ignore`` (dotted names, e.g.
     ``training.iterations``). Why: :func:`check_matches` only asks whether
     the weights *fit* a config; a run of another recipe fits just as well,
     and reusing it would measure the wrong thing. The stored config is read
@@ -314,7 +316,7 @@ def config_difference(ckpt: Checkpoint, config: ModelConfig, ignore: tuple[str, 
         stored = ckpt.metadata["config"]
     have, want = _flatten(stored), _flatten(config.model_dump(mode="json"))
     for key in dict.fromkeys([*want, *have]):
-        if key in RUN_SETTINGS or key in ignore:
+        if key in RUN_SETTINGS or key in RUN_LABELS or key in ignore:
             continue
         if have.get(key) != want.get(key):
             return f"{key} is {have.get(key)!r} in the checkpoint but {want.get(key)!r} in model config {config.name!r}"
