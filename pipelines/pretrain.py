@@ -295,7 +295,7 @@ def promote_checkpoint(candidate: str | Path, config: ModelConfig) -> Path:
     stored = config.model_dump(mode="json")
     stored["training"]["precision"] = ckpt.metadata["config"]["training"]["precision"]
     obj = torch.load(candidate, map_location="cpu", weights_only=True)
-    obj["metadata"] = {**obj["metadata"], "config": stored, "promoted_from": candidate.name}
+    obj["metadata"] = {**obj["metadata"], "name": config.name, "config": stored, "promoted_from": candidate.name}
     target = config.checkpoint_path
     _atomic_torch_save(obj, target)
     state = state_path_for(candidate)

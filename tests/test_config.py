@@ -71,10 +71,11 @@ def test_study_models_train_with_the_shipped_recipe(name: str):
     protocol = load_model_config(find_model_config(PROTOCOL_ARCHITECTURE)).architecture
     assert config.architecture == protocol
     # ... and the shipped target's TMU arm of the study runs at it, whatever the shipped kernel and
-    # width (both chosen on the validation store for speed); nothing else of the architecture differs
+    # width (both chosen on the validation store for speed) and its trend gate (the sources have none:
+    # the study compares transfer at their architecture); nothing else of the architecture differs
     arm = study_config("swiss-south-tmu", 0, None)
     assert arm.architecture == protocol
-    sizes = {"kernel", "hidden"}
+    sizes = {"kernel", "hidden", "trend_gate"}
     assert arm.architecture.model_dump(exclude=sizes) == shipped.architecture.model_dump(exclude=sizes)
     if shipped.architecture != protocol:  # then the study's seed 0 must not be the shipped checkpoint
         assert arm.checkpoint != shipped.checkpoint

@@ -122,6 +122,12 @@ def test_promote_copies_a_measured_run_only_when_its_config_is_the_models(tmp_pa
     promote_checkpoint(candidate, shipped)
     assert not state_path_for(target).exists()  # it would resume a run that is not the promoted one
 
+    # an ablation config of the same recipe under another name: promoted, the file names the model it became
+    ablation = shipped.model_copy(update={"name": "ablation", "description": "same recipe, another label",
+                                          "checkpoint": str(tmp_path / "runs" / "ablation.pt")})
+    run_path = train(ablation, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()]).checkpoint
+    assert load_checkpoint(promote_checkpoint(run_path, shipped)).metadata["name"] == "tiny"
+
     # the manifest then describes the promoted run, not the one it replaced
     import json
 
