@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
+    from nowcast.config import project_root
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.lagrangian import db_params
-    from nowcast.config import project_root
     from nowcast.training import ZarrSequences, split_batch
 
     torch.set_num_threads(2)

@@ -9,7 +9,12 @@ from scipy.ndimage import gaussian_filter
 
 from nowcast.baselines import extrapolation
 from nowcast.errors import ConfigError
-from nowcast.models.predictor import TREND_CLIP_PER_STEP, TREND_SIGMA_PX, Predictor, trend_rate
+from nowcast.models.predictor import (
+    TREND_CLIP_PER_STEP,
+    TREND_SIGMA_PX,
+    Predictor,
+    trend_rate,
+)
 from tests.test_lagrangian import forecaster, lagrangian_config, moving_window
 
 

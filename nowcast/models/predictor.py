@@ -105,7 +105,7 @@ TREND_CLIP_PER_STEP = 0.15
 
 def _gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian smoothing of ``(B, 1, H, W)`` with zero padding (callers normalise by a smoothed mask)."""
-    radius = max(1, int(round(4.0 * sigma)))
+    radius = max(1, round(4.0 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=field.dtype, device=field.device)
     k = torch.exp(-0.5 * (x / sigma) ** 2)
     k = k / k.sum()
