@@ -192,7 +192,7 @@ def known_motion_validation(folder: Path = KNOWN_MOTION_DIR, seed: int = KNOWN_M
     return [folder / name for name in names]
 
 
-def other_day_validation(path: Path = OTHER_DAY_PATH, seed: int = OTHER_DAY_SEED, sequences: int = 64) -> Path:
+def other_day_validation(path: Path = OTHER_DAY_PATH, seed: int = OTHER_DAY_SEED) -> Path:
     """A validation twin of the "another day" test set, made if missing.
 
     The test set ``swiss-south-test`` is the domain's held-out split (the
@@ -203,11 +203,9 @@ def other_day_validation(path: Path = OTHER_DAY_PATH, seed: int = OTHER_DAY_SEED
     other day, read that day's evolutions as trends (worst lead -0.12 at
     5 mm/h on the test set, where every validation set showed at most -0.02).
     """
-    if not path.exists():
-        from pipelines.simulate import simulate_dataset
+    from pipelines.pretrain import ensure_test_sequences
 
-        simulate_dataset("swiss-south", sequences, 16, path, seed=seed, crop_size=64, split="test")
-    return path
+    return ensure_test_sequences("swiss-south", path, 16, 64, seed=seed)
 
 
 def worst_differences(scores: dict[str, list[float]], reference: dict[str, list[float]]) -> tuple[float, float]:

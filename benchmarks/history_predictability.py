@@ -93,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from nowcast.config import project_root
     from nowcast.models.config import find_model_config, load_model_config
     from nowcast.models.lagrangian import db_params
-    from nowcast.training import ZarrSequences, split_batch
+    from nowcast.training import ZarrSequences, sequences_path, split_batch
 
     torch.set_num_threads(2)
     config = load_model_config(find_model_config(args.config))
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         from nowcast.models.zoo import load_forecaster
 
         forecaster = history_only(load_forecaster(args.model))
-    store = ZarrSequences(project_root() / config.data.path, config)
+    store = ZarrSequences(sequences_path(config), config)
     regime_of = _regime_names(store.path) if args.by_regime else None
     if args.by_regime and (args.trend_only or regime_of is None):
         raise SystemExit("--by-regime: needs simulated sequences with a 'regime' variable (and not --trend-only)")

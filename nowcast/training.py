@@ -246,6 +246,16 @@ class ZarrSequences:
         return x[:, :, None].contiguous(), valid[:, :, None].contiguous()
 
 
+def sequences_path(config: ModelConfig, split: str = "train") -> Path:
+    """The Zarr store of ``config``'s training (``"train"``) or validation sequences; relative paths are under the project root."""
+    from nowcast.config import project_root
+
+    d = config.data
+    raw = d.val_path if (split != "train" and d.val_path) else d.path
+    path = Path(str(raw)).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
 def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_batches: int | None = None,
                  seed: int | None = None, part: slice | None = None, workers: int = 0) -> Iterator[torch.Tensor]:
     """Batches ``(B, T, 1, H, W)`` float32, normalised, for ``config.data.kind``.
@@ -294,12 +304,7 @@ def make_batches(config: ModelConfig, split: str = "train", start: int = 0, n_ba
             k += 1
         return
     if d.kind == "zarr_sequences":
-        from nowcast.config import project_root
-
-        raw = d.val_path if (split != "train" and d.val_path) else d.path
-        path = Path(str(raw)).expanduser()
-        if not path.is_absolute():
-            path = project_root() / path
+        path = sequences_path(config, split)
         # Opened here even when workers make the batches: a bad store fails in
         # this process with its own error, and the motion is computed once,
         # before several workers could race to write it.

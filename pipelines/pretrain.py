@@ -104,13 +104,18 @@ def ensure_sequences(config, sequences: int | None = None, scheduler: str = "thr
     simulate_dataset(data.domain, n, frames, path, seed=0, crop_size=data.frame_size, scheduler=scheduler)
 
 
-def ensure_test_sequences(domain: str, path: Path, frames: int, crop_size: int, scheduler: str = "threads") -> Path:
-    """The held-out test split of a target domain (another real seed where configured)."""
+def ensure_test_sequences(domain: str, path: Path, frames: int, crop_size: int, scheduler: str = "threads",
+                          seed: int = 0) -> Path:
+    """The held-out test split of a target domain (another real seed where configured).
+
+    ``seed`` 0 is the test set; another seed draws a validation twin of it
+    (other windows and evolutions of the same field).
+    """
     if not path.exists():
         from pipelines.simulate import simulate_dataset
 
         log.info("simulating %d held-out test sequences of %s -> %s", TEST_SEQUENCES, domain, path)
-        simulate_dataset(domain, TEST_SEQUENCES, frames, path, seed=0, crop_size=crop_size, scheduler=scheduler,
+        simulate_dataset(domain, TEST_SEQUENCES, frames, path, seed=seed, crop_size=crop_size, scheduler=scheduler,
                          split="test")
     return path
 
