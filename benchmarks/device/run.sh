@@ -53,7 +53,17 @@ wait
 echo "trained at $(el) s"
 grep -h "it [0-9]*000/\|Error\|error\|passed\|failed\|speed-up" $OUT/logs/*.log $OUT/logs/*.txt | tail -60
 tar -czf $OUT/logs.tgz -C $OUT logs && rm -rf $OUT/logs
-CKPTS=$(ls models/runs/study/*.pt models/runs/bias/*.pt 2>/dev/null)
+# the seed-0 runs of scratch and finetune at the config's own budget write to the configs' own paths
+# (radar_transfer.study_config), not under study/; a finished run needs no optimiser state back
+CKPTS=$(ls models/runs/study/*.pt models/runs/bias/*.pt models/runs/swiss-south-*.pt 2>/dev/null)
+DONE=$($PY -c "
+import sys
+from nowcast.models.zoo import load_checkpoint
+for p in sys.argv[1:]:
+    if not p.endswith('.state.pt') and int(load_checkpoint(p).metadata.get('iterations', 0)) >= $ITS:
+        print(p[:-3] + '.state.pt')
+" $CKPTS 2>/dev/null)
+for d in $DONE; do CKPTS=$(echo "$CKPTS" | grep -vxF "$d"); done
 [ "${SHIP:-1}" = 1 ] && CKPTS="$CKPTS models/zoo/swiss-south-tmu.pt models/zoo/swiss-south-tmu.state.pt"
 [ -n "$CKPTS" ] && tar -cf - $CKPTS | split -b 15m - $OUT/ckpt.tar.
 ls -la $OUT
