@@ -98,6 +98,23 @@ against -0.026 for seed 1). Candidate names are relative to the recipe of the
 day: since the recipe carries the gate and trend samples, the plain runs of
 the earlier rounds are scored under the recipe's columns.
 
+The linearity-weighted trend (``--candidate``, tenth round):
+``architecture.trend_linearity_power`` weights each pixel's window slope by
+its linear fit's R² to that power before the gate sees it. Measured before any
+network was trained, on the four validation sets (``benchmarks/trend_linearity.py``):
+the Lagrangian-trend baseline weighted so (power 1, 2, 4, 8) loses at most
+0.023 / 0.016 / 0.010 / 0.015 to extrapolation at its worst lead (unweighted
+0.064) and keeps 0.58 / 0.57 / 0.55 / 0.53 of the growth set's CSI@5 (0.60
+unweighted, 0.21 extrapolation); power 4, the best worst lead, is the one
+trained. Trained by ``benchmarks/configs/skill-ablation/exp-v10-gate-linear4-trend0.5{,-s1}.yaml``
+(the gate at trend share 0.5, the share whose gate read the other day's noise
+as trends). Rule, written before either run was scored: :func:`choose` over
+the recipe's columns, the shipped gate at 0.25 (``--candidate gate-trend0.25``)
+and the weighted gate, on all four sets (``--known-motion --other-day``); the
+shipped model is replaced only if the weighted gate wins, by its seed with the
+better worst lead. The gate at 0.5 unweighted (mean worst -0.0495 over the
+four sets) is not scored again.
+
 Usage (training; one process per run, so a GPU machine runs them side by side)::
 
     python benchmarks/bias_selection.py --train-only --weights 0.1 --seeds 0 --device cuda \\

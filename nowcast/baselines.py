@@ -137,7 +137,8 @@ TREND_DAMPING_STEPS = 6.0
 TREND_SMOOTHING_PX = 4.0
 
 
-def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5) -> np.ndarray:
+def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5,
+                     linearity_power: float = 0.0) -> np.ndarray:
     """Extrapolation with the window's Lagrangian growth rate continued linearly in dB.
 
     The inputs are moved to the analysis time (:func:`nowcast.motion.to_lagrangian`);
@@ -146,6 +147,11 @@ def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5) 
     (:data:`TREND_MAX_DB_PER_STEP`); lead ``k`` is the analysis frame plus
     ``k`` times that rate, advected like extrapolation. Only rain grows or
     decays: a dry pixel stays dry.
+
+    ``linearity_power`` > 0 weights each pixel's slope by the R² of its
+    linear fit to that power before smoothing (0 with fewer than three wet
+    frames), as the trend gate's :func:`nowcast.models.predictor.trend_rate`
+    does; the baseline of the studies is the unweighted one (0).
     """
     from scipy.ndimage import gaussian_filter
 
@@ -164,6 +170,11 @@ def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5) 
     yw = (w * lag).sum(0) / np.maximum(w.sum(0), 1)
     slope = (w * (t - tw) * (lag - yw)).sum(0) / np.maximum((w * (t - tw) ** 2).sum(0), 1e-6)
     slope = np.where(w.sum(0) >= 2, slope, 0.0)
+    if linearity_power > 0:
+        total = (w * (lag - yw) ** 2).sum(0)
+        residual = (w * (lag - yw - slope * (t - tw)) ** 2).sum(0)
+        r2 = np.clip(1.0 - residual / np.maximum(total, 1e-12), 0.0, 1.0)
+        slope = slope * np.where((w.sum(0) >= 3) & (total > 1e-12), r2, 0.0) ** linearity_power
     wet = lag[-1] > DB_ZERO
     rate = gaussian_filter(slope * wet, TREND_SMOOTHING_PX) / np.maximum(gaussian_filter(wet.astype(float), TREND_SMOOTHING_PX), 1e-3)
     rate = np.clip(rate, -TREND_MAX_DB_PER_STEP, TREND_MAX_DB_PER_STEP)

@@ -45,8 +45,9 @@ def test_trend_rate_is_bounded_and_needs_two_wet_frames():
     assert torch.count_nonzero(trend_rate(frozen)) == 0
 
 
-def test_trend_rate_equals_the_lagrangian_trend_baselines_rate():
-    """Same slope, smoothing and bound as nowcast.baselines.lagrangian_trend (written with scipy) on an uneven trend.
+@pytest.mark.parametrize("power", [0.0, 4.0])
+def test_trend_rate_equals_the_lagrangian_trend_baselines_rate(power):
+    """Same slope, linearity weight, smoothing and bound as nowcast.baselines.lagrangian_trend (scipy) on an uneven, noisy trend.
 
     At the domain's edge the baseline reflects and the network pads with zeros (normalised either way).
     """
@@ -54,18 +55,66 @@ def test_trend_rate_equals_the_lagrangian_trend_baselines_rate():
     size = 48
     base = np.where(rng.random((size, size)) < 0.7, 0.4 + rng.random((size, size)), 0.0)
     slope = 0.08 * np.sin(np.arange(size) / 6.0)[None, :] * np.ones((size, 1))
-    frames = np.stack([np.where(base > 0, np.maximum(base + slope * (t - 3), 0.01), 0.0) for t in range(4)])
-    ours = trend_rate(torch.from_numpy(frames.astype(np.float32))[None, :, None])[0, 0].numpy()
+    noise = 0.03 * rng.standard_normal((4, size, size))  # so that R2 differs from pixel to pixel
+    frames = np.stack([np.where(base > 0, np.maximum(base + slope * (t - 3) + noise[t], 0.01), 0.0) for t in range(4)])
+    ours = trend_rate(torch.from_numpy(frames.astype(np.float32))[None, :, None], linearity_power=power)[0, 0].numpy()
     t = np.arange(-3, 1, dtype=float)[:, None, None]
     w = (frames > 0).astype(float)
     tw, yw = (w * t).sum(0) / np.maximum(w.sum(0), 1), (w * frames).sum(0) / np.maximum(w.sum(0), 1)
     ls = (w * (t - tw) * (frames - yw)).sum(0) / np.maximum((w * (t - tw) ** 2).sum(0), 1e-6)
     ls = np.where(w.sum(0) >= 2, ls, 0.0)
+    if power:
+        total = (w * (frames - yw) ** 2).sum(0)
+        r2 = 1.0 - (w * (frames - yw - ls * (t - tw)) ** 2).sum(0) / np.maximum(total, 1e-12)
+        assert 0.1 < np.median(r2[w.sum(0) == 4]) < 0.99  # the case weighs: neither all noise nor all trend
+        ls = ls * np.where(w.sum(0) >= 3, np.clip(r2, 0.0, 1.0), 0.0) ** power
     wet = frames[-1] > 0
     ref = gaussian_filter(ls * wet, TREND_SIGMA_PX, mode="constant", truncate=4.0) / np.maximum(
         gaussian_filter(wet.astype(float), TREND_SIGMA_PX, mode="constant", truncate=4.0), 1e-3)
     ref = np.clip(ref, -TREND_CLIP_PER_STEP, TREND_CLIP_PER_STEP) * wet
     np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_linearity_weight_keeps_a_steady_trend_and_damps_a_noisy_one():
+    steady = growing_disk(slope=0.05)
+    np.testing.assert_allclose(trend_rate(steady, linearity_power=4.0).numpy(), trend_rate(steady).numpy(), atol=1e-6)
+    zigzag = growing_disk(slope=0.0)  # up, down, up, down: a slope of its own, no steady trend
+    zigzag[:, :, 0] += torch.tensor([0.0, 0.08, 0.0, 0.09]).view(1, 4, 1, 1) * (zigzag[:, :, 0] > 0)
+    plain, weighted = trend_rate(zigzag).abs().max().item(), trend_rate(zigzag, linearity_power=4.0).abs().max().item()
+    assert plain > 0.005 and weighted < 0.05 * plain
+
+
+def test_linearity_weight_needs_three_wet_frames():
+    frames = growing_disk(slope=0.05)
+    frames[:, :2] = 0.0  # two wet frames always fit a line exactly: no evidence of a steady trend
+    assert trend_rate(frames).abs().max() > 0.04
+    assert torch.count_nonzero(trend_rate(frames, linearity_power=4.0)) == 0
+    frames = growing_disk(slope=0.05)
+    frames[:, :1] = 0.0  # three: a perfect line, kept
+    np.testing.assert_allclose(trend_rate(frames, linearity_power=4.0).numpy(), trend_rate(frames).numpy(), atol=1e-6)
+
+
+def test_lagrangian_trend_baseline_with_linearity_weight_follows_steady_growth_only():
+    """The numpy twin: a steadily growing field keeps its trend, a flickering one is forecast as extrapolation."""
+    from nowcast.baselines import lagrangian_trend
+
+    window = moving_window()
+    rain = window[-1] > 0.1
+    steady = window * (10 ** (0.2 * np.arange(-3, 1)))[:, None, None]  # +2 dB per step everywhere
+    flicker = window * (10 ** (0.2 * np.array([0.0, 1.0, 0.0, 1.0])))[:, None, None]
+    for case, follows in ((steady, True), (flicker, False)):
+        plain = lagrangian_trend(case, 3)
+        weighted = lagrangian_trend(case, 3, linearity_power=4.0)
+        extrap = extrapolation(case, 3)
+        wet = rain & np.isfinite(plain[-1]) & np.isfinite(extrap[-1])
+        gap = np.nanmean(np.abs(weighted[-1] - extrap[-1])[wet]) / np.nanmean(np.abs(plain[-1] - extrap[-1])[wet])
+        assert (gap > 0.8) if follows else (gap < 0.2), (follows, gap)
+    late = steady.copy()
+    late[:2] = 0.0  # rain in the last two frames only: two points always fit a line, no evidence of a trend
+    extrap = extrapolation(late, 3)
+    plain_gap = np.nanmean(np.abs(lagrangian_trend(late, 3) - extrap))
+    weighted_gap = np.nanmean(np.abs(lagrangian_trend(late, 3, linearity_power=4.0) - extrap))
+    assert weighted_gap < 0.1 * plain_gap, (weighted_gap, plain_gap)  # what is left is the baselines' own advection
 
 
 def test_untrained_gated_model_is_still_exactly_extrapolation():
@@ -87,6 +136,20 @@ def test_an_open_gate_continues_the_trend_lead_by_lead(decoder):
     out = model.forecast(frames, 5)
     rate = trend_rate(frames)
     for k in range(1, 6):
+        np.testing.assert_allclose(out[:, k - 1].numpy(), (frames[:, -1] + k * rate).numpy(), atol=1e-6)
+
+
+def test_an_open_gate_continues_the_linearity_weighted_trend():
+    model = Predictor(layers=1, hidden=8, kernel=3, patch_size=4, residual=True, decoder="refine", trend_gate=True,
+                      trend_linearity_power=4.0)
+    with torch.no_grad():
+        model.head.last.bias[model.head.last.bias.shape[0] // 2:] = 1.0
+    frames = growing_disk(slope=0.05)
+    frames[:, :, 0] += torch.tensor([0.0, 0.03, 0.0, 0.04]).view(1, 4, 1, 1) * (frames[:, :, 0] > 0)  # trend, unsteadily
+    rate = trend_rate(frames, linearity_power=4.0)
+    assert 0.0 < rate.max() < 0.9 * trend_rate(frames).max()
+    out = model.forecast(frames, 3)
+    for k in range(1, 4):
         np.testing.assert_allclose(out[:, k - 1].numpy(), (frames[:, -1] + k * rate).numpy(), atol=1e-6)
 
 
@@ -113,6 +176,22 @@ def test_checkpoint_metadata_names_the_gate_only_when_on():
                                             "decoder": "refine", "trend_gate": True})
     assert "trend_gate" not in architecture_metadata(plain)  # checkpoints written before the gate still match
     assert architecture_metadata(gated)["trend_gate"] is True
+    assert "trend_linearity_power" not in architecture_metadata(gated)
+    weighted = lagrangian_config(architecture={"layers": 2, "hidden": 8, "kernel": 3, "patch_size": 4, "residual": True,
+                                               "decoder": "refine", "trend_gate": True, "trend_linearity_power": 4})
+    assert architecture_metadata(weighted)["trend_linearity_power"] == 4.0
+
+
+def test_linearity_power_needs_the_gate_and_reaches_the_network():
+    with pytest.raises(ConfigError, match="trend_linearity_power"):
+        lagrangian_config(architecture={"layers": 1, "hidden": 8, "patch_size": 4, "residual": True,
+                                        "trend_linearity_power": 4})
+    with pytest.raises(ConfigError, match="trend_linearity_power"):
+        lagrangian_config(architecture={"layers": 1, "hidden": 8, "patch_size": 4, "residual": True,
+                                        "trend_gate": True, "trend_linearity_power": -1})
+    config = lagrangian_config(architecture={"layers": 1, "hidden": 8, "kernel": 3, "patch_size": 4, "residual": True,
+                                             "trend_gate": True, "trend_linearity_power": 4})
+    assert Predictor.from_config(config.architecture).trend_linearity_power == 4.0
 
 
 def test_gated_model_learns_to_continue_growth_and_beats_extrapolation(tmp_path):

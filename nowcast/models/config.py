@@ -46,6 +46,12 @@ class ArchitectureConfig(StrictModel):
         "nowcast.models.predictor.trend_rate); gate x lead x rate is added to the change. The gate starts at zero: "
         "an untrained model still forecasts what extrapolation does.",
     )
+    trend_linearity_power: float = Field(
+        0.0, ge=0.0, le=16.0,
+        description="With trend_gate: each pixel's window slope is weighted by R2**power before smoothing, R2 the "
+        "coefficient of determination of its linear fit over the window (0 with fewer than three wet frames). "
+        "A trend the window shows steadily is passed on, one it shows as noise is damped; 0: unweighted.",
+    )
 
     @field_validator("kernel")
     @classmethod
@@ -268,6 +274,8 @@ class ModelConfig(StrictModel):
         if self.architecture.trend_gate and not (self.frame == "lagrangian" and self.data.modality == "rain"):
             raise ValueError("architecture.trend_gate is for Lagrangian rain models (frame 'lagrangian', data.modality 'rain'): "
                              "the trend it gates is a growth rate of rain in the Lagrangian frame")
+        if self.architecture.trend_linearity_power and not self.architecture.trend_gate:
+            raise ValueError("architecture.trend_linearity_power weights the gated trend: it needs trend_gate: true")
         return self
 
     # The operational forecast path reads these three flat names (nowcast.forecast).

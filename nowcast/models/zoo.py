@@ -91,7 +91,8 @@ def architecture_metadata(config: ModelConfig, source_channels: list[int] | None
     # Newer fields only where they differ from the default, so checkpoints
     # written before they existed still match their configs.
     for key, value, default in (("frame", config.frame, "eulerian"), ("residual", arch.residual, False),
-                                ("decoder", arch.decoder, "linear"), ("trend_gate", arch.trend_gate, False)):
+                                ("decoder", arch.decoder, "linear"), ("trend_gate", arch.trend_gate, False),
+                                ("trend_linearity_power", arch.trend_linearity_power, 0.0)):
         if value != default:
             meta[key] = value
     return meta
