@@ -218,12 +218,13 @@ def plot_maps(sequences: np.ndarray, tname: str, methods: list[str], input_frame
 
 
 def summarise(per_seed: list[dict]) -> dict:
-    """Mean and spread (half range) over seeds, per score and lead."""
+    """Mean and spread (half range) over seeds, per score and lead; each seed's scores too (``per_seed``)."""
     out = {}
     for key in per_seed[0]:
         arr = np.array([r[key] for r in per_seed], dtype=float)
         out[key] = {"mean": np.nanmean(arr, 0).tolist(),
-                    "spread": (0.5 * (np.nanmax(arr, 0) - np.nanmin(arr, 0))).tolist(), "n_seeds": len(per_seed)}
+                    "spread": (0.5 * (np.nanmax(arr, 0) - np.nanmin(arr, 0))).tolist(), "n_seeds": len(per_seed),
+                    "per_seed": arr.tolist()}
     return out
 
 
