@@ -113,7 +113,13 @@ the recipe's columns, the shipped gate at 0.25 (``--candidate gate-trend0.25``)
 and the weighted gate, on all four sets (``--known-motion --other-day``); the
 shipped model is replaced only if the weighted gate wins, by its seed with the
 better worst lead. The gate at 0.5 unweighted (mean worst -0.0495 over the
-four sets) is not scored again.
+four sets) is not scored again. Result: the shipped gate stays (weighted gate
+at 0.5: mean worst -0.0745, though its growth-twin CSI@5, 0.575 / 0.603,
+reaches the Lagrangian trend's 0.599). Then the same weight at the shipped
+share 0.25 (``exp-v10-gate-linear4-trend0.25{,-s1}.yaml``); rule, written
+while it trained: the same :func:`choose` over the recipe's columns, the
+shipped gate and this candidate on the four sets, and it replaces the shipped
+model only if it wins.
 
 Usage (training; one process per run, so a GPU machine runs them side by side)::
 
