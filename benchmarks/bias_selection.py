@@ -320,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     from nowcast.baselines import extrapolation
     from nowcast.models.skill import score_method
     from nowcast.models.zoo import load_forecaster
+    from nowcast.training import sequences_path
 
-    val_path = ROOT / next(iter(configs.values())).data.val_path
+    val_path = sequences_path(next(iter(configs.values())), "val")
     stores = [val_path] + (known_motion_validation() if args.known_motion else []) \
         + ([other_day_validation()] if args.other_day else [])
     n_in, leads = 4, 12

@@ -35,11 +35,17 @@ log = logging.getLogger("trend_linearity")
 
 def validation_sets() -> dict[str, Path]:
     """The four validation sets of ``bias_selection.py --known-motion --other-day`` (made if missing)."""
-    from benchmarks.bias_selection import known_motion_validation, other_day_validation
+    from benchmarks.bias_selection import (
+        RECIPE,
+        known_motion_validation,
+        other_day_validation,
+    )
+    from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.training import sequences_path
 
     rigid, growth = known_motion_validation()
-    return {"simulated": ROOT / "data/sim/swiss-south-val.zarr", "other day": other_day_validation(),
-            "rigid": rigid, "growth": growth}
+    simulated = sequences_path(load_model_config(find_model_config(RECIPE)), "val")
+    return {"simulated": simulated, "other day": other_day_validation(), "rigid": rigid, "growth": growth}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    from benchmarks.bias_selection import worst_differences
     from benchmarks.radar_transfer import load_test
     from nowcast.baselines import extrapolation, lagrangian_trend
     from nowcast.models.skill import score_method
@@ -64,10 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         ref = scores["extrapolation"]
         results[name] = {}
         for m, sc in scores.items():
-            d1 = np.asarray(sc["csi@1"]) - np.asarray(ref["csi@1"])
-            d5 = np.nan_to_num(np.asarray(sc["csi@5"]) - np.asarray(ref["csi@5"]))
+            worst1, worst5 = worst_differences(sc, ref)
             row = {"csi1": float(np.nanmean(sc["csi@1"])), "csi5": float(np.nanmean(sc["csi@5"])),
-                   "worst1": float(d1.min()), "worst5": float(d5.min()), "per_lead": sc}
+                   "worst1": worst1, "worst5": worst5, "per_lead": sc}
             results[name][m] = row
             log.info("%-10s %-14s CSI@1 %.3f CSI@5 %.3f worst lead %+.3f / %+.3f", name, m, row["csi1"], row["csi5"],
                      row["worst1"], row["worst5"])
