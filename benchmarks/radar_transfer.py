@@ -82,7 +82,7 @@ PROTOCOL_ARCHITECTURE = "swiss-south-scratch"
 
 
 def study_config(name: str, seed: int, iterations: int | None, precision: str | None = None,
-                 protocol_architecture: bool = True):
+                 protocol_architecture: bool = True, train_sequences: int | None = None):
     """The model config for one seed / iteration budget (own checkpoint path).
 
     ``precision`` (auto, bf16, fp32) overrides the config's training
@@ -92,7 +92,10 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     the shipped forecaster may use a cheaper one (a 3x3 gate kernel), but
     scratch, finetune and TMU are compared at the sources' own. A config
     changed so always checkpoints under ``models/runs/study/``, never at the
-    shipped path.
+    shipped path. ``train_sequences`` trains on the first N sequences of the
+    training store only (:func:`short_training_store`): the target region of
+    a new radar with a short archive, where what the sources know should
+    matter most.
     """
     from nowcast.models.config import find_model_config, load_model_config
 
@@ -108,10 +111,41 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
         common = load_model_config(find_model_config(PROTOCOL_ARCHITECTURE)).architecture
         own_architecture = common == config.architecture
         changes["architecture"] = common
-    if own_architecture and seed == config.training.seed and its == config.training.iterations:  # the config's own checkpoint
+    short = ""
+    if train_sequences is not None:
+        store = short_training_store(config, train_sequences)
+        relative = store.relative_to(ROOT) if store.is_relative_to(ROOT) else store
+        changes["data"] = config.data.model_copy(update={"path": str(relative)})
+        short = f"-n{train_sequences}"
+    elif own_architecture and seed == config.training.seed and its == config.training.iterations:  # the config's own checkpoint
         return config.model_copy(update=changes)
-    ckpt = f"models/runs/study/{name}-it{its}-s{seed}.pt"
+    ckpt = f"models/runs/study/{name}{short}-it{its}-s{seed}.pt"
     return config.model_copy(update={**changes, "checkpoint": ckpt})
+
+
+def short_training_store(config, n: int) -> Path:
+    """A training store of the first ``n`` sequences of ``config``'s (made if missing).
+
+    The simulator seeds sequence ``i`` from ``(seed, split, i)`` alone, so
+    these are exactly the first ``n`` sequences of the full store: the short
+    archive is a part of the long one, not other data.
+    """
+    from nowcast.training import sequences_path
+    from pipelines.simulate import simulate_dataset
+
+    full = sequences_path(config)
+    path = full.with_name(f"{full.stem}-n{n}.zarr")
+    if not path.exists():
+        import xarray as xr
+
+        with xr.open_zarr(full) as ds:
+            frames, size = ds.sizes["time"], ds.sizes["x"]
+            seed, split = int(ds.attrs.get("rng_seed", 0)), str(ds.attrs.get("split", "train"))
+            if n > ds.sizes["sequence"]:
+                raise SystemExit(f"{full}: {ds.sizes['sequence']} sequences, fewer than the {n} asked for")
+        log.info("simulating the short training store %s (%d sequences)", path, n)
+        simulate_dataset(config.data.domain, n, frames, path, seed=seed, crop_size=size, split=split)
+    return path
 
 
 def ensure_trained(config, device: str = "cpu", data_workers: int = 0) -> Path:
@@ -290,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                              "evolutions of the training day's field (made if missing).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--iterations", type=int, default=None, help="Training budget of every neural model.")
+    parser.add_argument("--train-sequences", type=int, default=None, metavar="N",
+                        help="Train the neural models on the first N training sequences only (a short archive).")
     parser.add_argument("--methods", nargs="+", default=BASELINES + [SHIPPED] + list(NEURAL))
     parser.add_argument("--sequences", type=int, default=None, help="Use only the first N test sequences.")
     parser.add_argument("--no-train", action="store_true", help="Evaluate existing checkpoints only.")
@@ -315,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_only:
         for method in args.methods:
             for seed in args.seeds if method in NEURAL else []:
-                ensure_trained(study_config(NEURAL[method], seed, args.iterations, args.precision), args.device,
+                ensure_trained(study_config(NEURAL[method], seed, args.iterations, args.precision,
+                                    train_sequences=args.train_sequences), args.device,
                                args.data_workers)
         return 0
 
@@ -354,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         per_seed: dict[str, list] = {t: [] for t in test_sets}
         secs: dict[str, list] = {t: [] for t in test_sets}
         for seed in args.seeds:
-            config = study_config(NEURAL[method], seed, args.iterations, args.precision)
+            config = study_config(NEURAL[method], seed, args.iterations, args.precision,
+                                    train_sequences=args.train_sequences)
             if not args.no_train:
                 ensure_trained(config, args.device, args.data_workers)
             forecaster = load_forecaster(config)

@@ -164,3 +164,37 @@ def test_a_study_neither_reuses_nor_resumes_another_recipes_run(tmp_path: Path, 
     ensure_trained(with_training(iterations=8))
     ensure_trained(with_training(sampling_end=2))
     assert calls == [True, False]  # longer: resumed; another recipe: from scratch
+
+
+def test_a_short_archive_is_the_first_sequences_of_the_long_one(tmp_path: Path) -> None:
+    """benchmarks/radar_transfer.py --train-sequences N trains on a part of the training store, not on other data."""
+    import xarray as xr
+
+    from benchmarks.radar_transfer import short_training_store, study_config
+    from pipelines.simulate import simulate_dataset
+
+    full = simulate_dataset("swiss-south", 3, 4, tmp_path / "train.zarr", seed=7, crop_size=32, scheduler="synchronous")
+    config = study_config("swiss-south-scratch", 1, 10)
+    config = config.model_copy(update={"data": config.data.model_copy(update={"path": str(full)})})
+    short = short_training_store(config, 2)
+    with xr.open_zarr(full) as a, xr.open_zarr(short) as b:
+        assert b.sizes["sequence"] == 2
+        np.testing.assert_array_equal(a["rain_rate"].values[:2], b["rain_rate"].values)
+    assert short_training_store(config, 2) == short  # made once, then reused
+    with pytest.raises(SystemExit, match="fewer than the 4"):
+        short_training_store(config, 4)
+
+
+def test_a_short_archive_run_never_takes_the_full_runs_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the config's own seed and budget a study arm may use the config's checkpoint, but not when it
+    trains on a short archive: that run would overwrite (or be mistaken for) the full one."""
+    import benchmarks.radar_transfer as study
+
+    store = study.ROOT / "data/sim/swiss-south-train-n24.zarr"
+    monkeypatch.setattr(study, "short_training_store", lambda config, n: store)
+    full = study.study_config("swiss-south-scratch", 0, None)
+    short = study.study_config("swiss-south-scratch", 0, None, train_sequences=24)
+    assert short.checkpoint != full.checkpoint
+    assert short.checkpoint == f"models/runs/study/swiss-south-scratch-n24-it{full.training.iterations}-s0.pt"
+    assert short.data.path == "data/sim/swiss-south-train-n24.zarr" != full.data.path
+    assert short.model_dump(exclude={"checkpoint", "data"}) == full.model_dump(exclude={"checkpoint", "data"})
