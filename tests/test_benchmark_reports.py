@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.forecast import ratio_table
 
 
@@ -30,3 +32,29 @@ def test_network_speed_times_every_variant_it_was_given(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if "random weights" in line]
     assert [row.split(",")[1].split("(")[0].strip() for row in rows] == ["8 ch", "4 ch"]
     assert all(float(row.split("|")[2]) > 0.0 for row in rows)
+
+
+def test_validation_curves_follow_each_run_of_a_queue(tmp_path):
+    """benchmarks/validation_curves.py: lines go to the run last announced for their model in that log,
+    a resumed run's repeated iteration takes the later value, and arms average over their seeds."""
+    from benchmarks.validation_curves import by_model, read_logs
+
+    t = "2026-11-26 22:00:00,000"
+    queue = [
+        f"{t} radar_transfer: training swiss-south-tmu (seed 0, 200 iterations) -> /x/tmu-s0.pt",
+        f"{t} nowcast.training: swiss-south-tmu it 100/200 loss 0.1 (distill 0.01) val_mse 0.0600, 1.0 s/it",
+        f"{t} nowcast.training: swiss-south-tmu it 150/200 loss 0.1 (distill 0.01), 1.0 s/it",  # no validation
+        f"{t} nowcast.training: swiss-south-tmu it 200/200 loss 0.1 (distill 0.01) val_mse 0.0500, 1.0 s/it",
+        f"{t} radar_transfer: training swiss-south-tmu (seed 1, 200 iterations) -> /x/tmu-s1.pt",
+        f"{t} nowcast.training: swiss-south-tmu it 100/200 loss 0.1 (distill 0.01) val_mse 0.0800, 1.0 s/it",
+        f"{t} nowcast.training: swiss-south-tmu it 200/200 loss 0.1 (distill 0.01) val_mse 0.0900, 1.0 s/it",
+        f"{t} nowcast.training: swiss-south-tmu it 200/200 loss 0.1 (distill 0.01) val_mse 0.0700, 1.0 s/it",  # resumed
+        f"{t} nowcast.training: swiss-south-scratch it 100/200 loss 0.1 val_mse 0.5, 1.0 s/it",  # never announced
+    ]
+    (tmp_path / "queue.log").write_text("\n".join(queue))
+    curves = read_logs([tmp_path / "queue.log"])
+    assert curves == {("swiss-south-tmu", 0): {100: 0.06, 200: 0.05}, ("swiss-south-tmu", 1): {100: 0.08, 200: 0.07}}
+    summary = by_model(curves)["swiss-south-tmu"]
+    assert summary["iterations"] == [100, 200] and summary["seeds"] == [0, 1]
+    assert summary["mean"] == pytest.approx([0.07, 0.06])
+    assert summary["spread"] == pytest.approx([0.01, 0.01])
