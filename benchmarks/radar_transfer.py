@@ -161,7 +161,10 @@ def ensure_trained(config, device: str = "cpu", data_workers: int = 0) -> Path:
     if path.exists():
         try:
             ckpt = load_checkpoint(path, expect_config=config)
-            difference = config_difference(ckpt, config, ignore=("training.iterations",))
+            # a longer run of a constant-rate recipe continues a shorter one; a schedule over the
+            # iterations (cosine) makes every length another recipe
+            constant = config.training.lr_schedule == "constant"
+            difference = config_difference(ckpt, config, ignore=("training.iterations",) if constant else ())
         except Exception as exc:  # noqa: BLE001 - retrain anything unreadable
             difference = str(exc)
         if difference is None and int(ckpt.metadata.get("iterations", 0)) >= config.training.iterations:

@@ -22,6 +22,7 @@ weights bit for bit on CPU.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -497,6 +498,14 @@ def _global_variances(ctx: Any, tensors: list[torch.Tensor]) -> torch.Tensor:
     return ((s2 - s1 * s1 / n) / (n - 1).clamp_min(1.0)).clamp_min(0.0)
 
 
+def learning_rate(t: TrainingConfig, iteration: int) -> float:
+    """The rate of the step at 0-based ``iteration``: ``lr``, or a cosine from ``lr`` to ``lr x lr_final`` at the last step."""
+    if t.lr_schedule == "constant":
+        return t.lr
+    progress = min(1.0, iteration / max(1, t.iterations - 1))
+    return t.lr * (t.lr_final + (1.0 - t.lr_final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def sampling_probability(t: TrainingConfig, iteration: int) -> float:
     """Probability of feeding the true frame: 1 until ``sampling_start``, linear to 0 at ``sampling_end``."""
     if iteration < t.sampling_start:
@@ -887,6 +896,8 @@ def _train(
                 loss.backward()
                 if tcfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(tcfg, it)
                 optimizer.step()
                 record["loss"] = float(loss_value)
                 record["seconds"] = time.perf_counter() - t0

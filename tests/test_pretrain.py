@@ -166,6 +166,24 @@ def test_a_study_neither_reuses_nor_resumes_another_recipes_run(tmp_path: Path, 
     assert calls == [True, False]  # longer: resumed; another recipe: from scratch
 
 
+def test_a_study_never_stretches_a_cosine_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cosine schedule is a function of the run's length: a 4-iteration run ended at the smallest rate, so it
+    is no start for an 8-iteration one (whose rate at iteration 4 is still high); that run trains from scratch."""
+    import nowcast.training
+    from benchmarks.radar_transfer import ensure_trained
+    from nowcast.training import train
+    from tests.test_training import fixed, moving_square, small
+
+    config = small(tmp_path, "tiny", training={"iterations": 4, "val_every": 4, "checkpoint_every": 4,
+                                               "lr_schedule": "cosine"})
+    train(config, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    calls: list[bool] = []
+    monkeypatch.setattr(nowcast.training, "train", lambda cfg, resume, **kw: calls.append(resume))
+    assert ensure_trained(config) == config.checkpoint_path and calls == []  # complete: reused
+    ensure_trained(config.model_copy(update={"training": config.training.model_copy(update={"iterations": 8})}))
+    assert calls == [False]
+
+
 def test_a_short_archive_is_the_first_sequences_of_the_long_one(tmp_path: Path) -> None:
     """benchmarks/radar_transfer.py --train-sequences N trains on a part of the training store, not on other data."""
     import xarray as xr

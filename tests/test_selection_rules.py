@@ -99,3 +99,15 @@ def test_history_predictability_sees_a_persisting_trend_and_not_noise():
     field = np.arange(36.0).reshape(6, 6)
     np.testing.assert_allclose(block_means(field, 2), [[3.5, 5.5, 7.5], [15.5, 17.5, 19.5], [27.5, 29.5, 31.5]])
     assert block_means(np.ones((7, 9)), 4).shape == (1, 2)  # a ragged edge is dropped
+
+
+@pytest.mark.parametrize("argv", [
+    ["--candidates-only", "--score-only", "--candidate", "shipped", "a.pt"],  # nothing to choose against
+    ["--candidates-only", "--candidate", "shipped", "a.pt", "--candidate", "new", "b.pt"],  # would train the grid
+])
+def test_candidates_only_needs_two_candidates_and_scoring_alone(argv):
+    from benchmarks.bias_selection import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2

@@ -350,3 +350,37 @@ def test_area_bias_term_is_trained_and_logged(tmp_path):
     cfg = small(tmp_path, training={"iterations": 2, "area_bias_weight": 0.5, "soft_csi_thresholds": [0.3]})
     result = train(cfg, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
     assert all(np.isfinite(h["area_bias_loss"]) for h in result.history)
+
+
+def test_cosine_rate_falls_from_lr_to_its_final_fraction():
+    from nowcast.models.config import TrainingConfig
+    from nowcast.training import learning_rate
+
+    t = TrainingConfig(iterations=101, lr=1e-3, lr_schedule="cosine", lr_final=0.01)
+    rates = [learning_rate(t, i) for i in range(101)]
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[50] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # half way: half way between the ends
+    assert rates[100] == pytest.approx(1e-5)  # the last step is taken at the final rate
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert learning_rate(t, 500) == pytest.approx(1e-5)  # past the end: stays there
+    constant = TrainingConfig(iterations=101, lr=1e-3)
+    assert {learning_rate(constant, i) for i in range(101)} == {1e-3}
+
+
+def test_every_step_is_taken_at_the_scheduled_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The loop sets the rate before each step (a schedule computed but not applied would train at lr)."""
+    from nowcast.training import learning_rate
+
+    taken: list[float] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        taken.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    config = small(tmp_path, "cosine", training={"iterations": 5, "val_every": 5, "checkpoint_every": 5, "lr": 1e-2,
+                                                 "lr_schedule": "cosine", "lr_final": 0.1})
+    train(config, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    assert taken == pytest.approx([learning_rate(config.training, i) for i in range(5)])
+    assert taken[0] == pytest.approx(1e-2) and taken[-1] == pytest.approx(1e-3)

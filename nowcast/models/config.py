@@ -149,6 +149,13 @@ class TrainingConfig(StrictModel):
     iterations: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="'cosine': the learning rate falls from lr to lr x lr_final over the run, so the last weights "
+        "are not one noisy step of a constant-rate walk (what a forecast is made with is the last iteration's "
+        "weights). The schedule is a function of the iteration, so a resumed run follows it exactly.",
+    )
+    lr_final: float = Field(0.01, gt=0, le=1, description="Cosine schedule: the last iteration's rate as a fraction of lr.")
     seed: int = 0
     sampling_start: int = Field(0, ge=0, description="Iteration where scheduled sampling starts to feed predictions.")
     sampling_end: int = Field(1000, ge=0, description="Iteration from which only predictions are fed (probability of truth 0).")
