@@ -9,7 +9,7 @@ helps, if it does.
 
 Usage::
 
-    python benchmarks/validation_curves.py benchmarks/out/short24/queue*.log \\
+    python benchmarks/validation_curves.py benchmarks/out/short24/queue*.log --relative-to swiss-south-scratch \\
         --json benchmarks/out/short24/val_curves.json --plot docs/img/radar_study11_val.png
 """
 
@@ -48,6 +48,24 @@ def read_logs(paths: list[Path]) -> dict[tuple[str, int], dict[int, float]]:
     return dict(curves)
 
 
+def relative_to(curves: dict[tuple[str, int], dict[int, float]], reference: str) -> dict[tuple[str, int], dict[int, float]]:
+    """Each run's validation MSE in % of ``reference``'s at the same seed and iteration (the reference drops out).
+
+    Why paired: the validation batches are drawn from the run's seed, so
+    seeds differ in what they are scored on by far more than arms differ;
+    arms at one seed are scored on the same batches.
+    """
+    out = {}
+    for (model, seed), curve in curves.items():
+        ref = curves.get((reference, seed))
+        if model == reference or ref is None:
+            continue
+        out[(model, seed)] = {i: 100.0 * (v / ref[i] - 1.0) for i, v in curve.items() if i in ref}
+    if not out:
+        raise SystemExit(f"no run shares a seed with {reference}")
+    return out
+
+
 def by_model(curves: dict[tuple[str, int], dict[int, float]]) -> dict[str, dict]:
     """Per model: the iterations every seed reached, mean and half-range of the validation MSE over seeds."""
     out: dict[str, dict] = {}
@@ -60,7 +78,7 @@ def by_model(curves: dict[tuple[str, int], dict[int, float]]) -> dict[str, dict]
     return out
 
 
-def plot(summary: dict[str, dict], path: Path, title: str) -> None:
+def plot(summary: dict[str, dict], path: Path, title: str, ylabel: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,7 +90,7 @@ def plot(summary: dict[str, dict], path: Path, title: str) -> None:
         ax.plot(its, m, "o-", ms=3, label=f"{model} ({len(s['seeds'])} seeds)")
         ax.fill_between(its, m - e, m + e, alpha=0.15)
     ax.set_xlabel("training iteration")
-    ax.set_ylabel("validation MSE (dBR, normalised)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -87,18 +105,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--title", default="validation MSE over seeds (mean, band: half range)")
+    parser.add_argument("--relative-to", default=None, metavar="MODEL",
+                        help="Show each run in %% of this model's validation MSE at the same seed and iteration.")
     args = parser.parse_args(argv)
     curves = read_logs(args.logs)
     if not curves:
         raise SystemExit(f"no validation lines of a named run in {', '.join(map(str, args.logs))}")
+    ylabel = "validation MSE (dBR, normalised)"
+    if args.relative_to:
+        curves = relative_to(curves, args.relative_to)
+        ylabel = f"validation MSE, % vs {args.relative_to}"
     summary = by_model(curves)
     for model, s in summary.items():
-        cells = " ".join(f"{i}:{v:.4f}" for i, v in zip(s["iterations"], s["mean"]))
+        cells = " ".join(f"{i}:{v:+.2f}" if args.relative_to else f"{i}:{v:.4f}" for i, v in zip(s["iterations"], s["mean"]))
         print(f"{model} (seeds {s['seeds']}): {cells}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     if args.plot:
-        plot(summary, args.plot, args.title)
+        plot(summary, args.plot, args.title, ylabel)
     return 0
 
 

@@ -58,3 +58,14 @@ def test_validation_curves_follow_each_run_of_a_queue(tmp_path):
     assert summary["iterations"] == [100, 200] and summary["seeds"] == [0, 1]
     assert summary["mean"] == pytest.approx([0.07, 0.06])
     assert summary["spread"] == pytest.approx([0.01, 0.01])
+
+
+def test_validation_curves_compare_arms_at_the_same_seed():
+    from benchmarks.validation_curves import relative_to
+
+    curves = {("scratch", 0): {100: 0.05, 200: 0.04}, ("tmu", 0): {100: 0.055, 200: 0.04},
+              ("scratch", 1): {100: 0.10}, ("tmu", 1): {100: 0.09}, ("tmu", 2): {100: 0.01}}  # seed 2: no scratch
+    rel = relative_to(curves, "scratch")
+    assert set(rel) == {("tmu", 0), ("tmu", 1)}
+    assert rel[("tmu", 0)] == pytest.approx({100: 10.0, 200: 0.0})
+    assert rel[("tmu", 1)] == pytest.approx({100: -10.0})
