@@ -28,6 +28,13 @@ Usage (trains what is missing, resumably, then evaluates)::
 
     python benchmarks/radar_transfer.py --seeds 0 --iterations 300 --out benchmarks/out/radar_transfer
 
+With ``--train-sequences N`` the neural models train on the first N training
+sequences only (a new radar's short archive; :func:`short_training_store`),
+into checkpoints of their own (``...-nN-it...``)::
+
+    python benchmarks/radar_transfer.py --train-sequences 24 --iterations 1000 --seeds 0 1 2 \\
+        --methods extrapolation scratch finetune-nexrad-kbmx tmu --out benchmarks/out/radar_short24
+
 The models' configs are ``configs/models/swiss-south-*.yaml``, all at one
 architecture, the sources' own (:data:`PROTOCOL_ARCHITECTURE`); for seed 0 at
 the config's own iteration count the config's checkpoint is used. The shipped
