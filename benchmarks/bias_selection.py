@@ -137,6 +137,14 @@ alone; that is stricter than against the recipe's two seeds (the shipped seed
 shipped model stays (cosine: -0.033 and -0.108, mean -0.0702; the shipped
 checkpoint rescored: -0.020, as in the ninth round).
 
+The area-bias weight under the gate (``--candidate``, eleventh round):
+``training.area_bias_weight`` 0.1 instead of 0.03 in the shipped recipe
+(``exp-v11-area0.1{,-s1}.yaml``): the cosine runs showed the heavy-rain
+restoring strength unpinned by the data, and this term pins the heavy-rain
+area per lead. Rule, committed when both runs had just started: the cosine
+rule, :func:`choose` over the shipped checkpoint and this candidate on the four
+sets (``--candidates-only --known-motion --other-day``).
+
 Usage (training; one process per run, so a GPU machine runs them side by side)::
 
     python benchmarks/bias_selection.py --train-only --weights 0.1 --seeds 0 --device cuda \\
