@@ -361,9 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_only:
         for method in args.methods:
             for seed in args.seeds if method in NEURAL else []:
-                ensure_trained(study_config(NEURAL[method], seed, args.iterations, args.precision,
-                                    train_sequences=args.train_sequences), args.device,
-                               args.data_workers)
+                config = study_config(NEURAL[method], seed, args.iterations, args.precision,
+                                      train_sequences=args.train_sequences)
+                ensure_trained(config, args.device, args.data_workers)
         return 0
 
     input_frames, leads = 4, 12
@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         secs: dict[str, list] = {t: [] for t in test_sets}
         for seed in args.seeds:
             config = study_config(NEURAL[method], seed, args.iterations, args.precision,
-                                    train_sequences=args.train_sequences)
+                                  train_sequences=args.train_sequences)
             if not args.no_train:
                 ensure_trained(config, args.device, args.data_workers)
             forecaster = load_forecaster(config)

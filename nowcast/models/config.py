@@ -151,9 +151,10 @@ class TrainingConfig(StrictModel):
     lr: float = Field(3e-4, gt=0)
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant",
-        description="'cosine': the learning rate falls from lr to lr x lr_final over the run, so the last weights "
-        "are not one noisy step of a constant-rate walk (what a forecast is made with is the last iteration's "
-        "weights). The schedule is a function of the iteration, so a resumed run follows it exactly.",
+        description="'cosine': the learning rate falls from lr to lr x lr_final over the run, so the weights a "
+        "forecast is made with are not one step of a constant-rate walk. A function of the iteration and the run's "
+        "length: a resumed run follows it exactly, a longer run is another schedule. Tried for the shipped recipe "
+        "(docs/benchmarks.md, 'Skill, eleventh round'): not chosen.",
     )
     lr_final: float = Field(0.01, gt=0, le=1, description="Cosine schedule: the last iteration's rate as a fraction of lr.")
     seed: int = 0
