@@ -274,6 +274,12 @@ def choose(per_weight: dict[float, list[dict[str, float]]]) -> float:
     return max(tied, key=lambda w: mean[w][1])
 
 
+def _means(per_label: dict[str, list[dict[str, float]]]) -> str:
+    """``label mean-worst / CSI@5 mean-csi5, ...``: what :func:`choose` compared, for the report."""
+    return ", ".join(f"{k} {np.mean([r['worst'] for r in v]):+.4f} / CSI@5 {np.mean([r['csi5'] for r in v]):.3f}"
+                     for k, v in per_label.items())
+
+
 def choose_smallest(per_size: dict[int, list[dict[str, float]]], what: str = "kernel") -> int:
     """The size rule of the module docstring; ``per_size`` maps a size (kernel, hidden) -> per-seed summaries."""
     mean = {k: float(np.mean([r["worst"] for r in runs])) for k, runs in per_size.items() if runs}
@@ -405,19 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     at_recipe = {w: runs for (w, k, h, r, t), runs in summaries.items()
                  if (k, h, r, t) == (recipe.kernel, recipe.hidden, recipe_rotation, recipe_trend)}
     if args.candidates_only:
-        chosen = recipe_training.area_bias_weight
         chosen_candidate = choose(extra)
-        means = ", ".join(f"{k} {np.mean([r['worst'] for r in v]):+.4f} / CSI@5 {np.mean([r['csi5'] for r in v]):.3f}"
-                          for k, v in extra.items())
         lines.append(f"\nchosen among the candidates: {chosen_candidate} (mean worst-lead difference / mean CSI@5: "
-                     f"{means}; ties within {TIE} to the larger CSI@5)")
-        sys.stdout.write("\n".join(lines) + "\n")
-        if args.json:
-            args.json.write_text(json.dumps({"validation": [str(p.relative_to(ROOT)) for p in stores],
-                                             "sequences": {name: len(v) for name, v in sequences.items()},
-                                             "scores": scores, "summaries": extra,
-                                             "chosen_candidate": chosen_candidate}, indent=1))
-        return 0
+                     f"{_means(extra)}; ties within {TIE} to the larger CSI@5)")
+        return _report(lines, args.json, stores, sequences, scores, summaries=extra, chosen_candidate=chosen_candidate)
     chosen = choose(at_recipe or {w: runs for (w, k, h, r, t), runs in summaries.items()})
     lines.append(f"\nchosen area_bias_weight: {chosen:g} (largest mean worst-lead difference over seeds; "
                  f"ties within {TIE} to the larger CSI@5)")
@@ -452,18 +449,21 @@ def main(argv: list[str] | None = None) -> int:
         if not recipe_runs:
             raise SystemExit("--candidate: the recipe at the chosen settings was not scored (give its weight and seeds)")
         chosen_candidate = choose({"recipe": recipe_runs, **extra})
-        means = ", ".join(f"{k} {np.mean([r['worst'] for r in v]):+.4f} / CSI@5 {np.mean([r['csi5'] for r in v]):.3f}"
-                          for k, v in {"recipe": recipe_runs, **extra}.items())
-        lines.append(f"chosen against the recipe: {chosen_candidate} (mean worst-lead difference / mean CSI@5: {means}; "
-                     f"ties within {TIE} to the larger CSI@5)")
+        lines.append(f"chosen against the recipe: {chosen_candidate} (mean worst-lead difference / mean CSI@5: "
+                     f"{_means({'recipe': recipe_runs, **extra})}; ties within {TIE} to the larger CSI@5)")
+    return _report(lines, args.json, stores, sequences, scores, chosen=chosen, chosen_kernel=chosen_kernel,
+                   chosen_hidden=chosen_hidden, chosen_rotation=chosen_rotation, chosen_trend=chosen_trend,
+                   chosen_candidate=chosen_candidate)
+
+
+def _report(lines: list[str], path: Path | None, stores: list[Path], sequences: dict[str, np.ndarray],
+            scores: dict, **choice) -> int:
+    """Print the table and the choice; with ``path``, write the per-lead scores and the choice there as JSON."""
     sys.stdout.write("\n".join(lines) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps({"validation": [str(p.relative_to(ROOT)) for p in stores],
-                                         "sequences": {name: len(v) for name, v in sequences.items()},
-                                         "scores": scores, "chosen": chosen, "chosen_kernel": chosen_kernel,
-                                         "chosen_hidden": chosen_hidden, "chosen_rotation": chosen_rotation,
-                                         "chosen_trend": chosen_trend, "chosen_candidate": chosen_candidate},
-                                        indent=1))
+    if path:
+        path.write_text(json.dumps({"validation": [str(p.relative_to(ROOT)) for p in stores],
+                                    "sequences": {name: len(v) for name, v in sequences.items()},
+                                    "scores": scores, **choice}, indent=1))
     return 0
 
 
