@@ -147,6 +147,10 @@ sets (``--candidates-only --known-motion --other-day``). Result: the shipped
 model stays (a tie, -0.0149 against -0.0197, to the larger CSI@5, 0.394
 against 0.385); the two seeds agree (-0.015 each) and the heavy-rain bias is
 pinned, at a cost on the growth twin.
+Then the same weight with trend share 0.5 (``exp-v11-area0.1-trend0.5{,-s1}.yaml``),
+to buy back the growth. Rule, committed when both runs had just started: the
+same :func:`choose` over the shipped checkpoint, area 0.1 and this candidate on
+the four sets; the shipped model is replaced only if this candidate wins.
 
 Usage (training; one process per run, so a GPU machine runs them side by side)::
 
