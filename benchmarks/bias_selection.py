@@ -151,6 +151,8 @@ Then the same weight with trend share 0.5 (``exp-v11-area0.1-trend0.5{,-s1}.yaml
 to buy back the growth. Rule, committed when both runs had just started: the
 same :func:`choose` over the shipped checkpoint, area 0.1 and this candidate on
 the four sets; the shipped model is replaced only if this candidate wins.
+Result: the shipped model stays (-0.0348: -0.032 / -0.037; growth-twin CSI@5
+0.364-0.368, but the other day's heavy rain grows again, bias 4.7 at 60 min).
 
 Usage (training; one process per run, so a GPU machine runs them side by side)::
 
