@@ -348,12 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     kernels = args.kernels or [recipe.kernel]
     widths = args.hidden or [recipe.hidden]
     rotations, trends = args.rotations or [recipe_rotation], args.trends or [recipe_trend]
-    configs = {(w, k, h, float(r), float(t), s): candidate_config(w, s, args.iterations, args.precision, kernel=k,
-                                                                  hidden=h, rotation=r, trend=t)
-               for w in args.weights for k in kernels for h in widths for r in rotations for t in trends
-               for s in args.seeds}
-    if args.candidates_only:
-        configs = {}
+    configs = {} if args.candidates_only else {  # the grid: the recipe at each setting and seed
+        (w, k, h, float(r), float(t), s): candidate_config(w, s, args.iterations, args.precision, kernel=k,
+                                                           hidden=h, rotation=r, trend=t)
+        for w in args.weights for k in kernels for h in widths for r in rotations for t in trends for s in args.seeds}
     if not args.score_only:
         for config in configs.values():
             ensure_trained(config, device=args.device, data_workers=args.data_workers)
@@ -414,13 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         summaries.setdefault((weight, kernel, hidden, rotation, trend), []).append(summary)
     extra = {label: [score(ROOT / c, f"{label}-{i}", f"{label} | | | | | {i}") for i, c in enumerate(ckpts)]
              for label, *ckpts in args.candidate}
-    at_recipe = {w: runs for (w, k, h, r, t), runs in summaries.items()
-                 if (k, h, r, t) == (recipe.kernel, recipe.hidden, recipe_rotation, recipe_trend)}
     if args.candidates_only:
         chosen_candidate = choose(extra)
         lines.append(f"\nchosen among the candidates: {chosen_candidate} (mean worst-lead difference / mean CSI@5: "
                      f"{_means(extra)}; ties within {TIE} to the larger CSI@5)")
         return _report(lines, args.json, stores, sequences, scores, summaries=extra, chosen_candidate=chosen_candidate)
+    at_recipe = {w: runs for (w, k, h, r, t), runs in summaries.items()
+                 if (k, h, r, t) == (recipe.kernel, recipe.hidden, recipe_rotation, recipe_trend)}
     chosen = choose(at_recipe or {w: runs for (w, k, h, r, t), runs in summaries.items()})
     lines.append(f"\nchosen area_bias_weight: {chosen:g} (largest mean worst-lead difference over seeds; "
                  f"ties within {TIE} to the larger CSI@5)")
