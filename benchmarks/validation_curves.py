@@ -24,6 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: benchmarks.radar_transfer is importable
+    sys.path.insert(0, str(ROOT))
+
 #: ``radar_transfer.ensure_trained``'s line naming the run whose lines follow.
 RUN = re.compile(r"training (?P<model>\S+) \(seed (?P<seed>\d+), \d+ iterations\) -> (?P<path>\S+)")
 #: ``nowcast.training``'s progress line with a validation score.
@@ -67,14 +71,20 @@ def relative_to(curves: dict[tuple[str, int], dict[int, float]], reference: str)
 
 
 def by_model(curves: dict[tuple[str, int], dict[int, float]]) -> dict[str, dict]:
-    """Per model: the iterations every seed reached, mean and half-range of the validation MSE over seeds."""
+    """Per model: the iterations every seed reached, mean and half-range of the validation MSE over seeds.
+
+    The statistics are the study's own (:func:`benchmarks.radar_transfer.summarise`), so a band here
+    means what it means in the study's tables.
+    """
+    from benchmarks.radar_transfer import summarise
+
     out: dict[str, dict] = {}
     for model in sorted({m for m, _ in curves}):
         runs = {s: c for (m, s), c in curves.items() if m == model}
         its = sorted(set.intersection(*(set(c) for c in runs.values())))
-        values = np.array([[runs[s][i] for i in its] for s in sorted(runs)])
-        out[model] = {"iterations": its, "seeds": sorted(runs), "mean": values.mean(0).tolist(),
-                      "spread": (0.5 * (values.max(0) - values.min(0))).tolist(), "per_seed": values.tolist()}
+        stats = summarise([{"val_mse": [runs[s][i] for i in its]} for s in sorted(runs)])["val_mse"]
+        out[model] = {"iterations": its, "seeds": sorted(runs), "mean": stats["mean"], "spread": stats["spread"],
+                      "per_seed": stats["per_seed"]}
     return out
 
 
