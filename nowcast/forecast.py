@@ -355,11 +355,15 @@ def model_product_attrs(metadata: dict) -> dict[str, str]:
 
     A model without measured skill says so, rather than staying silent.
     """
+    from nowcast.models.calibration import ChangeWeights
     from nowcast.models.skill import skill_summary
 
     attrs = {}
     skill = metadata.get("heldout_skill")
     attrs["model_heldout_skill"] = skill_summary(skill) if skill else "not measured: no held-out skill in the checkpoint"
+    weights = ChangeWeights.from_metadata(metadata.get("change_weights"))
+    if weights is not None:
+        attrs["model_change_weights"] = f"{weights.brief()} (nowcast.models.calibration, chosen on validation data)"
     data = metadata.get("data") or {}
     if data.get("kind") == "zarr_sequences":
         attrs["model_training_data"] = (f"sequences of domain {data.get('domain') or '?'} "

@@ -122,7 +122,7 @@ def normalise_db(db: np.ndarray, normaliser: Normaliser) -> np.ndarray:
 
 
 def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser: Normaliser,
-             motion_method: str = "LK") -> np.ndarray:
+             motion_method: str = "LK", velocity: np.ndarray | None = None) -> np.ndarray:
     """Lagrangian forecast ``(leads, ny, nx)`` mm/h from ``window`` (``(T, ny, nx)`` mm/h).
 
     Parameters
@@ -140,14 +140,21 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
         The model's ``db`` normalisation.
     motion_method
         pysteps optical-flow method.
+    velocity
+        The window's motion (``(2, ny, nx)`` px/step) if the caller has it
+        already (:func:`nowcast.models.calibration.score_grid` forecasts one
+        window many times); ``None``: estimated here by ``motion_method``.
     """
     if normaliser.kind != "db":
+        if velocity is not None:
+            raise ValueError("a precomputed velocity is for rain ('db') models")
         return _forecast_tracer(window, leads, network, normaliser, motion_method)
     threshold, zero, scale = db_params(normaliser)
     window = np.asarray(window, dtype=np.float32)
     nodata = np.isnan(window[-1])
     dry_filled = np.nan_to_num(window, nan=0.0)
-    velocity = motion_field(dry_filled, motion_method)
+    if velocity is None:
+        velocity = motion_field(dry_filled, motion_method)
     # One set of displacements moves the inputs to the analysis time and the
     # leads to their times: a frame k steps old moves along the same k-step
     # trajectory as lead k (on 512x512 they cost as much as the warps).

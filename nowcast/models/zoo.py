@@ -41,6 +41,7 @@ import torch
 
 import nowcast
 from nowcast.errors import CheckpointError, ConfigError, NowcastError
+from nowcast.models.calibration import ChangeWeights
 from nowcast.models.config import ModelConfig, find_model_config, load_model_config, model_config_from_dict
 from nowcast.models.normalization import Normaliser, make_normaliser
 from nowcast.models.predictor import Predictor
@@ -428,6 +429,12 @@ class Forecaster:
         self.path = path
         self.metadata = metadata or {}
         self.normaliser: Normaliser = make_normaliser(self.metadata.get("normalisation") or config.data.normalisation)
+        #: Per-lead weights on the network's growth and decay, chosen on validation data
+        #: (:mod:`nowcast.models.calibration`); ``None``: the network's change as trained.
+        self.change_weights = ChangeWeights.from_metadata(self.metadata.get("change_weights"), path or config.name)
+        if self.change_weights is not None and not self.lagrangian:
+            raise CheckpointError(f"{path or config.name}: change_weights are for Lagrangian models, "
+                                  f"this one is {getattr(config, 'frame', 'eulerian')}")
         #: Network arithmetic (:mod:`nowcast.precision`): ``auto``, ``bf16`` or ``fp32``.
         self.precision = "auto"
         self.device = "cpu"
@@ -499,9 +506,14 @@ class Forecaster:
 
         return resolve_precision(self.precision, self.device)
 
-    def _changes(self, x: np.ndarray, leads: int) -> np.ndarray:
-        """Lagrangian changes ``(leads, h, w)`` relative to the analysis frame (exactly 0 when untrained)."""
+    def _raw_changes(self, x: np.ndarray, leads: int) -> np.ndarray:
+        """The network's Lagrangian changes ``(leads, h, w)`` relative to the analysis frame (exactly 0 when untrained)."""
         return self._network(x, leads) - np.asarray(x[-1], dtype=np.float32)[None]
+
+    def _changes(self, x: np.ndarray, leads: int) -> np.ndarray:
+        """The changes a forecast applies: :meth:`_raw_changes` under the checkpoint's change weights, if any."""
+        change = self._raw_changes(x, leads)
+        return change if self.change_weights is None else self.change_weights.apply(change)
 
     def predict_region(self, window: np.ndarray, leads: int, tile: int | None = None, overlap: int = 32) -> np.ndarray:
         """Forecast a whole region: the network in tiles of at most ``tile`` cells (``None``: one tile).
@@ -632,6 +644,7 @@ def describe_checkpoint(ckpt: Checkpoint, manifest_entry: dict[str, Any] | None 
         stored = meta.get("training_provenance")
         provenance = (stored if stored and stored != "unknown" else "") or recorded or "unknown"
     skill = meta.get("heldout_skill")
+    weights = ChangeWeights.from_metadata(meta.get("change_weights"), ckpt.path)
     role = meta.get("role") or config.get("role") or "?"
     timestep = data.get("timestep_minutes")
     return {
@@ -651,6 +664,7 @@ def describe_checkpoint(ckpt: Checkpoint, manifest_entry: dict[str, Any] | None 
         "heldout_skill": skill_summary(skill) if skill else None,
         "heldout_skill_brief": _skill_brief(skill) if skill else ("not measured" if role == "target" else None),
         "heldout_no_worse_at_every_lead": bool(skill["no_worse_at_every_lead"]) if skill else None,
+        "change_weights": weights.brief() if weights else None,
         "sha256": ckpt.sha256,
         "created": meta.get("created"),
         "code_version": meta.get("code_version"),

@@ -1,0 +1,120 @@
+"""Choose a Lagrangian model's change weights on the validation sets (:mod:`nowcast.models.calibration`).
+
+Scores the checkpoint under every ``(growth, decay)`` pair of
+:data:`nowcast.models.calibration.GRID` on the four validation sets the
+shipped model's settings were chosen on (the simulated validation store, the
+known-motion twins of ``rigid-64`` and ``growth-64``, the other day's twin:
+:mod:`benchmarks.bias_selection`), applies the rule of
+:mod:`nowcast.models.calibration`, prints the candidates beside the network
+as trained ``(1, 1)`` and, with ``--write``, stores the chosen weights in a
+copy of the checkpoint (the weights and their digest untouched). The test
+sets are not read here.
+
+Usage::
+
+    python benchmarks/change_calibration.py models/zoo/swiss-south-tmu.pt --json benchmarks/out/v12/calibration.json \\
+        --write models/runs/exp/swiss-south-tmu-calibrated.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("change_calibration")
+
+INPUT_FRAMES, LEADS = 4, 12
+
+
+def validation_stores(model_config) -> list[Path]:
+    """The four validation sets of :mod:`benchmarks.bias_selection` (made if missing)."""
+    from benchmarks.bias_selection import known_motion_validation, other_day_validation
+    from nowcast.training import sequences_path
+
+    return [sequences_path(model_config, "val"), *known_motion_validation(), other_day_validation()]
+
+
+def read_sequences(stores: list[Path], n: int, frames: int) -> dict[str, np.ndarray]:
+    """The first ``n`` sequences (``frames`` frames each, mm/h) of every store, by store name."""
+    import xarray as xr
+
+    out = {}
+    for store in stores:
+        with xr.open_zarr(store) as ds:
+            out[store.name] = np.asarray(ds["rain_rate"].values[:n, :frames], dtype=np.float32)
+        log.info("%s: %d validation sequences", store.name, len(out[store.name]))
+    return out
+
+
+def table(summaries: dict[tuple[float, float], dict[str, float]], chosen: tuple[float, float], rows: int = 12) -> str:
+    """Markdown: the best ``rows`` candidates by the rule's score, the network as trained, and the choice."""
+    ranked = sorted(summaries, key=lambda p: (-summaries[p]["worst"], -summaries[p]["csi5"]))
+    shown = ranked[:rows] + [p for p in [(1.0, 1.0), chosen] if p in summaries and p not in ranked[:rows]]
+    lines = ["| growth | decay | worst lead ΔCSI (1 and 5 mm/h, all sets) | mean CSI@5 0-60 | |",
+             "| ---: | ---: | ---: | ---: | --- |"]
+    for pair in shown:
+        note = "**chosen**" if pair == chosen else ("network as trained" if pair == (1.0, 1.0) else "")
+        lines.append(f"| {pair[0]:g} | {pair[1]:g} | {summaries[pair]['worst']:+.4f} | {summaries[pair]['csi5']:.4f} | {note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="A Lagrangian rain model's checkpoint.")
+    parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation store.")
+    parser.add_argument("--validation", type=Path, nargs="+", default=None,
+                        help="Validation stores (default: the four of benchmarks/bias_selection.py).")
+    parser.add_argument("--json", type=Path, help="Write every pair's per-lead scores, extrapolation's and the choice.")
+    parser.add_argument("--write", type=Path, metavar="CHECKPOINT",
+                        help="Copy the checkpoint here with the chosen weights in its metadata (change_weights).")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    from nowcast.models.calibration import calibrate
+    from nowcast.models.skill import update_metadata
+    from nowcast.models.zoo import load_forecaster
+
+    torch.set_num_threads(1)
+    forecaster = load_forecaster(args.checkpoint)
+    stores = args.validation or validation_stores(forecaster.config)
+    sequences = read_sequences(stores, args.sequences, INPUT_FRAMES + LEADS)
+    weights, summaries, grid, references = calibrate(forecaster, sequences, LEADS)
+    chosen = (weights.growth[0], weights.decay[0])
+    sys.stdout.write(table(summaries, chosen) + f"\n\nchosen: {weights.brief()}\n")
+    names = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in stores]
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "checkpoint": str(args.checkpoint), "validation": names,
+            "sequences": {name: len(v) for name, v in sequences.items()},
+            "references": references,
+            "grid": {f"{g:g}/{d:g}": by_set for (g, d), by_set in grid.items()},
+            "summaries": {f"{g:g}/{d:g}": s for (g, d), s in summaries.items()},
+            "chosen": list(chosen)}, indent=1))
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.checkpoint, args.write)
+        command = "python benchmarks/change_calibration.py " + " ".join(
+            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        digest = update_metadata(args.write, change_weights=weights.to_metadata(
+            validation=names, sequences={name: len(v) for name, v in sequences.items()},
+            worst_lead_difference=summaries[chosen]["worst"], calibrated_from=args.checkpoint.name,
+            command=command, created=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        log.info("wrote %s (sha256 %s)", args.write, digest[:12])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Change weights: applied per lead and sign, chosen by the rule, carried by the checkpoint into forecasts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nowcast.baselines import extrapolation
+from nowcast.errors import CheckpointError
+from nowcast.models.calibration import (
+    TIE,
+    ChangeWeights,
+    choose_weights,
+    score_grid,
+    summarise,
+)
+from nowcast.models.skill import score_method, update_metadata
+from nowcast.models.zoo import (
+    Forecaster,
+    describe_checkpoint,
+    load_checkpoint,
+    load_forecaster,
+    save_checkpoint,
+)
+from tests.test_lagrangian import forecaster, lagrangian_config, moving_window
+
+
+def test_growth_and_decay_take_their_own_lead_weights():
+    change = np.array([[[1.0, -2.0]], [[3.0, -4.0]], [[5.0, -6.0]]])
+    weights = ChangeWeights((0.5, 2.0), (0.0, 0.25))
+    out = weights.apply(change)
+    # lead 1: growth x0.5, decay x0; lead 2: x2, x0.25; lead 3 (past the calibration): lead 2's weights
+    np.testing.assert_allclose(out, [[[0.5, 0.0]], [[6.0, -1.0]], [[10.0, -1.5]]])
+    np.testing.assert_array_equal(ChangeWeights.constant(1, 1, 2).apply(change), change)
+    assert not np.any(ChangeWeights.constant(0, 0, 3).apply(change))
+
+
+@pytest.mark.parametrize("growth, decay", [((1.0,), (1.0, 1.0)), ((-0.1,), (1.0,)), ((np.nan,), (1.0,)), ((), ()),
+                                           ((4.01,), (1.0,))])
+def test_impossible_weights_are_refused(growth, decay):
+    with pytest.raises(ValueError):
+        ChangeWeights(growth, decay)
+
+
+def test_largest_weight_is_allowed_exactly_at_the_limit():
+    assert ChangeWeights((4.0,), (0.0,)).growth == (4.0,)
+
+
+def test_a_broken_entry_names_the_checkpoint():
+    with pytest.raises(CheckpointError, match="model.pt: invalid change_weights"):
+        ChangeWeights.from_metadata({"growth": [1.0]}, "model.pt")
+    assert ChangeWeights.from_metadata(None) is None
+
+
+def _scores(c1: list[float], c5: list[float]) -> dict[str, list[float]]:
+    return {"csi@1": c1, "csi@5": c5}
+
+
+def test_rule_takes_the_best_worst_lead_and_breaks_ties_by_heavy_rain():
+    ref = {"a": _scores([0.5, 0.5], [0.3, 0.3]), "b": _scores([0.5, 0.5], [0.3, np.nan])}
+    grid = {
+        (0.0, 0.0): {"a": ref["a"], "b": ref["b"]},  # extrapolation itself: never a candidate
+        (1.0, 1.0): {"a": _scores([0.51, 0.48], [0.40, 0.40]), "b": _scores([0.5, 0.5], [0.35, np.nan])},  # worst -0.02
+        (0.5, 0.0): {"a": _scores([0.5, 0.499], [0.31, 0.31]), "b": _scores([0.5, 0.5], [0.3, np.nan])},  # worst -0.001: best
+        # worst exactly TIE below the best: tied, and more CSI@5, so chosen
+        (0.5, 0.5): {"a": _scores([0.5, 0.499 - TIE], [0.32, 0.32]), "b": _scores([0.5, 0.5], [0.3, np.nan])},
+        # just beyond the tie: not tied, although it has the most CSI@5
+        (1.5, 0.0): {"a": _scores([0.5, 0.499 - TIE - 1e-4], [0.39, 0.39]), "b": _scores([0.5, 0.5], [0.3, np.nan])},
+    }
+    weights, summaries = choose_weights(grid, ref)
+    assert (0.0, 0.0) not in summaries
+    assert (weights.growth, weights.decay) == ((0.5, 0.5), (0.5, 0.5))
+    assert summaries[(1.0, 1.0)]["worst"] == pytest.approx(-0.02)
+    assert summaries[(0.5, 0.0)]["worst"] == pytest.approx(-0.001)
+    grid[(0.5, 0.5)]["a"]["csi@1"][1] -= 2e-4  # now beyond the tie: the best worst lead wins
+    weights, _ = choose_weights(grid, ref)
+    assert weights.growth[0] == 0.5 and weights.decay[0] == 0.0
+
+
+def test_a_lead_without_heavy_rain_has_no_difference():
+    ref = {"a": _scores([0.5], [np.nan])}
+    assert summarise({"a": _scores([0.6], [np.nan])}, ref)["worst"] == pytest.approx(0.1)
+
+
+def test_rule_needs_extrapolation_in_the_grid_and_a_candidate():
+    ref = {"a": _scores([0.5], [0.3])}
+    with pytest.raises(ValueError, match="no candidate"):
+        choose_weights({(0.0, 0.0): {"a": ref["a"]}}, ref)
+
+
+def _signed_changes(x: np.ndarray, leads: int) -> np.ndarray:
+    """A network that grows the cores and decays the edges (normalised units), more with lead."""
+    last = np.asarray(x[-1], dtype=np.float32)
+    ramp = np.arange(1, leads + 1, dtype=np.float32)[:, None, None] / leads
+    return (np.where(last > 0.6, 0.3, np.where(last > 0, -0.2, 0.0)) * ramp).astype(np.float32)
+
+
+def test_weights_reach_the_forecast_and_zero_weights_are_extrapolation():
+    window = moving_window(shape=(32, 32))
+    fc = forecaster()
+    fc._raw_changes = _signed_changes
+    plain = fc.predict(window, 4)
+    fc.change_weights = ChangeWeights.constant(0.0, 0.0, 4)
+    np.testing.assert_array_equal(np.nan_to_num(fc.predict(window, 4), nan=-1),
+                                  np.nan_to_num(extrapolation(window, 4), nan=-1))
+    fc.change_weights = ChangeWeights.constant(1.0, 0.0, 4)  # growth only: at least the network's rain where it grows
+    grown = fc.predict(window, 4)
+    ref = extrapolation(window, 4)
+    assert np.nansum(grown) > np.nansum(plain)
+    assert np.nansum(grown) > np.nansum(ref)
+    assert np.all(np.nan_to_num(grown) >= np.nan_to_num(ref) - 1e-5)  # no decay anywhere
+
+
+def test_grid_scores_are_those_of_the_weighted_forecast():
+    """The grid reuses one network run and one motion per sequence; it must score what predict() forecasts."""
+    rng = np.random.default_rng(3)
+    seqs = np.stack([moving_window(shape=(32, 32), frames=8, u=u, v=v) for u, v in rng.uniform(-1.5, 1.5, (3, 2))])
+    fc = forecaster()
+    fc._raw_changes = _signed_changes
+    pairs = [(0.0, 0.0), (1.0, 1.0), (0.5, 1.5)]
+    grid = score_grid(fc._raw_changes, fc.normaliser, {"s": seqs}, 4, 4, pairs=pairs)
+    for pair in pairs:
+        fc.change_weights = ChangeWeights.constant(*pair, 4)
+        direct = score_method(fc.predict, seqs, 4, 4)
+        for key in ("csi@1", "csi@5"):
+            np.testing.assert_allclose(grid[pair]["s"][key], direct[key], equal_nan=True)
+    assert grid[(1.0, 1.0)]["s"]["csi@1"] != grid[(0.5, 1.5)]["s"]["csi@1"]
+
+
+def _saved(tmp_path, frame="lagrangian"):
+    config = lagrangian_config(checkpoint=str(tmp_path / "m.pt"), frame=frame)
+    torch.manual_seed(0)
+    from nowcast.models.predictor import Predictor
+
+    save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
+    return config.checkpoint_path
+
+
+def test_checkpoint_carries_the_weights_into_forecaster_listing_and_product(tmp_path):
+    from nowcast.forecast import model_product_attrs
+
+    path = _saved(tmp_path)
+    assert load_forecaster(path).change_weights is None
+    update_metadata(path, change_weights=ChangeWeights.constant(0.25, 0.0, 6).to_metadata(calibrated_from="x.pt"))
+    fc = load_forecaster(path)
+    assert fc.change_weights == ChangeWeights.constant(0.25, 0.0, 6)
+    brief = "network growth x0.25, decay x0 at every lead"
+    assert describe_checkpoint(load_checkpoint(path))["change_weights"] == brief
+    assert model_product_attrs(fc.metadata)["model_change_weights"].startswith(brief)
+    assert "model_change_weights" not in model_product_attrs({})
+
+
+def test_broken_or_misplaced_weights_in_a_checkpoint_are_refused(tmp_path):
+    path = _saved(tmp_path)
+    update_metadata(path, change_weights={"growth": [1.0, -1.0], "decay": [1.0, 1.0]})
+    with pytest.raises(CheckpointError, match="m.pt: invalid change_weights"):
+        load_forecaster(path)
+    eulerian = _saved(tmp_path / "e", frame="eulerian")
+    update_metadata(eulerian, change_weights=ChangeWeights.constant(1.0, 1.0, 6).to_metadata())
+    with pytest.raises(CheckpointError, match="are for Lagrangian models"):
+        load_forecaster(eulerian)
+
+
+def test_a_forecaster_without_weights_applies_the_network_as_trained():
+    fc = forecaster()
+    assert isinstance(fc, Forecaster) and fc.change_weights is None
+    fc._raw_changes = _signed_changes
+    x = np.random.default_rng(0).uniform(0, 1, (4, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(fc._changes(x, 3), _signed_changes(x, 3))
