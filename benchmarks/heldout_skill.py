@@ -29,6 +29,8 @@ log = logging.getLogger("heldout_skill")
 
 DEFAULT_TESTS = [ROOT / f"data/sim/swiss-south-{name}.zarr" for name in ("sameday", "test", "growth-64", "rigid-64")]
 INPUT_FRAMES, LEADS = 4, 12
+#: Thresholds (mm/h) of the bootstrap: those of the issue's first target.
+BOOTSTRAP_THRESHOLDS = (1.0, 5.0)
 
 
 def _row(name: str, scores: dict[str, list[float]], reference: dict[str, list[float]]) -> str:
@@ -37,6 +39,57 @@ def _row(name: str, scores: dict[str, list[float]], reference: dict[str, list[fl
     d5 = np.nan_to_num(c5 - np.asarray(reference["csi@5"]))  # a lead with no 5 mm/h anywhere: no difference
     return (f"| {name} | {c1.mean():.3f} | {c1[-1]:.3f} | {np.nanmean(c5):.3f} | {c5[-1]:.3f} | "
             f"{scores['mae'][-1]:.3f} | {d1.min():+.3f} | {d5.min():+.3f} |")
+
+
+def score_with_counts(predict, seqs: np.ndarray) -> tuple[dict[str, list[float]], np.ndarray]:
+    """Per-lead scores of ``predict`` on ``seqs`` and each forecast's CSI counts at 1 and 5 mm/h (for the bootstrap)."""
+    from nowcast.models.skill import LeadScores, csi_counts
+
+    scores, counts = LeadScores(LEADS), []
+    for seq in seqs:
+        forecast = np.asarray(predict(seq[:INPUT_FRAMES], LEADS), dtype=np.float32)
+        truth = seq[INPUT_FRAMES : INPUT_FRAMES + LEADS]
+        scores.add(forecast, truth)
+        counts.append(csi_counts(forecast, truth, BOOTSTRAP_THRESHOLDS))
+    return scores.result(), np.stack(counts)
+
+
+def bootstrap_summary(model: np.ndarray, reference: np.ndarray, samples: int, level: float = 0.9) -> dict:
+    """The model's CSI difference from the reference per lead and threshold, with its paired-bootstrap interval.
+
+    ``worse`` / ``better``: the (lead, threshold) cells whose whole ``level``
+    interval lies below / above zero; with a 90 % two-sided interval each is
+    a one-sided test at 5 %, so of 24 cells about one is "worse" by chance
+    when the model equals the reference in truth.
+    """
+    from nowcast.models.skill import bootstrap_csi_difference
+
+    diff, resampled = bootstrap_csi_difference(model, reference, samples)
+    with np.errstate(invalid="ignore"):
+        low, high = np.nanpercentile(resampled, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    lead, j = np.unravel_index(np.nanargmin(np.nan_to_num(diff, nan=np.inf)), diff.shape)
+    cells = [(k + 1, BOOTSTRAP_THRESHOLDS[t]) for k in range(diff.shape[0]) for t in range(diff.shape[1])]
+    return {"difference": diff.tolist(), "low": low.tolist(), "high": high.tolist(), "level": level,
+            "worst": {"lead": int(lead) + 1, "threshold": BOOTSTRAP_THRESHOLDS[j], "difference": float(diff[lead, j]),
+                      "low": float(low[lead, j]), "high": float(high[lead, j])},
+            "worse": [c for c, hi in zip(cells, high.ravel()) if hi < 0],
+            "better": [c for c, lo in zip(cells, low.ravel()) if lo > 0]}
+
+
+def bootstrap_table(intervals: dict[str, dict[str, dict]]) -> str:
+    """Markdown: per test set and model, the worst lead with its interval, and the leads worse / better beyond doubt."""
+    def cells(found: list) -> str:
+        return ", ".join(f"{5 * lead} min @{t:g}" for lead, t in found) or "none"
+
+    lines = ["| test set | model | worst lead ΔCSI (90 % interval) | leads below extrapolation beyond the interval | above it |",
+             "| --- | --- | --- | --- | --- |"]
+    for store, by_model in intervals.items():
+        for name, b in by_model.items():
+            w = b["worst"]
+            lines.append(f"| {store} | {name} | {w['difference']:+.3f} at {5 * w['lead']} min @{w['threshold']:g} "
+                         f"({w['low']:+.3f} … {w['high']:+.3f}) | {cells(b['worse'])} | {len(b['better'])} of "
+                         f"{len(b['difference']) * len(b['difference'][0])} |")
+    return "\n".join(lines)
 
 
 def history_only(forecaster):
@@ -71,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trend", action="store_true", help="Also score the Lagrangian-trend baseline.")
     parser.add_argument("--history-only", action="store_true",
                         help="Also score each checkpoint's history-dependent part alone (see history_only).")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="Also a paired bootstrap over sequences (N resamples) of every model's CSI difference "
+                             "from extrapolation: its 90%% interval at the worst lead, and the leads where the "
+                             "whole interval is below (above) zero (see bootstrap_table).")
     parser.add_argument("--json", type=Path, help="Write all per-lead scores here.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -78,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     import xarray as xr
 
     from nowcast.baselines import extrapolation, lagrangian_trend
-    from nowcast.models.skill import score_method
     from nowcast.models.zoo import load_forecaster
 
     torch.set_num_threads(1)
@@ -86,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.history_only:
         forecasters.update({f"{name} (history only)": history_only(fc) for name, fc in list(forecasters.items())})
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
+    intervals: dict[str, dict[str, dict]] = {}
     lines = ["| test set / method | CSI@1 0-60 | CSI@1 60 | CSI@5 0-60 | CSI@5 60 | MAE 60 | worst lead ΔCSI@1 | worst lead ΔCSI@5 |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for store in args.test:
@@ -96,13 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.trend:
             methods["lagrangian-trend"] = lagrangian_trend
         methods.update({name: fc.predict for name, fc in forecasters.items()})
-        scores = {name: score_method(lambda w, n, fn=fn: fn(w, n), seqs, INPUT_FRAMES, LEADS) for name, fn in methods.items()}
+        scores, counts = {}, {}
+        for name, fn in methods.items():
+            scores[name], counts[name] = score_with_counts(fn, seqs)
         results[store.stem] = scores
+        if args.bootstrap:
+            intervals[store.stem] = {name: bootstrap_summary(c, counts["extrapolation"], args.bootstrap)
+                                     for name, c in counts.items() if name != "extrapolation"}
         lines.append(f"| **{store.stem}** ({len(seqs)}) | | | | | | | |")
         lines += [_row(name, s, scores["extrapolation"]) for name, s in scores.items()]
     sys.stdout.write("\n".join(lines) + "\n")
+    if intervals:
+        sys.stdout.write("\n" + bootstrap_table(intervals) + "\n")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(results if not intervals else {**results, "bootstrap": intervals}, indent=1))
     return 0
 
 

@@ -168,3 +168,62 @@ def test_a_forecaster_without_weights_applies_the_network_as_trained():
     fc._raw_changes = _signed_changes
     x = np.random.default_rng(0).uniform(0, 1, (4, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(fc._changes(x, 3), _signed_changes(x, 3))
+
+
+# ------------------------------------------------------------------ the bootstrap of "no worse at any lead"
+def test_counts_give_the_csi_of_the_scores_everywhere_else():
+    from nowcast.models.skill import LeadScores, _csi, csi_counts
+
+    rng = np.random.default_rng(0)
+    scores, counts = LeadScores(3), []
+    for _ in range(4):
+        obs = rng.gamma(0.6, 3.0, (3, 16, 16))
+        pred = obs * rng.uniform(0.5, 1.5, obs.shape)
+        pred[:, :3, :3] = np.nan
+        obs[1, 5, 5] = np.nan
+        scores.add(pred, obs)
+        counts.append(csi_counts(pred, obs, (1.0, 5.0)))
+    result = scores.result()
+    csi = _csi(np.sum(counts, axis=0))
+    np.testing.assert_allclose(csi[:, 0], result["csi@1"])
+    np.testing.assert_allclose(csi[:, 1], result["csi@5"])
+
+
+def test_rain_exactly_at_the_threshold_is_not_rain():
+    from nowcast.models.skill import csi_counts
+
+    obs = np.array([[[1.0, 1.0001, 0.0]]])
+    pred = np.array([[[1.0001, 1.0, 2.0]]])
+    assert csi_counts(pred, obs, (1.0,))[0, 0].tolist() == [0, 1, 2]  # hits, misses, false alarms
+
+
+def test_bootstrap_pairs_the_forecasts():
+    from nowcast.models.skill import bootstrap_csi_difference
+
+    rng = np.random.default_rng(1)
+    ref = rng.integers(1, 50, (20, 4, 2, 3))
+    diff, resampled = bootstrap_csi_difference(ref, ref.copy(), samples=50)
+    assert not np.any(diff) and not np.any(resampled)
+    better = ref.copy()
+    better[..., 0] += 5  # more hits in every forecast: better in every resample, whichever forecasts it draws
+    diff, resampled = bootstrap_csi_difference(better, ref, samples=200)
+    assert np.all(diff > 0) and np.all(resampled > 0)
+    with pytest.raises(ValueError, match="paired"):
+        bootstrap_csi_difference(better[:5], ref)
+
+
+def test_bootstrap_report_names_the_leads_worse_beyond_doubt():
+    from benchmarks.heldout_skill import bootstrap_summary, bootstrap_table
+
+    rng = np.random.default_rng(2)
+    ref = rng.integers(20, 40, (30, 3, 2, 3))
+    model = ref.copy()
+    model[:, 1, 1, 0] -= 10  # lead 2 at 5 mm/h: fewer hits in every forecast
+    model[:, 1, 1, 1] += 10
+    model[:, 2, 0, 2] += np.tile([-3, 3], 15)  # lead 3 at 1 mm/h: noise in both directions, none on average
+    summary = bootstrap_summary(model, ref, 500)
+    assert summary["worse"] == [(2, 5.0)]
+    assert summary["worst"]["lead"] == 2 and summary["worst"]["threshold"] == 5.0
+    assert summary["worst"]["high"] < 0 < summary["high"][2][0]
+    row = bootstrap_table({"set": {"m": summary}}).splitlines()[-1]
+    assert "| 10 min @5 |" in row and row.endswith("| 0 of 6 |")

@@ -74,6 +74,7 @@ def _print_table(listing: dict) -> None:
         table.add_row(
             m["name"], m["role"], ", ".join(m["sources"]) or "-", m["frame"], m["trained_on"],
             str(m.get("iterations") if m.get("iterations") is not None else "-"),
-            m.get("heldout_skill_brief") or "-", sha, found,
+            (m.get("heldout_skill_brief") or "-") + (f"; {m['change_weights']}" if m.get("change_weights") else ""),
+            sha, found,
         )
     console.print(table)
