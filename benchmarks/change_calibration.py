@@ -10,6 +10,16 @@ as trained ``(1, 1)`` and, with ``--write``, stores the chosen weights in a
 copy of the checkpoint (the weights and their digest untouched). The test
 sets are not read here.
 
+Candidates (``--candidate LABEL CHECKPOINT...``, twelfth round): other trained
+runs, each calibrated by the same rule, against the positional checkpoint (the
+incumbent). Rule, written before any candidate was calibrated: a checkpoint's
+score is its chosen pair's worst-lead difference and mean CSI@5 on the
+validation sets; per label the mean over its checkpoints (seeds);
+``bias_selection.choose`` (the largest mean worst lead, ties within 0.005 to the
+larger mean CSI@5) picks the label. The incumbent is replaced only if another
+label wins, by that label's seed with the better worst lead, calibrated; the
+test sets are scored after the choice.
+
 Usage::
 
     python benchmarks/change_calibration.py models/zoo/swiss-south-tmu.pt --json benchmarks/out/v12/calibration.json \\
@@ -69,6 +79,35 @@ def table(summaries: dict[tuple[float, float], dict[str, float]], chosen: tuple[
     return "\n".join(lines)
 
 
+def compare_candidates(incumbent: Path, incumbent_summary: dict[str, float], candidates: list[list[str]],
+                       sequences: dict[str, np.ndarray], json_path: Path | None) -> str:
+    """Calibrate every candidate checkpoint and choose among the labels (the candidates' rule); returns the label."""
+    from benchmarks.bias_selection import _means, choose
+    from nowcast.models.calibration import calibrate
+    from nowcast.models.zoo import load_forecaster
+
+    per_label: dict[str, list[dict]] = {"incumbent": [dict(incumbent_summary, checkpoint=str(incumbent))]}
+    for label, *checkpoints in candidates:
+        if not checkpoints:
+            raise SystemExit(f"--candidate {label}: no checkpoint given")
+        for path in checkpoints:
+            weights, summaries, _, _ = calibrate(load_forecaster(path), sequences, LEADS)
+            pair = (weights.growth[0], weights.decay[0])
+            per_label.setdefault(label, []).append(dict(summaries[pair], growth=pair[0], decay=pair[1], checkpoint=path))
+            log.info("%s (%s): %s, worst lead %+.4f, mean CSI@5 %.4f", label, path, weights.brief(),
+                     summaries[pair]["worst"], summaries[pair]["csi5"])
+    chosen = choose(per_label)
+    lines = ["| label | checkpoint | chosen pair | worst lead ΔCSI | mean CSI@5 |", "| --- | --- | --- | ---: | ---: |"]
+    for label, runs in per_label.items():
+        lines += [f"| {label} | {r['checkpoint']} | {r.get('growth', '-')} / {r.get('decay', '-')} | "
+                  f"{r['worst']:+.4f} | {r['csi5']:.4f} |" for r in runs]
+    sys.stdout.write("\n".join(lines) + f"\n\nchosen among the calibrated candidates: {chosen} ({_means(per_label)})\n")
+    if json_path:
+        data = json.loads(json_path.read_text()) if json_path.exists() else {}
+        json_path.write_text(json.dumps({**data, "candidates": per_label, "chosen_candidate": chosen}, indent=1))
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="A Lagrangian rain model's checkpoint.")
@@ -76,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation", type=Path, nargs="+", default=None,
                         help="Validation stores (default: the four of benchmarks/bias_selection.py).")
     parser.add_argument("--json", type=Path, help="Write every pair's per-lead scores, extrapolation's and the choice.")
+    parser.add_argument("--candidate", nargs="+", action="append", default=[], metavar="LABEL CHECKPOINT",
+                        help="A label and its checkpoints (seeds), each calibrated and compared with the incumbent "
+                             "by the candidates' rule of the module docstring (repeatable).")
     parser.add_argument("--write", type=Path, metavar="CHECKPOINT",
                         help="Copy the checkpoint here with the chosen weights in its metadata (change_weights).")
     args = parser.parse_args(argv)
@@ -103,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             "grid": {f"{g:g}/{d:g}": by_set for (g, d), by_set in grid.items()},
             "summaries": {f"{g:g}/{d:g}": s for (g, d), s in summaries.items()},
             "chosen": list(chosen)}, indent=1))
+    if args.candidate:
+        compare_candidates(args.checkpoint, dict(summaries[chosen], growth=chosen[0], decay=chosen[1]),
+                           args.candidate, sequences, args.json)
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.checkpoint, args.write)
