@@ -178,16 +178,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipelines.validation import (  # after the path insert: run as a script too
+    KNOWN_MOTION_SEED,
+    OTHER_DAY_SEED,
+)
+
 log = logging.getLogger("bias_selection")
 
 RECIPE = "swiss-south-tmu"
 TIE = 0.005
-#: Where :func:`known_motion_validation` keeps its stores, and their seed (the test sets' is 0).
+#: Where :func:`known_motion_validation` keeps its stores (their seed: the pipeline's, the test sets' is 0).
 KNOWN_MOTION_DIR = ROOT / "data/sim/val-known"
-KNOWN_MOTION_SEED = 1
-#: Where :func:`other_day_validation` keeps its store, and its seed (the test set's is 0).
+#: Where :func:`other_day_validation` keeps its store (its seed: the pipeline's, the test set's is 0).
 OTHER_DAY_PATH = ROOT / "data/sim/val-known/swiss-south-otherday.zarr"
-OTHER_DAY_SEED = 1
 
 
 def candidate_config(weight: float, seed: int, iterations: int | None, precision: str | None,
@@ -229,39 +232,17 @@ def candidate_config(weight: float, seed: int, iterations: int | None, precision
 
 
 def known_motion_validation(folder: Path = KNOWN_MOTION_DIR, seed: int = KNOWN_MOTION_SEED) -> list[Path]:
-    """The known-motion *validation* sets (real field rigidly moved, and with growth), made if missing.
+    """:func:`pipelines.validation.known_motion_validation`, by default in the checkout's ``data/sim/val-known``."""
+    from pipelines.validation import known_motion_validation as make
 
-    The test sets ``rigid-64`` and ``growth-64`` are :mod:`nowcast.data.testcases`
-    with seed 0; these are the same construction with another seed, so other
-    motions, growth patterns and windows of the same real composite. Why: the
-    simulated validation store has no case whose Lagrangian truth is exactly
-    persistent, and there the shipped model's worst lead was -0.001 while
-    on ``rigid-64`` it was -0.014 (SKILL.md: "validate on a held-out set where
-    the Lagrangian truth is persistent"). They are a pure function of the
-    seed (5 s to make).
-    """
-    from nowcast.data.testcases import make_test_sets
-
-    names = ["swiss-south-rigid-64.zarr", "swiss-south-growth-64.zarr"]
-    if not all((folder / name).exists() for name in names):
-        make_test_sets(folder, seed=seed)
-    return [folder / name for name in names]
+    return make(folder, seed)
 
 
 def other_day_validation(path: Path = OTHER_DAY_PATH, seed: int = OTHER_DAY_SEED) -> Path:
-    """A validation twin of the "another day" test set, made if missing.
+    """:func:`pipelines.validation.other_day_validation`, by default in the checkout's ``data/sim/val-known``."""
+    from pipelines.validation import other_day_validation as make
 
-    The test set ``swiss-south-test`` is the domain's held-out split (the
-    other day's real field, RZC 2024-02-22, ``split="test"``, seed 0); this is
-    the same split with seed 1: other windows and other random evolutions of
-    the same field. Why (ninth round): the simulated validation store is the
-    training day's field only, and the trend gate, chosen without a twin of the
-    other day, read that day's evolutions as trends (worst lead -0.12 at
-    5 mm/h on the test set, where every validation set showed at most -0.02).
-    """
-    from pipelines.pretrain import ensure_test_sequences
-
-    return ensure_test_sequences("swiss-south", path, 16, 64, seed=seed)
+    return make(path, seed)
 
 
 def worst_differences(scores: dict[str, list[float]], reference: dict[str, list[float]]) -> tuple[float, float]:

@@ -34,7 +34,6 @@ import logging
 import shlex
 import shutil
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -45,26 +44,6 @@ sys.path.insert(0, str(ROOT))
 log = logging.getLogger("change_calibration")
 
 INPUT_FRAMES, LEADS = 4, 12
-
-
-def validation_stores(model_config) -> list[Path]:
-    """The four validation sets of :mod:`benchmarks.bias_selection` (made if missing)."""
-    from benchmarks.bias_selection import known_motion_validation, other_day_validation
-    from nowcast.training import sequences_path
-
-    return [sequences_path(model_config, "val"), *known_motion_validation(), other_day_validation()]
-
-
-def read_sequences(stores: list[Path], n: int, frames: int) -> dict[str, np.ndarray]:
-    """The first ``n`` sequences (``frames`` frames each, mm/h) of every store, by store name."""
-    import xarray as xr
-
-    out = {}
-    for store in stores:
-        with xr.open_zarr(store) as ds:
-            out[store.name] = np.asarray(ds["rain_rate"].values[:n, :frames], dtype=np.float32)
-        log.info("%s: %d validation sequences", store.name, len(out[store.name]))
-    return out
 
 
 def table(summaries: dict[tuple[float, float], dict[str, float]], chosen: tuple[float, float], rows: int = 12) -> str:
@@ -125,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nowcast.models.calibration import calibrate
-    from nowcast.models.skill import update_metadata
     from nowcast.models.zoo import load_forecaster
+    from pipelines.validation import read_validation, validation_stores
 
     torch.set_num_threads(1)
     forecaster = load_forecaster(args.checkpoint)
     stores = args.validation or validation_stores(forecaster.config)
-    sequences = read_sequences(stores, args.sequences, INPUT_FRAMES + LEADS)
+    sequences = read_validation(stores, args.sequences, INPUT_FRAMES + LEADS)
     weights, summaries, grid, references = calibrate(forecaster, sequences, LEADS)
     chosen = (weights.growth[0], weights.decay[0])
     sys.stdout.write(table(summaries, chosen) + f"\n\nchosen: {weights.brief()}\n")
@@ -149,15 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         compare_candidates(args.checkpoint, dict(summaries[chosen], growth=chosen[0], decay=chosen[1]),
                            args.candidate, sequences, args.json)
     if args.write:
+        from pipelines.pretrain import record_change_weights
+
         args.write.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.checkpoint, args.write)
         command = "python benchmarks/change_calibration.py " + " ".join(
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        digest = update_metadata(args.write, change_weights=weights.to_metadata(
-            validation=names, sequences={name: len(v) for name, v in sequences.items()},
-            worst_lead_difference=summaries[chosen]["worst"], calibrated_from=args.checkpoint.name,
-            command=command, created=datetime.now(timezone.utc).isoformat(timespec="seconds")))
-        log.info("wrote %s (sha256 %s)", args.write, digest[:12])
+        record_change_weights(args.write, weights, summaries, stores, sequences, command,
+                              calibrated_from=args.checkpoint.name)
     return 0
 
 

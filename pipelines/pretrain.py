@@ -9,12 +9,15 @@ For a region (``configs/regions/NAME.yaml``) this pipeline
    networks, satellite infrared, Moving-MNIST video), without transfer;
 3. trains the region's forecaster (``forecast.model``) with transferable
    memory from those sources;
-4. measures the forecaster's held-out skill beside pysteps extrapolation on
+4. chooses how much of a Lagrangian forecaster's growth and decay its
+   forecasts apply on validation sets (:func:`calibrate_target`,
+   :mod:`nowcast.models.calibration`);
+5. measures the forecaster's held-out skill beside pysteps extrapolation on
    sequences it never saw (independent evolutions of the target's real seed,
    a disjoint seed stream) and stores it in the checkpoint
    (:func:`nowcast.models.skill.record_skill`), so every product says how the
    model compares;
-5. records every checkpoint's SHA-256 in ``models/zoo/SHA256SUMS`` and the
+6. records every checkpoint's SHA-256 in ``models/zoo/SHA256SUMS`` and the
    exact command in ``models/zoo/MANIFEST.json``, so shipped weights can be
    checked and reproduced.
 
@@ -105,17 +108,18 @@ def ensure_sequences(config, sequences: int | None = None, scheduler: str = "thr
 
 
 def ensure_test_sequences(domain: str, path: Path, frames: int, crop_size: int, scheduler: str = "threads",
-                          seed: int = 0) -> Path:
+                          seed: int = 0, sequences: int = TEST_SEQUENCES) -> Path:
     """The held-out test split of a target domain (another real seed where configured).
 
     ``seed`` 0 is the test set; another seed draws a validation twin of it
-    (other windows and evolutions of the same field).
+    (other windows and evolutions of the same field). ``sequences``: how
+    many, if the store has to be made.
     """
     if not path.exists():
         from pipelines.simulate import simulate_dataset
 
-        log.info("simulating %d held-out test sequences of %s -> %s", TEST_SEQUENCES, domain, path)
-        simulate_dataset(domain, TEST_SEQUENCES, frames, path, seed=seed, crop_size=crop_size, scheduler=scheduler,
+        log.info("simulating %d held-out test sequences of %s -> %s", sequences, domain, path)
+        simulate_dataset(domain, sequences, frames, path, seed=seed, crop_size=crop_size, scheduler=scheduler,
                          split="test")
     return path
 
@@ -129,14 +133,15 @@ def heldout_path(config) -> Path:
 
 def record_heldout_skill(name: str, home: str | Path | None = None, leads: int = 12,
                          n_sequences: int = TEST_SEQUENCES, scheduler: str = "threads",
-                         checkpoint: str | Path | None = None) -> None:
+                         checkpoint: str | Path | None = None, config: ModelConfig | None = None) -> None:
     """Measure a trained forecaster against extrapolation on held-out sequences and store it in its checkpoint.
 
     The held-out sequences (made if missing, seed stream :data:`HELDOUT_SEED`,
     disjoint from training and validation) are the ``-sameday`` store beside
     the training store, the one the radar study also uses. ``checkpoint``
     (default: where training writes the model, :func:`nowcast.models.zoo.training_config`)
-    is the file measured and updated.
+    is the file measured and updated; ``config`` (default: the model config
+    ``name``) says where its data are.
     """
     import numpy as np
     import xarray as xr
@@ -145,7 +150,8 @@ def record_heldout_skill(name: str, home: str | Path | None = None, leads: int =
     from nowcast.models.skill import heldout_skill, record_skill
     from nowcast.models.zoo import load_forecaster, training_config
 
-    config = training_config(load_model_config(find_model_config(name, home)), home)
+    if config is None:
+        config = training_config(load_model_config(find_model_config(name, home)), home)
     checkpoint = Path(checkpoint) if checkpoint is not None else config.checkpoint_path
     data = config.data
     path = heldout_path(config)
@@ -161,6 +167,61 @@ def record_heldout_skill(name: str, home: str | Path | None = None, leads: int =
     skill = heldout_skill(load_forecaster(checkpoint), sequences, path.stem, provenance, leads,
                           int(data.timestep_minutes or 5))
     record_skill(checkpoint, skill)
+
+
+#: Validation sequences per set the change weights are chosen on.
+CALIBRATION_SEQUENCES = 64
+
+
+def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQUENCES,
+                     stores: list[Path] | None = None, command: str | None = None) -> dict | None:
+    """Choose a Lagrangian rain target's change weights on its validation sets and store them in its checkpoint.
+
+    Why: the network's change costs skill where it does not know what it
+    forecasts; :mod:`nowcast.models.calibration` says how much of its growth
+    and decay a forecast applies, chosen on the validation sets
+    (:func:`pipelines.validation.validation_stores`, made if missing), never
+    the test sets. A model of another frame or modality is left as it is
+    (returns ``None``). Returns the stored ``change_weights`` entry.
+    """
+    from nowcast.models.calibration import calibrate
+    from nowcast.models.zoo import load_forecaster
+    from pipelines.validation import read_validation, validation_stores
+
+    checkpoint = Path(checkpoint)
+    forecaster = load_forecaster(checkpoint)
+    if not forecaster.lagrangian or forecaster.normaliser.kind != "db":
+        log.info("%s: no change weights (only Lagrangian rain models take them)", checkpoint)
+        return None
+    leads = int(forecaster.config.data.output_frames)
+    stores = stores or validation_stores(forecaster.config, sequences=n_sequences)
+    sequences = read_validation(stores, n_sequences, int(forecaster.config.input_frames) + leads)
+    weights, summaries, _, _ = calibrate(forecaster, sequences, leads)
+    return record_change_weights(checkpoint, weights, summaries, stores, sequences,
+                                 command or f"nowcast models calibrate {checkpoint}")
+
+
+def record_change_weights(checkpoint: Path, weights, summaries: dict, stores: list[Path], sequences: dict,
+                          command: str, **extra) -> dict:
+    """Store the chosen weights in ``checkpoint`` with how they were chosen; returns the ``change_weights`` entry.
+
+    ``summaries``: every candidate pair's worst-lead difference and mean CSI@5
+    (:func:`nowcast.models.calibration.choose_weights`), of which the chosen
+    pair's and the network's own ``(1, 1)`` are recorded.
+    """
+    from datetime import datetime, timezone
+
+    from nowcast.models.skill import update_metadata
+
+    pair = (weights.growth[0], weights.decay[0])
+    entry = weights.to_metadata(
+        validation=[store.name for store in stores], sequences={name: len(v) for name, v in sequences.items()},
+        worst_lead_difference=summaries[pair]["worst"], network_worst_lead_difference=summaries[(1.0, 1.0)]["worst"],
+        command=command, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra)
+    digest = update_metadata(checkpoint, change_weights=entry)
+    log.info("%s: %s (worst lead on validation %+.4f, the network as trained %+.4f); sha256 %s", checkpoint,
+             weights.brief(), summaries[pair]["worst"], summaries[(1.0, 1.0)]["worst"], digest[:12])
+    return entry
 
 
 def zoo_models(region_name: str, home: str | Path | None = None) -> list[str]:
@@ -338,8 +399,10 @@ def pretrain_region(region_name: str, *, only: list[str] | None = None, iteratio
         done.append(model)
     region = load_region(region_name, home)
     if region.forecast.model in [m.name for m in done]:
-        log.info("measuring the held-out skill of %s beside pysteps extrapolation", region.forecast.model)
         target = next(m for m in done if m.name == region.forecast.model)
+        log.info("choosing the change weights of %s on its validation sets", region.forecast.model)
+        calibrate_target(target.checkpoint, min(sequences or CALIBRATION_SEQUENCES, CALIBRATION_SEQUENCES))
+        log.info("measuring the held-out skill of %s beside pysteps extrapolation", region.forecast.model)
         record_heldout_skill(region.forecast.model, home, n_sequences=sequences or TEST_SEQUENCES, scheduler=scheduler,
                              checkpoint=target.checkpoint)
         done = [dataclasses.replace(m, sha256=sha256_file(m.checkpoint)) if m.name == region.forecast.model else m

@@ -227,3 +227,100 @@ def test_bootstrap_report_names_the_leads_worse_beyond_doubt():
     assert summary["worst"]["high"] < 0 < summary["high"][2][0]
     row = bootstrap_table({"set": {"m": summary}}).splitlines()[-1]
     assert "| 10 min @5 |" in row and row.endswith("| 0 of 6 |")
+
+
+# ------------------------------------------------------------------ in the pipeline and the CLI
+def _store(path, seqs: np.ndarray):
+    import xarray as xr
+
+    xr.Dataset({"rain_rate": (("sequence", "time", "y", "x"), seqs)}).to_zarr(path)
+    return path
+
+
+def _validation(tmp_path, n=3, frames=10):
+    rng = np.random.default_rng(4)
+    seqs = np.stack([moving_window(shape=(32, 32), frames=frames, u=u, v=v) for u, v in rng.uniform(-1.5, 1.5, (n, 2))])
+    return _store(tmp_path / "val.zarr", seqs)
+
+
+def test_pipeline_stores_the_chosen_weights_with_how_they_were_chosen(tmp_path):
+    from pipelines.pretrain import calibrate_target
+
+    path = _saved(tmp_path)
+    store = _validation(tmp_path)
+    entry = calibrate_target(path, 2, stores=[store], command="test")
+    fc = load_forecaster(path)
+    assert fc.change_weights == ChangeWeights.from_metadata(entry)
+    assert len(fc.change_weights.growth) == 6  # the model's output frames
+    assert entry["validation"] == ["val.zarr"] and entry["sequences"] == {"val.zarr": 2} and entry["command"] == "test"
+    assert entry["worst_lead_difference"] >= entry["network_worst_lead_difference"] - 1e-12
+    assert calibrate_target(_saved(tmp_path / "e", frame="eulerian"), 2, stores=[store]) is None
+
+
+def test_unreadable_or_short_validation_stores_are_named(tmp_path):
+    from nowcast.errors import InputFileError
+    from pipelines.validation import read_validation
+
+    store = _validation(tmp_path, frames=10)
+    assert read_validation([store], 2, 10)["val.zarr"].shape == (2, 10, 32, 32)
+    with pytest.raises(InputFileError, match="val.zarr: validation sequences of 10 frames, 11 needed"):
+        read_validation([store], 2, 11)
+    with pytest.raises(InputFileError, match="missing.zarr: not a readable validation store"):
+        read_validation([tmp_path / "missing.zarr"], 2, 10)
+
+
+def test_validation_sets_never_include_training_sequences(tmp_path, monkeypatch):
+    from nowcast.data import testcases
+    from pipelines import validation
+
+    made = []
+    monkeypatch.setattr(validation, "known_motion_validation", lambda folder: made.append(folder) or [folder / "k.zarr"])
+    monkeypatch.setattr(validation, "other_day_validation",
+                        lambda path, domain, sequences: made.append(path) or path)
+    train = tmp_path / "swiss-south-train.zarr"
+    with_val = lagrangian_config(data={**lagrangian_config().data.model_dump(mode="json"), "path": str(train),
+                                       "val_path": str(tmp_path / "v.zarr"), "domain": testcases.REGION})
+    assert [p.name for p in validation.validation_stores(with_val)] == ["v.zarr", "k.zarr", "swiss-south-otherday.zarr"]
+    assert made[-1].parent == tmp_path / "val-known"
+    without = lagrangian_config(data={**lagrangian_config().data.model_dump(mode="json"), "path": str(train),
+                                      "val_path": None, "domain": "elsewhere"})
+    assert [p.name for p in validation.validation_stores(without)] == ["elsewhere-otherday.zarr"]
+
+
+def test_cli_calibrates_and_marks_a_stale_skill(tmp_path, capsys):
+    from nowcast.cli import main
+
+    path = _saved(tmp_path)
+    update_metadata(path, heldout_skill={"test_set": "x", "lead_minutes": [5]})
+    store = _validation(tmp_path)
+    assert main(["models", "calibrate", str(path), "--validation", str(store), "--sequences", "2"]) == 0
+    assert "network growth x" in capsys.readouterr().out
+    meta = load_checkpoint(path).metadata
+    assert meta["change_weights"]["command"].startswith(f"nowcast models calibrate {path} --validation")
+    assert meta["heldout_skill"] is None  # measured without the weights, and no held-out store here to measure again
+
+
+def test_cli_full_disk_is_the_machines_fault(tmp_path, monkeypatch, capsys):
+    import nowcast.models.skill as skill
+    from nowcast.cli import main
+    from nowcast.errors import EXIT_ENVIRONMENT
+
+    path = _saved(tmp_path)
+    before = path.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(skill, "update_metadata", full)
+    code = main(["models", "calibrate", str(path), "--validation", str(_validation(tmp_path)), "--sequences", "2"])
+    assert code == EXIT_ENVIRONMENT
+    assert "No space left on device" in capsys.readouterr().err
+    assert path.read_bytes() == before  # the checkpoint is untouched
+
+
+def test_cli_refuses_a_model_it_cannot_calibrate(tmp_path, capsys):
+    from nowcast.cli import main
+
+    path = _saved(tmp_path, frame="eulerian")
+    assert main(["models", "calibrate", str(path), "--validation", str(_validation(tmp_path))]) == 2
+    assert "not a Lagrangian rain model" in capsys.readouterr().out

@@ -1,9 +1,10 @@
-"""``nowcast models list``: the trained checkpoints nowcast can find, and which copy it uses."""
+"""``nowcast models list`` (the trained checkpoints nowcast can find, and which copy it uses) and ``calibrate``."""
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -78,3 +79,58 @@ def _print_table(listing: dict) -> None:
             sha, found,
         )
     console.print(table)
+
+
+@models_app.command("calibrate")
+def models_calibrate(
+    model: Annotated[str, typer.Argument(help="Checkpoint path (.pt) or model name; the file found is rewritten.")],
+    validation: Annotated[
+        list[Path] | None,
+        typer.Option("--validation", help="Validation sequence store (repeat for several; default: the model's "
+                                          "validation store and the twins of its test sets, made if missing)."),
+    ] = None,
+    sequences: Annotated[int, typer.Option("--sequences", min=1, help="First N sequences of each store.")] = 64,
+    home: HomeOption = None,
+    verbose: VerboseOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Choose how much of a Lagrangian model's growth and decay its forecasts apply, on validation data.
+
+    Scores the model under every pair of weights on its network's growth and
+    decay beside pysteps extrapolation, keeps the pair that is worst by the
+    least at any lead (ties to more skill at 5 mm/h), and stores it in the
+    checkpoint (docs/models.md, "Change weights"). Its held-out skill is
+    measured again under the new weights where its held-out store exists,
+    and otherwise marked as not measured. `nowcast pretrain` does this for a
+    region's forecaster after training; run it after `nowcast train`.
+    """
+    from nowcast.errors import EnvironmentFault
+    from nowcast.models.skill import update_metadata
+    from nowcast.models.zoo import load_named_checkpoint
+    from pipelines.pretrain import calibrate_target, heldout_path, record_heldout_skill
+
+    setup(verbose, quiet)
+    ckpt = load_named_checkpoint(model, home)
+    command = "nowcast models calibrate " + " ".join(
+        [model] + [f"--validation {v}" for v in validation or []] + [f"--sequences {sequences}"])
+    try:
+        entry = calibrate_target(ckpt.path, sequences, stores=list(validation) if validation else None, command=command)
+        if entry is None:
+            typer.echo(f"{ckpt.path}: not a Lagrangian rain model; nothing to calibrate")
+            raise typer.Exit(code=2)
+        config = ckpt.config
+        if heldout_path(config).exists():
+            record_heldout_skill(config.name, home, leads=int(config.data.output_frames), checkpoint=ckpt.path,
+                                 config=config)
+        elif ckpt.metadata.get("heldout_skill"):
+            update_metadata(ckpt.path, heldout_skill=None)
+            log.warning("%s: held-out skill marked as not measured: it was measured without these weights and "
+                        "its held-out store %s is not here", ckpt.path, heldout_path(config))
+    except OSError as exc:  # the machine's fault (unwritable folder, disk full), not the checkpoint's
+        raise EnvironmentFault(f"{ckpt.path}: cannot rewrite the checkpoint ({exc.strerror}); copy it to "
+                               "HOME/models and calibrate the copy") from exc
+    from nowcast.models.calibration import ChangeWeights
+
+    weights = ChangeWeights.from_metadata(entry, ckpt.path)
+    typer.echo(f"{ckpt.path}: {weights.brief() if weights else '-'} (worst lead on validation "
+               f"{entry['worst_lead_difference']:+.4f}, the network as trained {entry['network_worst_lead_difference']:+.4f})")
