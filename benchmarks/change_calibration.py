@@ -19,6 +19,11 @@ validation sets; per label the mean over its checkpoints (seeds);
 larger mean CSI@5) picks the label. The incumbent is replaced only if another
 label wins, by that label's seed with the better worst lead, calibrated; the
 test sets are scored after the choice.
+Result (2026-11-27): all four labels tied within 0.004 and the rule took
+area 0.1 (mean CSI@5 0.376 against 0.372); promoted and then scored on the
+test sets it was worse than the incumbent (another day, CSI@5 at 55 min
+-0.039 against extrapolation) and was withdrawn (docs/benchmarks.md, "Skill,
+twelfth round").
 
 Usage::
 
