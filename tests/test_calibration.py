@@ -324,3 +324,19 @@ def test_cli_refuses_a_model_it_cannot_calibrate(tmp_path, capsys):
     path = _saved(tmp_path, frame="eulerian")
     assert main(["models", "calibrate", str(path), "--validation", str(_validation(tmp_path))]) == 2
     assert "not a Lagrangian rain model" in capsys.readouterr().out
+
+
+def test_cross_validation_scores_each_half_s_choice_on_the_other_half():
+    from benchmarks.change_calibration import cross_validate
+    from nowcast.models.calibration import calibrate, summarise
+
+    rng = np.random.default_rng(5)
+    seqs = np.stack([moving_window(shape=(32, 32), frames=16, u=u, v=v) for u, v in rng.uniform(-1.5, 1.5, (4, 2))])
+    fc = forecaster()
+    fc._raw_changes = _signed_changes
+    rows = cross_validate(fc, {"s": seqs}).splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| even", "| odd"]
+    weights, summaries, _, _ = calibrate(fc, {"s": seqs[0::2]})
+    _, _, grid, refs = calibrate(fc, {"s": seqs[1::2]})
+    pair = (weights.growth[0], weights.decay[0])
+    assert f"| {pair[0]:g} / {pair[1]:g} | {summaries[pair]['worst']:+.4f} | {summarise(grid[pair], refs)['worst']:+.4f} |" in rows[0]
