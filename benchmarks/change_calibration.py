@@ -4,7 +4,7 @@ Scores the checkpoint under every ``(growth, decay)`` pair of
 :data:`nowcast.models.calibration.GRID` on the four validation sets the
 shipped model's settings were chosen on (the simulated validation store, the
 known-motion twins of ``rigid-64`` and ``growth-64``, the other day's twin:
-:mod:`benchmarks.bias_selection`), applies the rule of
+:func:`pipelines.validation.validation_stores`), applies the rule of
 :mod:`nowcast.models.calibration`, prints the candidates beside the network
 as trained ``(1, 1)`` and, with ``--write``, stores the chosen weights in a
 copy of the checkpoint (the weights and their digest untouched). The test
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="A Lagrangian rain model's checkpoint.")
     parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation store.")
     parser.add_argument("--validation", type=Path, nargs="+", default=None,
-                        help="Validation stores (default: the four of benchmarks/bias_selection.py).")
+                        help="Validation stores (default: the model's, pipelines.validation.validation_stores).")
     parser.add_argument("--json", type=Path, help="Write every pair's per-lead scores, extrapolation's and the choice.")
     parser.add_argument("--candidate", nargs="+", action="append", default=[], metavar="LABEL CHECKPOINT",
                         help="A label and its checkpoints (seeds), each calibrated and compared with the incumbent "
