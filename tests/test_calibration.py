@@ -301,9 +301,9 @@ def test_cli_calibrates_and_marks_a_stale_skill(tmp_path, capsys):
 
 
 def test_cli_full_disk_is_the_machines_fault(tmp_path, monkeypatch, capsys):
-    import nowcast.models.skill as skill
     from nowcast.cli import main
     from nowcast.errors import EXIT_ENVIRONMENT
+    from nowcast.models import skill
 
     path = _saved(tmp_path)
     before = path.read_bytes()
@@ -340,3 +340,11 @@ def test_cross_validation_scores_each_half_s_choice_on_the_other_half():
     _, _, grid, refs = calibrate(fc, {"s": seqs[1::2]})
     pair = (weights.growth[0], weights.decay[0])
     assert f"| {pair[0]:g} / {pair[1]:g} | {summaries[pair]['worst']:+.4f} | {summarise(grid[pair], refs)['worst']:+.4f} |" in rows[0]
+
+
+def test_training_a_lagrangian_forecaster_alone_points_to_its_calibration():
+    from nowcast.commands.train import calibration_hint
+
+    assert calibration_hint(lagrangian_config(), "m.pt").startswith("next: nowcast models calibrate m.pt")
+    assert calibration_hint(lagrangian_config(frame="eulerian"), "m.pt") is None
+    assert calibration_hint(lagrangian_config(role="source"), "m.pt") is None

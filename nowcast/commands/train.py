@@ -70,3 +70,20 @@ def train(
         return
     losses = ", ".join(f"{k} {result.final_losses[k]:.5g}" for k in ("loss", "prediction", "distillation", "val_mse") if k in result.final_losses)
     typer.echo(f"{cfg.name}: {result.iterations} iterations ({losses}); checkpoint {result.checkpoint} sha256 {result.sha256}")
+    hint = calibration_hint(cfg, result.checkpoint)
+    if hint:
+        typer.echo(hint)
+
+
+def calibration_hint(cfg, checkpoint) -> str | None:
+    """The next step after training a Lagrangian rain forecaster (its change weights), or ``None`` for other models.
+
+    Why: ``nowcast pretrain`` calibrates a region's forecaster itself, a model
+    trained alone does not; without weights its forecasts apply the network's
+    change as trained, which on the shipped model's test sets cost up to
+    0.018 CSI at some leads (docs/benchmarks.md, "Skill, twelfth round").
+    """
+    if cfg.frame == "lagrangian" and cfg.role == "target" and cfg.data.normaliser.kind == "db":
+        return (f"next: nowcast models calibrate {checkpoint}   # how much of its growth and decay forecasts apply, "
+                "chosen on validation data (docs/models.md, 'Change weights')")
+    return None
