@@ -178,15 +178,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.validation import (  # after the path insert: run as a script too
-    KNOWN_MOTION_SEED,
-    OTHER_DAY_SEED,
-)
+from nowcast.models.calibration import TIE  # after the path insert: run as a script too
+from pipelines.validation import KNOWN_MOTION_SEED, OTHER_DAY_SEED
 
 log = logging.getLogger("bias_selection")
 
 RECIPE = "swiss-south-tmu"
-TIE = 0.005
 #: Where :func:`known_motion_validation` keeps its stores (their seed: the pipeline's, the test sets' is 0).
 KNOWN_MOTION_DIR = ROOT / "data/sim/val-known"
 #: Where :func:`other_day_validation` keeps its store (its seed: the pipeline's, the test set's is 0).
@@ -254,11 +251,11 @@ def worst_differences(scores: dict[str, list[float]], reference: dict[str, list[
 
 def choose(per_weight: dict[float, list[dict[str, float]]]) -> float:
     """The selection rule of the module docstring; ``per_weight`` maps weight -> per-seed summaries."""
-    mean = {w: (float(np.mean([r["worst"] for r in runs])), float(np.mean([r["csi5"] for r in runs])))
+    from nowcast.models.calibration import choose_best
+
+    mean = {w: {"worst": float(np.mean([r["worst"] for r in runs])), "csi5": float(np.mean([r["csi5"] for r in runs]))}
             for w, runs in per_weight.items()}
-    best = max(m[0] for m in mean.values())
-    tied = [w for w, m in mean.items() if m[0] >= best - TIE]
-    return max(tied, key=lambda w: mean[w][1])
+    return choose_best(mean, TIE)
 
 
 def _means(per_label: dict[str, list[dict[str, float]]]) -> str:

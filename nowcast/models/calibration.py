@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 #: CSI thresholds (mm/h) the rule compares at.
 THRESHOLDS: tuple[float, ...] = (1.0, 5.0)
-#: Candidates whose worst-lead difference is this close to the best one's are tied (``bias_selection.TIE``).
+#: Candidates whose worst-lead difference is this close to the best one's are tied (every selection rule's).
 TIE = 0.005
 #: Largest weight a checkpoint may carry: beyond it a "calibration" is an extrapolation of the network.
 MAX_WEIGHT = 4.0
@@ -152,6 +152,21 @@ def summarise(by_set: Mapping[str, Mapping[str, Sequence[float]]],
     return {"worst": float(diffs.min()) if diffs.size else 0.0, "csi5": float(np.mean(heavy)) if heavy else float("nan")}
 
 
+def choose_best(scores: Mapping[Any, Mapping[str, float]], tie: float = TIE, slack: float = 0.0,
+                order: Callable[[Any], float] | None = None) -> Any:
+    """The selection rule every shipped setting of the swiss-south forecaster was chosen by.
+
+    The candidate with the largest ``worst`` (worst per-lead CSI difference
+    from extrapolation) wins; candidates within ``tie`` (+ ``slack``) of it are
+    tied and the tie goes to the larger ``csi5`` (mean CSI at 5 mm/h), then to
+    the larger ``order(key)`` if given, else to the first in ``scores``.
+    Shared by :func:`choose_weights` and ``benchmarks/bias_selection.py``.
+    """
+    best = max(r["worst"] for r in scores.values())
+    tied = [key for key, r in scores.items() if r["worst"] >= best - tie - slack]
+    return max(tied, key=lambda key: (scores[key]["csi5"], order(key) if order else 0.0))
+
+
 def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str, Sequence[float]]],
                    leads: int | None = None) -> tuple[ChangeWeights, dict[tuple[float, float], dict[str, float]]]:
     """The rule of the module docstring over ``grid_scores`` (pair ``(0, 0)`` left out).
@@ -173,9 +188,8 @@ def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str
     summaries = {pair: summarise(by_set, references) for pair, by_set in grid_scores.items() if pair != (0.0, 0.0)}
     if not summaries:
         raise ValueError("no candidate pair: the grid holds only (0, 0), extrapolation itself")
-    best = max(r["worst"] for r in summaries.values())
-    tied = [pair for pair, r in summaries.items() if r["worst"] >= best - TIE - 1e-9]  # a difference of exactly TIE ties
-    chosen = max(tied, key=lambda pair: (summaries[pair]["csi5"], -sum(pair)))
+    # a difference of exactly TIE ties (1e-9: float noise); equal CSI@5 goes to the pair closer to extrapolation
+    chosen = choose_best(summaries, slack=1e-9, order=lambda pair: -sum(pair))
     if leads is None:
         first = next(iter(grid_scores[chosen].values()))
         leads = len(first["csi@1"])
@@ -249,18 +263,14 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
         per validation set.
     """
     from nowcast.baselines import extrapolation
-    from nowcast.models.skill import LeadScores
+    from nowcast.models.skill import score_method
 
     if not forecaster.lagrangian:
         raise ValueError(f"model {forecaster.config.name!r}: change weights are for Lagrangian models")
     n_in = int(forecaster.config.input_frames)
-    references = {}
-    for name, seqs in sequences.items():
-        ref = LeadScores(leads)
-        for seq in seqs:
-            ref.add(extrapolation(seq[:n_in], leads), seq[n_in : n_in + leads])
-        result = ref.result()
-        references[name] = {f"csi@{t:g}": result[f"csi@{t:g}"] for t in THRESHOLDS}
+    references = {name: {f"csi@{t:g}": scores[f"csi@{t:g}"] for t in THRESHOLDS}
+                  for name, scores in ((name, score_method(extrapolation, seqs, n_in, leads))
+                                       for name, seqs in sequences.items())}
     grid = score_grid(forecaster._raw_changes, forecaster.normaliser, sequences, n_in, leads,
                       forecaster.config.motion.method, pairs)
     weights, summaries = choose_weights(grid, references, leads)
