@@ -336,22 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_only:
         return 0
 
-    import xarray as xr
-
     from nowcast.baselines import extrapolation
     from nowcast.models.skill import score_method
     from nowcast.models.zoo import load_forecaster
     from nowcast.training import sequences_path
+    from pipelines.validation import read_validation
 
     val_path = sequences_path(next(iter(configs.values()), recipe_config), "val")
     stores = [val_path] + (known_motion_validation() if args.known_motion else []) \
         + ([other_day_validation()] if args.other_day else [])
     n_in, leads = 4, 12
-    sequences: dict[str, np.ndarray] = {}
-    for store in stores:
-        with xr.open_zarr(store) as ds:
-            sequences[store.name] = np.asarray(ds["rain_rate"].values[: args.sequences, : n_in + leads], dtype=np.float32)
-        log.info("%s: %d validation sequences", store.name, len(sequences[store.name]))
+    sequences = read_validation(stores, args.sequences, n_in + leads)
     references = {name: score_method(extrapolation, seqs, n_in, leads) for name, seqs in sequences.items()}
     paths = {key: ROOT / config.checkpoint for key, config in configs.items()}
     if args.incumbent:  # scored as weight 0 at its own size and rotation
