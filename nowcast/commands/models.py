@@ -132,5 +132,5 @@ def models_calibrate(
     from nowcast.models.calibration import ChangeWeights
 
     weights = ChangeWeights.from_metadata(entry, ckpt.path)
-    typer.echo(f"{ckpt.path}: {weights.brief() if weights else '-'} (worst lead on validation "
+    typer.echo(f"{ckpt.path}: {weights.brief()} (worst lead on validation "
                f"{entry['worst_lead_difference']:+.4f}, the network as trained {entry['network_worst_lead_difference']:+.4f})")
