@@ -1,19 +1,19 @@
 """Choose a Lagrangian model's change weights on the validation sets (:mod:`nowcast.models.calibration`).
 
-Scores the checkpoint under every ``(growth, decay)`` pair of
-:data:`nowcast.models.calibration.GRID` on the four validation sets the
+Scores the checkpoint under every ``(growth, decay, trend)`` candidate of
+:func:`nowcast.models.calibration.candidates` on the four validation sets the
 shipped model's settings were chosen on (the simulated validation store, the
 known-motion twins of ``rigid-64`` and ``growth-64``, the other day's twin:
 :func:`pipelines.validation.validation_stores`), applies the rule of
 :mod:`nowcast.models.calibration`, prints the candidates beside the network
-as trained ``(1, 1)`` and, with ``--write``, stores the chosen weights in a
+as trained ``(1, 1, 0)`` and, with ``--write``, stores the chosen weights in a
 copy of the checkpoint (the weights and their digest untouched). The test
 sets are not read here.
 
 Candidates (``--candidate LABEL CHECKPOINT...``, twelfth round): other trained
 runs, each calibrated by the same rule, against the positional checkpoint (the
 incumbent). Rule, written before any candidate was calibrated: a checkpoint's
-score is its chosen pair's worst-lead difference and mean CSI@5 on the
+score is its chosen weights' worst-lead difference and mean CSI@5 on the
 validation sets; per label the mean over its checkpoints (seeds);
 ``bias_selection.choose`` (the largest mean worst lead, ties within 0.005 to the
 larger mean CSI@5) picks the label. The incumbent is replaced only if another
@@ -51,40 +51,45 @@ log = logging.getLogger("change_calibration")
 INPUT_FRAMES, LEADS = 4, 12
 
 
-def table(summaries: dict[tuple[float, float], dict[str, float]], chosen: tuple[float, float], rows: int = 12) -> str:
+def table(summaries: dict[tuple[float, float, float], dict[str, float]], chosen: tuple[float, float, float],
+          rows: int = 12) -> str:
     """Markdown: the best ``rows`` candidates by the rule's score, the network as trained, and the choice."""
-    ranked = sorted(summaries, key=lambda p: (-summaries[p]["worst"], -summaries[p]["csi5"]))
-    shown = ranked[:rows] + [p for p in [(1.0, 1.0), chosen] if p in summaries and p not in ranked[:rows]]
-    lines = ["| growth | decay | worst lead ΔCSI (1 and 5 mm/h, all sets) | mean CSI@5 0-60 | |",
-             "| ---: | ---: | ---: | ---: | --- |"]
-    for pair in shown:
-        note = "**chosen**" if pair == chosen else ("network as trained" if pair == (1.0, 1.0) else "")
-        lines.append(f"| {pair[0]:g} | {pair[1]:g} | {summaries[pair]['worst']:+.4f} | {summaries[pair]['csi5']:.4f} | {note} |")
+    from nowcast.models.calibration import NETWORK
+
+    ranked = sorted(summaries, key=lambda k: (-summaries[k]["worst"], -summaries[k]["csi5"]))
+    shown = ranked[:rows] + [k for k in [NETWORK, chosen] if k in summaries and k not in ranked[:rows]]
+    lines = ["| growth | decay | trend | worst lead ΔCSI (1 and 5 mm/h, all sets) | mean CSI@5 0-60 | |",
+             "| ---: | ---: | ---: | ---: | ---: | --- |"]
+    for key in shown:
+        note = "**chosen**" if key == chosen else ("network as trained" if key == NETWORK else "")
+        lines.append(f"| {key[0]:g} | {key[1]:g} | {key[2]:g} | {summaries[key]['worst']:+.4f} | "
+                     f"{summaries[key]['csi5']:.4f} | {note} |")
     return "\n".join(lines)
 
 
 def cross_validate(forecaster, sequences: dict[str, np.ndarray]) -> str:
-    """Choose the pair on one half of every validation set (even or odd sequences) and score it on the other.
+    """Choose the weights on one half of every validation set (even or odd sequences) and score it on the other.
 
-    Why: the chosen pair's worst lead is the best of 48 candidates on the
-    sequences it was chosen on, so it flatters the pair; on the other half it
+    Why: the chosen weights' worst lead is the best of all candidates on the
+    sequences it was chosen on, so it flatters the choice; on the other half it
     is an honest estimate of what the rule's choice does on unseen data of the
     same kind. Returns a Markdown table (each half once as the choosing half).
     """
-    from nowcast.models.calibration import calibrate, summarise
+    from nowcast.models.calibration import NETWORK, calibrate, summarise
 
     halves = {"even": {n: v[0::2] for n, v in sequences.items()}, "odd": {n: v[1::2] for n, v in sequences.items()}}
     results = {half: calibrate(forecaster, seqs, LEADS) for half, seqs in halves.items()}
-    lines = ["| chosen on | pair | worst lead there | worst lead on the other half | the network as trained there / on the other half |",
+    lines = ["| chosen on | growth / decay / trend | worst lead there | worst lead on the other half | "
+             "the network as trained there / on the other half |",
              "| --- | --- | ---: | ---: | --- |"]
     for half, other in (("even", "odd"), ("odd", "even")):
         weights, summaries, _, _ = results[half]
         _, _, grid, references = results[other]
-        pair = (weights.growth[0], weights.decay[0])
-        held = summarise(grid[pair], references)
-        net, net_held = summaries[(1.0, 1.0)], summarise(grid[(1.0, 1.0)], references)
-        lines.append(f"| {half} | {pair[0]:g} / {pair[1]:g} | {summaries[pair]['worst']:+.4f} | {held['worst']:+.4f} | "
-                     f"{net['worst']:+.4f} / {net_held['worst']:+.4f} |")
+        key = weights.key(0)
+        held = summarise(grid[key], references)
+        net, net_held = summaries[NETWORK], summarise(grid[NETWORK], references)
+        lines.append(f"| {half} | {key[0]:g} / {key[1]:g} / {key[2]:g} | {summaries[key]['worst']:+.4f} | "
+                     f"{held['worst']:+.4f} | {net['worst']:+.4f} / {net_held['worst']:+.4f} |")
     return "\n".join(lines)
 
 
@@ -101,15 +106,17 @@ def compare_candidates(incumbent: Path, incumbent_summary: dict[str, float], can
             raise SystemExit(f"--candidate {label}: no checkpoint given")
         for path in checkpoints:
             weights, summaries, _, _ = calibrate(load_forecaster(path), sequences, LEADS)
-            pair = (weights.growth[0], weights.decay[0])
-            per_label.setdefault(label, []).append(dict(summaries[pair], growth=pair[0], decay=pair[1], checkpoint=path))
+            key = weights.key(0)
+            per_label.setdefault(label, []).append(dict(summaries[key], growth=key[0], decay=key[1], trend=key[2],
+                                                        checkpoint=path))
             log.info("%s (%s): %s, worst lead %+.4f, mean CSI@5 %.4f", label, path, weights.brief(),
-                     summaries[pair]["worst"], summaries[pair]["csi5"])
+                     summaries[key]["worst"], summaries[key]["csi5"])
     chosen = choose(per_label)
-    lines = ["| label | checkpoint | chosen pair | worst lead ΔCSI | mean CSI@5 |", "| --- | --- | --- | ---: | ---: |"]
+    lines = ["| label | checkpoint | chosen growth / decay / trend | worst lead ΔCSI | mean CSI@5 |",
+             "| --- | --- | --- | ---: | ---: |"]
     for label, runs in per_label.items():
-        lines += [f"| {label} | {r['checkpoint']} | {r.get('growth', '-')} / {r.get('decay', '-')} | "
-                  f"{r['worst']:+.4f} | {r['csi5']:.4f} |" for r in runs]
+        lines += [f"| {label} | {r['checkpoint']} | {r.get('growth', '-')} / {r.get('decay', '-')} / "
+                  f"{r.get('trend', '-')} | {r['worst']:+.4f} | {r['csi5']:.4f} |" for r in runs]
     sys.stdout.write("\n".join(lines) + f"\n\nchosen among the calibrated candidates: {chosen} ({_means(per_label)})\n")
     if json_path:
         data = json.loads(json_path.read_text()) if json_path.exists() else {}
@@ -123,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation store.")
     parser.add_argument("--validation", type=Path, nargs="+", default=None,
                         help="Validation stores (default: the model's, pipelines.validation.validation_stores).")
-    parser.add_argument("--json", type=Path, help="Write every pair's per-lead scores, extrapolation's and the choice.")
+    parser.add_argument("--json", type=Path, help="Write every candidate's per-lead scores, extrapolation's and the choice.")
     parser.add_argument("--candidate", nargs="+", action="append", default=[], metavar="LABEL CHECKPOINT",
                         help="A label and its checkpoints (seeds), each calibrated and compared with the incumbent "
                              "by the candidates' rule of the module docstring (repeatable).")
     parser.add_argument("--cross-validate", action="store_true",
                         help="Also choose on the even sequences of every set and score on the odd ones, and the "
-                             "other way round (see cross_validate): how much the chosen pair's worst lead is luck.")
+                             "other way round (see cross_validate): how much the chosen weights' worst lead is luck.")
     parser.add_argument("--write", type=Path, metavar="CHECKPOINT",
                         help="Copy the checkpoint here with the chosen weights in its metadata (change_weights).")
     args = parser.parse_args(argv)
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     stores = args.validation or validation_stores(forecaster.config)
     sequences = read_validation(stores, args.sequences, INPUT_FRAMES + LEADS)
     weights, summaries, grid, references = calibrate(forecaster, sequences, LEADS)
-    chosen = (weights.growth[0], weights.decay[0])
+    chosen = weights.key(0)
     sys.stdout.write(table(summaries, chosen) + f"\n\nchosen: {weights.brief()}\n")
     names = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in stores]
     if args.json:
@@ -154,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": str(args.checkpoint), "validation": names,
             "sequences": {name: len(v) for name, v in sequences.items()},
             "references": references,
-            "grid": {f"{g:g}/{d:g}": by_set for (g, d), by_set in grid.items()},
-            "summaries": {f"{g:g}/{d:g}": s for (g, d), s in summaries.items()},
+            "grid": {"/".join(f"{w:g}" for w in key): by_set for key, by_set in grid.items()},
+            "summaries": {"/".join(f"{w:g}" for w in key): s for key, s in summaries.items()},
             "chosen": list(chosen)}, indent=1))
     if args.cross_validate:
         sys.stdout.write("\n" + cross_validate(forecaster, sequences) + "\n")
     if args.candidate:
-        compare_candidates(args.checkpoint, dict(summaries[chosen], growth=chosen[0], decay=chosen[1]),
+        compare_candidates(args.checkpoint, dict(summaries[chosen], growth=chosen[0], decay=chosen[1], trend=chosen[2]),
                            args.candidate, sequences, args.json)
     if args.write:
         from pipelines.pretrain import record_change_weights

@@ -179,10 +179,10 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
 
     Why: the network's change costs skill where it does not know what it
     forecasts; :mod:`nowcast.models.calibration` says how much of its growth
-    and decay a forecast applies, chosen on the validation sets
-    (:func:`pipelines.validation.validation_stores`, made if missing), never
-    the test sets. A model of another frame or modality is left as it is
-    (returns ``None``). Returns the stored ``change_weights`` entry.
+    and decay a forecast applies and how much of the window's own trend it
+    adds, chosen on the validation sets (:func:`pipelines.validation.validation_stores`,
+    made if missing), never the test sets. A model of another frame or
+    modality is left as it is (returns ``None``). Returns the stored ``change_weights`` entry.
     """
     from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
@@ -205,22 +205,24 @@ def record_change_weights(checkpoint: Path, weights, summaries: dict, stores: li
                           command: str, **extra) -> dict:
     """Store the chosen weights in ``checkpoint`` with how they were chosen; returns the ``change_weights`` entry.
 
-    ``summaries``: every candidate pair's worst-lead difference and mean CSI@5
+    ``summaries``: every candidate's worst-lead difference and mean CSI@5
     (:func:`nowcast.models.calibration.choose_weights`), of which the chosen
-    pair's and the network's own ``(1, 1)`` are recorded.
+    one's and the network's own (:data:`nowcast.models.calibration.NETWORK`) are recorded.
     """
     from datetime import datetime, timezone
 
+    from nowcast.models.calibration import NETWORK
     from nowcast.models.skill import update_metadata
 
-    pair = (weights.growth[0], weights.decay[0])
+    chosen = summaries[weights.key(0)]
     entry = weights.to_metadata(
         validation=[store.name for store in stores], sequences={name: len(v) for name, v in sequences.items()},
-        worst_lead_difference=summaries[pair]["worst"], network_worst_lead_difference=summaries[(1.0, 1.0)]["worst"],
-        command=command, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra)
+        worst_lead_difference=chosen["worst"], network_worst_lead_difference=summaries[NETWORK]["worst"],
+        mean_csi5=chosen["csi5"], command=command, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra)
     digest = update_metadata(checkpoint, change_weights=entry)
     log.info("%s: %s (worst lead on validation %+.4f, the network as trained %+.4f); sha256 %s", checkpoint,
-             weights.brief(), summaries[pair]["worst"], summaries[(1.0, 1.0)]["worst"], digest[:12])
+             weights.brief(), chosen["worst"], summaries[NETWORK]["worst"], digest[:12])
     return entry
 
 

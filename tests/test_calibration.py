@@ -60,22 +60,22 @@ def _scores(c1: list[float], c5: list[float]) -> dict[str, list[float]]:
 def test_rule_takes_the_best_worst_lead_and_breaks_ties_by_heavy_rain():
     ref = {"a": _scores([0.5, 0.5], [0.3, 0.3]), "b": _scores([0.5, 0.5], [0.3, np.nan])}
     grid = {
-        (0.0, 0.0): {"a": ref["a"], "b": ref["b"]},  # extrapolation itself: never a candidate
-        (1.0, 1.0): {"a": _scores([0.51, 0.48], [0.40, 0.40]), "b": _scores([0.5, 0.5], [0.35, np.nan])},  # worst -0.02
-        (0.5, 0.0): {"a": _scores([0.5, 0.499], [0.31, 0.31]), "b": _scores([0.5, 0.5], [0.3, np.nan])},  # worst -0.001: best
+        (0.0, 0.0, 0.0): {"a": ref["a"], "b": ref["b"]},  # extrapolation itself: never a candidate
+        (1.0, 1.0, 0.0): {"a": _scores([0.51, 0.48], [0.40, 0.40]), "b": _scores([0.5, 0.5], [0.35, np.nan])},  # worst -0.02
+        (0.5, 0.0, 0.0): {"a": _scores([0.5, 0.499], [0.31, 0.31]), "b": _scores([0.5, 0.5], [0.3, np.nan])},  # worst -0.001: best
         # worst exactly TIE below the best: tied, and more CSI@5, so chosen
-        (0.5, 0.5): {"a": _scores([0.5, 0.499 - TIE], [0.32, 0.32]), "b": _scores([0.5, 0.5], [0.3, np.nan])},
+        (0.5, 0.5, 0.25): {"a": _scores([0.5, 0.499 - TIE], [0.32, 0.32]), "b": _scores([0.5, 0.5], [0.3, np.nan])},
         # just beyond the tie: not tied, although it has the most CSI@5
-        (1.5, 0.0): {"a": _scores([0.5, 0.499 - TIE - 1e-4], [0.39, 0.39]), "b": _scores([0.5, 0.5], [0.3, np.nan])},
+        (1.5, 0.0, 1.0): {"a": _scores([0.5, 0.499 - TIE - 1e-4], [0.39, 0.39]), "b": _scores([0.5, 0.5], [0.3, np.nan])},
     }
     weights, summaries = choose_weights(grid, ref)
-    assert (0.0, 0.0) not in summaries
-    assert (weights.growth, weights.decay) == ((0.5, 0.5), (0.5, 0.5))
-    assert summaries[(1.0, 1.0)]["worst"] == pytest.approx(-0.02)
-    assert summaries[(0.5, 0.0)]["worst"] == pytest.approx(-0.001)
-    grid[(0.5, 0.5)]["a"]["csi@1"][1] -= 2e-4  # now beyond the tie: the best worst lead wins
+    assert (0.0, 0.0, 0.0) not in summaries
+    assert (weights.growth, weights.decay, weights.trend) == ((0.5, 0.5), (0.5, 0.5), (0.25, 0.25))
+    assert summaries[(1.0, 1.0, 0.0)]["worst"] == pytest.approx(-0.02)
+    assert summaries[(0.5, 0.0, 0.0)]["worst"] == pytest.approx(-0.001)
+    grid[(0.5, 0.5, 0.25)]["a"]["csi@1"][1] -= 2e-4  # now beyond the tie: the best worst lead wins
     weights, _ = choose_weights(grid, ref)
-    assert weights.growth[0] == 0.5 and weights.decay[0] == 0.0
+    assert weights.key(0) == (0.5, 0.0, 0.0) and not weights.uses_trend
 
 
 def test_a_lead_without_heavy_rain_has_no_difference():
@@ -86,7 +86,7 @@ def test_a_lead_without_heavy_rain_has_no_difference():
 def test_rule_needs_extrapolation_in_the_grid_and_a_candidate():
     ref = {"a": _scores([0.5], [0.3])}
     with pytest.raises(ValueError, match="no candidate"):
-        choose_weights({(0.0, 0.0): {"a": ref["a"]}}, ref)
+        choose_weights({(0.0, 0.0, 0.0): {"a": ref["a"]}}, ref)
 
 
 def _signed_changes(x: np.ndarray, leads: int) -> np.ndarray:
@@ -118,14 +118,14 @@ def test_grid_scores_are_those_of_the_weighted_forecast():
     seqs = np.stack([moving_window(shape=(32, 32), frames=8, u=u, v=v) for u, v in rng.uniform(-1.5, 1.5, (3, 2))])
     fc = forecaster()
     fc._raw_changes = _signed_changes
-    pairs = [(0.0, 0.0), (1.0, 1.0), (0.5, 1.5)]
-    grid = score_grid(fc._raw_changes, fc.normaliser, {"s": seqs}, 4, 4, pairs=pairs)
-    for pair in pairs:
-        fc.change_weights = ChangeWeights.constant(*pair, 4)
+    keys = [(0.0, 0.0, 0.0), (1.0, 1.0, 0.0), (0.5, 1.5, 0.0), (0.5, 0.0, 1.0), (0.0, 0.0, 0.75)]
+    grid = score_grid(fc._raw_changes, fc.normaliser, {"s": seqs}, 4, 4, keys=keys)
+    for weights in keys:
+        fc.change_weights = ChangeWeights.constant(*weights[:2], 4, trend=weights[2])
         direct = score_method(fc.predict, seqs, 4, 4)
         for key in ("csi@1", "csi@5"):
-            np.testing.assert_allclose(grid[pair]["s"][key], direct[key], equal_nan=True)
-    assert grid[(1.0, 1.0)]["s"]["csi@1"] != grid[(0.5, 1.5)]["s"]["csi@1"]
+            np.testing.assert_allclose(grid[weights]["s"][key], direct[key], equal_nan=True)
+    assert grid[(1.0, 1.0, 0.0)]["s"]["csi@1"] != grid[(0.5, 1.5, 0.0)]["s"]["csi@1"]
 
 
 def _saved(tmp_path, frame="lagrangian"):
@@ -338,8 +338,9 @@ def test_cross_validation_scores_each_half_s_choice_on_the_other_half():
     assert [r.split(" | ")[0] for r in rows] == ["| even", "| odd"]
     weights, summaries, _, _ = calibrate(fc, {"s": seqs[0::2]})
     _, _, grid, refs = calibrate(fc, {"s": seqs[1::2]})
-    pair = (weights.growth[0], weights.decay[0])
-    assert f"| {pair[0]:g} / {pair[1]:g} | {summaries[pair]['worst']:+.4f} | {summarise(grid[pair], refs)['worst']:+.4f} |" in rows[0]
+    key = weights.key(0)
+    assert (f"| {key[0]:g} / {key[1]:g} / {key[2]:g} | {summaries[key]['worst']:+.4f} | "
+            f"{summarise(grid[key], refs)['worst']:+.4f} |") in rows[0]
 
 
 def test_training_a_lagrangian_forecaster_alone_points_to_its_calibration():

@@ -33,6 +33,26 @@ are measured after that (``benchmarks/change_calibration.py``). Result
 (2026-11-27): growth x0.25, decay x0; on the test sets the worst lead went
 from -0.018 to -0.006 and the growth set's gain at 5 mm/h from +0.126 to
 +0.030 (docs/benchmarks.md, "Skill, twelfth round").
+
+Window trend (thirteenth round): a third weight, on the window's own
+Lagrangian trend (:func:`window_trend`: the least-squares dB slope of every
+wet pixel over the input window, weighted by the R² of that fit to the power
+:data:`TREND_LINEARITY_POWER`, smoothed and bounded as the network's trend
+gate reads it, :func:`nowcast.models.predictor.trend_rate`), continued with
+the Lagrangian-trend baseline's damping (:data:`nowcast.baselines.TREND_DAMPING_STEPS`)
+and added to the weighed network change. Why: on the validation sets that
+R²-weighted trend alone kept 0.55 of the growth twin's CSI@5 (extrapolation
+0.21) and lost at most 0.010 to extrapolation at any lead (tenth round),
+while the network's growth, weighed to lose at most 0.007, keeps +0.03; the
+trend is what the window shows steadily, the network's growth what it
+learned, and a forecast may need both in different amounts. Rule, written
+before it was run on any data: the candidates are every ``(growth, decay,
+trend)`` triple of :data:`GRID` x :data:`GRID` x :data:`TREND_GRID` but
+``(0, 0, 0)``, the same at every lead; :func:`choose_best` chooses as above
+(ties to the larger mean CSI@5, then to the triple closer to extrapolation);
+the shipped model is recalibrated by it and takes whatever it chooses, and the
+test sets are scored after without a veto (the twelfth round's veto made its
+test numbers the better of two test-scored models).
 """
 
 from __future__ import annotations
@@ -52,6 +72,15 @@ log = logging.getLogger(__name__)
 
 #: Weights tried for growth and for decay (every pair of them, the same at every lead).
 GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+#: Weights tried for the window's own trend (:func:`window_trend`), with every pair of :data:`GRID`.
+TREND_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Power of the linear fit's R² that weights the window trend's slopes: the tenth round's choice on
+#: the validation sets (worst lead -0.010 at power 4 against -0.064 unweighted; docs/benchmarks.md).
+TREND_LINEARITY_POWER = 4.0
+#: The network as trained: its whole change, no added trend.
+NETWORK: tuple[float, float, float] = (1.0, 1.0, 0.0)
+#: Extrapolation: no change at all (never a candidate).
+EXTRAPOLATION: tuple[float, float, float] = (0.0, 0.0, 0.0)
 #: CSI thresholds (mm/h) the rule compares at.
 THRESHOLDS: tuple[float, ...] = (1.0, 5.0)
 #: Candidates whose worst-lead difference is this close to the best one's are tied (every selection rule's).
@@ -62,73 +91,154 @@ MAX_WEIGHT = 4.0
 
 @dataclass(frozen=True)
 class ChangeWeights:
-    """Per-lead weights on a Lagrangian network's growth and decay (normalised change > 0 and < 0).
+    """Per-lead weights on a Lagrangian network's growth and decay, and on the window's own trend.
 
-    Leads beyond the calibrated ones take the last lead's weights (a
-    forecast may run longer than its calibration).
+    ``growth`` and ``decay`` weigh the network's normalised change where it is
+    > 0 and < 0; ``trend`` weighs the window's R²-weighted Lagrangian trend
+    (:func:`window_trend`) continued to each lead (:func:`trend_ramp`) and
+    added to it (empty: no trend, as in checkpoints calibrated before the
+    thirteenth round). Leads beyond the calibrated ones take the last lead's
+    weights (a forecast may run longer than its calibration).
     """
 
     growth: tuple[float, ...]
     decay: tuple[float, ...]
+    trend: tuple[float, ...] = ()
+    trend_linearity_power: float = TREND_LINEARITY_POWER
 
     def __post_init__(self) -> None:
-        if len(self.growth) != len(self.decay) or not self.growth:
-            raise ValueError(f"change weights need one growth and one decay weight per lead, got "
-                             f"{len(self.growth)} and {len(self.decay)}")
-        values = np.asarray(self.growth + self.decay, dtype=np.float64)
+        if not self.trend:
+            object.__setattr__(self, "trend", (0.0,) * len(self.growth))
+        if len(self.growth) != len(self.decay) or len(self.trend) != len(self.growth) or not self.growth:
+            raise ValueError(f"change weights need one growth, one decay and one trend weight per lead, got "
+                             f"{len(self.growth)}, {len(self.decay)} and {len(self.trend)}")
+        values = np.asarray(self.growth + self.decay + self.trend, dtype=np.float64)
         if not np.all(np.isfinite(values)) or values.min() < 0.0 or values.max() > MAX_WEIGHT:
             raise ValueError(f"change weights must lie in [0, {MAX_WEIGHT:g}], got growth {list(self.growth)}, "
-                             f"decay {list(self.decay)}")
+                             f"decay {list(self.decay)}, trend {list(self.trend)}")
+        if not np.isfinite(self.trend_linearity_power) or self.trend_linearity_power < 0:
+            raise ValueError(f"trend_linearity_power must be finite and >= 0, got {self.trend_linearity_power}")
 
     @classmethod
-    def constant(cls, growth: float, decay: float, leads: int) -> ChangeWeights:
-        """The same pair at every one of ``leads`` leads."""
-        return cls((float(growth),) * int(leads), (float(decay),) * int(leads))
+    def constant(cls, growth: float, decay: float, leads: int, trend: float = 0.0,
+                 trend_linearity_power: float = TREND_LINEARITY_POWER) -> ChangeWeights:
+        """The same weights at every one of ``leads`` leads."""
+        n = int(leads)
+        return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power))
 
-    def per_lead(self, leads: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(growth, decay)`` arrays of length ``leads`` (the last weight repeated past the calibrated leads)."""
+    @property
+    def uses_trend(self) -> bool:
+        """Whether any lead adds the window's trend (then :meth:`apply` needs its rate)."""
+        return any(t > 0 for t in self.trend)
+
+    def key(self, lead: int = 0) -> tuple[float, float, float]:
+        """``(growth, decay, trend)`` at ``lead`` (0-based): a candidate of the rule."""
+        return self.growth[lead], self.decay[lead], self.trend[lead]
+
+    def per_lead(self, leads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(growth, decay, trend)`` arrays of length ``leads`` (the last weight repeated past the calibrated leads)."""
         idx = np.minimum(np.arange(int(leads)), len(self.growth) - 1)
-        return np.asarray(self.growth, dtype=np.float64)[idx], np.asarray(self.decay, dtype=np.float64)[idx]
+        return tuple(np.asarray(w, dtype=np.float64)[idx] for w in (self.growth, self.decay, self.trend))
 
-    def apply(self, change: np.ndarray) -> np.ndarray:
-        """Weigh a ``(leads, h, w)`` change: growth times its lead's growth weight, decay times its decay weight."""
+    def apply(self, change: np.ndarray, rate: np.ndarray | None = None) -> np.ndarray:
+        """Weigh a ``(leads, h, w)`` change and add the weighted trend.
+
+        Growth (change > 0) times its lead's growth weight, decay times its
+        decay weight, plus its trend weight times :func:`trend_ramp` of
+        ``rate`` (``(h, w)`` network units per step, :func:`window_trend`),
+        needed only if :attr:`uses_trend`.
+        """
         change = np.asarray(change)
-        growth, decay = self.per_lead(change.shape[0])
+        growth, decay, trend = self.per_lead(change.shape[0])
         shape = (-1,) + (1,) * (change.ndim - 1)
         weights = np.where(change > 0, growth.reshape(shape), decay.reshape(shape))
-        return (change * weights).astype(change.dtype, copy=False)
+        out = change * weights
+        if self.uses_trend:
+            if rate is None:
+                raise ValueError("these change weights add the window's trend: pass its rate (window_trend)")
+            rate = np.asarray(rate)
+            if rate.shape != change.shape[1:]:
+                raise ValueError(f"trend rate of shape {rate.shape} for changes of shape {change.shape}")
+            out = out + (trend * trend_ramp(change.shape[0])).reshape(shape) * rate[None]
+        return out.astype(change.dtype, copy=False)
 
     def brief(self) -> str:
-        """One line for a product or a listing: ``growth x0.25, decay x0`` (per lead if they differ)."""
-        if len(set(self.growth)) == 1 and len(set(self.decay)) == 1:
-            return f"network growth x{self.growth[0]:g}, decay x{self.decay[0]:g} at every lead"
+        """One line for a product or a listing: ``network growth x0.25, decay x0 ...`` (per lead if they differ)."""
+        trend = (f", window trend (R^{self.trend_linearity_power:g}-weighted) x" if self.uses_trend else "")
+        if len(set(self.growth)) == 1 and len(set(self.decay)) == 1 and len(set(self.trend)) == 1:
+            return (f"network growth x{self.growth[0]:g}, decay x{self.decay[0]:g}"
+                    + (f"{trend}{self.trend[0]:g}" if trend else "") + " at every lead")
         return (f"network growth x{'/'.join(f'{g:g}' for g in self.growth)}, "
-                f"decay x{'/'.join(f'{d:g}' for d in self.decay)} per lead")
+                f"decay x{'/'.join(f'{d:g}' for d in self.decay)}"
+                + (f"{trend}{'/'.join(f'{t:g}' for t in self.trend)}" if trend else "") + " per lead")
 
     def to_metadata(self, **provenance: Any) -> dict[str, Any]:
         """The checkpoint's ``change_weights`` entry: the weights and how they were chosen."""
-        return {"growth": [float(g) for g in self.growth], "decay": [float(d) for d in self.decay], **provenance}
+        return {"growth": [float(g) for g in self.growth], "decay": [float(d) for d in self.decay],
+                "trend": [float(t) for t in self.trend], "trend_linearity_power": float(self.trend_linearity_power),
+                **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
         """The weights of a checkpoint's ``change_weights`` entry (``None``: none recorded).
 
+        An entry without ``trend`` (calibrated before the window trend) adds none.
+
         Raises
         ------
         CheckpointError
-            An entry that is not a growth and a decay list of equal length with
-            weights in ``[0, MAX_WEIGHT]``; the message names ``where``.
+            An entry that is not growth, decay (and trend) lists of equal
+            length with weights in ``[0, MAX_WEIGHT]``; the message names ``where``.
         """
         if entry is None:
             return None
         try:
-            return cls(tuple(float(g) for g in entry["growth"]), tuple(float(d) for d in entry["decay"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            return cls(tuple(float(g) for g in entry["growth"]), tuple(float(d) for d in entry["decay"]),
+                       tuple(float(t) for t in entry.get("trend") or ()),
+                       float(entry.get("trend_linearity_power", TREND_LINEARITY_POWER)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
 
-#: ``scores[pair][set] -> {"csi@1": [...per lead], "csi@5": [...]}``, pair = ``(growth, decay)``.
-GridScores = dict[tuple[float, float], dict[str, dict[str, list[float]]]]
+def trend_ramp(leads: int) -> np.ndarray:
+    """How many steps of a trend lead ``k`` = 1.. continues: ``tau (1 - exp(-k / tau))``.
+
+    The Lagrangian-trend baseline's damping (``tau`` =
+    :data:`nowcast.baselines.TREND_DAMPING_STEPS`): trends do not last for ever.
+    """
+    from nowcast.baselines import TREND_DAMPING_STEPS
+
+    k = np.arange(1, int(leads) + 1, dtype=np.float64)
+    return TREND_DAMPING_STEPS * (1.0 - np.exp(-k / TREND_DAMPING_STEPS))
+
+
+def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER) -> np.ndarray:
+    """The Lagrangian window's growth rate ``(h, w)``, network units per step.
+
+    ``x``: ``(T, h, w)`` normalised Lagrangian frames (what the network reads;
+    dry exactly 0). The trend gate's estimate
+    (:func:`nowcast.models.predictor.trend_rate`): per pixel the dB slope of
+    its wet frames weighted by ``R² ** linearity_power``, smoothed over the
+    rain, bounded, 0 where the analysis is dry.
+    """
+    import torch
+
+    from nowcast.models.predictor import trend_rate
+
+    inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, :, None]
+    with torch.no_grad():
+        return trend_rate(inputs, linearity_power=float(linearity_power))[0, 0].numpy()
+
+
+#: A candidate of the rule: ``(growth, decay, trend)`` weights, the same at every lead.
+Candidate = tuple[float, float, float]
+#: ``scores[candidate][set] -> {"csi@1": [...per lead], "csi@5": [...]}``.
+GridScores = dict[Candidate, dict[str, dict[str, list[float]]]]
+
+
+def candidates(grid: Sequence[float] = GRID, trend_grid: Sequence[float] = TREND_GRID) -> list[Candidate]:
+    """Every ``(growth, decay, trend)`` triple of ``grid`` x ``grid`` x ``trend_grid``, extrapolation's included."""
+    return [(float(g), float(d), float(t)) for t in trend_grid for g in grid for d in grid]
 
 
 def gains(scores: Mapping[str, Sequence[float]], reference: Mapping[str, Sequence[float]],
@@ -168,13 +278,13 @@ def choose_best(scores: Mapping[Any, Mapping[str, float]], tie: float = TIE, sla
 
 
 def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str, Sequence[float]]],
-                   leads: int | None = None) -> tuple[ChangeWeights, dict[tuple[float, float], dict[str, float]]]:
-    """The rule of the module docstring over ``grid_scores`` (pair ``(0, 0)`` left out).
+                   leads: int | None = None) -> tuple[ChangeWeights, dict[Candidate, dict[str, float]]]:
+    """The rule of the module docstring over ``grid_scores`` (:data:`EXTRAPOLATION` left out).
 
     Parameters
     ----------
     grid_scores
-        Per ``(growth, decay)`` pair and validation set, the per-lead CSI.
+        Per ``(growth, decay, trend)`` candidate and validation set, the per-lead CSI.
     references
         Per validation set, extrapolation's per-lead CSI on the same sequences.
     leads
@@ -183,28 +293,30 @@ def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str
     Returns
     -------
     weights, summaries
-        The chosen pair at every lead, and every candidate's :func:`summarise`.
+        The chosen weights at every lead, and every candidate's :func:`summarise`.
     """
-    summaries = {pair: summarise(by_set, references) for pair, by_set in grid_scores.items() if pair != (0.0, 0.0)}
+    summaries = {key: summarise(by_set, references) for key, by_set in grid_scores.items() if key != EXTRAPOLATION}
     if not summaries:
-        raise ValueError("no candidate pair: the grid holds only (0, 0), extrapolation itself")
-    # a difference of exactly TIE ties (1e-9: float noise); equal CSI@5 goes to the pair closer to extrapolation
-    chosen = choose_best(summaries, slack=1e-9, order=lambda pair: -sum(pair))
+        raise ValueError("no candidate: the grid holds only (0, 0, 0), extrapolation itself")
+    # a difference of exactly TIE ties (1e-9: float noise); equal CSI@5 goes to the candidate closer to extrapolation
+    chosen = choose_best(summaries, slack=1e-9, order=lambda key: -sum(key))
     if leads is None:
         first = next(iter(grid_scores[chosen].values()))
         leads = len(first["csi@1"])
-    return ChangeWeights.constant(*chosen, leads), summaries
+    return ChangeWeights.constant(chosen[0], chosen[1], leads, trend=chosen[2]), summaries
 
 
 def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser, sequences: Mapping[str, np.ndarray],
                input_frames: int, leads: int, motion_method: str = "LK",
-               pairs: Sequence[tuple[float, float]] | None = None) -> GridScores:
-    """Per-lead scores of a Lagrangian forecast under every weight pair, on every validation set.
+               keys: Sequence[tuple[float, ...]] | None = None,
+               trend_linearity_power: float = TREND_LINEARITY_POWER) -> GridScores:
+    """Per-lead scores of a Lagrangian forecast under every candidate's weights, on every validation set.
 
-    The network and the motion run once per sequence; every pair then only
-    weighs the stored change and advects it (:func:`nowcast.models.lagrangian.forecast`
-    with the stored velocity), so the 49 pairs of :data:`GRID` cost about
-    twice what the network costs once.
+    The network, the window trend and the motion run once per sequence;
+    every candidate then only weighs the stored change, adds the weighted
+    trend and advects (:func:`nowcast.models.lagrangian.forecast` with the
+    stored velocity), so the 245 candidates of :func:`candidates` cost a few
+    times what the network costs once.
 
     Parameters
     ----------
@@ -213,53 +325,57 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
         (:meth:`nowcast.models.zoo.Forecaster._raw_changes`).
     sequences
         Per validation set, ``(n, input_frames + leads, ny, nx)`` mm/h.
-    pairs
-        ``(growth, decay)`` pairs to score (default: every pair of :data:`GRID`).
+    keys
+        ``(growth, decay[, trend])`` weights to score (default: every
+        candidate of :func:`candidates`); a pair has no trend.
     """
     from nowcast.models import lagrangian
     from nowcast.models.skill import LeadScores
     from nowcast.motion import motion_field
 
-    pairs = [(float(g), float(d)) for g, d in (pairs or [(g, d) for g in GRID for d in GRID])]
-    weights = {pair: ChangeWeights.constant(*pair, leads) for pair in pairs}
-    out: GridScores = {pair: {} for pair in pairs}
+    keys = [tuple(float(w) for w in (tuple(k) + (0.0,) * (3 - len(k)))) for k in (keys or candidates())]
+    weights = {key: ChangeWeights.constant(*key[:2], leads, trend=key[2], trend_linearity_power=trend_linearity_power)
+               for key in keys}
+    out: GridScores = {key: {} for key in keys}
     for name, seqs in sequences.items():
-        scores = {pair: LeadScores(leads) for pair in pairs}
+        scores = {key: LeadScores(leads) for key in keys}
         for i, seq in enumerate(seqs):
             window = np.asarray(seq[:input_frames], dtype=np.float32)
             truth = seq[input_frames : input_frames + leads]
             velocity = motion_field(np.nan_to_num(window, nan=0.0), motion_method)
-            raw: list[np.ndarray] = []  # the network's change, computed by the first pair's forecast
-            for pair in pairs:
-                network = partial(_weighed_once, raw, raw_changes, weights[pair])
+            cache: dict[str, np.ndarray] = {}  # the network's change and the trend, computed by the first forecast
+            for key in keys:
+                network = partial(_weighed_once, cache, raw_changes, weights[key])
                 forecast = lagrangian.forecast(window, leads, network, normaliser, motion_method=motion_method,
                                                velocity=velocity)
-                scores[pair].add(forecast.astype(np.float32), truth)
+                scores[key].add(forecast.astype(np.float32), truth)
             if (i + 1) % 16 == 0:
-                log.info("%s: %d / %d sequences scored under %d weight pairs", name, i + 1, len(seqs), len(pairs))
-        for pair in pairs:
-            result = scores[pair].result()
-            out[pair][name] = {f"csi@{t:g}": result[f"csi@{t:g}"] for t in THRESHOLDS}
+                log.info("%s: %d / %d sequences scored under %d candidate weights", name, i + 1, len(seqs), len(keys))
+        for key in keys:
+            result = scores[key].result()
+            out[key][name] = {f"csi@{t:g}": result[f"csi@{t:g}"] for t in THRESHOLDS}
     return out
 
 
-def _weighed_once(raw: list[np.ndarray], raw_changes: Callable[[np.ndarray, int], np.ndarray], weights: ChangeWeights,
-                  x: np.ndarray, leads: int) -> np.ndarray:
-    """``weights`` on the network's change of ``x``, which is computed on the first call only and kept in ``raw``."""
-    if not raw:
-        raw.append(np.asarray(raw_changes(x, leads)))
-    return weights.apply(raw[0])
+def _weighed_once(cache: dict[str, np.ndarray], raw_changes: Callable[[np.ndarray, int], np.ndarray],
+                  weights: ChangeWeights, x: np.ndarray, leads: int) -> np.ndarray:
+    """``weights`` on the network's change of ``x`` (and its trend), computed on the first call only and kept in ``cache``."""
+    if "change" not in cache:
+        cache["change"] = np.asarray(raw_changes(x, leads))
+    if weights.uses_trend and "trend" not in cache:
+        cache["trend"] = window_trend(x, weights.trend_linearity_power)
+    return weights.apply(cache["change"], cache.get("trend"))
 
 
 def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
-              pairs: Sequence[tuple[float, float]] | None = None):
+              keys: Sequence[tuple[float, ...]] | None = None):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     Returns
     -------
     weights, summaries, grid_scores, references
         The chosen :class:`ChangeWeights`, every candidate's worst-lead
-        difference and mean CSI@5, every pair's scores and extrapolation's,
+        difference and mean CSI@5, every candidate's scores and extrapolation's,
         per validation set.
     """
     from nowcast.baselines import extrapolation
@@ -272,6 +388,6 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                   for name, scores in ((name, score_method(extrapolation, seqs, n_in, leads))
                                        for name, seqs in sequences.items())}
     grid = score_grid(forecaster._raw_changes, forecaster.normaliser, sequences, n_in, leads,
-                      forecaster.config.motion.method, pairs)
+                      forecaster.config.motion.method, keys)
     weights, summaries = choose_weights(grid, references, leads)
     return weights, summaries, grid, references

@@ -511,9 +511,18 @@ class Forecaster:
         return self._network(x, leads) - np.asarray(x[-1], dtype=np.float32)[None]
 
     def _changes(self, x: np.ndarray, leads: int) -> np.ndarray:
-        """The changes a forecast applies: :meth:`_raw_changes` under the checkpoint's change weights, if any."""
+        """The changes a forecast applies: :meth:`_raw_changes` under the checkpoint's change weights, if any.
+
+        Weights with a window trend add it, estimated from the same
+        Lagrangian frames ``x`` the network reads (:func:`nowcast.models.calibration.window_trend`).
+        """
+        from nowcast.models.calibration import window_trend
+
         change = self._raw_changes(x, leads)
-        return change if self.change_weights is None else self.change_weights.apply(change)
+        weights = self.change_weights
+        if weights is None:
+            return change
+        return weights.apply(change, window_trend(x, weights.trend_linearity_power) if weights.uses_trend else None)
 
     def predict_region(self, window: np.ndarray, leads: int, tile: int | None = None, overlap: int = 32) -> np.ndarray:
         """Forecast a whole region: the network in tiles of at most ``tile`` cells (``None``: one tile).
