@@ -108,9 +108,9 @@ def history_only(forecaster):
     view = copy.copy(forecaster)
     changes = forecaster._changes
 
-    def history_changes(x: np.ndarray, leads: int) -> np.ndarray:
+    def history_changes(x: np.ndarray, leads: int, **kw) -> np.ndarray:
         frozen = np.repeat(np.asarray(x)[-1:], x.shape[0], axis=0)
-        return changes(x, leads) - changes(frozen, leads)
+        return changes(x, leads, **kw) - changes(frozen, leads, **kw)
 
     view._changes = history_changes
     return view

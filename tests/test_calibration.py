@@ -349,3 +349,104 @@ def test_training_a_lagrangian_forecaster_alone_points_to_its_calibration():
     assert calibration_hint(lagrangian_config(), "m.pt").startswith("next: nowcast models calibrate m.pt")
     assert calibration_hint(lagrangian_config(frame="eulerian"), "m.pt") is None
     assert calibration_hint(lagrangian_config(role="source"), "m.pt") is None
+
+
+# ------------------------------------------------------------------ the window's own trend (thirteenth round)
+def growing_sequences(n: int = 6, frames: int = 10, db_per_step: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Moving fields whose rain grows steadily in dB, before and after the analysis (a lasting trend)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for u, v in rng.uniform(-1.0, 1.0, (n, 2)):
+        seq = moving_window(shape=(48, 56), frames=frames, u=u, v=v)
+        growth = 10.0 ** (0.1 * db_per_step * (np.arange(frames) - 3))[:, None, None]
+        out.append((seq * growth * 0.4).astype(np.float32))
+    return np.stack(out)
+
+
+def test_trend_ramp_is_the_lagrangian_trend_baselines_damping():
+    from nowcast.baselines import TREND_DAMPING_STEPS
+    from nowcast.models.calibration import trend_ramp
+
+    ramp = trend_ramp(12)
+    assert ramp[0] == pytest.approx(TREND_DAMPING_STEPS * (1 - np.exp(-1 / TREND_DAMPING_STEPS)))
+    assert np.all(np.diff(ramp) > 0) and ramp[-1] < TREND_DAMPING_STEPS  # grows, but less than linearly
+    assert ramp[-1] == pytest.approx(6.0 * (1 - np.exp(-2.0)))
+
+
+def test_trend_weights_add_the_ramped_rate_per_lead():
+    from nowcast.models.calibration import trend_ramp
+
+    change = np.array([[[1.0, -2.0]], [[3.0, -4.0]], [[5.0, -6.0]]])
+    rate = np.array([[0.1, -0.2]])
+    weights = ChangeWeights((1.0, 1.0), (0.5, 0.5), (0.0, 2.0))
+    ramp = trend_ramp(3)
+    expected = np.where(change > 0, change, 0.5 * change) + (np.array([0.0, 2.0, 2.0]) * ramp)[:, None, None] * rate
+    np.testing.assert_allclose(weights.apply(change, rate), expected)
+    with pytest.raises(ValueError, match="pass its rate"):
+        weights.apply(change)
+    with pytest.raises(ValueError, match="shape"):
+        weights.apply(change, np.zeros((2, 2)))
+    # without trend weights the rate is not needed and changes nothing
+    np.testing.assert_array_equal(ChangeWeights((1.0,), (0.5,)).apply(change, rate), ChangeWeights((1.0,), (0.5,)).apply(change))
+
+
+@pytest.mark.parametrize("trend, power", [((-0.25,), 4.0), ((4.5,), 4.0), ((0.5, 0.5), 4.0), ((0.5,), -1.0),
+                                          ((0.5,), float("nan"))])
+def test_impossible_trend_weights_are_refused(trend, power):
+    with pytest.raises(ValueError):
+        ChangeWeights((1.0,), (1.0,), trend, power)
+
+
+def test_weights_calibrated_before_the_trend_add_none_and_new_ones_round_trip():
+    old = ChangeWeights.from_metadata({"growth": [0.25, 0.25], "decay": [0.0, 0.0]})  # the twelfth round's entry
+    assert old.trend == (0.0, 0.0) and not old.uses_trend
+    assert old.brief() == "network growth x0.25, decay x0 at every lead"
+    new = ChangeWeights.constant(0.25, 0.0, 3, trend=0.5, trend_linearity_power=2.0)
+    assert ChangeWeights.from_metadata(new.to_metadata(command="x")) == new
+    assert new.brief() == "network growth x0.25, decay x0, window trend (R^2-weighted) x0.5 at every lead"
+    with pytest.raises(CheckpointError, match="m.pt: invalid change_weights"):
+        ChangeWeights.from_metadata({"growth": [1.0], "decay": [1.0], "trend": [1.0, 1.0]}, "m.pt")
+
+
+def test_window_trend_reads_a_steady_growth_and_not_a_zigzag():
+    from nowcast.models.calibration import window_trend
+
+    base = np.zeros((4, 16, 16), dtype=np.float32)
+    base[:, 4:12, 4:12] = 1.0
+    steady = base + np.arange(4, dtype=np.float32)[:, None, None] * 0.05 * (base > 0)
+    zigzag = base + np.array([0.0, 0.1, 0.0, 0.1], dtype=np.float32)[:, None, None] * (base > 0)
+    assert window_trend(steady)[8, 8] == pytest.approx(0.05, rel=1e-3)
+    assert abs(window_trend(zigzag)[8, 8]) < 0.05 * abs(window_trend(zigzag, 0.0)[8, 8])  # R^4 damps it
+    assert window_trend(steady)[0, 0] == 0.0  # dry at the analysis: no trend
+
+
+def test_trend_weight_beats_extrapolation_on_a_lasting_growth_and_keeps_a_steady_field():
+    """A forecasting method's skill test: on held-out growing fields the trend adds heavy-rain skill."""
+    fc = forecaster()  # untrained: no network change, so the trend is all that differs from extrapolation
+    seqs = growing_sequences()
+    fc.change_weights = ChangeWeights.constant(0.0, 0.0, 6, trend=1.0)
+    with_trend = score_method(fc.predict, seqs, 4, 6)
+    ref = score_method(extrapolation, seqs, 4, 6)
+    assert np.nanmean(with_trend["csi@5"]) > np.nanmean(ref["csi@5"]) + 0.05
+    assert np.all(np.asarray(with_trend["csi@1"]) >= np.asarray(ref["csi@1"]) - 1e-9)
+    steady = growing_sequences(db_per_step=0.0)
+    kept, ref = score_method(fc.predict, steady, 4, 6), score_method(extrapolation, steady, 4, 6)
+    for key in ("csi@1", "csi@5"):  # a field that neither grows nor decays: no worse than extrapolation at any lead
+        assert np.all(np.asarray(kept[key]) >= np.asarray(ref[key]) - 1e-9)
+        np.testing.assert_allclose(kept[key], ref[key], atol=0.03)
+
+
+def test_cross_validation_and_grid_carry_the_trend():
+    fc = forecaster()
+    seqs = growing_sequences(n=3)
+    grid = score_grid(fc._raw_changes, fc.normaliser, {"g": seqs}, 4, 6, keys=[(0.0, 0.0, 0.0), (0.0, 0.0, 1.0)])
+    assert np.nanmean(grid[(0.0, 0.0, 1.0)]["g"]["csi@5"]) > np.nanmean(grid[(0.0, 0.0, 0.0)]["g"]["csi@5"])
+
+
+def test_the_trend_is_read_on_the_whole_region_not_per_tile():
+    fc = forecaster()  # untrained: tiles change nothing in the network's (zero) change
+    fc.change_weights = ChangeWeights.constant(0.0, 0.0, 6, trend=1.0)
+    window = np.tile(growing_sequences(n=1)[0, :4], (1, 2, 2))
+    whole = fc.predict_region(window, 6, tile=None)
+    np.testing.assert_array_equal(np.nan_to_num(fc.predict_region(window, 6, tile=48, overlap=16), nan=-1),
+                                  np.nan_to_num(whole, nan=-1))

@@ -510,15 +510,18 @@ class Forecaster:
         """The network's Lagrangian changes ``(leads, h, w)`` relative to the analysis frame (exactly 0 when untrained)."""
         return self._network(x, leads) - np.asarray(x[-1], dtype=np.float32)[None]
 
-    def _changes(self, x: np.ndarray, leads: int) -> np.ndarray:
-        """The changes a forecast applies: :meth:`_raw_changes` under the checkpoint's change weights, if any.
+    def _changes(self, x: np.ndarray, leads: int,
+                 raw: Callable[[np.ndarray, int], np.ndarray] | None = None) -> np.ndarray:
+        """The changes a forecast applies: the network's (``raw``, default :meth:`_raw_changes`) under the checkpoint's change weights, if any.
 
         Weights with a window trend add it, estimated from the same
-        Lagrangian frames ``x`` the network reads (:func:`nowcast.models.calibration.window_trend`).
+        Lagrangian frames ``x`` the network reads (:func:`nowcast.models.calibration.window_trend`),
+        on the whole of ``x``: ``raw`` may run the network in tiles, the trend
+        is smoothed across them.
         """
         from nowcast.models.calibration import window_trend
 
-        change = self._raw_changes(x, leads)
+        change = (raw or self._raw_changes)(x, leads)
         weights = self.change_weights
         if weights is None:
             return change
@@ -543,7 +546,10 @@ class Forecaster:
         if self.lagrangian:
             from nowcast.models import lagrangian
 
-            return lagrangian.forecast(window, leads, lambda x, n: tiled(self._changes, x, n), self.normaliser,
+            def changes(x: np.ndarray, n: int) -> np.ndarray:  # the network in tiles, the weights on the whole
+                return self._changes(x, n, raw=lambda xs, k: tiled(self._raw_changes, xs, k))
+
+            return lagrangian.forecast(window, leads, changes, self.normaliser,
                                        motion_method=self.config.motion.method)
         # NaN (no data) becomes the normalisation's zero: dry for rain, the
         # warm clear-sky reference for brightness temperature.
