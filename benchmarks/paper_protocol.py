@@ -54,6 +54,11 @@ ABLATIONS = {
     # nearly closed (nowcast.training.init_from_source): does memory from all sources add to finetuning?
     "tmu-convex-balanced-warm": {"variant": "convex", "distill_scale": "balanced", "distill_warmup": 200,
                                  "init_from": "best"},
+    # the warm TMU without the distillation term (lambda 0, the reference code's loss: the distillers learn
+    # only through the prediction). Why (2026-11-27): at 1000-2000 iterations the warm TMU trailed
+    # finetuning by 2-4 %, and what it adds to finetuning's start is the transfer gates and the
+    # distillation term; at 300 iterations lambda 0 was the TMU's best loss (129.3 against 138.0)
+    "tmu-convex-warm-lambda0": {"variant": "convex", "distill_weight": 0.0, "init_from": "best"},
 }
 #: The source a warm TMU starts from when finetune was not run to choose one (the best at 300 and 1000 it).
 DEFAULT_BEST_SOURCE = "mnist-source-3digit"

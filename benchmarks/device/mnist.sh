@@ -35,6 +35,7 @@ run() {  # method seed iterations timeout log
   case $1 in
     finetune) what="--methods finetune --finetune-source mnist-source-3digit" ;;
     warm) what="--methods --ablations tmu-convex-balanced-warm" ;;
+    warm0) what="--methods --ablations tmu-convex-warm-lambda0" ;;
     cold) what="--methods --ablations tmu-convex-balanced" ;;
   esac
   timeout -s INT -k 20 $4 $PY benchmarks/paper_protocol.py --train-only $what --seeds $2 --iterations $3 \
