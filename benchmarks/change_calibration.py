@@ -79,9 +79,9 @@ def cross_validate(forecaster, sequences: dict[str, np.ndarray]) -> str:
 
     halves = {"even": {n: v[0::2] for n, v in sequences.items()}, "odd": {n: v[1::2] for n, v in sequences.items()}}
     results = {half: calibrate(forecaster, seqs, LEADS) for half, seqs in halves.items()}
-    lines = ["| chosen on | growth / decay / trend | worst lead there | worst lead on the other half | "
-             "the network as trained there / on the other half |",
-             "| --- | --- | ---: | ---: | --- |"]
+    header = ("| chosen on | growth / decay / trend | worst lead there | worst lead on the other half | "
+              "the network as trained there / on the other half |")
+    lines = [header, "| --- | --- | ---: | ---: | --- |"]
     for half, other in (("even", "odd"), ("odd", "even")):
         weights, summaries, _, _ = results[half]
         _, _, grid, references = results[other]

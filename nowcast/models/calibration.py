@@ -30,7 +30,7 @@ extrapolation, which a region uses by default already; the network's own
 pair ``(1, 1)`` is one. The shipped model (``swiss-south-tmu``) takes the
 chosen weights if the rule chooses any pair but ``(1, 1)``; its test scores
 are measured after that (``benchmarks/change_calibration.py``). Result
-(2026-11-27): growth x0.25, decay x0; on the test sets the worst lead went
+(2026-11-27, twelfth round): growth x0.25, decay x0; on the test sets the worst lead went
 from -0.018 to -0.006 and the growth set's gain at 5 mm/h from +0.126 to
 +0.030 (docs/benchmarks.md, "Skill, twelfth round").
 
@@ -52,7 +52,12 @@ trend)`` triple of :data:`GRID` x :data:`GRID` x :data:`TREND_GRID` but
 (ties to the larger mean CSI@5, then to the triple closer to extrapolation);
 the shipped model is recalibrated by it and takes whatever it chooses, and the
 test sets are scored after without a veto (the twelfth round's veto made its
-test numbers the better of two test-scored models).
+test numbers the better of two test-scored models). Result (2026-11-27):
+growth x0, decay x0.5, trend x0.25 (validation worst lead -0.0068, growth
+twin CSI@5 +0.082 against the twelfth round's -0.0067 / +0.028); on the test
+sets the growth set's gain at 5 mm/h rose to +0.086 and the worst lead fell to
+-0.039 (another day, decay of heavy rain; docs/benchmarks.md, "Skill,
+thirteenth round").
 """
 
 from __future__ import annotations
