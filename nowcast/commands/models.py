@@ -94,7 +94,7 @@ def models_calibrate(
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
 ) -> None:
-    """Choose how much of a Lagrangian model's growth and decay its forecasts apply, and of its window's trend, on validation data.
+    """Choose how much of a Lagrangian model's growth, decay and window trend its forecasts apply, on validation data.
 
     Scores the model under every triple of weights on its network's growth
     and decay and on the window's own steady trend beside pysteps

@@ -84,6 +84,6 @@ def calibration_hint(cfg, checkpoint) -> str | None:
     0.018 CSI at some leads (docs/benchmarks.md, "Skill, twelfth round").
     """
     if cfg.frame == "lagrangian" and cfg.role == "target" and cfg.data.normaliser.kind == "db":
-        return (f"next: nowcast models calibrate {checkpoint}   # how much of its growth, decay and window trend forecasts apply, "
-                "chosen on validation data (docs/models.md, 'Change weights')")
+        return (f"next: nowcast models calibrate {checkpoint}   # how much of its growth, decay and window trend "
+                "forecasts apply, chosen on validation data (docs/models.md, 'Change weights')")
     return None
