@@ -71,6 +71,7 @@ NEURAL = {  # the shipped TMU target first: it is the one the product needs
     "tmu-video-only": "swiss-south-tmu-video-only",
     "tmu-lambda0.05": "swiss-south-tmu-lambda005",
     "tmu-lambda0": "swiss-south-tmu-lambda0",
+    "tmu-warm-lambda0": "swiss-south-tmu-warm-lambda0",
     "tmu-plain": "swiss-south-tmu-plain",
 }
 #: The region's shipped forecaster, evaluated as shipped (its own training budget).
