@@ -67,7 +67,7 @@ def table(summaries: dict[tuple[float, float, float], dict[str, float]], chosen:
     return "\n".join(lines)
 
 
-def cross_validate(forecaster, sequences: dict[str, np.ndarray]) -> str:
+def cross_validate(forecaster, sequences: dict[str, np.ndarray], keys: list | None = None) -> str:
     """Choose the weights on one half of every validation set (even or odd sequences) and score it on the other.
 
     Why: the chosen weights' worst lead is the best of all candidates on the
@@ -78,7 +78,7 @@ def cross_validate(forecaster, sequences: dict[str, np.ndarray]) -> str:
     from nowcast.models.calibration import NETWORK, calibrate, summarise
 
     halves = {"even": {n: v[0::2] for n, v in sequences.items()}, "odd": {n: v[1::2] for n, v in sequences.items()}}
-    results = {half: calibrate(forecaster, seqs, LEADS) for half, seqs in halves.items()}
+    results = {half: calibrate(forecaster, seqs, LEADS, keys) for half, seqs in halves.items()}
     header = ("| chosen on | growth / decay / trend | worst lead there | worst lead on the other half | "
               "the network as trained there / on the other half |")
     lines = [header, "| --- | --- | ---: | ---: | --- |"]
@@ -94,7 +94,7 @@ def cross_validate(forecaster, sequences: dict[str, np.ndarray]) -> str:
 
 
 def compare_candidates(incumbent: Path, incumbent_summary: dict[str, float], candidates: list[list[str]],
-                       sequences: dict[str, np.ndarray], json_path: Path | None) -> str:
+                       sequences: dict[str, np.ndarray], json_path: Path | None, keys: list | None = None) -> str:
     """Calibrate every candidate checkpoint and choose among the labels (the candidates' rule); returns the label."""
     from benchmarks.bias_selection import _means, choose
     from nowcast.models.calibration import calibrate
@@ -105,7 +105,7 @@ def compare_candidates(incumbent: Path, incumbent_summary: dict[str, float], can
         if not checkpoints:
             raise SystemExit(f"--candidate {label}: no checkpoint given")
         for path in checkpoints:
-            weights, summaries, _, _ = calibrate(load_forecaster(path), sequences, LEADS)
+            weights, summaries, _, _ = calibrate(load_forecaster(path), sequences, LEADS, keys)
             key = weights.key(0)
             per_label.setdefault(label, []).append(dict(summaries[key], growth=key[0], decay=key[1], trend=key[2],
                                                         checkpoint=path))
@@ -137,21 +137,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cross-validate", action="store_true",
                         help="Also choose on the even sequences of every set and score on the odd ones, and the "
                              "other way round (see cross_validate): how much the chosen weights' worst lead is luck.")
+    parser.add_argument("--trend-weights", type=float, nargs="+", default=None, metavar="W",
+                        help="Trend weights tried with every growth/decay pair (default: "
+                             "nowcast.models.calibration.TREND_GRID); '--trend-weights 0' is the twelfth "
+                             "round's 49 pairs, without the window trend.")
     parser.add_argument("--write", type=Path, metavar="CHECKPOINT",
                         help="Copy the checkpoint here with the chosen weights in its metadata (change_weights).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from nowcast.models.calibration import calibrate
+    from nowcast.models.calibration import TREND_GRID, calibrate, candidates
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import read_validation, validation_stores
 
     torch.set_num_threads(1)
+    trend_grid = args.trend_weights if args.trend_weights is not None else TREND_GRID
+    if 0.0 not in trend_grid:
+        parser.error("--trend-weights must include 0: the network as trained (1, 1, 0) is every table's reference")
+    keys = candidates(trend_grid=trend_grid)
     forecaster = load_forecaster(args.checkpoint)
     stores = args.validation or validation_stores(forecaster.config)
     sequences = read_validation(stores, args.sequences, INPUT_FRAMES + LEADS)
-    weights, summaries, grid, references = calibrate(forecaster, sequences, LEADS)
+    weights, summaries, grid, references = calibrate(forecaster, sequences, LEADS, keys)
     chosen = weights.key(0)
     sys.stdout.write(table(summaries, chosen) + f"\n\nchosen: {weights.brief()}\n")
     names = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in stores]
@@ -165,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             "summaries": {"/".join(f"{w:g}" for w in key): s for key, s in summaries.items()},
             "chosen": list(chosen)}, indent=1))
     if args.cross_validate:
-        sys.stdout.write("\n" + cross_validate(forecaster, sequences) + "\n")
+        sys.stdout.write("\n" + cross_validate(forecaster, sequences, keys) + "\n")
     if args.candidate:
         compare_candidates(args.checkpoint, dict(summaries[chosen], growth=chosen[0], decay=chosen[1], trend=chosen[2]),
-                           args.candidate, sequences, args.json)
+                           args.candidate, sequences, args.json, keys)
     if args.write:
         from pipelines.pretrain import record_change_weights
 

@@ -450,3 +450,21 @@ def test_the_trend_is_read_on_the_whole_region_not_per_tile():
     whole = fc.predict_region(window, 6, tile=None)
     np.testing.assert_array_equal(np.nan_to_num(fc.predict_region(window, 6, tile=48, overlap=16), nan=-1),
                                   np.nan_to_num(whole, nan=-1))
+
+
+def test_the_candidates_are_every_triple_and_trend_weight_0_gives_the_twelfth_rounds_pairs():
+    from nowcast.models.calibration import EXTRAPOLATION, GRID, NETWORK, TREND_GRID, candidates
+
+    keys = candidates()
+    assert len(keys) == len(set(keys)) == len(GRID) ** 2 * len(TREND_GRID)
+    assert EXTRAPOLATION in keys and NETWORK in keys
+    pairs = candidates(trend_grid=[0.0])
+    assert len(pairs) == 49 and all(t == 0.0 for _, _, t in pairs)
+
+
+def test_calibration_benchmark_refuses_a_trend_grid_without_the_network(capsys):
+    from benchmarks.change_calibration import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["m.pt", "--trend-weights", "0.5"])
+    assert exc.value.code == 2 and "must include 0" in capsys.readouterr().err
