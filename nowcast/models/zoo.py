@@ -512,7 +512,9 @@ class Forecaster:
 
     def _changes(self, x: np.ndarray, leads: int,
                  raw: Callable[[np.ndarray, int], np.ndarray] | None = None) -> np.ndarray:
-        """The changes a forecast applies: the network's (``raw``, default :meth:`_raw_changes`) under the checkpoint's change weights, if any.
+        """The changes a forecast applies: the network's under the checkpoint's change weights, if any.
+
+        ``raw`` computes the network's change (default :meth:`_raw_changes`).
 
         Weights with a window trend add it, estimated from the same
         Lagrangian frames ``x`` the network reads (:func:`nowcast.models.calibration.window_trend`),
