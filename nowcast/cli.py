@@ -35,6 +35,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nowcast import interrupts
 from nowcast.allocator import keep_freed_memory
 from nowcast.errors import (
     EXIT_BUG,
@@ -262,9 +263,19 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = _wants_traceback(args)
     keep_freed_memory()  # numpy's large temporaries reuse the heap instead of faulting pages in again (nowcast.allocator)
+    with interrupts.installed():
+        return _main(args, verbose)
+
+
+def _main(args: list[str], verbose: bool) -> int:
+    """:func:`main` under :func:`nowcast.interrupts.installed`."""
     try:
         try:
-            return _run(args)
+            rc = _run(args)
+            if interrupts.pending() and rc != EXIT_INTERRUPTED:  # a Ctrl-C a finaliser swallowed
+                _error(f"{PROG}: interrupted")
+                return EXIT_INTERRUPTED
+            return rc
         except SystemExit as exc:  # sys.exit() in a command; typer's own broken-pipe exit
             if _is_broken_pipe(exc.__context__):
                 return _silence_broken_pipe()

@@ -62,9 +62,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from nowcast.config import Region, load_region
 from nowcast.cluster import CONNECT_TIMEOUT, LOCAL_CLUSTER_NETWORK  # noqa: F401 (re-exported)
+from nowcast.config import Region, load_region
 from nowcast.errors import EnvironmentFault, NowcastError, is_environment_fault
+from nowcast.interrupts import raise_if_pending
 from nowcast.io.archive import AppendResult, Archive, FrameBatch, Staging, conform, on_grid
 
 log = logging.getLogger(__name__)
@@ -453,6 +454,7 @@ def _run_batches(paths: list[Path], batch_size: int, archive: Archive, staging: 
     # Keep LOOKAHEAD batches queued on the workers while the driver appends.
     pending = deque(submit(b) for b in batches[: LOOKAHEAD + 1])
     for k in range(len(batches)):
+        raise_if_pending()  # a Ctrl-C a finaliser swallowed stops the run here, between commits
         current = pending.popleft()
         if k + LOOKAHEAD + 1 < len(batches):
             pending.append(submit(batches[k + LOOKAHEAD + 1]))
