@@ -137,6 +137,17 @@ TREND_DAMPING_STEPS = 6.0
 TREND_SMOOTHING_PX = 4.0
 
 
+def trend_ramp(leads: int) -> np.ndarray:
+    """How many steps of a growth rate lead ``k`` = 1.. continues: ``tau (1 - exp(-k / tau))``.
+
+    ``tau`` = :data:`TREND_DAMPING_STEPS`: trends do not last for ever. Shared
+    by :func:`lagrangian_trend` and the calibrated forecaster's window trend
+    (:mod:`nowcast.models.calibration`).
+    """
+    k = np.arange(1, int(leads) + 1, dtype=np.float64)
+    return TREND_DAMPING_STEPS * (1.0 - np.exp(-k / TREND_DAMPING_STEPS))
+
+
 def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5,
                      linearity_power: float = 0.0) -> np.ndarray:
     """Extrapolation with the window's Lagrangian growth rate continued linearly in dB.
@@ -178,9 +189,7 @@ def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5,
     wet = lag[-1] > DB_ZERO
     rate = gaussian_filter(slope * wet, TREND_SMOOTHING_PX) / np.maximum(gaussian_filter(wet.astype(float), TREND_SMOOTHING_PX), 1e-3)
     rate = np.clip(rate, -TREND_MAX_DB_PER_STEP, TREND_MAX_DB_PER_STEP)
-    steps = np.arange(1, int(leads) + 1, dtype=np.float64)[:, None, None]
-    tau = TREND_DAMPING_STEPS
-    fields = np.where(wet, lag[-1] + rate * tau * (1.0 - np.exp(-steps / tau)), DB_ZERO)
+    fields = np.where(wet, lag[-1] + rate * trend_ramp(leads)[:, None, None], DB_ZERO)
     out = from_db(advect_leads(np.maximum(fields, DB_ZERO), velocity, outval=DB_ZERO, disp=disp))
     out[unknown_mask(np.isnan(window[-1]), velocity, int(leads), disp=disp)] = np.nan
     return out

@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from nowcast.baselines import trend_ramp
 from nowcast.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -205,18 +206,6 @@ class ChangeWeights:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
 
-def trend_ramp(leads: int) -> np.ndarray:
-    """How many steps of a trend lead ``k`` = 1.. continues: ``tau (1 - exp(-k / tau))``.
-
-    The Lagrangian-trend baseline's damping (``tau`` =
-    :data:`nowcast.baselines.TREND_DAMPING_STEPS`): trends do not last for ever.
-    """
-    from nowcast.baselines import TREND_DAMPING_STEPS
-
-    k = np.arange(1, int(leads) + 1, dtype=np.float64)
-    return TREND_DAMPING_STEPS * (1.0 - np.exp(-k / TREND_DAMPING_STEPS))
-
-
 def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER) -> np.ndarray:
     """The Lagrangian window's growth rate ``(h, w)``, network units per step.
 
@@ -313,7 +302,7 @@ def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str
 
 def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser, sequences: Mapping[str, np.ndarray],
                input_frames: int, leads: int, motion_method: str = "LK",
-               keys: Sequence[tuple[float, ...]] | None = None,
+               keys: Sequence[Candidate] | None = None,
                trend_linearity_power: float = TREND_LINEARITY_POWER) -> GridScores:
     """Per-lead scores of a Lagrangian forecast under every candidate's weights, on every validation set.
 
@@ -332,14 +321,14 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
     sequences
         Per validation set, ``(n, input_frames + leads, ny, nx)`` mm/h.
     keys
-        ``(growth, decay[, trend])`` weights to score (default: every
-        candidate of :func:`candidates`); a pair has no trend.
+        ``(growth, decay, trend)`` weights to score (default: every
+        candidate of :func:`candidates`).
     """
     from nowcast.models import lagrangian
     from nowcast.models.skill import LeadScores
     from nowcast.motion import motion_field
 
-    keys = [tuple(float(w) for w in (tuple(k) + (0.0,) * (3 - len(k)))) for k in (keys or candidates())]
+    keys = [(float(g), float(d), float(t)) for g, d, t in (keys or candidates())]
     weights = {key: ChangeWeights.constant(*key[:2], leads, trend=key[2], trend_linearity_power=trend_linearity_power)
                for key in keys}
     out: GridScores = {key: {} for key in keys}
@@ -374,7 +363,7 @@ def _weighed_once(cache: dict[str, np.ndarray], raw_changes: Callable[[np.ndarra
 
 
 def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
-              keys: Sequence[tuple[float, ...]] | None = None):
+              keys: Sequence[Candidate] | None = None):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     Returns

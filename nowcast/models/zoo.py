@@ -429,8 +429,8 @@ class Forecaster:
         self.path = path
         self.metadata = metadata or {}
         self.normaliser: Normaliser = make_normaliser(self.metadata.get("normalisation") or config.data.normalisation)
-        #: Per-lead weights on the network's growth and decay, chosen on validation data
-        #: (:mod:`nowcast.models.calibration`); ``None``: the network's change as trained.
+        #: Per-lead weights on the network's growth and decay and on the window's trend, chosen on
+        #: validation data (:mod:`nowcast.models.calibration`); ``None``: the network's change as trained.
         self.change_weights = ChangeWeights.from_metadata(self.metadata.get("change_weights"), path or config.name)
         if self.change_weights is not None and not self.lagrangian:
             raise CheckpointError(f"{path or config.name}: change_weights are for Lagrangian models, "
