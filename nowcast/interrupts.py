@@ -3,17 +3,20 @@
 Why: Python's own SIGINT handler raises ``KeyboardInterrupt`` in whatever
 frame runs when the signal arrives. If that frame is a finaliser (an object's
 ``__del__``, such as a ``distributed`` future released by the ingest driver),
-Python prints "Exception ignored in ..." and the command goes on as if no
-Ctrl-C had come: seen in CI, an interrupted 64-file ingest ran to its end and
-exited 0 (``tests/test_interrupt.py``). Here the handler also remembers the
-interrupt: long loops call :func:`raise_if_pending` between their commits, and
-the CLI treats a command that returns after a remembered interrupt as
-interrupted (one ``nowcast: interrupted`` line, exit 130).
+Python prints "Exception ignored in ..." with a traceback and the command goes
+on as if no Ctrl-C had come: seen in CI, an interrupted 64-file ingest ran to
+its end and exited 0 (``tests/test_interrupt.py``). Here the handler also
+remembers the interrupt: long loops call :func:`raise_if_pending` between
+their commits, the CLI treats a command that returns after a remembered
+interrupt as interrupted (one ``nowcast: interrupted`` line, exit 130), and
+the traceback of the swallowed ``KeyboardInterrupt`` is not printed (any other
+exception in a finaliser still is).
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +29,13 @@ def _handler(signum: int, frame: object) -> None:
     global _pending
     _pending = True
     raise KeyboardInterrupt
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs, previous=None) -> None:
+    """Keep quiet about a Ctrl-C raised inside a finaliser (it is remembered); pass anything else on."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _pending:
+        return
+    (previous or sys.__unraisablehook__)(unraisable)
 
 
 def pending() -> bool:
@@ -54,9 +64,12 @@ def installed() -> Iterator[None]:
             yield
             return
         previous = signal.signal(signal.SIGINT, _handler)
+        previous_hook = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: _unraisable(unraisable, previous_hook)
         try:
             yield
         finally:
+            sys.unraisablehook = previous_hook
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
     finally:
         _pending = False

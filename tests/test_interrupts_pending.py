@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 
 import pytest
 
@@ -53,3 +54,23 @@ def test_the_cli_reports_a_swallowed_interrupt_as_interrupted(monkeypatch, capsy
     assert capsys.readouterr().err.strip().endswith("nowcast: interrupted")
     monkeypatch.setattr(cli, "_run", lambda argv: 0)
     assert cli.main(["demo"]) == 0  # the next call does not inherit it
+
+
+def test_the_swallowed_interrupt_is_not_reported_but_other_finaliser_errors_are(monkeypatch):
+    class _Broken:
+        def __del__(self) -> None:
+            raise RuntimeError("finaliser bug")
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_type))
+    hook = sys.unraisablehook
+    with interrupts.installed():
+        obj = _ReleasedInDel()
+        del obj
+        gc.collect()
+        assert reported == []  # remembered instead of printed as "Exception ignored ... KeyboardInterrupt"
+        broken = _Broken()
+        del broken
+        gc.collect()
+    assert reported == [RuntimeError]  # anything else reaches the previous hook
+    assert sys.unraisablehook is hook and not interrupts.pending()  # restored, and forgotten
