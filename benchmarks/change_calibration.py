@@ -25,10 +25,17 @@ test sets it was worse than the incumbent (another day, CSI@5 at 55 min
 -0.039 against extrapolation) and was withdrawn (docs/benchmarks.md, "Skill,
 twelfth round").
 
+Rules (``--rule``): ``14`` (default) is the current one of
+:mod:`nowcast.models.calibration` (625 candidates with the trend's growth part
+alone and three lifetimes; ties on the worst lead and within 0.005 of mean
+CSI@5 go to the least applied change); ``13`` reproduces the thirteenth
+round's choice (245 triples, ties to the larger mean CSI@5), and ``--rule 13
+--trend-weights 0`` the twelfth round's.
+
 Usage::
 
-    python benchmarks/change_calibration.py models/zoo/swiss-south-tmu.pt --json benchmarks/out/v12/calibration.json \\
-        --write models/runs/exp/swiss-south-tmu-calibrated.pt
+    python benchmarks/change_calibration.py models/runs/exp/swiss-south-tmu-calibrated13.pt \\
+        --json benchmarks/out/v14/calibration.json --write models/runs/exp/swiss-south-tmu-calibrated14.pt
 """
 
 from __future__ import annotations
@@ -51,23 +58,47 @@ log = logging.getLogger("change_calibration")
 INPUT_FRAMES, LEADS = 4, 12
 
 
-def table(summaries: dict[tuple[float, float, float], dict[str, float]], chosen: tuple[float, float, float],
-          rows: int = 12) -> str:
+#: The selection rules this script reproduces: candidates and tie-break (nowcast.models.calibration docstring).
+RULES = {
+    "13": {"grid": "GRID", "forms": ("signed",), "lifetimes": (6.0,), "tie_break": "csi5"},
+    "14": {"grid": "NETWORK_GRID", "forms": None, "lifetimes": None, "tie_break": "least-change"},
+}
+
+
+def rule_keys(rule: str, trend_weights: list[float] | None = None) -> tuple[list, str]:
+    """The candidates and tie-break of ``rule`` (``13``: the thirteenth round's; ``14``: the current one)."""
+    from nowcast.models import calibration
+
+    spec = RULES[rule]
+    keys = calibration.candidates(getattr(calibration, spec["grid"]),
+                                  calibration.TREND_GRID if trend_weights is None else trend_weights,
+                                  spec["forms"] or calibration.TREND_FORMS, spec["lifetimes"] or calibration.TREND_LIFETIMES)
+    return keys, spec["tie_break"]
+
+
+def label(key) -> str:
+    """``g / d / t / td / lifetime`` of a candidate."""
+    return " / ".join(f"{w:g}" for w in key)
+
+
+def table(summaries: dict[tuple, dict[str, float]], chosen: tuple, rows: int = 12) -> str:
     """Markdown: the best ``rows`` candidates by the rule's score, the network as trained, and the choice."""
     from nowcast.models.calibration import NETWORK
 
     ranked = sorted(summaries, key=lambda k: (-summaries[k]["worst"], -summaries[k]["csi5"]))
     shown = ranked[:rows] + [k for k in [NETWORK, chosen] if k in summaries and k not in ranked[:rows]]
-    lines = ["| growth | decay | trend | worst lead ΔCSI (1 and 5 mm/h, all sets) | mean CSI@5 0-60 | |",
-             "| ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [("| growth | decay | trend where it grows | trend where it decays | lifetime (steps) | "
+              "worst lead ΔCSI (1 and 5 mm/h, all sets) | mean CSI@5 0-60 | mean applied change | |"),
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for key in shown:
         note = "**chosen**" if key == chosen else ("network as trained" if key == NETWORK else "")
-        lines.append(f"| {key[0]:g} | {key[1]:g} | {key[2]:g} | {summaries[key]['worst']:+.4f} | "
-                     f"{summaries[key]['csi5']:.4f} | {note} |")
+        lines.append(f"| {' | '.join(f'{w:g}' for w in key)} | {summaries[key]['worst']:+.4f} | "
+                     f"{summaries[key]['csi5']:.4f} | {summaries[key]['change']:.4f} | {note} |")
     return "\n".join(lines)
 
 
-def cross_validate(forecaster, sequences: dict[str, np.ndarray], keys: list | None = None) -> str:
+def cross_validate(forecaster, sequences: dict[str, np.ndarray], keys: list | None = None,
+                   tie_break: str = "least-change") -> str:
     """Choose the weights on one half of every validation set (even or odd sequences) and score it on the other.
 
     Why: the chosen weights' worst lead is the best of all candidates on the
@@ -78,8 +109,8 @@ def cross_validate(forecaster, sequences: dict[str, np.ndarray], keys: list | No
     from nowcast.models.calibration import NETWORK, calibrate, summarise
 
     halves = {"even": {n: v[0::2] for n, v in sequences.items()}, "odd": {n: v[1::2] for n, v in sequences.items()}}
-    results = {half: calibrate(forecaster, seqs, LEADS, keys) for half, seqs in halves.items()}
-    header = ("| chosen on | growth / decay / trend | worst lead there | worst lead on the other half | "
+    results = {half: calibrate(forecaster, seqs, LEADS, keys, tie_break) for half, seqs in halves.items()}
+    header = ("| chosen on | growth / decay / trend / trend decay / lifetime | worst lead there | worst lead on the other half | "
               "the network as trained there / on the other half |")
     lines = [header, "| --- | --- | ---: | ---: | --- |"]
     for half, other in (("even", "odd"), ("odd", "even")):
@@ -88,35 +119,35 @@ def cross_validate(forecaster, sequences: dict[str, np.ndarray], keys: list | No
         key = weights.key(0)
         held = summarise(grid[key], references)
         net, net_held = summaries[NETWORK], summarise(grid[NETWORK], references)
-        lines.append(f"| {half} | {key[0]:g} / {key[1]:g} / {key[2]:g} | {summaries[key]['worst']:+.4f} | "
+        lines.append(f"| {half} | {label(key)} | {summaries[key]['worst']:+.4f} | "
                      f"{held['worst']:+.4f} | {net['worst']:+.4f} / {net_held['worst']:+.4f} |")
     return "\n".join(lines)
 
 
 def compare_candidates(incumbent: Path, incumbent_summary: dict[str, float], candidates: list[list[str]],
-                       sequences: dict[str, np.ndarray], json_path: Path | None, keys: list | None = None) -> str:
+                       sequences: dict[str, np.ndarray], json_path: Path | None, keys: list | None = None,
+                       tie_break: str = "least-change") -> str:
     """Calibrate every candidate checkpoint and choose among the labels (the candidates' rule); returns the label."""
     from benchmarks.bias_selection import _means, choose
     from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
 
     per_label: dict[str, list[dict]] = {"incumbent": [dict(incumbent_summary, checkpoint=str(incumbent))]}
-    for label, *checkpoints in candidates:
+    for name, *checkpoints in candidates:
         if not checkpoints:
-            raise SystemExit(f"--candidate {label}: no checkpoint given")
+            raise SystemExit(f"--candidate {name}: no checkpoint given")
         for path in checkpoints:
-            weights, summaries, _, _ = calibrate(load_forecaster(path), sequences, LEADS, keys)
+            weights, summaries, _, _ = calibrate(load_forecaster(path), sequences, LEADS, keys, tie_break)
             key = weights.key(0)
-            per_label.setdefault(label, []).append(dict(summaries[key], growth=key[0], decay=key[1], trend=key[2],
-                                                        checkpoint=path))
-            log.info("%s (%s): %s, worst lead %+.4f, mean CSI@5 %.4f", label, path, weights.brief(),
+            per_label.setdefault(name, []).append(dict(summaries[key], weights=list(key), checkpoint=path))
+            log.info("%s (%s): %s, worst lead %+.4f, mean CSI@5 %.4f", name, path, weights.brief(),
                      summaries[key]["worst"], summaries[key]["csi5"])
     chosen = choose(per_label)
-    lines = ["| label | checkpoint | chosen growth / decay / trend | worst lead ΔCSI | mean CSI@5 |",
+    lines = ["| label | checkpoint | chosen growth / decay / trend / trend decay / lifetime | worst lead ΔCSI | mean CSI@5 |",
              "| --- | --- | --- | ---: | ---: |"]
-    for label, runs in per_label.items():
-        lines += [f"| {label} | {r['checkpoint']} | {r.get('growth', '-')} / {r.get('decay', '-')} / "
-                  f"{r.get('trend', '-')} | {r['worst']:+.4f} | {r['csi5']:.4f} |" for r in runs]
+    for name, runs in per_label.items():
+        lines += [f"| {name} | {r['checkpoint']} | {' / '.join(f'{w:g}' for w in r.get('weights', ())) or '-'} | "
+                  f"{r['worst']:+.4f} | {r['csi5']:.4f} |" for r in runs]
     sys.stdout.write("\n".join(lines) + f"\n\nchosen among the calibrated candidates: {chosen} ({_means(per_label)})\n")
     if json_path:
         data = json.loads(json_path.read_text()) if json_path.exists() else {}
@@ -137,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cross-validate", action="store_true",
                         help="Also choose on the even sequences of every set and score on the odd ones, and the "
                              "other way round (see cross_validate): how much the chosen weights' worst lead is luck.")
+    parser.add_argument("--rule", choices=sorted(RULES), default="14",
+                        help="The selection rule: '14' (default, the current one: 625 candidates, ties to the "
+                             "least change) or '13' (the thirteenth round's 245 triples, ties to mean CSI@5).")
     parser.add_argument("--trend-weights", type=float, nargs="+", default=None, metavar="W",
                         help="Trend weights tried with every growth/decay pair (default: "
-                             "nowcast.models.calibration.TREND_GRID); '--trend-weights 0' is the twelfth "
+                             "nowcast.models.calibration.TREND_GRID); '--rule 13 --trend-weights 0' is the twelfth "
                              "round's 49 pairs, without the window trend.")
     parser.add_argument("--write", type=Path, metavar="CHECKPOINT",
                         help="Copy the checkpoint here with the chosen weights in its metadata (change_weights).")
@@ -147,36 +181,37 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from nowcast.models.calibration import TREND_GRID, calibrate, candidates
+    from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import read_validation, validation_stores
 
     torch.set_num_threads(1)
-    trend_grid = args.trend_weights if args.trend_weights is not None else TREND_GRID
-    if 0.0 not in trend_grid:
+    if args.trend_weights is not None and 0.0 not in args.trend_weights:
         parser.error("--trend-weights must include 0: the network as trained (1, 1, 0) is every table's reference")
-    keys = candidates(trend_grid=trend_grid)
+    keys, tie_break = rule_keys(args.rule, args.trend_weights)
     forecaster = load_forecaster(args.checkpoint)
     stores = args.validation or validation_stores(forecaster.config)
     sequences = read_validation(stores, args.sequences, INPUT_FRAMES + LEADS)
-    weights, summaries, grid, references = calibrate(forecaster, sequences, LEADS, keys)
+    log.info("rule %s: %d candidates, ties broken by %s", args.rule, len(keys), tie_break)
+    weights, summaries, grid, references = calibrate(forecaster, sequences, LEADS, keys, tie_break)
     chosen = weights.key(0)
     sys.stdout.write(table(summaries, chosen) + f"\n\nchosen: {weights.brief()}\n")
     names = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in stores]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "checkpoint": str(args.checkpoint), "validation": names,
+            "checkpoint": str(args.checkpoint), "validation": names, "rule": args.rule,
+            "key": "growth/decay/trend/trend_decay/lifetime_steps",
             "sequences": {name: len(v) for name, v in sequences.items()},
             "references": references,
             "grid": {"/".join(f"{w:g}" for w in key): by_set for key, by_set in grid.items()},
             "summaries": {"/".join(f"{w:g}" for w in key): s for key, s in summaries.items()},
             "chosen": list(chosen)}, indent=1))
     if args.cross_validate:
-        sys.stdout.write("\n" + cross_validate(forecaster, sequences, keys) + "\n")
+        sys.stdout.write("\n" + cross_validate(forecaster, sequences, keys, tie_break) + "\n")
     if args.candidate:
-        compare_candidates(args.checkpoint, dict(summaries[chosen], growth=chosen[0], decay=chosen[1], trend=chosen[2]),
-                           args.candidate, sequences, args.json, keys)
+        compare_candidates(args.checkpoint, dict(summaries[chosen], weights=list(chosen)),
+                           args.candidate, sequences, args.json, keys, tie_break)
     if args.write:
         from pipelines.pretrain import record_change_weights
 

@@ -137,15 +137,19 @@ TREND_DAMPING_STEPS = 6.0
 TREND_SMOOTHING_PX = 4.0
 
 
-def trend_ramp(leads: int) -> np.ndarray:
+def trend_ramp(leads: int, lifetime: float = TREND_DAMPING_STEPS) -> np.ndarray:
     """How many steps of a growth rate lead ``k`` = 1.. continues: ``tau (1 - exp(-k / tau))``.
 
-    ``tau`` = :data:`TREND_DAMPING_STEPS`: trends do not last for ever. Shared
-    by :func:`lagrangian_trend` and the calibrated forecaster's window trend
-    (:mod:`nowcast.models.calibration`).
+    ``tau`` = ``lifetime`` (steps; default :data:`TREND_DAMPING_STEPS`):
+    trends do not last for ever. Shared by :func:`lagrangian_trend` and the
+    calibrated forecaster's window trend (:mod:`nowcast.models.calibration`),
+    whose lifetime the calibration may choose.
     """
+    tau = float(lifetime)
+    if not np.isfinite(tau) or tau <= 0:
+        raise ValueError(f"a trend's lifetime must be a positive number of steps, got {lifetime}")
     k = np.arange(1, int(leads) + 1, dtype=np.float64)
-    return TREND_DAMPING_STEPS * (1.0 - np.exp(-k / TREND_DAMPING_STEPS))
+    return tau * (1.0 - np.exp(-k / tau))
 
 
 def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5,

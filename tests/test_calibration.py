@@ -9,8 +9,10 @@ import torch
 from nowcast.baselines import extrapolation
 from nowcast.errors import CheckpointError
 from nowcast.models.calibration import (
+    EXTRAPOLATION,
     TIE,
     ChangeWeights,
+    as_candidate,
     choose_weights,
     score_grid,
     summarise,
@@ -58,6 +60,7 @@ def _scores(c1: list[float], c5: list[float]) -> dict[str, list[float]]:
 
 
 def test_rule_takes_the_best_worst_lead_and_breaks_ties_by_heavy_rain():
+    """The thirteenth round's rule (``tie_break="csi5"``): any difference in mean CSI@5 breaks a tie."""
     ref = {"a": _scores([0.5, 0.5], [0.3, 0.3]), "b": _scores([0.5, 0.5], [0.3, np.nan])}
     grid = {
         (0.0, 0.0, 0.0): {"a": ref["a"], "b": ref["b"]},  # extrapolation itself: never a candidate
@@ -68,14 +71,40 @@ def test_rule_takes_the_best_worst_lead_and_breaks_ties_by_heavy_rain():
         # just beyond the tie: not tied, although it has the most CSI@5
         (1.5, 0.0, 1.0): {"a": _scores([0.5, 0.499 - TIE - 1e-4], [0.39, 0.39]), "b": _scores([0.5, 0.5], [0.3, np.nan])},
     }
-    weights, summaries = choose_weights(grid, ref)
-    assert (0.0, 0.0, 0.0) not in summaries
+    weights, summaries = choose_weights(grid, ref, tie_break="csi5")
+    assert EXTRAPOLATION not in summaries
     assert (weights.growth, weights.decay, weights.trend) == ((0.5, 0.5), (0.5, 0.5), (0.25, 0.25))
-    assert summaries[(1.0, 1.0, 0.0)]["worst"] == pytest.approx(-0.02)
-    assert summaries[(0.5, 0.0, 0.0)]["worst"] == pytest.approx(-0.001)
+    assert weights.trend_decay == weights.trend and weights.trend_lifetime == 6.0  # a 3-tuple is the signed trend
+    assert summaries[as_candidate((1.0, 1.0, 0.0))]["worst"] == pytest.approx(-0.02)
+    assert summaries[as_candidate((0.5, 0.0, 0.0))]["worst"] == pytest.approx(-0.001)
     grid[(0.5, 0.5, 0.25)]["a"]["csi@1"][1] -= 2e-4  # now beyond the tie: the best worst lead wins
-    weights, _ = choose_weights(grid, ref)
-    assert weights.key(0) == (0.5, 0.0, 0.0) and not weights.uses_trend
+    weights, _ = choose_weights(grid, ref, tie_break="csi5")
+    assert weights.key(0) == as_candidate((0.5, 0.0, 0.0)) and not weights.uses_trend
+
+
+def _with_change(scores: dict[str, list[float]], change: float) -> dict:
+    return {**scores, "change": change}
+
+
+def test_fourteenth_rule_counts_heavy_rain_only_beyond_the_tie_then_takes_the_least_change():
+    ref = {"a": _scores([0.5, 0.5], [0.3, 0.3])}
+    small, large, trend_growth = (0.0, 0.5, 0.0, 0.0, 6.0), (0.0, 0.5, 0.25, 0.25, 6.0), (0.0, 0.0, 0.25, 0.0, 12.0)
+    grid = {
+        EXTRAPOLATION: {"a": _with_change(ref["a"], 0.0)},
+        # the best worst lead, the least CSI@5
+        (0.0, 0.25, 0.0, 0.0, 6.0): {"a": _with_change(_scores([0.5, 0.5], [0.30, 0.30]), 0.01)},
+        # tied on the worst lead; CSI@5 exactly TIE below the most: tied again, and it changes the least
+        small: {"a": _with_change(_scores([0.5, 0.499], [0.32 - TIE, 0.32 - TIE]), 0.02)},
+        large: {"a": _with_change(_scores([0.5, 0.499], [0.32, 0.32]), 0.05)},
+        trend_growth: {"a": _with_change(_scores([0.5, 0.498], [0.318, 0.318]), 0.03)},
+    }
+    weights, summaries = choose_weights(grid, ref)
+    assert weights.key(0) == small and summaries[small]["change"] == pytest.approx(0.02)
+    grid[small]["a"]["csi@5"] = [0.32 - TIE - 1e-4] * 2  # just beyond: the next least change among the rest
+    assert choose_weights(grid, ref)[0].key(0) == trend_growth
+    assert choose_weights(grid, ref, tie_break="csi5")[0].key(0) == large  # the thirteenth round's rule
+    with pytest.raises(ValueError, match="tie_break"):
+        choose_weights(grid, ref, tie_break="mean")
 
 
 def test_a_lead_without_heavy_rain_has_no_difference():
@@ -118,14 +147,27 @@ def test_grid_scores_are_those_of_the_weighted_forecast():
     seqs = np.stack([moving_window(shape=(32, 32), frames=8, u=u, v=v) for u, v in rng.uniform(-1.5, 1.5, (3, 2))])
     fc = forecaster()
     fc._raw_changes = _signed_changes
-    keys = [(0.0, 0.0, 0.0), (1.0, 1.0, 0.0), (0.5, 1.5, 0.0), (0.5, 0.0, 1.0), (0.0, 0.0, 0.75)]
+    keys = [as_candidate(k) for k in [(0.0, 0.0, 0.0), (1.0, 1.0, 0.0), (0.5, 1.5, 0.0), (0.5, 0.0, 1.0),
+                                      (0.0, 0.0, 0.75), (0.5, 0.0, 1.0, 0.0, 3.0), (0.0, 0.5, 0.75, 0.75, 12.0)]]
     grid = score_grid(fc._raw_changes, fc.normaliser, {"s": seqs}, 4, 4, keys=keys)
+    changes, applied = fc._changes, []
+
+    def recording(x, leads, **kwargs):  # what predict applies, to compare with the grid's measure of it
+        out = changes(x, leads, **kwargs)
+        applied.append(float(np.abs(out).mean()))
+        return out
+
+    fc._changes = recording
     for weights in keys:
-        fc.change_weights = ChangeWeights.constant(*weights[:2], 4, trend=weights[2])
+        fc.change_weights = ChangeWeights.from_key(weights, 4)
+        applied.clear()
         direct = score_method(fc.predict, seqs, 4, 4)
         for key in ("csi@1", "csi@5"):
             np.testing.assert_allclose(grid[weights]["s"][key], direct[key], equal_nan=True)
-    assert grid[(1.0, 1.0, 0.0)]["s"]["csi@1"] != grid[(0.5, 1.5, 0.0)]["s"]["csi@1"]
+        assert len(applied) == len(seqs)
+        assert grid[weights]["s"]["change"] == pytest.approx(np.mean(applied), rel=1e-5, abs=1e-9)
+    assert grid[keys[1]]["s"]["csi@1"] != grid[keys[2]]["s"]["csi@1"]
+    assert grid[keys[0]]["s"]["change"] == 0.0 < grid[keys[1]]["s"]["change"]
 
 
 def _saved(tmp_path, frame="lagrangian"):
@@ -328,18 +370,19 @@ def test_cli_refuses_a_model_it_cannot_calibrate(tmp_path, capsys):
 
 def test_cross_validation_scores_each_half_s_choice_on_the_other_half():
     from benchmarks.change_calibration import cross_validate
-    from nowcast.models.calibration import calibrate, summarise
+    from nowcast.models.calibration import calibrate, candidates, summarise
 
     rng = np.random.default_rng(5)
     seqs = np.stack([moving_window(shape=(32, 32), frames=16, u=u, v=v) for u, v in rng.uniform(-1.5, 1.5, (4, 2))])
     fc = forecaster()
     fc._raw_changes = _signed_changes
-    rows = cross_validate(fc, {"s": seqs}).splitlines()[2:]
+    keys = candidates((0.0, 0.5, 1.0), (0.0, 0.5), lifetimes=(3.0,))  # a small grid: the full one takes a minute here
+    rows = cross_validate(fc, {"s": seqs}, keys).splitlines()[2:]
     assert [r.split(" | ")[0] for r in rows] == ["| even", "| odd"]
-    weights, summaries, _, _ = calibrate(fc, {"s": seqs[0::2]})
-    _, _, grid, refs = calibrate(fc, {"s": seqs[1::2]})
+    weights, summaries, _, _ = calibrate(fc, {"s": seqs[0::2]}, keys=keys)
+    _, _, grid, refs = calibrate(fc, {"s": seqs[1::2]}, keys=keys)
     key = weights.key(0)
-    assert (f"| {key[0]:g} / {key[1]:g} / {key[2]:g} | {summaries[key]['worst']:+.4f} | "
+    assert (f"| {' / '.join(f'{w:g}' for w in key)} | {summaries[key]['worst']:+.4f} | "
             f"{summarise(grid[key], refs)['worst']:+.4f} |") in rows[0]
 
 
@@ -440,7 +483,8 @@ def test_cross_validation_and_grid_carry_the_trend():
     fc = forecaster()
     seqs = growing_sequences(n=3)
     grid = score_grid(fc._raw_changes, fc.normaliser, {"g": seqs}, 4, 6, keys=[(0.0, 0.0, 0.0), (0.0, 0.0, 1.0)])
-    assert np.nanmean(grid[(0.0, 0.0, 1.0)]["g"]["csi@5"]) > np.nanmean(grid[(0.0, 0.0, 0.0)]["g"]["csi@5"])
+    trend, none = as_candidate((0.0, 0.0, 1.0)), as_candidate((0.0, 0.0, 0.0))
+    assert np.nanmean(grid[trend]["g"]["csi@5"]) > np.nanmean(grid[none]["g"]["csi@5"])
 
 
 def test_the_trend_is_read_on_the_whole_region_not_per_tile():
@@ -452,14 +496,89 @@ def test_the_trend_is_read_on_the_whole_region_not_per_tile():
                                   np.nan_to_num(whole, nan=-1))
 
 
-def test_the_candidates_are_every_triple_and_trend_weight_0_gives_the_twelfth_rounds_pairs():
-    from nowcast.models.calibration import EXTRAPOLATION, GRID, NETWORK, TREND_GRID, candidates
+def test_the_candidates_and_the_earlier_rounds_grids():
+    from nowcast.models.calibration import (
+        EXTRAPOLATION,
+        GRID,
+        NETWORK,
+        NETWORK_GRID,
+        TREND_FORMS,
+        TREND_GRID,
+        TREND_LIFETIMES,
+        candidates,
+    )
 
     keys = candidates()
-    assert len(keys) == len(set(keys)) == len(GRID) ** 2 * len(TREND_GRID)
+    with_trend = (len(TREND_GRID) - 1) * len(TREND_FORMS) * len(TREND_LIFETIMES)
+    assert len(keys) == len(set(keys)) == len(NETWORK_GRID) ** 2 * (1 + with_trend) == 625
     assert EXTRAPOLATION in keys and NETWORK in keys
-    pairs = candidates(trend_grid=[0.0])
-    assert len(pairs) == 49 and all(t == 0.0 for _, _, t in pairs)
+    assert (0.0, 0.5, 0.25, 0.25, 6.0) in keys and (0.0, 0.0, 0.25, 0.0, 12.0) in keys
+    assert all(td in (0.0, t) for _, _, t, td, _ in keys)  # signed or growth only
+    thirteenth = candidates(GRID, TREND_GRID, ["signed"], [6.0])
+    assert thirteenth == [as_candidate(k) for k in thirteenth] and len(thirteenth) == 245
+    pairs = candidates(GRID, [0.0])
+    assert len(pairs) == 49 and all(k[2:4] == (0.0, 0.0) for k in pairs)
+    with pytest.raises(ValueError, match="trend form"):
+        candidates(forms=["decay"])
+    with pytest.raises(ValueError, match="candidate"):
+        as_candidate((1.0,))
+
+
+def test_the_trends_growth_and_decay_take_their_own_weights_and_lifetime():
+    from nowcast.models.calibration import trend_ramp
+
+    change = np.zeros((3, 1, 2))
+    rate = np.array([[0.1, -0.2]])
+    growth_only = ChangeWeights.constant(0.0, 0.0, 3, trend=1.0, trend_decay=0.0, trend_lifetime=3.0)
+    ramp = trend_ramp(3, 3.0)
+    np.testing.assert_allclose(growth_only.apply(change, rate)[:, 0, 0], ramp * 0.1)
+    np.testing.assert_array_equal(growth_only.apply(change, rate)[:, 0, 1], 0.0)  # no decay of the trend
+    decay_only = ChangeWeights.constant(0.0, 0.0, 3, trend=0.0, trend_decay=0.5)
+    assert decay_only.uses_trend
+    np.testing.assert_allclose(decay_only.apply(change, rate)[:, 0], np.stack([0 * ramp, -0.1 * trend_ramp(3)], 1))
+    # a shorter lifetime continues less of the same rate at every lead, and the difference grows with lead
+    short, long = (ChangeWeights.constant(0, 0, 12, trend=1.0, trend_lifetime=t).apply(np.zeros((12, 1, 1)), np.ones((1, 1)))
+                   for t in (3.0, 12.0))
+    assert np.all(short < long) and np.all(np.diff((long - short).ravel()) > 0)
+    assert trend_ramp(12)[5] == pytest.approx(ChangeWeights.constant(0, 0, 12, trend=1.0).apply(
+        np.zeros((12, 1, 1)), np.ones((1, 1)))[5, 0, 0])  # default lifetime: the baseline's 6 steps
+    with pytest.raises(ValueError, match="lifetime"):
+        trend_ramp(3, 0.0)
+
+
+@pytest.mark.parametrize("lifetime", [0.0, -3.0, float("inf"), float("nan")])
+def test_impossible_trend_lifetimes_are_refused(lifetime):
+    with pytest.raises(ValueError, match="trend_lifetime"):
+        ChangeWeights.constant(0.0, 0.0, 2, trend=0.5, trend_lifetime=lifetime)
+    with pytest.raises(CheckpointError, match="m.pt: invalid change_weights"):
+        ChangeWeights.from_metadata({"growth": [0.0], "decay": [0.0], "trend": [0.5], "trend_lifetime_steps": lifetime},
+                                    "m.pt")
+
+
+def test_thirteenth_round_entries_load_as_the_signed_trend_and_new_ones_round_trip():
+    old = ChangeWeights.from_metadata({"growth": [0.0], "decay": [0.5], "trend": [0.25], "trend_linearity_power": 4.0})
+    assert old.trend_decay == (0.25,) and old.trend_lifetime == 6.0
+    assert old.brief() == "network growth x0, decay x0.5, window trend (R^4-weighted) x0.25 at every lead"
+    new = ChangeWeights.constant(0.0, 0.25, 2, trend=0.5, trend_decay=0.0, trend_lifetime=12.0)
+    assert ChangeWeights.from_metadata(new.to_metadata(command="x")) == new
+    assert new.brief() == ("network growth x0, decay x0.25, window trend (R^4-weighted, lifetime 12 steps) x0.5 "
+                           "where it grows, x0 where it decays at every lead")
+    with pytest.raises(CheckpointError, match="m.pt"):
+        ChangeWeights.from_metadata({"growth": [0.0], "decay": [0.0], "trend": [0.5], "trend_decay": [0.5, 0.5]}, "m.pt")
+
+
+def test_growth_only_trend_keeps_a_decaying_field_as_extrapolation_does():
+    """A skill test: where the window decays steadily, the signed trend removes rain, the growth part alone does not."""
+    fc = forecaster()  # untrained: the trend is all that differs from extrapolation
+    decaying = growing_sequences(db_per_step=-1.0)
+    ref = score_method(extrapolation, decaying, 4, 6)
+    fc.change_weights = ChangeWeights.constant(0.0, 0.0, 6, trend=1.0, trend_decay=0.0)
+    growth_only = score_method(fc.predict, decaying, 4, 6)
+    for key in ("csi@1", "csi@5"):
+        np.testing.assert_allclose(growth_only[key], ref[key], atol=0.02, equal_nan=True)
+    fc.change_weights = ChangeWeights.constant(0.0, 0.0, 6, trend=1.0)  # signed: the decay reaches the forecast
+    signed = score_method(fc.predict, decaying, 4, 6)
+    assert np.nanmean(signed["csi@1"]) > np.nanmean(ref["csi@1"]) + 0.02  # and on a lasting decay it is right to
 
 
 def test_calibration_benchmark_refuses_a_trend_grid_without_the_network(capsys):
