@@ -89,6 +89,13 @@ recalibrated by this rule and takes what it chooses; the test sets are
 scored once after, without a veto. (They were scored in the thirteenth
 round, and this rule was proposed after that, from what the validation sets
 had shown: its numbers are those of the third model the test sets judged.)
+Result (2026-11-27): growth x0, decay x0.25, the trend's growth part x0.25
+with a 12-step lifetime (validation worst lead -0.0084; the best of all,
+-0.0035, was a quarter of the signed trend with a 3-step lifetime, but the
+second tie on CSI@5 left it out, and the least change then won by 0.00944
+against 0.00949: noise again). On the test sets the worst lead rose from
+-0.039 to -0.015 and the growth set's gain at 5 mm/h from +0.086 to +0.107
+(docs/benchmarks.md, "Skill, fourteenth round").
 """
 
 from __future__ import annotations
