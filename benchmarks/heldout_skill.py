@@ -128,9 +128,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="Also a paired bootstrap over sequences (N resamples) of every model's CSI difference "
                              "from extrapolation: its 90%% interval at the worst lead, and the leads where the "
                              "whole interval is below (above) zero (see bootstrap_table).")
+    parser.add_argument("--fresh", type=int, default=None, metavar="SEED",
+                        help="Score on fresh test sets drawn with SEED instead (made if missing in "
+                             "data/sim/fresh-sSEED; pipelines.validation.fresh_test_stores): data no choice has seen.")
     parser.add_argument("--json", type=Path, help="Write all per-lead scores here.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.fresh is not None:
+        from pipelines.validation import fresh_test_stores
+
+        args.test = fresh_test_stores(ROOT / f"data/sim/fresh-s{args.fresh}", args.fresh)
     import torch
     import xarray as xr
 

@@ -74,6 +74,57 @@ def other_day_validation(path: Path, seed: int = OTHER_DAY_SEED, domain: str = "
     return ensure_test_sequences(domain, path, 16, 64, seed=seed, sequences=sequences)
 
 
+#: Seeds that made the test sets (0) and their validation twins (1): a fresh test set needs another.
+USED_SEEDS = (0, 1)
+#: Sequences per simulated day of a fresh test set (twice the test sets': a tighter interval).
+FRESH_DAY_SEQUENCES = 128
+#: Cases of a fresh known-motion test set before cropping (the test sets have 24).
+FRESH_KNOWN_MOTION_CASES = 64
+
+
+def fresh_test_stores(folder: Path, seed: int, domain: str = "swiss-south", heldout_seed: int = 90_000,
+                      day_sequences: int = FRESH_DAY_SEQUENCES,
+                      known_motion_cases: int = FRESH_KNOWN_MOTION_CASES) -> list[Path]:
+    """Fresh test sets, the same four kinds as the test sets with another seed, made if missing.
+
+    Why (fourteenth round): the test sets have judged three sets of change
+    weights in turn, each chosen by a rule proposed after the previous one's
+    test numbers were read, so their numbers are no longer those of unseen
+    data. These are the same constructions (the training day: ``sameday``,
+    held-out seed stream ``heldout_seed + seed``; another day: the domain's
+    held-out split; the real composite moved rigidly and with growth, cropped
+    to 64x64) drawn with ``seed``, which neither a test set (0) nor a
+    validation twin (1) uses, and with more sequences, so a shipped model can be
+    scored once on data no choice has seen. Names end in ``-s{seed}``.
+
+    Raises
+    ------
+    ValueError
+        ``seed`` is one the test sets or their twins were made with.
+    """
+    from nowcast.data import testcases
+    from pipelines.pretrain import ensure_test_sequences
+
+    if seed in USED_SEEDS:
+        raise ValueError(f"seed {seed} made the test sets or their validation twins; a fresh test set needs another")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sameday = folder / f"{domain}-sameday-s{seed}.zarr"
+    if not sameday.exists():
+        from pipelines.simulate import simulate_dataset
+
+        simulate_dataset(domain, day_sequences, 16, sameday, seed=heldout_seed + seed, crop_size=64)
+    other = ensure_test_sequences(domain, folder / f"{domain}-test-s{seed}.zarr", 16, 64, seed=seed,
+                                  sequences=day_sequences)
+    known = {kind: folder / f"{testcases.REGION}-{kind}-64-s{seed}.zarr" for kind in ("growth", "rigid")}
+    if not all(path.exists() for path in known.values()):
+        made = folder / f"known-motion-s{seed}"
+        testcases.make_test_sets(made, n_cases=known_motion_cases, seed=seed)
+        for kind, path in known.items():
+            (made / f"{testcases.REGION}-{kind}-64.zarr").rename(path)
+    return [sameday, other, known["growth"], known["rigid"]]
+
+
 def validation_stores(config: ModelConfig, sequences: int = OTHER_DAY_SEQUENCES) -> list[Path]:
     """A target's validation sets (module docstring), made if missing, in ``val-known/`` beside its training store.
 

@@ -111,3 +111,26 @@ def test_candidates_only_needs_two_candidates_and_scoring_alone(argv):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+def test_fresh_test_stores_use_unused_seeds_and_are_made_once(tmp_path):
+    """Fresh test sets: the four kinds of test set, drawn with a seed no test set or twin used."""
+    import xarray as xr
+
+    from pipelines.validation import USED_SEEDS, fresh_test_stores
+
+    for used in USED_SEEDS:
+        with pytest.raises(ValueError, match=f"seed {used}"):
+            fresh_test_stores(tmp_path, used)
+    stores = fresh_test_stores(tmp_path, 2, day_sequences=2, known_motion_cases=4)
+    assert [p.name for p in stores] == ["swiss-south-sameday-s2.zarr", "swiss-south-test-s2.zarr",
+                                        "swiss-south-growth-64-s2.zarr", "swiss-south-rigid-64-s2.zarr"]
+    with xr.open_zarr(stores[0]) as same, xr.open_zarr(stores[1]) as other:
+        assert same.attrs["rng_seed"] == 90_002 and same.attrs["split"] == "train"  # the same-day set is 90_001
+        assert other.attrs["rng_seed"] == 2 and other.attrs["split"] == "test"
+        assert same.sizes["sequence"] == other.sizes["sequence"] == 2 and same.sizes["time"] == 16
+    with xr.open_zarr(stores[2]) as growth:
+        assert growth.sizes["y"] == growth.sizes["x"] == 64 and growth.sizes["time"] == 16
+    stamps = [p.stat().st_mtime_ns for p in stores]
+    assert fresh_test_stores(tmp_path, 2, day_sequences=2, known_motion_cases=4) == stores
+    assert [p.stat().st_mtime_ns for p in stores] == stamps  # made once, then reused
