@@ -153,7 +153,8 @@ def trend_ramp(leads: int, lifetime: float = TREND_DAMPING_STEPS) -> np.ndarray:
 
 
 def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5,
-                     linearity_power: float = 0.0) -> np.ndarray:
+                     linearity_power: float = 0.0, lifetime: float = TREND_DAMPING_STEPS,
+                     motion_frames: int | None = None) -> np.ndarray:
     """Extrapolation with the window's Lagrangian growth rate continued linearly in dB.
 
     The inputs are moved to the analysis time (:func:`nowcast.motion.to_lagrangian`);
@@ -166,14 +167,18 @@ def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5,
     ``linearity_power`` > 0 weights each pixel's slope by the R² of its
     linear fit to that power before smoothing (0 with fewer than three wet
     frames), as the trend gate's :func:`nowcast.models.predictor.trend_rate`
-    does; the baseline of the studies is the unweighted one (0).
+    does; the baseline of the studies is the unweighted one (0). ``lifetime``:
+    the e-folding time (steps) the rate is continued with (:func:`trend_ramp`).
+    The slope is read over the whole ``window``, however long; the motion
+    from its last ``motion_frames`` frames (``None``: all of them), so that a
+    longer history can lengthen the trend without changing the motion.
     """
     from scipy.ndimage import gaussian_filter
 
     from nowcast.motion import to_lagrangian
 
     window = _check(window, leads, 2, "lagrangian-trend")
-    velocity = motion_field(window)
+    velocity = motion_field(window if motion_frames is None else window[-int(motion_frames):])
     n = window.shape[0]
     db = to_db(window)
     disp = displacements(velocity, max(int(leads), n - 1))  # the inputs' trajectories are the first leads'
@@ -193,7 +198,7 @@ def lagrangian_trend(window: np.ndarray, leads: int, timestep_minutes: int = 5,
     wet = lag[-1] > DB_ZERO
     rate = gaussian_filter(slope * wet, TREND_SMOOTHING_PX) / np.maximum(gaussian_filter(wet.astype(float), TREND_SMOOTHING_PX), 1e-3)
     rate = np.clip(rate, -TREND_MAX_DB_PER_STEP, TREND_MAX_DB_PER_STEP)
-    fields = np.where(wet, lag[-1] + rate * trend_ramp(leads)[:, None, None], DB_ZERO)
+    fields = np.where(wet, lag[-1] + rate * trend_ramp(leads, lifetime)[:, None, None], DB_ZERO)
     out = from_db(advect_leads(np.maximum(fields, DB_ZERO), velocity, outval=DB_ZERO, disp=disp))
     out[unknown_mask(np.isnan(window[-1]), velocity, int(leads), disp=disp)] = np.nan
     return out

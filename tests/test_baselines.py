@@ -122,6 +122,23 @@ def test_lagrangian_trend_of_steady_rain_is_extrapolation_and_dry_stays_dry():
     assert np.nanmax(lagrangian_trend(np.zeros((4, 16, 16), np.float32), 2)) == 0.0
 
 
+def test_lagrangian_trend_lifetime_and_motion_frames(monkeypatch):
+    """A shorter lifetime continues less growth; ``motion_frames`` takes the motion from the newest frames only."""
+    import nowcast.baselines as baselines
+
+    seq = _growing_blob(frames=8, db_per_step=1.0)
+    short, long = (np.nan_to_num(baselines.lagrangian_trend(seq, 12, linearity_power=4.0, lifetime=t)) for t in (3.0, 12.0))
+    assert short[-1].max() < long[-1].max() and short[0].max() < long[0].max()
+    np.testing.assert_array_equal(np.nan_to_num(baselines.lagrangian_trend(seq, 3)),
+                                  np.nan_to_num(baselines.lagrangian_trend(seq, 3, lifetime=baselines.TREND_DAMPING_STEPS)))
+    seen = []
+    motion = baselines.motion_field
+    monkeypatch.setattr(baselines, "motion_field", lambda w, *a, **k: (seen.append(w.shape[0]), motion(w, *a, **k))[1])
+    baselines.lagrangian_trend(seq, 3, motion_frames=4)
+    baselines.lagrangian_trend(seq, 3)
+    assert seen == [4, 8]
+
+
 def test_anvil_runs_and_needs_four_frames():
     from nowcast.baselines import anvil
     from nowcast.errors import ForecastError
