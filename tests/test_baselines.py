@@ -124,7 +124,7 @@ def test_lagrangian_trend_of_steady_rain_is_extrapolation_and_dry_stays_dry():
 
 def test_lagrangian_trend_lifetime_and_motion_frames(monkeypatch):
     """A shorter lifetime continues less growth; ``motion_frames`` takes the motion from the newest frames only."""
-    import nowcast.baselines as baselines
+    from nowcast import baselines
 
     seq = _growing_blob(frames=8, db_per_step=1.0)
     short, long = (np.nan_to_num(baselines.lagrangian_trend(seq, 12, linearity_power=4.0, lifetime=t)) for t in (3.0, 12.0))
