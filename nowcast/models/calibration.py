@@ -103,7 +103,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -446,14 +445,13 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
                trend_linearity_power: float = TREND_LINEARITY_POWER) -> GridScores:
     """Per-lead scores of a Lagrangian forecast under every candidate's weights, on every validation set.
 
-    The network, the window trend and the motion run once per sequence;
-    every candidate then only weighs the stored change, adds the weighted
-    trend and advects (:func:`nowcast.models.lagrangian.forecast` with the
-    stored velocity) and is scored: about 16-23 ms per 12-lead 64x64
-    sequence, so the thirteenth round's 245 candidates took about 4 s per
-    validation sequence on one core (measured 2026-11-27). Each set's
-    scores also carry ``change``, the mean absolute change (network units)
-    the candidate applies, averaged over the set's sequences.
+    The motion, the moved window (:func:`nowcast.models.lagrangian.prepare`),
+    the network and the window trend run once per sequence; every candidate
+    then only weighs the stored change, adds the weighted trend, advects
+    (:func:`nowcast.models.lagrangian.finish`) and is scored at
+    :data:`THRESHOLDS`. Each set's scores also carry ``change``, the mean
+    absolute change (network units) the candidate applies, averaged over the
+    set's sequences (0 for a dry window).
 
     Parameters
     ----------
@@ -468,25 +466,26 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
     """
     from nowcast.models import lagrangian
     from nowcast.models.skill import LeadScores
-    from nowcast.motion import motion_field
 
     keys = [as_candidate(key) for key in (keys or candidates())]
     weights = {key: ChangeWeights.from_key(key, leads, trend_linearity_power) for key in keys}
+    trended = any(w.uses_trend for w in weights.values())
     out: GridScores = {key: {} for key in keys}
     for name, seqs in sequences.items():
-        scores = {key: LeadScores(leads) for key in keys}
+        # only what the rule reads: CSI at its thresholds (FSS would double the cost)
+        scores = {key: LeadScores(leads, thresholds=THRESHOLDS, fss_pixels=[]) for key in keys}
         applied = {key: 0.0 for key in keys}  # mean absolute change each candidate applies, summed over sequences
         for i, seq in enumerate(seqs):
             window = np.asarray(seq[:input_frames], dtype=np.float32)
             truth = seq[input_frames : input_frames + leads]
-            velocity = motion_field(np.nan_to_num(window, nan=0.0), motion_method)
-            cache: dict[str, np.ndarray] = {}  # the network's change and the trend, computed by the first forecast
+            prepared = lagrangian.prepare(window, leads, normaliser, motion_method)  # once per window
+            if prepared.wet:  # a dry window stays dry whatever the weights (the network is not run)
+                change = np.asarray(raw_changes(prepared.inputs, leads))
+                rate = window_trend(prepared.inputs, trend_linearity_power) if trended else None
             for key in keys:
-                network = partial(_weighed_once, cache, raw_changes, weights[key])
-                forecast = lagrangian.forecast(window, leads, network, normaliser, motion_method=motion_method,
-                                               velocity=velocity)
-                scores[key].add(forecast.astype(np.float32), truth)
-                applied[key] += float(np.abs(cache["applied"]).mean())
+                weighed = weights[key].apply(change, rate) if prepared.wet else None
+                scores[key].add(lagrangian.finish(prepared, weighed).astype(np.float32), truth)
+                applied[key] += float(np.abs(weighed).mean()) if weighed is not None else 0.0
             if (i + 1) % 16 == 0:
                 log.info("%s: %d / %d sequences scored under %d candidate weights", name, i + 1, len(seqs), len(keys))
         for key in keys:
@@ -494,20 +493,6 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
             out[key][name] = {**{f"csi@{t:g}": result[f"csi@{t:g}"] for t in THRESHOLDS},
                               "change": applied[key] / max(len(seqs), 1)}
     return out
-
-
-def _weighed_once(cache: dict[str, np.ndarray], raw_changes: Callable[[np.ndarray, int], np.ndarray],
-                  weights: ChangeWeights, x: np.ndarray, leads: int) -> np.ndarray:
-    """``weights`` on the network's change of ``x`` (and its trend), computed on the first call only and kept in ``cache``.
-
-    The weighed change is kept too (``cache["applied"]``): the rule's tie-break measures it.
-    """
-    if "change" not in cache:
-        cache["change"] = np.asarray(raw_changes(x, leads))
-    if weights.uses_trend and "trend" not in cache:
-        cache["trend"] = window_trend(x, weights.trend_linearity_power)
-    cache["applied"] = weights.apply(cache["change"], cache.get("trend"))
-    return cache["applied"]
 
 
 def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,

@@ -31,7 +31,15 @@ import numpy as np
 
 from nowcast.errors import ForecastError
 from nowcast.models.normalization import Normaliser
-from nowcast.motion import advect_leads, displacements, from_db, motion_field, to_db, to_lagrangian, unknown_mask
+from nowcast.motion import (
+    advect_leads,
+    displacements,
+    from_db,
+    motion_field,
+    to_db,
+    to_lagrangian,
+    unknown_mask,
+)
 
 #: ``network(x (T, h, w) normalised Lagrangian inputs, leads) -> (leads, h, w)`` normalised changes.
 ChangeNetwork = Callable[[np.ndarray, int], np.ndarray]
@@ -121,6 +129,77 @@ def normalise_db(db: np.ndarray, normaliser: Normaliser) -> np.ndarray:
     return ((np.asarray(db, dtype=np.float64) - zero) / scale).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class PreparedWindow:
+    """A rain window moved to its analysis time, ready to be forecast under any change (:func:`prepare`).
+
+    Everything a Lagrangian rain forecast computes before and independently
+    of the network's change: the motion, the displacements shared by inputs
+    and leads, the analysis frame in dB, the network's inputs, and the cells
+    extrapolation would not know. :func:`finish` turns a change into the
+    forecast; :func:`forecast` is the two in a row.
+    """
+
+    leads: int
+    analysis_db: np.ndarray
+    inputs: np.ndarray
+    velocity: np.ndarray
+    disp: np.ndarray
+    unknown: np.ndarray
+    wet: bool
+    normaliser: Normaliser
+
+
+def prepare(window: np.ndarray, leads: int, normaliser: Normaliser, motion_method: str = "LK",
+            velocity: np.ndarray | None = None) -> PreparedWindow:
+    """The change-independent part of :func:`forecast` for a rain (``db``) model.
+
+    Why apart: the change calibration (:func:`nowcast.models.calibration.score_grid`)
+    forecasts one window under hundreds of weighed changes; moving the inputs,
+    integrating the displacements and finding the unknown cells once per
+    window instead of once per candidate is most of its cost.
+    """
+    if normaliser.kind != "db":
+        raise ValueError("prepare() is for rain ('db') models; a tracer model forecasts with forecast()")
+    threshold, _, _ = db_params(normaliser)
+    window = np.asarray(window, dtype=np.float32)
+    nodata = np.isnan(window[-1])
+    dry_filled = np.nan_to_num(window, nan=0.0)
+    if velocity is None:
+        velocity = motion_field(dry_filled, motion_method)
+    # One set of displacements moves the inputs to the analysis time and the
+    # leads to their times: a frame k steps old moves along the same k-step
+    # trajectory as lead k (on 512x512 they cost as much as the warps).
+    disp = displacements(velocity, max(int(leads), window.shape[0] - 1))
+    lag = lagrangian_window(dry_filled, normaliser, velocity=velocity, disp=disp)
+    disp = disp[: int(leads)]
+    return PreparedWindow(int(leads), lag.db[-1], normalise_db(lag.db, normaliser), lag.velocity, disp,
+                          unknown_mask(nodata, lag.velocity, int(leads), disp=disp),
+                          bool(np.any(dry_filled >= threshold)), normaliser)
+
+
+def finish(prepared: PreparedWindow, change: np.ndarray | None) -> np.ndarray:
+    """The forecast ``(leads, ny, nx)`` mm/h of a prepared window under a normalised ``change``.
+
+    The change is added to the analysis frame in dB (exactly the analysis
+    frame where it is 0) and the result advected to each lead; ``None`` (or a
+    dry window) is no change: extrapolation of the moved analysis frame.
+    """
+    threshold, zero, scale = db_params(prepared.normaliser)
+    leads = prepared.leads
+    if change is not None and prepared.wet:
+        change = np.asarray(change, dtype=np.float64)
+        if change.shape != (leads, *prepared.analysis_db.shape):
+            raise ForecastError(f"network returned changes of shape {change.shape}, "
+                                f"expected {(leads, *prepared.analysis_db.shape)}")
+        fields = np.maximum(prepared.analysis_db[None] + scale * change, zero)
+    else:  # a dry window stays dry: nothing to grow from
+        fields = np.repeat(prepared.analysis_db[None], leads, axis=0)
+    out = from_db(advect_leads(fields, prepared.velocity, outval=zero, disp=prepared.disp), threshold=threshold)
+    out[prepared.unknown] = np.nan
+    return out
+
+
 def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser: Normaliser,
              motion_method: str = "LK", velocity: np.ndarray | None = None) -> np.ndarray:
     """Lagrangian forecast ``(leads, ny, nx)`` mm/h from ``window`` (``(T, ny, nx)`` mm/h).
@@ -136,43 +215,21 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
     network
         Returns the normalised Lagrangian change of every lead relative to the
         analysis frame; it may tile the domain (:func:`nowcast.forecast.predict_tiled`).
+        Not called for a dry window.
     normaliser
         The model's ``db`` normalisation.
     motion_method
         pysteps optical-flow method.
     velocity
         The window's motion (``(2, ny, nx)`` px/step) if the caller has it
-        already (:func:`nowcast.models.calibration.score_grid` forecasts one
-        window many times); ``None``: estimated here by ``motion_method``.
+        already; ``None``: estimated here by ``motion_method``.
     """
     if normaliser.kind != "db":
         if velocity is not None:
             raise ValueError("a precomputed velocity is for rain ('db') models")
         return _forecast_tracer(window, leads, network, normaliser, motion_method)
-    threshold, zero, scale = db_params(normaliser)
-    window = np.asarray(window, dtype=np.float32)
-    nodata = np.isnan(window[-1])
-    dry_filled = np.nan_to_num(window, nan=0.0)
-    if velocity is None:
-        velocity = motion_field(dry_filled, motion_method)
-    # One set of displacements moves the inputs to the analysis time and the
-    # leads to their times: a frame k steps old moves along the same k-step
-    # trajectory as lead k (on 512x512 they cost as much as the warps).
-    disp = displacements(velocity, max(int(leads), window.shape[0] - 1))
-    lag = lagrangian_window(dry_filled, normaliser, velocity=velocity, disp=disp)
-    disp = disp[: int(leads)]
-    analysis = lag.db[-1]
-    if np.any(dry_filled >= threshold):
-        change = np.asarray(network(normalise_db(lag.db, normaliser), int(leads)), dtype=np.float64)
-        if change.shape != (int(leads), *window.shape[1:]):
-            raise ForecastError(f"network returned changes of shape {change.shape}, expected {(int(leads), *window.shape[1:])}")
-        fields = analysis[None] + scale * change  # exactly the analysis frame where the change is 0
-        fields = np.maximum(fields, zero)
-    else:  # a dry window stays dry: nothing to grow from
-        fields = np.repeat(analysis[None], int(leads), axis=0)
-    out = from_db(advect_leads(fields, lag.velocity, outval=zero, disp=disp), threshold=threshold)
-    out[unknown_mask(nodata, lag.velocity, int(leads), disp=disp)] = np.nan
-    return out
+    prepared = prepare(window, leads, normaliser, motion_method, velocity)
+    return finish(prepared, network(prepared.inputs, int(leads)) if prepared.wet else None)
 
 
 def _forecast_tracer(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser: Normaliser,
