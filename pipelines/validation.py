@@ -84,7 +84,7 @@ FRESH_KNOWN_MOTION_CASES = 64
 
 def fresh_test_stores(folder: Path, seed: int, domain: str = "swiss-south", heldout_seed: int = 90_000,
                       day_sequences: int = FRESH_DAY_SEQUENCES,
-                      known_motion_cases: int = FRESH_KNOWN_MOTION_CASES) -> list[Path]:
+                      known_motion_cases: int = FRESH_KNOWN_MOTION_CASES, frames: int = 16) -> list[Path]:
     """Fresh test sets, the same four kinds as the test sets with another seed, made if missing.
 
     Why (fourteenth round): the test sets have judged three sets of change
@@ -95,7 +95,9 @@ def fresh_test_stores(folder: Path, seed: int, domain: str = "swiss-south", held
     held-out split; the real composite moved rigidly and with growth, cropped
     to 64x64) drawn with ``seed``, which neither a test set (0) nor a
     validation twin (1) uses, and with more sequences, so a shipped model can be
-    scored once on data no choice has seen. Names end in ``-s{seed}``.
+    scored once on data no choice has seen. Names end in ``-s{seed}``;
+    ``frames`` per sequence (16: 4 inputs and 12 leads; 20 gives 4 more of
+    history).
 
     Raises
     ------
@@ -113,13 +115,13 @@ def fresh_test_stores(folder: Path, seed: int, domain: str = "swiss-south", held
     if not sameday.exists():
         from pipelines.simulate import simulate_dataset
 
-        simulate_dataset(domain, day_sequences, 16, sameday, seed=heldout_seed + seed, crop_size=64)
-    other = ensure_test_sequences(domain, folder / f"{domain}-test-s{seed}.zarr", 16, 64, seed=seed,
+        simulate_dataset(domain, day_sequences, frames, sameday, seed=heldout_seed + seed, crop_size=64)
+    other = ensure_test_sequences(domain, folder / f"{domain}-test-s{seed}.zarr", frames, 64, seed=seed,
                                   sequences=day_sequences)
     known = {kind: folder / f"{testcases.REGION}-{kind}-64-s{seed}.zarr" for kind in ("growth", "rigid")}
     if not all(path.exists() for path in known.values()):
         made = folder / f"known-motion-s{seed}"
-        testcases.make_test_sets(made, n_cases=known_motion_cases, seed=seed)
+        testcases.make_test_sets(made, frames=frames, n_cases=known_motion_cases, seed=seed)
         for kind, path in known.items():
             (made / f"{testcases.REGION}-{kind}-64.zarr").rename(path)
     return [sameday, other, known["growth"], known["rigid"]]

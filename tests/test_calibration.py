@@ -587,3 +587,18 @@ def test_calibration_benchmark_refuses_a_trend_grid_without_the_network(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["m.pt", "--trend-weights", "0.5"])
     assert exc.value.code == 2 and "must include 0" in capsys.readouterr().err
+
+
+def test_the_history_experiments_four_frame_predictor_is_the_forecasters_own():
+    """benchmarks/trend_history.py: with a 4-frame history its predictor must be what predict() forecasts."""
+    from benchmarks.trend_history import predictor
+
+    fc = forecaster()
+    fc._raw_changes = _signed_changes
+    fc.change_weights = ChangeWeights.constant(0.5, 0.25, 3, trend=0.5, trend_decay=0.0, trend_lifetime=3.0)
+    window = growing_sequences(n=1, frames=8)[0]
+    np.testing.assert_array_equal(np.nan_to_num(predictor(fc, fc.change_weights, 4)(window, 3), nan=-1),
+                                  np.nan_to_num(fc.predict(window[-4:], 3), nan=-1))
+    longer = predictor(fc, fc.change_weights, 8)(window, 3)  # the trend over 8 frames: another forecast
+    assert longer.shape == (3, *window.shape[1:]) and not np.array_equal(np.nan_to_num(longer), np.nan_to_num(
+        fc.predict(window[-4:], 3)))

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from nowcast.baselines import extrapolation
+from nowcast.errors import ConfigError
 from nowcast.models.config import model_config_from_dict
 from nowcast.models.lagrangian import training_sample
-from nowcast.models.zoo import Forecaster
 from nowcast.models.predictor import Predictor
-from nowcast.errors import ConfigError
+from nowcast.models.zoo import Forecaster
 
 
 def lagrangian_config(**over):
@@ -434,3 +434,23 @@ def test_sequences_names_the_stored_sequence_each_sample_is_cut_from(tmp_path):
         seen = x[:, cfg.data.input_frames - 1, 0, 8, 8].numpy()
         expected = norm.forward(rates[store.sequences(7, 0, index, 5)])
         np.testing.assert_allclose(seen, expected, rtol=1e-5)
+
+
+def test_prepare_then_finish_is_forecast_and_motion_can_come_from_the_newest_frames(monkeypatch):
+    """The calibration's split forecast is the forecast; ``motion_frames`` moves a longer history by the newest motion."""
+    from nowcast.models import lagrangian
+
+    fc = forecaster()
+    window = moving_window(shape=(32, 32), frames=8)
+    changes = lambda x, leads: np.full((leads, *x.shape[1:]), 0.1, np.float32) * (x[-1] > 0)
+    direct = lagrangian.forecast(window[-4:], 3, changes, fc.normaliser)
+    prepared = lagrangian.prepare(window[-4:], 3, fc.normaliser)
+    np.testing.assert_array_equal(np.nan_to_num(lagrangian.finish(prepared, changes(prepared.inputs, 3)), nan=-1),
+                                  np.nan_to_num(direct, nan=-1))
+    seen = []
+    motion = lagrangian.motion_field
+    monkeypatch.setattr(lagrangian, "motion_field", lambda w, *a, **k: (seen.append(w.shape[0]), motion(w, *a, **k))[1])
+    long = lagrangian.prepare(window, 3, fc.normaliser, motion_frames=4)
+    assert seen == [4] and long.inputs.shape[0] == 8
+    np.testing.assert_allclose(long.velocity, prepared.velocity)
+    np.testing.assert_allclose(long.inputs[-4:], prepared.inputs, atol=1e-6)  # the newest frames moved alike

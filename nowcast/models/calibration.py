@@ -442,7 +442,7 @@ def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str
 def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser, sequences: Mapping[str, np.ndarray],
                input_frames: int, leads: int, motion_method: str = "LK",
                keys: Sequence[Sequence[float]] | None = None,
-               trend_linearity_power: float = TREND_LINEARITY_POWER) -> GridScores:
+               trend_linearity_power: float = TREND_LINEARITY_POWER, motion_frames: int | None = None) -> GridScores:
     """Per-lead scores of a Lagrangian forecast under every candidate's weights, on every validation set.
 
     The motion, the moved window (:func:`nowcast.models.lagrangian.prepare`),
@@ -463,6 +463,11 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
     keys
         Candidates to score (:func:`as_candidate`; default: every one of
         :func:`candidates`).
+    motion_frames
+        Motion from the newest ``motion_frames`` of the ``input_frames``
+        (:func:`nowcast.models.lagrangian.prepare`; ``None``: all). With
+        ``input_frames`` longer than the network's window, ``raw_changes``
+        gets every moved frame and must read its own (the trend reads all).
     """
     from nowcast.models import lagrangian
     from nowcast.models.skill import LeadScores
@@ -478,7 +483,8 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
         for i, seq in enumerate(seqs):
             window = np.asarray(seq[:input_frames], dtype=np.float32)
             truth = seq[input_frames : input_frames + leads]
-            prepared = lagrangian.prepare(window, leads, normaliser, motion_method)  # once per window
+            prepared = lagrangian.prepare(window, leads, normaliser, motion_method,
+                                          motion_frames=motion_frames)  # once per window
             if prepared.wet:  # a dry window stays dry whatever the weights (the network is not run)
                 change = np.asarray(raw_changes(prepared.inputs, leads))
                 rate = window_trend(prepared.inputs, trend_linearity_power) if trended else None

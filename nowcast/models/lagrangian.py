@@ -151,13 +151,19 @@ class PreparedWindow:
 
 
 def prepare(window: np.ndarray, leads: int, normaliser: Normaliser, motion_method: str = "LK",
-            velocity: np.ndarray | None = None) -> PreparedWindow:
+            velocity: np.ndarray | None = None, motion_frames: int | None = None) -> PreparedWindow:
     """The change-independent part of :func:`forecast` for a rain (``db``) model.
 
     Why apart: the change calibration (:func:`nowcast.models.calibration.score_grid`)
     forecasts one window under hundreds of weighed changes; moving the inputs,
     integrating the displacements and finding the unknown cells once per
     window instead of once per candidate is most of its cost.
+
+    ``motion_frames``: estimate the motion from the newest ``motion_frames``
+    frames only (``None``: all), so that a longer history can be moved to
+    the analysis time (for a trend read over more frames than the network
+    reads) without changing the motion (``benchmarks/trend_window.py``:
+    motion from 8 frames is worse than from 4).
     """
     if normaliser.kind != "db":
         raise ValueError("prepare() is for rain ('db') models; a tracer model forecasts with forecast()")
@@ -166,7 +172,7 @@ def prepare(window: np.ndarray, leads: int, normaliser: Normaliser, motion_metho
     nodata = np.isnan(window[-1])
     dry_filled = np.nan_to_num(window, nan=0.0)
     if velocity is None:
-        velocity = motion_field(dry_filled, motion_method)
+        velocity = motion_field(dry_filled if motion_frames is None else dry_filled[-int(motion_frames):], motion_method)
     # One set of displacements moves the inputs to the analysis time and the
     # leads to their times: a frame k steps old moves along the same k-step
     # trajectory as lead k (on 512x512 they cost as much as the warps).
