@@ -43,13 +43,6 @@ CHECKPOINT = ROOT / "models/zoo/swiss-south-tmu.pt"
 FRESH_SEED = 3
 
 
-def newest(method: Callable, n: int) -> Callable:
-    """``method`` on the newest ``n`` frames of a window."""
-    def run(window: np.ndarray, leads: int) -> np.ndarray:
-        return method(window[-n:], leads)
-    return run
-
-
 def predictor(forecaster, weights, history: int) -> Callable[[np.ndarray, int], np.ndarray]:
     """The forecaster under ``weights`` with its window trend read over the newest ``history`` frames.
 
@@ -73,7 +66,7 @@ def predictor(forecaster, weights, history: int) -> Callable[[np.ndarray, int], 
 
 def calibrate(history: int, sequences: int) -> dict:
     """Rule 14 on the 20-frame validation-kind sets with the trend read over ``history`` frames."""
-    from benchmarks.trend_window import long_validation_sets
+    from benchmarks.trend_window import long_validation_sets, newest
     from nowcast.baselines import extrapolation
     from nowcast.models.calibration import (
         THRESHOLDS,
@@ -111,6 +104,7 @@ def score(choices: list[dict], samples: int) -> dict:
         bootstrap_summary,
         bootstrap_table,
     )
+    from benchmarks.trend_window import newest
     from nowcast.baselines import extrapolation
     from nowcast.models.calibration import ChangeWeights
     from nowcast.models.skill import LeadScores, csi_counts

@@ -57,8 +57,8 @@ def long_validation_sets(folder: Path) -> dict[str, Path]:
     return stores
 
 
-def last(method, n: int):
-    """``method`` on the last ``n`` frames of the window (a forecaster that reads ``n`` frames)."""
+def newest(method, n: int):
+    """``method`` on the newest ``n`` frames of the window (a forecaster that reads ``n`` frames)."""
     def run(window: np.ndarray, leads: int) -> np.ndarray:
         return method(window[-n:], leads)
     return run
@@ -78,35 +78,23 @@ def main(argv: list[str] | None = None) -> int:
 
     import xarray as xr
 
-    from benchmarks.bias_selection import worst_differences
+    from benchmarks.trend_linearity import score_against, summary_table
     from nowcast.baselines import extrapolation, lagrangian_trend
-    from nowcast.models.skill import score_method
 
     # extrapolation's motion from all 8 frames too: the trend's motion comes from the frames it reads
-    methods = {"extrapolation (4 frames)": last(extrapolation, 4), "extrapolation (8 frames)": last(extrapolation, 8)}
+    methods = {"extrapolation (4 frames)": newest(extrapolation, 4), "extrapolation (8 frames)": newest(extrapolation, 8)}
     for n in args.windows:
         for life in args.lifetimes:
-            methods[f"trend over {n} frames, lifetime {life:g}"] = last(
+            methods[f"trend over {n} frames, lifetime {life:g}"] = newest(
                 lambda w, k, life=life: lagrangian_trend(w, k, linearity_power=args.power, lifetime=life,
                                                          motion_frames=4), n)
     results: dict[str, dict] = {}
     for name, path in long_validation_sets(ROOT / "data/sim/val-long").items():
         with xr.open_zarr(path) as ds:
             seqs = np.asarray(ds["rain_rate"].values[: args.sequences, : HISTORY + LEADS], dtype=np.float32)
-        scores = {m: score_method(f, seqs, HISTORY, LEADS) for m, f in methods.items()}
-        ref = scores["extrapolation (4 frames)"]
-        results[name] = {}
-        for m, sc in scores.items():
-            worst1, worst5 = worst_differences(sc, ref)
-            results[name][m] = {"csi1": float(np.nanmean(sc["csi@1"])), "csi5": float(np.nanmean(sc["csi@5"])),
-                                "worst1": worst1, "worst5": worst5, "per_lead": sc}
+        results[name] = score_against(methods, seqs, HISTORY, LEADS, "extrapolation (4 frames)")
         log.info("%s: %d sequences scored", name, len(seqs))
-    print("| method | " + " | ".join(f"{s}: CSI@5 0-60, worst Δ" for s in results) + " | worst over all |")
-    print("| --- |" + " --- |" * (len(results) + 1))
-    for m in methods:
-        cells = [f"{r[m]['csi5']:.3f}, {min(r[m]['worst1'], r[m]['worst5']):+.3f}" for r in results.values()]
-        worst = min(min(r[m]["worst1"], r[m]["worst5"]) for r in results.values())
-        print(f"| {m} | " + " | ".join(cells) + f" | {worst:+.3f} |")
+    sys.stdout.write(summary_table(results, with_csi1=False) + "\n")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
