@@ -442,7 +442,8 @@ def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str
 def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser, sequences: Mapping[str, np.ndarray],
                input_frames: int, leads: int, motion_method: str = "LK",
                keys: Sequence[Sequence[float]] | None = None,
-               trend_linearity_power: float = TREND_LINEARITY_POWER, motion_frames: int | None = None) -> GridScores:
+               trend_linearity_power: float = TREND_LINEARITY_POWER, motion_frames: int | None = None,
+               per_sequence: dict | None = None) -> GridScores:
     """Per-lead scores of a Lagrangian forecast under every candidate's weights, on every validation set.
 
     The motion, the moved window (:func:`nowcast.models.lagrangian.prepare`),
@@ -468,9 +469,15 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
         (:func:`nowcast.models.lagrangian.prepare`; ``None``: all). With
         ``input_frames`` longer than the network's window, ``raw_changes``
         gets every moved frame and must read its own (the trend reads all).
+    per_sequence
+        If given, filled with what each forecast scored, for resampling the
+        sequences (``benchmarks/rule_cv.py``): ``per_sequence[set] =
+        {"counts": (candidates, sequences, leads, thresholds, 3)`` CSI counts
+        (:func:`nowcast.models.skill.csi_counts`) ``, "change": (candidates,
+        sequences)`` mean absolute applied change, ``"keys": [...]}``.
     """
     from nowcast.models import lagrangian
-    from nowcast.models.skill import LeadScores
+    from nowcast.models.skill import LeadScores, csi_counts
 
     keys = [as_candidate(key) for key in (keys or candidates())]
     weights = {key: ChangeWeights.from_key(key, leads, trend_linearity_power) for key in keys}
@@ -480,6 +487,9 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
         # only what the rule reads: CSI at its thresholds (FSS would double the cost)
         scores = {key: LeadScores(leads, thresholds=THRESHOLDS, fss_pixels=[]) for key in keys}
         applied = {key: 0.0 for key in keys}  # mean absolute change each candidate applies, summed over sequences
+        if per_sequence is not None:
+            per_sequence[name] = {"keys": keys, "change": np.zeros((len(keys), len(seqs))),
+                                  "counts": np.zeros((len(keys), len(seqs), leads, len(THRESHOLDS), 3), dtype=np.int32)}
         for i, seq in enumerate(seqs):
             window = np.asarray(seq[:input_frames], dtype=np.float32)
             truth = seq[input_frames : input_frames + leads]
@@ -488,10 +498,15 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
             if prepared.wet:  # a dry window stays dry whatever the weights (the network is not run)
                 change = np.asarray(raw_changes(prepared.inputs, leads))
                 rate = window_trend(prepared.inputs, trend_linearity_power) if trended else None
-            for key in keys:
+            for k, key in enumerate(keys):
                 weighed = weights[key].apply(change, rate) if prepared.wet else None
-                scores[key].add(lagrangian.finish(prepared, weighed).astype(np.float32), truth)
-                applied[key] += float(np.abs(weighed).mean()) if weighed is not None else 0.0
+                forecast = lagrangian.finish(prepared, weighed).astype(np.float32)
+                scores[key].add(forecast, truth)
+                mean_change = float(np.abs(weighed).mean()) if weighed is not None else 0.0
+                applied[key] += mean_change
+                if per_sequence is not None:
+                    per_sequence[name]["counts"][k, i] = csi_counts(forecast, truth, THRESHOLDS)
+                    per_sequence[name]["change"][k, i] = mean_change
             if (i + 1) % 16 == 0:
                 log.info("%s: %d / %d sequences scored under %d candidate weights", name, i + 1, len(seqs), len(keys))
         for key in keys:
