@@ -602,3 +602,46 @@ def test_the_history_experiments_four_frame_predictor_is_the_forecasters_own():
     longer = predictor(fc, fc.change_weights, 8)(window, 3)  # the trend over 8 frames: another forecast
     assert longer.shape == (3, *window.shape[1:]) and not np.array_equal(np.nan_to_num(longer), np.nan_to_num(
         fc.predict(window[-4:], 3)))
+
+
+def test_rule_cv_counts_reproduce_the_grid_and_its_rules_the_calibrations():
+    """benchmarks/rule_cv.py: summaries from per-sequence counts are the grid's; its rules 13/14 are choose_weights'."""
+    from benchmarks import rule_cv
+    from nowcast.models.calibration import EXTRAPOLATION, candidates, summarise
+
+    rng = np.random.default_rng(7)
+    seqs = {"swiss-south-growth-64.zarr": growing_sequences(n=4, frames=10),
+            "other": np.stack([moving_window(shape=(32, 32), frames=10, u=u, v=v) for u, v in rng.uniform(-1, 1, (3, 2))])}
+    fc = forecaster()
+    fc._raw_changes = _signed_changes
+    keys = candidates((0.0, 0.5, 1.0), (0.0, 0.5), lifetimes=(3.0, 12.0))
+    per: dict = {}
+    grid = score_grid(fc._raw_changes, fc.normaliser, seqs, 4, 6, keys=keys, per_sequence=per)
+    data = {"keys": np.asarray(keys), "counts": {s: v["counts"] for s, v in per.items()},
+            "change": {s: v["change"] for s, v in per.items()}}
+    ext = keys.index(EXTRAPOLATION)
+    everything = {s: np.arange(len(v)) for s, v in seqs.items()}
+    s = rule_cv.summaries(data, everything, ext)
+    references = {name: {t: grid[EXTRAPOLATION][name][t] for t in ("csi@1", "csi@5")} for name in seqs}
+    for k, key in enumerate(keys):
+        expected = summarise(grid[key], references)
+        assert s["worst"][k] == pytest.approx(expected["worst"], abs=1e-9)
+        assert s["csi5"][k] == pytest.approx(expected["csi5"], abs=1e-9, nan_ok=True)
+        assert s["change"][k] == pytest.approx(expected["change"], rel=1e-9, abs=1e-12)
+    others = np.asarray([k for k in range(len(keys)) if k != ext])
+    grid_without = {key: v for key, v in grid.items()}
+    for rule, tie_break in ((rule_cv._rule_13, "csi5"), (rule_cv._rule_14, "least-change")):
+        chosen, _ = choose_weights(grid_without, references, 6, tie_break)
+        assert keys[rule(s, data["keys"], others, TIE)] == chosen.key(0)
+    results = rule_cv.cross_validate(data, splits=3)
+    assert set(results) == set(rule_cv.RULES) and all(len(r["worst"]) == 6 for r in results.values())
+    assert rule_cv.meta_choice(results) in rule_cv.RULES
+
+
+def test_rule_cv_meta_rule_ties_within_its_tolerance_only():
+    from benchmarks.rule_cv import META_TIE, meta_choice
+
+    results = {"a": {"worst": [-0.010], "growth": [0.05]}, "b": {"worst": [-0.010 - META_TIE], "growth": [0.09]}}
+    assert meta_choice(results) == "b"  # exactly at the tolerance: tied, and more growth
+    results["b"]["worst"] = [-0.010 - META_TIE - 1e-4]
+    assert meta_choice(results) == "a"  # beyond it: the better worst lead wins
