@@ -20,7 +20,8 @@ applied change) and "best worst lead" (no tolerance). Meta-rule, written
 before it was run: the rule with the largest mean held-out worst lead wins;
 rules within 0.002 of it are tied and the tie goes to the larger mean
 held-out growth gain (CSI@5 over the hour on the growth twin); the winner is
-the next round's rule.
+the next rule (applied in the same session: ``--rule 15`` of
+``benchmarks/change_calibration.py``).
 
 Usage::
 

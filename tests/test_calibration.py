@@ -98,13 +98,29 @@ def test_fourteenth_rule_counts_heavy_rain_only_beyond_the_tie_then_takes_the_le
         large: {"a": _with_change(_scores([0.5, 0.499], [0.32, 0.32]), 0.05)},
         trend_growth: {"a": _with_change(_scores([0.5, 0.498], [0.318, 0.318]), 0.03)},
     }
-    weights, summaries = choose_weights(grid, ref)
+    weights, summaries = choose_weights(grid, ref, tie_break="csi5-then-least-change")
     assert weights.key(0) == small and summaries[small]["change"] == pytest.approx(0.02)
     grid[small]["a"]["csi@5"] = [0.32 - TIE - 1e-4] * 2  # just beyond: the next least change among the rest
-    assert choose_weights(grid, ref)[0].key(0) == trend_growth
+    assert choose_weights(grid, ref, tie_break="csi5-then-least-change")[0].key(0) == trend_growth
+    # rule 15 (the default): no second tie on CSI@5, the least change among all tied on the worst lead
+    assert choose_weights(grid, ref)[0].key(0) == (0.0, 0.25, 0.0, 0.0, 6.0)
     assert choose_weights(grid, ref, tie_break="csi5")[0].key(0) == large  # the thirteenth round's rule
     with pytest.raises(ValueError, match="tie_break"):
         choose_weights(grid, ref, tie_break="mean")
+
+
+def test_rule_15_takes_the_least_change_among_those_tied_on_the_worst_lead():
+    ref = {"a": _scores([0.5, 0.5], [0.3, 0.3])}
+    best, small = (0.0, 0.0, 0.5, 0.5, 3.0), (0.0, 0.0, 0.25, 0.0, 3.0)
+    grid = {
+        EXTRAPOLATION: {"a": _with_change(ref["a"], 0.0)},
+        best: {"a": _with_change(_scores([0.5, 0.5], [0.40, 0.40]), 0.05)},  # the best worst lead, much heavy rain
+        # exactly TIE below the best worst lead: tied, and it changes the least (its lower CSI@5 does not count)
+        small: {"a": _with_change(_scores([0.5, 0.5 - TIE], [0.31, 0.31]), 0.01)},
+    }
+    assert choose_weights(grid, ref)[0].key(0) == small
+    grid[small]["a"]["csi@1"][1] -= 1e-4  # just beyond the tie: the best worst lead wins
+    assert choose_weights(grid, ref)[0].key(0) == best
 
 
 def test_a_lead_without_heavy_rain_has_no_difference():
@@ -630,7 +646,8 @@ def test_rule_cv_counts_reproduce_the_grid_and_its_rules_the_calibrations():
         assert s["change"][k] == pytest.approx(expected["change"], rel=1e-9, abs=1e-12)
     others = np.asarray([k for k in range(len(keys)) if k != ext])
     grid_without = {key: v for key, v in grid.items()}
-    for rule, tie_break in ((rule_cv._rule_13, "csi5"), (rule_cv._rule_14, "least-change")):
+    for rule, tie_break in ((rule_cv._rule_13, "csi5"), (rule_cv._rule_14, "csi5-then-least-change"),
+                            (rule_cv._least_change, "least-change")):
         chosen, _ = choose_weights(grid_without, references, 6, tie_break)
         assert keys[rule(s, data["keys"], others, TIE)] == chosen.key(0)
     results = rule_cv.cross_validate(data, splits=3)
