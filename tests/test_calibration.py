@@ -662,3 +662,18 @@ def test_rule_cv_meta_rule_ties_within_its_tolerance_only():
     assert meta_choice(results) == "b"  # exactly at the tolerance: tied, and more growth
     results["b"]["worst"] = [-0.010 - META_TIE - 1e-4]
     assert meta_choice(results) == "a"  # beyond it: the better worst lead wins
+
+
+def test_zero_network_weights_do_not_run_the_network_and_forecast_the_same():
+    fc = forecaster()
+    fc._raw_changes = _signed_changes
+    window = growing_sequences(n=1, frames=4)[0]
+    fc.change_weights = ChangeWeights.constant(0.0, 0.0, 3, trend=0.25, trend_decay=0.0, trend_lifetime=3.0)
+    assert not fc.change_weights.uses_network and ChangeWeights.constant(0.0, 0.25, 3).uses_network
+    calls = []
+    fc._raw_changes = lambda x, leads: (calls.append(1), _signed_changes(x, leads))[1]
+    skipped = fc.predict(window, 3)
+    assert calls == []
+    fc.change_weights = ChangeWeights.constant(1e-12, 0.0, 3, trend=0.25, trend_decay=0.0, trend_lifetime=3.0)
+    run = fc.predict(window, 3)  # the network run, and weighed by (almost) nothing: the same forecast
+    assert calls and np.allclose(np.nan_to_num(run), np.nan_to_num(skipped), atol=1e-6)

@@ -212,6 +212,11 @@ class ChangeWeights:
         return cls.constant(growth, decay, leads, trend, trend_linearity_power, trend_decay, lifetime)
 
     @property
+    def uses_network(self) -> bool:
+        """Whether any lead applies the network's change (else it need not run)."""
+        return any(w > 0 for w in self.growth + self.decay)
+
+    @property
     def uses_trend(self) -> bool:
         """Whether any lead adds the window's trend (then :meth:`apply` needs its rate)."""
         return any(t > 0 for t in self.trend + self.trend_decay)

@@ -519,12 +519,17 @@ class Forecaster:
         Weights with a window trend add it, estimated from the same
         Lagrangian frames ``x`` the network reads (:func:`nowcast.models.calibration.window_trend`),
         on the whole of ``x``: ``raw`` may run the network in tiles, the trend
-        is smoothed across them.
+        is smoothed across them. Weights of 0 on the network's growth and
+        decay at every lead do not run the network (rule 15's choice for the
+        shipped model: the forecast is extrapolation plus the weighted trend).
         """
         from nowcast.models.calibration import window_trend
 
-        change = (raw or self._raw_changes)(x, leads)
         weights = self.change_weights
+        if weights is not None and not weights.uses_network:  # weighed by 0: the network's change is not used
+            change = np.zeros((int(leads), *np.shape(x)[1:]), dtype=np.float32)
+        else:
+            change = (raw or self._raw_changes)(x, leads)
         if weights is None:
             return change
         return weights.apply(change, window_trend(x, weights.trend_linearity_power) if weights.uses_trend else None)
