@@ -110,6 +110,11 @@ of +0.05 against their +0.18. The meta-rule that picked it (the best mean
 held-out worst lead, ties within 0.002 to the growth gain) was committed
 before the comparison ran; no test set, old or fresh, took part. The shipped
 model is recalibrated by it and scored once on fresh test sets (seed 4).
+Result (2026-11-27): growth x0, decay x0, the trend's growth part x0.25 with
+a 3-step lifetime (validation worst lead -0.0035, the best of all); on the
+fresh test sets worst lead -0.004 (5 mm/h; at 1 mm/h at or above
+extrapolation at every lead) and growth +0.050 (docs/benchmarks.md, "Skill,
+fourteenth round").
 """
 
 from __future__ import annotations
