@@ -35,13 +35,14 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from nowcast.models.calibration import TIE  # after the path insert: run as a script too
 
 log = logging.getLogger("rule_cv")
 
@@ -101,32 +102,25 @@ def summaries(data: dict, picks: dict[str, np.ndarray], extrapolation: int) -> d
             "change": np.mean(change, axis=0), "growth": growth}
 
 
-def _rule_13(s: dict, keys: np.ndarray, candidates: np.ndarray, tie: float) -> int:
-    tied = candidates[s["worst"][candidates] >= s["worst"][candidates].max() - tie - 1e-9]
-    return int(max(tied, key=lambda k: (s["csi5"][k], -keys[k][:4].sum())))
+#: Rules compared: ``(tie_break, tie)`` of :func:`nowcast.models.calibration.choose_candidate`, the code that
+#: chooses the shipped weights.
+RULES: dict[str, tuple[str, float]] = {"13: ties to CSI@5": ("csi5", TIE),
+                                       "14: two-stage, least change": ("csi5-then-least-change", TIE),
+                                       "least change within the tie": ("least-change", TIE),
+                                       "best worst lead": ("least-change", 0.0)}
 
 
-def _rule_14(s: dict, keys: np.ndarray, candidates: np.ndarray, tie: float) -> int:
-    tied = candidates[s["worst"][candidates] >= s["worst"][candidates].max() - tie - 1e-9]
-    tied = tied[s["csi5"][tied] >= s["csi5"][tied].max() - tie - 1e-9]
-    return int(min(tied, key=lambda k: (s["change"][k], -s["worst"][k], -s["csi5"][k])))
+def choose(s: dict[str, np.ndarray], keys: np.ndarray, candidates: np.ndarray, rule: str) -> int:
+    """The index of the candidate ``rule`` chooses from the array summaries ``s`` (:func:`summaries`)."""
+    from nowcast.models.calibration import choose_candidate
+
+    by_key = {tuple(float(w) for w in keys[k]): int(k) for k in candidates}
+    table = {key: {"worst": float(s["worst"][k]), "csi5": float(s["csi5"][k]), "change": float(s["change"][k])}
+             for key, k in by_key.items()}
+    return by_key[choose_candidate(table, *RULES[rule])]
 
 
-def _least_change(s: dict, keys: np.ndarray, candidates: np.ndarray, tie: float) -> int:
-    tied = candidates[s["worst"][candidates] >= s["worst"][candidates].max() - tie - 1e-9]
-    return int(min(tied, key=lambda k: (s["change"][k], -s["worst"][k])))
-
-
-def _best_worst(s: dict, keys: np.ndarray, candidates: np.ndarray, tie: float) -> int:
-    return _least_change(s, keys, candidates, 0.0)
-
-
-#: Rules compared: ``rule(summaries, keys, candidate indices, tie) -> chosen index``.
-RULES: dict[str, Callable] = {"13: ties to CSI@5": _rule_13, "14: two-stage, least change": _rule_14,
-                              "least change within the tie": _least_change, "best worst lead": _best_worst}
-
-
-def cross_validate(data: dict, splits: int, seed: int = 0, tie: float = 0.005) -> dict[str, dict]:
+def cross_validate(data: dict, splits: int, seed: int = 0) -> dict[str, dict]:
     """Per rule: the held-out worst lead and growth gain of its choices over ``splits`` random halvings (both ways)."""
     from nowcast.models.calibration import EXTRAPOLATION
 
@@ -142,8 +136,8 @@ def cross_validate(data: dict, splits: int, seed: int = 0, tie: float = 0.005) -
             halves[0][name], halves[1][name] = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
         sums = [summaries(data, half, ext) for half in halves]
         for choose_on, judge_on in ((0, 1), (1, 0)):
-            for name, rule in RULES.items():
-                k = rule(sums[choose_on], keys, candidates, tie)
+            for name in RULES:
+                k = choose(sums[choose_on], keys, candidates, name)
                 out[name]["worst"].append(float(sums[judge_on]["worst"][k]))
                 out[name]["growth"].append(float(sums[judge_on]["growth"][k]))
                 out[name]["chosen"].append("/".join(f"{w:g}" for w in keys[k]))

@@ -645,11 +645,10 @@ def test_rule_cv_counts_reproduce_the_grid_and_its_rules_the_calibrations():
         assert s["csi5"][k] == pytest.approx(expected["csi5"], abs=1e-9, nan_ok=True)
         assert s["change"][k] == pytest.approx(expected["change"], rel=1e-9, abs=1e-12)
     others = np.asarray([k for k in range(len(keys)) if k != ext])
-    grid_without = {key: v for key, v in grid.items()}
-    for rule, tie_break in ((rule_cv._rule_13, "csi5"), (rule_cv._rule_14, "csi5-then-least-change"),
-                            (rule_cv._least_change, "least-change")):
-        chosen, _ = choose_weights(grid_without, references, 6, tie_break)
-        assert keys[rule(s, data["keys"], others, TIE)] == chosen.key(0)
+    for rule, tie_break in (("13: ties to CSI@5", "csi5"), ("14: two-stage, least change", "csi5-then-least-change"),
+                            ("least change within the tie", "least-change")):
+        chosen, _ = choose_weights(grid, references, 6, tie_break)
+        assert keys[rule_cv.choose(s, data["keys"], others, rule)] == chosen.key(0)
     results = rule_cv.cross_validate(data, splits=3)
     assert set(results) == set(rule_cv.RULES) and all(len(r["worst"]) == 6 for r in results.values())
     assert rule_cv.meta_choice(results) in rule_cv.RULES

@@ -406,6 +406,37 @@ def choose_best(scores: Mapping[Any, Mapping[str, float]], tie: float = TIE, sla
     return max(tied, key=lambda key: (scores[key]["csi5"], order(key) if order else 0.0))
 
 
+def choose_candidate(summaries: Mapping[Candidate, Mapping[str, float]], tie_break: str = "least-change",
+                     tie: float = TIE) -> Candidate:
+    """The rule's choice among candidates' :func:`summarise` (``worst``, ``csi5``, ``change``), as :func:`choose_weights`.
+
+    Apart so that ``benchmarks/rule_cv.py`` judges the very rule that chooses
+    the shipped weights. ``tie``: the worst-lead (and CSI@5) tolerance, 0 for
+    no tolerance; a difference of exactly ``tie`` ties (1e-9: float noise).
+    Where ``change`` is NaN (scores without it) the sum of the weights stands
+    in for it.
+    """
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie_break {tie_break!r}: choose from {list(TIE_BREAKS)}")
+
+    def weight_sum(key: Candidate) -> float:
+        return sum(key[:4])
+
+    if tie_break == "csi5":  # equal CSI@5 goes to the candidate closer to extrapolation
+        return choose_best(summaries, tie=tie, slack=1e-9, order=lambda key: -weight_sum(key))
+    best = max(r["worst"] for r in summaries.values())
+    tied = [key for key, r in summaries.items() if r["worst"] >= best - tie - 1e-9]
+    if tie_break == "csi5-then-least-change":
+        heavy = max(summaries[key]["csi5"] for key in tied)
+        tied = [key for key in tied if summaries[key]["csi5"] >= heavy - tie - 1e-9]
+
+    def departure(key: Candidate) -> float:
+        change = summaries[key]["change"]
+        return change if np.isfinite(change) else weight_sum(key)
+
+    return min(tied, key=lambda key: (departure(key), -summaries[key]["worst"], -summaries[key]["csi5"]))
+
+
 def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str, Sequence[float]]],
                    leads: int | None = None, tie_break: str = "least-change",
                    ) -> tuple[ChangeWeights, dict[Candidate, dict[str, float]]]:
@@ -440,25 +471,7 @@ def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str
     summaries = {key: summarise(by_set, references) for key, by_set in scores.items() if key != EXTRAPOLATION}
     if not summaries:
         raise ValueError("no candidate: the grid holds only (0, 0, 0), extrapolation itself")
-
-    def weight_sum(key: Candidate) -> float:
-        return sum(key[:4])
-
-    if tie_break == "csi5":
-        # a difference of exactly TIE ties (1e-9: float noise); equal CSI@5 goes to the candidate closer to extrapolation
-        chosen = choose_best(summaries, slack=1e-9, order=lambda key: -weight_sum(key))
-    else:
-        best = max(r["worst"] for r in summaries.values())
-        tied = [key for key, r in summaries.items() if r["worst"] >= best - TIE - 1e-9]
-        if tie_break == "csi5-then-least-change":
-            heavy = max(summaries[key]["csi5"] for key in tied)
-            tied = [key for key in tied if summaries[key]["csi5"] >= heavy - TIE - 1e-9]
-
-        def departure(key: Candidate) -> float:
-            change = summaries[key]["change"]
-            return change if np.isfinite(change) else weight_sum(key)
-
-        chosen = min(tied, key=lambda key: (departure(key), -summaries[key]["worst"], -summaries[key]["csi5"]))
+    chosen = choose_candidate(summaries, tie_break)
     if leads is None:
         first = next(iter(scores[chosen].values()))
         leads = len(first["csi@1"])
