@@ -73,13 +73,6 @@ def score_counts(path: Path, sequences: int) -> None:
                         **{f"change_{i}": per[s]["change"] for i, s in enumerate(per)})
 
 
-def csi(counts: np.ndarray) -> np.ndarray:
-    """CSI of summed counts (``(..., 3)``); NaN where nothing was observed or forecast."""
-    total = counts.sum(axis=-1).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, counts[..., 0] / total, np.nan)
-
-
 def summaries(data: dict, picks: dict[str, np.ndarray], extrapolation: int) -> dict[str, np.ndarray]:
     """Every candidate's rule summary (``worst``, ``csi5``, ``change``, ``growth``) on the picked sequences of each set.
 
@@ -87,9 +80,11 @@ def summaries(data: dict, picks: dict[str, np.ndarray], extrapolation: int) -> d
     per-sequence counts: CSI pooled over the picked sequences, a NaN lead has
     no difference, ``growth`` the growth twin's mean CSI@5 difference.
     """
+    from nowcast.models.skill import csi_from_counts
+
     worst, heavy, change, growth = None, [], [], None
     for name, idx in picks.items():
-        score = csi(data["counts"][name][:, idx].sum(axis=1))  # (candidates, leads, thresholds)
+        score = csi_from_counts(data["counts"][name][:, idx].sum(axis=1))  # (candidates, leads, thresholds)
         diff = score - score[extrapolation]
         low = np.nanmin(np.where(np.isfinite(diff), diff, np.inf).reshape(len(diff), -1), axis=1)
         worst = low if worst is None else np.minimum(worst, low)

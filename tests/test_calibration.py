@@ -230,7 +230,7 @@ def test_a_forecaster_without_weights_applies_the_network_as_trained():
 
 # ------------------------------------------------------------------ the bootstrap of "no worse at any lead"
 def test_counts_give_the_csi_of_the_scores_everywhere_else():
-    from nowcast.models.skill import LeadScores, _csi, csi_counts
+    from nowcast.models.skill import LeadScores, csi_counts, csi_from_counts
 
     rng = np.random.default_rng(0)
     scores, counts = LeadScores(3), []
@@ -242,7 +242,7 @@ def test_counts_give_the_csi_of_the_scores_everywhere_else():
         scores.add(pred, obs)
         counts.append(csi_counts(pred, obs, (1.0, 5.0)))
     result = scores.result()
-    csi = _csi(np.sum(counts, axis=0))
+    csi = csi_from_counts(np.sum(counts, axis=0))
     np.testing.assert_allclose(csi[:, 0], result["csi@1"])
     np.testing.assert_allclose(csi[:, 1], result["csi@5"])
 

@@ -489,9 +489,11 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
     the network and the window trend run once per sequence; every candidate
     then only weighs the stored change, adds the weighted trend, advects
     (:func:`nowcast.models.lagrangian.finish`) and is scored at
-    :data:`THRESHOLDS`. Each set's scores also carry ``change``, the mean
-    absolute change (network units) the candidate applies, averaged over the
-    set's sequences (0 for a dry window).
+    :data:`THRESHOLDS` (CSI pooled from each forecast's
+    :func:`nowcast.models.skill.csi_counts`, the CSI of every other score).
+    Each set's scores also carry ``change``, the mean absolute change
+    (network units) the candidate applies, averaged over the set's sequences
+    (0 for a dry window).
 
     Parameters
     ----------
@@ -516,19 +518,16 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
         sequences)`` mean absolute applied change, ``"keys": [...]}``.
     """
     from nowcast.models import lagrangian
-    from nowcast.models.skill import LeadScores, csi_counts
+    from nowcast.models.skill import csi_counts, csi_from_counts
 
     keys = [as_candidate(key) for key in (keys or candidates())]
     weights = {key: ChangeWeights.from_key(key, leads, trend_linearity_power) for key in keys}
     trended = any(w.uses_trend for w in weights.values())
     out: GridScores = {key: {} for key in keys}
     for name, seqs in sequences.items():
-        # only what the rule reads: CSI at its thresholds (FSS would double the cost)
-        scores = {key: LeadScores(leads, thresholds=THRESHOLDS, fss_pixels=[]) for key in keys}
-        applied = {key: 0.0 for key in keys}  # mean absolute change each candidate applies, summed over sequences
-        if per_sequence is not None:
-            per_sequence[name] = {"keys": keys, "change": np.zeros((len(keys), len(seqs))),
-                                  "counts": np.zeros((len(keys), len(seqs), leads, len(THRESHOLDS), 3), dtype=np.int32)}
+        # what the rule reads, per forecast: CSI counts at its thresholds (pooled below) and the change applied
+        counts = np.zeros((len(keys), len(seqs), leads, len(THRESHOLDS), 3), dtype=np.int32)
+        applied = np.zeros((len(keys), len(seqs)))
         for i, seq in enumerate(seqs):
             window = np.asarray(seq[:input_frames], dtype=np.float32)
             truth = seq[input_frames : input_frames + leads]
@@ -539,19 +538,16 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
                 rate = window_trend(prepared.inputs, trend_linearity_power) if trended else None
             for k, key in enumerate(keys):
                 weighed = weights[key].apply(change, rate) if prepared.wet else None
-                forecast = lagrangian.finish(prepared, weighed).astype(np.float32)
-                scores[key].add(forecast, truth)
-                mean_change = float(np.abs(weighed).mean()) if weighed is not None else 0.0
-                applied[key] += mean_change
-                if per_sequence is not None:
-                    per_sequence[name]["counts"][k, i] = csi_counts(forecast, truth, THRESHOLDS)
-                    per_sequence[name]["change"][k, i] = mean_change
+                counts[k, i] = csi_counts(lagrangian.finish(prepared, weighed).astype(np.float32), truth, THRESHOLDS)
+                applied[k, i] = float(np.abs(weighed).mean()) if weighed is not None else 0.0
             if (i + 1) % 16 == 0:
                 log.info("%s: %d / %d sequences scored under %d candidate weights", name, i + 1, len(seqs), len(keys))
-        for key in keys:
-            result = scores[key].result()
-            out[key][name] = {**{f"csi@{t:g}": result[f"csi@{t:g}"] for t in THRESHOLDS},
-                              "change": applied[key] / max(len(seqs), 1)}
+        pooled = csi_from_counts(counts.sum(axis=1, dtype=np.int64))  # (candidates, leads, thresholds)
+        for k, key in enumerate(keys):
+            out[key][name] = {**{f"csi@{t:g}": pooled[k, :, j].tolist() for j, t in enumerate(THRESHOLDS)},
+                              "change": float(applied[k].sum()) / max(len(seqs), 1)}
+        if per_sequence is not None:
+            per_sequence[name] = {"keys": keys, "counts": counts, "change": applied}
     return out
 
 

@@ -136,8 +136,8 @@ def csi_counts(pred: np.ndarray, obs: np.ndarray, thresholds: Sequence[float]) -
     return out
 
 
-def _csi(counts: np.ndarray) -> np.ndarray:
-    """CSI of summed counts (``(..., 3)``); NaN where nothing was observed or forecast above the threshold."""
+def csi_from_counts(counts: np.ndarray) -> np.ndarray:
+    """CSI of summed :func:`csi_counts` (``(..., 3)``); NaN where nothing was observed or forecast above the threshold."""
     total = counts.sum(axis=-1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, counts[..., 0] / total, np.nan)
@@ -167,9 +167,9 @@ def bootstrap_csi_difference(model: np.ndarray, reference: np.ndarray, samples: 
     model, reference = np.asarray(model), np.asarray(reference)
     if model.shape != reference.shape:
         raise ValueError(f"paired counts needed, got shapes {model.shape} and {reference.shape}")
-    difference = _csi(model.sum(axis=0)) - _csi(reference.sum(axis=0))
+    difference = csi_from_counts(model.sum(axis=0)) - csi_from_counts(reference.sum(axis=0))
     idx = np.random.default_rng(seed).integers(0, len(model), size=(int(samples), len(model)))
-    resampled = np.stack([_csi(model[i].sum(axis=0)) - _csi(reference[i].sum(axis=0)) for i in idx])
+    resampled = np.stack([csi_from_counts(model[i].sum(axis=0)) - csi_from_counts(reference[i].sum(axis=0)) for i in idx])
     return difference, resampled
 
 
