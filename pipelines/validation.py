@@ -82,7 +82,7 @@ FRESH_DAY_SEQUENCES = 128
 FRESH_KNOWN_MOTION_CASES = 64
 
 
-def fresh_test_stores(folder: Path, seed: int, domain: str = "swiss-south", heldout_seed: int = 90_000,
+def fresh_test_stores(folder: Path, seed: int, domain: str = "swiss-south", heldout_seed: int | None = None,
                       day_sequences: int = FRESH_DAY_SEQUENCES,
                       known_motion_cases: int = FRESH_KNOWN_MOTION_CASES, frames: int = 16) -> list[Path]:
     """Fresh test sets, the same four kinds as the test sets with another seed, made if missing.
@@ -91,7 +91,9 @@ def fresh_test_stores(folder: Path, seed: int, domain: str = "swiss-south", held
     weights in turn, each chosen by a rule proposed after the previous one's
     test numbers were read, so their numbers are no longer those of unseen
     data. These are the same constructions (the training day: ``sameday``,
-    held-out seed stream ``heldout_seed + seed``; another day: the domain's
+    held-out seed stream ``heldout_seed + seed``, by default
+    ``pipelines.pretrain.HELDOUT_SEED - 1`` so that seed 1, refused, would be
+    the test set's own stream; another day: the domain's
     held-out split; the real composite moved rigidly and with growth, cropped
     to 64x64) drawn with ``seed``, which neither a test set (0) nor a
     validation twin (1) uses, and with more sequences, so a shipped model can be
@@ -105,8 +107,10 @@ def fresh_test_stores(folder: Path, seed: int, domain: str = "swiss-south", held
         ``seed`` is one the test sets or their twins were made with.
     """
     from nowcast.data import testcases
-    from pipelines.pretrain import ensure_test_sequences
+    from pipelines.pretrain import HELDOUT_SEED, ensure_test_sequences
 
+    if heldout_seed is None:
+        heldout_seed = HELDOUT_SEED - 1
     if seed in USED_SEEDS:
         raise ValueError(f"seed {seed} made the test sets or their validation twins; a fresh test set needs another")
     folder = Path(folder)

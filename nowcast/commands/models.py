@@ -96,10 +96,10 @@ def models_calibrate(
 ) -> None:
     """Choose how much of a Lagrangian model's growth, decay and window trend its forecasts apply, on validation data.
 
-    Scores the model under every triple of weights on its network's growth
-    and decay and on the window's own steady trend beside pysteps
-    extrapolation, keeps the triple that is worst by the least at any lead
-    (ties to more skill at 5 mm/h), and stores it in the
+    Scores the model under every candidate weighting of its network's growth
+    and decay and of the window's own steady trend beside pysteps
+    extrapolation, keeps the one that is worst by the least at any lead
+    (ties to the one that changes the forecast least), and stores it in the
     checkpoint (docs/models.md, "Change weights"). Its held-out skill is
     measured again under the new weights where its held-out store exists,
     and otherwise marked as not measured. `nowcast pretrain` does this for a
