@@ -41,14 +41,18 @@ def _row(name: str, scores: dict[str, list[float]], reference: dict[str, list[fl
             f"{scores['mae'][-1]:.3f} | {d1.min():+.3f} | {d5.min():+.3f} |")
 
 
-def score_with_counts(predict, seqs: np.ndarray) -> tuple[dict[str, list[float]], np.ndarray]:
-    """Per-lead scores of ``predict`` on ``seqs`` and each forecast's CSI counts at 1 and 5 mm/h (for the bootstrap)."""
+def score_with_counts(predict, seqs: np.ndarray,
+                      input_frames: int = INPUT_FRAMES) -> tuple[dict[str, list[float]], np.ndarray]:
+    """Per-lead scores of ``predict`` on ``seqs`` and each forecast's CSI counts at 1 and 5 mm/h (for the bootstrap).
+
+    ``predict`` gets the first ``input_frames`` of each sequence (more than 4: a history, ``trend_history.py``).
+    """
     from nowcast.models.skill import LeadScores, csi_counts
 
     scores, counts = LeadScores(LEADS), []
     for seq in seqs:
-        forecast = np.asarray(predict(seq[:INPUT_FRAMES], LEADS), dtype=np.float32)
-        truth = seq[INPUT_FRAMES : INPUT_FRAMES + LEADS]
+        forecast = np.asarray(predict(seq[:input_frames], LEADS), dtype=np.float32)
+        truth = seq[input_frames : input_frames + LEADS]
         scores.add(forecast, truth)
         counts.append(csi_counts(forecast, truth, BOOTSTRAP_THRESHOLDS))
     return scores.result(), np.stack(counts)

@@ -100,14 +100,13 @@ def score(choices: list[dict], samples: int) -> dict:
     import xarray as xr
 
     from benchmarks.heldout_skill import (
-        BOOTSTRAP_THRESHOLDS,
         bootstrap_summary,
         bootstrap_table,
+        score_with_counts,
     )
     from benchmarks.trend_window import newest
     from nowcast.baselines import extrapolation
     from nowcast.models.calibration import ChangeWeights
-    from nowcast.models.skill import LeadScores, csi_counts
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import fresh_test_stores
 
@@ -124,13 +123,7 @@ def score(choices: list[dict], samples: int) -> dict:
             seqs = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
         scores, counts = {}, {}
         for name, fn in methods.items():
-            acc, per = LeadScores(LEADS), []
-            for seq in seqs:
-                forecast = np.asarray(fn(seq[:HISTORY], LEADS), dtype=np.float32)
-                truth = seq[HISTORY:]
-                acc.add(forecast, truth)
-                per.append(csi_counts(forecast, truth, BOOTSTRAP_THRESHOLDS))
-            scores[name], counts[name] = acc.result(), np.stack(per)
+            scores[name], counts[name] = score_with_counts(fn, seqs, HISTORY)
         results[store.stem] = scores
         results["bootstrap"][store.stem] = {name: bootstrap_summary(c, counts["extrapolation"], samples)
                                             for name, c in counts.items() if name != "extrapolation"}
