@@ -35,8 +35,8 @@ round's choice (245 triples, ties to the larger mean CSI@5), and ``--rule 13
 
 Usage::
 
-    python benchmarks/change_calibration.py models/runs/exp/swiss-south-tmu-calibrated13.pt \\
-        --json benchmarks/out/v14/calibration.json --write models/runs/exp/swiss-south-tmu-calibrated14.pt
+    python benchmarks/change_calibration.py models/zoo/swiss-south-tmu.pt --rule 15 \\
+        --json benchmarks/out/v14/calibration15.json --write models/runs/exp/swiss-south-tmu-calibrated15.pt
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def compare_candidates(incumbent: Path, incumbent_summary: dict[str, float], can
     lines = ["| label | checkpoint | chosen growth / decay / trend / trend decay / lifetime | worst lead ΔCSI | mean CSI@5 |",
              "| --- | --- | --- | ---: | ---: |"]
     for name, runs in per_label.items():
-        lines += [f"| {name} | {r['checkpoint']} | {' / '.join(f'{w:g}' for w in r.get('weights', ())) or '-'} | "
+        lines += [f"| {name} | {r['checkpoint']} | {label(r['weights']) if 'weights' in r else '-'} | "
                   f"{r['worst']:+.4f} | {r['csi5']:.4f} |" for r in runs]
     sys.stdout.write("\n".join(lines) + f"\n\nchosen among the calibrated candidates: {chosen} ({_means(per_label)})\n")
     if json_path:
