@@ -64,8 +64,12 @@ def predictor(forecaster, weights, history: int) -> Callable[[np.ndarray, int], 
     return run
 
 
-def calibrate(history: int, sequences: int) -> dict:
-    """Rule 14 on the 20-frame validation-kind sets with the trend read over ``history`` frames."""
+#: Tie-breaks of :func:`nowcast.models.calibration.choose_weights` by rule number (``change_calibration.py``'s).
+RULE_TIE_BREAKS = {"14": "csi5-then-least-change", "15": "least-change"}
+
+
+def calibrate(history: int, sequences: int, rule: str = "15") -> dict:
+    """``rule`` (14: the fourteenth round's first) on the 20-frame validation-kind sets, trend over ``history`` frames."""
     from benchmarks.trend_window import long_validation_sets, newest
     from nowcast.baselines import extrapolation
     from nowcast.models.calibration import (
@@ -87,10 +91,10 @@ def calibrate(history: int, sequences: int) -> dict:
                                                       LEADS)) for name, v in full.items())}
     grid = score_grid(newest(forecaster._raw_changes, NETWORK_FRAMES), forecaster.normaliser, seqs, history, LEADS,
                       forecaster.config.motion.method, candidates(), motion_frames=NETWORK_FRAMES)
-    weights, summaries = choose_weights(grid, references, LEADS)
-    log.info("history %d: %s (worst lead %+.4f, mean CSI@5 %.4f)", history, weights.brief(),
+    weights, summaries = choose_weights(grid, references, LEADS, tie_break=RULE_TIE_BREAKS[rule])
+    log.info("rule %s, history %d: %s (worst lead %+.4f, mean CSI@5 %.4f)", rule, history, weights.brief(),
              summaries[weights.key(0)]["worst"], summaries[weights.key(0)]["csi5"])
-    return {"history": history, "chosen": list(weights.key(0)), "brief": weights.brief(),
+    return {"rule": rule, "history": history, "chosen": list(weights.key(0)), "brief": weights.brief(),
             "validation": [str(p.relative_to(ROOT)) for p in stores], "references": references,
             "summaries": {"/".join(f"{w:g}" for w in k): s for k, s in summaries.items()}}
 
@@ -114,7 +118,7 @@ def score(choices: list[dict], samples: int) -> dict:
     methods = {"extrapolation": newest(extrapolation, NETWORK_FRAMES),
                "shipped (trend over 4)": predictor(forecaster, forecaster.change_weights, NETWORK_FRAMES)}
     for c in choices:
-        methods[f"rule 14, trend over {c['history']}"] = predictor(
+        methods[f"rule {c.get('rule', '14')}, trend over {c['history']}"] = predictor(
             forecaster, ChangeWeights.from_key(c["chosen"], LEADS), int(c["history"]))
     stores = fresh_test_stores(ROOT / f"data/sim/fresh-s{FRESH_SEED}-f20", FRESH_SEED, frames=HISTORY + LEADS)
     results: dict = {"bootstrap": {}}
@@ -143,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     cal = sub.add_parser("calibrate", help="Choose the weights with the trend read over --history frames.")
     cal.add_argument("--history", type=int, choices=[4, 6, 8], required=True)
     cal.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation set.")
+    cal.add_argument("--rule", choices=sorted(RULE_TIE_BREAKS), default="15",
+                     help="Selection rule (15: the current one; 14: the one the fourteenth round's history runs used).")
     cal.add_argument("--json", type=Path, required=True)
     sc = sub.add_parser("score", help="Score the choices (JSON of 'calibrate') on the fresh 20-frame test sets.")
     sc.add_argument("choices", type=Path, nargs="+")
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    out = (calibrate(args.history, args.sequences) if args.step == "calibrate"
+    out = (calibrate(args.history, args.sequences, args.rule) if args.step == "calibrate"
            else score([json.loads(p.read_text()) for p in args.choices], args.bootstrap))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))
