@@ -1,7 +1,8 @@
 """The calibrated window trend read over 8 frames instead of 4: chosen on validation, scored on a fresh test.
 
-An experiment, not (yet) what ``nowcast forecast`` does: it would need the
-forecast to read 8 frames from the archive. ``benchmarks/trend_window.py``
+An experiment in the fourteenth round, what ``nowcast forecast`` does since
+the fifteenth (:attr:`nowcast.models.calibration.ChangeWeights.trend_frames`:
+the forecast reads 8 frames from the archive). ``benchmarks/trend_window.py``
 found that the Lagrangian-trend baseline read over 8 frames (motion from the
 newest 4) loses 0.008-0.026 less at its worst lead on the validation days with
 the same growth gain. This asks whether the calibrated forecaster gains the
@@ -16,19 +17,27 @@ fresh 20-frame test sets drawn with seed 3
 
 Usage::
 
-    python benchmarks/trend_history.py calibrate --history 4 --json benchmarks/out/v14/history4.json   # one core each
-    python benchmarks/trend_history.py calibrate --history 8 --json benchmarks/out/v14/history8.json
+    python benchmarks/trend_history.py calibrate --history 4 --rule 14 --json benchmarks/out/v14/history4.json
+    python benchmarks/trend_history.py calibrate --history 8 --rule 14 --json benchmarks/out/v14/history8.json
     python benchmarks/trend_history.py score benchmarks/out/v14/history4.json benchmarks/out/v14/history8.json \\
         --json benchmarks/out/v14/history_fresh.json
+
+Fifteenth round (the shipped model reads its trend over 8 frames; fresh seed 5)::
+
+    python benchmarks/trend_history.py calibrate --history 8 --rule 15 --json benchmarks/out/v15/history8_rule15.json
+    python benchmarks/trend_history.py score --fresh 5 --previous models/runs/exp/swiss-south-tmu-calibrated15.pt \\
+        --json benchmarks/out/v15/fresh5.json
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,21 +55,17 @@ FRESH_SEED = 3
 def predictor(forecaster, weights, history: int) -> Callable[[np.ndarray, int], np.ndarray]:
     """The forecaster under ``weights`` with its window trend read over the newest ``history`` frames.
 
-    Motion from the newest 4 frames; the network reads the newest 4 moved
-    frames; the trend all ``history`` of them. ``history`` 4 is the
-    forecaster's own :meth:`~nowcast.models.zoo.Forecaster.predict` (tested).
+    Since the fifteenth round this is the forecaster's own
+    :meth:`~nowcast.models.zoo.Forecaster.predict` with
+    :attr:`~nowcast.models.calibration.ChangeWeights.trend_frames` set (what
+    ``nowcast forecast`` runs): motion from the newest 4 frames, the network
+    on the newest 4 moved frames, the trend over all ``history``.
     """
-    from nowcast.models import lagrangian
-    from nowcast.models.calibration import window_trend
+    model = copy.copy(forecaster)
+    model.change_weights = replace(weights, trend_frames=history if history > NETWORK_FRAMES else 0)
 
     def run(window: np.ndarray, leads: int) -> np.ndarray:
-        prepared = lagrangian.prepare(window[-history:], leads, forecaster.normaliser, forecaster.config.motion.method,
-                                      motion_frames=NETWORK_FRAMES)
-        if not prepared.wet:
-            return lagrangian.finish(prepared, None)
-        change = forecaster._raw_changes(prepared.inputs[-NETWORK_FRAMES:], leads)
-        rate = window_trend(prepared.inputs, weights.trend_linearity_power) if weights.uses_trend else None
-        return lagrangian.finish(prepared, weights.apply(change, rate))
+        return model.predict(window[-history:], leads)
     return run
 
 
@@ -99,8 +104,15 @@ def calibrate(history: int, sequences: int, rule: str = "15") -> dict:
             "summaries": {"/".join(f"{w:g}" for w in k): s for k, s in summaries.items()}}
 
 
-def score(choices: list[dict], samples: int) -> dict:
-    """Extrapolation, the shipped weights and every choice on the fresh 20-frame test sets, once."""
+def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, previous: Path | None = None) -> dict:
+    """Extrapolation, the shipped model and every choice on the fresh 20-frame test sets of ``fresh_seed``, once.
+
+    The shipped model forecasts as ``nowcast forecast`` does (its own
+    :meth:`~nowcast.models.zoo.Forecaster.predict` on the newest
+    ``history_frames``); ``previous``: an earlier shipped checkpoint beside it
+    (the fifteenth round: the fourteenth's, trend over 4); the Lagrangian-trend
+    baseline (from the newest 4) is the issue's other reference.
+    """
     import xarray as xr
 
     from benchmarks.heldout_skill import (
@@ -109,18 +121,24 @@ def score(choices: list[dict], samples: int) -> dict:
         score_with_counts,
     )
     from benchmarks.trend_window import newest
-    from nowcast.baselines import extrapolation
+    from nowcast.baselines import extrapolation, lagrangian_trend
     from nowcast.models.calibration import ChangeWeights
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import fresh_test_stores
 
     forecaster = load_forecaster(CHECKPOINT)
+    shipped = forecaster.history_frames
     methods = {"extrapolation": newest(extrapolation, NETWORK_FRAMES),
-               "shipped (trend over 4)": predictor(forecaster, forecaster.change_weights, NETWORK_FRAMES)}
+               "Lagrangian trend": newest(lagrangian_trend, NETWORK_FRAMES),
+               f"shipped (trend over {shipped})": newest(forecaster.predict, shipped)}
+    if previous is not None:
+        before = load_forecaster(previous)
+        methods[f"previous {before.sha256[:12]} (trend over {before.history_frames})"] = newest(
+            before.predict, before.history_frames)
     for c in choices:
         methods[f"rule {c.get('rule', '14')}, trend over {c['history']}"] = predictor(
             forecaster, ChangeWeights.from_key(c["chosen"], LEADS), int(c["history"]))
-    stores = fresh_test_stores(ROOT / f"data/sim/fresh-s{FRESH_SEED}-f20", FRESH_SEED, frames=HISTORY + LEADS)
+    stores = fresh_test_stores(ROOT / f"data/sim/fresh-s{fresh_seed}-f20", fresh_seed, frames=HISTORY + LEADS)
     results: dict = {"bootstrap": {}}
     for store in stores:
         with xr.open_zarr(store) as ds:
@@ -151,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="Selection rule (15: the current one; 14: the one the fourteenth round's history runs used).")
     cal.add_argument("--json", type=Path, required=True)
     sc = sub.add_parser("score", help="Score the choices (JSON of 'calibrate') on the fresh 20-frame test sets.")
-    sc.add_argument("choices", type=Path, nargs="+")
+    sc.add_argument("choices", type=Path, nargs="*")
+    sc.add_argument("--fresh", type=int, default=FRESH_SEED, help="Seed of the fresh test sets (never one read before).")
+    sc.add_argument("--previous", type=Path, help="An earlier shipped checkpoint to score beside the shipped one.")
     sc.add_argument("--bootstrap", type=int, default=2000)
     sc.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -160,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     out = (calibrate(args.history, args.sequences, args.rule) if args.step == "calibrate"
-           else score([json.loads(p.read_text()) for p in args.choices], args.bootstrap))
+           else score([json.loads(p.read_text()) for p in args.choices], args.bootstrap, args.fresh, args.previous))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))
     return 0

@@ -40,21 +40,17 @@ HISTORY, LEADS = 8, 12
 
 
 def long_validation_sets(folder: Path) -> dict[str, Path]:
-    """The four validation kinds with ``HISTORY + LEADS`` frames per sequence, made if missing."""
-    from nowcast.data import testcases
-    from pipelines.simulate import simulate_dataset
+    """The four validation kinds with ``HISTORY + LEADS`` frames per sequence, made if missing.
 
-    folder.mkdir(parents=True, exist_ok=True)
-    frames = HISTORY + LEADS
-    stores = {"simulated day": folder / "swiss-south-val-long.zarr", "other day": folder / "swiss-south-otherday-long.zarr",
-              "rigid": folder / f"{testcases.REGION}-rigid-64.zarr", "growth": folder / f"{testcases.REGION}-growth-64.zarr"}
-    if not stores["simulated day"].exists():
-        simulate_dataset("swiss-south", 32, frames, stores["simulated day"], seed=50_001, crop_size=64)
-    if not stores["other day"].exists():
-        simulate_dataset("swiss-south", 64, frames, stores["other day"], seed=1, crop_size=64, split="test")
-    if not stores["rigid"].exists() or not stores["growth"].exists():
-        testcases.make_test_sets(folder, frames=frames, seed=1)
-    return stores
+    :func:`pipelines.validation.long_validation_stores` of the shipped
+    target, the sets ``nowcast models calibrate --trend-frames 8`` chooses on.
+    """
+    from nowcast.models.config import find_model_config, load_model_config
+    from pipelines.validation import long_validation_stores
+
+    config = load_model_config(find_model_config("swiss-south-tmu"))
+    day, rigid, growth, other = long_validation_stores(config, HISTORY + LEADS, folder)
+    return {"simulated day": day, "other day": other, "rigid": rigid, "growth": growth}
 
 
 def newest(method, n: int):

@@ -311,7 +311,12 @@ def load_model(region: Region, home: str | Path | None = None):
 
 
 def run_model(forecaster, window: np.ndarray, leads: int, tile: int = TILE, overlap: int = OVERLAP) -> np.ndarray:
-    """Forecast ``leads`` frames with a loaded forecaster, in tiles."""
+    """Forecast ``leads`` frames with a loaded forecaster, in tiles.
+
+    ``window``: at least the model's ``input_frames``; a zoo forecaster whose
+    trend reads a longer history (:attr:`~nowcast.models.zoo.Forecaster.history_frames`)
+    gets up to that many of the newest frames (:func:`model_window` reads them).
+    """
     from nowcast.errors import CheckpointError
 
     config = forecaster.config
@@ -320,10 +325,54 @@ def run_model(forecaster, window: np.ndarray, leads: int, tile: int = TILE, over
         raise CheckpointError(
             f"model {getattr(config, 'name', '?')!r}: needs {needed} input frames, the region provides {window.shape[0]}"
         )
+    frames = max(needed, int(getattr(forecaster, "history_frames", needed)))
     if hasattr(forecaster, "predict_region"):  # a zoo forecaster tiles itself (Lagrangian: motion on the whole region)
-        return forecaster.predict_region(window[-needed:], leads, tile=tile, overlap=overlap)
+        return forecaster.predict_region(window[-frames:], leads, tile=tile, overlap=overlap)
     patch = int(getattr(config, "patch_size", 1))
-    return predict_tiled(forecaster.predict, window[-needed:], leads, tile=tile, overlap=overlap, multiple=patch)
+    return predict_tiled(forecaster.predict, window[-frames:], leads, tile=tile, overlap=overlap, multiple=patch)
+
+
+#: ``read(frames) -> (frames, ny, nx)`` mm/h (NaN read as dry) ending at the window's end, or ``None`` if any is missing.
+HistoryReader = Callable[[int], "np.ndarray | None"]
+
+
+def archive_history(archive, region: Region, end: np.datetime64) -> HistoryReader:
+    """A :data:`HistoryReader` of the region's archive for the window ending at ``end``.
+
+    A frame missing from the longer history is not an error: the model falls
+    back to its own window (:func:`model_window`), and the log says so.
+    """
+    def read(frames: int) -> np.ndarray | None:
+        try:
+            window_da = archive.window(end, int(frames))
+        except ForecastError as exc:
+            log.info("region %s: no %d-frame history: %s", region.name, frames, exc)
+            return None
+        return np.nan_to_num(_window_in_rain_rate(window_da, region), nan=0.0)
+    return read
+
+
+def model_window(forecaster, window: np.ndarray, history: HistoryReader | None) -> tuple[np.ndarray, dict[str, str]]:
+    """The frames a model reads, and what its product says about them.
+
+    Why: a forecaster may read its window trend over more frames than its
+    network reads (:attr:`nowcast.models.zoo.Forecaster.history_frames`; the
+    fifteenth round's shipped model: 8). The region's window (``window``,
+    ``forecast.input_frames``) is what every method needs; the older frames
+    are read from the archive only for such a model, and where any of them
+    is missing the model reads the region's window (its trend over fewer
+    frames, as it was calibrated before): a gap in the older history must
+    not stop a forecast. The product's ``model_history_frames`` says which
+    it was.
+    """
+    wanted = int(getattr(forecaster, "history_frames", window.shape[0]))
+    if wanted <= window.shape[0]:
+        return window, {}
+    longer = history(wanted) if history is not None else None
+    if longer is None:
+        return window, {"model_history_frames": f"{window.shape[0]} (wanted {wanted}: older frames missing, "
+                                                f"the trend read over the region's window)"}
+    return longer, {"model_history_frames": str(wanted)}
 
 
 def leads_beyond_training(forecaster, leads: int, timestep_minutes: int) -> str | None:
@@ -456,11 +505,13 @@ class _Deterministic:
 
 
 def _deterministic(region: Region, method: str, window: np.ndarray, raw: np.ndarray, leads: int, *, tile: int,
-                   overlap: int, device: str, precision: str, home: str | Path | None = None) -> _Deterministic:
+                   overlap: int, device: str, precision: str, home: str | Path | None = None,
+                   history: HistoryReader | None = None) -> _Deterministic:
     """Run ``method`` (falling back to extrapolation, recorded) and mask its output as the product wants it.
 
     ``method`` ``steps`` (an ensemble method) has no deterministic forecast:
     its members are made by :func:`_run_ensemble`; here it gets none.
+    ``history`` reads older frames for a model that wants them (:func:`model_window`).
     """
     from nowcast.ensemble import STEPS_METHOD
 
@@ -478,11 +529,12 @@ def _deterministic(region: Region, method: str, window: np.ndarray, raw: np.ndar
             forecaster = load_model(region, home=home)
             if hasattr(forecaster, "to"):  # a Forecaster; test doubles may not move
                 forecaster.to(device, precision)
-            values = run_model(forecaster, window, leads, tile=tile, overlap=overlap)
+            frames, history_attrs = model_window(forecaster, window, history)
+            values = run_model(forecaster, frames, leads, tile=tile, overlap=overlap)
             check_output(values, region, MODEL_METHOD)
             model_name = str(getattr(forecaster.config, "name", region.forecast.model))
             sha256 = getattr(forecaster, "sha256", None)
-            model_attrs = model_product_attrs(getattr(forecaster, "metadata", {}) or {})
+            model_attrs = {**model_product_attrs(getattr(forecaster, "metadata", {}) or {}), **history_attrs}
             beyond = leads_beyond_training(forecaster, leads, region.timestep_minutes)
             if beyond:
                 log.warning("region %s: %s", region.name, beyond)
@@ -687,7 +739,7 @@ def run_forecast(
     window = np.nan_to_num(raw, nan=0.0)
 
     det = _deterministic(region, method, window, raw, leads, tile=tile, overlap=overlap, device=device,
-                         precision=precision, home=home)
+                         precision=precision, home=home, history=archive_history(archive, region, times[-1]))
     if members:
         return _run_ensemble(region, home, times, window, raw, det, leads, int(members), seed, out, archive, started,
                              thresholds, tile=tile, overlap=overlap, device=device, precision=precision)

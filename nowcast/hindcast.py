@@ -249,14 +249,18 @@ def _torch_threads_restored(needed: bool) -> Iterator[None]:
 
 
 def _forecast(method: str, region: Region, window: np.ndarray, raw: np.ndarray, leads: int, device: str,
-              precision: str, home: str | Path | None = None) -> np.ndarray:
-    """One method's forecast ``(leads, ny, nx)`` mm/h, masked as ``run_forecast`` publishes it."""
-    from nowcast.forecast import check_output, publishable, run_baseline, run_model
+              precision: str, home: str | Path | None = None, history=None) -> np.ndarray:
+    """One method's forecast ``(leads, ny, nx)`` mm/h, masked as ``run_forecast`` publishes it.
+
+    ``history``: the archive's older frames for a model that reads them
+    (:func:`nowcast.forecast.model_window`), as ``run_forecast`` reads them.
+    """
+    from nowcast.forecast import check_output, model_window, publishable, run_baseline, run_model
 
     if method == MODEL_METHOD:
         forecaster = _model(region, device, precision, home)
         _one_torch_thread()
-        values = run_model(forecaster, window, leads)
+        values = run_model(forecaster, model_window(forecaster, window, history)[0], leads)
     else:
         values = run_baseline(method, window, leads, region.timestep_minutes)
     check_output(values, region, method)
@@ -343,7 +347,7 @@ def _score_window(region: Region, home: str, t_ref: np.datetime64, methods: Sequ
                   fss_pixels: Sequence[int], members: int, seed: int | None,
                   ensemble_thresholds: Sequence[float]) -> WindowScores:
     """:func:`score_window` under the synchronous dask scheduler."""
-    from nowcast.forecast import _window_in_rain_rate, select_window
+    from nowcast.forecast import _window_in_rain_rate, archive_history, select_window
     from nowcast.io.archive import Archive
 
     result = WindowScores(t_ref)
@@ -377,7 +381,8 @@ def _score_window(region: Region, home: str, t_ref: np.datetime64, methods: Sequ
             if method == MODEL_METHOD:
                 _model(region, device, precision, home)  # loading (first task of a worker) is not forecast time
             started = _time.perf_counter()
-            values = _forecast(method, region, window, raw, leads, device, precision, home)
+            values = _forecast(method, region, window, raw, leads, device, precision, home,
+                               history=archive_history(archive, region, t_ref))
         except Exception as exc:  # any method failing on a window is recorded, not fatal
             if isinstance(exc, MemoryError):
                 raise

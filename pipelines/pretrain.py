@@ -124,11 +124,17 @@ def ensure_test_sequences(domain: str, path: Path, frames: int, crop_size: int, 
     return path
 
 
-def heldout_path(config) -> Path:
-    """The held-out store of a target (beside its training store): independent evolutions of its real seed."""
+def heldout_path(config, history: int | None = None) -> Path:
+    """The held-out store of a target (beside its training store): independent evolutions of its real seed.
+
+    ``history``: frames the model reads, if more than its ``input_frames``
+    (a trend read over a longer history): then a store of the same seed
+    stream with that many frames before the leads, ``-sameday-h8.zarr``.
+    """
     train = Path(str(config.data.path)).expanduser()
     train = train if train.is_absolute() else project_root() / train
-    return train.parent / f"{config.data.domain}-sameday.zarr"
+    longer = history is not None and int(history) > int(config.data.input_frames)
+    return train.parent / f"{config.data.domain}-sameday{f'-h{int(history)}' if longer else ''}.zarr"
 
 
 def record_heldout_skill(name: str, home: str | Path | None = None, leads: int = 12,
@@ -154,8 +160,10 @@ def record_heldout_skill(name: str, home: str | Path | None = None, leads: int =
         config = training_config(load_model_config(find_model_config(name, home)), home)
     checkpoint = Path(checkpoint) if checkpoint is not None else config.checkpoint_path
     data = config.data
-    path = heldout_path(config)
-    frames = data.input_frames + leads
+    forecaster = load_forecaster(checkpoint)
+    history = forecaster.history_frames
+    path = heldout_path(config, history)
+    frames = max(int(data.input_frames), history) + leads
     if not path.exists():
         from pipelines.simulate import simulate_dataset
 
@@ -164,7 +172,7 @@ def record_heldout_skill(name: str, home: str | Path | None = None, leads: int =
     with xr.open_zarr(path) as ds:
         sequences = np.asarray(ds["rain_rate"].values[:, :frames], dtype=np.float32)
         provenance = str(ds.attrs.get("provenance", "unknown"))
-    skill = heldout_skill(load_forecaster(checkpoint), sequences, path.stem, provenance, leads,
+    skill = heldout_skill(forecaster, sequences, path.stem, provenance, leads,
                           int(data.timestep_minutes or 5))
     record_skill(checkpoint, skill)
 
@@ -174,7 +182,8 @@ CALIBRATION_SEQUENCES = 64
 
 
 def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQUENCES,
-                     stores: list[Path] | None = None, command: str | None = None) -> dict | None:
+                     stores: list[Path] | None = None, command: str | None = None,
+                     trend_frames: int = 0) -> dict | None:
     """Choose a Lagrangian rain target's change weights on its validation sets and store them in its checkpoint.
 
     Why: the network's change costs skill where it does not know what it
@@ -183,10 +192,15 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
     adds, chosen on the validation sets (:func:`pipelines.validation.validation_stores`,
     made if missing), never the test sets. A model of another frame or
     modality is left as it is (returns ``None``). Returns the stored ``change_weights`` entry.
+
+    ``trend_frames`` (more than the model's ``input_frames``): the trend is
+    read over that many frames (:func:`nowcast.models.calibration.calibrate`),
+    chosen on validation sets of that much history
+    (:func:`pipelines.validation.long_validation_stores`, made if missing).
     """
     from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
-    from pipelines.validation import read_validation, validation_stores
+    from pipelines.validation import long_validation_stores, read_validation, validation_stores
 
     checkpoint = Path(checkpoint)
     forecaster = load_forecaster(checkpoint)
@@ -194,9 +208,13 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
         log.info("%s: no change weights (only Lagrangian rain models take them)", checkpoint)
         return None
     leads = int(forecaster.config.data.output_frames)
-    stores = stores or validation_stores(forecaster.config, sequences=n_sequences)
-    sequences = read_validation(stores, n_sequences, int(forecaster.config.input_frames) + leads)
-    weights, summaries, _, _ = calibrate(forecaster, sequences, leads)
+    history = max(int(forecaster.config.input_frames), int(trend_frames))
+    if not stores:
+        stores = (validation_stores(forecaster.config, sequences=n_sequences)
+                  if history == int(forecaster.config.input_frames)
+                  else long_validation_stores(forecaster.config, history + leads))
+    sequences = read_validation(stores, n_sequences, history + leads)
+    weights, summaries, _, _ = calibrate(forecaster, sequences, leads, trend_frames=trend_frames)
     return record_change_weights(checkpoint, weights, summaries, stores, sequences,
                                  command or f"nowcast models calibrate {checkpoint}")
 

@@ -152,6 +152,47 @@ def validation_stores(config: ModelConfig, sequences: int = OTHER_DAY_SEQUENCES)
     return stores + [other_day_validation(folder / f"{domain}-otherday.zarr", domain=domain, sequences=sequences)]
 
 
+#: Seed stream and size of a target's simulated validation store (``data.val_path`` was made with them).
+VALIDATION_DAY_SEED, VALIDATION_DAY_SEQUENCES = 50_001, 32
+
+
+def long_validation_stores(config: ModelConfig, frames: int, folder: Path | None = None) -> list[Path]:
+    """The validation sets of :func:`validation_stores` with ``frames`` frames per sequence, made if missing.
+
+    Why: a forecaster that reads its trend over a longer history than its
+    network's window (:attr:`nowcast.models.calibration.ChangeWeights.trend_frames`)
+    is calibrated on windows of that history; the validation stores hold 4
+    frames before the leads. These are the same seeds and constructions
+    (the simulated validation day, the known-motion twins, the other day's
+    twin) with longer sequences, in ``val-long/`` beside the training store.
+    A store there of fewer frames than ``frames`` is refused when read
+    (:func:`read_validation`), not remade.
+    """
+    from nowcast.data import testcases
+    from nowcast.training import sequences_path
+    from pipelines.pretrain import ensure_test_sequences
+
+    domain = config.data.domain
+    folder = folder or sequences_path(config, "train").parent / "val-long"
+    folder.mkdir(parents=True, exist_ok=True)
+    stores = []
+    if config.data.val_path:
+        day = folder / f"{domain}-val-long.zarr"
+        if not day.exists():
+            from pipelines.simulate import simulate_dataset
+
+            simulate_dataset(domain, VALIDATION_DAY_SEQUENCES, frames, day, seed=VALIDATION_DAY_SEED,
+                             crop_size=config.data.frame_size)
+        stores.append(day)
+    if domain == testcases.REGION:
+        known = [folder / f"{testcases.REGION}-{kind}-64.zarr" for kind in ("rigid", "growth")]
+        if not all(path.exists() for path in known):
+            testcases.make_test_sets(folder, frames=frames, seed=KNOWN_MOTION_SEED)
+        stores += known
+    return stores + [ensure_test_sequences(domain, folder / f"{domain}-otherday-long.zarr", frames, 64,
+                                           seed=OTHER_DAY_SEED, sequences=OTHER_DAY_SEQUENCES)]
+
+
 def read_validation(stores: list[Path], n: int, frames: int) -> dict[str, np.ndarray]:
     """The first ``n`` sequences (``frames`` frames each, mm/h) of every store, by store name.
 

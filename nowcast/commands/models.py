@@ -90,6 +90,10 @@ def models_calibrate(
                                           "validation store and the twins of its test sets, made if missing)."),
     ] = None,
     sequences: Annotated[int, typer.Option("--sequences", min=1, help="First N sequences of each store.")] = 64,
+    trend_frames: Annotated[int, typer.Option(
+        "--trend-frames", min=0,
+        help="Read the window trend over this many frames (motion and network keep the model's input frames); "
+             "0: the model's input frames. Longer validation sequences are made if missing.")] = 0,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
@@ -104,6 +108,9 @@ def models_calibrate(
     measured again under the new weights where its held-out store exists,
     and otherwise marked as not measured. `nowcast pretrain` does this for a
     region's forecaster after training; run it after `nowcast train`.
+    `--trend-frames 8` (the shipped model's) reads the trend over the newest
+    8 frames, and forecasts then read them from the archive (falling back to
+    the model's window where older frames are missing).
     """
     from nowcast.errors import EnvironmentFault
     from nowcast.models.skill import update_metadata
@@ -113,9 +120,11 @@ def models_calibrate(
     setup(verbose, quiet)
     ckpt = load_named_checkpoint(model, home)
     command = "nowcast models calibrate " + " ".join(
-        [model] + [f"--validation {v}" for v in validation or []] + [f"--sequences {sequences}"])
+        [model] + [f"--validation {v}" for v in validation or []] + [f"--sequences {sequences}"]
+        + ([f"--trend-frames {trend_frames}"] if trend_frames else []))
     try:
-        entry = calibrate_target(ckpt.path, sequences, stores=list(validation) if validation else None, command=command)
+        entry = calibrate_target(ckpt.path, sequences, stores=list(validation) if validation else None, command=command,
+                                 trend_frames=trend_frames)
         if entry is None:
             typer.echo(f"{ckpt.path}: not a Lagrangian rain model; nothing to calibrate")
             raise typer.Exit(code=2)

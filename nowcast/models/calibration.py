@@ -121,7 +121,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,11 @@ class ChangeWeights:
     checkpoints calibrated before the thirteenth round; ``trend_decay`` empty:
     the same as ``trend`` (the signed trend, as in the thirteenth round's).
     Leads beyond the calibrated ones take the last lead's weights (a forecast
-    may run longer than its calibration).
+    may run longer than its calibration). ``trend_frames``: the trend is read
+    over the newest ``trend_frames`` frames moved to the analysis time (0:
+    over the network's own window, as in every checkpoint before the
+    fifteenth round); the motion and the network keep theirs
+    (:attr:`nowcast.models.zoo.Forecaster.history_frames`).
     """
 
     growth: tuple[float, ...]
@@ -180,6 +184,7 @@ class ChangeWeights:
     trend_linearity_power: float = TREND_LINEARITY_POWER
     trend_decay: tuple[float, ...] = ()
     trend_lifetime: float = TREND_DAMPING_STEPS
+    trend_frames: int = 0
 
     def __post_init__(self) -> None:
         if not self.trend:
@@ -198,23 +203,27 @@ class ChangeWeights:
             raise ValueError(f"trend_linearity_power must be finite and >= 0, got {self.trend_linearity_power}")
         if not np.isfinite(self.trend_lifetime) or self.trend_lifetime <= 0:
             raise ValueError(f"trend_lifetime must be a positive number of steps, got {self.trend_lifetime}")
+        if int(self.trend_frames) != self.trend_frames or not (self.trend_frames == 0 or self.trend_frames >= 2):
+            raise ValueError(f"trend_frames must be 0 (the network's window) or a whole number of frames >= 2, "
+                             f"got {self.trend_frames}")
+        object.__setattr__(self, "trend_frames", int(self.trend_frames))
 
     @classmethod
     def constant(cls, growth: float, decay: float, leads: int, trend: float = 0.0,
                  trend_linearity_power: float = TREND_LINEARITY_POWER, trend_decay: float | None = None,
-                 trend_lifetime: float = TREND_DAMPING_STEPS) -> ChangeWeights:
+                 trend_lifetime: float = TREND_DAMPING_STEPS, trend_frames: int = 0) -> ChangeWeights:
         """The same weights at every one of ``leads`` leads (``trend_decay`` ``None``: the signed trend)."""
         n = int(leads)
         trend_decay = float(trend if trend_decay is None else trend_decay)
         return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power),
-                   (trend_decay,) * n, float(trend_lifetime))
+                   (trend_decay,) * n, float(trend_lifetime), trend_frames)
 
     @classmethod
-    def from_key(cls, key: Sequence[float], leads: int,
-                 trend_linearity_power: float = TREND_LINEARITY_POWER) -> ChangeWeights:
+    def from_key(cls, key: Sequence[float], leads: int, trend_linearity_power: float = TREND_LINEARITY_POWER,
+                 trend_frames: int = 0) -> ChangeWeights:
         """The weights of a candidate (:func:`as_candidate`) at every one of ``leads`` leads."""
         growth, decay, trend, trend_decay, lifetime = as_candidate(key)
-        return cls.constant(growth, decay, leads, trend, trend_linearity_power, trend_decay, lifetime)
+        return cls.constant(growth, decay, leads, trend, trend_linearity_power, trend_decay, lifetime, trend_frames)
 
     @property
     def uses_network(self) -> bool:
@@ -225,6 +234,10 @@ class ChangeWeights:
     def uses_trend(self) -> bool:
         """Whether any lead adds the window's trend (then :meth:`apply` needs its rate)."""
         return any(t > 0 for t in self.trend + self.trend_decay)
+
+    def history_frames(self, input_frames: int) -> int:
+        """Frames a forecast under these weights reads: the network's ``input_frames``, or more for the trend."""
+        return max(int(input_frames), self.trend_frames) if self.uses_trend else int(input_frames)
 
     def key(self, lead: int = 0) -> Candidate:
         """``(growth, decay, trend, trend_decay, trend_lifetime)`` at ``lead`` (0-based): a candidate of the rule."""
@@ -271,6 +284,8 @@ class ChangeWeights:
         text = f"network growth x{weights(self.growth)}, decay x{weights(self.decay)}"
         if self.uses_trend:
             text += f", window trend (R^{self.trend_linearity_power:g}-weighted"
+            if self.trend_frames:
+                text += f", read over {self.trend_frames} frames"
             if self.trend_lifetime != TREND_DAMPING_STEPS:
                 text += f", lifetime {self.trend_lifetime:g} steps"
             text += f") x{weights(self.trend)}"
@@ -283,7 +298,8 @@ class ChangeWeights:
         return {"growth": [float(g) for g in self.growth], "decay": [float(d) for d in self.decay],
                 "trend": [float(t) for t in self.trend], "trend_decay": [float(t) for t in self.trend_decay],
                 "trend_linearity_power": float(self.trend_linearity_power),
-                "trend_lifetime_steps": float(self.trend_lifetime), **provenance}
+                "trend_lifetime_steps": float(self.trend_lifetime), "trend_frames": int(self.trend_frames),
+                **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
@@ -291,7 +307,9 @@ class ChangeWeights:
 
         An entry without ``trend`` (calibrated before the window trend) adds
         none; one without ``trend_decay`` or ``trend_lifetime_steps``
-        (thirteenth round) adds the signed trend with the 6-step lifetime.
+        (thirteenth round) adds the signed trend with the 6-step lifetime; one
+        without ``trend_frames`` (before the fifteenth) reads it over the
+        network's window.
 
         Raises
         ------
@@ -306,9 +324,18 @@ class ChangeWeights:
                        tuple(float(t) for t in entry.get("trend") or ()),
                        float(entry.get("trend_linearity_power", TREND_LINEARITY_POWER)),
                        tuple(float(t) for t in entry.get("trend_decay") or ()),
-                       float(entry.get("trend_lifetime_steps", TREND_DAMPING_STEPS)))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                       float(entry.get("trend_lifetime_steps", TREND_DAMPING_STEPS)),
+                       _whole(entry.get("trend_frames", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
+
+
+def _whole(value: Any) -> int:
+    """A whole number from a checkpoint's metadata (``8`` or ``8.0``; ``8.5`` is refused, not truncated)."""
+    number = float(value)
+    if number != int(number):
+        raise ValueError(f"trend_frames must be a whole number of frames, got {value!r}")
+    return int(number)
 
 
 def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER) -> np.ndarray:
@@ -551,9 +578,23 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
     return out
 
 
+def newest_frames(network: Callable[[np.ndarray, int], np.ndarray], frames: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``network`` reading only the newest ``frames`` of the moved frames it is given (the trend may read more)."""
+    def run(x: np.ndarray, leads: int) -> np.ndarray:
+        return network(x[-int(frames):], leads)
+    return run
+
+
 def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
-              keys: Sequence[Sequence[float]] | None = None, tie_break: str = "least-change"):
+              keys: Sequence[Sequence[float]] | None = None, tie_break: str = "least-change", trend_frames: int = 0):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
+
+    ``trend_frames`` (more than the network's ``input_frames``): the trend is
+    read over that many frames (:attr:`ChangeWeights.trend_frames`; the
+    sequences must hold ``trend_frames + leads`` frames), the motion and the
+    network from the newest ``input_frames``, as a forecast under the chosen
+    weights reads them; extrapolation, the reference, from those newest
+    ``input_frames`` too. 0: all from the network's window.
 
     Returns
     -------
@@ -568,10 +609,19 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     if not forecaster.lagrangian:
         raise ValueError(f"model {forecaster.config.name!r}: change weights are for Lagrangian models")
     n_in = int(forecaster.config.input_frames)
+    history = max(n_in, int(trend_frames))
+    for name, seqs in sequences.items():
+        if np.shape(seqs)[1] < history + leads:
+            raise ValueError(f"validation set {name}: sequences of {np.shape(seqs)[1]} frames, {history + leads} "
+                             f"needed ({history} of history, {leads} leads)")
+    short = {name: seqs[:, : history + leads] for name, seqs in sequences.items()}
     references = {name: {f"csi@{t:g}": scores[f"csi@{t:g}"] for t in THRESHOLDS}
-                  for name, scores in ((name, score_method(extrapolation, seqs, n_in, leads))
-                                       for name, seqs in sequences.items())}
-    grid = score_grid(forecaster._raw_changes, forecaster.normaliser, sequences, n_in, leads,
-                      forecaster.config.motion.method, keys)
+                  for name, scores in ((name, score_method(extrapolation, seqs[:, history - n_in :], n_in, leads))
+                                       for name, seqs in short.items())}
+    grid = score_grid(newest_frames(forecaster._raw_changes, n_in), forecaster.normaliser, short, history, leads,
+                      forecaster.config.motion.method, keys,
+                      motion_frames=n_in if history > n_in else None)
     weights, summaries = choose_weights(grid, references, leads, tie_break)
+    if history > n_in:
+        weights = replace(weights, trend_frames=history)
     return weights, summaries, grid, references

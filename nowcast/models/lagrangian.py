@@ -207,7 +207,8 @@ def finish(prepared: PreparedWindow, change: np.ndarray | None) -> np.ndarray:
 
 
 def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser: Normaliser,
-             motion_method: str = "LK", velocity: np.ndarray | None = None) -> np.ndarray:
+             motion_method: str = "LK", velocity: np.ndarray | None = None,
+             motion_frames: int | None = None) -> np.ndarray:
     """Lagrangian forecast ``(leads, ny, nx)`` mm/h from ``window`` (``(T, ny, nx)`` mm/h).
 
     Parameters
@@ -229,12 +230,15 @@ def forecast(window: np.ndarray, leads: int, network: ChangeNetwork, normaliser:
     velocity
         The window's motion (``(2, ny, nx)`` px/step) if the caller has it
         already; ``None``: estimated here by ``motion_method``.
+    motion_frames
+        Estimate the motion from the newest ``motion_frames`` frames only
+        (:func:`prepare`); ``network`` still gets every moved frame.
     """
     if normaliser.kind != "db":
-        if velocity is not None:
-            raise ValueError("a precomputed velocity is for rain ('db') models")
+        if velocity is not None or motion_frames is not None:
+            raise ValueError("a precomputed velocity or motion_frames is for rain ('db') models")
         return _forecast_tracer(window, leads, network, normaliser, motion_method)
-    prepared = prepare(window, leads, normaliser, motion_method, velocity)
+    prepared = prepare(window, leads, normaliser, motion_method, velocity, motion_frames=motion_frames)
     return finish(prepared, network(prepared.inputs, int(leads)) if prepared.wet else None)
 
 

@@ -183,13 +183,24 @@ def heldout_skill(forecaster, sequences: np.ndarray, test_set: str, provenance: 
         ``test_set``, ``provenance``, ``sequences``, ``lead_minutes``, per
         score (``csi@1``, ``csi@5``, ``fss@16km``, ``mae``) the per-lead
         lists of ``model`` and ``extrapolation``, and ``no_worse_at_every_lead``
-        (CSI at 1 and 5 mm/h, model >= extrapolation at every lead).
+        (CSI at 1 and 5 mm/h, model >= extrapolation at every lead); and
+        ``history_frames`` where the model reads a longer history than its
+        network's window (its trend, :attr:`nowcast.models.zoo.Forecaster.history_frames`).
+
+    A model that reads ``history_frames`` frames is given that many (the
+    sequences must hold ``history_frames + leads``), extrapolation the
+    newest ``input_frames`` of them, both verified on the same leads.
     """
     from nowcast.baselines import extrapolation
 
     n_in = int(forecaster.config.input_frames)
-    model = score_method(forecaster.predict, sequences, n_in, leads)
-    extrap = score_method(lambda w, n: extrapolation(w, n, timestep_minutes), sequences, n_in, leads)
+    history = max(n_in, int(getattr(forecaster, "history_frames", n_in)))
+    if sequences.shape[1] < history + leads:
+        raise ValueError(f"held-out {test_set}: sequences of {sequences.shape[1]} frames, the model reads {history} "
+                         f"and is verified on {leads} leads")
+    model = score_method(forecaster.predict, sequences, history, leads)
+    extrap = score_method(lambda w, n: extrapolation(w, n, timestep_minutes), sequences[:, history - n_in :], n_in,
+                          leads)
     keys = ("csi@1", "csi@5", "fss@16km", "mae")
     no_worse = all(m >= e - 1e-9 for key in ("csi@1", "csi@5") for m, e in zip(model[key], extrap[key]))
     return {
@@ -199,6 +210,7 @@ def heldout_skill(forecaster, sequences: np.ndarray, test_set: str, provenance: 
         "lead_minutes": [timestep_minutes * (k + 1) for k in range(leads)],
         **{key: {"model": [round(v, 4) for v in model[key]], "extrapolation": [round(v, 4) for v in extrap[key]]} for key in keys},
         "no_worse_at_every_lead": bool(no_worse),
+        **({"history_frames": history} if history > n_in else {}),
     }
 
 

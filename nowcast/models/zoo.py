@@ -470,6 +470,17 @@ class Forecaster:
         return self.predict_region(window, leads, tile=None)
 
     @property
+    def history_frames(self) -> int:
+        """Frames a forecast reads: ``input_frames``, or more where the change weights read the trend over more.
+
+        :func:`nowcast.forecast.run_model` gives it that many where the
+        archive has them, else the network's ``input_frames``
+        (:meth:`predict_region`).
+        """
+        n_in = int(self.config.input_frames)
+        return self.change_weights.history_frames(n_in) if self.change_weights is not None else n_in
+
+    @property
     def lagrangian(self) -> bool:
         """Whether the model works in the Lagrangian frame (:mod:`nowcast.models.lagrangian`)."""
         return getattr(self.config, "frame", "eulerian") == "lagrangian"
@@ -516,12 +527,14 @@ class Forecaster:
 
         ``raw`` computes the network's change (default :meth:`_raw_changes`).
 
-        Weights with a window trend add it, estimated from the same
-        Lagrangian frames ``x`` the network reads (:func:`nowcast.models.calibration.window_trend`),
-        on the whole of ``x``: ``raw`` may run the network in tiles, the trend
-        is smoothed across them. Weights of 0 on the network's growth and
-        decay at every lead do not run the network (rule 15's choice for the
-        shipped model: the forecast is extrapolation plus the weighted trend).
+        ``x``: the moved frames, oldest first; the network reads the newest
+        ``input_frames`` of them. Weights with a window trend add it,
+        estimated from all of ``x`` (:func:`nowcast.models.calibration.window_trend`;
+        more frames than the network's where :attr:`history_frames` says so)
+        on the whole domain: ``raw`` may run the network in tiles, the trend is
+        smoothed across them. Weights of 0 on the network's growth and decay
+        at every lead do not run the network (rule 15's choice for the shipped
+        model: the forecast is extrapolation plus the weighted trend).
         """
         from nowcast.models.calibration import window_trend
 
@@ -529,7 +542,7 @@ class Forecaster:
         if weights is not None and not weights.uses_network:  # weighed by 0: the network's change is not used
             change = np.zeros((int(leads), *np.shape(x)[1:]), dtype=np.float32)
         else:
-            change = (raw or self._raw_changes)(x, leads)
+            change = (raw or self._raw_changes)(x[-int(self.config.input_frames):], leads)
         if weights is None:
             return change
         return weights.apply(change, window_trend(x, weights.trend_linearity_power) if weights.uses_trend else None)
@@ -540,10 +553,20 @@ class Forecaster:
         A Lagrangian model finds the motion and moves the frames on the whole
         region (rain entering a tile from its neighbour is not lost); only
         its network runs per tile. Inputs as :meth:`predict`.
+
+        The window's newest ``input_frames`` give the motion and feed the
+        network; a Lagrangian model whose weights read the trend over more
+        (:attr:`history_frames`) reads it over the newest ``history_frames``
+        of the window, or over as many as it is given (at least the network's
+        ``input_frames``: an archive without the older frames falls back to
+        the network's window). An Eulerian model reads the window it is given.
         """
         from nowcast.forecast import predict_tiled
 
         window = np.asarray(window, dtype=np.float32)
+        n_in = int(self.config.input_frames)
+        if self.lagrangian:
+            window = window[-self.history_frames:]
         p = self.config.patch_size
         tile = max(window.shape[1:]) + p if tile is None else tile
 
@@ -556,8 +579,8 @@ class Forecaster:
             def changes(x: np.ndarray, n: int) -> np.ndarray:  # the network in tiles, the weights on the whole
                 return self._changes(x, n, raw=lambda xs, k: tiled(self._raw_changes, xs, k))
 
-            return lagrangian.forecast(window, leads, changes, self.normaliser,
-                                       motion_method=self.config.motion.method)
+            return lagrangian.forecast(window, leads, changes, self.normaliser, motion_method=self.config.motion.method,
+                                       motion_frames=n_in if window.shape[0] > n_in else None)
         # NaN (no data) becomes the normalisation's zero: dry for rain, the
         # warm clear-sky reference for brightness temperature.
         with np.errstate(invalid="ignore"):

@@ -1,0 +1,278 @@
+"""The window trend read over a longer history than the network's window (fifteenth round, issue #8).
+
+``ChangeWeights.trend_frames``: stored with the weights, read by the
+forecaster (motion and network from its own window, the trend over more), by
+the calibration that chooses the weights, by the held-out skill and by the
+forecast path, which reads the older frames from the archive and falls back
+to the region's window where they are missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from nowcast.baselines import extrapolation
+from nowcast.errors import CheckpointError
+from nowcast.models.calibration import ChangeWeights, calibrate, candidates, score_grid, window_trend
+from nowcast.models.skill import score_method
+from tests.test_calibration import _signed_changes, growing_sequences
+from tests.test_hindcast import archive_home  # noqa: F401 - a fixture
+from tests.test_lagrangian import forecaster, moving_window
+
+LEADS = 3
+
+
+def _weights(trend_frames: int, growth: float = 0.5, decay: float = 0.25) -> ChangeWeights:
+    return ChangeWeights.constant(growth, decay, LEADS, trend=0.5, trend_decay=0.0, trend_lifetime=3.0,
+                                  trend_frames=trend_frames)
+
+
+def _model(weights: ChangeWeights | None, calls: list | None = None):
+    fc = forecaster()
+    fc._raw_changes = (_signed_changes if calls is None
+                       else lambda x, n: (calls.append(x.shape[0]), _signed_changes(x, n))[1])
+    fc.change_weights = weights
+    return fc
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> None:
+    np.testing.assert_array_equal(np.nan_to_num(a, nan=-1.0), np.nan_to_num(b, nan=-1.0))
+
+
+def _history(frames: int = 12) -> np.ndarray:
+    """A moving field that grew over its older frames and stopped: 4 and 8 frames read different trends."""
+    window = growing_sequences(n=1, frames=frames, db_per_step=1.5)[0]
+    window[-3:] = window[-4] * (window[-3:] > 0)  # the newest frames no longer grow (in place: not moved, but wet)
+    return window
+
+
+# ------------------------------------------------------------------ the weights
+def test_trend_frames_round_trip_and_old_entries_read_the_networks_window():
+    weights = _weights(8)
+    entry = weights.to_metadata(command="x")
+    assert entry["trend_frames"] == 8 and ChangeWeights.from_metadata(entry) == weights
+    old = {k: v for k, v in entry.items() if k != "trend_frames"}
+    assert ChangeWeights.from_metadata(old).trend_frames == 0
+    assert "read over 8 frames" in weights.brief() and "read over" not in _weights(0).brief()
+    assert weights.history_frames(4) == 8 and _weights(0).history_frames(4) == 4
+    assert _weights(2).history_frames(4) == 4  # fewer than the network's: the network's window
+    no_trend = ChangeWeights.constant(0.5, 0.0, LEADS, trend_frames=8)
+    assert no_trend.history_frames(4) == 4  # no trend: nothing to read the older frames for
+
+
+@pytest.mark.parametrize("frames, ok", [(0, True), (1, False), (2, True), (-8, False), (8.5, False)])
+def test_impossible_trend_frames_are_refused(frames, ok):
+    if ok:
+        assert _weights(frames).trend_frames == frames
+    else:
+        with pytest.raises(ValueError, match="trend_frames"):
+            _weights(frames)
+
+
+@pytest.mark.parametrize("value", ["8.5", float("inf"), float("nan"), "eight", 1])
+def test_a_broken_trend_frames_entry_names_the_checkpoint(value):
+    entry = {**_weights(8).to_metadata(), "trend_frames": value}
+    with pytest.raises(CheckpointError, match="m.pt: invalid change_weights"):
+        ChangeWeights.from_metadata(entry, "m.pt")
+    assert ChangeWeights.from_metadata({**entry, "trend_frames": 8.0}, "m.pt").trend_frames == 8
+
+
+# ------------------------------------------------------------------ the forecaster
+def test_the_forecast_reads_motion_and_network_from_its_window_and_the_trend_over_its_history():
+    from nowcast.models import lagrangian
+
+    window = _history(12)
+    calls: list = []
+    fc = _model(_weights(8), calls)
+    assert fc.history_frames == 8
+    forecast = fc.predict(window[-8:], LEADS)
+    assert calls == [4]  # the network read its own 4 frames
+    # the reference: motion from the newest 4, all 8 moved, the trend read over them
+    prepared = lagrangian.prepare(window[-8:], LEADS, fc.normaliser, fc.config.motion.method, motion_frames=4)
+    change = _signed_changes(prepared.inputs[-4:], LEADS)
+    expected = lagrangian.finish(prepared, fc.change_weights.apply(change, window_trend(prepared.inputs)))
+    _same(forecast, expected)
+    _same(fc.predict(window, LEADS), forecast)  # more frames than it reads: the newest 8
+    four = _model(_weights(0)).predict(window[-4:], LEADS)
+    assert not np.array_equal(np.nan_to_num(forecast), np.nan_to_num(four))  # the longer trend is another forecast
+
+
+def test_given_only_its_network_window_it_forecasts_as_the_four_frame_weights_do():
+    window = _history(8)
+    _same(_model(_weights(8)).predict(window[-4:], LEADS), _model(_weights(0)).predict(window[-4:], LEADS))
+    # weights without a longer history read the newest 4 even when given 8 (every checkpoint before)
+    _same(_model(_weights(0)).predict(window, LEADS), _model(_weights(0)).predict(window[-4:], LEADS))
+    _same(_model(None).predict(window, LEADS), _model(None).predict(window[-4:], LEADS))
+
+
+def test_the_trend_over_8_frames_tells_an_ended_growth_from_a_lasting_one():
+    """The newest 4 frames of an ended growth are flat: the 8-frame trend still sees the growth, by less."""
+    from nowcast.models import lagrangian
+
+    fc = forecaster()
+    lasting = growing_sequences(n=1, frames=8, db_per_step=1.0)[0]
+    ended = lasting.copy()
+    ended[:4] = lasting[:4] / 10.0 ** (0.1 * 3.0)  # grew 3 dB per frame before the newest 4, then stopped
+    ended[4:] = lasting[4]
+    rates = {}
+    for name, w in (("lasting", lasting), ("ended", ended)):
+        prepared = lagrangian.prepare(w, LEADS, fc.normaliser, motion_frames=4)
+        wet = prepared.inputs[-1] > 0
+        rates[name] = (float(np.median(window_trend(prepared.inputs[-4:])[wet])),
+                       float(np.median(window_trend(prepared.inputs)[wet])))
+    assert rates["lasting"][0] > 0 and rates["lasting"][1] > 0
+    assert abs(rates["ended"][0]) < 0.1 * rates["lasting"][0]  # 4 frames: no trend at all
+    assert rates["ended"][1] != pytest.approx(rates["ended"][0], abs=1e-4)  # 8 frames read the older growth
+
+
+# ------------------------------------------------------------------ the calibration
+def test_calibration_scores_what_the_forecast_reads_and_stores_the_history():
+    rng = np.random.default_rng(3)
+    seqs = {"growth": growing_sequences(n=3, frames=8 + LEADS),
+            "moving": np.stack([moving_window(shape=(32, 32), frames=8 + LEADS, u=u, v=v)
+                                for u, v in rng.uniform(-1.2, 1.2, (3, 2))])}
+    keys = candidates((0.0, 0.5), (0.0, 0.5), lifetimes=(3.0,))
+    fc = _model(None)
+    weights, summaries, grid, references = calibrate(fc, seqs, LEADS, keys=keys, trend_frames=8)
+    assert weights.trend_frames == 8 and weights.key(0) in keys
+    for name, v in seqs.items():  # extrapolation from the newest 4 frames, verified on the same leads
+        assert references[name]["csi@1"] == score_method(extrapolation, v[:, 4:], 4, LEADS)["csi@1"]
+    for key in keys[1:4]:  # every candidate's grid score is the forecaster's own under its weights
+        fc.change_weights = ChangeWeights.from_key(key, LEADS, trend_frames=8)
+        for name, v in seqs.items():
+            own = score_method(fc.predict, v, 8, LEADS)
+            assert grid[key][name]["csi@1"] == pytest.approx(own["csi@1"], abs=1e-12)
+            assert grid[key][name]["csi@5"] == pytest.approx(own["csi@5"], abs=1e-12, nan_ok=True)
+    four, _, four_grid, _ = calibrate(fc, seqs, LEADS, keys=keys)
+    assert four.trend_frames == 0
+    trended = next(k for k in keys if k[2] > 0)
+    assert four_grid[trended]["growth"] != grid[trended]["growth"]  # the history changed what was scored
+
+
+def test_calibration_refuses_sequences_too_short_for_the_history():
+    seqs = {"short": growing_sequences(n=2, frames=4 + LEADS)}
+    with pytest.raises(ValueError, match="validation set short: sequences of 7 frames, 11 needed"):
+        calibrate(_model(None), seqs, LEADS, keys=candidates((0.0,), (0.0, 0.5), lifetimes=(3.0,)), trend_frames=8)
+
+
+def test_grid_with_history_equals_the_old_benchmark_predictor():
+    """benchmarks/trend_history.py's predictor is now the forecaster itself with ``trend_frames``."""
+    from benchmarks.trend_history import predictor
+
+    fc = _model(_weights(0))
+    window = _history(8)
+    _same(predictor(fc, fc.change_weights, 8)(window, LEADS), _model(_weights(8)).predict(window, LEADS))
+    _same(predictor(fc, fc.change_weights, 4)(window, LEADS), _model(_weights(0)).predict(window[-4:], LEADS))
+    # and score_grid, reading 8 frames with motion from the newest 4, forecasts the same
+    seqs = {"s": np.stack([np.concatenate([window, growing_sequences(n=1, frames=LEADS)[0]])])}
+    key = _weights(8).key(0)
+    grid = score_grid(lambda x, n: _signed_changes(x[-4:], n), fc.normaliser, seqs, 8, LEADS, keys=[key],
+                      motion_frames=4)
+    own = score_method(_model(_weights(8)).predict, seqs["s"], 8, LEADS)
+    assert grid[key]["s"]["csi@1"] == pytest.approx(own["csi@1"], abs=1e-12)
+
+
+# ------------------------------------------------------------------ held-out skill
+def test_heldout_skill_gives_the_model_its_history_and_extrapolation_its_window():
+    from nowcast.models.skill import heldout_skill
+
+    seqs = growing_sequences(n=2, frames=8 + LEADS)
+    fc = _model(_weights(8))
+    skill = heldout_skill(fc, seqs, "t", "simulated", LEADS)
+    assert skill["history_frames"] == 8
+    assert skill["csi@1"]["model"] == [round(v, 4) for v in score_method(fc.predict, seqs, 8, LEADS)["csi@1"]]
+    assert skill["csi@1"]["extrapolation"] == [round(v, 4) for v in
+                                               score_method(extrapolation, seqs[:, 4:], 4, LEADS)["csi@1"]]
+    assert "history_frames" not in heldout_skill(_model(_weights(0)), seqs[:, 4:], "t", "simulated", LEADS)
+    with pytest.raises(ValueError, match="held-out t: sequences of 10 frames, the model reads 8"):
+        heldout_skill(fc, seqs[:, 1:], "t", "simulated", LEADS)
+
+
+def test_heldout_store_of_a_longer_history_is_its_own():
+    from pipelines.pretrain import heldout_path
+    from tests.test_lagrangian import lagrangian_config
+
+    config = lagrangian_config()
+    assert heldout_path(config, 4) == heldout_path(config) and heldout_path(config).name.endswith("-sameday.zarr")
+    assert heldout_path(config, 8) == heldout_path(config).with_name(heldout_path(config).stem + "-h8.zarr")
+
+
+# ------------------------------------------------------------------ the forecast path
+class _Reader:
+    def __init__(self, longer: np.ndarray | None):
+        self.longer, self.asked = longer, []
+
+    def __call__(self, frames: int):
+        self.asked.append(frames)
+        return None if self.longer is None else self.longer[-frames:]
+
+
+def test_model_window_reads_the_history_only_for_a_model_that_wants_it():
+    from types import SimpleNamespace
+
+    from nowcast.forecast import model_window
+
+    window, longer = np.zeros((4, 8, 8)), np.ones((9, 8, 8))
+    reader = _Reader(longer)
+    frames, attrs = model_window(SimpleNamespace(history_frames=8), window, reader)
+    assert frames.shape[0] == 8 and reader.asked == [8] and attrs == {"model_history_frames": "8"}
+    reader = _Reader(None)
+    frames, attrs = model_window(SimpleNamespace(history_frames=8), window, reader)
+    assert frames is window and "wanted 8: older frames missing" in attrs["model_history_frames"]
+    for model in (SimpleNamespace(history_frames=4), SimpleNamespace()):  # wants no more than the window
+        reader = _Reader(longer)
+        assert model_window(model, window, reader) == (window, {}) and reader.asked == []
+
+
+def test_forecast_reads_the_older_frames_from_the_archive_or_says_it_could_not(home, odim_moving, monkeypatch):
+    import xarray as xr
+
+    import nowcast.forecast as fc
+    from tests.test_forecast import _archive, _fallback_region, _FakeForecaster
+
+    fake = _FakeForecaster()
+    fake.history_frames = 8
+    monkeypatch.setattr(fc, "load_model", lambda region, home=None: fake)
+    _archive(home, odim_moving(9))  # 09:50 ... 10:30
+    region = _fallback_region(home, model="fake-tmu")
+    result = fc.run_forecast(region, home=home, leads=2, tile=1024)
+    assert result.method == "tmu" and result.fallback_reason is None
+    assert {shape[0] for shape in fake.calls} == {8} and len(result.input_times) == 4  # the product's window: 4
+    with xr.open_zarr(result.path) as ds:
+        assert ds.attrs["model_history_frames"] == "8"
+    fake.calls.clear()  # ending 10:20, 8 frames would start 09:45: not archived, the region's window is read
+    result = fc.run_forecast(region, home=home, time="2024-02-27T10:20Z", leads=2, tile=1024)
+    assert result.method == "tmu" and result.fallback_reason is None and {shape[0] for shape in fake.calls} == {4}
+    with xr.open_zarr(result.path) as ds:
+        assert ds.attrs["model_history_frames"].startswith("4 (wanted 8: older frames missing")
+
+
+def test_hindcast_gives_the_model_its_history_where_the_archive_has_it(tmp_path, archive_home, monkeypatch):
+    from types import SimpleNamespace
+
+    import nowcast.forecast as fc
+    import nowcast.hindcast as hc
+    from nowcast.hindcast import run_hindcast
+    from tests.test_hindcast import T, _region_with_model
+
+    frames: list[int] = []
+
+    class Fake:
+        config = SimpleNamespace(name="fake-tmu", input_frames=4, patch_size=4, timestep_minutes=5)
+        history_frames = 8
+
+        def predict(self, inputs, leads):
+            frames.append(inputs.shape[0])
+            return np.repeat(inputs[-1:], leads, axis=0)
+
+    monkeypatch.setattr(fc, "load_model", lambda region, home=None: Fake())
+    monkeypatch.setattr(hc, "_MODELS", {})
+    region = _region_with_model(tmp_path / "confhome", "fake-tmu")
+    result = run_hindcast(region, f"{T}10:15", f"{T}10:25", ("tmu",), home=archive_home, leads=2,
+                          scheduler="synchronous", write=False)
+    assert result.reference_times.size == 3 and result.failures == {"tmu": 0}
+    # the archive starts 09:50: 8 frames end no earlier than 10:25; the model is called once per tile
+    assert set(frames) == {4, 8} and frames[-1] == 8 and frames.count(8) == len(frames) // 3
