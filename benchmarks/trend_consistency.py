@@ -1,0 +1,150 @@
+"""Can a trend tell a growth that goes on from one that ends? Estimators of the window trend (validation data only).
+
+Rule 15 (:mod:`nowcast.models.calibration`) applies the window trend only as
+far as it costs nothing on the simulated days, whose cells grow and then
+decay: a quarter of its growth, 15 min. The growth the issue asks for (above
+the Lagrangian-trend baseline) needs a trend applied at full weight, which
+only a trend that tells a lasting growth from an ending one can afford. This
+scores, on the 20-frame validation-kind sets (``trend_window.py``), the trend
+alone (the network weighed by 0, as the shipped model) at every trend weight,
+form and lifetime of the calibration's grid, with the rate read by:
+
+* ``8 frames``: the shipped estimator (:func:`nowcast.models.calibration.window_trend`
+  over the newest 8 moved frames);
+* ``4 frames``: the same over the newest 4;
+* ``minmod``: the smaller of the slopes read over the older and the newer 4
+  of the 8 frames where they agree in sign, 0 where they do not (the slope
+  limiter of numerical schemes: a growth both halves show, at the rate both
+  support);
+* ``agreeing``: the 8-frame rate where the two halves agree in sign, else 0.
+
+Motion from the newest 4 frames; extrapolation (newest 4) the reference.
+Hypothesis (docs/benchmarks.md, "Skill, fifteenth round", written before it
+ran): minmod at full weight, lifetime 15 or 30 min, loses at most 0.005 at its
+worst lead while gaining at least +0.10 CSI@5 on the growth twin.
+
+Usage::
+
+    python benchmarks/trend_consistency.py --json benchmarks/out/v15/trend_consistency.json   # ~5 min, one core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("trend_consistency")
+
+HISTORY, NETWORK_FRAMES, LEADS = 8, 4, 12
+
+
+def minmod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smaller of ``a`` and ``b`` in magnitude where they agree in sign, 0 where they do not."""
+    return np.where(np.sign(a) == np.sign(b), np.sign(a) * np.minimum(np.abs(a), np.abs(b)), 0.0)
+
+
+def estimators():
+    """``name -> (moved frames (8, h, w), R² power) -> rate (h, w)``."""
+    from nowcast.models.calibration import window_trend
+
+    def halves(x: np.ndarray, power: float) -> tuple[np.ndarray, np.ndarray]:
+        return window_trend(x[:-NETWORK_FRAMES], power), window_trend(x[-NETWORK_FRAMES:], power)
+
+    def agreeing(x: np.ndarray, power: float) -> np.ndarray:
+        old, new = halves(x, power)
+        return np.where(np.sign(old) == np.sign(new), window_trend(x, power), 0.0)
+
+    return {"8 frames": window_trend,
+            "4 frames": lambda x, power: window_trend(x[-NETWORK_FRAMES:], power),
+            "minmod": lambda x, power: minmod(*halves(x, power)),
+            "agreeing": agreeing}
+
+
+def run(sequences: int) -> dict:
+    """Every estimator's trend-only candidates scored on the validation sets, and their summaries."""
+    from benchmarks.trend_window import long_validation_sets
+    from nowcast.baselines import extrapolation
+    from nowcast.models.calibration import (
+        EXTRAPOLATION,
+        THRESHOLDS,
+        TREND_FORMS,
+        TREND_GRID,
+        TREND_LIFETIMES,
+        candidates,
+        newest_frames,
+        score_grid,
+        summarise,
+    )
+    from nowcast.models.skill import score_method
+    from nowcast.models.zoo import load_forecaster
+    from pipelines.validation import read_validation
+
+    forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
+    stores = long_validation_sets(ROOT / "data/sim/val-long")
+    seqs = read_validation(list(stores.values()), sequences, HISTORY + LEADS)
+    growth_set = stores["growth"].name
+    references = {name: {f"csi@{t:g}": s[f"csi@{t:g}"] for t in THRESHOLDS}
+                  for name, s in ((name, score_method(extrapolation, v[:, HISTORY - NETWORK_FRAMES :], NETWORK_FRAMES,
+                                                      LEADS)) for name, v in seqs.items())}
+    keys = [k for k in candidates((0.0,), TREND_GRID, TREND_FORMS, TREND_LIFETIMES) if k != EXTRAPOLATION]
+    out: dict = {"validation": [p.name for p in stores.values()], "references": references, "estimators": {}}
+    for name, rate in estimators().items():
+        grid = score_grid(newest_frames(forecaster._raw_changes, NETWORK_FRAMES), forecaster.normaliser, seqs,
+                          HISTORY, LEADS, forecaster.config.motion.method, keys, motion_frames=NETWORK_FRAMES,
+                          trend=rate)
+        rows = {}
+        for key in keys:
+            summary = summarise(grid[key], references)
+            heavy = np.asarray(grid[key][growth_set]["csi@5"]) - np.asarray(references[growth_set]["csi@5"])
+            rows["/".join(f"{v:g}" for v in key)] = {**summary, "growth_gain": float(np.nanmean(heavy)),
+                                                     "by_set": grid[key]}
+        out["estimators"][name] = rows
+        log.info("%s: %d candidates scored", name, len(keys))
+    return out
+
+
+def table(results: dict) -> str:
+    """Per estimator: the full-weight trends, and the largest growth gain at a worst lead of at least -0.005."""
+    lines = ["| estimator | candidate (trend weight, form, lifetime) | worst lead | growth twin ΔCSI@5 0-60 |",
+             "| --- | --- | ---: | ---: |"]
+    for name, rows in results["estimators"].items():
+        def label(key: str) -> str:
+            _, _, trend, decay, life = (float(v) for v in key.split("/"))
+            return f"{trend:g}, {'signed' if decay else 'growth'}, {5 * life:g} min"
+
+        shown = [k for k in rows if k.split("/")[2] == "1" and k.split("/")[4] in ("3", "6")]
+        safe = [k for k in rows if rows[k]["worst"] >= -0.005]
+        if safe:
+            shown.append(max(safe, key=lambda k: rows[k]["growth_gain"]))
+        for key in dict.fromkeys(shown):
+            mark = " (largest growth at worst ≥ −0.005)" if safe and key == shown[-1] else ""
+            lines.append(f"| {name} | {label(key)}{mark} | {rows[key]['worst']:+.4f} | {rows[key]['growth_gain']:+.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation set.")
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(1)
+    results = run(args.sequences)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+    sys.stdout.write(table(results) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
