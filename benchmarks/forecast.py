@@ -153,6 +153,10 @@ def child(args: argparse.Namespace) -> None:
         if result.fallback_reason:
             raise SystemExit(f"{method} fell back: {result.fallback_reason}")
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    import xarray as xr
+
+    with xr.open_zarr(out) as product:  # how many frames the model read (its trend may read more than 4)
+        history = product.attrs.get("model_history_frames", "")
     print(json.dumps({
         "region": args.region, "shape": list(region.grid.shape), "method": method, "leads": args.leads,
         "first_s": runs[0], "median_s": statistics.median(runs[1:] or runs),
@@ -160,6 +164,7 @@ def child(args: argparse.Namespace) -> None:
         "peak_rss_mb": peak_kb / 1024, "repeat": args.repeat, "note": note,
         "allocator": "cli" if tuned else "glibc default",
         "precision": getattr(forecaster, "resolved_precision", "") if method == "tmu" else "",
+        "history": history,
     }))
 
 
@@ -182,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Run the methods alternately this many times; report per-round ratios to extrapolation.")
     parser.add_argument("--allocator", default="cli", choices=["cli", "default"],
                         help="cli: the malloc settings `nowcast` applies at start (nowcast.allocator); default: glibc's.")
+    parser.add_argument("--archive-frames", type=int, default=8,
+                        help="Frames archived (4 are every method's window; a model may read more for its trend).")
     parser.add_argument("--child", nargs=3, metavar=("REGION", "METHOD", "HOME"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -203,8 +210,8 @@ def main(argv: list[str] | None = None) -> None:
             if region.startswith("grid-"):
                 write_square_region(home, int(region.split("-")[1]))
             t0 = time.perf_counter()
-            build_archive(region, home, 4, Path(tmp) / f"files-{region}")
-            print(f"# {region}: archive of 4 frames built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            build_archive(region, home, args.archive_frames, Path(tmp) / f"files-{region}")
+            print(f"# {region}: archive of {args.archive_frames} frames built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             for round_ in range(max(1, args.rounds)):
                 for method in args.methods:
                     cmd = [sys.executable, __file__, "--child", region, method, str(home), "--leads", str(args.leads),
@@ -232,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in {(r["region"], r["method"]): r for r in rows}.values():
         if r["note"]:
             print(f"\n{r['region']} {r['method']}: {r['note']}")
+        if r.get("history"):
+            print(f"\n{r['region']} {r['method']}: read {r['history']} frames")
 
 
 def ratio_table(rows: list[dict]) -> str:

@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-workers", type=int, default=0, help="Batch-making processes per training run.")
     parser.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"],
                         help="Training precision (default: the configs'; auto is bf16 on a GPU).")
+    parser.add_argument("--history", type=int, default=4,
+                        help="Frames before the analysis time taken from each sequence: the baselines and the study's "
+                             "models read the newest 4, the shipped model as many as it reads (its trend may read 8).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/radar_transfer")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -368,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     input_frames, leads = 4, 12
+    history = max(input_frames, args.history)
+
+    def newest(predict):  # a method reading the newest input_frames of a longer history
+        return predict if history == input_frames else (lambda w, n: predict(w[-input_frames:], n))
+
     test_sets, provenance = {}, {}
     for path in args.test:
         if "sameday" in path.name and not path.exists():
@@ -377,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             simulate_dataset("swiss-south", 64, input_frames + leads, path, seed=SAMEDAY_SEED, crop_size=64)
         elif not path.exists():
             ensure_test_sequences("swiss-south", path, input_frames + leads, 64)
-        seqs, provenance[path.stem] = load_test(path, input_frames, leads)
+        seqs, provenance[path.stem] = load_test(path, history, leads)
         test_sets[path.stem] = seqs[: args.sequences] if args.sequences else seqs
         log.info("%s: %d test sequences of %s", path.stem, len(test_sets[path.stem]), seqs.shape[1:])
     results: dict = {name: {} for name in test_sets}
@@ -385,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         if method in BASELINES:
             fn = get_method(method)
             for tname, sequences in test_sets.items():
-                scores, sec = evaluate(f"{method} on {tname}", lambda w, n, fn=fn: fn(w, n, TIMESTEP), sequences,
-                                       input_frames, leads, key=(method, tname))
+                scores, sec = evaluate(f"{method} on {tname}", newest(lambda w, n, fn=fn: fn(w, n, TIMESTEP)),
+                                       sequences, history, leads, key=(method, tname))
                 results[tname][method] = {"scores": summarise([scores]), "seconds": sec, "seeds": []}
             continue
         if method == SHIPPED:  # the region's shipped forecaster as it is, whatever its budget
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
 
             forecaster = load_forecaster(args.shipped or load_region("swiss-south").forecast.model)
             for tname, sequences in test_sets.items():
-                scores, sec = evaluate(f"{method} on {tname}", forecaster.predict, sequences, input_frames, leads,
+                scores, sec = evaluate(f"{method} on {tname}", forecaster.predict, sequences, history, leads,
                                        key=(method, tname))
                 results[tname][method] = {"scores": summarise([scores]), "seconds": sec, "seeds": [],
                                           "iterations": int(forecaster.metadata.get("iterations", 0))}
@@ -408,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 ensure_trained(config, args.device, args.data_workers)
             forecaster = load_forecaster(config)
             for tname, sequences in test_sets.items():
-                scores, sec = evaluate(f"{method} (seed {seed}) on {tname}", forecaster.predict, sequences,
-                                       input_frames, leads, key=(method, tname) if seed == args.seeds[0] else None)
+                scores, sec = evaluate(f"{method} (seed {seed}) on {tname}", newest(forecaster.predict), sequences,
+                                       history, leads, key=(method, tname) if seed == args.seeds[0] else None)
                 per_seed[tname].append(scores)
                 secs[tname].append(sec)
         for tname in test_sets:
@@ -422,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         text.append(f"### {tname} ({len(test_sets[tname])} sequences)\n\n" + markdown(res, leads, provenance[tname]))
         plot(res, leads, args.out / f"skill_{tname}.png", title=f"{tname} ({provenance[tname]})")
         plot_maps(test_sets[tname], tname, [m for m in args.methods if m in ("extrapolation", "lagrangian-trend", "anvil", SHIPPED, "tmu", "finetune-nexrad-kbmx", "scratch")],
-                  input_frames, args.out / f"maps_{tname}.png")
+                  history, args.out / f"maps_{tname}.png")
     (args.out / "table.md").write_text("\n\n".join(text) + "\n")
     print("\n\n".join(text))
     return 0
