@@ -59,51 +59,27 @@ log = logging.getLogger("trend_consistency")
 HISTORY, NETWORK_FRAMES, LEADS = 8, 4, 12
 
 
-def minmod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The smaller of ``a`` and ``b`` in magnitude where they agree in sign, 0 where they do not."""
-    return np.where(np.sign(a) == np.sign(b), np.sign(a) * np.minimum(np.abs(a), np.abs(b)), 0.0)
-
-
 def estimators():
-    """``name -> (moved frames (8, h, w), R² power) -> rate (h, w)``."""
+    """``name -> (moved frames (8, h, w), R² power) -> rate (h, w)``: :func:`nowcast.models.calibration.window_trend`'s."""
     from nowcast.models.calibration import window_trend
 
-    def halves(x: np.ndarray, power: float) -> tuple[np.ndarray, np.ndarray]:
-        return window_trend(x[:-NETWORK_FRAMES], power), window_trend(x[-NETWORK_FRAMES:], power)
-
     def agreeing(x: np.ndarray, power: float) -> np.ndarray:
-        old, new = halves(x, power)
+        old, new = window_trend(x[:-NETWORK_FRAMES], power), window_trend(x[-NETWORK_FRAMES:], power)
         return np.where(np.sign(old) == np.sign(new), window_trend(x, power), 0.0)
 
-    def smoothed(sigma: float):
-        return lambda x, power: window_trend(smooth_within_rain(x, sigma), power)
-
-    def minmod_smoothed(sigma: float):
-        return lambda x, power: minmod(*halves(smooth_within_rain(x, sigma), power))
+    def read(estimator: str, sigma: float = 0.0):
+        return lambda x, power: window_trend(x, power, estimator, sigma)
 
     return {"8 frames": window_trend,
             "4 frames": lambda x, power: window_trend(x[-NETWORK_FRAMES:], power),
-            "minmod": lambda x, power: minmod(*halves(x, power)),
+            "minmod": read("minmod"),
             "agreeing": agreeing,
-            **{f"smoothed {s:g}": smoothed(s) for s in SIGMAS},
-            **{f"minmod smoothed {s:g}": minmod_smoothed(s) for s in SIGMAS}}
+            **{f"smoothed {s:g}": read("slope", s) for s in SIGMAS},
+            **{f"minmod smoothed {s:g}": read("minmod", s) for s in SIGMAS}}
 
 
 #: Smoothing scales (pixels, 2 km) of the fields before the slopes are read.
 SIGMAS = (1.0, 2.0, 4.0)
-
-
-def smooth_within_rain(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Every frame of ``x`` (network units, dry exactly 0) smoothed over its wet pixels; dry stays dry."""
-    from scipy.ndimage import gaussian_filter
-
-    wet = (x > 0).astype(np.float64)
-    out = np.empty_like(x)
-    for k in range(x.shape[0]):
-        num = gaussian_filter(x[k] * wet[k], sigma)
-        den = gaussian_filter(wet[k], sigma)
-        out[k] = np.where(wet[k] > 0, num / np.maximum(den, 1e-6), 0.0)
-    return out
 
 
 def run(sequences: int, only: list[str] | None = None) -> dict:

@@ -27,6 +27,11 @@ Fifteenth round (the shipped model reads its trend over 8 frames; fresh seed 5):
     python benchmarks/trend_history.py calibrate --history 8 --rule 15 --json benchmarks/out/v15/history8_rule15.json
     python benchmarks/trend_history.py score --fresh 5 --previous models/runs/exp/swiss-south-tmu-calibrated15.pt \\
         --json benchmarks/out/v15/fresh5.json
+
+and its candidate, the trend read as the minmod of the halves with the rain smoothed 4 px (seed 6)::
+
+    python benchmarks/trend_history.py score --fresh 6 --also models/runs/exp/swiss-south-tmu-calibrated17.pt \\
+        --json benchmarks/out/v15/fresh6.json
 """
 
 from __future__ import annotations
@@ -104,14 +109,15 @@ def calibrate(history: int, sequences: int, rule: str = "15") -> dict:
             "summaries": {"/".join(f"{w:g}" for w in k): s for k, s in summaries.items()}}
 
 
-def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, previous: Path | None = None) -> dict:
+def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also: list[Path] | None = None) -> dict:
     """Extrapolation, the shipped model and every choice on the fresh 20-frame test sets of ``fresh_seed``, once.
 
     The shipped model forecasts as ``nowcast forecast`` does (its own
     :meth:`~nowcast.models.zoo.Forecaster.predict` on the newest
-    ``history_frames``); ``previous``: an earlier shipped checkpoint beside it
-    (the fifteenth round: the fourteenth's, trend over 4); the Lagrangian-trend
-    baseline (from the newest 4) is the issue's other reference.
+    ``history_frames``); ``also``: other checkpoints beside it, each forecasting
+    as it would if shipped (the fifteenth round: the fourteenth's, trend over 4,
+    and a candidate); the Lagrangian-trend baseline (from the newest 4) is the
+    issue's other reference.
     """
     import xarray as xr
 
@@ -131,10 +137,10 @@ def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, previ
     methods = {"extrapolation": newest(extrapolation, NETWORK_FRAMES),
                "Lagrangian trend": newest(lagrangian_trend, NETWORK_FRAMES),
                f"shipped (trend over {shipped})": newest(forecaster.predict, shipped)}
-    if previous is not None:
-        before = load_forecaster(previous)
-        methods[f"previous {before.sha256[:12]} (trend over {before.history_frames})"] = newest(
-            before.predict, before.history_frames)
+    for path in also or []:
+        other = load_forecaster(path)
+        methods[f"{path.stem} {other.sha256[:12]} (trend over {other.history_frames})"] = newest(
+            other.predict, other.history_frames)
     for c in choices:
         methods[f"rule {c.get('rule', '14')}, trend over {c['history']}"] = predictor(
             forecaster, ChangeWeights.from_key(c["chosen"], LEADS), int(c["history"]))
@@ -171,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("score", help="Score the choices (JSON of 'calibrate') on the fresh 20-frame test sets.")
     sc.add_argument("choices", type=Path, nargs="*")
     sc.add_argument("--fresh", type=int, default=FRESH_SEED, help="Seed of the fresh test sets (never one read before).")
-    sc.add_argument("--previous", type=Path, help="An earlier shipped checkpoint to score beside the shipped one.")
+    sc.add_argument("--also", "--previous", dest="also", type=Path, nargs="+",
+                    help="Other checkpoints (an earlier shipped one, a candidate) to score beside the shipped one.")
     sc.add_argument("--bootstrap", type=int, default=2000)
     sc.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     out = (calibrate(args.history, args.sequences, args.rule) if args.step == "calibrate"
-           else score([json.loads(p.read_text()) for p in args.choices], args.bootstrap, args.fresh, args.previous))
+           else score([json.loads(p.read_text()) for p in args.choices], args.bootstrap, args.fresh, args.also))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))
     return 0

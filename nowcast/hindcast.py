@@ -255,7 +255,13 @@ def _forecast(method: str, region: Region, window: np.ndarray, raw: np.ndarray, 
     ``history``: the archive's older frames for a model that reads them
     (:func:`nowcast.forecast.model_window`), as ``run_forecast`` reads them.
     """
-    from nowcast.forecast import check_output, model_window, publishable, run_baseline, run_model
+    from nowcast.forecast import (
+        check_output,
+        model_window,
+        publishable,
+        run_baseline,
+        run_model,
+    )
 
     if method == MODEL_METHOD:
         forecaster = _model(region, device, precision, home)

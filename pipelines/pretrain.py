@@ -183,7 +183,8 @@ CALIBRATION_SEQUENCES = 64
 
 def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQUENCES,
                      stores: list[Path] | None = None, command: str | None = None,
-                     trend_frames: int = 0) -> dict | None:
+                     trend_frames: int = 0, trend_estimator: str = "slope",
+                     trend_smoothing_px: float = 0.0) -> dict | None:
     """Choose a Lagrangian rain target's change weights on its validation sets and store them in its checkpoint.
 
     Why: the network's change costs skill where it does not know what it
@@ -197,6 +198,8 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
     read over that many frames (:func:`nowcast.models.calibration.calibrate`),
     chosen on validation sets of that much history
     (:func:`pipelines.validation.long_validation_stores`, made if missing).
+    ``trend_estimator``, ``trend_smoothing_px``: how the trend is read
+    (:func:`nowcast.models.calibration.window_trend`).
     """
     from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
@@ -214,7 +217,8 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
                   if history == int(forecaster.config.input_frames)
                   else long_validation_stores(forecaster.config, history + leads))
     sequences = read_validation(stores, n_sequences, history + leads)
-    weights, summaries, _, _ = calibrate(forecaster, sequences, leads, trend_frames=trend_frames)
+    weights, summaries, _, _ = calibrate(forecaster, sequences, leads, trend_frames=trend_frames,
+                                         trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing_px)
     return record_change_weights(checkpoint, weights, summaries, stores, sequences,
                                  command or f"nowcast models calibrate {checkpoint}")
 

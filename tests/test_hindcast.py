@@ -397,3 +397,31 @@ def test_cli_members_below_zero_is_one_line_exit_2(archive_home, capsys):
     err = capsys.readouterr().err
     assert code == 2, err
     assert "--members -1" in err and err.count("\n") == 1 and err.startswith("nowcast: error:")
+
+
+def test_hindcast_gives_the_model_its_history_where_the_archive_has_it(tmp_path, archive_home, monkeypatch):
+    """A model whose trend reads 8 frames (fifteenth round) gets them where archived, else the region's 4."""
+    from types import SimpleNamespace
+
+    import nowcast.forecast as fc
+    import nowcast.hindcast as hc
+    from nowcast.hindcast import run_hindcast
+
+    frames: list[int] = []
+
+    class Fake:
+        config = SimpleNamespace(name="fake-tmu", input_frames=4, patch_size=4, timestep_minutes=5)
+        history_frames = 8
+
+        def predict(self, inputs, leads):
+            frames.append(inputs.shape[0])
+            return np.repeat(inputs[-1:], leads, axis=0)
+
+    monkeypatch.setattr(fc, "load_model", lambda region, home=None: Fake())
+    monkeypatch.setattr(hc, "_MODELS", {})
+    region = _region_with_model(tmp_path / "confhome", "fake-tmu")
+    result = run_hindcast(region, f"{T}10:15", f"{T}10:25", ("tmu",), home=archive_home, leads=2,
+                          scheduler="synchronous", write=False)
+    assert result.reference_times.size == 3 and result.failures == {"tmu": 0}
+    # the archive starts 09:50: 8 frames end no earlier than 10:25; the model is called once per tile
+    assert set(frames) == {4, 8} and frames[-1] == 8 and frames.count(8) == len(frames) // 3

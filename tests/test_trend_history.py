@@ -16,10 +16,15 @@ import pytest
 
 from nowcast.baselines import extrapolation
 from nowcast.errors import CheckpointError
-from nowcast.models.calibration import ChangeWeights, calibrate, candidates, score_grid, window_trend
+from nowcast.models.calibration import (
+    ChangeWeights,
+    calibrate,
+    candidates,
+    score_grid,
+    window_trend,
+)
 from nowcast.models.skill import score_method
 from tests.test_calibration import _signed_changes, growing_sequences
-from tests.test_hindcast import archive_home  # noqa: F401 - a fixture
 from tests.test_lagrangian import forecaster, moving_window
 
 LEADS = 3
@@ -136,7 +141,7 @@ def test_calibration_scores_what_the_forecast_reads_and_stores_the_history():
                                 for u, v in rng.uniform(-1.2, 1.2, (3, 2))])}
     keys = candidates((0.0, 0.5), (0.0, 0.5), lifetimes=(3.0,))
     fc = _model(None)
-    weights, summaries, grid, references = calibrate(fc, seqs, LEADS, keys=keys, trend_frames=8)
+    weights, _, grid, references = calibrate(fc, seqs, LEADS, keys=keys, trend_frames=8)
     assert weights.trend_frames == 8 and weights.key(0) in keys
     for name, v in seqs.items():  # extrapolation from the newest 4 frames, verified on the same leads
         assert references[name]["csi@1"] == score_method(extrapolation, v[:, 4:], 4, LEADS)["csi@1"]
@@ -231,7 +236,7 @@ def test_forecast_reads_the_older_frames_from_the_archive_or_says_it_could_not(h
     import xarray as xr
 
     import nowcast.forecast as fc
-    from tests.test_forecast import _archive, _fallback_region, _FakeForecaster
+    from tests.test_forecast import _archive, _FakeForecaster, _fallback_region
 
     fake = _FakeForecaster()
     fake.history_frames = 8
@@ -250,29 +255,101 @@ def test_forecast_reads_the_older_frames_from_the_archive_or_says_it_could_not(h
         assert ds.attrs["model_history_frames"].startswith("4 (wanted 8: older frames missing")
 
 
-def test_hindcast_gives_the_model_its_history_where_the_archive_has_it(tmp_path, archive_home, monkeypatch):
-    from types import SimpleNamespace
+# ------------------------------------------------------------------ how the trend is read (minmod, smoothing)
+def _minmod_weights(smoothing: float = 4.0, frames: int = 8) -> ChangeWeights:
+    return ChangeWeights.constant(0.0, 0.0, LEADS, trend=0.75, trend_decay=0.0, trend_lifetime=3.0,
+                                  trend_frames=frames, trend_estimator="minmod", trend_smoothing_px=smoothing)
 
-    import nowcast.forecast as fc
-    import nowcast.hindcast as hc
-    from nowcast.hindcast import run_hindcast
-    from tests.test_hindcast import T, _region_with_model
 
-    frames: list[int] = []
+def test_trend_estimator_round_trips_and_old_entries_read_a_slope():
+    weights = _minmod_weights()
+    entry = weights.to_metadata()
+    assert entry["trend_estimator"] == "minmod" and entry["trend_smoothing_px"] == 4.0
+    assert ChangeWeights.from_metadata(entry) == weights
+    old = {k: v for k, v in entry.items() if k not in ("trend_estimator", "trend_smoothing_px")}
+    assert ChangeWeights.from_metadata(old) == replace(weights, trend_estimator="slope", trend_smoothing_px=0.0)
+    assert "as the minmod of its halves, rain smoothed 4 px" in weights.brief()
+    assert "minmod" not in _weights(8).brief() and "smoothed" not in _weights(8).brief()
 
-    class Fake:
-        config = SimpleNamespace(name="fake-tmu", input_frames=4, patch_size=4, timestep_minutes=5)
-        history_frames = 8
 
-        def predict(self, inputs, leads):
-            frames.append(inputs.shape[0])
-            return np.repeat(inputs[-1:], leads, axis=0)
+@pytest.mark.parametrize("change, ok", [({"trend_frames": 6}, True), ({"trend_frames": 5}, False),
+                                        ({"trend_frames": 0}, False), ({"trend_smoothing_px": 0.0}, True),
+                                        ({"trend_smoothing_px": -1.0}, False),
+                                        ({"trend_smoothing_px": float("inf")}, False),
+                                        ({"trend_estimator": "median"}, False)])
+def test_impossible_trend_readings_are_refused(change, ok):
+    if ok:
+        replace(_minmod_weights(), **change)
+    else:
+        with pytest.raises(ValueError, match="minmod|trend_smoothing_px|trend_estimator"):
+            replace(_minmod_weights(), **change)
+    entry = {**_minmod_weights().to_metadata(), **change}
+    if not ok:
+        with pytest.raises(CheckpointError, match="m.pt: invalid change_weights"):
+            ChangeWeights.from_metadata(entry, "m.pt")
 
-    monkeypatch.setattr(fc, "load_model", lambda region, home=None: Fake())
-    monkeypatch.setattr(hc, "_MODELS", {})
-    region = _region_with_model(tmp_path / "confhome", "fake-tmu")
-    result = run_hindcast(region, f"{T}10:15", f"{T}10:25", ("tmu",), home=archive_home, leads=2,
-                          scheduler="synchronous", write=False)
-    assert result.reference_times.size == 3 and result.failures == {"tmu": 0}
-    # the archive starts 09:50: 8 frames end no earlier than 10:25; the model is called once per tile
-    assert set(frames) == {4, 8} and frames[-1] == 8 and frames.count(8) == len(frames) // 3
+
+def _moved(rates_db: list[float], shape=(24, 24)) -> np.ndarray:
+    """Frames already moved to the analysis time (network units, dry 0): a blob changing by ``rates_db`` per step."""
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    blob = 1.0 + 0.5 * np.exp(-((x - 12) ** 2 + (y - 12) ** 2) / 30.0)
+    blob[blob < 1.05] = 0.0
+    level = np.concatenate([[0.0], np.cumsum(rates_db)])
+    return np.stack([np.where(blob > 0, blob + lv, 0.0) for lv in level]).astype(np.float32)
+
+
+def test_minmod_reads_a_growth_both_halves_show_and_not_one_that_ended():
+    from nowcast.models.calibration import window_trend
+
+    lasting = _moved([0.05] * 7)
+    ended = _moved([0.1] * 4 + [0.0] * 3)
+    reversed_ = _moved([0.08] * 4 + [-0.04] * 3)
+    wet = lasting[-1] > 0
+    for x in (lasting, ended, reversed_):
+        assert np.all(window_trend(x, 4.0, "minmod")[~wet] == 0)  # dry stays dry
+    assert np.median(window_trend(lasting, 4.0, "minmod")[wet]) == pytest.approx(0.05, rel=0.05)
+    assert np.median(window_trend(ended, 4.0)[wet]) > 0.03  # the slope over 8 still reads the ended growth
+    assert np.abs(window_trend(ended, 4.0, "minmod")[wet]).max() < 1e-6  # minmod: the newer half is flat
+    assert np.abs(window_trend(reversed_, 4.0, "minmod")[wet]).max() < 1e-6  # halves disagree: no trend
+
+
+def test_smoothing_within_the_rain_keeps_dry_dry_and_edges_whole():
+    from nowcast.models.calibration import smooth_within_rain
+
+    x = np.zeros((2, 20, 20), dtype=np.float32)
+    x[:, 5:15, 5:15] = 1.0
+    x[1, 10, 10] = 3.0  # a one-pixel peak
+    out = smooth_within_rain(x, 2.0)
+    assert np.all(out[x == 0] == 0)
+    np.testing.assert_allclose(out[0][x[0] > 0], 1.0, rtol=1e-6)  # a uniform block, edges included, unchanged
+    assert 1.0 < out[1, 10, 10] < 1.5 and out[1, 10, 11] > 1.0  # the peak spread over its neighbours
+
+
+def test_the_forecast_and_the_calibration_read_the_trend_as_the_weights_say():
+    from nowcast.models import lagrangian
+    from nowcast.models.calibration import window_trend
+
+    window = _history(8)
+    fc = _model(_minmod_weights())
+    prepared = lagrangian.prepare(window, LEADS, fc.normaliser, fc.config.motion.method, motion_frames=4)
+    rate = window_trend(prepared.inputs, 4.0, "minmod", 4.0)
+    expected = lagrangian.finish(prepared, fc.change_weights.apply(np.zeros((LEADS, *window.shape[1:])), rate))
+    _same(fc.predict(window, LEADS), expected)
+    assert not np.array_equal(rate, window_trend(prepared.inputs, 4.0))  # another rate than the slope's
+    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS)}
+    keys = candidates((0.0,), (0.0, 0.75), forms=("growth",), lifetimes=(3.0,))
+    weights, _, grid, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod",
+                                    trend_smoothing_px=4.0)
+    assert (weights.trend_estimator, weights.trend_smoothing_px, weights.trend_frames) == ("minmod", 4.0, 8)
+    own = score_method(_model(_minmod_weights()).predict, seqs["growth"], 8, LEADS)
+    assert grid[_minmod_weights().key(0)]["growth"]["csi@5"] == pytest.approx(own["csi@5"], abs=1e-12, nan_ok=True)
+    with pytest.raises(ValueError, match="minmod trend needs trend_frames >= 6"):
+        calibrate(_model(None), seqs, LEADS, keys=keys, trend_estimator="minmod")
+
+
+def test_cli_refuses_an_impossible_trend_reading_in_one_line(capsys):
+    from nowcast.cli import main
+
+    assert main(["models", "calibrate", "swiss-south-tmu", "--trend-estimator", "minmod"]) == 2
+    err = capsys.readouterr().err
+    assert "minmod trend needs trend_frames >= 6" in err and err.count("\n") == 1

@@ -94,6 +94,13 @@ def models_calibrate(
         "--trend-frames", min=0,
         help="Read the window trend over this many frames (motion and network keep the model's input frames); "
              "0: the model's input frames. Longer validation sequences are made if missing.")] = 0,
+    trend_estimator: Annotated[str, typer.Option(
+        "--trend-estimator",
+        help="How the trend is read: 'slope' over the whole history, or 'minmod' of the slopes over its older and "
+             "newer halves (needs --trend-frames 6 or more).")] = "slope",
+    trend_smoothing: Annotated[float, typer.Option(
+        "--trend-smoothing", min=0.0,
+        help="Smooth every frame's rain within the rain over this many pixels before the trend is read.")] = 0.0,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
@@ -118,13 +125,24 @@ def models_calibrate(
     from pipelines.pretrain import calibrate_target, heldout_path, record_heldout_skill
 
     setup(verbose, quiet)
+    from nowcast.errors import ConfigError
+    from nowcast.models.calibration import ChangeWeights
+
+    try:  # an impossible trend reading is refused before minutes of scoring
+        ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
+                               trend_smoothing_px=trend_smoothing)
+    except ValueError as exc:
+        raise ConfigError(f"nowcast models calibrate: {exc}") from None
     ckpt = load_named_checkpoint(model, home)
     command = "nowcast models calibrate " + " ".join(
         [model] + [f"--validation {v}" for v in validation or []] + [f"--sequences {sequences}"]
-        + ([f"--trend-frames {trend_frames}"] if trend_frames else []))
+        + ([f"--trend-frames {trend_frames}"] if trend_frames else [])
+        + ([f"--trend-estimator {trend_estimator}"] if trend_estimator != "slope" else [])
+        + ([f"--trend-smoothing {trend_smoothing:g}"] if trend_smoothing else []))
     try:
         entry = calibrate_target(ckpt.path, sequences, stores=list(validation) if validation else None, command=command,
-                                 trend_frames=trend_frames)
+                                 trend_frames=trend_frames, trend_estimator=trend_estimator,
+                                 trend_smoothing_px=trend_smoothing)
         if entry is None:
             typer.echo(f"{ckpt.path}: not a Lagrangian rain model; nothing to calibrate")
             raise typer.Exit(code=2)
@@ -139,8 +157,6 @@ def models_calibrate(
     except OSError as exc:  # the machine's fault (unwritable folder, disk full), not the checkpoint's
         raise EnvironmentFault(f"{ckpt.path}: cannot rewrite the checkpoint ({exc.strerror}); copy it to "
                                "HOME/models and calibrate the copy") from exc
-    from nowcast.models.calibration import ChangeWeights
-
     weights = ChangeWeights.from_metadata(entry, ckpt.path)
     typer.echo(f"{ckpt.path}: {weights.brief()} (worst lead on validation "
                f"{entry['worst_lead_difference']:+.4f}, the network as trained {entry['network_worst_lead_difference']:+.4f})")

@@ -530,14 +530,13 @@ class Forecaster:
         ``x``: the moved frames, oldest first; the network reads the newest
         ``input_frames`` of them. Weights with a window trend add it,
         estimated from all of ``x`` (:func:`nowcast.models.calibration.window_trend`;
-        more frames than the network's where :attr:`history_frames` says so)
+        more frames than the network's where :attr:`history_frames` says so;
+        :meth:`~nowcast.models.calibration.ChangeWeights.rate`)
         on the whole domain: ``raw`` may run the network in tiles, the trend is
         smoothed across them. Weights of 0 on the network's growth and decay
         at every lead do not run the network (rule 15's choice for the shipped
         model: the forecast is extrapolation plus the weighted trend).
         """
-        from nowcast.models.calibration import window_trend
-
         weights = self.change_weights
         if weights is not None and not weights.uses_network:  # weighed by 0: the network's change is not used
             change = np.zeros((int(leads), *np.shape(x)[1:]), dtype=np.float32)
@@ -545,7 +544,7 @@ class Forecaster:
             change = (raw or self._raw_changes)(x[-int(self.config.input_frames):], leads)
         if weights is None:
             return change
-        return weights.apply(change, window_trend(x, weights.trend_linearity_power) if weights.uses_trend else None)
+        return weights.apply(change, weights.rate(x) if weights.uses_trend else None)
 
     def predict_region(self, window: np.ndarray, leads: int, tile: int | None = None, overlap: int = 32) -> np.ndarray:
         """Forecast a whole region: the network in tiles of at most ``tile`` cells (``None``: one tile).
