@@ -125,7 +125,14 @@ calibrated forecaster so read held that on a fresh test (fourteenth round).
 Result (2026-11-27): the same weights as over 4 frames (validation worst lead
 -0.0035 against -0.0046 over 4 on the same sets); on fresh test sets (seed 5)
 worst lead -0.003 and growth +0.049, level with the same weights over 4
-frames (docs/benchmarks.md, "Skill, fifteenth round").
+frames. Then how the trend is read (:attr:`ChangeWeights.trend_estimator`,
+:attr:`ChangeWeights.trend_smoothing_px`, :func:`window_trend`), chosen on
+validation data by the largest growth gain at a worst lead of at least
+-0.005 (``benchmarks/trend_consistency.py``): the minmod of the halves'
+slopes with the rain smoothed 4 px. Rule 15 chose the same weights again
+(validation worst lead -0.0016); on fresh test sets (seed 6) worst lead
+-0.0019 against the slope's -0.0041, growth +0.037 against +0.048; shipped
+by the rule written before (docs/benchmarks.md, "Skill, fifteenth round").
 """
 
 from __future__ import annotations
