@@ -361,9 +361,9 @@ def model_window(forecaster, window: np.ndarray, history: HistoryReader | None) 
     ``forecast.input_frames``) is what every method needs; the older frames
     are read from the archive only for such a model, and where any of them
     is missing the model reads the region's window (its trend over fewer
-    frames, as it was calibrated before): a gap in the older history must
-    not stop a forecast. The product's ``model_history_frames`` says which
-    it was.
+    frames; a minmod trend, which needs 6, reads none, and the forecast is
+    extrapolation's): a gap in the older history must not stop a forecast.
+    The product's ``model_history_frames`` says which it was.
     """
     wanted = int(getattr(forecaster, "history_frames", window.shape[0]))
     if wanted <= window.shape[0]:
@@ -371,7 +371,7 @@ def model_window(forecaster, window: np.ndarray, history: HistoryReader | None) 
     longer = history(wanted) if history is not None else None
     if longer is None:
         return window, {"model_history_frames": f"{window.shape[0]} (wanted {wanted}: older frames missing, "
-                                                f"the trend read over the region's window)"}
+                                                f"the trend read over these frames only)"}
     return longer, {"model_history_frames": str(wanted)}
 
 

@@ -353,3 +353,12 @@ def test_cli_refuses_an_impossible_trend_reading_in_one_line(capsys):
     assert main(["models", "calibrate", "swiss-south-tmu", "--trend-estimator", "minmod"]) == 2
     err = capsys.readouterr().err
     assert "minmod trend needs trend_frames >= 6" in err and err.count("\n") == 1
+
+
+def test_a_minmod_model_given_only_its_network_window_reads_no_trend():
+    """The archive's fallback for a minmod model (4 frames, halves of 2: no R²) is extrapolation's forecast."""
+    window = growing_sequences(n=1, frames=8, db_per_step=1.0)[0]  # a lasting growth: minmod over 8 reads it
+    fc = _model(_minmod_weights())
+    _same(fc.predict(window[-4:], LEADS), _model(ChangeWeights.constant(0.0, 0.0, LEADS)).predict(window[-4:], LEADS))
+    assert not np.array_equal(np.nan_to_num(fc.predict(window, LEADS)),
+                              np.nan_to_num(fc.predict(window[-4:], LEADS)))  # with its 8 frames it does add one
