@@ -12,7 +12,8 @@ with nothing downloaded:
    1 km composite grid onto the region's grid included);
 3. a forecast is made from the first ``input_frames`` frames with the region's
    configured method (the shipped TMU forecaster where one is configured, else
-   optical-flow extrapolation);
+   optical-flow extrapolation); for the TMU forecaster, from as many frames as
+   it reads (:func:`history_frames`: its trend reads 8);
 4. the forecast is verified against the held-back frames and rendered as a map
    animation, observation beside forecast.
 """
@@ -92,6 +93,27 @@ def make_demo_files(region: Region, out_dir: Path, n_frames: int, rng_seed: int 
     return paths
 
 
+def history_frames(region: Region, method: str, home: str | Path | None = None) -> int:
+    """Frames before the reference time the demo archives: the region's window, or what its model reads.
+
+    Why: a model whose trend reads a longer history (the shipped TMU: 8
+    frames) falls back to the region's window where the archive lacks them;
+    the demo should show it as it runs operationally. A model that cannot be
+    loaded gets the region's window (the forecast then falls back and says
+    why).
+    """
+    from nowcast.errors import NowcastError
+    from nowcast.forecast import MODEL_METHOD, load_model
+
+    n_in = int(region.forecast.input_frames)
+    if method != MODEL_METHOD:
+        return n_in
+    try:
+        return max(n_in, int(getattr(load_model(region, home=home), "history_frames", n_in)))
+    except (NowcastError, ImportError, RuntimeError):
+        return n_in
+
+
 def run_demo(region: Region, home: str | Path | None = None, render: bool = True,
              method: str | None = None) -> DemoResult:
     """Run the whole chain and return where the results are (``method``: default the region's)."""
@@ -101,7 +123,7 @@ def run_demo(region: Region, home: str | Path | None = None, render: bool = True
     from pipelines.ingest import ingest_files
 
     root = home_dir(home)
-    n_in, leads = region.forecast.input_frames, region.forecast.leads
+    n_in, leads = history_frames(region, method or region.forecast.method, home), region.forecast.leads
     incoming = root / "demo" / region.name / "incoming"
     files = make_demo_files(region, incoming, n_in + leads)
     report = ingest_files(files, region, home=home, scheduler="threads", progress=False)

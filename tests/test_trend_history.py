@@ -362,3 +362,14 @@ def test_a_minmod_model_given_only_its_network_window_reads_no_trend():
     _same(fc.predict(window[-4:], LEADS), _model(ChangeWeights.constant(0.0, 0.0, LEADS)).predict(window[-4:], LEADS))
     assert not np.array_equal(np.nan_to_num(fc.predict(window, LEADS)),
                               np.nan_to_num(fc.predict(window[-4:], LEADS)))  # with its 8 frames it does add one
+
+
+def test_the_demo_archives_the_history_its_model_reads(home):
+    from nowcast.config import load_region
+    from nowcast.demo import history_frames
+    from tests.test_forecast import _fallback_region
+
+    region = load_region("swiss-south")
+    assert history_frames(region, "tmu") == 8  # the shipped model's trend reads 8 frames
+    assert history_frames(region, "extrapolation") == region.forecast.input_frames == 4
+    assert history_frames(_fallback_region(home, model="no-such-model"), "tmu") == 4  # the forecast falls back
