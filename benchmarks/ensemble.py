@@ -71,14 +71,16 @@ N_IN, LEADS = 4, 12
 
 
 # ------------------------------------------------------------------ study
-def _ensembles(forecaster, window: np.ndarray, members: int, seed: int, km: float) -> dict[str, np.ndarray]:
+def _ensembles(forecaster, window: np.ndarray, members: int, seed: int, km: float,
+               history: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The three ensembles of one window; ``history``: the longer window the model reads (its trend), if any."""
     from nowcast.baselines import extrapolation
     from nowcast.ensemble import noise_model, perturb, steps_forecast
     from nowcast.motion import motion_field
 
     velocity = motion_field(np.nan_to_num(window))
     model = noise_model(window, LEADS, velocity=velocity)
-    tmu = np.asarray(forecaster.predict(window, LEADS), dtype=np.float32)
+    tmu = np.asarray(forecaster.predict(window if history is None else history, LEADS), dtype=np.float32)
     tmu[:, np.isnan(window[-1])] = np.nan
     ext = extrapolation(window, LEADS)
     return {
@@ -102,7 +104,8 @@ def study(args) -> dict:
     log.info("model %s sha256 %s", args.model, forecaster.sha256)
     for store in args.stores:
         ds = xr.open_zarr(ROOT / store)
-        seqs = np.asarray(ds["rain_rate"].values[: args.sequences, : N_IN + LEADS], dtype=np.float32)
+        before = max(N_IN, args.history)  # frames before the analysis: the model may read more than the others' 4
+        seqs = np.asarray(ds["rain_rate"].values[: args.sequences, : before + LEADS], dtype=np.float32)
         km = float(ds.attrs.get("resolution_m", 2000.0)) / 1000.0
         pooled = {m: EnsembleScores(LEADS, args.members, (0.5, 1.0, 5.0, 10.0)) for m in METHODS}
         per_seed: dict[str, dict[int, EnsembleScores]] = {m: {} for m in METHODS}
@@ -111,8 +114,9 @@ def study(args) -> dict:
             for m in METHODS:
                 per_seed[m][seed] = EnsembleScores(LEADS, args.members, (1.0,))
             for k, seq in enumerate(seqs):
-                window, truth = seq[:N_IN], seq[N_IN:]
-                ens = _ensembles(forecaster, window, args.members, seed * 1000 + k, km)
+                window, truth = seq[before - N_IN : before], seq[before:]
+                ens = _ensembles(forecaster, window, args.members, seed * 1000 + k, km,
+                                 seq[:before] if before > N_IN else None)
                 bad = np.isnan(truth)
                 for m, e in ens.items():
                     bad |= np.isnan(e).any(axis=0)
@@ -332,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dpi", type=int, default=80)
     parser.add_argument("--stores", nargs="+", default=list(STORES))
     parser.add_argument("--sequences", type=int, default=8)
+    parser.add_argument("--history", type=int, default=N_IN,
+                        help="Frames before the analysis time the model reads (its trend may read 8; the stores need "
+                             "that many before the leads); the other methods read the newest 4.")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--members", type=int, default=20, help="members of the study's ensembles")
     parser.add_argument("--model", default="swiss-south-tmu")

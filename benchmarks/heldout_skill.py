@@ -156,17 +156,27 @@ def main(argv: list[str] | None = None) -> int:
     intervals: dict[str, dict[str, dict]] = {}
     lines = ["| test set / method | CSI@1 0-60 | CSI@1 60 | CSI@5 0-60 | CSI@5 60 | MAE 60 | worst lead ΔCSI@1 | worst lead ΔCSI@5 |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    # a model whose trend reads a longer history gets it where the store holds it; the baselines read the newest 4
+    wanted = max([INPUT_FRAMES] + [int(getattr(fc, "history_frames", INPUT_FRAMES)) for fc in forecasters.values()])
     for store in args.test:
         with xr.open_zarr(store) as ds:
-            seqs = np.asarray(ds["rain_rate"].values[: args.sequences, : INPUT_FRAMES + LEADS], dtype=np.float32)
+            seqs = np.asarray(ds["rain_rate"].values[: args.sequences, : wanted + LEADS], dtype=np.float32)
+        history = seqs.shape[1] - LEADS
         log.info("%s: %d sequences", store.name, len(seqs))
-        methods = {"extrapolation": extrapolation}
+        if history < wanted:
+            log.warning("%s: %d frames before the leads; a model reading %d gets its fallback (the newest %d)",
+                        store.name, history, wanted, history)
+
+        def newest(fn):
+            return lambda window, leads: fn(window[-INPUT_FRAMES:], leads)
+
+        methods = {"extrapolation": newest(extrapolation)}
         if args.trend:
-            methods["lagrangian-trend"] = lagrangian_trend
+            methods["lagrangian-trend"] = newest(lagrangian_trend)
         methods.update({name: fc.predict for name, fc in forecasters.items()})
         scores, counts = {}, {}
         for name, fn in methods.items():
-            scores[name], counts[name] = score_with_counts(fn, seqs)
+            scores[name], counts[name] = score_with_counts(fn, seqs, history)
         results[store.stem] = scores
         if args.bootstrap:
             intervals[store.stem] = {name: bootstrap_summary(c, counts["extrapolation"], args.bootstrap)
