@@ -311,6 +311,8 @@ def test_minmod_reads_a_growth_both_halves_show_and_not_one_that_ended():
     assert np.median(window_trend(ended, 4.0)[wet]) > 0.03  # the slope over 8 still reads the ended growth
     assert np.abs(window_trend(ended, 4.0, "minmod")[wet]).max() < 1e-6  # minmod: the newer half is flat
     assert np.abs(window_trend(reversed_, 4.0, "minmod")[wet]).max() < 1e-6  # halves disagree: no trend
+    slowing = _moved([0.1] * 4 + [0.03] * 3)  # both halves grow, the newer slower: the rate both support
+    assert np.median(window_trend(slowing, 4.0, "minmod")[wet]) == pytest.approx(0.03, rel=0.1)
 
 
 def test_smoothing_within_the_rain_keeps_dry_dry_and_edges_whole():
