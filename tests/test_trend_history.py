@@ -352,7 +352,7 @@ def test_the_forecast_and_the_calibration_read_the_trend_as_the_weights_say():
 def test_cli_refuses_an_impossible_trend_reading_in_one_line(capsys):
     from nowcast.cli import main
 
-    assert main(["models", "calibrate", "swiss-south-tmu", "--trend-estimator", "minmod"]) == 2
+    assert main(["models", "calibrate", "swiss-south-tmu", "--trend-frames", "4", "--trend-estimator", "minmod"]) == 2
     err = capsys.readouterr().err
     assert "minmod trend needs trend_frames >= 6" in err and err.count("\n") == 1
 
@@ -375,3 +375,39 @@ def test_the_demo_archives_the_history_its_model_reads(home):
     assert history_frames(region, "tmu") == 8  # the shipped model's trend reads 8 frames
     assert history_frames(region, "extrapolation") == region.forecast.input_frames == 4
     assert history_frames(_fallback_region(home, model="no-such-model"), "tmu") == 4  # the forecast falls back
+
+
+def test_the_model_configs_calibration_section_sets_how_calibration_reads_the_trend(tmp_path, monkeypatch):
+    from nowcast.errors import ConfigError
+    from nowcast.models import calibration
+    from nowcast.models.config import find_model_config, load_model_config
+    from nowcast.models.zoo import config_difference, load_checkpoint
+    from pipelines import pretrain
+    from tests.test_lagrangian import lagrangian_config
+
+    shipped = load_model_config(find_model_config("swiss-south-tmu"))
+    assert (shipped.calibration.trend_frames, shipped.calibration.trend_estimator,
+            shipped.calibration.trend_smoothing_px) == (8, "minmod", 4.0)
+    with pytest.raises(ConfigError, match="minmod trend needs trend_frames >= 6"):
+        lagrangian_config(calibration={"trend_frames": 4, "trend_estimator": "minmod"})
+    # a stored config that differs only in calibration is the same run
+    ckpt = load_checkpoint("models/zoo/swiss-south-tmu.pt")
+    assert config_difference(ckpt, shipped.model_copy(update={"calibration": type(shipped.calibration)()})) is None
+    # calibrate_target takes the stored config's settings unless told otherwise
+    seen = {}
+
+    def fake(forecaster, sequences, leads, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(calibration, "calibrate", fake)
+    monkeypatch.setattr("pipelines.validation.long_validation_stores", lambda config, frames: [])
+    monkeypatch.setattr("pipelines.validation.validation_stores", lambda config, sequences: [])  # nothing is made
+    monkeypatch.setattr("pipelines.validation.read_validation", lambda stores, n, frames: {})
+    with pytest.raises(RuntimeError, match="stop"):
+        pretrain.calibrate_target("models/zoo/swiss-south-tmu.pt", 2)
+    assert seen == {"trend_frames": 8, "trend_estimator": "minmod", "trend_smoothing_px": 4.0}
+    with pytest.raises(RuntimeError, match="stop"):
+        pretrain.calibrate_target("models/zoo/swiss-south-tmu.pt", 2, trend_frames=0, trend_estimator="slope",
+                                  trend_smoothing_px=0.0)
+    assert seen == {"trend_frames": 0, "trend_estimator": "slope", "trend_smoothing_px": 0.0}

@@ -90,17 +90,19 @@ def models_calibrate(
                                           "validation store and the twins of its test sets, made if missing)."),
     ] = None,
     sequences: Annotated[int, typer.Option("--sequences", min=1, help="First N sequences of each store.")] = 64,
-    trend_frames: Annotated[int, typer.Option(
+    trend_frames: Annotated[int | None, typer.Option(
         "--trend-frames", min=0,
         help="Read the window trend over this many frames (motion and network keep the model's input frames); "
-             "0: the model's input frames. Longer validation sequences are made if missing.")] = 0,
-    trend_estimator: Annotated[str, typer.Option(
+             "0: the model's input frames. Longer validation sequences are made if missing. "
+             "Default: the model config's calibration.trend_frames.")] = None,
+    trend_estimator: Annotated[str | None, typer.Option(
         "--trend-estimator",
         help="How the trend is read: 'slope' over the whole history, or 'minmod' of the slopes over its older and "
-             "newer halves (needs --trend-frames 6 or more).")] = "slope",
-    trend_smoothing: Annotated[float, typer.Option(
+             "newer halves (needs --trend-frames 6 or more). Default: the model config's.")] = None,
+    trend_smoothing: Annotated[float | None, typer.Option(
         "--trend-smoothing", min=0.0,
-        help="Smooth every frame's rain within the rain over this many pixels before the trend is read.")] = 0.0,
+        help="Smooth every frame's rain within the rain over this many pixels before the trend is read. "
+             "Default: the model config's.")] = None,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
@@ -117,7 +119,8 @@ def models_calibrate(
     region's forecaster after training; run it after `nowcast train`.
     `--trend-frames 8` (the shipped model's) reads the trend over the newest
     8 frames, and forecasts then read them from the archive (falling back to
-    the model's window where older frames are missing).
+    the model's window where older frames are missing). Without the trend
+    options, the model config's `calibration` section says how.
     """
     from nowcast.errors import EnvironmentFault
     from nowcast.models.skill import update_metadata
@@ -128,12 +131,16 @@ def models_calibrate(
     from nowcast.errors import ConfigError
     from nowcast.models.calibration import ChangeWeights
 
+    ckpt = load_named_checkpoint(model, home)
+    settings = ckpt.config.calibration  # the options override the model config's calibration section
+    trend_frames = settings.trend_frames if trend_frames is None else trend_frames
+    trend_estimator = settings.trend_estimator if trend_estimator is None else trend_estimator
+    trend_smoothing = settings.trend_smoothing_px if trend_smoothing is None else trend_smoothing
     try:  # an impossible trend reading is refused before minutes of scoring
         ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
                                trend_smoothing_px=trend_smoothing)
     except ValueError as exc:
         raise ConfigError(f"nowcast models calibrate: {exc}") from None
-    ckpt = load_named_checkpoint(model, home)
     command = "nowcast models calibrate " + " ".join(
         [model] + [f"--validation {v}" for v in validation or []] + [f"--sequences {sequences}"]
         + ([f"--trend-frames {trend_frames}"] if trend_frames else [])

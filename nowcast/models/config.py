@@ -143,6 +143,32 @@ class MotionConfig(StrictModel):
     method: Literal["LK", "DARTS", "VET", "proesmans"] = Field("LK", description="pysteps optical-flow method.")
 
 
+class CalibrationConfig(StrictModel):
+    """How a Lagrangian rain model's change weights read the window's trend (:mod:`nowcast.models.calibration`).
+
+    Post-processing, not what the network learns: ``nowcast models
+    calibrate`` and ``nowcast pretrain`` choose the weights with these
+    settings (the command's options override them), and a checkpoint whose
+    stored config differs only here is the same run.
+    """
+
+    trend_frames: int = Field(0, ge=0, description="Frames the trend is read over (0: the model's input frames); "
+                                                   "forecasts then read that many from the archive.")
+    trend_estimator: Literal["slope", "minmod"] = Field(
+        "slope", description="'slope' over the whole history, or 'minmod' of the slopes over its older and newer "
+                             "halves (a growth both show; needs trend_frames >= 6).")
+    trend_smoothing_px: float = Field(0.0, ge=0.0, description="Smooth each frame's rain over this many pixels "
+                                                               "within the rain before the trend is read.")
+
+    @model_validator(mode="after")
+    def _possible(self) -> CalibrationConfig:
+        from nowcast.models.calibration import ChangeWeights
+
+        ChangeWeights.constant(0.0, 0.0, 1, trend_frames=self.trend_frames, trend_estimator=self.trend_estimator,
+                               trend_smoothing_px=self.trend_smoothing_px)  # its ValueError names the problem
+        return self
+
+
 class TrainingConfig(StrictModel):
     """The training loop (nowcast.training)."""
 
@@ -256,6 +282,7 @@ class ModelConfig(StrictModel):
         "network sees fixed-grid frames (the TMU paper's Moving-MNIST setting).",
     )
     motion: MotionConfig = MotionConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
     tmu: TMUConfig | None = None
     data: DataConfig
     training: TrainingConfig = TrainingConfig()

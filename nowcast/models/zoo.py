@@ -288,6 +288,8 @@ def check_matches(ckpt: Checkpoint, config: ModelConfig) -> None:
 RUN_SETTINGS = ("checkpoint", "training.precision")
 #: Config fields that only label a run: an ablation config and the shipped one may train the same recipe.
 RUN_LABELS = ("name", "description")
+#: Config sections applied after training (how the change weights read the trend): the same run either way.
+POST_TRAINING = ("calibration.",)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -318,7 +320,7 @@ def config_difference(ckpt: Checkpoint, config: ModelConfig, ignore: tuple[str, 
         stored = ckpt.metadata["config"]
     have, want = _flatten(stored), _flatten(config.model_dump(mode="json"))
     for key in dict.fromkeys([*want, *have]):
-        if key in RUN_SETTINGS or key in RUN_LABELS or key in ignore:
+        if key in RUN_SETTINGS or key in RUN_LABELS or key in ignore or key.startswith(POST_TRAINING):
             continue
         if have.get(key) != want.get(key):
             return f"{key} is {have.get(key)!r} in the checkpoint but {want.get(key)!r} in model config {config.name!r}"
