@@ -27,6 +27,11 @@ Usage::
 
     python benchmarks/rule_cv.py --counts benchmarks/out/v14/rule_cv_counts.npz --splits 100 \\
         --json benchmarks/out/v14/rule_cv.json      # 9 min to score, then seconds
+
+Fifteenth round, the trend read as the shipped model reads it (8 frames, minmod, 4 px)::
+
+    python benchmarks/rule_cv.py --counts benchmarks/out/v15/rule_cv_counts.npz --splits 100 --trend-frames 8 \\
+        --trend-estimator minmod --trend-smoothing 4 --json benchmarks/out/v15/rule_cv.json
 """
 
 from __future__ import annotations
@@ -52,21 +57,33 @@ GROWTH_SET = "swiss-south-growth-64.zarr"
 META_TIE = 0.002
 
 
-def score_counts(path: Path, sequences: int) -> None:
-    """Score every candidate on every validation sequence (``score_grid(per_sequence=)``) and save the counts."""
+def score_counts(path: Path, sequences: int, trend_frames: int = 0, estimator: str = "slope",
+                 smoothing_px: float = 0.0) -> None:
+    """Score every candidate on every validation sequence (``score_grid(per_sequence=)``) and save the counts.
+
+    ``trend_frames`` > 4, ``estimator``, ``smoothing_px``: the trend read as
+    :func:`nowcast.models.calibration.calibrate` reads it with those settings
+    (the validation sets of that history, motion and network from the newest
+    4), so that the rules are judged for the shipped model's reading.
+    """
     import torch
 
-    from nowcast.models.calibration import candidates, score_grid
+    from nowcast.models.calibration import candidates, newest_frames, score_grid, window_trend
     from nowcast.models.zoo import load_forecaster
-    from pipelines.validation import read_validation, validation_stores
+    from pipelines.validation import long_validation_stores, read_validation, validation_stores
 
     torch.set_num_threads(1)
     forecaster = load_forecaster(CHECKPOINT)
-    seqs = read_validation(validation_stores(forecaster.config), sequences, INPUT_FRAMES + LEADS)
+    history = max(INPUT_FRAMES, int(trend_frames))
+    stores = (validation_stores(forecaster.config) if history == INPUT_FRAMES
+              else long_validation_stores(forecaster.config, history + LEADS))
+    seqs = read_validation(stores, sequences, history + LEADS)
     per: dict = {}
     keys = candidates()
-    score_grid(forecaster._raw_changes, forecaster.normaliser, seqs, INPUT_FRAMES, LEADS,
-               forecaster.config.motion.method, keys, per_sequence=per)
+    score_grid(newest_frames(forecaster._raw_changes, INPUT_FRAMES), forecaster.normaliser, seqs, history, LEADS,
+               forecaster.config.motion.method, keys, per_sequence=per,
+               motion_frames=INPUT_FRAMES if history > INPUT_FRAMES else None,
+               trend=lambda x, power: window_trend(x, power, estimator, smoothing_px))
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, keys=np.asarray(keys), sets=np.asarray(list(per)),
                         **{f"counts_{i}": per[s]["counts"] for i, s in enumerate(per)},
@@ -160,11 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", type=Path, required=True, help="Per-sequence counts (made here if missing).")
     parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation set.")
     parser.add_argument("--splits", type=int, default=100, help="Random halvings (each scored both ways).")
+    parser.add_argument("--trend-frames", type=int, default=0, help="Read the trend over this many frames (0: 4).")
+    parser.add_argument("--trend-estimator", default="slope", choices=["slope", "minmod"])
+    parser.add_argument("--trend-smoothing", type=float, default=0.0, help="Smooth the rain (px) before the trend.")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not args.counts.exists():
-        score_counts(args.counts, args.sequences)
+        score_counts(args.counts, args.sequences, args.trend_frames, args.trend_estimator, args.trend_smoothing)
     data = load(args.counts)
     results = cross_validate(data, args.splits)
     chosen = meta_choice(results)
