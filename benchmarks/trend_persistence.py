@@ -1,0 +1,118 @@
+"""How much of the window's trend goes on? The weight the data would have chosen, per set and lead (validation only).
+
+The change weights apply a trend read from the input window at one weight on
+every set and lead (:mod:`nowcast.models.calibration`). This measures,
+without any forecast score, how much of that trend the future actually
+shows: per validation-kind set (``trend_window.py``'s 20-frame sets), the
+realized Lagrangian change of every lead (the truth moved back to the
+analysis time along the window's motion, minus the analysis, network units)
+is regressed through the origin on the trend the weights would add (the
+rate where it grows, times :func:`nowcast.baselines.trend_ramp` with the
+shipped 3-step lifetime), over the pixels where that trend is positive. The
+slope is the least-squares weight of that set and lead (1: the trend goes
+on as continued; 0: it stops at the analysis); the correlation says how
+much of the realized change the trend explains at all. Estimators: the
+slope over 8 frames and the shipped minmod of the halves, rain smoothed 4 px.
+
+Usage::
+
+    python benchmarks/trend_persistence.py --json benchmarks/out/v15/trend_persistence.json   # ~1 min, one core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("trend_persistence")
+
+HISTORY, NETWORK_FRAMES, LEADS, LIFETIME = 8, 4, 12, 3.0
+SHOWN_LEADS = (3, 6, 12)  # 15, 30, 60 min
+ESTIMATORS = {"slope over 8": ("slope", 0.0), "minmod, smoothed 4 px (shipped)": ("minmod", 4.0)}
+
+
+def realized_change(prepared, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(leads, h, w)`` realized Lagrangian change (network units) and where it is known (inside the domain)."""
+    from nowcast.models.lagrangian import db_params, normalise_db
+    from nowcast.motion import to_db, to_lagrangian
+
+    threshold, zero, _ = db_params(prepared.normaliser)
+    db = to_db(np.nan_to_num(truth, nan=0.0), threshold=threshold, zerovalue=zero)
+    lag, valid = to_lagrangian(db, list(range(1, truth.shape[0] + 1)), prepared.velocity, outval=zero)
+    return normalise_db(lag, prepared.normaliser) - prepared.inputs[-1][None], valid & np.isfinite(truth).all(axis=0)
+
+
+def persistence(sequences: np.ndarray, normaliser, motion_method: str) -> dict[str, dict[str, list[float]]]:
+    """Per estimator: the least-squares weight and the correlation at every lead, pooled over ``sequences``."""
+    from nowcast.baselines import trend_ramp
+    from nowcast.models import lagrangian
+    from nowcast.models.calibration import window_trend
+
+    ramp = trend_ramp(LEADS, LIFETIME)
+    sums = {name: np.zeros((LEADS, 5)) for name in ESTIMATORS}  # n, Σf, Σd, Σfd, Σf², plus Σd² below
+    d2 = {name: np.zeros(LEADS) for name in ESTIMATORS}
+    for seq in sequences:
+        prepared = lagrangian.prepare(seq[:HISTORY], LEADS, normaliser, motion_method, motion_frames=NETWORK_FRAMES)
+        if not prepared.wet:
+            continue
+        change, known = realized_change(prepared, seq[HISTORY : HISTORY + LEADS])
+        for name, (estimator, smoothing) in ESTIMATORS.items():
+            rate = np.maximum(window_trend(prepared.inputs, estimator=estimator, smoothing_px=smoothing), 0.0)
+            for k in range(LEADS):
+                use = known[k] & (rate > 0)
+                f, d = ramp[k] * rate[use].astype(np.float64), change[k][use].astype(np.float64)
+                sums[name][k] += (f.size, f.sum(), d.sum(), (f * d).sum(), (f * f).sum())
+                d2[name][k] += (d * d).sum()
+    out = {}
+    for name, s in sums.items():
+        n, sf, sd, sfd, sff = s.T
+        weight = sfd / np.maximum(sff, 1e-12)
+        cov = sfd / np.maximum(n, 1) - sf * sd / np.maximum(n, 1) ** 2
+        var_f = sff / np.maximum(n, 1) - (sf / np.maximum(n, 1)) ** 2
+        var_d = d2[name] / np.maximum(n, 1) - (sd / np.maximum(n, 1)) ** 2
+        corr = cov / np.sqrt(np.maximum(var_f * var_d, 1e-24))
+        out[name] = {"weight": weight.tolist(), "correlation": corr.tolist(), "pixels": n.tolist()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation set.")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    from benchmarks.trend_window import long_validation_sets
+    from nowcast.models.zoo import load_forecaster
+    from pipelines.validation import read_validation
+
+    torch.set_num_threads(1)
+    forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
+    stores = long_validation_sets(ROOT / "data/sim/val-long")
+    seqs = read_validation(list(stores.values()), args.sequences, HISTORY + LEADS)
+    results = {label: persistence(seqs[path.name], forecaster.normaliser, forecaster.config.motion.method)
+               for label, path in stores.items()}
+    lines = ["| set | estimator | " + " | ".join(f"weight / corr. {5 * k} min" for k in SHOWN_LEADS) + " |",
+             "| --- | --- | " + " | ".join("---:" for _ in SHOWN_LEADS) + " |"]
+    for label, by_estimator in results.items():
+        for name, r in by_estimator.items():
+            cells = [f"{r['weight'][k - 1]:+.2f} / {r['correlation'][k - 1]:+.2f}" for k in SHOWN_LEADS]
+            lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
