@@ -68,9 +68,18 @@ def score_counts(path: Path, sequences: int, trend_frames: int = 0, estimator: s
     """
     import torch
 
-    from nowcast.models.calibration import candidates, newest_frames, score_grid, window_trend
+    from nowcast.models.calibration import (
+        candidates,
+        newest_frames,
+        score_grid,
+        window_trend,
+    )
     from nowcast.models.zoo import load_forecaster
-    from pipelines.validation import long_validation_stores, read_validation, validation_stores
+    from pipelines.validation import (
+        long_validation_stores,
+        read_validation,
+        validation_stores,
+    )
 
     torch.set_num_threads(1)
     forecaster = load_forecaster(CHECKPOINT)

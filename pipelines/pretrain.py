@@ -183,8 +183,8 @@ CALIBRATION_SEQUENCES = 64
 
 def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQUENCES,
                      stores: list[Path] | None = None, command: str | None = None,
-                     trend_frames: int = 0, trend_estimator: str = "slope",
-                     trend_smoothing_px: float = 0.0) -> dict | None:
+                     trend_frames: int | None = None, trend_estimator: str | None = None,
+                     trend_smoothing_px: float | None = None) -> dict | None:
     """Choose a Lagrangian rain target's change weights on its validation sets and store them in its checkpoint.
 
     Why: the network's change costs skill where it does not know what it
@@ -199,7 +199,9 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
     chosen on validation sets of that much history
     (:func:`pipelines.validation.long_validation_stores`, made if missing).
     ``trend_estimator``, ``trend_smoothing_px``: how the trend is read
-    (:func:`nowcast.models.calibration.window_trend`).
+    (:func:`nowcast.models.calibration.window_trend`). ``None``: the model
+    config's ``calibration`` section (the shipped model's: 8 frames, minmod,
+    4 px), so that ``nowcast pretrain`` calibrates as the shipped model was.
     """
     from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
@@ -211,6 +213,10 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
         log.info("%s: no change weights (only Lagrangian rain models take them)", checkpoint)
         return None
     leads = int(forecaster.config.data.output_frames)
+    settings = forecaster.config.calibration
+    trend_frames = settings.trend_frames if trend_frames is None else int(trend_frames)
+    trend_estimator = settings.trend_estimator if trend_estimator is None else trend_estimator
+    trend_smoothing_px = settings.trend_smoothing_px if trend_smoothing_px is None else float(trend_smoothing_px)
     history = max(int(forecaster.config.input_frames), int(trend_frames))
     if not stores:
         stores = (validation_stores(forecaster.config, sequences=n_sequences)

@@ -411,3 +411,20 @@ def test_the_model_configs_calibration_section_sets_how_calibration_reads_the_tr
         pretrain.calibrate_target("models/zoo/swiss-south-tmu.pt", 2, trend_frames=0, trend_estimator="slope",
                                   trend_smoothing_px=0.0)
     assert seen == {"trend_frames": 0, "trend_estimator": "slope", "trend_smoothing_px": 0.0}
+
+
+def test_trend_persistence_measures_the_change_the_future_shows():
+    """benchmarks/trend_persistence.py: no change for a rigidly moving field, k x the growth for a growing one."""
+    from benchmarks.trend_persistence import realized_change
+    from nowcast.models import lagrangian
+
+    fc = forecaster()
+    steady = moving_window(shape=(48, 56), frames=8 + LEADS, u=1.0, v=0.0)  # whole-pixel motion: no interpolation
+    growing = steady * (10.0 ** (0.1 * 1.5 * np.arange(8 + LEADS)))[:, None, None]  # +1.5 dB per step
+    _, _, scale = lagrangian.db_params(fc.normaliser)
+    for seqs, per_step in ((steady, 0.0), (growing, 1.5 / scale)):
+        prepared = lagrangian.prepare(seqs[:8], LEADS, fc.normaliser, motion_frames=4)
+        change, known = realized_change(prepared, seqs[8:])
+        core = known & (prepared.inputs[-1] > 0.5)[None] & (seqs[8:] > 1.0)
+        for k in range(LEADS):
+            assert np.median(change[k][core[k]]) == pytest.approx(per_step * (k + 1), abs=0.02)
