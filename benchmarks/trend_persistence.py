@@ -13,6 +13,10 @@ slope is the least-squares weight of that set and lead (1: the trend goes
 on as continued; 0: it stops at the analysis); the correlation says how
 much of the realized change the trend explains at all. Estimators: the
 slope over 8 frames and the shipped minmod of the halves, rain smoothed 4 px.
+Beside them, not a trend: the analysis's own intensity over all its wet
+pixels (correlation only; its weight means nothing), the simplest evidence
+other than a pixel's history that a forecaster could read (strong rain
+decaying, weak rain growing: the days' cells live 15-60 min).
 
 Usage::
 
@@ -37,6 +41,8 @@ log = logging.getLogger("trend_persistence")
 HISTORY, NETWORK_FRAMES, LEADS, LIFETIME = 8, 4, 12, 3.0
 SHOWN_LEADS = (3, 6, 12)  # 15, 30, 60 min
 ESTIMATORS = {"slope over 8": ("slope", 0.0), "minmod, smoothed 4 px (shipped)": ("minmod", 4.0)}
+#: Not a trend: the analysis's intensity (network units) at every wet pixel, against the same realized change.
+INTENSITY = "analysis intensity (not a trend)"
 
 
 def realized_change(prepared, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,18 +63,25 @@ def persistence(sequences: np.ndarray, normaliser, motion_method: str) -> dict[s
     from nowcast.models.calibration import window_trend
 
     ramp = trend_ramp(LEADS, LIFETIME)
-    sums = {name: np.zeros((LEADS, 5)) for name in ESTIMATORS}  # n, Σf, Σd, Σfd, Σf², plus Σd² below
-    d2 = {name: np.zeros(LEADS) for name in ESTIMATORS}
+    names = [*ESTIMATORS, INTENSITY]
+    sums = {name: np.zeros((LEADS, 5)) for name in names}  # n, Σf, Σd, Σfd, Σf², plus Σd² below
+    d2 = {name: np.zeros(LEADS) for name in names}
     for seq in sequences:
         prepared = lagrangian.prepare(seq[:HISTORY], LEADS, normaliser, motion_method, motion_frames=NETWORK_FRAMES)
         if not prepared.wet:
             continue
         change, known = realized_change(prepared, seq[HISTORY : HISTORY + LEADS])
-        for name, (estimator, smoothing) in ESTIMATORS.items():
-            rate = np.maximum(window_trend(prepared.inputs, estimator=estimator, smoothing_px=smoothing), 0.0)
+        analysis = prepared.inputs[-1].astype(np.float64)
+        for name in names:
+            if name == INTENSITY:
+                rate, steps, wet = analysis, np.ones(LEADS), analysis > 0
+            else:
+                estimator, smoothing = ESTIMATORS[name]
+                rate = np.maximum(window_trend(prepared.inputs, estimator=estimator, smoothing_px=smoothing), 0.0)
+                steps, wet = ramp, rate > 0
             for k in range(LEADS):
-                use = known[k] & (rate > 0)
-                f, d = ramp[k] * rate[use].astype(np.float64), change[k][use].astype(np.float64)
+                use = known[k] & wet
+                f, d = steps[k] * rate[use].astype(np.float64), change[k][use].astype(np.float64)
                 sums[name][k] += (f.size, f.sum(), d.sum(), (f * d).sum(), (f * f).sum())
                 d2[name][k] += (d * d).sum()
     out = {}

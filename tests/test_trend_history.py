@@ -428,3 +428,15 @@ def test_trend_persistence_measures_the_change_the_future_shows():
         core = known & (prepared.inputs[-1] > 0.5)[None] & (seqs[8:] > 1.0)
         for k in range(LEADS):
             assert np.median(change[k][core[k]]) == pytest.approx(per_step * (k + 1), abs=0.02)
+
+
+def test_trend_persistence_correlations_are_bounded_and_the_intensity_row_is_there():
+    from benchmarks.trend_persistence import ESTIMATORS, INTENSITY, persistence
+
+    fc = forecaster()
+    seqs = growing_sequences(n=2, frames=8 + 12, db_per_step=1.0)
+    out = persistence(seqs, fc.normaliser, fc.config.motion.method)
+    assert set(out) == {*ESTIMATORS, INTENSITY}
+    for r in out.values():
+        assert len(r["correlation"]) == 12 and all(-1.0 - 1e-9 <= c <= 1.0 + 1e-9 for c in r["correlation"])
+    assert np.mean(out["slope over 8"]["correlation"]) > 0.3  # a lasting growth: the trend explains its change
