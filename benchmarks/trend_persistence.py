@@ -16,7 +16,9 @@ slope over 8 frames and the shipped minmod of the halves, rain smoothed 4 px.
 Beside them, not a trend: the analysis's own intensity over all its wet
 pixels (correlation only; its weight means nothing), the simplest evidence
 other than a pixel's history that a forecaster could read (strong rain
-decaying, weak rain growing: the days' cells live 15-60 min).
+decaying, weak rain growing: the days' cells live 15-60 min). And the
+shipped network's own change (what its weights of 0 leave out), over the
+same wet pixels: its weight is the least-squares weight of the network.
 
 Usage::
 
@@ -43,6 +45,8 @@ SHOWN_LEADS = (3, 6, 12)  # 15, 30, 60 min
 ESTIMATORS = {"slope over 8": ("slope", 0.0), "minmod, smoothed 4 px (shipped)": ("minmod", 4.0)}
 #: Not a trend: the analysis's intensity (network units) at every wet pixel, against the same realized change.
 INTENSITY = "analysis intensity (not a trend)"
+#: The shipped network's change (unweighted), at every wet pixel.
+NETWORK = "the network's change"
 
 
 def realized_change(prepared, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,14 +60,18 @@ def realized_change(prepared, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return normalise_db(lag, prepared.normaliser) - prepared.inputs[-1][None], valid & np.isfinite(truth).all(axis=0)
 
 
-def persistence(sequences: np.ndarray, normaliser, motion_method: str) -> dict[str, dict[str, list[float]]]:
-    """Per estimator: the least-squares weight and the correlation at every lead, pooled over ``sequences``."""
+def persistence(sequences: np.ndarray, normaliser, motion_method: str,
+                network=None) -> dict[str, dict[str, list[float]]]:
+    """Per estimator: the least-squares weight and the correlation at every lead, pooled over ``sequences``.
+
+    ``network``: ``(moved frames, leads) -> (leads, h, w)`` change of a forecaster (its newest 4 frames), if any.
+    """
     from nowcast.baselines import trend_ramp
     from nowcast.models import lagrangian
     from nowcast.models.calibration import window_trend
 
     ramp = trend_ramp(LEADS, LIFETIME)
-    names = [*ESTIMATORS, INTENSITY]
+    names = [*ESTIMATORS, INTENSITY] + ([NETWORK] if network is not None else [])
     sums = {name: np.zeros((LEADS, 5)) for name in names}  # n, Σf, Σd, Σfd, Σf², plus Σd² below
     d2 = {name: np.zeros(LEADS) for name in names}
     for seq in sequences:
@@ -72,16 +80,20 @@ def persistence(sequences: np.ndarray, normaliser, motion_method: str) -> dict[s
             continue
         change, known = realized_change(prepared, seq[HISTORY : HISTORY + LEADS])
         analysis = prepared.inputs[-1].astype(np.float64)
+        learned = np.asarray(network(prepared.inputs[-NETWORK_FRAMES:], LEADS)) if network is not None else None
         for name in names:
             if name == INTENSITY:
                 rate, steps, wet = analysis, np.ones(LEADS), analysis > 0
+            elif name == NETWORK:
+                rate, steps, wet = None, np.ones(LEADS), analysis > 0
             else:
                 estimator, smoothing = ESTIMATORS[name]
                 rate = np.maximum(window_trend(prepared.inputs, estimator=estimator, smoothing_px=smoothing), 0.0)
                 steps, wet = ramp, rate > 0
             for k in range(LEADS):
                 use = known[k] & wet
-                f, d = steps[k] * rate[use].astype(np.float64), change[k][use].astype(np.float64)
+                f = steps[k] * (learned[k] if rate is None else rate)[use].astype(np.float64)
+                d = change[k][use].astype(np.float64)
                 sums[name][k] += (f.size, f.sum(), d.sum(), (f * d).sum(), (f * f).sum())
                 d2[name][k] += (d * d).sum()
     out = {}
@@ -112,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
     stores = long_validation_sets(ROOT / "data/sim/val-long")
     seqs = read_validation(list(stores.values()), args.sequences, HISTORY + LEADS)
-    results = {label: persistence(seqs[path.name], forecaster.normaliser, forecaster.config.motion.method)
-               for label, path in stores.items()}
+    results = {label: persistence(seqs[path.name], forecaster.normaliser, forecaster.config.motion.method,
+                                  forecaster._raw_changes) for label, path in stores.items()}
     lines = ["| set | estimator | " + " | ".join(f"weight / corr. {5 * k} min" for k in SHOWN_LEADS) + " |",
              "| --- | --- | " + " | ".join("---:" for _ in SHOWN_LEADS) + " |"]
     for label, by_estimator in results.items():
