@@ -431,12 +431,14 @@ def test_trend_persistence_measures_the_change_the_future_shows():
 
 
 def test_trend_persistence_correlations_are_bounded_and_the_intensity_row_is_there():
-    from benchmarks.trend_persistence import ESTIMATORS, INTENSITY, persistence
+    from benchmarks.trend_persistence import ESTIMATORS, INTENSITY, NETWORK, persistence
 
     fc = forecaster()
     seqs = growing_sequences(n=2, frames=8 + 12, db_per_step=1.0)
-    out = persistence(seqs, fc.normaliser, fc.config.motion.method)
-    assert set(out) == {*ESTIMATORS, INTENSITY}
+    calls: list = []
+    out = persistence(seqs, fc.normaliser, fc.config.motion.method,
+                      network=lambda x, n: (calls.append(x.shape[0]), _signed_changes(x, n))[1])
+    assert set(out) == {*ESTIMATORS, INTENSITY, NETWORK} and set(calls) == {4}  # the network reads its own 4
     for r in out.values():
         assert len(r["correlation"]) == 12 and all(-1.0 - 1e-9 <= c <= 1.0 + 1e-9 for c in r["correlation"])
     assert np.mean(out["slope over 8"]["correlation"]) > 0.3  # a lasting growth: the trend explains its change
