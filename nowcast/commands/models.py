@@ -122,15 +122,13 @@ def models_calibrate(
     the model's window where older frames are missing). Without the trend
     options, the model config's `calibration` section says how.
     """
-    from nowcast.errors import EnvironmentFault
+    from nowcast.errors import ConfigError, EnvironmentFault
+    from nowcast.models.calibration import ChangeWeights
     from nowcast.models.skill import update_metadata
     from nowcast.models.zoo import load_named_checkpoint
     from pipelines.pretrain import calibrate_target, heldout_path, record_heldout_skill
 
     setup(verbose, quiet)
-    from nowcast.errors import ConfigError
-    from nowcast.models.calibration import ChangeWeights
-
     ckpt = load_named_checkpoint(model, home)
     settings = ckpt.config.calibration  # the options override the model config's calibration section
     trend_frames = settings.trend_frames if trend_frames is None else trend_frames
