@@ -442,3 +442,24 @@ def test_trend_persistence_correlations_are_bounded_and_the_intensity_row_is_the
     for r in out.values():
         assert len(r["correlation"]) == 12 and all(-1.0 - 1e-9 <= c <= 1.0 + 1e-9 for c in r["correlation"])
     assert np.mean(out["slope over 8"]["correlation"]) > 0.3  # a lasting growth: the trend explains its change
+
+
+def test_cli_calibrates_as_the_model_configs_calibration_section_says(tmp_path, capsys):
+    import torch
+
+    from nowcast.cli import main
+    from nowcast.models.predictor import Predictor
+    from nowcast.models.zoo import load_checkpoint, save_checkpoint
+    from tests.test_calibration import _validation
+    from tests.test_lagrangian import lagrangian_config
+
+    config = lagrangian_config(checkpoint=str(tmp_path / "m.pt"), calibration={"trend_frames": 6,
+                                                                                "trend_estimator": "minmod"})
+    torch.manual_seed(0)
+    save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
+    store = _validation(tmp_path, n=2, frames=6 + 6)
+    assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2"]) == 0
+    entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
+    assert (entry["trend_frames"], entry["trend_estimator"]) == (6, "minmod")
+    assert entry["command"].endswith("--sequences 2 --trend-frames 6 --trend-estimator minmod")
+    capsys.readouterr()
