@@ -79,7 +79,7 @@ def estimators():
 
 
 #: Smoothing scales (pixels, 2 km) of the fields before the slopes are read.
-SIGMAS = (1.0, 2.0, 4.0)
+SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 def run(sequences: int, only: list[str] | None = None) -> dict:
