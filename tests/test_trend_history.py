@@ -463,3 +463,12 @@ def test_cli_calibrates_as_the_model_configs_calibration_section_says(tmp_path, 
     assert (entry["trend_frames"], entry["trend_estimator"]) == (6, "minmod")
     assert entry["command"].endswith("--sequences 2 --trend-frames 6 --trend-estimator minmod")
     capsys.readouterr()
+
+
+def test_trend_persistence_at_larger_scales():
+    from benchmarks.trend_persistence import scale_correlation
+
+    fc = forecaster()
+    seqs = growing_sequences(n=2, frames=8 + 12, db_per_step=1.0)
+    corr = scale_correlation(seqs, fc.normaliser, fc.config.motion.method, [0, 4])
+    assert set(corr) == {0, 4} and all(0.3 < c <= 1.0 + 1e-9 for c in corr.values())  # a lasting growth persists
