@@ -59,7 +59,12 @@ def run(sequences: int) -> dict:
     """Every gate's candidates scored on the validation sets, with the shipped trend."""
     from benchmarks.trend_window import long_validation_sets
     from nowcast.baselines import extrapolation
-    from nowcast.models.calibration import NETWORK_GRID, THRESHOLDS, score_grid, summarise
+    from nowcast.models.calibration import (
+        NETWORK_GRID,
+        THRESHOLDS,
+        score_grid,
+        summarise,
+    )
     from nowcast.models.skill import score_method
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import read_validation
@@ -92,8 +97,8 @@ def run(sequences: int) -> dict:
 def table(results: dict) -> str:
     """Per gate: the shipped weights' row (network 0/0), and the best growth gain within 0.005 of its worst lead."""
     base = results["gates"][next(iter(results["gates"]))]["0/0"]
-    lines = [f"Shipped weights (network 0/0): worst lead {base['worst']:+.4f}, growth twin ΔCSI@5 "
-             f"{base['growth_gain']:+.3f}.", "",
+    lines = [(f"Shipped weights (network 0/0): worst lead {base['worst']:+.4f}, growth twin ΔCSI@5 "
+              f"{base['growth_gain']:+.3f}."), "",
              "| network applied below | network growth / decay | worst lead | growth twin ΔCSI@5 0-60 |",
              "| --- | --- | ---: | ---: |"]
     for gate, rows in results["gates"].items():

@@ -472,3 +472,25 @@ def test_trend_persistence_at_larger_scales():
     seqs = growing_sequences(n=2, frames=8 + 12, db_per_step=1.0)
     corr = scale_correlation(seqs, fc.normaliser, fc.config.motion.method, [0, 4])
     assert set(corr) == {0, 4} and all(0.3 < c <= 1.0 + 1e-9 for c in corr.values())  # a lasting growth persists
+
+
+def test_network_gate_applies_the_change_only_below_the_rain_rate():
+    from benchmarks.network_gate import gated
+    from nowcast.models.lagrangian import db_params
+
+    fc = forecaster()
+    _, zero, scale = db_params(fc.normaliser)
+    x = np.zeros((8, 4, 4), dtype=np.float32)
+    x[-1, 0, :2] = (10.0 * np.log10([1.9, 2.0]) - zero) / scale  # just below and exactly at 2 mm/h
+    x[-1, 1, 0] = (10.0 * np.log10(50.0) - zero) / scale
+    seen: list = []
+
+    def network(frames, leads):
+        seen.append(frames.shape[0])
+        return np.ones((leads, 4, 4), dtype=np.float32)
+
+    out = gated(network, fc.normaliser, 2.0)(x, 3)
+    assert seen == [4] and out.shape == (3, 4, 4)
+    assert np.all(out[:, 0, 0] == 1) and np.all(out[:, 0, 1] == 0) and np.all(out[:, 1, 0] == 0)  # at 2: gated
+    assert np.all(out[:, 2:] == 1)  # dry analysis: below any rate
+    assert np.all(gated(network, fc.normaliser, float("inf"))(x, 3) == 1)
