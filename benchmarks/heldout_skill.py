@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     import xarray as xr
 
     from nowcast.baselines import extrapolation, lagrangian_trend
+    from nowcast.models.calibration import newest_frames
     from nowcast.models.zoo import load_forecaster
 
     torch.set_num_threads(1)
@@ -166,13 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         if history < wanted:
             log.warning("%s: %d frames before the leads; a model reading %d gets its fallback (the newest %d)",
                         store.name, history, wanted, history)
-
-        def newest(fn):
-            return lambda window, leads: fn(window[-INPUT_FRAMES:], leads)
-
-        methods = {"extrapolation": newest(extrapolation)}
+        methods = {"extrapolation": newest_frames(extrapolation, INPUT_FRAMES)}
         if args.trend:
-            methods["lagrangian-trend"] = newest(lagrangian_trend)
+            methods["lagrangian-trend"] = newest_frames(lagrangian_trend, INPUT_FRAMES)
         methods.update({name: fc.predict for name, fc in forecasters.items()})
         scores, counts = {}, {}
         for name, fn in methods.items():

@@ -57,26 +57,11 @@ def gated(network, normaliser, below_mmh: float):
 
 def run(sequences: int) -> dict:
     """Every gate's candidates scored on the validation sets, with the shipped trend."""
-    from benchmarks.trend_window import long_validation_sets
-    from nowcast.baselines import extrapolation
-    from nowcast.models.calibration import (
-        NETWORK_GRID,
-        THRESHOLDS,
-        score_grid,
-        summarise,
-    )
-    from nowcast.models.skill import score_method
-    from nowcast.models.zoo import load_forecaster
-    from pipelines.validation import read_validation
+    from benchmarks.trend_consistency import summary_rows, validation_data
+    from nowcast.models.calibration import NETWORK_GRID, score_grid
 
-    forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
+    forecaster, stores, seqs, references = validation_data(sequences)
     shipped = forecaster.change_weights
-    stores = long_validation_sets(ROOT / "data/sim/val-long")
-    seqs = read_validation(list(stores.values()), sequences, HISTORY + LEADS)
-    growth_set = stores["growth"].name
-    references = {name: {f"csi@{t:g}": s[f"csi@{t:g}"] for t in THRESHOLDS}
-                  for name, s in ((name, score_method(extrapolation, v[:, HISTORY - NETWORK_FRAMES :], NETWORK_FRAMES,
-                                                      LEADS)) for name, v in seqs.items())}
     _, _, trend, trend_decay, lifetime = shipped.key(0)
     keys = [(g, d, trend, trend_decay, lifetime) for g in NETWORK_GRID for d in NETWORK_GRID]
     out: dict = {"shipped": list(shipped.key(0)), "gates": {}}
@@ -84,12 +69,8 @@ def run(sequences: int) -> dict:
         grid = score_grid(gated(forecaster._raw_changes, forecaster.normaliser, gate), forecaster.normaliser, seqs,
                           HISTORY, LEADS, forecaster.config.motion.method, keys, motion_frames=NETWORK_FRAMES,
                           trend=lambda x, power: shipped.rate(x))
-        rows = {}
-        for key in keys:
-            summary = summarise(grid[key], references)
-            heavy = np.asarray(grid[key][growth_set]["csi@5"]) - np.asarray(references[growth_set]["csi@5"])
-            rows["/".join(f"{v:g}" for v in key[:2])] = {**summary, "growth_gain": float(np.nanmean(heavy))}
-        out["gates"][f"{gate:g}"] = rows
+        out["gates"][f"{gate:g}"] = summary_rows(grid, keys, references, stores["growth"].name,
+                                                 label=lambda key: "/".join(f"{v:g}" for v in key[:2]), with_sets=False)
         log.info("gate below %g mm/h: %d candidates scored", gate, len(keys))
     return out
 

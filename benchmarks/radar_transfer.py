@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from nowcast.baselines import get_method
+    from nowcast.models.calibration import newest_frames
     from nowcast.models.zoo import load_forecaster
     from pipelines.pretrain import ensure_test_sequences
 
@@ -372,9 +373,6 @@ def main(argv: list[str] | None = None) -> int:
 
     input_frames, leads = 4, 12
     history = max(input_frames, args.history)
-
-    def newest(predict):  # a method reading the newest input_frames of a longer history
-        return predict if history == input_frames else (lambda w, n: predict(w[-input_frames:], n))
 
     test_sets, provenance = {}, {}
     for path in args.test:
@@ -392,9 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         if method in BASELINES:
             fn = get_method(method)
+            baseline = newest_frames(lambda w, n, fn=fn: fn(w, n, TIMESTEP), input_frames)
             for tname, sequences in test_sets.items():
-                scores, sec = evaluate(f"{method} on {tname}", newest(lambda w, n, fn=fn: fn(w, n, TIMESTEP)),
-                                       sequences, history, leads, key=(method, tname))
+                scores, sec = evaluate(f"{method} on {tname}", baseline, sequences, history, leads,
+                                       key=(method, tname))
                 results[tname][method] = {"scores": summarise([scores]), "seconds": sec, "seeds": []}
             continue
         if method == SHIPPED:  # the region's shipped forecaster as it is, whatever its budget
@@ -415,9 +414,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_train:
                 ensure_trained(config, args.device, args.data_workers)
             forecaster = load_forecaster(config)
+            predict = newest_frames(forecaster.predict, input_frames)
             for tname, sequences in test_sets.items():
-                scores, sec = evaluate(f"{method} (seed {seed}) on {tname}", newest(forecaster.predict), sequences,
-                                       history, leads, key=(method, tname) if seed == args.seeds[0] else None)
+                scores, sec = evaluate(f"{method} (seed {seed}) on {tname}", predict, sequences, history, leads,
+                                       key=(method, tname) if seed == args.seeds[0] else None)
                 per_seed[tname].append(scores)
                 secs[tname].append(sec)
         for tname in test_sets:

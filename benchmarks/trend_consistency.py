@@ -82,32 +82,49 @@ def estimators():
 SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
-def run(sequences: int, only: list[str] | None = None) -> dict:
-    """Every estimator's trend-only candidates scored on the validation sets, and their summaries."""
+def validation_data(sequences: int) -> tuple:
+    """The shipped forecaster, the 20-frame validation sets (label -> store), their first ``sequences``, extrapolation's CSI.
+
+    Shared with ``benchmarks/network_gate.py``: both score candidates on
+    these sets against extrapolation from the newest 4 frames.
+    """
     from benchmarks.trend_window import long_validation_sets
-    from nowcast.baselines import extrapolation
-    from nowcast.models.calibration import (
-        EXTRAPOLATION,
-        THRESHOLDS,
-        TREND_FORMS,
-        TREND_GRID,
-        TREND_LIFETIMES,
-        candidates,
-        newest_frames,
-        score_grid,
-        summarise,
-    )
-    from nowcast.models.skill import score_method
+    from nowcast.models.calibration import extrapolation_references
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import read_validation
 
     forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
     stores = long_validation_sets(ROOT / "data/sim/val-long")
     seqs = read_validation(list(stores.values()), sequences, HISTORY + LEADS)
-    growth_set = stores["growth"].name
-    references = {name: {f"csi@{t:g}": s[f"csi@{t:g}"] for t in THRESHOLDS}
-                  for name, s in ((name, score_method(extrapolation, v[:, HISTORY - NETWORK_FRAMES :], NETWORK_FRAMES,
-                                                      LEADS)) for name, v in seqs.items())}
+    return forecaster, stores, seqs, extrapolation_references(seqs, NETWORK_FRAMES, LEADS, HISTORY)
+
+
+def summary_rows(grid: dict, keys: list, references: dict, growth_set: str, label=lambda key: "/".join(
+        f"{v:g}" for v in key), with_sets: bool = True) -> dict[str, dict]:
+    """Per candidate (named by ``label``): what the rule reads (:func:`~nowcast.models.calibration.summarise`) and the growth twin's gain."""
+    from nowcast.models.calibration import summarise
+
+    rows = {}
+    for key in keys:
+        heavy = np.asarray(grid[key][growth_set]["csi@5"]) - np.asarray(references[growth_set]["csi@5"])
+        rows[label(key)] = {**summarise(grid[key], references), "growth_gain": float(np.nanmean(heavy)),
+                            **({"by_set": grid[key]} if with_sets else {})}
+    return rows
+
+
+def run(sequences: int, only: list[str] | None = None) -> dict:
+    """Every estimator's trend-only candidates scored on the validation sets, and their summaries."""
+    from nowcast.models.calibration import (
+        EXTRAPOLATION,
+        TREND_FORMS,
+        TREND_GRID,
+        TREND_LIFETIMES,
+        candidates,
+        newest_frames,
+        score_grid,
+    )
+
+    forecaster, stores, seqs, references = validation_data(sequences)
     keys = [k for k in candidates((0.0,), TREND_GRID, TREND_FORMS, TREND_LIFETIMES) if k != EXTRAPOLATION]
     out: dict = {"validation": [p.name for p in stores.values()], "references": references, "estimators": {}}
     for name, rate in estimators().items():
@@ -116,13 +133,7 @@ def run(sequences: int, only: list[str] | None = None) -> dict:
         grid = score_grid(newest_frames(forecaster._raw_changes, NETWORK_FRAMES), forecaster.normaliser, seqs,
                           HISTORY, LEADS, forecaster.config.motion.method, keys, motion_frames=NETWORK_FRAMES,
                           trend=rate)
-        rows = {}
-        for key in keys:
-            summary = summarise(grid[key], references)
-            heavy = np.asarray(grid[key][growth_set]["csi@5"]) - np.asarray(references[growth_set]["csi@5"])
-            rows["/".join(f"{v:g}" for v in key)] = {**summary, "growth_gain": float(np.nanmean(heavy)),
-                                                     "by_set": grid[key]}
-        out["estimators"][name] = rows
+        out["estimators"][name] = summary_rows(grid, keys, references, stores["growth"].name)
         log.info("%s: %d candidates scored", name, len(keys))
     return out
 

@@ -66,12 +66,11 @@ def predictor(forecaster, weights, history: int) -> Callable[[np.ndarray, int], 
     ``nowcast forecast`` runs): motion from the newest 4 frames, the network
     on the newest 4 moved frames, the trend over all ``history``.
     """
+    from nowcast.models.calibration import newest_frames
+
     model = copy.copy(forecaster)
     model.change_weights = replace(weights, trend_frames=history if history > NETWORK_FRAMES else 0)
-
-    def run(window: np.ndarray, leads: int) -> np.ndarray:
-        return model.predict(window[-history:], leads)
-    return run
+    return newest_frames(model.predict, history)
 
 
 #: Tie-breaks of :func:`nowcast.models.calibration.choose_weights` by rule number (``change_calibration.py``'s).
@@ -80,15 +79,14 @@ RULE_TIE_BREAKS = {"14": "csi5-then-least-change", "15": "least-change"}
 
 def calibrate(history: int, sequences: int, rule: str = "15") -> dict:
     """``rule`` (14: the fourteenth round's first) on the 20-frame validation-kind sets, trend over ``history`` frames."""
-    from benchmarks.trend_window import long_validation_sets, newest
-    from nowcast.baselines import extrapolation
+    from benchmarks.trend_window import long_validation_sets
     from nowcast.models.calibration import (
-        THRESHOLDS,
         candidates,
         choose_weights,
+        extrapolation_references,
+        newest_frames,
         score_grid,
     )
-    from nowcast.models.skill import score_method
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import read_validation
 
@@ -96,10 +94,8 @@ def calibrate(history: int, sequences: int, rule: str = "15") -> dict:
     stores = list(long_validation_sets(ROOT / "data/sim/val-long").values())
     full = read_validation(stores, sequences, HISTORY + LEADS)
     seqs = {name: v[:, HISTORY - history :] for name, v in full.items()}  # history frames + leads
-    references = {name: {f"csi@{t:g}": s[f"csi@{t:g}"] for t in THRESHOLDS}
-                  for name, s in ((name, score_method(extrapolation, v[:, HISTORY - NETWORK_FRAMES :], NETWORK_FRAMES,
-                                                      LEADS)) for name, v in full.items())}
-    grid = score_grid(newest(forecaster._raw_changes, NETWORK_FRAMES), forecaster.normaliser, seqs, history, LEADS,
+    references = extrapolation_references(full, NETWORK_FRAMES, LEADS, HISTORY)
+    grid = score_grid(newest_frames(forecaster._raw_changes, NETWORK_FRAMES), forecaster.normaliser, seqs, history, LEADS,
                       forecaster.config.motion.method, candidates(), motion_frames=NETWORK_FRAMES)
     weights, summaries = choose_weights(grid, references, LEADS, tie_break=RULE_TIE_BREAKS[rule])
     log.info("rule %s, history %d: %s (worst lead %+.4f, mean CSI@5 %.4f)", rule, history, weights.brief(),
@@ -126,20 +122,19 @@ def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also:
         bootstrap_table,
         score_with_counts,
     )
-    from benchmarks.trend_window import newest
     from nowcast.baselines import extrapolation, lagrangian_trend
-    from nowcast.models.calibration import ChangeWeights
+    from nowcast.models.calibration import ChangeWeights, newest_frames
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import fresh_test_stores
 
     forecaster = load_forecaster(CHECKPOINT)
     shipped = forecaster.history_frames
-    methods = {"extrapolation": newest(extrapolation, NETWORK_FRAMES),
-               "Lagrangian trend": newest(lagrangian_trend, NETWORK_FRAMES),
-               f"shipped (trend over {shipped})": newest(forecaster.predict, shipped)}
+    methods = {"extrapolation": newest_frames(extrapolation, NETWORK_FRAMES),
+               "Lagrangian trend": newest_frames(lagrangian_trend, NETWORK_FRAMES),
+               f"shipped (trend over {shipped})": newest_frames(forecaster.predict, shipped)}
     for path in also or []:
         other = load_forecaster(path)
-        methods[f"{path.stem} {other.sha256[:12]} (trend over {other.history_frames})"] = newest(
+        methods[f"{path.stem} {other.sha256[:12]} (trend over {other.history_frames})"] = newest_frames(
             other.predict, other.history_frames)
     for c in choices:
         methods[f"rule {c.get('rule', '14')}, trend over {c['history']}"] = predictor(

@@ -53,13 +53,6 @@ def long_validation_sets(folder: Path) -> dict[str, Path]:
     return {"simulated day": day, "other day": other, "rigid": rigid, "growth": growth}
 
 
-def newest(method, n: int):
-    """``method`` on the newest ``n`` frames of the window (a forecaster that reads ``n`` frames)."""
-    def run(window: np.ndarray, leads: int) -> np.ndarray:
-        return method(window[-n:], leads)
-    return run
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--windows", type=int, nargs="+", default=[4, 6, 8], help="Frames the trend is read over.")
@@ -76,12 +69,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.trend_linearity import score_against, summary_table
     from nowcast.baselines import extrapolation, lagrangian_trend
+    from nowcast.models.calibration import newest_frames
 
     # extrapolation's motion from all 8 frames too: the trend's motion comes from the frames it reads
-    methods = {"extrapolation (4 frames)": newest(extrapolation, 4), "extrapolation (8 frames)": newest(extrapolation, 8)}
+    methods = {"extrapolation (4 frames)": newest_frames(extrapolation, 4), "extrapolation (8 frames)": newest_frames(extrapolation, 8)}
     for n in args.windows:
         for life in args.lifetimes:
-            methods[f"trend over {n} frames, lifetime {life:g}"] = newest(
+            methods[f"trend over {n} frames, lifetime {life:g}"] = newest_frames(
                 lambda w, k, life=life: lagrangian_trend(w, k, linearity_power=args.power, lifetime=life,
                                                          motion_frames=4), n)
     results: dict[str, dict] = {}

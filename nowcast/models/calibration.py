@@ -681,6 +681,27 @@ def newest_frames(network: Callable[[np.ndarray, int], np.ndarray], frames: int)
     return run
 
 
+def extrapolation_references(sequences: Mapping[str, np.ndarray], input_frames: int, leads: int,
+                             history: int | None = None) -> dict[str, dict[str, list[float]]]:
+    """Per set, pysteps extrapolation's per-lead CSI at :data:`THRESHOLDS`: what the rule compares candidates with.
+
+    Extrapolation reads the newest ``input_frames`` of each sequence's first
+    ``history`` frames (default ``input_frames``) and is verified on the
+    ``leads`` after them, the leads a forecast reading ``history`` frames is
+    verified on.
+    """
+    from nowcast.baselines import extrapolation
+    from nowcast.models.skill import score_method
+
+    n_in = int(input_frames)
+    history = n_in if history is None else int(history)
+    out = {}
+    for name, seqs in sequences.items():
+        scores = score_method(extrapolation, np.asarray(seqs)[:, history - n_in :], n_in, leads)
+        out[name] = {f"csi@{t:g}": scores[f"csi@{t:g}"] for t in THRESHOLDS}
+    return out
+
+
 def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               keys: Sequence[Sequence[float]] | None = None, tie_break: str = "least-change", trend_frames: int = 0,
               trend_estimator: str = "slope", trend_smoothing_px: float = 0.0):
@@ -702,9 +723,6 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
         difference and mean CSI@5, every candidate's scores and extrapolation's,
         per validation set.
     """
-    from nowcast.baselines import extrapolation
-    from nowcast.models.skill import score_method
-
     if not forecaster.lagrangian:
         raise ValueError(f"model {forecaster.config.name!r}: change weights are for Lagrangian models")
     n_in = int(forecaster.config.input_frames)
@@ -717,9 +735,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
             raise ValueError(f"validation set {name}: sequences of {np.shape(seqs)[1]} frames, {history + leads} "
                              f"needed ({history} of history, {leads} leads)")
     short = {name: seqs[:, : history + leads] for name, seqs in sequences.items()}
-    references = {name: {f"csi@{t:g}": scores[f"csi@{t:g}"] for t in THRESHOLDS}
-                  for name, scores in ((name, score_method(extrapolation, seqs[:, history - n_in :], n_in, leads))
-                                       for name, seqs in short.items())}
+    references = extrapolation_references(short, n_in, leads, history)
     grid = score_grid(newest_frames(forecaster._raw_changes, n_in), forecaster.normaliser, short, history, leads,
                       forecaster.config.motion.method, keys,
                       motion_frames=n_in if history > n_in else None,
