@@ -37,7 +37,7 @@ OTHER_DAY_SEED = 1
 OTHER_DAY_SEQUENCES = 64
 
 
-def known_motion_validation(folder: Path, seed: int = KNOWN_MOTION_SEED) -> list[Path]:
+def known_motion_validation(folder: Path, seed: int = KNOWN_MOTION_SEED, frames: int = 16) -> list[Path]:
     """The known-motion *validation* sets (real field rigidly moved, and with growth), made if missing.
 
     The test sets ``rigid-64`` and ``growth-64`` are :mod:`nowcast.data.testcases`
@@ -47,18 +47,18 @@ def known_motion_validation(folder: Path, seed: int = KNOWN_MOTION_SEED) -> list
     persistent, and there the shipped model's worst lead was -0.001 while
     on ``rigid-64`` it was -0.014 (SKILL.md: "validate on a held-out set where
     the Lagrangian truth is persistent"). They are a pure function of the
-    seed (5 s to make).
+    seed (5 s to make). ``frames`` per sequence (20 for a trend read over 8).
     """
     from nowcast.data import testcases
 
     names = [f"{testcases.REGION}-rigid-64.zarr", f"{testcases.REGION}-growth-64.zarr"]
     if not all((folder / name).exists() for name in names):
-        testcases.make_test_sets(folder, seed=seed)
+        testcases.make_test_sets(folder, frames=frames, seed=seed)
     return [folder / name for name in names]
 
 
 def other_day_validation(path: Path, seed: int = OTHER_DAY_SEED, domain: str = "swiss-south",
-                         sequences: int = OTHER_DAY_SEQUENCES) -> Path:
+                         sequences: int = OTHER_DAY_SEQUENCES, frames: int = 16) -> Path:
     """A validation twin of the "another day" test set, made if missing.
 
     The test set ``swiss-south-test`` is the domain's held-out split (the
@@ -68,10 +68,11 @@ def other_day_validation(path: Path, seed: int = OTHER_DAY_SEED, domain: str = "
     training day's field only, and the trend gate, chosen without a twin of the
     other day, read that day's evolutions as trends (worst lead -0.12 at
     5 mm/h on the test set, where every validation set showed at most -0.02).
+    ``frames`` per sequence (20 for a trend read over 8).
     """
     from pipelines.pretrain import ensure_test_sequences
 
-    return ensure_test_sequences(domain, path, 16, 64, seed=seed, sequences=sequences)
+    return ensure_test_sequences(domain, path, frames, 64, seed=seed, sequences=sequences)
 
 
 #: Seeds that made the test sets (0) and their validation twins (1): a fresh test set needs another.
@@ -170,7 +171,6 @@ def long_validation_stores(config: ModelConfig, frames: int, folder: Path | None
     """
     from nowcast.data import testcases
     from nowcast.training import sequences_path
-    from pipelines.pretrain import ensure_test_sequences
 
     domain = config.data.domain
     folder = folder or sequences_path(config, "train").parent / "val-long"
@@ -185,12 +185,8 @@ def long_validation_stores(config: ModelConfig, frames: int, folder: Path | None
                              crop_size=config.data.frame_size)
         stores.append(day)
     if domain == testcases.REGION:
-        known = [folder / f"{testcases.REGION}-{kind}-64.zarr" for kind in ("rigid", "growth")]
-        if not all(path.exists() for path in known):
-            testcases.make_test_sets(folder, frames=frames, seed=KNOWN_MOTION_SEED)
-        stores += known
-    return stores + [ensure_test_sequences(domain, folder / f"{domain}-otherday-long.zarr", frames, 64,
-                                           seed=OTHER_DAY_SEED, sequences=OTHER_DAY_SEQUENCES)]
+        stores += known_motion_validation(folder, frames=frames)
+    return stores + [other_day_validation(folder / f"{domain}-otherday-long.zarr", domain=domain, frames=frames)]
 
 
 def read_validation(stores: list[Path], n: int, frames: int) -> dict[str, np.ndarray]:

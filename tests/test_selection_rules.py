@@ -53,7 +53,8 @@ def test_known_motion_validation_uses_its_own_seed_and_is_made_once(tmp_path, mo
     assert bias_selection.KNOWN_MOTION_SEED != inspect.signature(testcases.make_test_sets).parameters["seed"].default
     calls = []
 
-    def fake_make(folder, seed):
+    def fake_make(folder, seed, frames=16):
+        assert frames == 16  # the validation twins' length: 4 inputs, 12 leads
         calls.append(seed)
         for name in ("swiss-south-rigid-64.zarr", "swiss-south-growth-64.zarr"):
             (folder / name).mkdir(parents=True)
