@@ -213,10 +213,8 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
         log.info("%s: no change weights (only Lagrangian rain models take them)", checkpoint)
         return None
     leads = int(forecaster.config.data.output_frames)
-    settings = forecaster.config.calibration
-    trend_frames = settings.trend_frames if trend_frames is None else int(trend_frames)
-    trend_estimator = settings.trend_estimator if trend_estimator is None else trend_estimator
-    trend_smoothing_px = settings.trend_smoothing_px if trend_smoothing_px is None else float(trend_smoothing_px)
+    trend_frames, trend_estimator, trend_smoothing_px = forecaster.config.calibration.resolve(
+        trend_frames, trend_estimator, trend_smoothing_px)
     history = max(int(forecaster.config.input_frames), int(trend_frames))
     if not stores:
         stores = (validation_stores(forecaster.config, sequences=n_sequences)

@@ -123,20 +123,18 @@ def models_calibrate(
     options, the model config's `calibration` section says how.
     """
     from nowcast.errors import ConfigError, EnvironmentFault
-    from nowcast.models.calibration import ChangeWeights
+    from nowcast.models.calibration import ChangeWeights, check_trend_reading
     from nowcast.models.skill import update_metadata
     from nowcast.models.zoo import load_named_checkpoint
     from pipelines.pretrain import calibrate_target, heldout_path, record_heldout_skill
 
     setup(verbose, quiet)
     ckpt = load_named_checkpoint(model, home)
-    settings = ckpt.config.calibration  # the options override the model config's calibration section
-    trend_frames = settings.trend_frames if trend_frames is None else trend_frames
-    trend_estimator = settings.trend_estimator if trend_estimator is None else trend_estimator
-    trend_smoothing = settings.trend_smoothing_px if trend_smoothing is None else trend_smoothing
+    # the options override the model config's calibration section
+    trend_frames, trend_estimator, trend_smoothing = ckpt.config.calibration.resolve(
+        trend_frames, trend_estimator, trend_smoothing)
     try:  # an impossible trend reading is refused before minutes of scoring
-        ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
-                               trend_smoothing_px=trend_smoothing)
+        check_trend_reading(trend_frames, trend_estimator, trend_smoothing)
     except ValueError as exc:
         raise ConfigError(f"nowcast models calibrate: {exc}") from None
     command = "nowcast models calibrate " + " ".join(

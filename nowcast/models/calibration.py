@@ -375,6 +375,16 @@ class ChangeWeights:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
 
+def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", trend_smoothing_px: float = 0.0) -> None:
+    """Raise the one-line ValueError :class:`ChangeWeights` would for an impossible way of reading the trend.
+
+    For callers that must refuse it before minutes of scoring (the CLI, a
+    model config, :func:`calibrate`).
+    """
+    ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
+                           trend_smoothing_px=trend_smoothing_px)
+
+
 def _whole(value: Any) -> int:
     """A whole number from a checkpoint's metadata (``8`` or ``8.0``; ``8.5`` is refused, not truncated)."""
     number = float(value)
@@ -727,9 +737,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
         raise ValueError(f"model {forecaster.config.name!r}: change weights are for Lagrangian models")
     n_in = int(forecaster.config.input_frames)
     history = max(n_in, int(trend_frames))
-    # refuse an impossible estimator before scoring anything (a minmod over too few frames...)
-    ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
-                           trend_smoothing_px=trend_smoothing_px)
+    check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px)  # before any scoring
     for name, seqs in sequences.items():
         if np.shape(seqs)[1] < history + leads:
             raise ValueError(f"validation set {name}: sequences of {np.shape(seqs)[1]} frames, {history + leads} "

@@ -162,11 +162,17 @@ class CalibrationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _possible(self) -> CalibrationConfig:
-        from nowcast.models.calibration import ChangeWeights
+        from nowcast.models.calibration import check_trend_reading
 
-        ChangeWeights.constant(0.0, 0.0, 1, trend_frames=self.trend_frames, trend_estimator=self.trend_estimator,
-                               trend_smoothing_px=self.trend_smoothing_px)  # its ValueError names the problem
+        check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px)
         return self
+
+    def resolve(self, trend_frames: int | None = None, trend_estimator: str | None = None,
+                trend_smoothing_px: float | None = None) -> tuple[int, str, float]:
+        """``(trend_frames, trend_estimator, trend_smoothing_px)``: these settings, each given one (not ``None``) in its place."""
+        return (self.trend_frames if trend_frames is None else int(trend_frames),
+                self.trend_estimator if trend_estimator is None else trend_estimator,
+                self.trend_smoothing_px if trend_smoothing_px is None else float(trend_smoothing_px))
 
 
 class TrainingConfig(StrictModel):
