@@ -32,6 +32,12 @@ Fifteenth round, the trend read as the shipped model reads it (8 frames, minmod,
 
     python benchmarks/rule_cv.py --counts benchmarks/out/v15/rule_cv_counts.npz --splits 100 --trend-frames 8 \\
         --trend-estimator minmod --trend-smoothing 4 --json benchmarks/out/v15/rule_cv.json
+
+Sixteenth round, the trend added only to scenes whose trend persisted (ρ ≥ 0.8), weights up to 2::
+
+    python benchmarks/rule_cv.py --counts benchmarks/out/v16/rule_cv_counts.npz --splits 100 --trend-frames 8 \\
+        --trend-estimator minmod --trend-smoothing 4 --trend-persistence-min 0.8 --extended \\
+        --json benchmarks/out/v16/rule_cv.json
 """
 
 from __future__ import annotations
@@ -58,17 +64,21 @@ META_TIE = 0.002
 
 
 def score_counts(path: Path, sequences: int, trend_frames: int = 0, estimator: str = "slope",
-                 smoothing_px: float = 0.0) -> None:
+                 smoothing_px: float = 0.0, persistence_min: float = -1.0, extended: bool = False) -> None:
     """Score every candidate on every validation sequence (``score_grid(per_sequence=)``) and save the counts.
 
     ``trend_frames`` > 4, ``estimator``, ``smoothing_px``: the trend read as
     :func:`nowcast.models.calibration.calibrate` reads it with those settings
     (the validation sets of that history, motion and network from the newest
-    4), so that the rules are judged for the shipped model's reading.
+    4), so that the rules are judged for the shipped model's reading;
+    ``persistence_min`` the scene gate (sixteenth round), ``extended`` the
+    trend weights of ``EXTENDED_TREND_GRID``.
     """
     import torch
 
     from nowcast.models.calibration import (
+        EXTENDED_TREND_GRID,
+        TREND_GRID,
         candidates,
         newest_frames,
         score_grid,
@@ -88,11 +98,11 @@ def score_counts(path: Path, sequences: int, trend_frames: int = 0, estimator: s
               else long_validation_stores(forecaster.config, history + LEADS))
     seqs = read_validation(stores, sequences, history + LEADS)
     per: dict = {}
-    keys = candidates()
+    keys = candidates(trend_grid=EXTENDED_TREND_GRID if extended else TREND_GRID)
     score_grid(newest_frames(forecaster._raw_changes, INPUT_FRAMES), forecaster.normaliser, seqs, history, LEADS,
                forecaster.config.motion.method, keys, per_sequence=per,
                motion_frames=INPUT_FRAMES if history > INPUT_FRAMES else None,
-               trend=lambda x, power: window_trend(x, power, estimator, smoothing_px))
+               trend=lambda x, power: window_trend(x, power, estimator, smoothing_px, persistence_min))
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, keys=np.asarray(keys), sets=np.asarray(list(per)),
                         **{f"counts_{i}": per[s]["counts"] for i, s in enumerate(per)},
@@ -189,11 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trend-frames", type=int, default=0, help="Read the trend over this many frames (0: 4).")
     parser.add_argument("--trend-estimator", default="slope", choices=["slope", "minmod"])
     parser.add_argument("--trend-smoothing", type=float, default=0.0, help="Smooth the rain (px) before the trend.")
+    parser.add_argument("--trend-persistence-min", type=float, default=-1.0,
+                        help="Add the trend only to scenes whose in-window persistence is at least this (-1: all).")
+    parser.add_argument("--extended", action="store_true", help="Trend weights 1.5 and 2 too (sixteenth round).")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not args.counts.exists():
-        score_counts(args.counts, args.sequences, args.trend_frames, args.trend_estimator, args.trend_smoothing)
+        score_counts(args.counts, args.sequences, args.trend_frames, args.trend_estimator, args.trend_smoothing,
+                     args.trend_persistence_min, args.extended)
     data = load(args.counts)
     results = cross_validate(data, args.splits)
     chosen = meta_choice(results)

@@ -156,6 +156,8 @@ GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 NETWORK_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Weights tried for the window's own trend (:func:`window_trend`), with every pair of network weights.
 TREND_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: The trend weights tried with the persistence gate (sixteenth round): the growth set's trend went on at 2-4.
+EXTENDED_TREND_GRID: tuple[float, ...] = TREND_GRID + (1.5, 2.0)
 #: How the trend is added: ``signed`` (its growth and its decay, the thirteenth round's) or ``growth`` (no decay).
 TREND_FORMS: tuple[str, ...] = ("signed", "growth")
 #: e-folding lifetimes (steps) of the continued trend tried from the fourteenth round on (15, 30, 60 min).
@@ -174,6 +176,10 @@ TIE_BREAKS: tuple[str, ...] = ("csi5", "csi5-then-least-change", "least-change")
 TREND_ESTIMATORS: tuple[str, ...] = ("slope", "minmod")
 #: Frames the minmod estimator needs at least: two halves of three (R² needs three points).
 MINMOD_FRAMES = 6
+#: :attr:`ChangeWeights.trend_persistence_min` of no gate: every scene's correlation is at least -1.
+NO_GATE = -1.0
+#: Pixels a scene needs (both halves' rates read) for :func:`scene_persistence` to be evidence (else 0).
+MIN_PERSISTENCE_PIXELS = 50
 #: CSI thresholds (mm/h) the rule compares at.
 THRESHOLDS: tuple[float, ...] = (1.0, 5.0)
 #: Candidates whose worst-lead difference is this close to the best one's are tied (every selection rule's).
@@ -212,6 +218,7 @@ class ChangeWeights:
     trend_frames: int = 0
     trend_estimator: str = "slope"
     trend_smoothing_px: float = 0.0
+    trend_persistence_min: float = NO_GATE
 
     def __post_init__(self) -> None:
         if not self.trend:
@@ -241,17 +248,24 @@ class ChangeWeights:
                              f"got {self.trend_frames}")
         if not np.isfinite(self.trend_smoothing_px) or self.trend_smoothing_px < 0:
             raise ValueError(f"trend_smoothing_px must be finite and >= 0, got {self.trend_smoothing_px}")
+        if not NO_GATE <= self.trend_persistence_min <= 1.0:  # NaN fails too
+            raise ValueError(f"trend_persistence_min must be a correlation in [-1, 1] (-1: no gate), "
+                             f"got {self.trend_persistence_min}")
+        if self.trend_persistence_min > NO_GATE and self.trend_frames < MINMOD_FRAMES:
+            raise ValueError(f"the trend's persistence gate needs trend_frames >= {MINMOD_FRAMES} (two halves of "
+                             f"three), got {self.trend_frames}")
 
     @classmethod
     def constant(cls, growth: float, decay: float, leads: int, trend: float = 0.0,
                  trend_linearity_power: float = TREND_LINEARITY_POWER, trend_decay: float | None = None,
                  trend_lifetime: float = TREND_DAMPING_STEPS, trend_frames: int = 0, trend_estimator: str = "slope",
-                 trend_smoothing_px: float = 0.0) -> ChangeWeights:
+                 trend_smoothing_px: float = 0.0, trend_persistence_min: float = NO_GATE) -> ChangeWeights:
         """The same weights at every one of ``leads`` leads (``trend_decay`` ``None``: the signed trend)."""
         n = int(leads)
         trend_decay = float(trend if trend_decay is None else trend_decay)
         return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power),
-                   (trend_decay,) * n, float(trend_lifetime), trend_frames, trend_estimator, float(trend_smoothing_px))
+                   (trend_decay,) * n, float(trend_lifetime), trend_frames, trend_estimator, float(trend_smoothing_px),
+                   float(trend_persistence_min))
 
     @classmethod
     def from_key(cls, key: Sequence[float], leads: int, trend_linearity_power: float = TREND_LINEARITY_POWER,
@@ -271,8 +285,13 @@ class ChangeWeights:
         return any(t > 0 for t in self.trend + self.trend_decay)
 
     def rate(self, x: np.ndarray) -> np.ndarray:
-        """The trend's rate ``(h, w)`` of moved frames ``x`` as these weights read it (:func:`window_trend`)."""
-        return window_trend(x, self.trend_linearity_power, self.trend_estimator, self.trend_smoothing_px)
+        """The trend's rate ``(h, w)`` of moved frames ``x`` as these weights read it (:func:`window_trend`).
+
+        All 0 where :attr:`trend_persistence_min` is above -1 and the scene's
+        :func:`scene_persistence` is below it.
+        """
+        return window_trend(x, self.trend_linearity_power, self.trend_estimator, self.trend_smoothing_px,
+                            self.trend_persistence_min)
 
     def history_frames(self, input_frames: int) -> int:
         """Frames a forecast under these weights reads: the network's ``input_frames``, or more for the trend."""
@@ -329,6 +348,8 @@ class ChangeWeights:
                 text += " as the minmod of its halves"
             if self.trend_smoothing_px:
                 text += f", rain smoothed {self.trend_smoothing_px:g} px"
+            if self.trend_persistence_min > NO_GATE:
+                text += f", only where the scene's trend persisted (rho >= {self.trend_persistence_min:g})"
             if self.trend_lifetime != TREND_DAMPING_STEPS:
                 text += f", lifetime {self.trend_lifetime:g} steps"
             text += f") x{weights(self.trend)}"
@@ -343,7 +364,7 @@ class ChangeWeights:
                 "trend_linearity_power": float(self.trend_linearity_power),
                 "trend_lifetime_steps": float(self.trend_lifetime), "trend_frames": int(self.trend_frames),
                 "trend_estimator": self.trend_estimator, "trend_smoothing_px": float(self.trend_smoothing_px),
-                **provenance}
+                "trend_persistence_min": float(self.trend_persistence_min), **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
@@ -353,7 +374,8 @@ class ChangeWeights:
         none; one without ``trend_decay`` or ``trend_lifetime_steps``
         (thirteenth round) adds the signed trend with the 6-step lifetime; one
         without ``trend_frames`` (before the fifteenth) reads it over the
-        network's window, as a slope, unsmoothed.
+        network's window, as a slope, unsmoothed; one without
+        ``trend_persistence_min`` (before the sixteenth) adds it to every scene.
 
         Raises
         ------
@@ -370,19 +392,21 @@ class ChangeWeights:
                        tuple(float(t) for t in entry.get("trend_decay") or ()),
                        float(entry.get("trend_lifetime_steps", TREND_DAMPING_STEPS)),
                        _whole(entry.get("trend_frames", 0)), str(entry.get("trend_estimator", "slope")),
-                       float(entry.get("trend_smoothing_px", 0.0)))
+                       float(entry.get("trend_smoothing_px", 0.0)),
+                       float(entry.get("trend_persistence_min", NO_GATE)))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
 
-def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", trend_smoothing_px: float = 0.0) -> None:
+def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
+                        trend_persistence_min: float = NO_GATE) -> None:
     """Raise the one-line ValueError :class:`ChangeWeights` would for an impossible way of reading the trend.
 
     For callers that must refuse it before minutes of scoring (the CLI, a
     model config, :func:`calibrate`).
     """
     ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
-                           trend_smoothing_px=trend_smoothing_px)
+                           trend_smoothing_px=trend_smoothing_px, trend_persistence_min=trend_persistence_min)
 
 
 def _whole(value: Any) -> int:
@@ -394,7 +418,7 @@ def _whole(value: Any) -> int:
 
 
 def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, estimator: str = "slope",
-                 smoothing_px: float = 0.0) -> np.ndarray:
+                 smoothing_px: float = 0.0, persistence_min: float = NO_GATE) -> np.ndarray:
     """The Lagrangian window's growth rate ``(h, w)``, network units per step.
 
     ``x``: ``(T, h, w)`` normalised Lagrangian frames (what the network reads;
@@ -410,17 +434,66 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     at full weight the slope over 8 frames lost 0.015 at its worst lead for
     +0.19 CSI@5 on the growth twin; the minmod of the halves with the rain
     smoothed 4 px lost 0.006 for +0.15, and allowed +0.11 at a worst lead of
-    -0.0044 where the slope allowed +0.07.
+    -0.0044 where the slope allowed +0.07. ``persistence_min`` above -1: all
+    0 unless the scene's :func:`scene_persistence` (read from the same
+    smoothed frames) is at least that (sixteenth round).
     """
     if estimator not in TREND_ESTIMATORS:
         raise ValueError(f"unknown trend estimator {estimator!r}: choose from {list(TREND_ESTIMATORS)}")
     x = np.asarray(x, dtype=np.float32)
     if smoothing_px > 0:
         x = smooth_within_rain(x, smoothing_px)
-    if estimator == "minmod":
-        half = x.shape[0] // 2
-        return minmod(_slope_rate(x[:half], linearity_power), _slope_rate(x[half:], linearity_power))
-    return _slope_rate(x, linearity_power)
+    halves = half_rates(x, linearity_power) if estimator == "minmod" or persistence_min > NO_GATE else None
+    rate = minmod(*halves) if estimator == "minmod" else _slope_rate(x, linearity_power)
+    if persistence_min > NO_GATE and rate_correlation(*halves) < persistence_min:
+        return np.zeros_like(rate)
+    return rate
+
+
+def half_rates(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER) -> tuple[np.ndarray, np.ndarray]:
+    """The rates ``(h, w)`` read over the older and over the newer half of moved frames ``x`` (older first).
+
+    What the minmod estimator limits and :func:`scene_persistence` correlates;
+    ``x`` as the caller reads it (smoothed or not).
+    """
+    half = x.shape[0] // 2
+    return _slope_rate(x[:half], linearity_power), _slope_rate(x[half:], linearity_power)
+
+
+def scene_persistence(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, smoothing_px: float = 0.0,
+                      min_pixels: int = MIN_PERSISTENCE_PIXELS) -> float:
+    """How far the scene's trend went on within its window: one number per forecast, read from the frames alone.
+
+    The Pearson correlation, over the pixels where both are read (non-zero),
+    of the rates over the older and the newer half of ``x`` (``(T, h, w)``
+    moved frames, network units, dry exactly 0; the rain smoothed
+    ``smoothing_px`` first, as :func:`window_trend` reads it). Near 1: the
+    growth and decay of the first half went on into the second; near 0 or
+    below: cells grew and died at random. Why (sixteenth round): on the
+    simulated days a pixel's trend tells nothing about its next hour, on the
+    growth set it tells most; the field's practice is to estimate
+    persistence from the window being forecast (STEPS fits each cascade
+    level's autocorrelation to the newest frames). Fewer than
+    ``min_pixels`` such pixels, or rates that do not vary: 0 (no evidence).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[0] < MINMOD_FRAMES:
+        raise ValueError(f"scene persistence needs at least {MINMOD_FRAMES} frames (two halves of three), "
+                         f"got {x.shape[0]}")
+    if smoothing_px > 0:
+        x = smooth_within_rain(x, smoothing_px)
+    return rate_correlation(*half_rates(x, linearity_power), min_pixels=min_pixels)
+
+
+def rate_correlation(older: np.ndarray, newer: np.ndarray, min_pixels: int = MIN_PERSISTENCE_PIXELS) -> float:
+    """:func:`scene_persistence` of two halves' rates: their correlation where both are read, 0 without evidence."""
+    use = (older != 0) & (newer != 0)
+    if int(use.sum()) < int(min_pixels):
+        return 0.0
+    a, b = older[use].astype(np.float64), newer[use].astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denominator) if denominator > 0 else 0.0
 
 
 def _slope_rate(x: np.ndarray, linearity_power: float) -> np.ndarray:
@@ -566,7 +639,7 @@ def choose_candidate(summaries: Mapping[Candidate, Mapping[str, float]], tie_bre
 
 
 def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str, Sequence[float]]],
-                   leads: int | None = None, tie_break: str = "least-change",
+                   leads: int | None = None, tie_break: str = "least-change", tie: float = TIE,
                    ) -> tuple[ChangeWeights, dict[Candidate, dict[str, float]]]:
     """The rule of the module docstring over ``grid_scores`` (:data:`EXTRAPOLATION` left out).
 
@@ -587,6 +660,10 @@ def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str
         within :data:`TIE` of the largest mean CSI@5 are tied again first.
         ``csi5`` (rounds 12 and 13): the larger mean CSI@5, then the
         candidate with the smaller sum of weights.
+    tie
+        The worst-lead (and CSI@5) tolerance of :func:`choose_candidate`
+        (0: "best worst lead", the rule the fifteenth round's cross-validation
+        chose for the sixteenth).
 
     Returns
     -------
@@ -599,7 +676,7 @@ def choose_weights(grid_scores: GridScores, references: Mapping[str, Mapping[str
     summaries = {key: summarise(by_set, references) for key, by_set in scores.items() if key != EXTRAPOLATION}
     if not summaries:
         raise ValueError("no candidate: the grid holds only (0, 0, 0), extrapolation itself")
-    chosen = choose_candidate(summaries, tie_break)
+    chosen = choose_candidate(summaries, tie_break, tie)
     if leads is None:
         first = next(iter(scores[chosen].values()))
         leads = len(first["csi@1"])
@@ -714,7 +791,8 @@ def extrapolation_references(sequences: Mapping[str, np.ndarray], input_frames: 
 
 def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               keys: Sequence[Sequence[float]] | None = None, tie_break: str = "least-change", trend_frames: int = 0,
-              trend_estimator: str = "slope", trend_smoothing_px: float = 0.0):
+              trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
+              trend_persistence_min: float = NO_GATE, tie: float = TIE):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -723,8 +801,10 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     network from the newest ``input_frames``, as a forecast under the chosen
     weights reads them; extrapolation, the reference, from those newest
     ``input_frames`` too. 0: all from the network's window.
-    ``trend_estimator``, ``trend_smoothing_px``: how every candidate's trend
-    is read (:func:`window_trend`), stored with the chosen weights.
+    ``trend_estimator``, ``trend_smoothing_px``, ``trend_persistence_min``:
+    how every candidate's trend is read (:func:`window_trend`), stored with
+    the chosen weights. ``tie``: the rule's worst-lead tolerance
+    (:func:`choose_candidate`; 0: "best worst lead", the sixteenth round's rule).
 
     Returns
     -------
@@ -737,7 +817,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
         raise ValueError(f"model {forecaster.config.name!r}: change weights are for Lagrangian models")
     n_in = int(forecaster.config.input_frames)
     history = max(n_in, int(trend_frames))
-    check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px)  # before any scoring
+    check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px, trend_persistence_min)  # before any scoring
     for name, seqs in sequences.items():
         if np.shape(seqs)[1] < history + leads:
             raise ValueError(f"validation set {name}: sequences of {np.shape(seqs)[1]} frames, {history + leads} "
@@ -747,8 +827,9 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     grid = score_grid(newest_frames(forecaster._raw_changes, n_in), forecaster.normaliser, short, history, leads,
                       forecaster.config.motion.method, keys,
                       motion_frames=n_in if history > n_in else None,
-                      trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px))
-    weights, summaries = choose_weights(grid, references, leads, tie_break)
+                      trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px,
+                                                          trend_persistence_min))
+    weights, summaries = choose_weights(grid, references, leads, tie_break, tie)
     weights = replace(weights, trend_frames=history if history > n_in else 0, trend_estimator=trend_estimator,
-                      trend_smoothing_px=float(trend_smoothing_px))
+                      trend_smoothing_px=float(trend_smoothing_px), trend_persistence_min=float(trend_persistence_min))
     return weights, summaries, grid, references

@@ -1,0 +1,182 @@
+"""A trend applied only where the scene shows it persisting (sixteenth round, issue #8).
+
+:func:`nowcast.models.calibration.scene_persistence` reads, from a forecast's
+own moved frames, how far the trend of their older half went on into their
+newer half; ``ChangeWeights.trend_persistence_min`` adds the trend only to a
+scene at or above it. Tested: the measure on scenes whose answer is known,
+the gate exactly at and just above a scene's persistence, in the functions
+and in the forecast, the checkpoint entry, and the calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from nowcast.errors import CheckpointError
+from nowcast.models.calibration import (
+    NO_GATE,
+    ChangeWeights,
+    calibrate,
+    candidates,
+    choose_weights,
+    scene_persistence,
+    window_trend,
+)
+from tests.test_calibration import growing_sequences
+from tests.test_trend_history import LEADS, _minmod_weights, _model, _same
+
+SHAPE = (32, 40)
+
+
+def _scene(older: np.ndarray, newer: np.ndarray, frames: int = 8) -> np.ndarray:
+    """Moved frames (network units, dry 0) whose wet pixels change by ``older`` per step, then by ``newer``."""
+    y, x = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    wet = ((x - 20) ** 2 / 300.0 + (y - 16) ** 2 / 150.0) < 1.0
+    half = frames // 2
+    steps = [np.zeros(SHAPE)]
+    for k in range(1, frames):
+        steps.append(steps[-1] + (older if k < half else newer))
+    base = 1.0 + 0.3 * np.cos(x / 5.0) * np.sin(y / 4.0)
+    return np.stack([np.where(wet, base + s, 0.0) for s in steps]).astype(np.float32)
+
+
+def _field(seed: int) -> np.ndarray:
+    """A smooth random rate field (network units per step), positive and negative."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    f = gaussian_filter(rng.normal(size=SHAPE), 3.0)
+    return (0.05 * f / f.std()).astype(np.float64)
+
+
+# ------------------------------------------------------------------ the measure
+def test_a_trend_that_went_on_reads_near_one_one_that_reversed_near_minus_one():
+    rates = _field(0)
+    assert scene_persistence(_scene(rates, rates)) > 0.9
+    assert scene_persistence(_scene(rates, 0.5 * rates)) > 0.9  # slowing, in the same places: still persisting
+    assert scene_persistence(_scene(rates, -rates)) < -0.9
+
+
+def test_independent_halves_read_near_zero_and_smoothing_reads_the_same_kind_of_scene():
+    values = [scene_persistence(_scene(_field(s), _field(s + 100))) for s in range(6)]
+    assert abs(float(np.mean(values))) < 0.25
+    rates = _field(1)
+    assert scene_persistence(_scene(rates, rates), smoothing_px=4.0) > 0.8
+
+
+def test_no_evidence_reads_zero_and_too_few_frames_are_refused():
+    assert scene_persistence(np.zeros((8, *SHAPE), dtype=np.float32)) == 0.0  # dry
+    rates = _field(2)
+    small = _scene(rates, rates)
+    small[:, :, 6:] = 0.0  # a few wet pixels only
+    assert 0 < int((small[-1] > 0).sum()) < 50 and scene_persistence(small) == 0.0
+    assert scene_persistence(small, min_pixels=1) > 0.9
+    with pytest.raises(ValueError, match="at least 6 frames"):
+        scene_persistence(_scene(rates, rates, frames=4))
+
+
+# ------------------------------------------------------------------ the gate
+def test_the_gate_opens_exactly_at_the_scenes_persistence_and_not_above_it():
+    rates = _field(3)
+    x = _scene(rates, 0.8 * rates + 0.3 * _field(4))
+    rho = scene_persistence(x, smoothing_px=4.0)
+    assert 0.3 < rho < 0.99
+    open_ = window_trend(x, 4.0, "minmod", 4.0)
+    assert np.abs(open_).max() > 0
+    np.testing.assert_array_equal(window_trend(x, 4.0, "minmod", 4.0, persistence_min=rho), open_)
+    assert not window_trend(x, 4.0, "minmod", 4.0, persistence_min=float(np.nextafter(rho, 2.0))).any()
+    np.testing.assert_array_equal(window_trend(x, 4.0, "minmod", 4.0, persistence_min=NO_GATE), open_)
+    # the slope estimator is gated by the same halves
+    assert not window_trend(x, 4.0, "slope", 4.0, persistence_min=float(np.nextafter(rho, 2.0))).any()
+    np.testing.assert_array_equal(window_trend(x, 4.0, "slope", 4.0, persistence_min=rho), window_trend(x, 4.0, "slope", 4.0))
+
+
+def test_a_scene_that_reversed_gets_no_trend_one_that_went_on_gets_it():
+    rates = _field(5)
+    weights = replace(_minmod_weights(), trend_persistence_min=0.5)
+    assert weights.rate(_scene(rates, rates)).any()
+    assert not weights.rate(_scene(rates, -rates)).any()
+
+
+def _gated(gate: float) -> ChangeWeights:
+    return replace(_minmod_weights(), trend_persistence_min=gate)
+
+
+def test_the_forecast_applies_the_gate_to_its_own_moved_frames():
+    from nowcast.models import lagrangian
+
+    window = growing_sequences(n=1, frames=8, db_per_step=1.0, seed=3)[0]
+    fc = _model(_minmod_weights())
+    prepared = lagrangian.prepare(window, LEADS, fc.normaliser, fc.config.motion.method, motion_frames=4)
+    rho = scene_persistence(prepared.inputs, smoothing_px=4.0)
+    ungated = fc.predict(window, LEADS)
+    extrapolated = _model(ChangeWeights.constant(0.0, 0.0, LEADS)).predict(window, LEADS)
+    assert not np.array_equal(np.nan_to_num(ungated), np.nan_to_num(extrapolated))  # the trend does something here
+    _same(_model(_gated(rho)).predict(window, LEADS), ungated)  # at the gate: the trend
+    _same(_model(_gated(float(np.nextafter(rho, 2.0)))).predict(window, LEADS), extrapolated)  # above: none
+
+
+# ------------------------------------------------------------------ the checkpoint
+def test_the_gate_round_trips_and_old_entries_have_none():
+    weights = _gated(0.7)
+    entry = weights.to_metadata()
+    assert entry["trend_persistence_min"] == 0.7 and ChangeWeights.from_metadata(entry) == weights
+    old = {k: v for k, v in entry.items() if k != "trend_persistence_min"}
+    assert ChangeWeights.from_metadata(old).trend_persistence_min == NO_GATE
+    assert "only where the scene's trend persisted (rho >= 0.7)" in weights.brief()
+    assert "persisted" not in _minmod_weights().brief()
+
+
+@pytest.mark.parametrize("gate, frames, ok", [(-1.0, 8, True), (0.7, 8, True), (1.0, 8, True), (1.01, 8, False),
+                                              (-1.01, 8, False), (float("nan"), 8, False), (0.7, 6, True),
+                                              (-1.0, 4, True)])
+def test_impossible_gates_are_refused(gate, frames, ok):
+    estimator = "minmod" if frames >= 6 else "slope"
+
+    def make() -> ChangeWeights:
+        return ChangeWeights.constant(0.0, 0.0, LEADS, trend=0.5, trend_frames=frames, trend_estimator=estimator,
+                                      trend_persistence_min=gate)
+
+    if ok:
+        assert make().trend_persistence_min == gate
+    else:
+        with pytest.raises(ValueError, match="trend_persistence_min"):
+            make()
+
+
+def test_a_gate_over_fewer_than_six_frames_is_refused():
+    with pytest.raises(ValueError, match="persistence gate needs trend_frames >= 6"):
+        ChangeWeights.constant(0.0, 0.0, LEADS, trend=0.5, trend_frames=4, trend_persistence_min=0.5)
+
+
+def test_a_broken_gate_entry_names_the_checkpoint():
+    entry = {**_gated(0.7).to_metadata(), "trend_persistence_min": "high"}
+    with pytest.raises(CheckpointError, match="model.pt: invalid change_weights"):
+        ChangeWeights.from_metadata(entry, "model.pt")
+
+
+# ------------------------------------------------------------------ the calibration
+def test_calibration_scores_the_gated_forecast_and_stores_the_gate():
+    from nowcast.models.skill import score_method
+
+    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS)}
+    keys = candidates((0.0,), (0.0, 0.75), forms=("growth",), lifetimes=(3.0,))
+    weights, _, grid, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod",
+                                    trend_smoothing_px=4.0, trend_persistence_min=0.99)
+    assert weights.trend_persistence_min == 0.99
+    gated = _model(_gated(0.99))
+    own = score_method(gated.predict, seqs["growth"], 8, LEADS)
+    assert grid[_gated(0.99).key(0)]["growth"]["csi@5"] == pytest.approx(own["csi@5"], abs=1e-12, nan_ok=True)
+    with pytest.raises(ValueError, match="persistence gate needs trend_frames >= 6"):
+        calibrate(_model(None), seqs, LEADS, keys=keys, trend_persistence_min=0.5)
+
+
+def test_best_worst_lead_takes_the_best_worst_lead_where_rule_15_takes_the_least_change():
+    refs = {"s": {"csi@1": [0.5, 0.5], "csi@5": [0.3, 0.3]}}
+    grid = {(0.0, 0.0, 0.25, 0.0, 3.0): {"s": {"csi@1": [0.5, 0.5], "csi@5": [0.299, 0.3], "change": 0.01}},
+            (0.0, 0.0, 1.0, 0.0, 3.0): {"s": {"csi@1": [0.5, 0.5], "csi@5": [0.3, 0.4], "change": 0.04}}}
+    assert choose_weights(grid, refs)[0].trend[0] == 0.25  # rule 15: tied within 0.005, the least change
+    assert choose_weights(grid, refs, tie=0.0)[0].trend[0] == 1.0  # best worst lead: 0.000 beats -0.001
