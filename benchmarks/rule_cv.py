@@ -53,7 +53,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nowcast.models.calibration import TIE  # after the path insert: run as a script too
+from nowcast.models.calibration import SELECTION_RULES  # after the path insert: run as a script too
 
 log = logging.getLogger("rule_cv")
 
@@ -135,10 +135,10 @@ def summaries(data: dict, picks: dict[str, np.ndarray], extrapolation: int) -> d
 
 #: Rules compared: ``(tie_break, tie)`` of :func:`nowcast.models.calibration.choose_candidate`, the code that
 #: chooses the shipped weights.
-RULES: dict[str, tuple[str, float]] = {"13: ties to CSI@5": ("csi5", TIE),
-                                       "14: two-stage, least change": ("csi5-then-least-change", TIE),
-                                       "least change within the tie": ("least-change", TIE),
-                                       "best worst lead": ("least-change", 0.0)}
+RULES: dict[str, tuple[str, float]] = {"13: ties to CSI@5": SELECTION_RULES["13"],
+                                       "14: two-stage, least change": SELECTION_RULES["14"],
+                                       "least change within the tie": SELECTION_RULES["15"],
+                                       "best worst lead": SELECTION_RULES["best-worst-lead"]}
 
 
 def choose(s: dict[str, np.ndarray], keys: np.ndarray, candidates: np.ndarray, rule: str) -> int:

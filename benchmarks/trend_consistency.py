@@ -171,6 +171,31 @@ def table(results: dict, floor: float = -0.005) -> str:
     return "\n".join(lines)
 
 
+def gated_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
+    """Step 2's rule (sixteenth round) as a choice ``trend_history.py score`` reads.
+
+    Over the gated estimators, the candidate with the largest growth gain at a
+    worst lead of at least ``floor``; estimators whose best is within ``tie``
+    of the largest are tied and the tie goes to the larger gate (the stricter).
+    """
+    best: dict[float, tuple[str, dict]] = {}
+    for name, rows in results["estimators"].items():
+        if ", persisting " not in name:
+            continue
+        safe = {k: r for k, r in rows.items() if r["worst"] >= floor - 1e-9}
+        if safe:
+            key = max(safe, key=lambda k: safe[k]["growth_gain"])
+            best[float(name.rsplit(" ", 1)[1])] = (key, safe[key])
+    if not best:
+        raise ValueError(f"no gated candidate has a worst lead >= {floor:g}")
+    top = max(r["growth_gain"] for _, r in best.values())
+    gate = max(g for g, (_, r) in best.items() if r["growth_gain"] >= top - tie - 1e-12)
+    key, row = best[gate]
+    return {"rule": "step 2 of the sixteenth round", "history": HISTORY, "chosen": [float(v) for v in key.split("/")],
+            "trend_estimator": "minmod", "trend_smoothing_px": 4.0, "trend_persistence_min": gate,
+            "validation_worst": row["worst"], "validation_growth_gain": row["growth_gain"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation set.")
@@ -179,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="The trend weights of calibration.EXTENDED_TREND_GRID (1.5 and 2 too; sixteenth round).")
     parser.add_argument("--floor", type=float, default=-0.005,
                         help="The table's last row per estimator: the largest growth gain at a worst lead >= this.")
+    parser.add_argument("--choice-json", type=Path,
+                        help="Also write step 2's choice among the gated estimators (gated_choice) here.")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -189,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     sys.stdout.write(table(results, args.floor) + "\n")
+    if args.choice_json:
+        args.choice_json.write_text(json.dumps(gated_choice(results, args.floor), indent=1))
     return 0
 
 

@@ -137,8 +137,10 @@ def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also:
         methods[f"{path.stem} {other.sha256[:12]} (trend over {other.history_frames})"] = newest_frames(
             other.predict, other.history_frames)
     for c in choices:
+        reading = {k: c[k] for k in ("trend_estimator", "trend_smoothing_px", "trend_persistence_min") if k in c}
+        reading["trend_frames"] = int(c["history"]) if int(c["history"]) > NETWORK_FRAMES else 0
         methods[f"rule {c.get('rule', '14')}, trend over {c['history']}"] = predictor(
-            forecaster, ChangeWeights.from_key(c["chosen"], LEADS), int(c["history"]))
+            forecaster, replace(ChangeWeights.from_key(c["chosen"], LEADS), **reading), int(c["history"]))
     stores = fresh_test_stores(ROOT / f"data/sim/fresh-s{fresh_seed}-f20", fresh_seed, frames=HISTORY + LEADS)
     results: dict = {"bootstrap": {}}
     for store in stores:

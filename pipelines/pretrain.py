@@ -184,7 +184,7 @@ CALIBRATION_SEQUENCES = 64
 def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQUENCES,
                      stores: list[Path] | None = None, command: str | None = None,
                      trend_frames: int | None = None, trend_estimator: str | None = None,
-                     trend_smoothing_px: float | None = None) -> dict | None:
+                     trend_smoothing_px: float | None = None, settings=None) -> dict | None:
     """Choose a Lagrangian rain target's change weights on its validation sets and store them in its checkpoint.
 
     Why: the network's change costs skill where it does not know what it
@@ -202,6 +202,9 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
     (:func:`nowcast.models.calibration.window_trend`). ``None``: the model
     config's ``calibration`` section (the shipped model's: 8 frames, minmod,
     4 px), so that ``nowcast pretrain`` calibrates as the shipped model was.
+    ``settings``: a whole :class:`nowcast.models.config.CalibrationConfig`
+    (the gate, the rule and the trend weights too) instead of the config's;
+    the three options above still override it.
     """
     from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
@@ -213,16 +216,15 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
         log.info("%s: no change weights (only Lagrangian rain models take them)", checkpoint)
         return None
     leads = int(forecaster.config.data.output_frames)
-    trend_frames, trend_estimator, trend_smoothing_px = forecaster.config.calibration.resolve(
-        trend_frames, trend_estimator, trend_smoothing_px)
-    history = max(int(forecaster.config.input_frames), int(trend_frames))
+    settings = (settings or forecaster.config.calibration).resolve(
+        trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing_px)
+    history = max(int(forecaster.config.input_frames), int(settings.trend_frames))
     if not stores:
         stores = (validation_stores(forecaster.config, sequences=n_sequences)
                   if history == int(forecaster.config.input_frames)
                   else long_validation_stores(forecaster.config, history + leads))
     sequences = read_validation(stores, n_sequences, history + leads)
-    weights, summaries, _, _ = calibrate(forecaster, sequences, leads, trend_frames=trend_frames,
-                                         trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing_px)
+    weights, summaries, _, _ = calibrate(forecaster, sequences, leads, **settings.calibrate_kwargs())
     return record_change_weights(checkpoint, weights, summaries, stores, sequences,
                                  command or f"nowcast models calibrate {checkpoint}")
 

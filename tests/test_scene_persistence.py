@@ -180,3 +180,60 @@ def test_best_worst_lead_takes_the_best_worst_lead_where_rule_15_takes_the_least
             (0.0, 0.0, 1.0, 0.0, 3.0): {"s": {"csi@1": [0.5, 0.5], "csi@5": [0.3, 0.4], "change": 0.04}}}
     assert choose_weights(grid, refs)[0].trend[0] == 0.25  # rule 15: tied within 0.005, the least change
     assert choose_weights(grid, refs, tie=0.0)[0].trend[0] == 1.0  # best worst lead: 0.000 beats -0.001
+
+
+# ------------------------------------------------------------------ the command and the model config
+def test_the_model_configs_calibration_section_carries_the_gate_the_rule_and_the_weights():
+    from nowcast.errors import ConfigError
+    from nowcast.models.calibration import SELECTION_RULES, TREND_GRID
+    from nowcast.models.config import CalibrationConfig
+    from tests.test_lagrangian import lagrangian_config
+
+    default = CalibrationConfig()
+    assert default.trend_weights == TREND_GRID and default.rule == "15" and default.trend_persistence_min == NO_GATE
+    kwargs = CalibrationConfig(trend_frames=8, trend_estimator="minmod", trend_persistence_min=0.8,
+                               rule="best-worst-lead", trend_weights=(0.0, 2.0)).calibrate_kwargs()
+    assert (kwargs["tie_break"], kwargs["tie"]) == SELECTION_RULES["best-worst-lead"] == ("least-change", 0.0)
+    assert kwargs["trend_persistence_min"] == 0.8 and kwargs["trend_grid"] == (0.0, 2.0)
+    for bad in ({"trend_frames": 4, "trend_persistence_min": 0.5}, {"trend_weights": (0.0, 5.0)},
+                {"trend_weights": ()}, {"rule": "16"}, {"trend_persistence_min": 1.5}):
+        with pytest.raises(ConfigError):
+            lagrangian_config(calibration=bad)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trend-frames", "4", "--trend-estimator", "slope", "--trend-persistence-min", "0.5"],
+     "persistence gate needs trend_frames >= 6"),
+    (["--trend-weights", "0,5"], "trend weights must be one or more numbers in [0, 4]"),
+    (["--trend-weights", "zero"], "--trend-weights 'zero': give comma-separated numbers"),
+    (["--rule", "16"], "unknown rule '16'"),
+])
+def test_cli_refuses_an_impossible_calibration_in_one_line(args, message, capsys):
+    from nowcast.cli import main
+
+    assert main(["models", "calibrate", "swiss-south-tmu", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_calibrates_with_the_gate_and_the_rule_and_says_so(tmp_path, capsys):
+    import torch
+
+    from nowcast.cli import main
+    from nowcast.models.predictor import Predictor
+    from nowcast.models.zoo import load_checkpoint, save_checkpoint
+    from tests.test_calibration import _validation
+    from tests.test_lagrangian import lagrangian_config
+
+    config = lagrangian_config(checkpoint=str(tmp_path / "m.pt"), calibration={"trend_frames": 6,
+                                                                                "trend_estimator": "minmod"})
+    torch.manual_seed(0)
+    save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
+    store = _validation(tmp_path, n=2, frames=6 + 6)
+    assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2",
+                 "--trend-persistence-min", "0.8", "--rule", "best-worst-lead", "--trend-weights", "0,0.5,2"]) == 0
+    entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
+    assert entry["trend_persistence_min"] == 0.8 and set(entry["trend"]) <= {0.0, 0.5, 2.0}
+    assert entry["command"].endswith("--trend-frames 6 --trend-estimator minmod --trend-persistence-min 0.8 "
+                                     "--rule best-worst-lead --trend-weights 0,0.5,2")
+    assert "rho >= 0.8" in capsys.readouterr().out or entry["trend"][0] == 0.0

@@ -81,6 +81,14 @@ def _print_table(listing: dict) -> None:
     console.print(table)
 
 
+def _weights_list(text: str) -> tuple[float, ...]:
+    """``0,0.25,1`` as numbers; a one-line ValueError naming the option otherwise."""
+    try:
+        return tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise ValueError(f"--trend-weights {text!r}: give comma-separated numbers, e.g. 0,0.25,0.5,1") from None
+
+
 @models_app.command("calibrate")
 def models_calibrate(
     model: Annotated[str, typer.Argument(help="Checkpoint path (.pt) or model name; the file found is rewritten.")],
@@ -103,6 +111,15 @@ def models_calibrate(
         "--trend-smoothing", min=0.0,
         help="Smooth every frame's rain within the rain over this many pixels before the trend is read. "
              "Default: the model config's.")] = None,
+    trend_persistence_min: Annotated[float | None, typer.Option(
+        "--trend-persistence-min", min=-1.0, max=1.0,
+        help="Add the trend only to scenes whose trend went on within their window (the correlation of the older "
+             "and newer halves' rates at least this; -1: every scene). Default: the model config's.")] = None,
+    rule: Annotated[str | None, typer.Option(
+        "--rule", help="Selection rule: 13, 14, 15 or best-worst-lead (docs/models.md). Default: the model config's.")] = None,
+    trend_weights: Annotated[str | None, typer.Option(
+        "--trend-weights", help="Comma-separated trend weights the candidates try, e.g. 0,0.25,0.5,0.75,1,1.5,2. "
+                                "Default: the model config's.")] = None,
     home: HomeOption = None,
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
@@ -123,7 +140,7 @@ def models_calibrate(
     options, the model config's `calibration` section says how.
     """
     from nowcast.errors import ConfigError, EnvironmentFault
-    from nowcast.models.calibration import ChangeWeights, check_trend_reading
+    from nowcast.models.calibration import SELECTION_RULES, ChangeWeights, check_trend_reading, check_trend_weights
     from nowcast.models.skill import update_metadata
     from nowcast.models.zoo import load_named_checkpoint
     from pipelines.pretrain import calibrate_target, heldout_path, record_heldout_skill
@@ -131,21 +148,31 @@ def models_calibrate(
     setup(verbose, quiet)
     ckpt = load_named_checkpoint(model, home)
     # the options override the model config's calibration section
-    trend_frames, trend_estimator, trend_smoothing = ckpt.config.calibration.resolve(
-        trend_frames, trend_estimator, trend_smoothing)
-    try:  # an impossible trend reading is refused before minutes of scoring
-        check_trend_reading(trend_frames, trend_estimator, trend_smoothing)
+    try:  # an impossible setting is refused in one line before minutes of scoring
+        weights_grid = None if trend_weights is None else _weights_list(trend_weights)
+        settings = ckpt.config.calibration.resolve(
+            trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing,
+            trend_persistence_min=trend_persistence_min, rule=rule, trend_weights=weights_grid)
+        check_trend_reading(settings.trend_frames, settings.trend_estimator, settings.trend_smoothing_px,
+                            settings.trend_persistence_min)
+        check_trend_weights(settings.trend_weights)
+        if settings.rule not in SELECTION_RULES:
+            raise ValueError(f"unknown rule {settings.rule!r}: choose from {', '.join(SELECTION_RULES)}")
     except ValueError as exc:
         raise ConfigError(f"nowcast models calibrate: {exc}") from None
     command = "nowcast models calibrate " + " ".join(
         [model] + [f"--validation {v}" for v in validation or []] + [f"--sequences {sequences}"]
-        + ([f"--trend-frames {trend_frames}"] if trend_frames else [])
-        + ([f"--trend-estimator {trend_estimator}"] if trend_estimator != "slope" else [])
-        + ([f"--trend-smoothing {trend_smoothing:g}"] if trend_smoothing else []))
+        + ([f"--trend-frames {settings.trend_frames}"] if settings.trend_frames else [])
+        + ([f"--trend-estimator {settings.trend_estimator}"] if settings.trend_estimator != "slope" else [])
+        + ([f"--trend-smoothing {settings.trend_smoothing_px:g}"] if settings.trend_smoothing_px else [])
+        + ([f"--trend-persistence-min {settings.trend_persistence_min:g}"]
+           if settings.trend_persistence_min > -1 else [])
+        + ([f"--rule {settings.rule}"] if settings.rule != "15" else [])
+        + ([f"--trend-weights {','.join(f'{w:g}' for w in settings.trend_weights)}"]
+           if tuple(settings.trend_weights) != (0.0, 0.25, 0.5, 0.75, 1.0) else []))
     try:
         entry = calibrate_target(ckpt.path, sequences, stores=list(validation) if validation else None, command=command,
-                                 trend_frames=trend_frames, trend_estimator=trend_estimator,
-                                 trend_smoothing_px=trend_smoothing)
+                                 settings=settings)
         if entry is None:
             typer.echo(f"{ckpt.path}: not a Lagrangian rain model; nothing to calibrate")
             raise typer.Exit(code=2)

@@ -180,6 +180,11 @@ MINMOD_FRAMES = 6
 NO_GATE = -1.0
 #: Pixels a scene needs (both halves' rates read) for :func:`scene_persistence` to be evidence (else 0).
 MIN_PERSISTENCE_PIXELS = 50
+#: Selection rules by name, ``(tie_break, tie)`` of :func:`choose_candidate`: the thirteenth round's ("13"),
+#: the fourteenth's ("14"), rule 15 (the shipped model's until the sixteenth round) and "best worst lead"
+#: (no tolerance). ``benchmarks/rule_cv.py`` compares them by cross-validation.
+SELECTION_RULES: dict[str, tuple[str, float]] = {"13": ("csi5", 0.005), "14": ("csi5-then-least-change", 0.005),
+                                                 "15": ("least-change", 0.005), "best-worst-lead": ("least-change", 0.0)}
 #: CSI thresholds (mm/h) the rule compares at.
 THRESHOLDS: tuple[float, ...] = (1.0, 5.0)
 #: Candidates whose worst-lead difference is this close to the best one's are tied (every selection rule's).
@@ -407,6 +412,13 @@ def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", t
     """
     ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
                            trend_smoothing_px=trend_smoothing_px, trend_persistence_min=trend_persistence_min)
+
+
+def check_trend_weights(weights: Sequence[float]) -> None:
+    """Raise a one-line ValueError for a trend-weight grid a calibration cannot use (empty, negative, above the cap)."""
+    values = np.asarray(list(weights), dtype=np.float64)
+    if values.size == 0 or not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > MAX_WEIGHT:
+        raise ValueError(f"trend weights must be one or more numbers in [0, {MAX_WEIGHT:g}], got {list(weights)}")
 
 
 def _whole(value: Any) -> int:
@@ -792,7 +804,8 @@ def extrapolation_references(sequences: Mapping[str, np.ndarray], input_frames: 
 def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               keys: Sequence[Sequence[float]] | None = None, tie_break: str = "least-change", trend_frames: int = 0,
               trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
-              trend_persistence_min: float = NO_GATE, tie: float = TIE):
+              trend_persistence_min: float = NO_GATE, tie: float = TIE,
+              trend_grid: Sequence[float] = TREND_GRID):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -804,7 +817,9 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     ``trend_estimator``, ``trend_smoothing_px``, ``trend_persistence_min``:
     how every candidate's trend is read (:func:`window_trend`), stored with
     the chosen weights. ``tie``: the rule's worst-lead tolerance
-    (:func:`choose_candidate`; 0: "best worst lead", the sixteenth round's rule).
+    (:func:`choose_candidate`; 0: "best worst lead"; :data:`SELECTION_RULES`).
+    ``trend_grid``: the trend weights of the candidates when ``keys`` is not
+    given (:func:`candidates`; :data:`EXTENDED_TREND_GRID` adds 1.5 and 2).
 
     Returns
     -------
@@ -824,6 +839,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                              f"needed ({history} of history, {leads} leads)")
     short = {name: seqs[:, : history + leads] for name, seqs in sequences.items()}
     references = extrapolation_references(short, n_in, leads, history)
+    keys = keys or candidates(trend_grid=trend_grid)
     grid = score_grid(newest_frames(forecaster._raw_changes, n_in), forecaster.normaliser, short, history, leads,
                       forecaster.config.motion.method, keys,
                       motion_frames=n_in if history > n_in else None,

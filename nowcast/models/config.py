@@ -159,20 +159,37 @@ class CalibrationConfig(StrictModel):
                              "halves (a growth both show; needs trend_frames >= 6).")
     trend_smoothing_px: float = Field(0.0, ge=0.0, description="Smooth each frame's rain over this many pixels "
                                                                "within the rain before the trend is read.")
+    trend_persistence_min: float = Field(
+        -1.0, ge=-1.0, le=1.0, description="Add the trend only to a scene whose trend went on within its window: "
+                                           "the correlation of its older and newer halves' rates at least this "
+                                           "(-1: every scene; needs trend_frames >= 6).")
+    rule: Literal["13", "14", "15", "best-worst-lead"] = Field(
+        "15", description="The selection rule that chooses the weights (nowcast.models.calibration.SELECTION_RULES).")
+    trend_weights: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5, 0.75, 1.0), description="The trend weights the candidates try (0 to 4).")
 
     @model_validator(mode="after")
     def _possible(self) -> CalibrationConfig:
-        from nowcast.models.calibration import check_trend_reading
+        from nowcast.models.calibration import check_trend_reading, check_trend_weights
 
-        check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px)
+        check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px,
+                            self.trend_persistence_min)
+        check_trend_weights(self.trend_weights)
         return self
 
-    def resolve(self, trend_frames: int | None = None, trend_estimator: str | None = None,
-                trend_smoothing_px: float | None = None) -> tuple[int, str, float]:
-        """``(trend_frames, trend_estimator, trend_smoothing_px)``: these settings, each given one (not ``None``) in its place."""
-        return (self.trend_frames if trend_frames is None else int(trend_frames),
-                self.trend_estimator if trend_estimator is None else trend_estimator,
-                self.trend_smoothing_px if trend_smoothing_px is None else float(trend_smoothing_px))
+    def resolve(self, **overrides: Any) -> CalibrationConfig:
+        """These settings with every override given (not ``None``) in its place; not validated (the caller checks)."""
+        return self.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+    def calibrate_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`nowcast.models.calibration.calibrate` these settings mean."""
+        from nowcast.models.calibration import SELECTION_RULES
+
+        tie_break, tie = SELECTION_RULES[self.rule]
+        return {"trend_frames": int(self.trend_frames), "trend_estimator": self.trend_estimator,
+                "trend_smoothing_px": float(self.trend_smoothing_px),
+                "trend_persistence_min": float(self.trend_persistence_min), "tie_break": tie_break, "tie": tie,
+                "trend_grid": tuple(float(w) for w in self.trend_weights)}
 
 
 class TrainingConfig(StrictModel):
