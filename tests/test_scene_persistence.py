@@ -237,3 +237,33 @@ def test_cli_calibrates_with_the_gate_and_the_rule_and_says_so(tmp_path, capsys)
     assert entry["command"].endswith("--trend-frames 6 --trend-estimator minmod --trend-persistence-min 0.8 "
                                      "--rule best-worst-lead --trend-weights 0,0.5,2")
     assert "rho >= 0.8" in capsys.readouterr().out or entry["trend"][0] == 0.0
+
+
+def test_a_cell_born_in_the_newer_half_is_not_evidence_of_persistence():
+    """Pixels read by only one half (a cell born after the older half) are left out, not counted as a rate of 0."""
+    rates = _field(6)
+    scene = _scene(rates, rates + 0.3 * _field(7))
+    born = scene.copy()
+    born[:, 1:5, 1:5] = 0.0
+    born[4:, 1:5, 1:5] = 1.2 + 0.05 * np.arange(4)[:, None, None]  # wet in the newer half only, growing
+    assert not scene[-1, 1:5, 1:5].any() and born[-1, 1:5, 1:5].all()
+    # the rates are smoothed over the rain (4 px), so the born cell nudges its neighbours a little; counted as
+    # pixels whose older rate is 0 it would pull the correlation down by 0.03
+    assert scene_persistence(born) == pytest.approx(scene_persistence(scene), abs=0.005)
+
+
+def test_calibration_passes_the_rules_tolerance(monkeypatch):
+    from nowcast.models import calibration
+
+    seen = {}
+    real = calibration.choose_weights
+
+    def spy(grid, references, leads=None, tie_break="least-change", tie=calibration.TIE):
+        seen["tie"], seen["tie_break"] = tie, tie_break
+        return real(grid, references, leads, tie_break, tie)
+
+    monkeypatch.setattr(calibration, "choose_weights", spy)
+    seqs = {"growth": growing_sequences(n=1, frames=8 + LEADS)}
+    keys = candidates((0.0,), (0.0, 0.75), forms=("growth",), lifetimes=(3.0,))
+    calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod", tie=0.0)
+    assert seen == {"tie": 0.0, "tie_break": "least-change"}
