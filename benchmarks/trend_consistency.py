@@ -63,8 +63,12 @@ log = logging.getLogger("trend_consistency")
 HISTORY, NETWORK_FRAMES, LEADS = 8, 4, 12
 
 
-def estimators():
-    """``name -> (moved frames (8, h, w), R² power) -> rate (h, w)``: :func:`nowcast.models.calibration.window_trend`'s."""
+def estimators(forecaster=None):
+    """``name -> (moved frames (8, h, w), R² power) -> rate (h, w)``: :func:`nowcast.models.calibration.window_trend`'s.
+
+    With ``forecaster``: also the gated trend only where its network's own
+    change, averaged over the hour, grows (:func:`network_agrees`).
+    """
     from nowcast.models.calibration import window_trend
 
     def agreeing(x: np.ndarray, power: float) -> np.ndarray:
@@ -83,7 +87,26 @@ def estimators():
             "agreeing": agreeing,
             **{f"smoothed {s:g}": read("slope", s) for s in SIGMAS},
             **{f"minmod smoothed {s:g}": read("minmod", s) for s in SIGMAS},
-            **{f"minmod smoothed 4, persisting {t:g}": gated(t) for t in GATES}}
+            **{f"minmod smoothed 4, persisting {t:g}": gated(t) for t in GATES},
+            **({f"minmod smoothed 4, persisting {t:g}, network agrees": network_agrees(gated(t), forecaster)
+                for t in GATES} if forecaster is not None else {})}
+
+
+def network_agrees(rate, forecaster):
+    """``rate`` kept only where the forecaster's network, on the newest 4 moved frames, grows over the hour (mean).
+
+    Why (sixteenth round, step 5): a cell that grew steadily through the
+    window and is about to decay reads as a persisting growth; the network was
+    trained on days whose cells are born, grow and die, and its own change
+    carried information about the days' next hour that no trend did.
+    """
+    def read(x: np.ndarray, power: float) -> np.ndarray:
+        r = rate(x, power)
+        if not r.any():
+            return r
+        grows = np.asarray(forecaster._raw_changes(x[-NETWORK_FRAMES:], LEADS)).mean(axis=0) > 0
+        return np.where(grows, r, 0.0).astype(r.dtype, copy=False)
+    return read
 
 
 #: Smoothing scales (pixels, 2 km) of the fields before the slopes are read.
@@ -94,7 +117,7 @@ SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 GATES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
-def validation_data(sequences: int) -> tuple:
+def validation_data(sequences: int, wide: bool = False) -> tuple:
     """The shipped forecaster, the 20-frame validation sets (label -> store), their first ``sequences``, extrapolation's CSI.
 
     Shared with ``benchmarks/network_gate.py``: both score candidates on
@@ -106,7 +129,8 @@ def validation_data(sequences: int) -> tuple:
     from pipelines.validation import read_validation
 
     forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
-    stores = long_validation_sets(ROOT / "data/sim/val-long")
+    stores = (long_validation_sets(ROOT / "data/sim/val-wide", wide=True) if wide
+              else long_validation_sets(ROOT / "data/sim/val-long"))
     seqs = read_validation(list(stores.values()), sequences, HISTORY + LEADS)
     return forecaster, stores, seqs, extrapolation_references(seqs, NETWORK_FRAMES, LEADS, HISTORY)
 
@@ -124,7 +148,7 @@ def summary_rows(grid: dict, keys: list, references: dict, growth_set: str, labe
     return rows
 
 
-def run(sequences: int, only: list[str] | None = None, extended: bool = False) -> dict:
+def run(sequences: int, only: list[str] | None = None, extended: bool = False, wide: bool = False) -> dict:
     """Every estimator's trend-only candidates scored on the validation sets, and their summaries."""
     from nowcast.models.calibration import (
         EXTENDED_TREND_GRID,
@@ -137,11 +161,11 @@ def run(sequences: int, only: list[str] | None = None, extended: bool = False) -
         score_grid,
     )
 
-    forecaster, stores, seqs, references = validation_data(sequences)
+    forecaster, stores, seqs, references = validation_data(sequences, wide)
     weights = EXTENDED_TREND_GRID if extended else TREND_GRID
     keys = [k for k in candidates((0.0,), weights, TREND_FORMS, TREND_LIFETIMES) if k != EXTRAPOLATION]
     out: dict = {"validation": [p.name for p in stores.values()], "references": references, "estimators": {}}
-    for name, rate in estimators().items():
+    for name, rate in estimators(forecaster).items():
         if only and name not in only:
             continue
         grid = score_grid(newest_frames(forecaster._raw_changes, NETWORK_FRAMES), forecaster.normaliser, seqs,
@@ -178,14 +202,17 @@ def gated_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
     worst lead of at least ``floor``; estimators whose best is within ``tie``
     of the largest are tied and the tie goes to the larger gate (the stricter).
     """
+    import re
+
     best: dict[float, tuple[str, dict]] = {}
     for name, rows in results["estimators"].items():
-        if ", persisting " not in name:
+        gate = re.fullmatch(r"minmod smoothed 4, persisting ([0-9.]+)", name)
+        if gate is None:  # the gated estimators alone (not the shipped reading, not the network-agreeing ones)
             continue
         safe = {k: r for k, r in rows.items() if r["worst"] >= floor - 1e-9}
         if safe:
             key = max(safe, key=lambda k: safe[k]["growth_gain"])
-            best[float(name.rsplit(" ", 1)[1])] = (key, safe[key])
+            best[float(gate.group(1))] = (key, safe[key])
     if not best:
         raise ValueError(f"no gated candidate has a worst lead >= {floor:g}")
     top = max(r["growth_gain"] for _, r in best.values())
@@ -200,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation set.")
     parser.add_argument("--estimators", nargs="+", default=None, help="Only these estimators (default: all).")
+    parser.add_argument("--wide", action="store_true",
+                        help="The wide validation sets (data/sim/val-wide: 128 and 256 windows of the days).")
     parser.add_argument("--extended", action="store_true",
                         help="The trend weights of calibration.EXTENDED_TREND_GRID (1.5 and 2 too; sixteenth round).")
     parser.add_argument("--floor", type=float, default=-0.005,
@@ -212,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    results = run(args.sequences, args.estimators, args.extended)
+    results = run(args.sequences, args.estimators, args.extended, args.wide)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     sys.stdout.write(table(results, args.floor) + "\n")

@@ -105,6 +105,20 @@ def calibrate(history: int, sequences: int, rule: str = "15") -> dict:
             "summaries": {"/".join(f"{w:g}" for w in k): s for k, s in summaries.items()}}
 
 
+def choice_weights(choice: dict):
+    """The :class:`~nowcast.models.calibration.ChangeWeights` of a choice file: its candidate, read as it says.
+
+    ``trend_estimator``, ``trend_smoothing_px``, ``trend_persistence_min``
+    where the file has them (``trend_consistency.py --choice-json``), else
+    the slope, unsmoothed, every scene (the fourteenth round's files).
+    """
+    from nowcast.models.calibration import ChangeWeights
+
+    reading = {k: choice[k] for k in ("trend_estimator", "trend_smoothing_px", "trend_persistence_min") if k in choice}
+    reading["trend_frames"] = int(choice["history"]) if int(choice["history"]) > NETWORK_FRAMES else 0
+    return replace(ChangeWeights.from_key(choice["chosen"], LEADS), **reading)
+
+
 def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also: list[Path] | None = None) -> dict:
     """Extrapolation, the shipped model and every choice on the fresh 20-frame test sets of ``fresh_seed``, once.
 
@@ -123,7 +137,7 @@ def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also:
         score_with_counts,
     )
     from nowcast.baselines import extrapolation, lagrangian_trend
-    from nowcast.models.calibration import ChangeWeights, newest_frames
+    from nowcast.models.calibration import newest_frames
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import fresh_test_stores
 
@@ -137,10 +151,8 @@ def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also:
         methods[f"{path.stem} {other.sha256[:12]} (trend over {other.history_frames})"] = newest_frames(
             other.predict, other.history_frames)
     for c in choices:
-        reading = {k: c[k] for k in ("trend_estimator", "trend_smoothing_px", "trend_persistence_min") if k in c}
-        reading["trend_frames"] = int(c["history"]) if int(c["history"]) > NETWORK_FRAMES else 0
         methods[f"rule {c.get('rule', '14')}, trend over {c['history']}"] = predictor(
-            forecaster, replace(ChangeWeights.from_key(c["chosen"], LEADS), **reading), int(c["history"]))
+            forecaster, choice_weights(c), int(c["history"]))
     stores = fresh_test_stores(ROOT / f"data/sim/fresh-s{fresh_seed}-f20", fresh_seed, frames=HISTORY + LEADS)
     results: dict = {"bootstrap": {}}
     for store in stores:

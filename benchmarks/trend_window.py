@@ -39,17 +39,20 @@ log = logging.getLogger("trend_window")
 HISTORY, LEADS = 8, 12
 
 
-def long_validation_sets(folder: Path) -> dict[str, Path]:
+def long_validation_sets(folder: Path, wide: bool = False) -> dict[str, Path]:
     """The four validation kinds with ``HISTORY + LEADS`` frames per sequence, made if missing.
 
     :func:`pipelines.validation.long_validation_stores` of the shipped
     target, the sets ``nowcast models calibrate --trend-frames 8`` chooses on.
+    ``wide``: with the sixteenth round's wider days (``folder`` should be
+    another, e.g. ``data/sim/val-wide``).
     """
     from nowcast.models.config import find_model_config, load_model_config
-    from pipelines.validation import long_validation_stores
+    from pipelines.validation import WIDE_DAY_SEQUENCES, WIDE_OTHER_DAY_SEQUENCES, long_validation_stores
 
     config = load_model_config(find_model_config("swiss-south-tmu"))
-    day, rigid, growth, other = long_validation_stores(config, HISTORY + LEADS, folder)
+    sizes = {"day_sequences": WIDE_DAY_SEQUENCES, "other_day_sequences": WIDE_OTHER_DAY_SEQUENCES} if wide else {}
+    day, rigid, growth, other = long_validation_stores(config, HISTORY + LEADS, folder, **sizes)
     return {"simulated day": day, "other day": other, "rigid": rigid, "growth": growth}
 
 

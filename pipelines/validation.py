@@ -157,7 +157,9 @@ def validation_stores(config: ModelConfig, sequences: int = OTHER_DAY_SEQUENCES)
 VALIDATION_DAY_SEED, VALIDATION_DAY_SEQUENCES = 50_001, 32
 
 
-def long_validation_stores(config: ModelConfig, frames: int, folder: Path | None = None) -> list[Path]:
+def long_validation_stores(config: ModelConfig, frames: int, folder: Path | None = None,
+                           day_sequences: int = VALIDATION_DAY_SEQUENCES,
+                           other_day_sequences: int = OTHER_DAY_SEQUENCES) -> list[Path]:
     """The validation sets of :func:`validation_stores` with ``frames`` frames per sequence, made if missing.
 
     Why: a forecaster that reads its trend over a longer history than its
@@ -167,7 +169,10 @@ def long_validation_stores(config: ModelConfig, frames: int, folder: Path | None
     (the simulated validation day, the known-motion twins, the other day's
     twin) with longer sequences, in ``val-long/`` beside the training store.
     A store there of fewer frames than ``frames`` is refused when read
-    (:func:`read_validation`), not remade.
+    (:func:`read_validation`), not remade. ``day_sequences`` and
+    ``other_day_sequences``: windows of the two days when made (the sixteenth
+    round's wide sets, ``WIDE_DAY_SEQUENCES``, in their own folder: a risk in
+    a few percent of a day's windows needs more of them to be seen).
     """
     from nowcast.data import testcases
     from nowcast.training import sequences_path
@@ -181,12 +186,17 @@ def long_validation_stores(config: ModelConfig, frames: int, folder: Path | None
         if not day.exists():
             from pipelines.simulate import simulate_dataset
 
-            simulate_dataset(domain, VALIDATION_DAY_SEQUENCES, frames, day, seed=VALIDATION_DAY_SEED,
+            simulate_dataset(domain, int(day_sequences), frames, day, seed=VALIDATION_DAY_SEED,
                              crop_size=config.data.frame_size)
         stores.append(day)
     if domain == testcases.REGION:
         stores += known_motion_validation(folder, frames=frames)
-    return stores + [other_day_validation(folder / f"{domain}-otherday-long.zarr", domain=domain, frames=frames)]
+    return stores + [other_day_validation(folder / f"{domain}-otherday-long.zarr", domain=domain, frames=frames,
+                                          sequences=int(other_day_sequences))]
+
+
+#: Windows of the simulated validation day and of the other day's twin in the wide validation sets (sixteenth round).
+WIDE_DAY_SEQUENCES, WIDE_OTHER_DAY_SEQUENCES = 128, 256
 
 
 def read_validation(stores: list[Path], n: int, frames: int) -> dict[str, np.ndarray]:

@@ -267,3 +267,92 @@ def test_calibration_passes_the_rules_tolerance(monkeypatch):
     keys = candidates((0.0,), (0.0, 0.75), forms=("growth",), lifetimes=(3.0,))
     calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod", tie=0.0)
     assert seen == {"tie": 0.0, "tie_break": "least-change"}
+
+
+# ------------------------------------------------------------------ the benchmarks of the round
+def test_trend_regime_finds_the_thresholds_that_separate_the_kinds():
+    from benchmarks.trend_regime import separating_interval
+
+    def rows(values):
+        return [{"rho": v} for v in values]
+
+    day = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.85]  # one window of 11 above: 9 %
+    by_set = {"simulated day": rows(day), "other day": rows([0.1, 0.2]), "rigid": rows([0.9]),
+              "growth": rows([0.8, 0.85, 0.9, 0.95])}
+    low, high = separating_interval(by_set)
+    assert low == pytest.approx(0.45, abs=1e-6) and low > 0.45 and high == pytest.approx(0.85)
+    by_set["other day"] = rows([0.1, 0.9])  # half of the other day above every growth threshold: none separates
+    assert separating_interval(by_set) is None
+
+
+def test_step_2s_choice_takes_the_largest_growth_above_the_floor_ties_to_the_stricter_gate():
+    from benchmarks.trend_consistency import gated_choice
+
+    def est(rows):
+        return {k: {"worst": w, "growth_gain": g} for k, (w, g) in rows.items()}
+
+    results = {"estimators": {
+        "minmod smoothed 4": est({"0/0/2/0/3": (-0.001, 0.9)}),  # not gated: not a candidate of the step
+        "minmod smoothed 4, persisting 0.7": est({"0/0/1/0/6": (-0.003, 0.220), "0/0/2/0/3": (-0.006, 0.3)}),
+        "minmod smoothed 4, persisting 0.8": est({"0/0/2/0/3": (-0.0033, 0.217)}),  # within 0.005: the stricter
+        "minmod smoothed 4, persisting 0.8, network agrees": est({"0/0/2/0/3": (0.0, 0.5)}),
+    }}
+    choice = gated_choice(results, -0.0036)
+    assert choice["trend_persistence_min"] == 0.8 and choice["chosen"] == [0.0, 0.0, 2.0, 0.0, 3.0]
+    results["estimators"]["minmod smoothed 4, persisting 0.8"] = est({"0/0/2/0/3": (-0.0033, 0.21)})
+    assert gated_choice(results, -0.0036)["trend_persistence_min"] == 0.7  # 0.010 behind: not tied
+    with pytest.raises(ValueError, match="no gated candidate"):
+        gated_choice(results, 0.01)
+
+
+def test_a_choice_file_is_read_with_its_trend_reading_and_gate():
+    from benchmarks.trend_history import choice_weights
+
+    weights = choice_weights({"history": 8, "chosen": [0, 0, 2, 0, 3], "trend_estimator": "minmod",
+                              "trend_smoothing_px": 4.0, "trend_persistence_min": 0.8})
+    assert (weights.trend[0], weights.trend_decay[0], weights.trend_lifetime) == (2.0, 0.0, 3.0)
+    assert (weights.trend_frames, weights.trend_estimator, weights.trend_smoothing_px,
+            weights.trend_persistence_min) == (8, "minmod", 4.0, 0.8)
+    old = choice_weights({"history": 4, "chosen": [0, 0, 0.5]})  # a fourteenth-round file: slope, every scene
+    assert (old.trend_frames, old.trend_estimator, old.trend_persistence_min) == (0, "slope", NO_GATE)
+
+
+def test_the_network_agreeing_trend_keeps_the_rate_only_where_the_network_grows():
+    from benchmarks.trend_consistency import network_agrees
+
+    class Net:
+        calls = 0
+
+        def _raw_changes(self, x, leads):
+            Net.calls += 1
+            assert x.shape[0] == 4  # the network reads its own 4 frames
+            out = np.ones((leads, *x.shape[1:]), dtype=np.float32)
+            out[:, :, x.shape[2] // 2 :] = -1.0
+            return out
+
+    x = np.ones((8, 6, 8), dtype=np.float32)
+    agreeing = network_agrees(lambda x, p: np.full(x.shape[1:], 0.3, dtype=np.float32), Net())
+    out = agreeing(x, 4.0)
+    assert np.all(out[:, :4] == 0.3) and not out[:, 4:].any()
+    none = network_agrees(lambda x, p: np.zeros(x.shape[1:], dtype=np.float32), Net())
+    calls = Net.calls
+    assert not none(x, 4.0).any() and Net.calls == calls  # no trend: the network is not run
+
+
+def test_wide_validation_stores_are_made_with_more_windows_of_the_days(tmp_path, monkeypatch):
+    from nowcast.models.config import find_model_config, load_model_config
+    from pipelines import validation
+
+    made = {}
+    monkeypatch.setattr("pipelines.simulate.simulate_dataset",
+                        lambda domain, n, frames, path, seed, crop_size: made.update(day=(n, frames, seed)))
+    monkeypatch.setattr(validation, "known_motion_validation", lambda folder, frames: [folder / "r", folder / "g"])
+    monkeypatch.setattr(validation, "other_day_validation",
+                        lambda path, domain, frames, sequences: made.update(other=(sequences, frames)) or path)
+    config = load_model_config(find_model_config("swiss-south-tmu"))
+    stores = validation.long_validation_stores(config, 20, tmp_path, day_sequences=validation.WIDE_DAY_SEQUENCES,
+                                               other_day_sequences=validation.WIDE_OTHER_DAY_SEQUENCES)
+    assert made == {"day": (128, 20, validation.VALIDATION_DAY_SEED), "other": (256, 20)} and len(stores) == 4
+    made.clear()
+    validation.long_validation_stores(config, 20, tmp_path / "long")
+    assert made == {"day": (32, 20, validation.VALIDATION_DAY_SEED), "other": (64, 20)}
