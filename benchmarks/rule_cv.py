@@ -53,7 +53,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nowcast.models.calibration import SELECTION_RULES  # after the path insert: run as a script too
+from nowcast.models.calibration import (
+    SELECTION_RULES,  # after the path insert: run as a script too
+)
 
 log = logging.getLogger("rule_cv")
 

@@ -48,7 +48,11 @@ def long_validation_sets(folder: Path, wide: bool = False) -> dict[str, Path]:
     another, e.g. ``data/sim/val-wide``).
     """
     from nowcast.models.config import find_model_config, load_model_config
-    from pipelines.validation import WIDE_DAY_SEQUENCES, WIDE_OTHER_DAY_SEQUENCES, long_validation_stores
+    from pipelines.validation import (
+        WIDE_DAY_SEQUENCES,
+        WIDE_OTHER_DAY_SEQUENCES,
+        long_validation_stores,
+    )
 
     config = load_model_config(find_model_config("swiss-south-tmu"))
     sizes = {"day_sequences": WIDE_DAY_SEQUENCES, "other_day_sequences": WIDE_OTHER_DAY_SEQUENCES} if wide else {}

@@ -140,7 +140,12 @@ def models_calibrate(
     options, the model config's `calibration` section says how.
     """
     from nowcast.errors import ConfigError, EnvironmentFault
-    from nowcast.models.calibration import SELECTION_RULES, ChangeWeights, check_trend_reading, check_trend_weights
+    from nowcast.models.calibration import (
+        SELECTION_RULES,
+        ChangeWeights,
+        check_trend_reading,
+        check_trend_weights,
+    )
     from nowcast.models.skill import update_metadata
     from nowcast.models.zoo import load_named_checkpoint
     from pipelines.pretrain import calibrate_target, heldout_path, record_heldout_skill
