@@ -100,12 +100,13 @@ def network_agrees(rate, forecaster):
     trained on days whose cells are born, grow and die, and its own change
     carried information about the days' next hour that no trend did.
     """
+    from nowcast.models.calibration import network_agreement
+
     def read(x: np.ndarray, power: float) -> np.ndarray:
         r = rate(x, power)
         if not r.any():
             return r
-        grows = np.asarray(forecaster._raw_changes(x[-NETWORK_FRAMES:], LEADS)).mean(axis=0) > 0
-        return np.where(grows, r, 0.0).astype(r.dtype, copy=False)
+        return network_agreement(r, forecaster._raw_changes(x[-NETWORK_FRAMES:], LEADS))
     return read
 
 
@@ -195,18 +196,21 @@ def table(results: dict, floor: float = -0.005) -> str:
     return "\n".join(lines)
 
 
-def gated_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
+def gated_choice(results: dict, floor: float, tie: float = 0.005, network_agrees: bool = False) -> dict:
     """Step 2's rule (sixteenth round) as a choice ``trend_history.py score`` reads.
 
     Over the gated estimators, the candidate with the largest growth gain at a
     worst lead of at least ``floor``; estimators whose best is within ``tie``
     of the largest are tied and the tie goes to the larger gate (the stricter).
+    ``network_agrees``: over the network-agreeing gated estimators instead
+    (step 5).
     """
     import re
 
     best: dict[float, tuple[str, dict]] = {}
     for name, rows in results["estimators"].items():
-        gate = re.fullmatch(r"minmod smoothed 4, persisting ([0-9.]+)", name)
+        gate = re.fullmatch(r"minmod smoothed 4, persisting ([0-9.]+)" + (", network agrees" if network_agrees else ""),
+                            name)
         if gate is None:  # the gated estimators alone (not the shipped reading, not the network-agreeing ones)
             continue
         safe = {k: r for k, r in rows.items() if r["worst"] >= floor - 1e-9}
@@ -218,8 +222,9 @@ def gated_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
     top = max(r["growth_gain"] for _, r in best.values())
     gate = max(g for g, (_, r) in best.items() if r["growth_gain"] >= top - tie - 1e-12)
     key, row = best[gate]
-    return {"rule": "step 2 of the sixteenth round", "history": HISTORY, "chosen": [float(v) for v in key.split("/")],
-            "trend_estimator": "minmod", "trend_smoothing_px": 4.0, "trend_persistence_min": gate,
+    return {"rule": f"step {5 if network_agrees else 2} of the sixteenth round", "history": HISTORY,
+            "chosen": [float(v) for v in key.split("/")], "trend_estimator": "minmod", "trend_smoothing_px": 4.0,
+            "trend_persistence_min": gate, "trend_network_agrees": bool(network_agrees),
             "validation_worst": row["worst"], "validation_growth_gain": row["growth_gain"]}
 
 
@@ -235,18 +240,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="The table's last row per estimator: the largest growth gain at a worst lead >= this.")
     parser.add_argument("--choice-json", type=Path,
                         help="Also write step 2's choice among the gated estimators (gated_choice) here.")
-    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--choice-network-agrees", action="store_true",
+                        help="The choice among the network-agreeing gated estimators (step 5) instead.")
+    parser.add_argument("--from-json", type=Path,
+                        help="Read the scores a previous run wrote here instead of scoring (table and choice only).")
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.from_json is None and args.json is None:
+        parser.error("--json is required unless --from-json is given")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
     torch.set_num_threads(1)
-    results = run(args.sequences, args.estimators, args.extended, args.wide)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1))
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    else:
+        results = run(args.sequences, args.estimators, args.extended, args.wide)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
     sys.stdout.write(table(results, args.floor) + "\n")
     if args.choice_json:
-        args.choice_json.write_text(json.dumps(gated_choice(results, args.floor), indent=1))
+        args.choice_json.write_text(json.dumps(gated_choice(results, args.floor,
+                                                            network_agrees=args.choice_network_agrees), indent=1))
     return 0
 
 

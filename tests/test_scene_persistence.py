@@ -356,3 +356,85 @@ def test_wide_validation_stores_are_made_with_more_windows_of_the_days(tmp_path,
     made.clear()
     validation.long_validation_stores(config, 20, tmp_path / "long")
     assert made == {"day": (32, 20, validation.VALIDATION_DAY_SEED), "other": (64, 20)}
+
+
+# ------------------------------------------------------------------ where the network agrees (step 5)
+def test_the_trend_is_added_only_where_the_networks_own_change_grows():
+    change = np.zeros((3, 4, 6), dtype=np.float32)
+    change[:, :, :3] = 0.2  # grows on the left
+    change[:, :, 3:] = -0.2
+    rate = np.full((4, 6), 0.1, dtype=np.float32)
+    agreeing = ChangeWeights.constant(0.0, 0.0, 3, trend=1.0, trend_decay=0.0, trend_lifetime=3.0,
+                                      trend_network_agrees=True)
+    out = agreeing.apply(change, rate)
+    assert np.all(out[:, :, :3] > 0) and not out[:, :, 3:].any()
+    everywhere = replace(agreeing, trend_network_agrees=False).apply(change, rate)
+    assert np.all(everywhere > 0)
+    np.testing.assert_array_equal(out[:, :, :3], everywhere[:, :, :3])
+    assert agreeing.needs_network and not agreeing.uses_network
+    assert not replace(agreeing, trend_network_agrees=False).needs_network
+
+
+def _agreeing(gate: float = NO_GATE) -> ChangeWeights:
+    return replace(_minmod_weights(), trend_persistence_min=gate, trend_network_agrees=True)
+
+
+def test_an_agreeing_forecast_runs_the_network_and_is_the_benchmarks_estimator():
+    from benchmarks.trend_consistency import network_agrees
+    from nowcast.models import lagrangian
+
+    window = growing_sequences(n=1, frames=8, db_per_step=1.0, seed=3)[0]
+    calls: list = []
+    fc = _model(_agreeing(), calls)
+    forecast = fc.predict(window, LEADS)
+    assert calls and set(calls) == {4}  # the network ran, on its own 4 frames
+    calls.clear()
+    _model(_minmod_weights(), calls).predict(window, LEADS)
+    assert not calls  # weighed by 0 and not asked where it agrees: not run
+    prepared = lagrangian.prepare(window, LEADS, fc.normaliser, fc.config.motion.method, motion_frames=4)
+    rate = network_agrees(lambda x, p: window_trend(x, p, "minmod", 4.0), fc)(prepared.inputs, 4.0)
+    zeros = np.zeros((LEADS, *window.shape[1:]), dtype=np.float32)  # the network weighed by 0, in its dtype
+    _same(forecast, lagrangian.finish(prepared, _minmod_weights().apply(zeros, rate)))
+
+
+def test_calibration_scores_the_agreeing_forecast_and_stores_it():
+    from nowcast.models.skill import score_method
+
+    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS)}
+    keys = candidates((0.0,), (0.0, 0.75), forms=("growth",), lifetimes=(3.0,))
+    weights, _, grid, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod",
+                                    trend_smoothing_px=4.0, trend_network_agrees=True)
+    assert weights.trend_network_agrees
+    own = score_method(_model(_agreeing()).predict, seqs["growth"], 8, LEADS)
+    assert grid[_agreeing().key(0)]["growth"]["csi@5"] == pytest.approx(own["csi@5"], abs=1e-12, nan_ok=True)
+
+
+def test_the_agreement_round_trips_old_entries_do_not_ask_and_a_broken_one_names_the_checkpoint():
+    weights = _agreeing(0.8)
+    entry = weights.to_metadata()
+    assert entry["trend_network_agrees"] is True and ChangeWeights.from_metadata(entry) == weights
+    old = {k: v for k, v in entry.items() if k != "trend_network_agrees"}
+    assert ChangeWeights.from_metadata(old).trend_network_agrees is False
+    assert weights.brief().count("(rho >= 0.8) and the network grows") == 1
+    with pytest.raises(CheckpointError, match="m.pt: invalid change_weights: trend_network_agrees must be true or false"):
+        ChangeWeights.from_metadata({**entry, "trend_network_agrees": "yes"}, "m.pt")
+
+
+def test_cli_records_the_agreement(tmp_path):
+    import torch
+
+    from nowcast.cli import main
+    from nowcast.models.predictor import Predictor
+    from nowcast.models.zoo import load_checkpoint, save_checkpoint
+    from tests.test_calibration import _validation
+    from tests.test_lagrangian import lagrangian_config
+
+    config = lagrangian_config(checkpoint=str(tmp_path / "m.pt"), calibration={"trend_frames": 6,
+                                                                                "trend_estimator": "minmod"})
+    torch.manual_seed(0)
+    save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
+    store = _validation(tmp_path, n=2, frames=6 + 6)
+    assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2",
+                 "--trend-network-agrees"]) == 0
+    entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
+    assert entry["trend_network_agrees"] is True and entry["command"].endswith("--trend-network-agrees")

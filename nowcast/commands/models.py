@@ -115,6 +115,10 @@ def models_calibrate(
         "--trend-persistence-min", min=-1.0, max=1.0,
         help="Add the trend only to scenes whose trend went on within their window (the correlation of the older "
              "and newer halves' rates at least this; -1: every scene). Default: the model config's.")] = None,
+    trend_network_agrees: Annotated[bool | None, typer.Option(
+        "--trend-network-agrees/--trend-everywhere",
+        help="Add the trend only where the network's own change grows over the hour (or wherever it is read). "
+             "Default: the model config's.")] = None,
     rule: Annotated[str | None, typer.Option(
         "--rule", help="Selection rule: 13, 14, 15 or best-worst-lead (docs/models.md). Default: the model config's.")] = None,
     trend_weights: Annotated[str | None, typer.Option(
@@ -157,7 +161,8 @@ def models_calibrate(
         weights_grid = None if trend_weights is None else _weights_list(trend_weights)
         settings = ckpt.config.calibration.resolve(
             trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing,
-            trend_persistence_min=trend_persistence_min, rule=rule, trend_weights=weights_grid)
+            trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees, rule=rule,
+            trend_weights=weights_grid)
         check_trend_reading(settings.trend_frames, settings.trend_estimator, settings.trend_smoothing_px,
                             settings.trend_persistence_min)
         check_trend_weights(settings.trend_weights)
@@ -172,6 +177,7 @@ def models_calibrate(
         + ([f"--trend-smoothing {settings.trend_smoothing_px:g}"] if settings.trend_smoothing_px else [])
         + ([f"--trend-persistence-min {settings.trend_persistence_min:g}"]
            if settings.trend_persistence_min > -1 else [])
+        + (["--trend-network-agrees"] if settings.trend_network_agrees else [])
         + ([f"--rule {settings.rule}"] if settings.rule != "15" else [])
         + ([f"--trend-weights {','.join(f'{w:g}' for w in settings.trend_weights)}"]
            if tuple(settings.trend_weights) != (0.0, 0.25, 0.5, 0.75, 1.0) else []))

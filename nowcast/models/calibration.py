@@ -239,6 +239,7 @@ class ChangeWeights:
     trend_estimator: str = "slope"
     trend_smoothing_px: float = 0.0
     trend_persistence_min: float = NO_GATE
+    trend_network_agrees: bool = False
 
     def __post_init__(self) -> None:
         if not self.trend:
@@ -271,6 +272,9 @@ class ChangeWeights:
         if not NO_GATE <= self.trend_persistence_min <= 1.0:  # NaN fails too
             raise ValueError(f"trend_persistence_min must be a correlation in [-1, 1] (-1: no gate), "
                              f"got {self.trend_persistence_min}")
+        if not isinstance(self.trend_network_agrees, (bool, np.bool_)):
+            raise ValueError(f"trend_network_agrees must be true or false, got {self.trend_network_agrees!r}")
+        object.__setattr__(self, "trend_network_agrees", bool(self.trend_network_agrees))
         if self.trend_persistence_min > NO_GATE and self.trend_frames < MINMOD_FRAMES:
             raise ValueError(f"the trend's persistence gate needs trend_frames >= {MINMOD_FRAMES} (two halves of "
                              f"three), got {self.trend_frames}")
@@ -279,13 +283,14 @@ class ChangeWeights:
     def constant(cls, growth: float, decay: float, leads: int, trend: float = 0.0,
                  trend_linearity_power: float = TREND_LINEARITY_POWER, trend_decay: float | None = None,
                  trend_lifetime: float = TREND_DAMPING_STEPS, trend_frames: int = 0, trend_estimator: str = "slope",
-                 trend_smoothing_px: float = 0.0, trend_persistence_min: float = NO_GATE) -> ChangeWeights:
+                 trend_smoothing_px: float = 0.0, trend_persistence_min: float = NO_GATE,
+                 trend_network_agrees: bool = False) -> ChangeWeights:
         """The same weights at every one of ``leads`` leads (``trend_decay`` ``None``: the signed trend)."""
         n = int(leads)
         trend_decay = float(trend if trend_decay is None else trend_decay)
         return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power),
                    (trend_decay,) * n, float(trend_lifetime), trend_frames, trend_estimator, float(trend_smoothing_px),
-                   float(trend_persistence_min))
+                   float(trend_persistence_min), bool(trend_network_agrees))
 
     @classmethod
     def from_key(cls, key: Sequence[float], leads: int, trend_linearity_power: float = TREND_LINEARITY_POWER,
@@ -298,6 +303,11 @@ class ChangeWeights:
     def uses_network(self) -> bool:
         """Whether any lead applies the network's change (else it need not run)."""
         return any(w > 0 for w in self.growth + self.decay)
+
+    @property
+    def needs_network(self) -> bool:
+        """Whether a forecast must run the network: to apply its change, or to read where it agrees with the trend."""
+        return self.uses_network or (self.uses_trend and self.trend_network_agrees)
 
     @property
     def uses_trend(self) -> bool:
@@ -335,7 +345,10 @@ class ChangeWeights:
         decay weight, plus :func:`trend_ramp` of ``rate`` (``(h, w)`` network
         units per step, :func:`window_trend`) times the trend weight where the
         rate is positive and the trend-decay weight where it is negative;
-        ``rate`` is needed only if :attr:`uses_trend`.
+        ``rate`` is needed only if :attr:`uses_trend`. With
+        :attr:`trend_network_agrees` the trend is added only where the
+        network's own (unweighted) ``change`` grows on average over the leads
+        (:func:`network_agreement`).
         """
         change = np.asarray(change)
         growth, decay, trend, trend_decay = self.per_lead(change.shape[0])
@@ -348,6 +361,8 @@ class ChangeWeights:
             rate = np.asarray(rate)
             if rate.shape != change.shape[1:]:
                 raise ValueError(f"trend rate of shape {rate.shape} for changes of shape {change.shape}")
+            if self.trend_network_agrees:
+                rate = network_agreement(rate, change)
             ramp = trend_ramp(change.shape[0], self.trend_lifetime).reshape(shape)
             out = out + ramp * (trend.reshape(shape) * np.maximum(rate, 0.0)[None]
                                 + trend_decay.reshape(shape) * np.minimum(rate, 0.0)[None])
@@ -370,6 +385,8 @@ class ChangeWeights:
                 text += f", rain smoothed {self.trend_smoothing_px:g} px"
             if self.trend_persistence_min > NO_GATE:
                 text += f", only where the scene's trend persisted (rho >= {self.trend_persistence_min:g})"
+            if self.trend_network_agrees:
+                text += " and the network grows"
             if self.trend_lifetime != TREND_DAMPING_STEPS:
                 text += f", lifetime {self.trend_lifetime:g} steps"
             text += f") x{weights(self.trend)}"
@@ -384,7 +401,8 @@ class ChangeWeights:
                 "trend_linearity_power": float(self.trend_linearity_power),
                 "trend_lifetime_steps": float(self.trend_lifetime), "trend_frames": int(self.trend_frames),
                 "trend_estimator": self.trend_estimator, "trend_smoothing_px": float(self.trend_smoothing_px),
-                "trend_persistence_min": float(self.trend_persistence_min), **provenance}
+                "trend_persistence_min": float(self.trend_persistence_min),
+                "trend_network_agrees": bool(self.trend_network_agrees), **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
@@ -395,7 +413,8 @@ class ChangeWeights:
         (thirteenth round) adds the signed trend with the 6-step lifetime; one
         without ``trend_frames`` (before the fifteenth) reads it over the
         network's window, as a slope, unsmoothed; one without
-        ``trend_persistence_min`` (before the sixteenth) adds it to every scene.
+        ``trend_persistence_min`` (before the sixteenth) adds it to every scene,
+        one without ``trend_network_agrees`` wherever the trend is read.
 
         Raises
         ------
@@ -413,7 +432,8 @@ class ChangeWeights:
                        float(entry.get("trend_lifetime_steps", TREND_DAMPING_STEPS)),
                        _whole(entry.get("trend_frames", 0)), str(entry.get("trend_estimator", "slope")),
                        float(entry.get("trend_smoothing_px", 0.0)),
-                       float(entry.get("trend_persistence_min", NO_GATE)))
+                       float(entry.get("trend_persistence_min", NO_GATE)),
+                       entry.get("trend_network_agrees", False))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
@@ -532,6 +552,18 @@ def _slope_rate(x: np.ndarray, linearity_power: float) -> np.ndarray:
     inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, :, None]
     with torch.no_grad():
         return trend_rate(inputs, linearity_power=float(linearity_power))[0, 0].numpy()
+
+
+def network_agreement(rate: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """``rate`` kept only where the network's ``(leads, h, w)`` change grows on average over the leads, else 0.
+
+    Why (sixteenth round, step 5): a cell that grew steadily through the
+    window and is about to decay reads as a persisting growth; the network was
+    trained on days whose cells are born, grow and die, and its own change
+    carried information about the days' next hour that no trend did.
+    """
+    grows = np.asarray(change, dtype=np.float64).mean(axis=0) > 0
+    return np.where(grows, rate, 0.0).astype(np.asarray(rate).dtype, copy=False)
 
 
 def minmod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -715,7 +747,8 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
                keys: Sequence[Sequence[float]] | None = None,
                trend_linearity_power: float = TREND_LINEARITY_POWER, motion_frames: int | None = None,
                per_sequence: dict | None = None,
-               trend: Callable[[np.ndarray, float], np.ndarray] | None = None) -> GridScores:
+               trend: Callable[[np.ndarray, float], np.ndarray] | None = None,
+               network_agrees: bool = False) -> GridScores:
     """Per-lead scores of a Lagrangian forecast under every candidate's weights, on every validation set.
 
     The motion, the moved window (:func:`nowcast.models.lagrangian.prepare`),
@@ -753,12 +786,16 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
         ``(moved frames, linearity power) -> (h, w)`` rate the weights add
         (default :func:`window_trend`, what a forecast adds); another
         estimator only for experiments (``benchmarks/trend_consistency.py``).
+    network_agrees
+        Every candidate adds its trend only where the network grows
+        (:attr:`ChangeWeights.trend_network_agrees`).
     """
     from nowcast.models import lagrangian
     from nowcast.models.skill import csi_counts, csi_from_counts
 
     keys = [as_candidate(key) for key in (keys or candidates())]
-    weights = {key: ChangeWeights.from_key(key, leads, trend_linearity_power) for key in keys}
+    weights = {key: replace(ChangeWeights.from_key(key, leads, trend_linearity_power),
+                            trend_network_agrees=bool(network_agrees)) for key in keys}
     trended = any(w.uses_trend for w in weights.values())
     out: GridScores = {key: {} for key in keys}
     for name, seqs in sequences.items():
@@ -820,7 +857,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               keys: Sequence[Sequence[float]] | None = None, tie_break: str = "least-change", trend_frames: int = 0,
               trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
               trend_persistence_min: float = NO_GATE, tie: float = TIE,
-              trend_grid: Sequence[float] = TREND_GRID):
+              trend_grid: Sequence[float] = TREND_GRID, trend_network_agrees: bool = False):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -833,6 +870,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     how every candidate's trend is read (:func:`window_trend`), stored with
     the chosen weights. ``tie``: the rule's worst-lead tolerance
     (:func:`choose_candidate`; 0: "best worst lead"; :data:`SELECTION_RULES`).
+    ``trend_network_agrees``: every candidate adds its trend only where the
+    network grows (:func:`network_agreement`), stored with the chosen weights.
     ``trend_grid``: the trend weights of the candidates when ``keys`` is not
     given (:func:`candidates`; :data:`EXTENDED_TREND_GRID` adds 1.5 and 2).
 
@@ -859,8 +898,10 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                       forecaster.config.motion.method, keys,
                       motion_frames=n_in if history > n_in else None,
                       trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px,
-                                                          trend_persistence_min))
+                                                          trend_persistence_min),
+                      network_agrees=trend_network_agrees)
     weights, summaries = choose_weights(grid, references, leads, tie_break, tie)
     weights = replace(weights, trend_frames=history if history > n_in else 0, trend_estimator=trend_estimator,
-                      trend_smoothing_px=float(trend_smoothing_px), trend_persistence_min=float(trend_persistence_min))
+                      trend_smoothing_px=float(trend_smoothing_px), trend_persistence_min=float(trend_persistence_min),
+                      trend_network_agrees=bool(trend_network_agrees))
     return weights, summaries, grid, references

@@ -163,6 +163,9 @@ class CalibrationConfig(StrictModel):
         -1.0, ge=-1.0, le=1.0, description="Add the trend only to a scene whose trend went on within its window: "
                                            "the correlation of its older and newer halves' rates at least this "
                                            "(-1: every scene; needs trend_frames >= 6).")
+    trend_network_agrees: bool = Field(
+        False, description="Add the trend only where the network's own change grows over the hour "
+                           "(the network then runs even if its change is weighed by 0).")
     rule: Literal["13", "14", "15", "best-worst-lead"] = Field(
         "15", description="The selection rule that chooses the weights (nowcast.models.calibration.SELECTION_RULES).")
     trend_weights: tuple[float, ...] = Field(
@@ -188,7 +191,8 @@ class CalibrationConfig(StrictModel):
         tie_break, tie = SELECTION_RULES[self.rule]
         return {"trend_frames": int(self.trend_frames), "trend_estimator": self.trend_estimator,
                 "trend_smoothing_px": float(self.trend_smoothing_px),
-                "trend_persistence_min": float(self.trend_persistence_min), "tie_break": tie_break, "tie": tie,
+                "trend_persistence_min": float(self.trend_persistence_min),
+                "trend_network_agrees": bool(self.trend_network_agrees), "tie_break": tie_break, "tie": tie,
                 "trend_grid": tuple(float(w) for w in self.trend_weights)}
 
 

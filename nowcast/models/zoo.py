@@ -540,7 +540,7 @@ class Forecaster:
         model: the forecast is extrapolation plus the weighted trend).
         """
         weights = self.change_weights
-        if weights is not None and not weights.uses_network:  # weighed by 0: the network's change is not used
+        if weights is not None and not weights.needs_network:  # weighed by 0: the network's change is not used
             change = np.zeros((int(leads), *np.shape(x)[1:]), dtype=np.float32)
         else:
             change = (raw or self._raw_changes)(x[-int(self.config.input_frames):], leads)
