@@ -315,6 +315,9 @@ def test_a_choice_file_is_read_with_its_trend_reading_and_gate():
             weights.trend_persistence_min) == (8, "minmod", 4.0, 0.8)
     old = choice_weights({"history": 4, "chosen": [0, 0, 0.5]})  # a fourteenth-round file: slope, every scene
     assert (old.trend_frames, old.trend_estimator, old.trend_persistence_min) == (0, "slope", NO_GATE)
+    assert not weights.trend_network_agrees and not old.trend_network_agrees
+    assert choice_weights({"history": 8, "chosen": [0, 0, 1.5, 0, 6], "trend_estimator": "minmod",
+                           "trend_network_agrees": True}).trend_network_agrees
 
 
 def test_the_network_agreeing_trend_keeps_the_rate_only_where_the_network_grows():
@@ -362,7 +365,8 @@ def test_wide_validation_stores_are_made_with_more_windows_of_the_days(tmp_path,
 def test_the_trend_is_added_only_where_the_networks_own_change_grows():
     change = np.zeros((3, 4, 6), dtype=np.float32)
     change[:, :, :3] = 0.2  # grows on the left
-    change[:, :, 3:] = -0.2
+    change[:, :, 3:5] = -0.2
+    change[:, :, 5] = [[0.1], [0.0], [-0.1]]  # exactly 0 on average over the leads: does not grow
     rate = np.full((4, 6), 0.1, dtype=np.float32)
     agreeing = ChangeWeights.constant(0.0, 0.0, 3, trend=1.0, trend_decay=0.0, trend_lifetime=3.0,
                                       trend_network_agrees=True)
@@ -406,7 +410,12 @@ def test_calibration_scores_the_agreeing_forecast_and_stores_it():
                                     trend_smoothing_px=4.0, trend_network_agrees=True)
     assert weights.trend_network_agrees
     own = score_method(_model(_agreeing()).predict, seqs["growth"], 8, LEADS)
-    assert grid[_agreeing().key(0)]["growth"]["csi@5"] == pytest.approx(own["csi@5"], abs=1e-12, nan_ok=True)
+    key = _agreeing().key(0)
+    for t in ("csi@1", "csi@5"):
+        assert grid[key]["growth"][t] == pytest.approx(own[t], abs=1e-12, nan_ok=True)
+    _, _, everywhere, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod",
+                                    trend_smoothing_px=4.0)
+    assert 0 < grid[key]["growth"]["change"] < everywhere[key]["growth"]["change"]  # the edges the network decays
 
 
 def test_the_agreement_round_trips_old_entries_do_not_ask_and_a_broken_one_names_the_checkpoint():
