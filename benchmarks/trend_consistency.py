@@ -69,7 +69,7 @@ def estimators(forecaster=None):
     With ``forecaster``: also the gated trend only where its network's own
     change, averaged over the hour, grows (:func:`network_agrees`).
     """
-    from nowcast.models.calibration import window_trend
+    from nowcast.models.calibration import NO_GATE, window_trend
 
     def agreeing(x: np.ndarray, power: float) -> np.ndarray:
         old, new = window_trend(x[:-NETWORK_FRAMES], power), window_trend(x[-NETWORK_FRAMES:], power)
@@ -78,8 +78,8 @@ def estimators(forecaster=None):
     def read(estimator: str, sigma: float = 0.0):
         return lambda x, power: window_trend(x, power, estimator, sigma)
 
-    def gated(persistence_min: float):
-        return lambda x, power: window_trend(x, power, "minmod", 4.0, persistence_min)
+    def gated(persistence_min: float, align: bool = False):
+        return lambda x, power: window_trend(x, power, "minmod", 4.0, persistence_min, align)
 
     return {"8 frames": window_trend,
             "4 frames": lambda x, power: window_trend(x[-NETWORK_FRAMES:], power),
@@ -89,7 +89,11 @@ def estimators(forecaster=None):
             **{f"minmod smoothed {s:g}": read("minmod", s) for s in SIGMAS},
             **{f"minmod smoothed 4, persisting {t:g}": gated(t) for t in GATES},
             **({f"minmod smoothed 4, persisting {t:g}, network agrees": network_agrees(gated(t), forecaster)
-                for t in GATES} if forecaster is not None else {})}
+                for t in GATES} if forecaster is not None else {}),
+            "minmod smoothed 4, aligned": gated(NO_GATE, align=True),
+            **{f"minmod smoothed 4, persisting {t:g}, aligned": gated(t, align=True) for t in GATES},
+            **({f"minmod smoothed 4, persisting {t:g}, network agrees, aligned":
+                network_agrees(gated(t, align=True), forecaster) for t in GATES} if forecaster is not None else {})}
 
 
 def network_agrees(rate, forecaster):

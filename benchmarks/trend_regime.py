@@ -48,7 +48,7 @@ THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 DAYS, GROWTH = ("simulated day", "other day"), "growth"
 
 
-def scene_rows(sequences: np.ndarray, normaliser, motion_method: str) -> list[dict[str, float]]:
+def scene_rows(sequences: np.ndarray, normaliser, motion_method: str, align: bool = False) -> list[dict[str, float]]:
     """Per sequence: ``rho`` (in-window persistence), ``future`` (correlation) and ``weight`` at :data:`FUTURE_LEAD`."""
     from benchmarks.trend_persistence import realized_change
     from nowcast.baselines import trend_ramp
@@ -62,8 +62,8 @@ def scene_rows(sequences: np.ndarray, normaliser, motion_method: str) -> list[di
         prepared = lagrangian.prepare(seq[:HISTORY], LEADS, normaliser, motion_method, motion_frames=NETWORK_FRAMES)
         if not prepared.wet:
             continue
-        rho = scene_persistence(prepared.inputs, smoothing_px=SMOOTHING)
-        rate = np.maximum(window_trend(prepared.inputs, estimator="minmod", smoothing_px=SMOOTHING), 0.0)
+        rho = scene_persistence(prepared.inputs, smoothing_px=SMOOTHING, align=align)
+        rate = np.maximum(window_trend(prepared.inputs, estimator="minmod", smoothing_px=SMOOTHING, align=align), 0.0)
         change, known = realized_change(prepared, seq[HISTORY : HISTORY + LEADS])
         use = known[k] & (rate > 0)
         future, weight = float("nan"), float("nan")
@@ -130,6 +130,8 @@ def sep_text(interval: list[float] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", type=int, default=64, help="First N sequences of each validation set.")
+    parser.add_argument("--align", action="store_true",
+                        help="Read ρ and the trend with each half's residual displacement removed (step 6).")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     seqs = read_validation(list(stores.values()), args.sequences, HISTORY + LEADS)
     by_set = {}
     for label, path in stores.items():
-        by_set[label] = scene_rows(seqs[path.name], forecaster.normaliser, forecaster.config.motion.method)
+        by_set[label] = scene_rows(seqs[path.name], forecaster.normaliser, forecaster.config.motion.method, args.align)
         log.info("%s: %d scenes read", label, len(by_set[label]))
     result = {"validation": [p.name for p in stores.values()], **summary(by_set), "scenes": by_set}
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -465,7 +465,7 @@ def _whole(value: Any) -> int:
 
 
 def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, estimator: str = "slope",
-                 smoothing_px: float = 0.0, persistence_min: float = NO_GATE) -> np.ndarray:
+                 smoothing_px: float = 0.0, persistence_min: float = NO_GATE, align: bool = False) -> np.ndarray:
     """The Lagrangian window's growth rate ``(h, w)``, network units per step.
 
     ``x``: ``(T, h, w)`` normalised Lagrangian frames (what the network reads;
@@ -483,32 +483,71 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     smoothed 4 px lost 0.006 for +0.15, and allowed +0.11 at a worst lead of
     -0.0044 where the slope allowed +0.07. ``persistence_min`` above -1: all
     0 unless the scene's :func:`scene_persistence` (read from the same
-    smoothed frames) is at least that (sixteenth round).
+    smoothed frames) is at least that (sixteenth round). ``align``: each
+    rate (each half's, for the minmod and the persistence) has its residual
+    displacement removed first (:func:`remove_displacement`).
     """
     if estimator not in TREND_ESTIMATORS:
         raise ValueError(f"unknown trend estimator {estimator!r}: choose from {list(TREND_ESTIMATORS)}")
     x = np.asarray(x, dtype=np.float32)
     if smoothing_px > 0:
         x = smooth_within_rain(x, smoothing_px)
-    halves = half_rates(x, linearity_power) if estimator == "minmod" or persistence_min > NO_GATE else None
-    rate = minmod(*halves) if estimator == "minmod" else _slope_rate(x, linearity_power)
+    halves = half_rates(x, linearity_power, align) if estimator == "minmod" or persistence_min > NO_GATE else None
+    if estimator == "minmod":
+        rate = minmod(*halves)
+    else:
+        rate = _slope_rate(x, linearity_power)
+        rate = remove_displacement(rate, x[-1]) if align else rate
     if persistence_min > NO_GATE and rate_correlation(*halves) < persistence_min:
         return np.zeros_like(rate)
     return rate
 
 
-def half_rates(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER) -> tuple[np.ndarray, np.ndarray]:
+def half_rates(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER,
+               align: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The rates ``(h, w)`` read over the older and over the newer half of moved frames ``x`` (older first).
 
     What the minmod estimator limits and :func:`scene_persistence` correlates;
-    ``x`` as the caller reads it (smoothed or not).
+    ``x`` as the caller reads it (smoothed or not). ``align``: each with its
+    residual displacement removed (:func:`remove_displacement`, on the
+    gradient of the half's newest frame).
     """
     half = x.shape[0] // 2
-    return _slope_rate(x[:half], linearity_power), _slope_rate(x[half:], linearity_power)
+    older, newer = _slope_rate(x[:half], linearity_power), _slope_rate(x[half:], linearity_power)
+    if align:
+        older, newer = remove_displacement(older, x[half - 1]), remove_displacement(newer, x[-1])
+    return older, newer
+
+
+def remove_displacement(rate: np.ndarray, field: np.ndarray, min_pixels: int = MIN_PERSISTENCE_PIXELS) -> np.ndarray:
+    """``rate`` less the part a residual displacement of ``field`` explains: growth that is only misplaced rain.
+
+    An older frame moved to the analysis time by a slightly wrong motion is
+    displaced, so the rate read over the window picks up ``∇field · d``:
+    growth where the error moves the rain, decay on the other side, the same
+    in every half (sixteenth round: why a field that only moves reads as a
+    persistent trend). Here ``d`` is affine over the scene (a residual
+    translation, rotation, shear and divergence: six numbers), fitted by
+    least squares to the rate over its non-zero pixels, and its part is
+    removed there; zeros stay zero. Fewer than ``min_pixels``: unchanged.
+    """
+    rate = np.asarray(rate)
+    use = rate != 0
+    if int(use.sum()) < int(min_pixels):
+        return rate
+    gy, gx = np.gradient(np.asarray(field, dtype=np.float64))
+    ny, nx = rate.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    yy, xx = (yy - (ny - 1) / 2) / max(ny, 1), (xx - (nx - 1) / 2) / max(nx, 1)
+    design = np.stack([gx, gx * xx, gx * yy, gy, gy * xx, gy * yy], axis=-1)[use]
+    coef, *_ = np.linalg.lstsq(design, rate[use].astype(np.float64), rcond=None)
+    out = rate.astype(np.float64, copy=True)
+    out[use] -= design @ coef
+    return out.astype(rate.dtype, copy=False)
 
 
 def scene_persistence(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, smoothing_px: float = 0.0,
-                      min_pixels: int = MIN_PERSISTENCE_PIXELS) -> float:
+                      min_pixels: int = MIN_PERSISTENCE_PIXELS, align: bool = False) -> float:
     """How far the scene's trend went on within its window: one number per forecast, read from the frames alone.
 
     The Pearson correlation, over the pixels where both are read (non-zero),
@@ -529,7 +568,7 @@ def scene_persistence(x: np.ndarray, linearity_power: float = TREND_LINEARITY_PO
                          f"got {x.shape[0]}")
     if smoothing_px > 0:
         x = smooth_within_rain(x, smoothing_px)
-    return rate_correlation(*half_rates(x, linearity_power), min_pixels=min_pixels)
+    return rate_correlation(*half_rates(x, linearity_power, align), min_pixels=min_pixels)
 
 
 def rate_correlation(older: np.ndarray, newer: np.ndarray, min_pixels: int = MIN_PERSISTENCE_PIXELS) -> float:
