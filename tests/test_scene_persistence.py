@@ -447,3 +447,46 @@ def test_cli_records_the_agreement(tmp_path):
                  "--trend-network-agrees"]) == 0
     entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
     assert entry["trend_network_agrees"] is True and entry["command"].endswith("--trend-network-agrees")
+
+
+# ------------------------------------------------------------------ the residual displacement (step 6)
+def _blobs(shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
+    """A smooth rain field (network units, dry 0) of a few cells, shifted by a sub-pixel amount."""
+    y, x = np.mgrid[: SHAPE[0], : SHAPE[1]].astype(np.float64)
+    field = np.zeros(SHAPE)
+    for cy, cx, a in ((12, 14, 1.0), (20, 27, 0.8), (9, 30, 0.6)):
+        field += a * np.exp(-((x - cx - shift_x) ** 2 + (y - cy - shift_y) ** 2) / 18.0)
+    return np.where(field > 0.02, field, 0.0)  # network units: the rain starts near 0 at its edge
+
+
+def test_a_displacement_read_as_growth_is_removed_and_a_growth_is_kept():
+    from nowcast.models.calibration import remove_displacement
+
+    field = _blobs()
+    wet = field > 0
+    both = wet & (_blobs(0.3, -0.2) > 0)
+    shifted = (field - _blobs(0.3, -0.2)) * both  # rain moved by (0.3, -0.2) px: "growth" on one side only
+    wet = both
+    kept = remove_displacement(shifted.astype(np.float32), field, sigma=0.0)  # a rate not smoothed
+    assert np.abs(kept[wet]).mean() < 0.2 * np.abs(shifted[wet]).mean()
+    growth = (0.05 * wet).astype(np.float32)  # the whole scene grows
+    assert remove_displacement(growth, field)[wet].mean() > 0.8 * 0.05
+    assert not remove_displacement(growth, field)[~wet].any()  # dry stays dry
+    few = np.zeros(SHAPE, dtype=np.float32)
+    few[1, 1:5] = 0.1
+    np.testing.assert_array_equal(remove_displacement(few, field), few)  # too few pixels: unchanged
+
+
+def test_a_field_that_only_moves_reads_persistent_growth_and_aligned_far_less_of_it():
+    """Older frames moved by a motion slightly wrong: displaced by k x the error, the same in both halves."""
+    frames = np.stack([_blobs(0.15 * (7 - k), 0.1 * (7 - k)) for k in range(8)]).astype(np.float32)
+    assert scene_persistence(frames) > 0.8  # the misalignment persists: it opens the gate
+    wet = frames[-1] > 0
+    plain = np.abs(window_trend(frames, 4.0, "minmod"))[wet].mean()
+    aligned = np.abs(window_trend(frames, 4.0, "minmod", align=True))[wet].mean()
+    assert aligned < 0.3 * plain
+    rates = _field(8)
+    growing = _scene(rates, rates)
+    assert scene_persistence(growing, align=True) > 0.8  # a growth that goes on still persists
+    rotated = np.stack([np.rot90(_blobs(), 0) for _ in range(8)]).astype(np.float32)  # nothing moves: no rate at all
+    assert not window_trend(rotated, 4.0, "minmod", align=True).any()

@@ -519,27 +519,38 @@ def half_rates(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER,
     return older, newer
 
 
-def remove_displacement(rate: np.ndarray, field: np.ndarray, min_pixels: int = MIN_PERSISTENCE_PIXELS) -> np.ndarray:
+def remove_displacement(rate: np.ndarray, field: np.ndarray, min_pixels: int = MIN_PERSISTENCE_PIXELS,
+                        sigma: float | None = None) -> np.ndarray:
     """``rate`` less the part a residual displacement of ``field`` explains: growth that is only misplaced rain.
 
     An older frame moved to the analysis time by a slightly wrong motion is
     displaced, so the rate read over the window picks up ``∇field · d``:
     growth where the error moves the rain, decay on the other side, the same
     in every half (sixteenth round: why a field that only moves reads as a
-    persistent trend). Here ``d`` is affine over the scene (a residual
-    translation, rotation, shear and divergence: six numbers), fitted by
-    least squares to the rate over its non-zero pixels, and its part is
-    removed there; zeros stay zero. Fewer than ``min_pixels``: unchanged.
+    persistent trend). Here ``d`` is a residual translation and rotation
+    of the scene (three numbers), fitted by least squares to the rate over
+    its non-zero pixels, and its part is removed there; zeros stay zero.
+    Fewer than ``min_pixels``: unchanged. Not a divergence: a cell growing in
+    place reads like one expanding, and a fit with divergence (and shear)
+    removed 40 % of a uniform growth in the tests. Each column of the fit is
+    smoothed over the rain as the rate was (``sigma``, default
+    :data:`nowcast.models.predictor.TREND_SIGMA_PX`), so that a displacement's
+    smoothed rate is what is fitted.
     """
+    from nowcast.models.predictor import TREND_SIGMA_PX
+
     rate = np.asarray(rate)
     use = rate != 0
     if int(use.sum()) < int(min_pixels):
         return rate
-    gy, gx = np.gradient(np.asarray(field, dtype=np.float64))
+    field = np.asarray(field, dtype=np.float64)
+    gy, gx = np.gradient(field)
     ny, nx = rate.shape
     yy, xx = np.mgrid[:ny, :nx]
     yy, xx = (yy - (ny - 1) / 2) / max(ny, 1), (xx - (nx - 1) / 2) / max(nx, 1)
-    design = np.stack([gx, gx * xx, gx * yy, gy, gy * xx, gy * yy], axis=-1)[use]
+    columns = smooth_within_rain(np.stack([gx, gy, gy * xx - gx * yy]) * (field > 0), TREND_SIGMA_PX
+                                 if sigma is None else sigma, wet=field > 0)  # d = (a - w y, b + w x)
+    design = np.moveaxis(columns, 0, -1)[use]
     coef, *_ = np.linalg.lstsq(design, rate[use].astype(np.float64), rcond=None)
     out = rate.astype(np.float64, copy=True)
     out[use] -= design @ coef
@@ -611,15 +622,17 @@ def minmod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         np.result_type(a, b), copy=False)
 
 
-def smooth_within_rain(x: np.ndarray, sigma: float) -> np.ndarray:
+def smooth_within_rain(x: np.ndarray, sigma: float, wet: np.ndarray | None = None) -> np.ndarray:
     """Every frame of ``x`` (network units, dry exactly 0) smoothed over its wet pixels; dry stays dry.
 
     A Gaussian of ``sigma`` pixels normalised by the smoothed wet mask, so a
-    rain edge is not pulled towards the dry zero around it.
+    rain edge is not pulled towards the dry zero around it. ``wet``: one
+    ``(h, w)`` mask for every frame instead of each frame's ``x > 0`` (for
+    frames of any sign).
     """
     from scipy.ndimage import gaussian_filter
 
-    wet = (x > 0).astype(np.float64)
+    wet = ((x > 0) if wet is None else np.broadcast_to(np.asarray(wet, dtype=bool), x.shape)).astype(np.float64)
     out = np.zeros_like(x)
     for k in range(x.shape[0]):
         num = gaussian_filter(x[k] * wet[k], sigma)
