@@ -245,12 +245,13 @@ def record_change_weights(checkpoint: Path, weights, summaries: dict, stores: li
     chosen = summaries[weights.key(0)]
     entry = weights.to_metadata(
         validation=[store.name for store in stores], sequences={name: len(v) for name, v in sequences.items()},
-        worst_lead_difference=chosen["worst"], network_worst_lead_difference=summaries[NETWORK]["worst"],
+        worst_lead_difference=chosen["worst"],
+        network_worst_lead_difference=summaries[NETWORK]["worst"] if NETWORK in summaries else None,
         mean_csi5=chosen["csi5"], mean_applied_change=chosen.get("change"), command=command,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra)
     digest = update_metadata(checkpoint, change_weights=entry)
-    log.info("%s: %s (worst lead on validation %+.4f, the network as trained %+.4f); sha256 %s", checkpoint,
-             weights.brief(), chosen["worst"], summaries[NETWORK]["worst"], digest[:12])
+    log.info("%s: %s (worst lead on validation %+.4f); sha256 %s", checkpoint, weights.brief(), chosen["worst"],
+             digest[:12])
     return entry
 
 

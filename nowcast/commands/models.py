@@ -81,12 +81,12 @@ def _print_table(listing: dict) -> None:
     console.print(table)
 
 
-def _weights_list(text: str) -> tuple[float, ...]:
+def _weights_list(text: str, option: str) -> tuple[float, ...]:
     """``0,0.25,1`` as numbers; a one-line ValueError naming the option otherwise."""
     try:
         return tuple(float(w) for w in text.split(","))
     except ValueError:
-        raise ValueError(f"--trend-weights {text!r}: give comma-separated numbers, e.g. 0,0.25,0.5,1") from None
+        raise ValueError(f"{option} {text!r}: give comma-separated numbers, e.g. 0,0.25,0.5,1") from None
 
 
 @models_app.command("calibrate")
@@ -119,6 +119,19 @@ def models_calibrate(
         "--trend-network-agrees/--trend-everywhere",
         help="Add the trend only where the network's own change grows over the hour (or wherever it is read). "
              "Default: the model config's.")] = None,
+    trend_align: Annotated[bool | None, typer.Option(
+        "--trend-align/--no-trend-align",
+        help="Remove from the trend the growth a residual displacement of the older frames explains (a translation "
+             "and a rotation fitted per scene). Default: the model config's.")] = None,
+    network_weights: Annotated[str | None, typer.Option(
+        "--network-weights", help="Comma-separated weights of the network's growth and decay tried (e.g. 0). "
+                                  "Default: the model config's.")] = None,
+    trend_forms: Annotated[str | None, typer.Option(
+        "--trend-forms", help="Comma-separated forms of the trend tried: signed, growth. Default: the model config's.")
+    ] = None,
+    trend_lifetimes: Annotated[str | None, typer.Option(
+        "--trend-lifetimes", help="Comma-separated e-folding lifetimes of the trend tried, in steps (e.g. 3,6,12). "
+                                  "Default: the model config's.")] = None,
     rule: Annotated[str | None, typer.Option(
         "--rule", help="Selection rule: 13, 14, 15 or best-worst-lead (docs/models.md). Default: the model config's.")] = None,
     trend_weights: Annotated[str | None, typer.Option(
@@ -147,8 +160,8 @@ def models_calibrate(
     from nowcast.models.calibration import (
         SELECTION_RULES,
         ChangeWeights,
+        check_trend_grid,
         check_trend_reading,
-        check_trend_weights,
     )
     from nowcast.models.skill import update_metadata
     from nowcast.models.zoo import load_named_checkpoint
@@ -158,14 +171,19 @@ def models_calibrate(
     ckpt = load_named_checkpoint(model, home)
     # the options override the model config's calibration section
     try:  # an impossible setting is refused in one line before minutes of scoring
-        weights_grid = None if trend_weights is None else _weights_list(trend_weights)
+        weights_grid = None if trend_weights is None else _weights_list(trend_weights, "--trend-weights")
+        network_grid = None if network_weights is None else _weights_list(network_weights, "--network-weights")
+        lifetimes = None if trend_lifetimes is None else _weights_list(trend_lifetimes, "--trend-lifetimes")
+        forms = None if trend_forms is None else tuple(f.strip() for f in trend_forms.split(","))
         settings = ckpt.config.calibration.resolve(
             trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing,
-            trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees, rule=rule,
-            trend_weights=weights_grid)
+            trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees,
+            trend_align=trend_align, rule=rule, trend_weights=weights_grid, network_weights=network_grid,
+            trend_forms=forms, trend_lifetimes=lifetimes)
         check_trend_reading(settings.trend_frames, settings.trend_estimator, settings.trend_smoothing_px,
                             settings.trend_persistence_min)
-        check_trend_weights(settings.trend_weights)
+        check_trend_grid(settings.network_weights, settings.trend_weights, settings.trend_forms,
+                         settings.trend_lifetimes)
         if settings.rule not in SELECTION_RULES:
             raise ValueError(f"unknown rule {settings.rule!r}: choose from {', '.join(SELECTION_RULES)}")
     except ValueError as exc:
@@ -178,9 +196,16 @@ def models_calibrate(
         + ([f"--trend-persistence-min {settings.trend_persistence_min:g}"]
            if settings.trend_persistence_min > -1 else [])
         + (["--trend-network-agrees"] if settings.trend_network_agrees else [])
+        + (["--trend-align"] if settings.trend_align else [])
         + ([f"--rule {settings.rule}"] if settings.rule != "15" else [])
         + ([f"--trend-weights {','.join(f'{w:g}' for w in settings.trend_weights)}"]
-           if tuple(settings.trend_weights) != (0.0, 0.25, 0.5, 0.75, 1.0) else []))
+           if tuple(settings.trend_weights) != (0.0, 0.25, 0.5, 0.75, 1.0) else [])
+        + ([f"--network-weights {','.join(f'{w:g}' for w in settings.network_weights)}"]
+           if tuple(settings.network_weights) != (0.0, 0.25, 0.5, 0.75, 1.0) else [])
+        + ([f"--trend-forms {','.join(settings.trend_forms)}"]
+           if tuple(settings.trend_forms) != ("signed", "growth") else [])
+        + ([f"--trend-lifetimes {','.join(f'{v:g}' for v in settings.trend_lifetimes)}"]
+           if tuple(settings.trend_lifetimes) != (3.0, 6.0, 12.0) else []))
     try:
         entry = calibrate_target(ckpt.path, sequences, stores=list(validation) if validation else None, command=command,
                                  settings=settings)
@@ -200,4 +225,6 @@ def models_calibrate(
                                "HOME/models and calibrate the copy") from exc
     weights = ChangeWeights.from_metadata(entry, ckpt.path)
     typer.echo(f"{ckpt.path}: {weights.brief()} (worst lead on validation "
-               f"{entry['worst_lead_difference']:+.4f}, the network as trained {entry['network_worst_lead_difference']:+.4f})")
+               f"{entry['worst_lead_difference']:+.4f}"
+               + ("" if entry.get("network_worst_lead_difference") is None
+                  else f", the network as trained {entry['network_worst_lead_difference']:+.4f}") + ")")

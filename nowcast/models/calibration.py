@@ -240,6 +240,7 @@ class ChangeWeights:
     trend_smoothing_px: float = 0.0
     trend_persistence_min: float = NO_GATE
     trend_network_agrees: bool = False
+    trend_align: bool = False
 
     def __post_init__(self) -> None:
         if not self.trend:
@@ -275,6 +276,9 @@ class ChangeWeights:
         if not isinstance(self.trend_network_agrees, (bool, np.bool_)):
             raise ValueError(f"trend_network_agrees must be true or false, got {self.trend_network_agrees!r}")
         object.__setattr__(self, "trend_network_agrees", bool(self.trend_network_agrees))
+        if not isinstance(self.trend_align, (bool, np.bool_)):
+            raise ValueError(f"trend_align must be true or false, got {self.trend_align!r}")
+        object.__setattr__(self, "trend_align", bool(self.trend_align))
         if self.trend_persistence_min > NO_GATE and self.trend_frames < MINMOD_FRAMES:
             raise ValueError(f"the trend's persistence gate needs trend_frames >= {MINMOD_FRAMES} (two halves of "
                              f"three), got {self.trend_frames}")
@@ -284,13 +288,13 @@ class ChangeWeights:
                  trend_linearity_power: float = TREND_LINEARITY_POWER, trend_decay: float | None = None,
                  trend_lifetime: float = TREND_DAMPING_STEPS, trend_frames: int = 0, trend_estimator: str = "slope",
                  trend_smoothing_px: float = 0.0, trend_persistence_min: float = NO_GATE,
-                 trend_network_agrees: bool = False) -> ChangeWeights:
+                 trend_network_agrees: bool = False, trend_align: bool = False) -> ChangeWeights:
         """The same weights at every one of ``leads`` leads (``trend_decay`` ``None``: the signed trend)."""
         n = int(leads)
         trend_decay = float(trend if trend_decay is None else trend_decay)
         return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power),
                    (trend_decay,) * n, float(trend_lifetime), trend_frames, trend_estimator, float(trend_smoothing_px),
-                   float(trend_persistence_min), bool(trend_network_agrees))
+                   float(trend_persistence_min), bool(trend_network_agrees), bool(trend_align))
 
     @classmethod
     def from_key(cls, key: Sequence[float], leads: int, trend_linearity_power: float = TREND_LINEARITY_POWER,
@@ -321,7 +325,7 @@ class ChangeWeights:
         :func:`scene_persistence` is below it.
         """
         return window_trend(x, self.trend_linearity_power, self.trend_estimator, self.trend_smoothing_px,
-                            self.trend_persistence_min)
+                            self.trend_persistence_min, self.trend_align)
 
     def history_frames(self, input_frames: int) -> int:
         """Frames a forecast under these weights reads: the network's ``input_frames``, or more for the trend."""
@@ -383,6 +387,8 @@ class ChangeWeights:
                 text += " as the minmod of its halves"
             if self.trend_smoothing_px:
                 text += f", rain smoothed {self.trend_smoothing_px:g} px"
+            if self.trend_align:
+                text += ", residual displacement removed"
             if self.trend_persistence_min > NO_GATE:
                 text += f", only where the scene's trend persisted (rho >= {self.trend_persistence_min:g})"
             if self.trend_network_agrees:
@@ -402,7 +408,8 @@ class ChangeWeights:
                 "trend_lifetime_steps": float(self.trend_lifetime), "trend_frames": int(self.trend_frames),
                 "trend_estimator": self.trend_estimator, "trend_smoothing_px": float(self.trend_smoothing_px),
                 "trend_persistence_min": float(self.trend_persistence_min),
-                "trend_network_agrees": bool(self.trend_network_agrees), **provenance}
+                "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
+                **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
@@ -414,7 +421,8 @@ class ChangeWeights:
         without ``trend_frames`` (before the fifteenth) reads it over the
         network's window, as a slope, unsmoothed; one without
         ``trend_persistence_min`` (before the sixteenth) adds it to every scene,
-        one without ``trend_network_agrees`` wherever the trend is read.
+        one without ``trend_network_agrees`` wherever the trend is read, one
+        without ``trend_align`` without removing a residual displacement.
 
         Raises
         ------
@@ -433,7 +441,7 @@ class ChangeWeights:
                        _whole(entry.get("trend_frames", 0)), str(entry.get("trend_estimator", "slope")),
                        float(entry.get("trend_smoothing_px", 0.0)),
                        float(entry.get("trend_persistence_min", NO_GATE)),
-                       entry.get("trend_network_agrees", False))
+                       entry.get("trend_network_agrees", False), entry.get("trend_align", False))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
@@ -454,6 +462,23 @@ def check_trend_weights(weights: Sequence[float]) -> None:
     values = np.asarray(list(weights), dtype=np.float64)
     if values.size == 0 or not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > MAX_WEIGHT:
         raise ValueError(f"trend weights must be one or more numbers in [0, {MAX_WEIGHT:g}], got {list(weights)}")
+
+
+def check_trend_grid(network_weights: Sequence[float] = NETWORK_GRID, trend_weights: Sequence[float] = TREND_GRID,
+                     trend_forms: Sequence[str] = TREND_FORMS, trend_lifetimes: Sequence[float] = TREND_LIFETIMES) -> None:
+    """Raise a one-line ValueError for candidates a calibration cannot try (before minutes of scoring)."""
+    check_trend_weights(trend_weights)
+    values = np.asarray(list(network_weights), dtype=np.float64)
+    if values.size == 0 or not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > MAX_WEIGHT:
+        raise ValueError(f"network weights must be one or more numbers in [0, {MAX_WEIGHT:g}], got {list(network_weights)}")
+    unknown = set(trend_forms) - set(TREND_FORMS)
+    if not trend_forms or unknown:
+        raise ValueError(f"trend forms must be one or more of {list(TREND_FORMS)}, got {list(trend_forms)}")
+    lives = np.asarray(list(trend_lifetimes), dtype=np.float64)
+    if lives.size == 0 or not np.all(np.isfinite(lives)) or lives.min() <= 0:
+        raise ValueError(f"trend lifetimes must be one or more positive numbers of steps, got {list(trend_lifetimes)}")
+    if not (set(float(w) for w in network_weights) | set(float(w) for w in trend_weights)) - {0.0}:
+        raise ValueError("these weights hold no candidate but extrapolation itself (every weight 0)")
 
 
 def _whole(value: Any) -> int:
@@ -909,7 +934,9 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               keys: Sequence[Sequence[float]] | None = None, tie_break: str = "least-change", trend_frames: int = 0,
               trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
               trend_persistence_min: float = NO_GATE, tie: float = TIE,
-              trend_grid: Sequence[float] = TREND_GRID, trend_network_agrees: bool = False):
+              trend_grid: Sequence[float] = TREND_GRID, trend_network_agrees: bool = False,
+              trend_align: bool = False, network_grid: Sequence[float] = NETWORK_GRID,
+              trend_forms: Sequence[str] = TREND_FORMS, trend_lifetimes: Sequence[float] = TREND_LIFETIMES):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -924,8 +951,11 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     (:func:`choose_candidate`; 0: "best worst lead"; :data:`SELECTION_RULES`).
     ``trend_network_agrees``: every candidate adds its trend only where the
     network grows (:func:`network_agreement`), stored with the chosen weights.
-    ``trend_grid``: the trend weights of the candidates when ``keys`` is not
-    given (:func:`candidates`; :data:`EXTENDED_TREND_GRID` adds 1.5 and 2).
+    ``trend_align``: every candidate's rate has its residual displacement
+    removed (:func:`remove_displacement`), stored with the chosen weights.
+    ``network_grid``, ``trend_grid``, ``trend_forms``, ``trend_lifetimes``:
+    the candidates when ``keys`` is not given (:func:`candidates`;
+    :data:`EXTENDED_TREND_GRID` adds 1.5 and 2 to the trend weights).
 
     Returns
     -------
@@ -939,21 +969,22 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     n_in = int(forecaster.config.input_frames)
     history = max(n_in, int(trend_frames))
     check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px, trend_persistence_min)  # before any scoring
+    check_trend_grid(network_grid, trend_grid, trend_forms, trend_lifetimes)
     for name, seqs in sequences.items():
         if np.shape(seqs)[1] < history + leads:
             raise ValueError(f"validation set {name}: sequences of {np.shape(seqs)[1]} frames, {history + leads} "
                              f"needed ({history} of history, {leads} leads)")
     short = {name: seqs[:, : history + leads] for name, seqs in sequences.items()}
     references = extrapolation_references(short, n_in, leads, history)
-    keys = keys or candidates(trend_grid=trend_grid)
+    keys = keys or candidates(network_grid, trend_grid, trend_forms, trend_lifetimes)
     grid = score_grid(newest_frames(forecaster._raw_changes, n_in), forecaster.normaliser, short, history, leads,
                       forecaster.config.motion.method, keys,
                       motion_frames=n_in if history > n_in else None,
                       trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px,
-                                                          trend_persistence_min),
+                                                          trend_persistence_min, trend_align),
                       network_agrees=trend_network_agrees)
     weights, summaries = choose_weights(grid, references, leads, tie_break, tie)
     weights = replace(weights, trend_frames=history if history > n_in else 0, trend_estimator=trend_estimator,
                       trend_smoothing_px=float(trend_smoothing_px), trend_persistence_min=float(trend_persistence_min),
-                      trend_network_agrees=bool(trend_network_agrees))
+                      trend_network_agrees=bool(trend_network_agrees), trend_align=bool(trend_align))
     return weights, summaries, grid, references

@@ -166,18 +166,27 @@ class CalibrationConfig(StrictModel):
     trend_network_agrees: bool = Field(
         False, description="Add the trend only where the network's own change grows over the hour "
                            "(the network then runs even if its change is weighed by 0).")
+    trend_align: bool = Field(
+        False, description="Remove from the trend the growth a residual displacement of the older frames "
+                           "explains (a translation and a rotation fitted per scene).")
     rule: Literal["13", "14", "15", "best-worst-lead"] = Field(
         "15", description="The selection rule that chooses the weights (nowcast.models.calibration.SELECTION_RULES).")
     trend_weights: tuple[float, ...] = Field(
         (0.0, 0.25, 0.5, 0.75, 1.0), description="The trend weights the candidates try (0 to 4).")
+    network_weights: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5, 0.75, 1.0), description="The weights of the network's growth and of its decay tried.")
+    trend_forms: tuple[Literal["signed", "growth"], ...] = Field(
+        ("signed", "growth"), description="'signed' (the trend's growth and decay) and/or 'growth' (its growth only).")
+    trend_lifetimes: tuple[float, ...] = Field(
+        (3.0, 6.0, 12.0), description="The trend's e-folding lifetimes tried, in steps.")
 
     @model_validator(mode="after")
     def _possible(self) -> CalibrationConfig:
-        from nowcast.models.calibration import check_trend_reading, check_trend_weights
+        from nowcast.models.calibration import check_trend_grid, check_trend_reading
 
         check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px,
                             self.trend_persistence_min)
-        check_trend_weights(self.trend_weights)
+        check_trend_grid(self.network_weights, self.trend_weights, self.trend_forms, self.trend_lifetimes)
         return self
 
     def resolve(self, **overrides: Any) -> CalibrationConfig:
@@ -192,8 +201,10 @@ class CalibrationConfig(StrictModel):
         return {"trend_frames": int(self.trend_frames), "trend_estimator": self.trend_estimator,
                 "trend_smoothing_px": float(self.trend_smoothing_px),
                 "trend_persistence_min": float(self.trend_persistence_min),
-                "trend_network_agrees": bool(self.trend_network_agrees), "tie_break": tie_break, "tie": tie,
-                "trend_grid": tuple(float(w) for w in self.trend_weights)}
+                "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
+                "tie_break": tie_break, "tie": tie, "trend_grid": tuple(float(w) for w in self.trend_weights),
+                "network_grid": tuple(float(w) for w in self.network_weights),
+                "trend_forms": tuple(self.trend_forms), "trend_lifetimes": tuple(float(v) for v in self.trend_lifetimes)}
 
 
 class TrainingConfig(StrictModel):
