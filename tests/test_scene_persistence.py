@@ -318,6 +318,8 @@ def test_a_choice_file_is_read_with_its_trend_reading_and_gate():
     assert not weights.trend_network_agrees and not old.trend_network_agrees
     assert choice_weights({"history": 8, "chosen": [0, 0, 1.5, 0, 6], "trend_estimator": "minmod",
                            "trend_network_agrees": True}).trend_network_agrees
+    assert choice_weights({"history": 8, "chosen": [0, 0, 2, 0, 12], "trend_estimator": "minmod",
+                           "trend_align": True}).trend_align and not weights.trend_align
 
 
 def test_the_network_agreeing_trend_keeps_the_rate_only_where_the_network_grows():
@@ -490,3 +492,111 @@ def test_a_field_that_only_moves_reads_persistent_growth_and_aligned_far_less_of
     assert scene_persistence(growing, align=True) > 0.8  # a growth that goes on still persists
     rotated = np.stack([np.rot90(_blobs(), 0) for _ in range(8)]).astype(np.float32)  # nothing moves: no rate at all
     assert not window_trend(rotated, 4.0, "minmod", align=True).any()
+
+
+# ------------------------------------------------------------------ the aligned trend and the candidates (step 7)
+def _aligned(gate: float = 0.8) -> ChangeWeights:
+    return replace(_minmod_weights(), trend_persistence_min=gate, trend_align=True)
+
+
+def test_the_aligned_trend_round_trips_old_entries_do_not_align_and_a_broken_one_names_the_checkpoint():
+    weights = _aligned()
+    entry = weights.to_metadata()
+    assert entry["trend_align"] is True and ChangeWeights.from_metadata(entry) == weights
+    old = {k: v for k, v in entry.items() if k != "trend_align"}
+    assert ChangeWeights.from_metadata(old).trend_align is False
+    assert "residual displacement removed" in weights.brief() and "displacement" not in _minmod_weights().brief()
+    with pytest.raises(CheckpointError, match="m.pt: invalid change_weights: trend_align must be true or false"):
+        ChangeWeights.from_metadata({**entry, "trend_align": 1}, "m.pt")
+
+
+def test_the_forecast_and_the_calibration_read_the_aligned_trend():
+    from nowcast.models import lagrangian
+    from nowcast.models.skill import score_method
+
+    window = growing_sequences(n=1, frames=8, db_per_step=1.0, seed=3)[0]
+    fc = _model(_aligned(NO_GATE))
+    prepared = lagrangian.prepare(window, LEADS, fc.normaliser, fc.config.motion.method, motion_frames=4)
+    rate = window_trend(prepared.inputs, 4.0, "minmod", 4.0, align=True)
+    assert not np.allclose(rate, window_trend(prepared.inputs, 4.0, "minmod", 4.0))  # aligning changes the rate
+    zeros = np.zeros((LEADS, *window.shape[1:]), dtype=np.float32)
+    _same(fc.predict(window, LEADS), lagrangian.finish(prepared, _minmod_weights().apply(zeros, rate)))
+    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS)}
+    keys = candidates((0.0,), (0.0, 0.75), forms=("growth",), lifetimes=(3.0,))
+    weights, _, grid, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod",
+                                    trend_smoothing_px=4.0, trend_align=True)
+    assert weights.trend_align
+    own = score_method(_model(_aligned(NO_GATE)).predict, seqs["growth"], 8, LEADS)
+    for t in ("csi@1", "csi@5"):
+        assert grid[_aligned(NO_GATE).key(0)]["growth"][t] == pytest.approx(own[t], abs=1e-12, nan_ok=True)
+
+
+def test_calibration_tries_the_candidates_it_is_given():
+    seqs = {"growth": growing_sequences(n=1, frames=8 + LEADS)}
+    _, summaries, grid, _ = calibrate(_model(None), seqs, LEADS, trend_frames=8, trend_estimator="minmod",
+                                      network_grid=(0.0,), trend_grid=(2.0,), trend_forms=("growth",),
+                                      trend_lifetimes=(12.0,))
+    assert list(grid) == [(0.0, 0.0, 2.0, 0.0, 12.0)] and list(summaries) == list(grid)
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"network_grid": ()}, "network weights must be one or more numbers"),
+    ({"network_grid": (-0.5,)}, "network weights must be one or more numbers"),
+    ({"trend_forms": ("decay",)}, "trend forms must be one or more of"),
+    ({"trend_lifetimes": (0.0,)}, "trend lifetimes must be one or more positive numbers"),
+    ({"network_grid": (0.0,), "trend_grid": (0.0,)}, "no candidate but extrapolation"),
+])
+def test_impossible_candidates_are_refused_before_any_scoring(grid, message):
+    seqs = {"growth": growing_sequences(n=1, frames=8 + LEADS)}
+    with pytest.raises(ValueError, match=message):
+        calibrate(_model(None), seqs, LEADS, trend_frames=8, trend_estimator="minmod", **grid)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trend-forms", "decay"], "trend forms must be one or more of"),
+    (["--trend-lifetimes", "0"], "trend lifetimes must be one or more positive numbers"),
+    (["--network-weights", "none"], "--network-weights 'none': give comma-separated numbers"),
+])
+def test_cli_refuses_impossible_candidates_in_one_line(args, message, capsys):
+    from nowcast.cli import main
+
+    assert main(["models", "calibrate", "swiss-south-tmu", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_calibrates_one_candidate_and_says_how(tmp_path, capsys):
+    import torch
+
+    from nowcast.cli import main
+    from nowcast.models.predictor import Predictor
+    from nowcast.models.zoo import load_checkpoint, save_checkpoint
+    from tests.test_calibration import _validation
+    from tests.test_lagrangian import lagrangian_config
+
+    config = lagrangian_config(checkpoint=str(tmp_path / "m.pt"), calibration={"trend_frames": 6,
+                                                                                "trend_estimator": "minmod"})
+    torch.manual_seed(0)
+    save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
+    store = _validation(tmp_path, n=2, frames=6 + 6)
+    assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2",
+                 "--trend-persistence-min", "0.8", "--trend-align", "--network-weights", "0", "--trend-weights", "2",
+                 "--trend-forms", "growth", "--trend-lifetimes", "12"]) == 0
+    entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
+    assert entry["trend_align"] is True and entry["trend"][0] == 2.0 and entry["trend_lifetime_steps"] == 12.0
+    assert entry["network_worst_lead_difference"] is None  # the network as trained was not a candidate
+    assert entry["command"].endswith("--trend-persistence-min 0.8 --trend-align --trend-weights 2 "
+                                     "--network-weights 0 --trend-forms growth --trend-lifetimes 12")
+    out = capsys.readouterr().out
+    assert "residual displacement removed" in out and "the network as trained" not in out
+
+
+def test_a_residual_rotation_read_as_growth_is_removed_too():
+    from scipy.ndimage import rotate
+
+    frames = np.stack([rotate(_blobs(), 1.0 * (7 - k), reshape=False, order=1) for k in range(8)])
+    frames = np.where(frames > 0.02, frames, 0.0).astype(np.float32)
+    wet = frames[-1] > 0
+    plain = np.abs(window_trend(frames, 4.0, "minmod"))[wet].mean()
+    aligned = np.abs(window_trend(frames, 4.0, "minmod", align=True))[wet].mean()
+    assert plain > 0 and aligned < 0.3 * plain
