@@ -122,21 +122,31 @@ SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 GATES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
-def validation_data(sequences: int, wide: bool = False) -> tuple:
-    """The shipped forecaster, the 20-frame validation sets (label -> store), their first ``sequences``, extrapolation's CSI.
+def long_validation_data(sequences: int, wide: bool = False) -> tuple:
+    """The shipped forecaster, the 20-frame validation sets (label -> store) and their first ``sequences``.
 
-    Shared with ``benchmarks/network_gate.py``: both score candidates on
-    these sets against extrapolation from the newest 4 frames.
+    ``wide``: the sixteenth round's wide sets (``data/sim/val-wide``). Shared
+    with ``trend_regime.py`` and ``trend_persistence.py``.
     """
     from benchmarks.trend_window import long_validation_sets
-    from nowcast.models.calibration import extrapolation_references
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import read_validation
 
     forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
     stores = (long_validation_sets(ROOT / "data/sim/val-wide", wide=True) if wide
               else long_validation_sets(ROOT / "data/sim/val-long"))
-    seqs = read_validation(list(stores.values()), sequences, HISTORY + LEADS)
+    return forecaster, stores, read_validation(list(stores.values()), sequences, HISTORY + LEADS)
+
+
+def validation_data(sequences: int, wide: bool = False) -> tuple:
+    """:func:`long_validation_data` and extrapolation's CSI on those sets (from the newest 4 frames).
+
+    Shared with ``benchmarks/network_gate.py``: both score candidates on
+    these sets against extrapolation.
+    """
+    from nowcast.models.calibration import extrapolation_references
+
+    forecaster, stores, seqs = long_validation_data(sequences, wide)
     return forecaster, stores, seqs, extrapolation_references(seqs, NETWORK_FRAMES, LEADS, HISTORY)
 
 

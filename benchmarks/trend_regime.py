@@ -137,14 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from benchmarks.trend_window import long_validation_sets
-    from nowcast.models.zoo import load_forecaster
-    from pipelines.validation import read_validation
+    from benchmarks.trend_consistency import long_validation_data
 
     torch.set_num_threads(1)
-    forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
-    stores = long_validation_sets(ROOT / "data/sim/val-long")
-    seqs = read_validation(list(stores.values()), args.sequences, HISTORY + LEADS)
+    forecaster, stores, seqs = long_validation_data(args.sequences)
     by_set = {}
     for label, path in stores.items():
         by_set[label] = scene_rows(seqs[path.name], forecaster.normaliser, forecaster.config.motion.method, args.align)

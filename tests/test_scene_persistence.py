@@ -26,7 +26,13 @@ from nowcast.models.calibration import (
     window_trend,
 )
 from tests.test_calibration import growing_sequences
-from tests.test_trend_history import LEADS, _minmod_weights, _model, _same
+from tests.test_trend_history import (
+    LEADS,
+    _minmod_weights,
+    _model,
+    _same,
+    calibratable_checkpoint,
+)
 
 SHAPE = (32, 40)
 
@@ -217,19 +223,10 @@ def test_cli_refuses_an_impossible_calibration_in_one_line(args, message, capsys
 
 
 def test_cli_calibrates_with_the_gate_and_the_rule_and_says_so(tmp_path, capsys):
-    import torch
-
     from nowcast.cli import main
-    from nowcast.models.predictor import Predictor
-    from nowcast.models.zoo import load_checkpoint, save_checkpoint
-    from tests.test_calibration import _validation
-    from tests.test_lagrangian import lagrangian_config
+    from nowcast.models.zoo import load_checkpoint
 
-    config = lagrangian_config(checkpoint=str(tmp_path / "m.pt"), calibration={"trend_frames": 6,
-                                                                                "trend_estimator": "minmod"})
-    torch.manual_seed(0)
-    save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
-    store = _validation(tmp_path, n=2, frames=6 + 6)
+    config, store = calibratable_checkpoint(tmp_path)
     assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2",
                  "--trend-persistence-min", "0.8", "--rule", "best-worst-lead", "--trend-weights", "0,0.5,2"]) == 0
     entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
@@ -432,19 +429,10 @@ def test_the_agreement_round_trips_old_entries_do_not_ask_and_a_broken_one_names
 
 
 def test_cli_records_the_agreement(tmp_path):
-    import torch
-
     from nowcast.cli import main
-    from nowcast.models.predictor import Predictor
-    from nowcast.models.zoo import load_checkpoint, save_checkpoint
-    from tests.test_calibration import _validation
-    from tests.test_lagrangian import lagrangian_config
+    from nowcast.models.zoo import load_checkpoint
 
-    config = lagrangian_config(checkpoint=str(tmp_path / "m.pt"), calibration={"trend_frames": 6,
-                                                                                "trend_estimator": "minmod"})
-    torch.manual_seed(0)
-    save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
-    store = _validation(tmp_path, n=2, frames=6 + 6)
+    config, store = calibratable_checkpoint(tmp_path)
     assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2",
                  "--trend-network-agrees"]) == 0
     entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
@@ -566,19 +554,10 @@ def test_cli_refuses_impossible_candidates_in_one_line(args, message, capsys):
 
 
 def test_cli_calibrates_one_candidate_and_says_how(tmp_path, capsys):
-    import torch
-
     from nowcast.cli import main
-    from nowcast.models.predictor import Predictor
-    from nowcast.models.zoo import load_checkpoint, save_checkpoint
-    from tests.test_calibration import _validation
-    from tests.test_lagrangian import lagrangian_config
+    from nowcast.models.zoo import load_checkpoint
 
-    config = lagrangian_config(checkpoint=str(tmp_path / "m.pt"), calibration={"trend_frames": 6,
-                                                                                "trend_estimator": "minmod"})
-    torch.manual_seed(0)
-    save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
-    store = _validation(tmp_path, n=2, frames=6 + 6)
+    config, store = calibratable_checkpoint(tmp_path)
     assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2",
                  "--trend-persistence-min", "0.8", "--trend-align", "--network-weights", "0", "--trend-weights", "2",
                  "--trend-forms", "growth", "--trend-lifetimes", "12"]) == 0

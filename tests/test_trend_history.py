@@ -446,12 +446,15 @@ def test_trend_persistence_correlations_are_bounded_and_the_intensity_row_is_the
     assert np.mean(out["slope over 8"]["correlation"]) > 0.3  # a lasting growth: the trend explains its change
 
 
-def test_cli_calibrates_as_the_model_configs_calibration_section_says(tmp_path, capsys):
+def calibratable_checkpoint(tmp_path):
+    """An untrained Lagrangian checkpoint whose config reads its trend over 6 frames (minmod), and a validation store.
+
+    For the ``nowcast models calibrate`` tests: 2 sequences of 6 + 6 frames.
+    """
     import torch
 
-    from nowcast.cli import main
     from nowcast.models.predictor import Predictor
-    from nowcast.models.zoo import load_checkpoint, save_checkpoint
+    from nowcast.models.zoo import save_checkpoint
     from tests.test_calibration import _validation
     from tests.test_lagrangian import lagrangian_config
 
@@ -459,7 +462,14 @@ def test_cli_calibrates_as_the_model_configs_calibration_section_says(tmp_path, 
                                                                                 "trend_estimator": "minmod"})
     torch.manual_seed(0)
     save_checkpoint(config.checkpoint_path, Predictor.from_config(config.architecture), config, iterations=1, metrics={})
-    store = _validation(tmp_path, n=2, frames=6 + 6)
+    return config, _validation(tmp_path, n=2, frames=6 + 6)
+
+
+def test_cli_calibrates_as_the_model_configs_calibration_section_says(tmp_path, capsys):
+    from nowcast.cli import main
+    from nowcast.models.zoo import load_checkpoint
+
+    config, store = calibratable_checkpoint(tmp_path)
     assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2"]) == 0
     entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
     assert (entry["trend_frames"], entry["trend_estimator"]) == (6, "minmod")

@@ -284,10 +284,10 @@ class ChangeWeights:
             raise ValueError(f"trend_persistence_min must be a correlation in [-1, 1] (-1: no gate), "
                              f"got {self.trend_persistence_min}")
         if not isinstance(self.trend_network_agrees, (bool, np.bool_)):
-            raise ValueError(f"trend_network_agrees must be true or false, got {self.trend_network_agrees!r}")
+            raise TypeError(f"trend_network_agrees must be true or false, got {self.trend_network_agrees!r}")
         object.__setattr__(self, "trend_network_agrees", bool(self.trend_network_agrees))
         if not isinstance(self.trend_align, (bool, np.bool_)):
-            raise ValueError(f"trend_align must be true or false, got {self.trend_align!r}")
+            raise TypeError(f"trend_align must be true or false, got {self.trend_align!r}")
         object.__setattr__(self, "trend_align", bool(self.trend_align))
         if self.trend_persistence_min > NO_GATE and self.trend_frames < MINMOD_FRAMES:
             raise ValueError(f"the trend's persistence gate needs trend_frames >= {MINMOD_FRAMES} (two halves of "
@@ -485,7 +485,7 @@ def check_trend_grid(network_weights: Sequence[float] = NETWORK_GRID, trend_weig
     lives = np.asarray(list(trend_lifetimes), dtype=np.float64)
     if lives.size == 0 or not np.all(np.isfinite(lives)) or lives.min() <= 0:
         raise ValueError(f"trend lifetimes must be one or more positive numbers of steps, got {list(trend_lifetimes)}")
-    if not (set(float(w) for w in network_weights) | set(float(w) for w in trend_weights)) - {0.0}:
+    if not {float(w) for w in (*network_weights, *trend_weights)} - {0.0}:
         raise ValueError("these weights hold no candidate but extrapolation itself (every weight 0)")
 
 
