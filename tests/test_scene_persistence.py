@@ -579,3 +579,34 @@ def test_a_residual_rotation_read_as_growth_is_removed_too():
     plain = np.abs(window_trend(frames, 4.0, "minmod"))[wet].mean()
     aligned = np.abs(window_trend(frames, 4.0, "minmod", align=True))[wet].mean()
     assert plain > 0 and aligned < 0.3 * plain
+
+
+# ------------------------------------------------------------------ the stress set (step 8)
+def test_the_stress_set_keeps_the_windows_either_reading_opens_at_the_gate(monkeypatch):
+    from benchmarks import stress_windows
+    from nowcast.models import calibration
+    from tests.test_lagrangian import moving_window
+
+    readings = iter([(0.9, 0.1), (0.1, 0.75), (0.69, 0.69), (0.7, -0.2)])  # (plain, aligned) per wet window
+    current: dict = {}
+
+    def fake(x, smoothing_px=0.0, align=False):
+        if not align:
+            current["pair"] = next(readings)
+        return current["pair"][int(align)]
+
+    monkeypatch.setattr(calibration, "scene_persistence", fake)
+    fc = _model(None)
+    wet = moving_window(shape=(32, 32), frames=20)
+    seqs = np.stack([wet, wet, np.zeros_like(wet), wet, wet])  # the third is dry: never read
+    assert stress_windows.stress_indices(seqs, fc.normaliser, fc.config.motion.method) == [0, 1, 4]
+
+
+def test_the_stress_sets_candidates_are_valid_weights_of_the_shipped_reading():
+    from benchmarks import stress_windows
+    from nowcast.models.calibration import ChangeWeights
+
+    for key, reading in stress_windows.CANDIDATES.values():
+        weights = replace(ChangeWeights.from_key(key, LEADS), trend_frames=8, trend_estimator="minmod",
+                          trend_smoothing_px=4.0, **reading)
+        assert weights.trend_persistence_min == 0.8 and weights.uses_trend and not weights.uses_network
