@@ -32,6 +32,15 @@ and its candidate, the trend read as the minmod of the halves with the rain smoo
 
     python benchmarks/trend_history.py score --fresh 6 --also models/runs/exp/swiss-south-tmu-calibrated17.pt \\
         --json benchmarks/out/v15/fresh6.json
+
+Sixteenth round (a choice file carries its reading: estimator, smoothing, gate, agreement, alignment)::
+
+    python benchmarks/trend_history.py score benchmarks/out/v16/step2_choice.json --fresh 7 \\
+        --also models/runs/exp/swiss-south-tmu-calibrated18.pt --json benchmarks/out/v16/fresh7.json
+    python benchmarks/trend_history.py score benchmarks/out/v16/step5_choice.json --fresh 8 \\
+        --json benchmarks/out/v16/fresh8.json
+    python benchmarks/trend_history.py score --fresh 9 --also models/runs/exp/swiss-south-tmu-calibrated19.pt \\
+        --json benchmarks/out/v16/fresh9.json
 """
 
 from __future__ import annotations
