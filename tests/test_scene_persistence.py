@@ -610,3 +610,15 @@ def test_the_stress_sets_candidates_are_valid_weights_of_the_shipped_reading():
         weights = replace(ChangeWeights.from_key(key, LEADS), trend_frames=8, trend_estimator="minmod",
                           trend_smoothing_px=4.0, **reading)
         assert weights.trend_persistence_min == 0.8 and weights.uses_trend and not weights.uses_network
+
+
+def test_the_heavy_windows_are_those_with_rain_at_or_above_5_mm_h_at_the_analysis_time():
+    from benchmarks.stress_windows import HISTORY, heavy_indices
+
+    seqs = np.zeros((4, 20, 6, 6), dtype=np.float32)
+    seqs[0, HISTORY - 1, 2, 2] = 5.0  # exactly at the threshold: heavy
+    seqs[1, HISTORY - 1, 2, 2] = 4.99
+    seqs[2, HISTORY, 2, 2] = 50.0  # heavy only after the analysis: not selected by the rain it shows
+    seqs[3, HISTORY - 1] = np.nan
+    seqs[3, HISTORY - 1, 0, 0] = 7.0
+    assert heavy_indices(seqs) == [0, 3]
