@@ -622,3 +622,21 @@ def test_the_heavy_windows_are_those_with_rain_at_or_above_5_mm_h_at_the_analysi
     seqs[3, HISTORY - 1] = np.nan
     seqs[3, HISTORY - 1, 0, 0] = 7.0
     assert heavy_indices(seqs) == [0, 3]
+
+
+def test_window_losses_put_the_cost_on_the_window_that_made_it():
+    from benchmarks.window_losses import HISTORY, LEADS, contributions, window_counts
+
+    reference = np.array([[10, 5, 5], [20, 0, 0], [0, 0, 0]])
+    candidate = reference.copy()
+    candidate[1, 2] += 30  # 30 false alarms in window 1 only
+    share = contributions(candidate, reference)
+    assert share[1] < 0 and share[0] == 0 and share[2] == 0
+    candidate[0, 0] += 5  # window 0 now gains hits (its misses caught): a positive share
+    candidate[0, 1] -= 5
+    assert contributions(candidate, reference)[0] > 0
+
+    seqs = np.zeros((2, HISTORY + LEADS, 4, 4), dtype=np.float32)
+    seqs[:, HISTORY:, 0, 0] = 10.0  # heavy rain observed at one pixel every lead
+    counts = window_counts(lambda x, n: np.full((n, 4, 4), 6.0, dtype=np.float32), seqs)  # heavy everywhere
+    assert counts.tolist() == [[LEADS, 0, 15 * LEADS]] * 2
