@@ -145,8 +145,8 @@ and allowed twice the trend on the growth twin (+0.26 at a worst lead of
 -0.0033); cross-validated with the gate, rule 15 was picked again and chose
 the shipped weights. On fresh test sets (seed 7) neither shipped: the gated
 quarter gained less than the shipped model, the gated double cost another
-day 0.17 at 35 min through 5 of its 128 windows, cells that grew steadily for
-40 minutes and then decayed (docs/benchmarks.md, "Skill, sixteenth round").
+day 0.17 at 35 min through one of its 128 windows, a large rain area that grew
+steadily for 40 minutes and then decayed (docs/benchmarks.md, "Skill, sixteenth round").
 Then two more ways of deciding where the trend goes, each a weight option:
 only where the network's own change grows (:attr:`ChangeWeights.trend_network_agrees`,
 :func:`network_agreement`), and without the growth that a residual
