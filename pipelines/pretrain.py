@@ -182,9 +182,7 @@ CALIBRATION_SEQUENCES = 64
 
 
 def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQUENCES,
-                     stores: list[Path] | None = None, command: str | None = None,
-                     trend_frames: int | None = None, trend_estimator: str | None = None,
-                     trend_smoothing_px: float | None = None, settings=None) -> dict | None:
+                     stores: list[Path] | None = None, command: str | None = None, settings=None) -> dict | None:
     """Choose a Lagrangian rain target's change weights on its validation sets and store them in its checkpoint.
 
     Why: the network's change costs skill where it does not know what it
@@ -194,21 +192,21 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
     made if missing), never the test sets. A model of another frame or
     modality is left as it is (returns ``None``). Returns the stored ``change_weights`` entry.
 
-    ``trend_frames`` (more than the model's ``input_frames``): the trend is
-    read over that many frames (:func:`nowcast.models.calibration.calibrate`),
-    chosen on validation sets of that much history
-    (:func:`pipelines.validation.long_validation_stores`, made if missing).
-    ``trend_estimator``, ``trend_smoothing_px``: how the trend is read
-    (:func:`nowcast.models.calibration.window_trend`). ``None``: the model
+    ``settings``: how (a :class:`nowcast.models.config.CalibrationConfig`:
+    how the trend is read, the rule, the candidates); ``None``: the model
     config's ``calibration`` section (the shipped model's: 8 frames, minmod,
     4 px), so that ``nowcast pretrain`` calibrates as the shipped model was.
-    ``settings``: a whole :class:`nowcast.models.config.CalibrationConfig`
-    (the gate, the rule and the trend weights too) instead of the config's;
-    the three options above still override it.
+    A ``trend_frames`` above the model's ``input_frames`` is chosen on
+    validation sets of that much history
+    (:func:`pipelines.validation.long_validation_stores`, made if missing).
     """
     from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
-    from pipelines.validation import long_validation_stores, read_validation, validation_stores
+    from pipelines.validation import (
+        long_validation_stores,
+        read_validation,
+        validation_stores,
+    )
 
     checkpoint = Path(checkpoint)
     forecaster = load_forecaster(checkpoint)
@@ -216,8 +214,7 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
         log.info("%s: no change weights (only Lagrangian rain models take them)", checkpoint)
         return None
     leads = int(forecaster.config.data.output_frames)
-    settings = (settings or forecaster.config.calibration).resolve(
-        trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing_px)
+    settings = settings or forecaster.config.calibration
     history = max(int(forecaster.config.input_frames), int(settings.trend_frames))
     if not stores:
         stores = (validation_stores(forecaster.config, sequences=n_sequences)

@@ -410,8 +410,8 @@ def test_the_model_configs_calibration_section_sets_how_calibration_reads_the_tr
     assert {k: seen[k] for k in reading} == {"trend_frames": 8, "trend_estimator": "minmod", "trend_smoothing_px": 4.0}
     assert seen == shipped.calibration.calibrate_kwargs()
     with pytest.raises(RuntimeError, match="stop"):
-        pretrain.calibrate_target("models/zoo/swiss-south-tmu.pt", 2, trend_frames=0, trend_estimator="slope",
-                                  trend_smoothing_px=0.0, settings=shipped.calibration.resolve(trend_persistence_min=-1.0))
+        pretrain.calibrate_target("models/zoo/swiss-south-tmu.pt", 2, settings=shipped.calibration.resolve(
+            trend_frames=0, trend_estimator="slope", trend_smoothing_px=0.0, trend_persistence_min=-1.0))
     assert {k: seen[k] for k in reading} == {"trend_frames": 0, "trend_estimator": "slope", "trend_smoothing_px": 0.0}
 
 

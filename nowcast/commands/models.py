@@ -157,12 +157,7 @@ def models_calibrate(
     options, the model config's `calibration` section says how.
     """
     from nowcast.errors import ConfigError, EnvironmentFault
-    from nowcast.models.calibration import (
-        SELECTION_RULES,
-        ChangeWeights,
-        check_trend_grid,
-        check_trend_reading,
-    )
+    from nowcast.models.calibration import ChangeWeights
     from nowcast.models.skill import update_metadata
     from nowcast.models.zoo import load_named_checkpoint
     from pipelines.pretrain import calibrate_target, heldout_path, record_heldout_skill
@@ -180,32 +175,11 @@ def models_calibrate(
             trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees,
             trend_align=trend_align, rule=rule, trend_weights=weights_grid, network_weights=network_grid,
             trend_forms=forms, trend_lifetimes=lifetimes)
-        check_trend_reading(settings.trend_frames, settings.trend_estimator, settings.trend_smoothing_px,
-                            settings.trend_persistence_min)
-        check_trend_grid(settings.network_weights, settings.trend_weights, settings.trend_forms,
-                         settings.trend_lifetimes)
-        if settings.rule not in SELECTION_RULES:
-            raise ValueError(f"unknown rule {settings.rule!r}: choose from {', '.join(SELECTION_RULES)}")
+        settings.check()
     except ValueError as exc:
         raise ConfigError(f"nowcast models calibrate: {exc}") from None
     command = "nowcast models calibrate " + " ".join(
-        [model] + [f"--validation {v}" for v in validation or []] + [f"--sequences {sequences}"]
-        + ([f"--trend-frames {settings.trend_frames}"] if settings.trend_frames else [])
-        + ([f"--trend-estimator {settings.trend_estimator}"] if settings.trend_estimator != "slope" else [])
-        + ([f"--trend-smoothing {settings.trend_smoothing_px:g}"] if settings.trend_smoothing_px else [])
-        + ([f"--trend-persistence-min {settings.trend_persistence_min:g}"]
-           if settings.trend_persistence_min > -1 else [])
-        + (["--trend-network-agrees"] if settings.trend_network_agrees else [])
-        + (["--trend-align"] if settings.trend_align else [])
-        + ([f"--rule {settings.rule}"] if settings.rule != "15" else [])
-        + ([f"--trend-weights {','.join(f'{w:g}' for w in settings.trend_weights)}"]
-           if tuple(settings.trend_weights) != (0.0, 0.25, 0.5, 0.75, 1.0) else [])
-        + ([f"--network-weights {','.join(f'{w:g}' for w in settings.network_weights)}"]
-           if tuple(settings.network_weights) != (0.0, 0.25, 0.5, 0.75, 1.0) else [])
-        + ([f"--trend-forms {','.join(settings.trend_forms)}"]
-           if tuple(settings.trend_forms) != ("signed", "growth") else [])
-        + ([f"--trend-lifetimes {','.join(f'{v:g}' for v in settings.trend_lifetimes)}"]
-           if tuple(settings.trend_lifetimes) != (3.0, 6.0, 12.0) else []))
+        [model] + [f"--validation {v}" for v in validation or []] + [f"--sequences {sequences}"] + settings.options())
     try:
         entry = calibrate_target(ckpt.path, sequences, stores=list(validation) if validation else None, command=command,
                                  settings=settings)

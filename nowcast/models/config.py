@@ -182,16 +182,41 @@ class CalibrationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _possible(self) -> CalibrationConfig:
-        from nowcast.models.calibration import check_trend_grid, check_trend_reading
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Raise a one-line ValueError for settings a calibration cannot use (also of :meth:`resolve`'s copies)."""
+        from nowcast.models.calibration import (
+            SELECTION_RULES,
+            check_trend_grid,
+            check_trend_reading,
+        )
 
         check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px,
                             self.trend_persistence_min)
         check_trend_grid(self.network_weights, self.trend_weights, self.trend_forms, self.trend_lifetimes)
-        return self
+        if self.rule not in SELECTION_RULES:
+            raise ValueError(f"unknown rule {self.rule!r}: choose from {', '.join(SELECTION_RULES)}")
 
     def resolve(self, **overrides: Any) -> CalibrationConfig:
-        """These settings with every override given (not ``None``) in its place; not validated (the caller checks)."""
+        """These settings with every override given (not ``None``) in its place; not validated (call :meth:`check`)."""
         return self.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+    def options(self) -> list[str]:
+        """The ``nowcast models calibrate`` options that give these settings: one per setting not at its default."""
+        default = type(self)()
+
+        def listed(values) -> str:
+            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+        flags = {"trend_frames": "--trend-frames {}", "trend_estimator": "--trend-estimator {}",
+                 "trend_smoothing_px": "--trend-smoothing {:g}", "trend_persistence_min": "--trend-persistence-min {:g}",
+                 "trend_network_agrees": "--trend-network-agrees", "trend_align": "--trend-align", "rule": "--rule {}",
+                 "trend_weights": "--trend-weights {}", "network_weights": "--network-weights {}",
+                 "trend_forms": "--trend-forms {}", "trend_lifetimes": "--trend-lifetimes {}"}
+        return [flag.format(listed(value) if isinstance(value, tuple) else value)
+                for name, flag in flags.items() if (value := getattr(self, name)) != getattr(default, name)]
 
     def calibrate_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`nowcast.models.calibration.calibrate` these settings mean."""
