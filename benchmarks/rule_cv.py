@@ -67,10 +67,10 @@ META_TIE = 0.002
 
 def score_counts(path: Path, sequences: int, trend_frames: int = 0, estimator: str = "slope",
                  smoothing_px: float = 0.0, persistence_min: float = -1.0, extended: bool = False) -> None:
-    """Score every candidate on every validation sequence (``score_grid(per_sequence=)``) and save the counts.
+    """Score every candidate on every validation sequence (``calibrate(per_sequence=)``) and save the counts.
 
     ``trend_frames`` > 4, ``estimator``, ``smoothing_px``: the trend read as
-    :func:`nowcast.models.calibration.calibrate` reads it with those settings
+    :func:`nowcast.models.calibration.calibrate` (which scores them here) reads it with those settings
     (the validation sets of that history, motion and network from the newest
     4), so that the rules are judged for the shipped model's reading;
     ``persistence_min`` the scene gate (sixteenth round), ``extended`` the
@@ -81,30 +81,20 @@ def score_counts(path: Path, sequences: int, trend_frames: int = 0, estimator: s
     from nowcast.models.calibration import (
         EXTENDED_TREND_GRID,
         TREND_GRID,
+        calibrate,
         candidates,
-        newest_frames,
-        score_grid,
-        window_trend,
     )
     from nowcast.models.zoo import load_forecaster
-    from pipelines.validation import (
-        long_validation_stores,
-        read_validation,
-        validation_stores,
-    )
+    from pipelines.validation import OTHER_DAY_SEQUENCES, calibration_sequences
 
     torch.set_num_threads(1)
     forecaster = load_forecaster(CHECKPOINT)
-    history = max(INPUT_FRAMES, int(trend_frames))
-    stores = (validation_stores(forecaster.config) if history == INPUT_FRAMES
-              else long_validation_stores(forecaster.config, history + LEADS))
-    seqs = read_validation(stores, sequences, history + LEADS)
+    _, seqs = calibration_sequences(forecaster.config, trend_frames, sequences, LEADS,
+                                    other_day_sequences=OTHER_DAY_SEQUENCES)
     per: dict = {}
     keys = candidates(trend_grid=EXTENDED_TREND_GRID if extended else TREND_GRID)
-    score_grid(newest_frames(forecaster._raw_changes, INPUT_FRAMES), forecaster.normaliser, seqs, history, LEADS,
-               forecaster.config.motion.method, keys, per_sequence=per,
-               motion_frames=INPUT_FRAMES if history > INPUT_FRAMES else None,
-               trend=lambda x, power: window_trend(x, power, estimator, smoothing_px, persistence_min))
+    calibrate(forecaster, seqs, LEADS, keys, trend_frames=trend_frames, trend_estimator=estimator,
+              trend_smoothing_px=smoothing_px, trend_persistence_min=persistence_min, per_sequence=per)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, keys=np.asarray(keys), sets=np.asarray(list(per)),
                         **{f"counts_{i}": per[s]["counts"] for i, s in enumerate(per)},

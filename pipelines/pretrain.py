@@ -202,11 +202,7 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
     """
     from nowcast.models.calibration import calibrate
     from nowcast.models.zoo import load_forecaster
-    from pipelines.validation import (
-        long_validation_stores,
-        read_validation,
-        validation_stores,
-    )
+    from pipelines.validation import calibration_sequences
 
     checkpoint = Path(checkpoint)
     forecaster = load_forecaster(checkpoint)
@@ -215,12 +211,7 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
         return None
     leads = int(forecaster.config.data.output_frames)
     settings = settings or forecaster.config.calibration
-    history = max(int(forecaster.config.input_frames), int(settings.trend_frames))
-    if not stores:
-        stores = (validation_stores(forecaster.config, sequences=n_sequences)
-                  if history == int(forecaster.config.input_frames)
-                  else long_validation_stores(forecaster.config, history + leads))
-    sequences = read_validation(stores, n_sequences, history + leads)
+    stores, sequences = calibration_sequences(forecaster.config, settings.trend_frames, n_sequences, leads, stores)
     weights, summaries, _, _ = calibrate(forecaster, sequences, leads, **settings.calibrate_kwargs())
     return record_change_weights(checkpoint, weights, summaries, stores, sequences,
                                  command or f"nowcast models calibrate {checkpoint}")

@@ -195,6 +195,26 @@ def long_validation_stores(config: ModelConfig, frames: int, folder: Path | None
                                           sequences=int(other_day_sequences))]
 
 
+def calibration_sequences(config: ModelConfig, trend_frames: int, n_sequences: int, leads: int,
+                          stores: list[Path] | None = None,
+                          other_day_sequences: int | None = None) -> tuple[list[Path], dict[str, np.ndarray]]:
+    """The stores a calibration chooses on and their first ``n_sequences`` windows of history plus ``leads`` frames.
+
+    ``stores`` ``None``: the model's validation sets (:func:`validation_stores`,
+    the other day's twin made with ``other_day_sequences``, default
+    ``n_sequences``, if missing), or their longer twins where the trend reads
+    more frames than the model's window (:func:`long_validation_stores`).
+    Shared by :func:`pipelines.pretrain.calibrate_target` and
+    ``benchmarks/rule_cv.py``, so that the rules are judged on what the
+    calibration reads.
+    """
+    history = max(int(config.input_frames), int(trend_frames))
+    if not stores:
+        stores = (validation_stores(config, sequences=int(other_day_sequences or n_sequences))
+                  if history == int(config.input_frames) else long_validation_stores(config, history + leads))
+    return stores, read_validation(stores, n_sequences, history + leads)
+
+
 #: Windows of the simulated validation day and of the other day's twin in the wide validation sets (sixteenth round).
 WIDE_DAY_SEQUENCES, WIDE_OTHER_DAY_SEQUENCES = 128, 256
 

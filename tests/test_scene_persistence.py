@@ -640,3 +640,21 @@ def test_window_losses_put_the_cost_on_the_window_that_made_it():
     seqs[:, HISTORY:, 0, 0] = 10.0  # heavy rain observed at one pixel every lead
     counts = window_counts(lambda x, n: np.full((n, 4, 4), 6.0, dtype=np.float32), seqs)  # heavy everywhere
     assert counts.tolist() == [[LEADS, 0, 15 * LEADS]] * 2
+
+
+def test_calibration_sequences_read_the_stores_of_the_models_window_or_of_its_history(monkeypatch):
+    from nowcast.models.config import find_model_config, load_model_config
+    from pipelines import validation
+
+    made: dict = {}
+    monkeypatch.setattr(validation, "validation_stores", lambda config, sequences: made.update(short=sequences) or ["v"])
+    monkeypatch.setattr(validation, "long_validation_stores", lambda config, frames: made.update(long=frames) or ["l"])
+    monkeypatch.setattr(validation, "read_validation", lambda stores, n, frames: {"read": (stores, n, frames)})
+    config = load_model_config(find_model_config("swiss-south-tmu"))
+    assert validation.calibration_sequences(config, 0, 16, 12) == (["v"], {"read": (["v"], 16, 4 + 12)})
+    assert made == {"short": 16}  # the other day's twin made as large as what is read, unless told
+    validation.calibration_sequences(config, 0, 16, 12, other_day_sequences=64)
+    assert made == {"short": 64}
+    assert validation.calibration_sequences(config, 8, 16, 12) == (["l"], {"read": (["l"], 16, 8 + 12)})
+    assert made["long"] == 20
+    assert validation.calibration_sequences(config, 8, 16, 12, stores=["s"])[0] == ["s"]  # given stores are read

@@ -944,7 +944,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               trend_persistence_min: float = NO_GATE, tie: float = TIE,
               trend_grid: Sequence[float] = TREND_GRID, trend_network_agrees: bool = False,
               trend_align: bool = False, network_grid: Sequence[float] = NETWORK_GRID,
-              trend_forms: Sequence[str] = TREND_FORMS, trend_lifetimes: Sequence[float] = TREND_LIFETIMES):
+              trend_forms: Sequence[str] = TREND_FORMS, trend_lifetimes: Sequence[float] = TREND_LIFETIMES,
+              per_sequence: dict | None = None):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -964,6 +965,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     ``network_grid``, ``trend_grid``, ``trend_forms``, ``trend_lifetimes``:
     the candidates when ``keys`` is not given (:func:`candidates`;
     :data:`EXTENDED_TREND_GRID` adds 1.5 and 2 to the trend weights).
+    ``per_sequence``: filled with every forecast's CSI counts
+    (:func:`score_grid`), for ``benchmarks/rule_cv.py``.
 
     Returns
     -------
@@ -990,7 +993,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                       motion_frames=n_in if history > n_in else None,
                       trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px,
                                                           trend_persistence_min, trend_align),
-                      network_agrees=trend_network_agrees)
+                      network_agrees=trend_network_agrees, per_sequence=per_sequence)
     weights, summaries = choose_weights(grid, references, leads, tie_break, tie)
     weights = replace(weights, trend_frames=history if history > n_in else 0, trend_estimator=trend_estimator,
                       trend_smoothing_px=float(trend_smoothing_px), trend_persistence_min=float(trend_persistence_min),
