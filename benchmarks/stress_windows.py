@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,18 +79,17 @@ def heavy_indices(sequences: np.ndarray, threshold: float = HEAVY_MM_H) -> list[
 
 def methods(forecaster) -> dict:
     """Extrapolation (newest 4 frames), the shipped forecaster and each candidate, as ``nowcast forecast`` runs them."""
-    from benchmarks.trend_history import predictor
+    from benchmarks.trend_history import choice_weights, predictor
     from nowcast.baselines import extrapolation
-    from nowcast.models.calibration import ChangeWeights, newest_frames
+    from nowcast.models.calibration import newest_frames
 
     shipped = forecaster.change_weights
     out = {"extrapolation": newest_frames(extrapolation, NETWORK_FRAMES),
            "shipped": newest_frames(forecaster.predict, forecaster.history_frames)}
     for name, (key, reading) in CANDIDATES.items():
-        weights = replace(ChangeWeights.from_key(key, LEADS), trend_frames=HISTORY,
-                          trend_estimator=shipped.trend_estimator, trend_smoothing_px=shipped.trend_smoothing_px,
-                          **reading)
-        out[name] = predictor(forecaster, weights, HISTORY)
+        choice = {"history": HISTORY, "chosen": key, "trend_estimator": shipped.trend_estimator,
+                  "trend_smoothing_px": shipped.trend_smoothing_px, **reading}
+        out[name] = predictor(forecaster, choice_weights(choice), HISTORY)
     return out
 
 
