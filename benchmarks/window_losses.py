@@ -55,12 +55,11 @@ def contributions(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
     as the reference did. The contributions need not add up to the set's
     difference (CSI is a ratio), but the costliest windows are the ones to read.
     """
-    def csi(counts: np.ndarray) -> float:
-        total = counts.sum()
-        return float(counts[0] / total) if total > 0 else float("nan")
+    from nowcast.models.skill import csi_from_counts
 
     pooled = candidate.sum(axis=0)
-    return np.array([csi(pooled) - csi(pooled - candidate[i] + reference[i]) for i in range(len(candidate))])
+    return np.array([float(csi_from_counts(pooled) - csi_from_counts(pooled - candidate[i] + reference[i]))
+                     for i in range(len(candidate))])
 
 
 def features(sequence: np.ndarray, normaliser, motion_method: str) -> dict[str, float]:
@@ -89,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     import xarray as xr
 
     from benchmarks.stress_windows import methods
+    from nowcast.models.skill import csi_from_counts
     from nowcast.models.zoo import load_forecaster
 
     torch.set_num_threads(1)
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = window_counts(available["extrapolation"], seqs)
         share = contributions(cand, ref)
         order = [int(i) for i in np.argsort(share)[: args.top]]
-        pooled = (cand.sum(axis=0), ref.sum(axis=0))
-        difference = float(pooled[0][0] / pooled[0].sum() - pooled[1][0] / pooled[1].sum())
+        difference = float(csi_from_counts(cand.sum(axis=0)) - csi_from_counts(ref.sum(axis=0)))
         rows = [{"window": i, "contribution": float(share[i]), "extra_false_alarms": int(cand[i, 2] - ref[i, 2]),
                  "extra_hits": int(cand[i, 0] - ref[i, 0]),
                  **features(seqs[i], forecaster.normaliser, forecaster.config.motion.method)} for i in order]
