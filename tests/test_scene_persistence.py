@@ -213,6 +213,9 @@ def test_the_model_configs_calibration_section_carries_the_gate_the_rule_and_the
     (["--trend-weights", "0,5"], "trend weights must be one or more numbers in [0, 4]"),
     (["--trend-weights", "zero"], "--trend-weights 'zero': give comma-separated numbers"),
     (["--rule", "16"], "unknown rule '16'"),
+    (["--trend-forms", "decay"], "trend forms must be one or more of"),
+    (["--trend-lifetimes", "0"], "trend lifetimes must be one or more positive numbers"),
+    (["--network-weights", "none"], "--network-weights 'none': give comma-separated numbers"),
 ])
 def test_cli_refuses_an_impossible_calibration_in_one_line(args, message, capsys):
     from nowcast.cli import main
@@ -538,19 +541,6 @@ def test_impossible_candidates_are_refused_before_any_scoring(grid, message):
     seqs = {"growth": growing_sequences(n=1, frames=8 + LEADS)}
     with pytest.raises(ValueError, match=message):
         calibrate(_model(None), seqs, LEADS, trend_frames=8, trend_estimator="minmod", **grid)
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--trend-forms", "decay"], "trend forms must be one or more of"),
-    (["--trend-lifetimes", "0"], "trend lifetimes must be one or more positive numbers"),
-    (["--network-weights", "none"], "--network-weights 'none': give comma-separated numbers"),
-])
-def test_cli_refuses_impossible_candidates_in_one_line(args, message, capsys):
-    from nowcast.cli import main
-
-    assert main(["models", "calibrate", "swiss-south-tmu", *args]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
 
 
 def test_cli_calibrates_one_candidate_and_says_how(tmp_path, capsys):
