@@ -191,12 +191,21 @@ def test_best_worst_lead_takes_the_best_worst_lead_where_rule_15_takes_the_least
 # ------------------------------------------------------------------ the command and the model config
 def test_the_model_configs_calibration_section_carries_the_gate_the_rule_and_the_weights():
     from nowcast.errors import ConfigError
-    from nowcast.models.calibration import SELECTION_RULES, TREND_GRID
+    from nowcast.models.calibration import (
+        NETWORK_GRID,
+        SELECTION_RULES,
+        TREND_FORMS,
+        TREND_GRID,
+        TREND_LIFETIMES,
+    )
     from nowcast.models.config import CalibrationConfig
     from tests.test_lagrangian import lagrangian_config
 
-    default = CalibrationConfig()
+    default = CalibrationConfig()  # the config's defaults are the calibration's own grid (written out, not imported)
     assert default.trend_weights == TREND_GRID and default.rule == "15" and default.trend_persistence_min == NO_GATE
+    assert (default.network_weights, default.trend_forms, default.trend_lifetimes) == (
+        NETWORK_GRID, TREND_FORMS, TREND_LIFETIMES)
+    assert default.options() == []
     kwargs = CalibrationConfig(trend_frames=8, trend_estimator="minmod", trend_persistence_min=0.8,
                                rule="best-worst-lead", trend_weights=(0.0, 2.0)).calibrate_kwargs()
     assert (kwargs["tie_break"], kwargs["tie"]) == SELECTION_RULES["best-worst-lead"] == ("least-change", 0.0)
