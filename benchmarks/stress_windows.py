@@ -44,12 +44,15 @@ POOL_WINDOWS, STRESS_GATE = 1024, 0.7
 POOL = ROOT / "data/sim/val-stress/swiss-south-otherday-pool.zarr"
 #: ``--select heavy``: windows with any pixel at or above this at the analysis time (step 9).
 HEAVY_MM_H = 5.0
-#: The round's gated candidates: (growth, decay, trend, trend_decay, lifetime) and their reading.
+#: The sixteenth round's gated candidates and the seventeenth's bounded one: (growth, decay, trend, trend_decay,
+#: lifetime) and their reading.
 CANDIDATES = {
     "step 2: gate 0.8, trend x2, 15 min": ((0, 0, 2, 0, 3), {"trend_persistence_min": 0.8}),
     "step 5: gate 0.8, network agrees, x1.5, 30 min": ((0, 0, 1.5, 0, 6), {"trend_persistence_min": 0.8,
                                                                           "trend_network_agrees": True}),
     "step 7: aligned, gate 0.8, x2, 60 min": ((0, 0, 2, 0, 12), {"trend_persistence_min": 0.8, "trend_align": True}),
+    "round 17: aligned, gate 0.8, x2, 60 min, scene ceiling": ((0, 0, 2, 0, 12), {
+        "trend_persistence_min": 0.8, "trend_align": True, "trend_ceiling": "scene"}),
 }
 
 

@@ -163,11 +163,50 @@ def summary_rows(grid: dict, keys: list, references: dict, growth_set: str, labe
     return rows
 
 
+#: An estimator's name with this and a ceiling after it (``..., ceiling scene``): its trend bounded by that
+#: ceiling (:attr:`nowcast.models.calibration.ChangeWeights.trend_ceiling`, seventeenth round).
+CEILING_SUFFIX = ", ceiling "
+
+
+def split_ceiling(name: str) -> tuple[str, str]:
+    """``("minmod smoothed 4", "scene")`` of ``"minmod smoothed 4, ceiling scene"``; ``(name, "none")`` without one."""
+    base, found, ceiling = name.rpartition(CEILING_SUFFIX)
+    return (base, ceiling) if found else (name, "none")
+
+
+def ceiling_choice(results: dict, floor: float, tie: float = 0.005, gate: float = 0.8) -> dict:
+    """Step 2's rule of the seventeenth round, as a choice ``trend_history.py score`` reads.
+
+    Over the aligned estimators gated at ``gate`` with a ceiling, the
+    candidate with the largest growth gain at a worst lead of at least
+    ``floor``; a ``local`` ceiling is chosen over ``scene`` (the looser bound)
+    only if its gain is larger by more than ``tie``.
+    """
+    best: dict[str, tuple[str, dict]] = {}
+    for name, rows in results["estimators"].items():
+        base, ceiling = split_ceiling(name)
+        if ceiling == "none" or base != f"minmod smoothed 4, persisting {gate:g}, aligned":
+            continue
+        safe = {k: r for k, r in rows.items() if r["worst"] >= floor - 1e-9}
+        if safe:
+            key = max(safe, key=lambda k: safe[k]["growth_gain"])
+            best[ceiling] = (key, safe[key])
+    if not best:
+        raise ValueError(f"no aligned gated candidate with a ceiling has a worst lead >= {floor:g}")
+    ceiling = max(best, key=lambda c: best[c][1]["growth_gain"] - (tie + 1e-12 if c == "local" else 0.0))
+    key, row = best[ceiling]
+    return {"rule": "step 2 of the seventeenth round", "history": HISTORY,
+            "chosen": [float(v) for v in key.split("/")], "trend_estimator": "minmod", "trend_smoothing_px": 4.0,
+            "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": ceiling,
+            "validation_worst": row["worst"], "validation_growth_gain": row["growth_gain"]}
+
+
 def run(sequences: int, only: list[str] | None = None, extended: bool = False, wide: bool = False) -> dict:
     """Every estimator's trend-only candidates scored on the validation sets, and their summaries."""
     from nowcast.models.calibration import (
         EXTENDED_TREND_GRID,
         EXTRAPOLATION,
+        TREND_CEILINGS,
         TREND_FORMS,
         TREND_GRID,
         TREND_LIFETIMES,
@@ -180,12 +219,15 @@ def run(sequences: int, only: list[str] | None = None, extended: bool = False, w
     weights = EXTENDED_TREND_GRID if extended else TREND_GRID
     keys = [k for k in candidates((0.0,), weights, TREND_FORMS, TREND_LIFETIMES) if k != EXTRAPOLATION]
     out: dict = {"validation": [p.name for p in stores.values()], "references": references, "estimators": {}}
-    for name, rate in estimators(forecaster).items():
-        if only and name not in only:
-            continue
+    rates = estimators(forecaster)
+    for name in only or list(rates):
+        base, ceiling = split_ceiling(name)
+        if base not in rates:
+            raise ValueError(f"unknown estimator {name!r}: one of {list(rates)}, optionally with "
+                             f"{', '.join(repr(CEILING_SUFFIX + c) for c in TREND_CEILINGS[1:])}")
         grid = score_grid(newest_frames(forecaster._raw_changes, NETWORK_FRAMES), forecaster.normaliser, seqs,
                           HISTORY, LEADS, forecaster.config.motion.method, keys, motion_frames=NETWORK_FRAMES,
-                          trend=rate)
+                          trend=rates[base], ceiling=ceiling)
         out["estimators"][name] = summary_rows(grid, keys, references, stores["growth"].name)
         log.info("%s: %d candidates scored", name, len(keys))
     return out
@@ -256,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Also write step 2's choice among the gated estimators (gated_choice) here.")
     parser.add_argument("--choice-network-agrees", action="store_true",
                         help="The choice among the network-agreeing gated estimators (step 5) instead.")
+    parser.add_argument("--choice-ceiling", action="store_true",
+                        help="The choice among the aligned gated estimators with a ceiling (seventeenth round) instead.")
     parser.add_argument("--from-json", type=Path,
                         help="Read the scores a previous run wrote here instead of scoring (table and choice only).")
     parser.add_argument("--json", type=Path)
@@ -274,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=1))
     sys.stdout.write(table(results, args.floor) + "\n")
     if args.choice_json:
-        args.choice_json.write_text(json.dumps(gated_choice(results, args.floor,
-                                                            network_agrees=args.choice_network_agrees), indent=1))
+        choice = (ceiling_choice(results, args.floor) if args.choice_ceiling
+                  else gated_choice(results, args.floor, network_agrees=args.choice_network_agrees))
+        args.choice_json.write_text(json.dumps(choice, indent=1))
     return 0
 
 

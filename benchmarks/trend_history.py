@@ -118,13 +118,13 @@ def choice_weights(choice: dict):
     """The :class:`~nowcast.models.calibration.ChangeWeights` of a choice file: its candidate, read as it says.
 
     ``trend_estimator``, ``trend_smoothing_px``, ``trend_persistence_min``,
-    ``trend_network_agrees`` where the file has them (``trend_consistency.py --choice-json``), else
+    ``trend_network_agrees``, ``trend_align``, ``trend_ceiling`` where the file has them (``trend_consistency.py --choice-json``), else
     the slope, unsmoothed, every scene (the fourteenth round's files).
     """
     from nowcast.models.calibration import ChangeWeights
 
     reading = {k: choice[k] for k in ("trend_estimator", "trend_smoothing_px", "trend_persistence_min",
-                                      "trend_network_agrees", "trend_align") if k in choice}
+                                      "trend_network_agrees", "trend_align", "trend_ceiling") if k in choice}
     reading["trend_frames"] = int(choice["history"]) if int(choice["history"]) > NETWORK_FRAMES else 0
     return replace(ChangeWeights.from_key(choice["chosen"], LEADS), **reading)
 

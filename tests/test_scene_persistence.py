@@ -225,6 +225,7 @@ def test_the_model_configs_calibration_section_carries_the_gate_the_rule_and_the
     (["--trend-forms", "decay"], "trend forms must be one or more of"),
     (["--trend-lifetimes", "0"], "trend lifetimes must be one or more positive numbers"),
     (["--network-weights", "none"], "--network-weights 'none': give comma-separated numbers"),
+    (["--trend-ceiling", "sky"], "unknown trend_ceiling 'sky': choose from ['none', 'scene', 'local']"),
 ])
 def test_cli_refuses_an_impossible_calibration_in_one_line(args, message, capsys):
     from nowcast.cli import main

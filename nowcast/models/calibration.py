@@ -205,6 +205,12 @@ MINMOD_FRAMES = 6
 NO_GATE = -1.0
 #: Pixels a scene needs (both halves' rates read) for :func:`scene_persistence` to be evidence (else 0).
 MIN_PERSISTENCE_PIXELS = 50
+#: How far the trend may lift a pixel (:attr:`ChangeWeights.trend_ceiling`, seventeenth round): without
+#: bound, to the heaviest rain of the whole moved window, or to the heaviest within
+#: :data:`LOCAL_CEILING_PX` of the pixel.
+TREND_CEILINGS: tuple[str, ...] = ("none", "scene", "local")
+#: Radius (pixels; 16 km on the 2-km grids) of the ``local`` ceiling's neighbourhood.
+LOCAL_CEILING_PX = 8
 #: Selection rules by name, ``(tie_break, tie)`` of :func:`choose_candidate`: the thirteenth round's ("13"),
 #: the fourteenth's ("14"), rule 15 (the shipped model's until the sixteenth round) and "best worst lead"
 #: (no tolerance). ``benchmarks/rule_cv.py`` compares them by cross-validation.
@@ -251,6 +257,7 @@ class ChangeWeights:
     trend_persistence_min: float = NO_GATE
     trend_network_agrees: bool = False
     trend_align: bool = False
+    trend_ceiling: str = "none"
 
     def __post_init__(self) -> None:
         if not self.trend:
@@ -292,19 +299,22 @@ class ChangeWeights:
         if self.trend_persistence_min > NO_GATE and self.trend_frames < MINMOD_FRAMES:
             raise ValueError(f"the trend's persistence gate needs trend_frames >= {MINMOD_FRAMES} (two halves of "
                              f"three), got {self.trend_frames}")
+        if self.trend_ceiling not in TREND_CEILINGS:
+            raise ValueError(f"unknown trend_ceiling {self.trend_ceiling!r}: choose from {list(TREND_CEILINGS)}")
 
     @classmethod
     def constant(cls, growth: float, decay: float, leads: int, trend: float = 0.0,
                  trend_linearity_power: float = TREND_LINEARITY_POWER, trend_decay: float | None = None,
                  trend_lifetime: float = TREND_DAMPING_STEPS, trend_frames: int = 0, trend_estimator: str = "slope",
                  trend_smoothing_px: float = 0.0, trend_persistence_min: float = NO_GATE,
-                 trend_network_agrees: bool = False, trend_align: bool = False) -> ChangeWeights:
+                 trend_network_agrees: bool = False, trend_align: bool = False,
+                 trend_ceiling: str = "none") -> ChangeWeights:
         """The same weights at every one of ``leads`` leads (``trend_decay`` ``None``: the signed trend)."""
         n = int(leads)
         trend_decay = float(trend if trend_decay is None else trend_decay)
         return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power),
                    (trend_decay,) * n, float(trend_lifetime), trend_frames, trend_estimator, float(trend_smoothing_px),
-                   float(trend_persistence_min), bool(trend_network_agrees), bool(trend_align))
+                   float(trend_persistence_min), bool(trend_network_agrees), bool(trend_align), str(trend_ceiling))
 
     @classmethod
     def from_key(cls, key: Sequence[float], leads: int, trend_linearity_power: float = TREND_LINEARITY_POWER,
@@ -337,6 +347,32 @@ class ChangeWeights:
         return window_trend(x, self.trend_linearity_power, self.trend_estimator, self.trend_smoothing_px,
                             self.trend_persistence_min, self.trend_align)
 
+    def headroom(self, x: np.ndarray) -> np.ndarray | None:
+        """How far above the analysis the trend may lift each pixel, ``(h, w)`` network units (``None``: unbounded).
+
+        ``x``: the moved frames (network units), oldest first, the analysis
+        last. The ceiling (:attr:`trend_ceiling`) is the heaviest rain of the
+        window: of the whole scene (``scene``) or within
+        :data:`LOCAL_CEILING_PX` of the pixel (``local``). Why (seventeenth
+        round): a trend read from a window is evidence that rain grows towards
+        what the scene already produces, not beyond; the sixteenth round's
+        costliest fresh window was 3.4 mm/h rain that a trend carried over
+        5 mm/h where the observation never reached 3.3. Negative where the
+        analysis is above the ceiling (a ``local`` one never is).
+        """
+        if self.trend_ceiling == "none":
+            return None
+        x = np.asarray(x, dtype=np.float32)
+        heaviest = np.nanmax(x, axis=0)  # every frame, per pixel
+        if self.trend_ceiling == "scene":
+            ceiling = np.full_like(heaviest, np.nanmax(heaviest))
+        else:
+            from scipy.ndimage import maximum_filter
+
+            ceiling = maximum_filter(np.nan_to_num(heaviest, nan=-np.inf), size=2 * LOCAL_CEILING_PX + 1,
+                                     mode="nearest")
+        return np.nan_to_num(ceiling - x[-1], nan=0.0)  # no coverage: no lift
+
     def history_frames(self, input_frames: int) -> int:
         """Frames a forecast under these weights reads: the network's ``input_frames``, or more for the trend."""
         return max(int(input_frames), self.trend_frames) if self.uses_trend else int(input_frames)
@@ -352,7 +388,8 @@ class ChangeWeights:
         return tuple(np.asarray(w, dtype=np.float64)[idx]
                      for w in (self.growth, self.decay, self.trend, self.trend_decay))
 
-    def apply(self, change: np.ndarray, rate: np.ndarray | None = None) -> np.ndarray:
+    def apply(self, change: np.ndarray, rate: np.ndarray | None = None,
+              headroom: np.ndarray | None = None) -> np.ndarray:
         """Weigh a ``(leads, h, w)`` change and add the weighted trend.
 
         Growth (change > 0) times its lead's growth weight, decay times its
@@ -362,7 +399,10 @@ class ChangeWeights:
         ``rate`` is needed only if :attr:`uses_trend`. With
         :attr:`trend_network_agrees` the trend is added only where the
         network's own (unweighted) ``change`` grows on average over the leads
-        (:func:`network_agreement`).
+        (:func:`network_agreement`). With a :attr:`trend_ceiling`, ``headroom``
+        (:meth:`headroom` of the moved frames) bounds the trend's growth: it
+        lifts a pixel's weighed change at most to the headroom, and adds
+        nothing where the change is already there; its decay is not bounded.
         """
         change = np.asarray(change)
         growth, decay, trend, trend_decay = self.per_lead(change.shape[0])
@@ -378,8 +418,16 @@ class ChangeWeights:
             if self.trend_network_agrees:
                 rate = network_agreement(rate, change)
             ramp = trend_ramp(change.shape[0], self.trend_lifetime).reshape(shape)
-            out = out + ramp * (trend.reshape(shape) * np.maximum(rate, 0.0)[None]
-                                + trend_decay.reshape(shape) * np.minimum(rate, 0.0)[None])
+            lift = ramp * trend.reshape(shape) * np.maximum(rate, 0.0)[None]
+            if self.trend_ceiling != "none":
+                if headroom is None:
+                    raise ValueError(f"these change weights bound the trend by the {self.trend_ceiling} ceiling: "
+                                     f"pass its headroom (ChangeWeights.headroom)")
+                headroom = np.asarray(headroom)
+                if headroom.shape != change.shape[1:]:
+                    raise ValueError(f"trend headroom of shape {headroom.shape} for changes of shape {change.shape}")
+                lift = np.minimum(lift, np.maximum(headroom[None] - out, 0.0))
+            out = out + lift + ramp * trend_decay.reshape(shape) * np.minimum(rate, 0.0)[None]
         return out.astype(change.dtype, copy=False)
 
     def brief(self) -> str:
@@ -403,6 +451,8 @@ class ChangeWeights:
                 text += f", only where the scene's trend persisted (rho >= {self.trend_persistence_min:g})"
             if self.trend_network_agrees:
                 text += " and the network grows"
+            if self.trend_ceiling != "none":
+                text += f", bounded by the {self.trend_ceiling} ceiling (the window's heaviest rain)"
             if self.trend_lifetime != TREND_DAMPING_STEPS:
                 text += f", lifetime {self.trend_lifetime:g} steps"
             text += f") x{weights(self.trend)}"
@@ -419,7 +469,7 @@ class ChangeWeights:
                 "trend_estimator": self.trend_estimator, "trend_smoothing_px": float(self.trend_smoothing_px),
                 "trend_persistence_min": float(self.trend_persistence_min),
                 "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
-                **provenance}
+                "trend_ceiling": self.trend_ceiling, **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
@@ -432,7 +482,8 @@ class ChangeWeights:
         network's window, as a slope, unsmoothed; one without
         ``trend_persistence_min`` (before the sixteenth) adds it to every scene,
         one without ``trend_network_agrees`` wherever the trend is read, one
-        without ``trend_align`` without removing a residual displacement.
+        without ``trend_align`` without removing a residual displacement, one
+        without ``trend_ceiling`` (before the seventeenth) without a bound.
 
         Raises
         ------
@@ -451,20 +502,22 @@ class ChangeWeights:
                        _whole(entry.get("trend_frames", 0)), str(entry.get("trend_estimator", "slope")),
                        float(entry.get("trend_smoothing_px", 0.0)),
                        float(entry.get("trend_persistence_min", NO_GATE)),
-                       entry.get("trend_network_agrees", False), entry.get("trend_align", False))
+                       entry.get("trend_network_agrees", False), entry.get("trend_align", False),
+                       str(entry.get("trend_ceiling", "none")))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
 
 def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
-                        trend_persistence_min: float = NO_GATE) -> None:
+                        trend_persistence_min: float = NO_GATE, trend_ceiling: str = "none") -> None:
     """Raise the one-line ValueError :class:`ChangeWeights` would for an impossible way of reading the trend.
 
     For callers that must refuse it before minutes of scoring (the CLI, a
     model config, :func:`calibrate`).
     """
     ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
-                           trend_smoothing_px=trend_smoothing_px, trend_persistence_min=trend_persistence_min)
+                           trend_smoothing_px=trend_smoothing_px, trend_persistence_min=trend_persistence_min,
+                           trend_ceiling=trend_ceiling)
 
 
 def check_trend_weights(weights: Sequence[float], what: str = "trend") -> None:
@@ -833,7 +886,7 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
                trend_linearity_power: float = TREND_LINEARITY_POWER, motion_frames: int | None = None,
                per_sequence: dict | None = None,
                trend: Callable[[np.ndarray, float], np.ndarray] | None = None,
-               network_agrees: bool = False) -> GridScores:
+               network_agrees: bool = False, ceiling: str = "none") -> GridScores:
     """Per-lead scores of a Lagrangian forecast under every candidate's weights, on every validation set.
 
     The motion, the moved window (:func:`nowcast.models.lagrangian.prepare`),
@@ -874,13 +927,16 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
     network_agrees
         Every candidate adds its trend only where the network grows
         (:attr:`ChangeWeights.trend_network_agrees`).
+    ceiling
+        Every candidate's trend is bounded by this ceiling
+        (:attr:`ChangeWeights.trend_ceiling`).
     """
     from nowcast.models import lagrangian
     from nowcast.models.skill import csi_counts, csi_from_counts
 
     keys = [as_candidate(key) for key in (keys or candidates())]
     weights = {key: replace(ChangeWeights.from_key(key, leads, trend_linearity_power),
-                            trend_network_agrees=bool(network_agrees)) for key in keys}
+                            trend_network_agrees=bool(network_agrees), trend_ceiling=str(ceiling)) for key in keys}
     trended = any(w.uses_trend for w in weights.values())
     out: GridScores = {key: {} for key in keys}
     for name, seqs in sequences.items():
@@ -895,8 +951,9 @@ def score_grid(raw_changes: Callable[[np.ndarray, int], np.ndarray], normaliser,
             if prepared.wet:  # a dry window stays dry whatever the weights (the network is not run)
                 change = np.asarray(raw_changes(prepared.inputs, leads))
                 rate = (trend or window_trend)(prepared.inputs, trend_linearity_power) if trended else None
+                headroom = weights[keys[0]].headroom(prepared.inputs) if trended else None  # one ceiling for all
             for k, key in enumerate(keys):
-                weighed = weights[key].apply(change, rate) if prepared.wet else None
+                weighed = weights[key].apply(change, rate, headroom) if prepared.wet else None
                 counts[k, i] = csi_counts(lagrangian.finish(prepared, weighed).astype(np.float32), truth, THRESHOLDS)
                 applied[k, i] = float(np.abs(weighed).mean()) if weighed is not None else 0.0
             if (i + 1) % 16 == 0:
@@ -945,7 +1002,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               trend_grid: Sequence[float] = TREND_GRID, trend_network_agrees: bool = False,
               trend_align: bool = False, network_grid: Sequence[float] = NETWORK_GRID,
               trend_forms: Sequence[str] = TREND_FORMS, trend_lifetimes: Sequence[float] = TREND_LIFETIMES,
-              per_sequence: dict | None = None):
+              per_sequence: dict | None = None, trend_ceiling: str = "none"):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -962,6 +1019,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     network grows (:func:`network_agreement`), stored with the chosen weights.
     ``trend_align``: every candidate's rate has its residual displacement
     removed (:func:`remove_displacement`), stored with the chosen weights.
+    ``trend_ceiling``: every candidate's trend is bounded by this ceiling
+    (:meth:`ChangeWeights.headroom`), stored with the chosen weights.
     ``network_grid``, ``trend_grid``, ``trend_forms``, ``trend_lifetimes``:
     the candidates when ``keys`` is not given (:func:`candidates`;
     :data:`EXTENDED_TREND_GRID` adds 1.5 and 2 to the trend weights).
@@ -979,7 +1038,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
         raise ValueError(f"model {forecaster.config.name!r}: change weights are for Lagrangian models")
     n_in = int(forecaster.config.input_frames)
     history = max(n_in, int(trend_frames))
-    check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px, trend_persistence_min)  # before any scoring
+    check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px, trend_persistence_min,
+                        trend_ceiling)  # before any scoring
     check_trend_grid(network_grid, trend_grid, trend_forms, trend_lifetimes)
     for name, seqs in sequences.items():
         if np.shape(seqs)[1] < history + leads:
@@ -993,9 +1053,10 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                       motion_frames=n_in if history > n_in else None,
                       trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px,
                                                           trend_persistence_min, trend_align),
-                      network_agrees=trend_network_agrees, per_sequence=per_sequence)
+                      network_agrees=trend_network_agrees, per_sequence=per_sequence, ceiling=trend_ceiling)
     weights, summaries = choose_weights(grid, references, leads, tie_break, tie)
     weights = replace(weights, trend_frames=history if history > n_in else 0, trend_estimator=trend_estimator,
                       trend_smoothing_px=float(trend_smoothing_px), trend_persistence_min=float(trend_persistence_min),
-                      trend_network_agrees=bool(trend_network_agrees), trend_align=bool(trend_align))
+                      trend_network_agrees=bool(trend_network_agrees), trend_align=bool(trend_align),
+                      trend_ceiling=str(trend_ceiling))
     return weights, summaries, grid, references

@@ -169,6 +169,9 @@ class CalibrationConfig(StrictModel):
     trend_align: bool = Field(
         False, description="Remove from the trend the growth a residual displacement of the older frames "
                            "explains (a translation and a rotation fitted per scene).")
+    trend_ceiling: Literal["none", "scene", "local"] = Field(
+        "none", description="Let the trend lift rain at most to the window's heaviest: of the whole scene ('scene') "
+                            "or within 16 km ('local'); 'none': unbounded.")
     rule: Literal["13", "14", "15", "best-worst-lead"] = Field(
         "15", description="The selection rule that chooses the weights (nowcast.models.calibration.SELECTION_RULES).")
     trend_weights: tuple[float, ...] = Field(
@@ -194,7 +197,7 @@ class CalibrationConfig(StrictModel):
         )
 
         check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px,
-                            self.trend_persistence_min)
+                            self.trend_persistence_min, self.trend_ceiling)
         check_trend_grid(self.network_weights, self.trend_weights, self.trend_forms, self.trend_lifetimes)
         if self.rule not in SELECTION_RULES:
             raise ValueError(f"unknown rule {self.rule!r}: choose from {', '.join(SELECTION_RULES)}")
@@ -212,7 +215,8 @@ class CalibrationConfig(StrictModel):
 
         flags = {"trend_frames": "--trend-frames {}", "trend_estimator": "--trend-estimator {}",
                  "trend_smoothing_px": "--trend-smoothing {:g}", "trend_persistence_min": "--trend-persistence-min {:g}",
-                 "trend_network_agrees": "--trend-network-agrees", "trend_align": "--trend-align", "rule": "--rule {}",
+                 "trend_network_agrees": "--trend-network-agrees", "trend_align": "--trend-align",
+                 "trend_ceiling": "--trend-ceiling {}", "rule": "--rule {}",
                  "trend_weights": "--trend-weights {}", "network_weights": "--network-weights {}",
                  "trend_forms": "--trend-forms {}", "trend_lifetimes": "--trend-lifetimes {}"}
         return [flag.format(listed(value) if isinstance(value, tuple) else value)
@@ -227,7 +231,7 @@ class CalibrationConfig(StrictModel):
                 "trend_smoothing_px": float(self.trend_smoothing_px),
                 "trend_persistence_min": float(self.trend_persistence_min),
                 "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
-                "tie_break": tie_break, "tie": tie, "trend_grid": tuple(float(w) for w in self.trend_weights),
+                "trend_ceiling": self.trend_ceiling, "tie_break": tie_break, "tie": tie, "trend_grid": tuple(float(w) for w in self.trend_weights),
                 "network_grid": tuple(float(w) for w in self.network_weights),
                 "trend_forms": tuple(self.trend_forms), "trend_lifetimes": tuple(float(v) for v in self.trend_lifetimes)}
 

@@ -546,7 +546,9 @@ class Forecaster:
             change = (raw or self._raw_changes)(x[-int(self.config.input_frames):], leads)
         if weights is None:
             return change
-        return weights.apply(change, weights.rate(x) if weights.uses_trend else None)
+        if not weights.uses_trend:
+            return weights.apply(change)
+        return weights.apply(change, weights.rate(x), weights.headroom(x))
 
     def predict_region(self, window: np.ndarray, leads: int, tile: int | None = None, overlap: int = 32) -> np.ndarray:
         """Forecast a whole region: the network in tiles of at most ``tile`` cells (``None``: one tile).

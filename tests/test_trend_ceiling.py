@@ -1,0 +1,229 @@
+"""A trend bounded by the rain the scene already has (seventeenth round, issue #8).
+
+``ChangeWeights.trend_ceiling`` lets the window trend lift a pixel's forecast
+at most to the heaviest rain of the moved window: of the whole scene
+(``scene``) or within :data:`~nowcast.models.calibration.LOCAL_CEILING_PX` of
+the pixel (``local``). Tested: the headroom each reads, a lift exactly to the
+ceiling and one that would pass it, the network's change counted toward it,
+the decay left alone; the forecast never above the window's heaviest rain; the
+checkpoint entry; the calibration and the benchmark scoring the bounded
+forecast; the command line and the choice files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from nowcast.errors import CheckpointError
+from nowcast.models.calibration import (
+    LOCAL_CEILING_PX,
+    TREND_CEILINGS,
+    ChangeWeights,
+    calibrate,
+    candidates,
+)
+from tests.test_calibration import growing_sequences
+from tests.test_trend_history import LEADS, _minmod_weights, _model, _same, calibratable_checkpoint
+
+SHAPE = (40, 40)
+
+
+def _bounded(ceiling: str = "scene", trend: float = 1.0, leads: int = 3) -> ChangeWeights:
+    """The trend's growth x``trend``, a lifetime so long that lead k lifts k steps of its rate."""
+    return ChangeWeights.constant(0.0, 0.0, leads, trend=trend, trend_decay=0.0, trend_lifetime=1e9,
+                                  trend_ceiling=ceiling)
+
+
+def _window() -> np.ndarray:
+    """4 moved frames: dry 0, a pixel that grew 1, 2, 3, 4 (the scene's heaviest), and a weak one at 1."""
+    x = np.zeros((4, *SHAPE), dtype=np.float32)
+    x[:, 20, 20] = [1.0, 2.0, 3.0, 4.0]
+    x[-1, 5, 5] = 1.0
+    return x
+
+
+# ------------------------------------------------------------------ the headroom
+def test_the_scene_ceiling_is_the_windows_heaviest_rain_of_every_frame_and_pixel():
+    x = _window()
+    x[0, 30, 30] = 4.5  # heavier once, in the oldest frame
+    headroom = _bounded("scene").headroom(x)
+    assert headroom[20, 20] == pytest.approx(0.5) and headroom[5, 5] == pytest.approx(3.5)
+    assert headroom[0, 0] == pytest.approx(4.5)
+
+
+def test_the_local_ceiling_reaches_exactly_its_radius_and_no_further():
+    x = np.zeros((4, *SHAPE), dtype=np.float32)
+    x[1, 10, 10] = 5.0  # heaviest once, in an older frame
+    headroom = _bounded("local").headroom(x)
+    assert headroom[10, 10 + LOCAL_CEILING_PX] == 5.0 and headroom[10 + LOCAL_CEILING_PX, 10 - LOCAL_CEILING_PX] == 5.0
+    assert headroom[10, 10 + LOCAL_CEILING_PX + 1] == 0.0
+
+
+def test_no_ceiling_has_no_headroom_and_adds_the_trend_as_before():
+    weights = _bounded("none")
+    assert weights.headroom(_window()) is None
+    rate = np.full(SHAPE, 2.0, dtype=np.float32)
+    out = weights.apply(np.zeros((3, *SHAPE), dtype=np.float32), rate)
+    np.testing.assert_allclose(out[:, 0, 0], [2.0, 4.0, 6.0], rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the bound
+def test_a_lift_exactly_to_the_ceiling_stays_one_that_would_pass_it_stops_there():
+    weights = _bounded("scene")
+    x = _window()
+    headroom = weights.headroom(x)  # 3 at the weak pixel, 0 at the heaviest, 4 where dry
+    rate = np.zeros(SHAPE, dtype=np.float32)
+    rate[5, 5] = 1.0  # lifts 1, 2, 3 over three leads: reaches the ceiling exactly at the last
+    rate[6, 6] = 1.5  # lifts 1.5, 3, 4.5: would pass a headroom of 4
+    rate[20, 20] = 1.0  # the heaviest pixel: no headroom at all
+    out = weights.apply(np.zeros((3, *SHAPE), dtype=np.float32), rate, headroom)
+    np.testing.assert_allclose(out[:, 5, 5], [1.0, 2.0, 3.0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[:, 6, 6], [1.5, 3.0, 4.0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(out[:, 20, 20], [0.0, 0.0, 0.0])
+
+
+def test_the_networks_change_counts_toward_the_ceiling_and_is_never_cut():
+    weights = replace(_bounded("scene"), growth=(1.0,) * 3, decay=(1.0,) * 3)
+    headroom = np.full(SHAPE, 2.0, dtype=np.float32)
+    rate = np.full(SHAPE, 1.0, dtype=np.float32)
+    change = np.zeros((3, *SHAPE), dtype=np.float32)
+    change[:, 0, 0] = 1.5  # the network lifts 1.5: the trend may add 0.5 more
+    change[:, 1, 1] = 3.0  # the network alone passes the ceiling: kept, the trend adds nothing
+    change[:, 2, 2] = -1.0  # the network decays: the trend may lift 3
+    out = weights.apply(change, rate, headroom)
+    np.testing.assert_allclose(out[:, 0, 0], [2.0, 2.0, 2.0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[:, 1, 1], [3.0, 3.0, 3.0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[:, 2, 2], [0.0, 1.0, 2.0], rtol=1e-6, atol=1e-6)
+
+
+def test_the_trends_decay_is_not_bounded():
+    weights = ChangeWeights.constant(0.0, 0.0, 3, trend=1.0, trend_lifetime=1e9, trend_ceiling="scene")  # signed
+    rate = np.full(SHAPE, -1.0, dtype=np.float32)
+    out = weights.apply(np.zeros((3, *SHAPE), dtype=np.float32), rate, np.zeros(SHAPE, dtype=np.float32))
+    np.testing.assert_allclose(out[:, 0, 0], [-1.0, -2.0, -3.0], rtol=1e-6, atol=1e-6)
+
+
+def test_a_bounded_trend_needs_its_headroom_of_the_changes_shape():
+    weights = _bounded("local")
+    change, rate = np.zeros((3, *SHAPE), dtype=np.float32), np.ones(SHAPE, dtype=np.float32)
+    with pytest.raises(ValueError, match="bound the trend by the local ceiling: pass its headroom"):
+        weights.apply(change, rate)
+    with pytest.raises(ValueError, match=r"trend headroom of shape \(4, 4\)"):
+        weights.apply(change, rate, np.ones((4, 4), dtype=np.float32))
+
+
+def test_the_forecast_never_lifts_rain_above_the_windows_heaviest():
+    window = growing_sequences(n=1, frames=8, db_per_step=1.0, seed=3)[0]
+    unbounded = replace(_minmod_weights(), trend=(2.0,) * LEADS, trend_lifetime=12.0)
+    free = _model(unbounded).predict(window, LEADS)
+    bounded = _model(replace(unbounded, trend_ceiling="scene")).predict(window, LEADS)
+    heaviest = float(np.nanmax(window))
+    assert np.nanmax(free) > 1.5 * heaviest  # the trend alone would carry it well above
+    assert np.nanmax(bounded) <= heaviest * (1 + 1e-4)
+    assert np.nansum(bounded) > np.nansum(_model(ChangeWeights.constant(0.0, 0.0, LEADS)).predict(window, LEADS))
+
+
+# ------------------------------------------------------------------ the checkpoint
+@pytest.mark.parametrize("ceiling", TREND_CEILINGS)
+def test_the_ceiling_round_trips_and_says_so(ceiling):
+    weights = replace(_minmod_weights(), trend_ceiling=ceiling)
+    entry = weights.to_metadata()
+    assert entry["trend_ceiling"] == ceiling and ChangeWeights.from_metadata(entry) == weights
+    assert (f"bounded by the {ceiling} ceiling" in weights.brief()) == (ceiling != "none")
+
+
+def test_old_entries_have_no_ceiling_and_a_broken_one_names_the_checkpoint():
+    entry = replace(_minmod_weights(), trend_ceiling="scene").to_metadata()
+    old = {k: v for k, v in entry.items() if k != "trend_ceiling"}
+    assert ChangeWeights.from_metadata(old).trend_ceiling == "none"
+    with pytest.raises(CheckpointError, match="m.pt: invalid change_weights: unknown trend_ceiling 'sky'"):
+        ChangeWeights.from_metadata({**entry, "trend_ceiling": "sky"}, "m.pt")
+
+
+# ------------------------------------------------------------------ the calibration
+def test_calibration_scores_the_bounded_forecast_and_stores_the_ceiling():
+    from nowcast.models.skill import score_method
+
+    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS, db_per_step=1.0)}
+    keys = candidates((0.0,), (2.0,), forms=("growth",), lifetimes=(12.0,))
+    weights, _, grid, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod",
+                                    trend_smoothing_px=4.0, trend_ceiling="scene")
+    assert weights.trend_ceiling == "scene"
+    key = keys[0]
+    bounded = replace(ChangeWeights.from_key(key, LEADS), trend_frames=8, trend_estimator="minmod",
+                      trend_smoothing_px=4.0, trend_ceiling="scene")
+    own = score_method(_model(bounded).predict, seqs["growth"], 8, LEADS)
+    for t in ("csi@1", "csi@5"):
+        assert grid[key]["growth"][t] == pytest.approx(own[t], abs=1e-12, nan_ok=True)
+    _, _, free, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod",
+                              trend_smoothing_px=4.0)
+    assert grid[key]["growth"]["change"] < 0.9 * free[key]["growth"]["change"]  # the bound cut what was applied
+    with pytest.raises(ValueError, match="unknown trend_ceiling 'sky'"):
+        calibrate(_model(None), seqs, LEADS, keys=keys, trend_ceiling="sky")
+
+
+def test_the_model_configs_calibration_section_carries_the_ceiling():
+    from nowcast.models.config import CalibrationConfig
+
+    settings = CalibrationConfig(trend_ceiling="local")
+    assert settings.options() == ["--trend-ceiling local"]
+    assert settings.calibrate_kwargs()["trend_ceiling"] == "local"
+    with pytest.raises(ValueError, match="unknown trend_ceiling 'sky'"):
+        CalibrationConfig().resolve(trend_ceiling="sky").check()
+
+
+def test_cli_calibrates_with_the_ceiling_and_records_it(tmp_path, capsys):
+    from nowcast.cli import main
+    from nowcast.models.zoo import load_checkpoint
+
+    config, store = calibratable_checkpoint(tmp_path)
+    assert main(["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2",
+                 "--trend-ceiling", "scene", "--network-weights", "0", "--trend-weights", "2",
+                 "--trend-forms", "growth", "--trend-lifetimes", "12"]) == 0
+    entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
+    assert entry["trend_ceiling"] == "scene" and "--trend-ceiling scene" in entry["command"]
+    assert "bounded by the scene ceiling" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the benchmarks
+def test_an_estimators_ceiling_is_read_from_its_name():
+    from benchmarks.trend_consistency import split_ceiling
+
+    assert split_ceiling("minmod smoothed 4, persisting 0.8, aligned, ceiling local") == (
+        "minmod smoothed 4, persisting 0.8, aligned", "local")
+    assert split_ceiling("minmod smoothed 4") == ("minmod smoothed 4", "none")
+
+
+def _rows(best_gain: float) -> dict:
+    return {"0/0/2/0/12": {"worst": -0.0001, "growth_gain": best_gain},
+            "0/0/1/0/3": {"worst": -0.0001, "growth_gain": best_gain - 0.05},
+            "0/0/4/0/12": {"worst": -0.01, "growth_gain": best_gain + 0.2}}  # below the floor
+
+
+@pytest.mark.parametrize("scene, local, chosen", [(0.20, 0.205, "scene"), (0.20, 0.2051, "local"),
+                                                  (0.20, 0.10, "scene")])
+def test_the_ceiling_choice_takes_the_largest_growth_above_the_floor_ties_to_scene(scene, local, chosen):
+    from benchmarks.trend_consistency import ceiling_choice
+
+    base = "minmod smoothed 4, persisting 0.8, aligned"
+    results = {"estimators": {base: _rows(0.5), f"{base}, ceiling scene": _rows(scene),
+                              f"{base}, ceiling local": _rows(local),
+                              "minmod smoothed 4, ceiling scene": _rows(0.9)}}  # not gated: not a candidate
+    choice = ceiling_choice(results, floor=-0.0005)
+    assert choice["trend_ceiling"] == chosen and choice["chosen"] == [0.0, 0.0, 2.0, 0.0, 12.0]
+    assert choice["trend_align"] is True and choice["trend_persistence_min"] == 0.8
+
+
+def test_a_choice_file_is_read_with_its_ceiling(tmp_path):
+    from benchmarks.trend_history import choice_weights
+
+    choice = {"history": 8, "chosen": [0, 0, 2, 0, 12], "trend_estimator": "minmod", "trend_smoothing_px": 4.0,
+              "trend_persistence_min": 0.8, "trend_align": True, "trend_ceiling": "scene"}
+    path = tmp_path / "choice.json"
+    path.write_text(json.dumps(choice))
+    weights = choice_weights(json.loads(path.read_text()))
+    assert weights.trend_ceiling == "scene" and weights.trend_align and weights.trend_frames == 8
