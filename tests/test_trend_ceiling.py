@@ -27,7 +27,12 @@ from nowcast.models.calibration import (
     candidates,
 )
 from tests.test_calibration import growing_sequences
-from tests.test_trend_history import LEADS, _minmod_weights, _model, _same, calibratable_checkpoint
+from tests.test_trend_history import (
+    LEADS,
+    _minmod_weights,
+    _model,
+    calibratable_checkpoint,
+)
 
 SHAPE = (40, 40)
 
