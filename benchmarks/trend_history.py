@@ -41,6 +41,14 @@ Sixteenth round (a choice file carries its reading: estimator, smoothing, gate, 
         --json benchmarks/out/v16/fresh8.json
     python benchmarks/trend_history.py score --fresh 9 --also models/runs/exp/swiss-south-tmu-calibrated19.pt \\
         --json benchmarks/out/v16/fresh9.json
+
+Seventeenth round (a trend bounded by the scene's rain; fresh seed 10), and the study's record in the shipped
+checkpoint it was promoted to (``study_skill``: the region's default follows it)::
+
+    python benchmarks/trend_history.py score --fresh 10 --also models/runs/exp/swiss-south-tmu-calibrated20.pt \
+        --json benchmarks/out/v17/fresh10.json
+    python benchmarks/trend_history.py record benchmarks/out/v17/fresh10.json --fresh 10 \
+        --scored models/runs/exp/swiss-south-tmu-calibrated20.pt --checkpoint models/zoo/swiss-south-tmu.pt
 """
 
 from __future__ import annotations
@@ -158,8 +166,7 @@ def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also:
                f"shipped (trend over {shipped})": newest_frames(forecaster.predict, shipped)}
     for path in also or []:
         other = load_forecaster(path)
-        methods[f"{path.stem} {other.sha256[:12]} (trend over {other.history_frames})"] = newest_frames(
-            other.predict, other.history_frames)
+        methods[scored_label(other, path)] = newest_frames(other.predict, other.history_frames)
     for c in choices:
         methods[f"rule {c.get('rule', '14')}, trend over {c['history']}"] = predictor(
             forecaster, choice_weights(c), int(c["history"]))
@@ -184,6 +191,42 @@ def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also:
     return results
 
 
+def scored_label(forecaster, path: Path) -> str:
+    """The name :func:`score` gives a checkpoint scored with ``--also``."""
+    return f"{path.stem} {forecaster.sha256[:12]} (trend over {forecaster.history_frames})"
+
+
+def record(results_path: Path, scored: Path, checkpoint: Path, fresh_seed: int) -> dict:
+    """Store in ``checkpoint`` the fresh-test skill :func:`score` measured for ``scored`` (``study_skill``).
+
+    Only where both hold the same model: the same network weights, change
+    weights and history (``scored`` is the candidate as it was scored;
+    ``checkpoint`` the file it was promoted to, whose metadata differs), so a
+    record never describes weights it did not measure.
+    """
+    from nowcast.models.calibration import ChangeWeights
+    from nowcast.models.skill import record_study, study_skill
+    from nowcast.models.zoo import load_checkpoint, load_forecaster
+
+    measured, target = load_checkpoint(scored), load_checkpoint(checkpoint)
+    for what, a, b in (("network weights", measured.metadata["weights_sha256"], target.metadata["weights_sha256"]),
+                       ("change weights", ChangeWeights.from_metadata(measured.metadata.get("change_weights"), scored),
+                        ChangeWeights.from_metadata(target.metadata.get("change_weights"), checkpoint))):
+        if a != b:
+            raise ValueError(f"{checkpoint}: its {what} are not those of {scored}, which the study scored")
+    label = scored_label(load_forecaster(scored), scored)
+    results = json.loads(results_path.read_text())
+    sets = {name: methods for name, methods in results.items() if name != "bootstrap"}
+    missing = [name for name, methods in sets.items() if label not in methods]
+    if missing:
+        raise ValueError(f"{results_path}: no scores of {label!r} on {', '.join(missing)}")
+    command = (f"python benchmarks/trend_history.py score --fresh {fresh_seed} --also {scored} "
+               f"--json {results_path}")
+    study = study_skill(sets, label, fresh_seed=fresh_seed, command=command, provenance="simulated from real seeds")
+    record_study(checkpoint, study)
+    return study
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
@@ -200,11 +243,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="Other checkpoints (an earlier shipped one, a candidate) to score beside the shipped one.")
     sc.add_argument("--bootstrap", type=int, default=2000)
     sc.add_argument("--json", type=Path, required=True)
+    rec = sub.add_parser("record", help="Store the fresh-test skill of a checkpoint scored with --also in a "
+                                        "checkpoint holding the same model (its study_skill).")
+    rec.add_argument("results", type=Path, help="The JSON 'score' wrote.")
+    rec.add_argument("--scored", type=Path, required=True, help="The checkpoint scored with --also.")
+    rec.add_argument("--checkpoint", type=Path, required=True, help="The checkpoint to record it in.")
+    rec.add_argument("--fresh", type=int, required=True, help="The seed of the fresh test sets scored.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
     torch.set_num_threads(1)
+    if args.step == "record":
+        study = record(args.results, args.scored, args.checkpoint, args.fresh)
+        sys.stdout.write(json.dumps(study["worst"]) + "\n")
+        return 0
     out = (calibrate(args.history, args.sequences, args.rule) if args.step == "calibrate"
            else score([json.loads(p.read_text()) for p in args.choices], args.bootstrap, args.fresh, args.also))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -400,16 +400,19 @@ def leads_beyond_training(forecaster, leads: int, timestep_minutes: int) -> str 
 
 
 def model_product_attrs(metadata: dict) -> dict[str, str]:
-    """What a product says about the model that made it: held-out skill and training data.
+    """What a product says about the model that made it: held-out skill, its study's, and training data.
 
     A model without measured skill says so, rather than staying silent.
     """
     from nowcast.models.calibration import ChangeWeights
-    from nowcast.models.skill import skill_summary
+    from nowcast.models.skill import skill_summary, study_summary
 
     attrs = {}
     skill = metadata.get("heldout_skill")
     attrs["model_heldout_skill"] = skill_summary(skill) if skill else "not measured: no held-out skill in the checkpoint"
+    study = metadata.get("study_skill")
+    attrs["model_study_skill"] = (study_summary(study) if study
+                                  else "not measured: no fresh-test study of these weights in the checkpoint")
     weights = ChangeWeights.from_metadata(metadata.get("change_weights"))
     if weights is not None:
         attrs["model_change_weights"] = f"{weights.brief()} (nowcast.models.calibration, chosen on validation data)"

@@ -224,6 +224,9 @@ def record_change_weights(checkpoint: Path, weights, summaries: dict, stores: li
     ``summaries``: every candidate's worst-lead difference and mean CSI@5
     (:func:`nowcast.models.calibration.choose_weights`), of which the chosen
     one's and the network's own (:data:`nowcast.models.calibration.NETWORK`) are recorded.
+    A ``study_skill`` the checkpoint held is removed: it was measured under
+    the weights these replace (``benchmarks/trend_history.py record`` measures
+    it again).
     """
     from datetime import datetime, timezone
 
@@ -237,7 +240,7 @@ def record_change_weights(checkpoint: Path, weights, summaries: dict, stores: li
         network_worst_lead_difference=summaries[NETWORK]["worst"] if NETWORK in summaries else None,
         mean_csi5=chosen["csi5"], mean_applied_change=chosen.get("change"), command=command,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra)
-    digest = update_metadata(checkpoint, change_weights=entry)
+    digest = update_metadata(checkpoint, change_weights=entry, study_skill=None)
     log.info("%s: %s (worst lead on validation %+.4f); sha256 %s", checkpoint, weights.brief(), chosen["worst"],
              digest[:12])
     return entry

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,71 @@ def skill_summary(skill: dict[str, Any]) -> str:
     verdict = "no worse than extrapolation at every lead" if skill["no_worse_at_every_lead"] else "worse than extrapolation at some leads"
     return (f"held-out skill over 0-{minutes[hour[-1]]} min, model vs pysteps extrapolation: {', '.join(parts)}; "
             f"{verdict} (test set {skill['test_set']}, {skill['sequences']} sequences, {skill['provenance']})")
+
+
+def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], model: str, *, fresh_seed: int,
+                command: str, provenance: str, timestep_minutes: int = 5) -> dict[str, Any]:
+    """A model beside pysteps extrapolation on a study's fresh test sets: what goes into the checkpoint.
+
+    Why beside :func:`heldout_skill`: the held-out record is one test set; the
+    region's default follows the study (issue #8, item 8: the model only
+    where it is no worse than extrapolation at any lead of any of its test
+    sets: same day, another day, growth and decay, rigid motion), drawn with a
+    seed no choice has seen. ``scores``: per test set, per method (``model``
+    and ``extrapolation`` among them), per-lead lists of ``csi@1`` and
+    ``csi@5`` (``benchmarks/trend_history.py score``'s results).
+
+    Returns
+    -------
+    dict
+        ``fresh_seed``, ``provenance``, ``command``, ``lead_minutes``, per
+        test set the per-lead CSI lists of ``model`` and ``extrapolation``,
+        ``worst`` (the lowest difference: its test set, lead, threshold and
+        value, unrounded) and ``no_worse_at_every_lead`` (CSI at 1 and 5 mm/h,
+        model >= extrapolation at every lead of every set, as
+        :func:`heldout_skill` judges one set).
+    """
+    if not scores:
+        raise ValueError("a study needs at least one test set")
+    per_set: dict[str, Any] = {}
+    worst: dict[str, Any] | None = None
+    leads = 0
+    for test_set, methods in scores.items():
+        if model not in methods or "extrapolation" not in methods:
+            raise ValueError(f"test set {test_set}: no scores of {model!r} and extrapolation to compare")
+        entry = {}
+        for key in ("csi@1", "csi@5"):
+            ours = np.asarray(methods[model][key], dtype=np.float64)
+            ref = np.asarray(methods["extrapolation"][key], dtype=np.float64)
+            leads = max(leads, len(ours))
+            entry[key] = {"model": [round(float(v), 6) for v in ours], "extrapolation": [round(float(v), 6) for v in ref]}
+            for k, difference in enumerate(ours - ref):  # NaN (a lead without events) is no evidence either way
+                if np.isfinite(difference) and (worst is None or difference < worst["difference"]):
+                    worst = {"test_set": test_set, "lead_minutes": timestep_minutes * (k + 1),
+                             "threshold_mm_h": float(key.split("@")[1]), "difference": float(difference)}
+        per_set[test_set] = entry
+    return {"fresh_seed": int(fresh_seed), "provenance": provenance, "command": command,
+            "lead_minutes": [timestep_minutes * (k + 1) for k in range(leads)], "test_sets": per_set,
+            "worst": worst, "no_worse_at_every_lead": bool(worst is None or worst["difference"] >= -1e-9)}
+
+
+def study_summary(study: dict[str, Any]) -> str:
+    """One line for a product's attributes: the study's worst lead against extrapolation, and its verdict."""
+    sets = ", ".join(study["test_sets"])
+    verdict = ("no worse than extrapolation at every lead" if study["no_worse_at_every_lead"]
+               else "worse than extrapolation at some leads")
+    worst = study["worst"]
+    at = (f"worst lead {worst['difference']:+.5f} CSI {worst['threshold_mm_h']:g} mm/h at {worst['lead_minutes']} min "
+          f"({worst['test_set']}); " if worst else "")
+    return (f"fresh test sets (seed {study['fresh_seed']}: {sets}), model vs pysteps extrapolation: {at}{verdict} "
+            f"({study['provenance']})")
+
+
+def record_study(checkpoint: str | Path, study: dict[str, Any]) -> str:
+    """Store ``study`` in a checkpoint's metadata (``study_skill``); returns the file's new SHA-256."""
+    digest = update_metadata(checkpoint, study_skill=study)
+    log.info("%s: study skill recorded (%s); sha256 %s", checkpoint, study_summary(study), digest[:12])
+    return digest
 
 
 def update_metadata(checkpoint: str | Path, **fields: Any) -> str:

@@ -1,0 +1,142 @@
+"""The study's fresh-test skill, carried in the checkpoint (issue #8, item 8).
+
+The region's default follows the study: the model only where it is no worse
+than extrapolation at any lead of any fresh test set. ``study_skill`` is that
+record (:func:`nowcast.models.skill.study_skill`), written by
+``benchmarks/trend_history.py record`` only into a checkpoint holding the model
+that was scored, dropped when the change weights are chosen again, and said
+in every product (``model_study_skill``) and listing. Tested at the boundary:
+a model exactly at extrapolation at every lead is no worse; one a hair below
+at one lead of one set is worse there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from nowcast.models.skill import study_skill, study_summary
+
+LEADS = 4
+
+
+def _scores(model_shift: dict[tuple[str, str, int], float] | None = None) -> dict:
+    """Two test sets, extrapolation and a model equal to it except where ``model_shift`` says."""
+    out = {}
+    for test_set in ("same-day", "growth"):
+        ref = {"csi@1": [0.8, 0.7, 0.6, 0.5], "csi@5": [0.5, 0.4, float("nan"), 0.2]}
+        model = {k: list(v) for k, v in ref.items()}
+        for (s, key, lead), shift in (model_shift or {}).items():
+            if s == test_set:
+                model[key][lead] += shift
+        out[test_set] = {"extrapolation": ref, "model": model, "Lagrangian trend": ref}
+    return out
+
+
+def _study(scores: dict) -> dict:
+    return study_skill(scores, "model", fresh_seed=10, command="score", provenance="simulated from real seeds")
+
+
+def test_a_model_exactly_at_extrapolation_everywhere_is_no_worse():
+    study = _study(_scores())
+    assert study["no_worse_at_every_lead"] and study["worst"]["difference"] == 0.0
+    assert study["lead_minutes"] == [5, 10, 15, 20] and list(study["test_sets"]) == ["same-day", "growth"]
+    assert "no worse than extrapolation at every lead" in study_summary(study)
+
+
+def test_a_hair_below_at_one_lead_of_one_set_is_worse_and_named():
+    study = _study(_scores({("growth", "csi@1", 2): +0.1, ("same-day", "csi@5", 3): -0.00006}))
+    assert not study["no_worse_at_every_lead"]
+    assert study["worst"] == {"test_set": "same-day", "lead_minutes": 20, "threshold_mm_h": 5.0,
+                              "difference": pytest.approx(-0.00006)}
+    line = study_summary(study)
+    assert "worst lead -0.00006 CSI 5 mm/h at 20 min (same-day)" in line and "worse than extrapolation at some" in line
+
+
+def test_a_lead_without_events_is_no_evidence_and_a_missing_model_is_refused():
+    study = _study(_scores({("growth", "csi@5", 2): -1.0}))  # NaN - 1 is still NaN: not a lead that scored
+    assert study["no_worse_at_every_lead"]
+    with pytest.raises(ValueError, match="test set same-day: no scores of 'other'"):
+        study_skill(_scores(), "other", fresh_seed=1, command="x", provenance="p")
+    with pytest.raises(ValueError, match="at least one test set"):
+        study_skill({}, "model", fresh_seed=1, command="x", provenance="p")
+
+
+def test_products_and_listings_say_the_study_or_that_there_is_none():
+    from nowcast.forecast import model_product_attrs
+
+    study = _study(_scores({("growth", "csi@1", 0): -0.01}))
+    assert model_product_attrs({"study_skill": study})["model_study_skill"] == study_summary(study)
+    assert model_product_attrs({})["model_study_skill"].startswith("not measured")
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path):
+    """A candidate as scored and its copy (the checkpoint it is promoted to), with a score file naming it."""
+    from benchmarks.trend_history import scored_label
+    from nowcast.models.zoo import load_forecaster
+
+    scored, target = tmp_path / "cand.pt", tmp_path / "shipped.pt"
+    shutil.copy("models/zoo/swiss-south-tmu.pt", scored)
+    shutil.copy("models/zoo/swiss-south-tmu.pt", target)
+    label = scored_label(load_forecaster(scored), scored)
+    results = {"bootstrap": {}, **{s: {"extrapolation": m["extrapolation"], label: m["model"]}
+                                   for s, m in _scores({("growth", "csi@1", 1): -0.002}).items()}}
+    path = tmp_path / "fresh.json"
+    path.write_text(json.dumps(results))
+    return scored, target, path
+
+
+def test_record_writes_the_study_of_the_model_scored_into_its_copy(two_checkpoints):
+    from benchmarks.trend_history import main
+    from nowcast.models.zoo import describe_checkpoint, load_checkpoint
+
+    scored, target, results = two_checkpoints
+    assert main(["record", str(results), "--fresh", "10", "--scored", str(scored), "--checkpoint", str(target)]) == 0
+    ckpt = load_checkpoint(target)
+    study = ckpt.metadata["study_skill"]
+    assert study["fresh_seed"] == 10 and f"--also {scored}" in study["command"]
+    assert study["worst"]["difference"] == pytest.approx(-0.002) and not study["no_worse_at_every_lead"]
+    info = describe_checkpoint(ckpt)
+    assert info["study_no_worse_at_every_lead"] is False and info["study_skill"] == study_summary(study)
+
+
+def test_record_refuses_a_checkpoint_with_other_change_weights(two_checkpoints):
+    from benchmarks.trend_history import record
+    from nowcast.models.calibration import ChangeWeights
+    from nowcast.models.skill import update_metadata
+    from nowcast.models.zoo import load_checkpoint
+
+    scored, target, results = two_checkpoints
+    weights = ChangeWeights.from_metadata(load_checkpoint(target).metadata["change_weights"])
+    update_metadata(target, change_weights=replace(weights, trend_ceiling="none").to_metadata(), study_skill=None)
+    with pytest.raises(ValueError, match="its change weights are not those of"):
+        record(results, scored, target, 10)
+    assert load_checkpoint(target).metadata["study_skill"] is None  # nothing written
+
+
+def test_choosing_the_weights_again_drops_the_study(two_checkpoints):
+    from nowcast.models.calibration import ChangeWeights
+    from nowcast.models.zoo import load_checkpoint
+    from pipelines.pretrain import record_change_weights
+
+    from benchmarks.trend_history import record
+
+    scored, target, results = two_checkpoints
+    record(results, scored, target, 10)
+    weights = ChangeWeights.constant(0.0, 0.0, 12, trend=0.25, trend_decay=0.0)
+    summaries = {weights.key(0): {"worst": 0.0, "csi5": 0.3}}
+    record_change_weights(target, weights, summaries, [], {}, command="x")
+    assert load_checkpoint(target).metadata.get("study_skill") is None
+
+
+def test_the_shipped_forecaster_carries_the_study_its_default_follows():
+    from nowcast.models.zoo import load_checkpoint
+
+    study = load_checkpoint("models/zoo/swiss-south-tmu.pt").metadata["study_skill"]
+    assert study["fresh_seed"] >= 10 and len(study["test_sets"]) == 4
+    assert np.isfinite(study["worst"]["difference"])
