@@ -538,6 +538,9 @@ def _deterministic(region: Region, method: str, window: np.ndarray, raw: np.ndar
             model_name = str(getattr(forecaster.config, "name", region.forecast.model))
             sha256 = getattr(forecaster, "sha256", None)
             model_attrs = {**model_product_attrs(getattr(forecaster, "metadata", {}) or {}), **history_attrs}
+            trend_note = getattr(forecaster, "last_trend_note", None)
+            if trend_note:  # what this forecast did with the window's trend
+                model_attrs["model_trend"] = trend_note
             beyond = leads_beyond_training(forecaster, leads, region.timestep_minutes)
             if beyond:
                 log.warning("region %s: %s", region.name, beyond)

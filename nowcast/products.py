@@ -122,7 +122,9 @@ def make_forecast_dataset(
     model_attrs
         What the model's checkpoint says about itself, copied as global
         attributes (``model_heldout_skill``: its measured skill against
-        extrapolation on held-out data; ``model_training_data``: what it was
+        extrapolation on held-out data; ``model_study_skill``: the fresh-test
+        study its weights were judged on; ``model_trend``: whether this
+        forecast added the window's trend; ``model_training_data``: what it was
         trained on, e.g. "simulated from real seeds").
     data_origin
         Where the input frames came from (the archive's ``data_origin``

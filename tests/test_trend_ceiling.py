@@ -232,3 +232,39 @@ def test_a_choice_file_is_read_with_its_ceiling(tmp_path):
     path.write_text(json.dumps(choice))
     weights = choice_weights(json.loads(path.read_text()))
     assert weights.trend_ceiling == "scene" and weights.trend_align and weights.trend_frames == 8
+
+
+# ------------------------------------------------------------------ what a product says
+def _gated_bounded(gate: float) -> ChangeWeights:
+    return replace(_minmod_weights(), trend=(2.0,) * LEADS, trend_lifetime=12.0, trend_persistence_min=gate,
+                   trend_ceiling="scene")
+
+
+def test_the_forecast_says_whether_it_added_the_trend_exactly_at_the_gate_and_above_it():
+    from nowcast.models import lagrangian
+    from nowcast.models.calibration import scene_persistence
+
+    window = growing_sequences(n=1, frames=8, db_per_step=1.0, seed=3)[0]
+    fc = _model(_gated_bounded(0.0))
+    prepared = lagrangian.prepare(window, LEADS, fc.normaliser, fc.config.motion.method, motion_frames=4)
+    rho = scene_persistence(prepared.inputs, smoothing_px=4.0)
+    at = _model(_gated_bounded(rho))
+    at.predict(window, LEADS)
+    assert at.last_trend_note.startswith("added where the window grew steadily, continued with a 60-min lifetime")
+    assert f"(rho {rho:.2f} >= {rho:g})" in at.last_trend_note
+    heaviest = float(fc.normaliser.inverse(np.float32(prepared.inputs.max())))
+    assert f"never above the window's heaviest rain ({heaviest:.1f} mm/h" in at.last_trend_note
+    above = _model(_gated_bounded(float(np.nextafter(rho, 2.0))))
+    above.predict(window, LEADS)
+    assert above.last_trend_note.startswith("not added: the scene's trend did not persist through its window")
+    above.predict(np.zeros_like(window), LEADS)  # a dry window: no trend read, no note of the earlier forecast
+    assert above.last_trend_note is None
+
+
+def test_a_window_without_growth_says_so():
+    weights = _gated_bounded(-1.0)
+    note = weights.trend_note(np.zeros(SHAPE), {}, 3.0)
+    assert note == "not added: the window shows no steady growth"
+    decaying = -np.ones(SHAPE)  # decay only, and the trend's decay is weighed by 0
+    assert weights.trend_note(decaying, {}, 3.0) == note
+    assert "never above the window's heaviest rain (3.0 mm/h" in weights.trend_note(np.ones(SHAPE), {}, 3.0)

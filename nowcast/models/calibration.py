@@ -338,14 +338,45 @@ class ChangeWeights:
         """Whether any lead adds the window's trend (then :meth:`apply` needs its rate)."""
         return any(t > 0 for t in self.trend + self.trend_decay)
 
-    def rate(self, x: np.ndarray) -> np.ndarray:
+    def rate(self, x: np.ndarray, reading: dict | None = None) -> np.ndarray:
         """The trend's rate ``(h, w)`` of moved frames ``x`` as these weights read it (:func:`window_trend`).
 
         All 0 where :attr:`trend_persistence_min` is above -1 and the scene's
-        :func:`scene_persistence` is below it.
+        :func:`scene_persistence` is below it (given ``reading``, its value is
+        put there as ``persistence``).
         """
         return window_trend(x, self.trend_linearity_power, self.trend_estimator, self.trend_smoothing_px,
-                            self.trend_persistence_min, self.trend_align)
+                            self.trend_persistence_min, self.trend_align, reading)
+
+    def trend_note(self, rate: np.ndarray, reading: Mapping[str, float], ceiling_mm_h: float | None = None,
+                   timestep_minutes: int = 5) -> str:
+        """One line for a product: whether this forecast added the window's trend, and why (or why not).
+
+        A forecaster reads it beside the map: a forecast that extrapolates
+        the growth of the last 40 minutes for an hour should say so, and one
+        that does not should say why. ``rate``: what :meth:`rate` read;
+        ``reading``: what it filled; ``ceiling_mm_h``: the ``scene`` ceiling
+        in mm/h, if any; ``timestep_minutes``: the model's step (the lifetime
+        is in steps).
+        """
+        rho = reading.get("persistence")
+        gate = (f"the scene's trend persisted through its window (rho {rho:.2f} >= {self.trend_persistence_min:g})"
+                if rho is not None else "")
+        if self.trend_persistence_min > NO_GATE and rho is not None and rho < self.trend_persistence_min:
+            return (f"not added: the scene's trend did not persist through its window "
+                    f"(rho {rho:.2f} < {self.trend_persistence_min:g})")
+        growing = bool(np.any(np.asarray(rate) > 0) and any(t > 0 for t in self.trend))
+        decaying = bool(np.any(np.asarray(rate) < 0) and any(t > 0 for t in self.trend_decay))
+        if not (growing or decaying):
+            return "not added: the window shows no steady growth" + (f" ({gate})" if gate else "")
+        text = (f"added where the window grew steadily, continued with a "
+                f"{timestep_minutes * self.trend_lifetime:g}-min lifetime")
+        text += f": {gate}" if gate else ""
+        if self.trend_ceiling == "scene" and ceiling_mm_h is not None:
+            text += f"; never above the window's heaviest rain ({ceiling_mm_h:.1f} mm/h, moved to the analysis time)"
+        elif self.trend_ceiling == "local":
+            text += f"; never above the window's heaviest rain within {LOCAL_CEILING_PX} grid cells"
+        return text
 
     def headroom(self, x: np.ndarray) -> np.ndarray | None:
         """How far above the analysis the trend may lift each pixel, ``(h, w)`` network units (``None``: unbounded).
@@ -551,7 +582,8 @@ def _whole(value: Any) -> int:
 
 
 def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, estimator: str = "slope",
-                 smoothing_px: float = 0.0, persistence_min: float = NO_GATE, align: bool = False) -> np.ndarray:
+                 smoothing_px: float = 0.0, persistence_min: float = NO_GATE, align: bool = False,
+                 reading: dict | None = None) -> np.ndarray:
     """The Lagrangian window's growth rate ``(h, w)``, network units per step.
 
     ``x``: ``(T, h, w)`` normalised Lagrangian frames (what the network reads;
@@ -571,7 +603,9 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     0 unless the scene's :func:`scene_persistence` (read from the same
     smoothed frames) is at least that (sixteenth round). ``align``: each
     rate (each half's, for the minmod and the persistence) has its residual
-    displacement removed first (:func:`remove_displacement`).
+    displacement removed first (:func:`remove_displacement`). ``reading``: if
+    given, filled with the scene's ``persistence`` where a gate reads it (what
+    a product says about its forecast, without reading it twice).
     """
     if estimator not in TREND_ESTIMATORS:
         raise ValueError(f"unknown trend estimator {estimator!r}: choose from {list(TREND_ESTIMATORS)}")
@@ -584,8 +618,12 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     else:
         rate = _slope_rate(x, linearity_power)
         rate = remove_displacement(rate, x[-1]) if align else rate
-    if persistence_min > NO_GATE and rate_correlation(*halves) < persistence_min:
-        return np.zeros_like(rate)
+    if persistence_min > NO_GATE:
+        persistence = rate_correlation(*halves)
+        if reading is not None:
+            reading["persistence"] = persistence
+        if persistence < persistence_min:
+            return np.zeros_like(rate)
     return rate
 
 

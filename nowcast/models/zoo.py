@@ -440,6 +440,9 @@ class Forecaster:
         #: Network arithmetic (:mod:`nowcast.precision`): ``auto``, ``bf16`` or ``fp32``.
         self.precision = "auto"
         self.device = "cpu"
+        #: What the newest forecast did with the window's trend (:meth:`ChangeWeights.trend_note`; ``None``: no
+        #: trend in these weights, or no forecast yet). A product says it (``model_trend``).
+        self.last_trend_note: str | None = None
 
     def __repr__(self) -> str:
         return f"Forecaster({self.config.name!r}, sha256={self.sha256[:12]!r})"
@@ -548,7 +551,12 @@ class Forecaster:
             return change
         if not weights.uses_trend:
             return weights.apply(change)
-        return weights.apply(change, weights.rate(x), weights.headroom(x))
+        reading: dict = {}
+        rate, headroom = weights.rate(x, reading), weights.headroom(x)
+        ceiling = (float(self.normaliser.inverse(np.float32(np.nanmax(x)))) if weights.trend_ceiling == "scene"
+                   else None)
+        self.last_trend_note = weights.trend_note(rate, reading, ceiling, int(self.config.data.timestep_minutes))
+        return weights.apply(change, rate, headroom)
 
     def predict_region(self, window: np.ndarray, leads: int, tile: int | None = None, overlap: int = 32) -> np.ndarray:
         """Forecast a whole region: the network in tiles of at most ``tile`` cells (``None``: one tile).
@@ -568,6 +576,7 @@ class Forecaster:
 
         window = np.asarray(window, dtype=np.float32)
         n_in = int(self.config.input_frames)
+        self.last_trend_note = None  # never a note of an earlier forecast
         if self.lagrangian:
             window = window[-self.history_frames:]
         p = self.config.patch_size
