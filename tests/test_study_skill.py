@@ -60,6 +60,11 @@ def test_a_hair_below_at_one_lead_of_one_set_is_worse_and_named():
 def test_a_lead_without_events_is_no_evidence_and_a_missing_model_is_refused():
     study = _study(_scores({("growth", "csi@5", 2): -1.0}))  # NaN - 1 is still NaN: not a lead that scored
     assert study["no_worse_at_every_lead"]
+    first_without_events = _scores({("same-day", "csi@1", 1): -0.01})
+    for methods in first_without_events.values():  # the very first lead read has no events at all
+        methods["extrapolation"] = {**methods["extrapolation"], "csi@1": [float("nan"), *methods["extrapolation"]["csi@1"][1:]]}
+    study = _study(first_without_events)
+    assert study["worst"]["lead_minutes"] == 10 and study["worst"]["difference"] == pytest.approx(-0.01)
     with pytest.raises(ValueError, match="test set same-day: no scores of 'other'"):
         study_skill(_scores(), "other", fresh_seed=1, command="x", provenance="p")
     with pytest.raises(ValueError, match="at least one test set"):
