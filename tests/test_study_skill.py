@@ -125,11 +125,10 @@ def test_record_refuses_a_checkpoint_with_other_change_weights(two_checkpoints):
 
 
 def test_choosing_the_weights_again_drops_the_study(two_checkpoints):
+    from benchmarks.trend_history import record
     from nowcast.models.calibration import ChangeWeights
     from nowcast.models.zoo import load_checkpoint
     from pipelines.pretrain import record_change_weights
-
-    from benchmarks.trend_history import record
 
     scored, target, results = two_checkpoints
     record(results, scored, target, 10)
