@@ -541,6 +541,7 @@ def _deterministic(region: Region, method: str, window: np.ndarray, raw: np.ndar
             trend_note = getattr(forecaster, "last_trend_note", None)
             if trend_note:  # what this forecast did with the window's trend
                 model_attrs["model_trend"] = trend_note
+                log.info("region %s: radar trend %s", region.name, trend_note)
             beyond = leads_beyond_training(forecaster, leads, region.timestep_minutes)
             if beyond:
                 log.warning("region %s: %s", region.name, beyond)

@@ -530,6 +530,9 @@ class MapFigure:
         exceeds the threshold; ``None``: rain rate on every panel.
     ensemble
         Members of the ensemble, for the probability panel's title.
+    note
+        A static footnote (:func:`trend_footnote`: whether the model
+        continued the radar's trend in this run); ``None``: none.
     """
 
     def __init__(
@@ -548,6 +551,7 @@ class MapFigure:
         places: bool = False,
         probability: float | None = None,
         ensemble: int | None = None,
+        note: str | None = None,
     ) -> None:
         import cartopy.crs as ccrs
         import cartopy.feature as cfeature
@@ -662,6 +666,8 @@ class MapFigure:
                                         fontsize=8 if len(sc.levels) > 12 else 10)
         self.suptitle = self.fig.suptitle(" ", fontsize=12)
         self.dynamic.append(self.suptitle)
+        if note:  # static: what the model did in this run (e.g. whether it continued the radar's trend)
+            self.fig.text(0.01, 0.01, note, fontsize=8, ha="left", va="bottom", wrap=True, color="0.25")
         self._background = None
 
     def _set_hatch(self, k: int, values: np.ndarray | None) -> None:
@@ -1078,8 +1084,20 @@ def forecast_figure(
         two_panels=observed, units=units, threshold=reg.rain_threshold if reg else 0.1,
         zr=(reg.zr.a, reg.zr.b) if reg else (200.0, 1.6), dpi=dpi, region=name, colorscale=colorscale,
         places=places, probability=probability, ensemble=int(ds.sizes["realization"]) if ensemble else None,
+        note=trend_footnote(ds.attrs),
     )
     return figure, frames
+
+
+def trend_footnote(attrs: dict) -> str | None:
+    """The map's footnote from a product's ``model_trend``: whether the model continued the radar's trend, and why.
+
+    A forecaster looking at a growing core should know whether the model
+    grew it from the radar's own recent growth (and where it capped it) or
+    only moved it; ``None`` where the product does not say (other methods).
+    """
+    note = attrs.get("model_trend")
+    return f"Radar trend {note}" if note else None
 
 
 def render_forecast(

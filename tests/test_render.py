@@ -337,3 +337,20 @@ def test_places_are_drawn_offline(forecast_file: Path, home: Path, no_network):
     figure.fig.canvas.draw()
     assert not no_network
     figure.fig.clear()
+
+
+def test_a_models_map_says_whether_it_continued_the_radars_trend(case, tmp_path: Path, home: Path):
+    """The product's ``model_trend`` becomes the map's footnote; a method without it has none."""
+    from nowcast.render import trend_footnote
+
+    frames, times, region = case
+    fc = np.repeat(frames[N_IN - 1 : N_IN], LEADS, axis=0)
+    note = "not added: the scene's growth did not persist through the last 40 min (rho 0.31 < 0.8)"
+    ds = make_forecast_dataset(fc, region.grid, times[N_IN - 1], 5, region=region.name, method="tmu",
+                               input_times=[str(t)[:19] + "Z" for t in times[:N_IN]],
+                               model_attrs={"model_trend": note})
+    path = write_forecast(ds, tmp_path / "tmu.nc")
+    figure, _ = forecast_figure(path, region, home, dpi=40)
+    assert f"Radar trend {note}" in [t.get_text() for t in figure.fig.texts]
+    figure.fig.clear()
+    assert trend_footnote({"method": "persistence"}) is None

@@ -250,13 +250,13 @@ def test_the_forecast_says_whether_it_added_the_trend_exactly_at_the_gate_and_ab
     rho = scene_persistence(prepared.inputs, smoothing_px=4.0)
     at = _model(_gated_bounded(rho))
     at.predict(window, LEADS)
-    assert at.last_trend_note.startswith("added where the window grew steadily, continued with a 60-min lifetime")
-    assert f"(rho {rho:.2f} >= {rho:g})" in at.last_trend_note
+    assert at.last_trend_note.startswith("added: growth of the last 40 min continued with a 60-min lifetime")
+    assert f"where the scene's growth persisted (rho {rho:.2f} >= {rho:g})" in at.last_trend_note
     heaviest = float(fc.normaliser.inverse(np.float32(prepared.inputs.max())))
-    assert f"never above the window's heaviest rain ({heaviest:.1f} mm/h" in at.last_trend_note
+    assert at.last_trend_note.endswith(f"capped at the window's heaviest rain, {heaviest:.1f} mm/h")
     above = _model(_gated_bounded(float(np.nextafter(rho, 2.0))))
     above.predict(window, LEADS)
-    assert above.last_trend_note.startswith("not added: the scene's trend did not persist through its window")
+    assert above.last_trend_note.startswith("not added: the scene's growth did not persist through the last 40 min")
     above.predict(np.zeros_like(window), LEADS)  # a dry window: no trend read, no note of the earlier forecast
     assert above.last_trend_note is None
 
@@ -264,7 +264,13 @@ def test_the_forecast_says_whether_it_added_the_trend_exactly_at_the_gate_and_ab
 def test_a_window_without_growth_says_so():
     weights = _gated_bounded(-1.0)
     note = weights.trend_note(np.zeros(SHAPE), {}, 3.0)
-    assert note == "not added: the window shows no steady growth"
+    assert note == "not added: no steady growth in the last 40 min"
     decaying = -np.ones(SHAPE)  # decay only, and the trend's decay is weighed by 0
     assert weights.trend_note(decaying, {}, 3.0) == note
-    assert "never above the window's heaviest rain (3.0 mm/h" in weights.trend_note(np.ones(SHAPE), {}, 3.0)
+    assert weights.trend_note(np.ones(SHAPE), {}, 3.0, timestep_minutes=10, frames=6) == (
+        "added: growth of the last 60 min continued with a 120-min lifetime, capped at the window's heaviest rain, "
+        "3.0 mm/h")
+    signed = replace(weights, trend_decay=weights.trend, trend_ceiling="local")
+    assert signed.trend_note(decaying, {}, None).startswith("added: decay of the last 40 min")
+    assert signed.trend_note(np.where(np.eye(*SHAPE) > 0, 1.0, -1.0), {}, None).endswith(
+        "capped at the window's heaviest rain within 8 grid cells")

@@ -349,33 +349,35 @@ class ChangeWeights:
                             self.trend_persistence_min, self.trend_align, reading)
 
     def trend_note(self, rate: np.ndarray, reading: Mapping[str, float], ceiling_mm_h: float | None = None,
-                   timestep_minutes: int = 5) -> str:
-        """One line for a product: whether this forecast added the window's trend, and why (or why not).
+                   timestep_minutes: int = 5, frames: int | None = None) -> str:
+        """One line for a product and its map: whether this forecast added the window's trend, and why (or not).
 
-        A forecaster reads it beside the map: a forecast that extrapolates
-        the growth of the last 40 minutes for an hour should say so, and one
-        that does not should say why. ``rate``: what :meth:`rate` read;
+        A forecaster reads it beside the map: a forecast that continues the
+        growth of the last 40 minutes for an hour should say so, and one that
+        does not should say why. ``rate``: what :meth:`rate` read;
         ``reading``: what it filled; ``ceiling_mm_h``: the ``scene`` ceiling
         in mm/h, if any; ``timestep_minutes``: the model's step (the lifetime
-        is in steps).
+        is in steps); ``frames``: how many frames the trend was read over
+        (default :attr:`trend_frames`). Starts with ``added`` or ``not added``.
         """
+        window = f"the last {timestep_minutes * int(frames or self.trend_frames or 4)} min"
         rho = reading.get("persistence")
-        gate = (f"the scene's trend persisted through its window (rho {rho:.2f} >= {self.trend_persistence_min:g})"
-                if rho is not None else "")
         if self.trend_persistence_min > NO_GATE and rho is not None and rho < self.trend_persistence_min:
-            return (f"not added: the scene's trend did not persist through its window "
+            return (f"not added: the scene's growth did not persist through {window} "
                     f"(rho {rho:.2f} < {self.trend_persistence_min:g})")
         growing = bool(np.any(np.asarray(rate) > 0) and any(t > 0 for t in self.trend))
         decaying = bool(np.any(np.asarray(rate) < 0) and any(t > 0 for t in self.trend_decay))
         if not (growing or decaying):
-            return "not added: the window shows no steady growth" + (f" ({gate})" if gate else "")
-        text = (f"added where the window grew steadily, continued with a "
+            return f"not added: no steady growth in {window}"
+        kind = "growth and decay" if growing and decaying else ("growth" if growing else "decay")
+        text = (f"added: {kind} of {window} continued with a "
                 f"{timestep_minutes * self.trend_lifetime:g}-min lifetime")
-        text += f": {gate}" if gate else ""
+        if rho is not None:
+            text += f", where the scene's growth persisted (rho {rho:.2f} >= {self.trend_persistence_min:g})"
         if self.trend_ceiling == "scene" and ceiling_mm_h is not None:
-            text += f"; never above the window's heaviest rain ({ceiling_mm_h:.1f} mm/h, moved to the analysis time)"
+            text += f", capped at the window's heaviest rain, {ceiling_mm_h:.1f} mm/h"
         elif self.trend_ceiling == "local":
-            text += f"; never above the window's heaviest rain within {LOCAL_CEILING_PX} grid cells"
+            text += f", capped at the window's heaviest rain within {LOCAL_CEILING_PX} grid cells"
         return text
 
     def headroom(self, x: np.ndarray) -> np.ndarray | None:

@@ -555,7 +555,8 @@ class Forecaster:
         rate, headroom = weights.rate(x, reading), weights.headroom(x)
         ceiling = (float(self.normaliser.inverse(np.float32(np.nanmax(x)))) if weights.trend_ceiling == "scene"
                    else None)
-        self.last_trend_note = weights.trend_note(rate, reading, ceiling, int(self.config.data.timestep_minutes))
+        self.last_trend_note = weights.trend_note(rate, reading, ceiling, int(self.config.data.timestep_minutes),
+                                                  frames=int(np.shape(x)[0]))
         return weights.apply(change, rate, headroom)
 
     def predict_region(self, window: np.ndarray, leads: int, tile: int | None = None, overlap: int = 32) -> np.ndarray:
