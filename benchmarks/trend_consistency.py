@@ -78,8 +78,8 @@ def estimators(forecaster=None):
     def read(estimator: str, sigma: float = 0.0):
         return lambda x, power: window_trend(x, power, estimator, sigma)
 
-    def gated(persistence_min: float, align: bool = False):
-        return lambda x, power: window_trend(x, power, "minmod", 4.0, persistence_min, align)
+    def gated(persistence_min: float, align: bool = False, estimator: str = "minmod"):
+        return lambda x, power: window_trend(x, power, estimator, 4.0, persistence_min, align)
 
     return {"8 frames": window_trend,
             "4 frames": lambda x, power: window_trend(x[-NETWORK_FRAMES:], power),
@@ -92,6 +92,8 @@ def estimators(forecaster=None):
                 for t in GATES} if forecaster is not None else {}),
             "minmod smoothed 4, aligned": gated(NO_GATE, align=True),
             **{f"minmod smoothed 4, persisting {t:g}, aligned": gated(t, align=True) for t in GATES},
+            **{f"slope smoothed 4, persisting {t:g}, aligned": gated(t, align=True, estimator="slope")
+               for t in GATES},
             **({f"minmod smoothed 4, persisting {t:g}, network agrees, aligned":
                 network_agrees(gated(t, align=True), forecaster) for t in GATES} if forecaster is not None else {})}
 
@@ -201,8 +203,64 @@ def ceiling_choice(results: dict, floor: float, tie: float = 0.005, gate: float 
             "validation_worst": row["worst"], "validation_growth_gain": row["growth_gain"]}
 
 
-def run(sequences: int, only: list[str] | None = None, extended: bool = False, wide: bool = False) -> dict:
-    """Every estimator's trend-only candidates scored on the validation sets, and their summaries."""
+def lagrangian_trend_row(seqs: dict, references: dict, growth_set: str) -> dict:
+    """The Lagrangian-trend baseline (from the newest 4 frames) as a row of the table: what a trend must beat."""
+    from nowcast.baselines import lagrangian_trend
+    from nowcast.models.calibration import THRESHOLDS, newest_frames, summarise
+    from nowcast.models.skill import score_method
+
+    by_set = {}
+    for name, s in seqs.items():
+        scores = score_method(newest_frames(lagrangian_trend, NETWORK_FRAMES), s[:, : HISTORY + LEADS], HISTORY, LEADS)
+        by_set[name] = {f"csi@{t:g}": scores[f"csi@{t:g}"] for t in THRESHOLDS}
+    heavy = np.asarray(by_set[growth_set]["csi@5"]) - np.asarray(references[growth_set]["csi@5"])
+    return {**summarise(by_set, references), "growth_gain": float(np.nanmean(heavy)), "by_set": by_set}
+
+
+def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
+    """Step 2's rule of the eighteenth round, as a choice ``trend_history.py score`` reads.
+
+    Over the aligned gated estimators with the scene ceiling (minmod or
+    slope, any gate), the candidate with the largest growth gain at a worst
+    lead of at least ``floor``; candidates within ``tie`` of it are tied, and
+    the tie goes to the stricter gate, then the minmod, then the smaller
+    weight, then the shorter lifetime.
+    """
+    import re
+
+    safe = []
+    for name, rows in results["estimators"].items():
+        found = re.fullmatch(r"(minmod|slope) smoothed 4, persisting ([0-9.]+), aligned, ceiling scene", name)
+        if found is None:
+            continue
+        estimator, gate = found.group(1), float(found.group(2))
+        safe += [(row["growth_gain"], gate, estimator, key, row) for key, row in rows.items()
+                 if row["worst"] >= floor - 1e-9]
+    if not safe:
+        raise ValueError(f"no aligned gated candidate with the scene ceiling has a worst lead >= {floor:g}")
+    top = max(s[0] for s in safe)
+    tied = [s for s in safe if s[0] >= top - tie - 1e-12]
+
+    def order(s):  # stricter gate, minmod, smaller weight, shorter lifetime
+        weights = [float(v) for v in s[3].split("/")]
+        return (-s[1], s[2] != "minmod", weights[2], weights[4])
+
+    gain, gate, estimator, key, row = min(tied, key=order)
+    return {"rule": "step 2 of the eighteenth round", "history": HISTORY,
+            "chosen": [float(v) for v in key.split("/")], "trend_estimator": estimator, "trend_smoothing_px": 4.0,
+            "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
+            "validation_worst": row["worst"], "validation_growth_gain": gain}
+
+
+def run(sequences: int, only: list[str] | None = None, extended: bool = False, wide: bool = False,
+        trend_weights: list[float] | None = None, trend_forms: list[str] | None = None,
+        trend_lifetimes: list[float] | None = None, baseline: bool = False) -> dict:
+    """Every estimator's trend-only candidates scored on the validation sets, and their summaries.
+
+    ``trend_weights``, ``trend_forms``, ``trend_lifetimes``: the candidates'
+    grid instead of the calibration's (eighteenth round); ``baseline``: also
+    the Lagrangian-trend baseline's row (``lagrangian_trend``).
+    """
     from nowcast.models.calibration import (
         EXTENDED_TREND_GRID,
         EXTRAPOLATION,
@@ -216,9 +274,14 @@ def run(sequences: int, only: list[str] | None = None, extended: bool = False, w
     )
 
     forecaster, stores, seqs, references = validation_data(sequences, wide)
-    weights = EXTENDED_TREND_GRID if extended else TREND_GRID
-    keys = [k for k in candidates((0.0,), weights, TREND_FORMS, TREND_LIFETIMES) if k != EXTRAPOLATION]
+    weights = trend_weights or (EXTENDED_TREND_GRID if extended else TREND_GRID)
+    keys = [k for k in candidates((0.0,), weights, trend_forms or TREND_FORMS, trend_lifetimes or TREND_LIFETIMES)
+            if k != EXTRAPOLATION]
     out: dict = {"validation": [p.name for p in stores.values()], "references": references, "estimators": {}}
+    if baseline:
+        out["lagrangian_trend"] = lagrangian_trend_row(seqs, references, stores["growth"].name)
+        log.info("Lagrangian trend: worst lead %+.4f, growth twin %+.3f", out["lagrangian_trend"]["worst"],
+                 out["lagrangian_trend"]["growth_gain"])
     rates = estimators(forecaster)
     for name in only or list(rates):
         base, ceiling = split_ceiling(name)
@@ -249,6 +312,9 @@ def table(results: dict, floor: float = -0.005) -> str:
         for key in dict.fromkeys(shown):
             mark = f" (largest growth at worst ≥ {floor:g})" if safe and key == shown[-1] else ""
             lines.append(f"| {name} | {label(key)}{mark} | {rows[key]['worst']:+.4f} | {rows[key]['growth_gain']:+.3f} |")
+    if "lagrangian_trend" in results:
+        row = results["lagrangian_trend"]
+        lines.append(f"| Lagrangian-trend baseline | (6 steps, weight 1) | {row['worst']:+.4f} | {row['growth_gain']:+.3f} |")
     return "\n".join(lines)
 
 
@@ -300,6 +366,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="The choice among the network-agreeing gated estimators (step 5) instead.")
     parser.add_argument("--choice-ceiling", action="store_true",
                         help="The choice among the aligned gated estimators with a ceiling (seventeenth round) instead.")
+    parser.add_argument("--choice-bounded", action="store_true",
+                        help="The choice among the aligned gated estimators with the scene ceiling, any gate and "
+                             "estimator (eighteenth round) instead.")
+    parser.add_argument("--trend-weights", type=float, nargs="+", help="The candidates' trend weights.")
+    parser.add_argument("--trend-forms", nargs="+", choices=["signed", "growth"], help="The candidates' forms.")
+    parser.add_argument("--trend-lifetimes", type=float, nargs="+", help="The candidates' lifetimes (steps).")
+    parser.add_argument("--baseline", action="store_true", help="Also score the Lagrangian-trend baseline.")
     parser.add_argument("--from-json", type=Path,
                         help="Read the scores a previous run wrote here instead of scoring (table and choice only).")
     parser.add_argument("--json", type=Path)
@@ -313,12 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         results = json.loads(args.from_json.read_text())
     else:
-        results = run(args.sequences, args.estimators, args.extended, args.wide)
+        results = run(args.sequences, args.estimators, args.extended, args.wide, args.trend_weights, args.trend_forms,
+                      args.trend_lifetimes, args.baseline)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
     sys.stdout.write(table(results, args.floor) + "\n")
     if args.choice_json:
-        choice = (ceiling_choice(results, args.floor) if args.choice_ceiling
+        choice = (bounded_choice(results, args.floor) if args.choice_bounded
+                  else ceiling_choice(results, args.floor) if args.choice_ceiling
                   else gated_choice(results, args.floor, network_agrees=args.choice_network_agrees))
         args.choice_json.write_text(json.dumps(choice, indent=1))
     return 0

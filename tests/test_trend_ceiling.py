@@ -274,3 +274,43 @@ def test_a_window_without_growth_says_so():
     assert signed.trend_note(decaying, {}, None).startswith("added: decay of the last 40 min")
     assert signed.trend_note(np.where(np.eye(*SHAPE) > 0, 1.0, -1.0), {}, None).endswith(
         "capped at the window's heaviest rain within 8 grid cells")
+
+
+def _bounded_results(rows_by_name: dict) -> dict:
+    return {"estimators": {f"{name}, aligned, ceiling scene": rows for name, rows in rows_by_name.items()}}
+
+
+def test_the_eighteenth_rounds_choice_ties_to_the_stricter_gate_then_minmod_then_less():
+    from benchmarks.trend_consistency import bounded_choice
+
+    rows = {"0/0/2/0/12": {"worst": -0.0001, "growth_gain": 0.300},
+            "0/0/3/0/12": {"worst": -0.0004, "growth_gain": 0.304},
+            "0/0/4/0/24": {"worst": -0.0006, "growth_gain": 0.400}}  # below the floor
+    results = _bounded_results({"minmod smoothed 4, persisting 0.7": rows, "slope smoothed 4, persisting 0.8": rows,
+                                "minmod smoothed 4, persisting 0.8": {"0/0/1/0/6": {"worst": 0.0, "growth_gain": 0.2}}})
+    choice = bounded_choice(results, floor=-0.0005)
+    # 0.304 and 0.300 are tied; the stricter gate (0.8, slope) wins over 0.7, then the smaller weight
+    assert (choice["trend_persistence_min"], choice["trend_estimator"], choice["chosen"]) == (
+        0.8, "slope", [0.0, 0.0, 2.0, 0.0, 12.0])
+    assert choice["trend_ceiling"] == "scene" and choice["trend_align"] is True
+    results["estimators"]["minmod smoothed 4, persisting 0.8, aligned, ceiling scene"] = rows
+    assert bounded_choice(results, floor=-0.0005)["trend_estimator"] == "minmod"  # same gate: minmod first
+    outside = {"0/0/2/0/12": {"worst": -0.0001, "growth_gain": 0.295}, **rows}
+    results = _bounded_results({"minmod smoothed 4, persisting 0.6": {"0/0/3/0/24": {"worst": 0.0, "growth_gain": 0.31}},
+                                "minmod smoothed 4, persisting 0.8": outside})
+    assert bounded_choice(results, floor=-0.0005)["trend_persistence_min"] == 0.6  # 0.31 - 0.304 > 0.005
+    with pytest.raises(ValueError, match="no aligned gated candidate with the scene ceiling"):
+        bounded_choice(_bounded_results({"minmod smoothed 4, persisting 0.8": {"0/0/4/0/24": rows["0/0/4/0/24"]}}),
+                       floor=-0.0005)
+
+
+def test_the_baselines_row_scores_the_lagrangian_trend_against_extrapolation():
+    from benchmarks.trend_consistency import HISTORY, LEADS, NETWORK_FRAMES, lagrangian_trend_row
+    from nowcast.models.calibration import extrapolation_references
+
+    seqs = {"growth": growing_sequences(n=2, frames=HISTORY + LEADS, db_per_step=0.5)}
+    references = extrapolation_references(seqs, NETWORK_FRAMES, LEADS, HISTORY)
+    row = lagrangian_trend_row(seqs, references, "growth")
+    assert row["growth_gain"] > 0.05 and set(row["by_set"]) == {"growth"}  # a steady growth is what it continues
+    assert row["worst"] == pytest.approx(min(np.nanmin(np.asarray(row["by_set"]["growth"][t]) -
+                                                       np.asarray(references["growth"][t])) for t in ("csi@1", "csi@5")))
