@@ -305,7 +305,12 @@ def test_the_eighteenth_rounds_choice_ties_to_the_stricter_gate_then_minmod_then
 
 
 def test_the_baselines_row_scores_the_lagrangian_trend_against_extrapolation():
-    from benchmarks.trend_consistency import HISTORY, LEADS, NETWORK_FRAMES, lagrangian_trend_row
+    from benchmarks.trend_consistency import (
+        HISTORY,
+        LEADS,
+        NETWORK_FRAMES,
+        lagrangian_trend_row,
+    )
     from nowcast.models.calibration import extrapolation_references
 
     seqs = {"growth": growing_sequences(n=2, frames=HISTORY + LEADS, db_per_step=0.5)}
