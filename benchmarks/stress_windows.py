@@ -53,6 +53,8 @@ CANDIDATES = {
     "step 7: aligned, gate 0.8, x2, 60 min": ((0, 0, 2, 0, 12), {"trend_persistence_min": 0.8, "trend_align": True}),
     "round 17: aligned, gate 0.8, x2, 60 min, scene ceiling": ((0, 0, 2, 0, 12), {
         "trend_persistence_min": 0.8, "trend_align": True, "trend_ceiling": "scene"}),
+    "round 18: slope, aligned, gate 0.6, x1.5, 120 min, scene ceiling": ((0, 0, 1.5, 0, 24), {
+        "trend_estimator": "slope", "trend_persistence_min": 0.6, "trend_align": True, "trend_ceiling": "scene"}),
 }
 
 
