@@ -161,17 +161,19 @@ def score(choices: list[dict], samples: int, fresh_seed: int = FRESH_SEED, also:
 
     forecaster = load_forecaster(CHECKPOINT)
     shipped = forecaster.history_frames
+    scored_files = {f"shipped (trend over {shipped})": forecaster.sha256}  # which file each name was
     methods = {"extrapolation": newest_frames(extrapolation, NETWORK_FRAMES),
                "Lagrangian trend": newest_frames(lagrangian_trend, NETWORK_FRAMES),
                f"shipped (trend over {shipped})": newest_frames(forecaster.predict, shipped)}
     for path in also or []:
         other = load_forecaster(path)
         methods[scored_label(other, path)] = newest_frames(other.predict, other.history_frames)
+        scored_files[scored_label(other, path)] = other.sha256
     for c in choices:
         methods[f"rule {c.get('rule', '14')}, trend over {c['history']}"] = predictor(
             forecaster, choice_weights(c), int(c["history"]))
     stores = fresh_test_stores(ROOT / f"data/sim/fresh-s{fresh_seed}-f20", fresh_seed, frames=HISTORY + LEADS)
-    results: dict = {"bootstrap": {}}
+    results: dict = {"bootstrap": {}, "checkpoints": scored_files}
     for store in stores:
         with xr.open_zarr(store) as ds:
             seqs = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
@@ -196,33 +198,52 @@ def scored_label(forecaster, path: Path) -> str:
     return f"{path.stem} {forecaster.sha256[:12]} (trend over {forecaster.history_frames})"
 
 
-def record(results_path: Path, scored: Path, checkpoint: Path, fresh_seed: int) -> dict:
+def record(results_paths: list[Path], scored: list[Path], checkpoint: Path, fresh_seeds: list[int]) -> dict:
     """Store in ``checkpoint`` the fresh-test skill :func:`score` measured for ``scored`` (``study_skill``).
 
-    Only where both hold the same model: the same network weights, change
-    weights and history (``scored`` is the candidate as it was scored;
-    ``checkpoint`` the file it was promoted to, whose metadata differs), so a
-    record never describes weights it did not measure.
+    Only where they hold the same model: the same network weights, change
+    weights and history (``scored`` is the file as it was scored, e.g. a
+    candidate before its promotion; ``checkpoint`` the file it became, whose
+    metadata differs), so a record never describes weights it did not
+    measure. Several results files (one per fresh seed, ``fresh_seeds`` and
+    ``scored`` in the same order; one ``scored`` for all of them) make one
+    study over all their sets; each must hold its ``scored`` under the name
+    ``--also`` gives it (:func:`scored_label`) and, where the file says which
+    checkpoint each name was (``checkpoints``), that name's digest must be the
+    file's.
     """
     from nowcast.models.calibration import ChangeWeights
     from nowcast.models.skill import record_study, study_skill
     from nowcast.models.zoo import load_checkpoint, load_forecaster
 
-    measured, target = load_checkpoint(scored), load_checkpoint(checkpoint)
-    for what, a, b in (("network weights", measured.metadata["weights_sha256"], target.metadata["weights_sha256"]),
-                       ("change weights", ChangeWeights.from_metadata(measured.metadata.get("change_weights"), scored),
-                        ChangeWeights.from_metadata(target.metadata.get("change_weights"), checkpoint))):
-        if a != b:
-            raise ValueError(f"{checkpoint}: its {what} are not those of {scored}, which the study scored")
-    label = scored_label(load_forecaster(scored), scored)
-    results = json.loads(results_path.read_text())
-    sets = {name: methods for name, methods in results.items() if name != "bootstrap"}
-    missing = [name for name, methods in sets.items() if label not in methods]
-    if missing:
-        raise ValueError(f"{results_path}: no scores of {label!r} on {', '.join(missing)}")
-    command = (f"python benchmarks/trend_history.py score --fresh {fresh_seed} --also {scored} "
-               f"--json {results_path}")
-    study = study_skill(sets, label, fresh_seed=fresh_seed, command=command, provenance="simulated from real seeds")
+    scored = list(scored) * len(results_paths) if len(scored) == 1 else list(scored)
+    if not len(results_paths) == len(fresh_seeds) == len(scored):
+        raise ValueError(f"{len(results_paths)} results files for {len(fresh_seeds)} fresh seeds and {len(scored)} "
+                         f"scored checkpoints: give one seed (and one checkpoint, or one for all) each")
+    target = load_checkpoint(checkpoint)
+    weights = ChangeWeights.from_metadata(target.metadata.get("change_weights"), checkpoint)
+    sets: dict = {}
+    for path, file in zip(results_paths, scored):
+        measured = load_checkpoint(file)
+        for what, same in (("network weights", measured.metadata["weights_sha256"] == target.metadata["weights_sha256"]),
+                           ("change weights",
+                            ChangeWeights.from_metadata(measured.metadata.get("change_weights"), file) == weights)):
+            if not same:
+                raise ValueError(f"{checkpoint}: its {what} are not those of {file}, which the study scored")
+        label = scored_label(load_forecaster(file), file)
+        results = json.loads(path.read_text())
+        listed = results.get("checkpoints", {}).get(label)
+        if listed is not None and listed != measured.sha256:
+            raise ValueError(f"{path}: {label!r} was {listed[:12]}, not {file} ({measured.sha256[:12]})")
+        here = {name: methods for name, methods in results.items() if name not in ("bootstrap", "checkpoints")}
+        missing = [name for name, methods in here.items() if label not in methods]
+        if missing:
+            raise ValueError(f"{path}: no scores of {label!r} on {', '.join(missing)}")
+        sets.update({name: {"extrapolation": methods["extrapolation"], "model": methods[label]}
+                     for name, methods in here.items()})
+    command = " && ".join(f"python benchmarks/trend_history.py score --fresh {seed} --also {file} --json {path}"
+                          for seed, file, path in zip(fresh_seeds, scored, results_paths))
+    study = study_skill(sets, "model", fresh_seed=fresh_seeds, command=command, provenance="simulated from real seeds")
     record_study(checkpoint, study)
     return study
 
@@ -245,10 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--json", type=Path, required=True)
     rec = sub.add_parser("record", help="Store the fresh-test skill of a checkpoint scored with --also in a "
                                         "checkpoint holding the same model (its study_skill).")
-    rec.add_argument("results", type=Path, help="The JSON 'score' wrote.")
-    rec.add_argument("--scored", type=Path, required=True, help="The checkpoint scored with --also.")
+    rec.add_argument("results", type=Path, nargs="+", help="The JSON 'score' wrote (one per fresh seed).")
+    rec.add_argument("--scored", type=Path, nargs="+", required=True,
+                     help="The checkpoint scored with --also (one per results file, or one for all).")
     rec.add_argument("--checkpoint", type=Path, required=True, help="The checkpoint to record it in.")
-    rec.add_argument("--fresh", type=int, required=True, help="The seed of the fresh test sets scored.")
+    rec.add_argument("--fresh", type=int, nargs="+", required=True,
+                     help="The seed of the fresh test sets each results file scored, in the same order.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch

@@ -37,7 +37,7 @@ def test_ingest_forecast_verify_render(home: Path, tmp_path: Path, odim_moving, 
         assert f"{ds.attrs['checkpoint_sha256']}  swiss-south-tmu.pt" in shipped
         # the product says how the model compares with extrapolation, and what it was trained on
         assert "vs pysteps extrapolation" in ds.attrs["model_heldout_skill"]
-        assert ds.attrs["model_study_skill"].startswith("fresh test sets (seed ")  # the study the default follows
+        assert ds.attrs["model_study_skill"].startswith("fresh test sets (seed")  # the study the default follows
         assert ds.attrs["model_trend"].startswith(("added where", "not added: "))  # what this forecast did with it
         assert "simulated from real seeds" in ds.attrs["model_training_data"]
         assert str(ds["time"].values[-1]).startswith("2024-02-27T10:20")

@@ -13,6 +13,7 @@ at one lead of one set is worse there.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -104,7 +105,7 @@ def test_record_writes_the_study_of_the_model_scored_into_its_copy(two_checkpoin
     assert main(["record", str(results), "--fresh", "10", "--scored", str(scored), "--checkpoint", str(target)]) == 0
     ckpt = load_checkpoint(target)
     study = ckpt.metadata["study_skill"]
-    assert study["fresh_seed"] == 10 and f"--also {scored}" in study["command"]
+    assert study["fresh_seeds"] == [10] and f"--also {scored}" in study["command"]
     assert study["worst"]["difference"] == pytest.approx(-0.002) and not study["no_worse_at_every_lead"]
     info = describe_checkpoint(ckpt)
     assert info["study_no_worse_at_every_lead"] is False and info["study_skill"] == study_summary(study)
@@ -120,7 +121,7 @@ def test_record_refuses_a_checkpoint_with_other_change_weights(two_checkpoints):
     weights = ChangeWeights.from_metadata(load_checkpoint(target).metadata["change_weights"])
     update_metadata(target, change_weights=replace(weights, trend_ceiling="none").to_metadata(), study_skill=None)
     with pytest.raises(ValueError, match="its change weights are not those of"):
-        record(results, scored, target, 10)
+        record([results], [scored], target, [10])
     assert load_checkpoint(target).metadata["study_skill"] is None  # nothing written
 
 
@@ -131,7 +132,7 @@ def test_choosing_the_weights_again_drops_the_study(two_checkpoints):
     from pipelines.pretrain import record_change_weights
 
     scored, target, results = two_checkpoints
-    record(results, scored, target, 10)
+    record([results], [scored], target, [10])
     weights = ChangeWeights.constant(0.0, 0.0, 12, trend=0.25, trend_decay=0.0)
     summaries = {weights.key(0): {"worst": 0.0, "csi5": 0.3}}
     record_change_weights(target, weights, summaries, [], {}, command="x")
@@ -142,5 +143,31 @@ def test_the_shipped_forecaster_carries_the_study_its_default_follows():
     from nowcast.models.zoo import load_checkpoint
 
     study = load_checkpoint("models/zoo/swiss-south-tmu.pt").metadata["study_skill"]
-    assert study["fresh_seed"] >= 10 and len(study["test_sets"]) == 4
+    assert min(study["fresh_seeds"]) >= 10 and len(study["test_sets"]) == 4 * len(study["fresh_seeds"])
     assert np.isfinite(study["worst"]["difference"])
+
+
+def test_a_study_over_two_seeds_holds_both_and_its_worst_lead(two_checkpoints, tmp_path):
+    from benchmarks.trend_history import record
+    from nowcast.models.zoo import load_checkpoint
+
+    scored, target, first = two_checkpoints
+    results = json.loads(first.read_text())
+    label = next(k for k in results["same-day"] if k != "extrapolation")
+    second = {"bootstrap": {}, "checkpoints": {label: load_checkpoint(scored).sha256},
+              **{f"{name}-s11": methods for name, methods in results.items() if name != "bootstrap"}}
+    second["growth-s11"][label] = {**second["growth-s11"][label],
+                                   "csi@5": [0.5, 0.4, float("nan"), 0.19]}  # 0.01 below at 20 min
+    path = tmp_path / "fresh11.json"
+    path.write_text(json.dumps(second))
+    study = record([first, path], [scored], target, [10, 11])
+    assert study["fresh_seeds"] == [10, 11] and set(study["test_sets"]) == {"same-day", "growth", "same-day-s11",
+                                                                              "growth-s11"}
+    assert study["worst"]["test_set"] == "growth-s11" and study["worst"]["difference"] == pytest.approx(-0.01)
+    assert "(seeds 10, 11: same-day, growth, same-day-s11, growth-s11)" in study_summary(study)
+    with pytest.raises(ValueError, match="2 results files for 1 fresh seeds and 2 scored checkpoints"):
+        record([first, path], [scored], target, [10])
+    second["checkpoints"][label] = "0" * 64  # the name was another file when it was scored
+    path.write_text(json.dumps(second))
+    with pytest.raises(ValueError, match=re.escape(f"fresh11.json: {label!r} was 000000000000")):
+        record([first, path], [scored], target, [10, 11])

@@ -228,22 +228,24 @@ def skill_summary(skill: dict[str, Any]) -> str:
             f"{verdict} (test set {skill['test_set']}, {skill['sequences']} sequences, {skill['provenance']})")
 
 
-def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], model: str, *, fresh_seed: int,
-                command: str, provenance: str, timestep_minutes: int = 5) -> dict[str, Any]:
+def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], model: str, *,
+                fresh_seed: int | Sequence[int], command: str, provenance: str,
+                timestep_minutes: int = 5) -> dict[str, Any]:
     """A model beside pysteps extrapolation on a study's fresh test sets: what goes into the checkpoint.
 
     Why beside :func:`heldout_skill`: the held-out record is one test set; the
     region's default follows the study (issue #8, item 8: the model only
     where it is no worse than extrapolation at any lead of any of its test
     sets: same day, another day, growth and decay, rigid motion), drawn with a
-    seed no choice has seen. ``scores``: per test set, per method (``model``
-    and ``extrapolation`` among them), per-lead lists of ``csi@1`` and
-    ``csi@5`` (``benchmarks/trend_history.py score``'s results).
+    seed no choice has seen (or several: ``fresh_seed`` a list, the sets of
+    all of them in ``scores``). ``scores``: per test set, per method
+    (``model`` and ``extrapolation`` among them), per-lead lists of ``csi@1``
+    and ``csi@5`` (``benchmarks/trend_history.py score``'s results).
 
     Returns
     -------
     dict
-        ``fresh_seed``, ``provenance``, ``command``, ``lead_minutes``, per
+        ``fresh_seeds``, ``provenance``, ``command``, ``lead_minutes``, per
         test set the per-lead CSI lists of ``model`` and ``extrapolation``,
         ``worst`` (the lowest difference: its test set, lead, threshold and
         value, unrounded) and ``no_worse_at_every_lead`` (CSI at 1 and 5 mm/h,
@@ -269,7 +271,8 @@ def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]
                     worst = {"test_set": test_set, "lead_minutes": timestep_minutes * (k + 1),
                              "threshold_mm_h": float(key.split("@")[1]), "difference": float(difference)}
         per_set[test_set] = entry
-    return {"fresh_seed": int(fresh_seed), "provenance": provenance, "command": command,
+    seeds = [int(fresh_seed)] if np.ndim(fresh_seed) == 0 else [int(s) for s in fresh_seed]
+    return {"fresh_seeds": seeds, "provenance": provenance, "command": command,
             "lead_minutes": [timestep_minutes * (k + 1) for k in range(leads)], "test_sets": per_set,
             "worst": worst, "no_worse_at_every_lead": bool(worst is None or worst["difference"] >= -1e-9)}
 
@@ -282,7 +285,9 @@ def study_summary(study: dict[str, Any]) -> str:
     worst = study["worst"]
     at = (f"worst lead {worst['difference']:+.5f} CSI {worst['threshold_mm_h']:g} mm/h at {worst['lead_minutes']} min "
           f"({worst['test_set']}); " if worst else "")
-    return (f"fresh test sets (seed {study['fresh_seed']}: {sets}), model vs pysteps extrapolation: {at}{verdict} "
+    seeds = study["fresh_seeds"]
+    label = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)}"
+    return (f"fresh test sets ({label}: {sets}), model vs pysteps extrapolation: {at}{verdict} "
             f"({study['provenance']})")
 
 
