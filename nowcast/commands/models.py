@@ -125,8 +125,8 @@ def models_calibrate(
              "and a rotation fitted per scene). Default: the model config's.")] = None,
     trend_ceiling: Annotated[str | None, typer.Option(
         "--trend-ceiling",
-        help="Let the trend lift rain at most to the window's heaviest: of the whole scene (scene), within 16 km "
-             "(local), or without bound (none). Default: the model config's.")] = None,
+        help="Let the trend lift rain at most to the window's heaviest: of the whole scene (scene), within 8 grid "
+             "cells (local), or without bound (none). Default: the model config's.")] = None,
     network_weights: Annotated[str | None, typer.Option(
         "--network-weights", help="Comma-separated weights of the network's growth and decay tried (e.g. 0). "
                                   "Default: the model config's.")] = None,
@@ -177,8 +177,8 @@ def models_calibrate(
         settings = ckpt.config.calibration.resolve(
             trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing,
             trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees,
-            trend_align=trend_align, trend_ceiling=trend_ceiling, rule=rule, trend_weights=weights_grid, network_weights=network_grid,
-            trend_forms=forms, trend_lifetimes=lifetimes)
+            trend_align=trend_align, trend_ceiling=trend_ceiling, rule=rule, trend_weights=weights_grid,
+            network_weights=network_grid, trend_forms=forms, trend_lifetimes=lifetimes)
         settings.check()
     except ValueError as exc:
         raise ConfigError(f"nowcast models calibrate: {exc}") from None

@@ -390,8 +390,8 @@ class ChangeWeights:
         round): a trend read from a window is evidence that rain grows towards
         what the scene already produces, not beyond; the sixteenth round's
         costliest fresh window was 3.4 mm/h rain that a trend carried over
-        5 mm/h where the observation never reached 3.3. Negative where the
-        analysis is above the ceiling (a ``local`` one never is).
+        5 mm/h where the observation never reached 3.3. Never negative: the
+        analysis is one of the window's frames.
         """
         if self.trend_ceiling == "none":
             return None

@@ -171,7 +171,7 @@ class CalibrationConfig(StrictModel):
                            "explains (a translation and a rotation fitted per scene).")
     trend_ceiling: Literal["none", "scene", "local"] = Field(
         "none", description="Let the trend lift rain at most to the window's heaviest: of the whole scene ('scene') "
-                            "or within 16 km ('local'); 'none': unbounded.")
+                            "or within 8 grid cells ('local'); 'none': unbounded.")
     rule: Literal["13", "14", "15", "best-worst-lead"] = Field(
         "15", description="The selection rule that chooses the weights (nowcast.models.calibration.SELECTION_RULES).")
     trend_weights: tuple[float, ...] = Field(
@@ -231,7 +231,8 @@ class CalibrationConfig(StrictModel):
                 "trend_smoothing_px": float(self.trend_smoothing_px),
                 "trend_persistence_min": float(self.trend_persistence_min),
                 "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
-                "trend_ceiling": self.trend_ceiling, "tie_break": tie_break, "tie": tie, "trend_grid": tuple(float(w) for w in self.trend_weights),
+                "trend_ceiling": self.trend_ceiling, "tie_break": tie_break, "tie": tie,
+                "trend_grid": tuple(float(w) for w in self.trend_weights),
                 "network_grid": tuple(float(w) for w in self.network_weights),
                 "trend_forms": tuple(self.trend_forms), "trend_lifetimes": tuple(float(v) for v in self.trend_lifetimes)}
 
