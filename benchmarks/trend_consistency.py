@@ -217,37 +217,53 @@ def lagrangian_trend_row(seqs: dict, references: dict, growth_set: str) -> dict:
     return {**summarise(by_set, references), "growth_gain": float(np.nanmean(heavy)), "by_set": by_set}
 
 
+def gated_reading(name: str) -> tuple[str, float, float] | None:
+    """``("slope", 8.0, 0.6)`` of ``"slope smoothed 8, persisting 0.6, aligned"``; ``None`` for other names."""
+    import re
+
+    found = re.fullmatch(r"(minmod|slope) smoothed ([0-9.]+), persisting ([0-9.]+), aligned", name)
+    return None if found is None else (found.group(1), float(found.group(2)), float(found.group(3)))
+
+
+def aligned_gated_rate(estimator: str, smoothing: float, gate: float):
+    """``(moved frames, R² power) -> rate``: the trend read with the rain smoothed ``smoothing`` px, aligned, gated."""
+    from nowcast.models.calibration import window_trend
+
+    return lambda x, power: window_trend(x, power, estimator, smoothing, gate, True)
+
+
 def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
     """Step 2's rule of the eighteenth round, as a choice ``trend_history.py score`` reads.
 
     Over the aligned gated estimators with the scene ceiling (minmod or
-    slope, any gate), the candidate with the largest growth gain at a worst
-    lead of at least ``floor``; candidates within ``tie`` of it are tied, and
-    the tie goes to the stricter gate, then the minmod, then the smaller
-    weight, then the shorter lifetime.
+    slope, any smoothing, any gate), the candidate with the largest growth
+    gain at a worst lead of at least ``floor``; candidates within ``tie`` of
+    it are tied, and the tie goes to the stricter gate, then the minmod, then
+    the larger smoothing (the nineteenth round's), then the smaller weight,
+    then the shorter lifetime.
     """
-    import re
-
     safe = []
     for name, rows in results["estimators"].items():
-        found = re.fullmatch(r"(minmod|slope) smoothed 4, persisting ([0-9.]+), aligned, ceiling scene", name)
-        if found is None:
+        base, ceiling = split_ceiling(name)
+        reading = gated_reading(base)
+        if reading is None or ceiling != "scene":
             continue
-        estimator, gate = found.group(1), float(found.group(2))
-        safe += [(row["growth_gain"], gate, estimator, key, row) for key, row in rows.items()
+        estimator, smoothing, gate = reading
+        safe += [(row["growth_gain"], gate, estimator, key, row, smoothing) for key, row in rows.items()
                  if row["worst"] >= floor - 1e-9]
     if not safe:
         raise ValueError(f"no aligned gated candidate with the scene ceiling has a worst lead >= {floor:g}")
     top = max(s[0] for s in safe)
     tied = [s for s in safe if s[0] >= top - tie - 1e-12]
 
-    def order(s):  # stricter gate, minmod, smaller weight, shorter lifetime
+    def order(s):  # stricter gate, minmod, larger smoothing, smaller weight, shorter lifetime
         weights = [float(v) for v in s[3].split("/")]
-        return (-s[1], s[2] != "minmod", weights[2], weights[4])
+        return (-s[1], s[2] != "minmod", -s[5], weights[2], weights[4])
 
-    gain, gate, estimator, key, row = min(tied, key=order)
+    gain, gate, estimator, key, row, smoothing = min(tied, key=order)
     return {"rule": "step 2 of the eighteenth round", "history": HISTORY,
-            "chosen": [float(v) for v in key.split("/")], "trend_estimator": estimator, "trend_smoothing_px": 4.0,
+            "chosen": [float(v) for v in key.split("/")], "trend_estimator": estimator,
+            "trend_smoothing_px": smoothing,
             "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
             "validation_worst": row["worst"], "validation_growth_gain": gain}
 
@@ -285,6 +301,8 @@ def run(sequences: int, only: list[str] | None = None, extended: bool = False, w
     rates = estimators(forecaster)
     for name in only or list(rates):
         base, ceiling = split_ceiling(name)
+        if base not in rates and gated_reading(base) is not None:  # any smoothing and gate (nineteenth round)
+            rates[base] = aligned_gated_rate(*gated_reading(base))
         if base not in rates:
             raise ValueError(f"unknown estimator {name!r}: one of {list(rates)}, optionally with "
                              f"{', '.join(repr(CEILING_SUFFIX + c) for c in TREND_CEILINGS[1:])}")

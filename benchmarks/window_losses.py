@@ -78,7 +78,9 @@ def features(sequence: np.ndarray, normaliser, motion_method: str) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidate", required=True, help="A name of stress_windows.CANDIDATES.")
+    parser.add_argument("--candidate", help="A name of stress_windows.CANDIDATES.")
+    parser.add_argument("--choice", type=Path,
+                        help="Or a choice file (trend_consistency.py --choice-json): its candidate, read as it says.")
     parser.add_argument("--store", type=Path, action="append", required=True)
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--json", type=Path, required=True)
@@ -94,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
     available = methods(forecaster)
+    if args.choice is not None:
+        from benchmarks.trend_history import choice_weights, predictor
+
+        args.candidate = f"choice {args.choice.name}"
+        available[args.candidate] = predictor(forecaster, choice_weights(json.loads(args.choice.read_text())),
+                                              HISTORY)
     if args.candidate not in available:
         parser.error(f"unknown candidate {args.candidate!r}: choose from {sorted(available)}")
     results, lines = {}, []

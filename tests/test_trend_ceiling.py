@@ -319,3 +319,33 @@ def test_the_baselines_row_scores_the_lagrangian_trend_against_extrapolation():
     assert row["growth_gain"] > 0.05 and set(row["by_set"]) == {"growth"}  # a steady growth is what it continues
     assert row["worst"] == pytest.approx(min(np.nanmin(np.asarray(row["by_set"]["growth"][t]) -
                                                        np.asarray(references["growth"][t])) for t in ("csi@1", "csi@5")))
+
+
+def test_a_gated_reading_is_read_from_its_name_and_the_larger_smoothing_wins_a_tie():
+    from benchmarks.trend_consistency import bounded_choice, gated_reading
+
+    assert gated_reading("slope smoothed 16, persisting 0.6, aligned") == ("slope", 16.0, 0.6)
+    assert gated_reading("minmod smoothed 4, persisting 0.8") is None  # not aligned
+    row = {"0/0/1.5/0/24": {"worst": 0.0, "growth_gain": 0.31}}
+    results = _bounded_results({"slope smoothed 4, persisting 0.6": row, "slope smoothed 16, persisting 0.6": row,
+                                "slope smoothed 8, persisting 0.6": row})
+    choice = bounded_choice(results, floor=-0.0005)
+    assert choice["trend_smoothing_px"] == 16.0 and choice["trend_estimator"] == "slope"
+
+
+def test_window_losses_read_a_choice_file(tmp_path, monkeypatch):
+    import xarray as xr
+
+    from benchmarks import window_losses
+
+    choice = {"history": 8, "chosen": [0, 0, 1.5, 0, 24], "trend_estimator": "slope", "trend_smoothing_px": 8.0,
+              "trend_persistence_min": 0.6, "trend_align": True, "trend_ceiling": "scene"}
+    (tmp_path / "choice.json").write_text(json.dumps(choice))
+    seqs = growing_sequences(n=2, frames=window_losses.HISTORY + window_losses.LEADS, db_per_step=0.5)
+    store = tmp_path / "s.zarr"
+    xr.Dataset({"rain_rate": (("sequence", "time", "y", "x"), seqs)}).to_zarr(store)
+    out = tmp_path / "out.json"
+    assert window_losses.main(["--choice", str(tmp_path / "choice.json"), "--store", str(store), "--top", "2",
+                               "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["candidate"] == "choice choice.json" and result["stores"]["s.zarr"]["windows"] == 2
