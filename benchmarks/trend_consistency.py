@@ -217,19 +217,28 @@ def lagrangian_trend_row(seqs: dict, references: dict, growth_set: str) -> dict:
     return {**summarise(by_set, references), "growth_gain": float(np.nanmean(heavy)), "by_set": by_set}
 
 
-def gated_reading(name: str) -> tuple[str, float, float] | None:
-    """``("slope", 8.0, 0.6)`` of ``"slope smoothed 8, persisting 0.6, aligned"``; ``None`` for other names."""
+def gated_reading(name: str) -> tuple[str, float, float, float] | None:
+    """``("slope", 8.0, 0.6, 5.0)`` of ``"slope smoothed 8, persisting 0.6, aligned, evidence 5"``; else ``None``.
+
+    Without ``, evidence N`` the gate's floor of evidence is 0 (50 pixels).
+    """
     import re
 
-    found = re.fullmatch(r"(minmod|slope) smoothed ([0-9.]+), persisting ([0-9.]+), aligned", name)
-    return None if found is None else (found.group(1), float(found.group(2)), float(found.group(3)))
+    found = re.fullmatch(r"(minmod|slope) smoothed ([0-9.]+), persisting ([0-9.]+), aligned(, evidence ([0-9.]+))?",
+                         name)
+    if found is None:
+        return None
+    return found.group(1), float(found.group(2)), float(found.group(3)), float(found.group(5) or 0.0)
 
 
-def aligned_gated_rate(estimator: str, smoothing: float, gate: float):
-    """``(moved frames, R² power) -> rate``: the trend read with the rain smoothed ``smoothing`` px, aligned, gated."""
+def aligned_gated_rate(estimator: str, smoothing: float, gate: float, samples: float = 0.0):
+    """``(moved frames, R² power) -> rate``: the trend read with the rain smoothed ``smoothing`` px, aligned, gated.
+
+    ``samples``: the gate's floor of evidence (twentieth round).
+    """
     from nowcast.models.calibration import window_trend
 
-    return lambda x, power: window_trend(x, power, estimator, smoothing, gate, True)
+    return lambda x, power: window_trend(x, power, estimator, smoothing, gate, True, persistence_samples=samples)
 
 
 def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
@@ -248,8 +257,8 @@ def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
         reading = gated_reading(base)
         if reading is None or ceiling != "scene":
             continue
-        estimator, smoothing, gate = reading
-        safe += [(row["growth_gain"], gate, estimator, key, row, smoothing) for key, row in rows.items()
+        estimator, smoothing, gate, samples = reading
+        safe += [(row["growth_gain"], gate, estimator, key, row, smoothing, samples) for key, row in rows.items()
                  if row["worst"] >= floor - 1e-9]
     if not safe:
         raise ValueError(f"no aligned gated candidate with the scene ceiling has a worst lead >= {floor:g}")
@@ -260,12 +269,12 @@ def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
         weights = [float(v) for v in s[3].split("/")]
         return (-s[1], s[2] != "minmod", -s[5], weights[2], weights[4])
 
-    gain, gate, estimator, key, row, smoothing = min(tied, key=order)
+    gain, gate, estimator, key, row, smoothing, samples = min(tied, key=order)
     return {"rule": "step 2 of the eighteenth round", "history": HISTORY,
             "chosen": [float(v) for v in key.split("/")], "trend_estimator": estimator,
             "trend_smoothing_px": smoothing,
             "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
-            "validation_worst": row["worst"], "validation_growth_gain": gain}
+            "trend_persistence_samples": samples, "validation_worst": row["worst"], "validation_growth_gain": gain}
 
 
 def run(sequences: int, only: list[str] | None = None, extended: bool = False, wide: bool = False,

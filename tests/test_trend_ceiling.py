@@ -324,7 +324,8 @@ def test_the_baselines_row_scores_the_lagrangian_trend_against_extrapolation():
 def test_a_gated_reading_is_read_from_its_name_and_the_larger_smoothing_wins_a_tie():
     from benchmarks.trend_consistency import bounded_choice, gated_reading
 
-    assert gated_reading("slope smoothed 16, persisting 0.6, aligned") == ("slope", 16.0, 0.6)
+    assert gated_reading("slope smoothed 16, persisting 0.6, aligned") == ("slope", 16.0, 0.6, 0.0)
+    assert gated_reading("minmod smoothed 4, persisting 0.8, aligned, evidence 5") == ("minmod", 4.0, 0.8, 5.0)
     assert gated_reading("minmod smoothed 4, persisting 0.8") is None  # not aligned
     row = {"0/0/1.5/0/24": {"worst": 0.0, "growth_gain": 0.31}}
     results = _bounded_results({"slope smoothed 4, persisting 0.6": row, "slope smoothed 16, persisting 0.6": row,
@@ -349,3 +350,65 @@ def test_window_losses_read_a_choice_file(tmp_path, monkeypatch):
                                "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["candidate"] == "choice choice.json" and result["stores"]["s.zarr"]["windows"] == 2
+
+
+# ------------------------------------------------------------------ evidence (twentieth round)
+def test_the_evidence_floor_is_its_samples_over_the_smoothings_correlation_area():
+    from nowcast.models.calibration import MIN_PERSISTENCE_PIXELS, persistence_pixels
+
+    assert persistence_pixels(0, 4.0) == MIN_PERSISTENCE_PIXELS
+    assert persistence_pixels(5, 4.0) == int(np.ceil(5 * 4 * np.pi * 16))  # 1006 pixels
+    assert persistence_pixels(5, 0.0) == persistence_pixels(5, 1.0) == int(np.ceil(20 * np.pi))
+    assert persistence_pixels(0.1, 1.0) == MIN_PERSISTENCE_PIXELS  # never below the old floor
+
+
+def test_the_gate_needs_its_evidence_exactly_at_the_floor_and_not_one_pixel_less(monkeypatch):
+    from nowcast.models import calibration, lagrangian
+    from nowcast.models.calibration import window_trend
+
+    window = growing_sequences(n=1, frames=8, db_per_step=1.0, seed=3)[0]
+    fc = _model(None)
+    x = lagrangian.prepare(window, LEADS, fc.normaliser, fc.config.motion.method, motion_frames=4).inputs
+    reading: dict = {}
+    assert window_trend(x, 4.0, "minmod", 4.0, 0.0, True, reading).any() and reading["pixels_needed"] == 50
+    used = reading["pixels"]
+    # one sample needs exactly the pixels this scene reads, two need one more
+    monkeypatch.setattr(calibration, "persistence_pixels", lambda samples, smoothing: used - 1 + int(samples))
+    assert window_trend(x, 4.0, "minmod", 4.0, 0.0, True, persistence_samples=1).any()
+    shut: dict = {}
+    assert not window_trend(x, 4.0, "minmod", 4.0, 0.0, True, shut, persistence_samples=2).any()
+    assert (shut["pixels"], shut["pixels_needed"]) == (used, used + 1)
+
+
+def test_a_scene_without_enough_evidence_says_so():
+    weights = replace(_gated_bounded(0.6), trend_persistence_samples=5.0)
+    note = weights.trend_note(np.ones(SHAPE), {"persistence": 0.0, "pixels": 339, "pixels_needed": 1006}, 3.0)
+    assert note == ("not added: too little steadily changing rain to tell whether its growth persisted through the "
+                    "last 40 min (339 of the 1006 pixels needed)")
+    assert "over 5+ independent samples" in weights.brief()
+
+
+def test_the_evidence_floor_round_trips_old_entries_have_none_and_bad_ones_are_refused():
+    weights = replace(_gated_bounded(0.6), trend_persistence_samples=5.0)
+    entry = weights.to_metadata()
+    assert entry["trend_persistence_samples"] == 5.0 and ChangeWeights.from_metadata(entry) == weights
+    old = {k: v for k, v in entry.items() if k != "trend_persistence_samples"}
+    assert ChangeWeights.from_metadata(old).trend_persistence_samples == 0.0
+    with pytest.raises(CheckpointError, match="m.pt: invalid change_weights: trend_persistence_samples must be"):
+        ChangeWeights.from_metadata({**entry, "trend_persistence_samples": -1}, "m.pt")
+
+
+def test_the_calibration_and_the_config_carry_the_evidence_floor():
+    from nowcast.models.config import CalibrationConfig
+
+    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS, db_per_step=1.0)}
+    keys = candidates((0.0,), (2.0,), forms=("growth",), lifetimes=(12.0,))
+    weights, _, _, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_frames=8, trend_estimator="minmod",
+                                 trend_smoothing_px=4.0, trend_persistence_min=0.5, trend_persistence_samples=5.0)
+    assert weights.trend_persistence_samples == 5.0
+    settings = CalibrationConfig(trend_frames=8, trend_estimator="minmod", trend_persistence_min=0.6,
+                                 trend_persistence_samples=5)
+    assert "--trend-persistence-samples 5" in settings.options()
+    assert settings.calibrate_kwargs()["trend_persistence_samples"] == 5.0
+    with pytest.raises(ValueError, match="trend_persistence_samples must be"):
+        calibrate(_model(None), seqs, LEADS, keys=keys, trend_persistence_samples=-2.0)

@@ -127,6 +127,11 @@ def models_calibrate(
         "--trend-ceiling",
         help="Let the trend lift rain at most to the window's heaviest: of the whole scene (scene), within 8 grid "
              "cells (local), or without bound (none). Default: the model config's.")] = None,
+    trend_persistence_samples: Annotated[float | None, typer.Option(
+        "--trend-persistence-samples", min=0.0,
+        help="The persistence gate opens only where its correlation is read over at least this many independent "
+             "samples (pixels / 4 pi sigma^2 of the trend's smoothing); 0: over 50 pixels. "
+             "Default: the model config's.")] = None,
     network_weights: Annotated[str | None, typer.Option(
         "--network-weights", help="Comma-separated weights of the network's growth and decay tried (e.g. 0). "
                                   "Default: the model config's.")] = None,
@@ -177,7 +182,8 @@ def models_calibrate(
         settings = ckpt.config.calibration.resolve(
             trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing,
             trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees,
-            trend_align=trend_align, trend_ceiling=trend_ceiling, rule=rule, trend_weights=weights_grid,
+            trend_align=trend_align, trend_ceiling=trend_ceiling, trend_persistence_samples=trend_persistence_samples,
+            rule=rule, trend_weights=weights_grid,
             network_weights=network_grid, trend_forms=forms, trend_lifetimes=lifetimes)
         settings.check()
     except ValueError as exc:

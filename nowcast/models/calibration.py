@@ -211,6 +211,19 @@ MIN_PERSISTENCE_PIXELS = 50
 TREND_CEILINGS: tuple[str, ...] = ("none", "scene", "local")
 #: Radius (pixels; 16 km on the 2-km grids) of the ``local`` ceiling's neighbourhood.
 LOCAL_CEILING_PX = 8
+
+
+def persistence_pixels(samples: float, smoothing_px: float) -> int:
+    """Pixels :func:`scene_persistence` needs for ``samples`` independent samples of rain smoothed ``smoothing_px``.
+
+    A Gaussian of σ pixels correlates its field over about 4πσ² pixels (σ at
+    least 1: the rates are read from neighbouring pixels even unsmoothed), so
+    a correlation over fewer says less than it seems (twentieth round). Never
+    fewer than :data:`MIN_PERSISTENCE_PIXELS`; ``samples`` 0: that floor alone.
+    """
+    area = 4.0 * np.pi * max(float(smoothing_px), 1.0) ** 2
+    return max(MIN_PERSISTENCE_PIXELS, int(np.ceil(float(samples) * area)))
+
 #: Selection rules by name, ``(tie_break, tie)`` of :func:`choose_candidate`: the thirteenth round's ("13"),
 #: the fourteenth's ("14"), rule 15 (the shipped model's until the sixteenth round) and "best worst lead"
 #: (no tolerance). ``benchmarks/rule_cv.py`` compares them by cross-validation.
@@ -258,6 +271,7 @@ class ChangeWeights:
     trend_network_agrees: bool = False
     trend_align: bool = False
     trend_ceiling: str = "none"
+    trend_persistence_samples: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.trend:
@@ -301,6 +315,9 @@ class ChangeWeights:
                              f"three), got {self.trend_frames}")
         if self.trend_ceiling not in TREND_CEILINGS:
             raise ValueError(f"unknown trend_ceiling {self.trend_ceiling!r}: choose from {list(TREND_CEILINGS)}")
+        if not np.isfinite(self.trend_persistence_samples) or self.trend_persistence_samples < 0:
+            raise ValueError(f"trend_persistence_samples must be a number of independent samples >= 0, "
+                             f"got {self.trend_persistence_samples}")
 
     @classmethod
     def constant(cls, growth: float, decay: float, leads: int, trend: float = 0.0,
@@ -308,13 +325,14 @@ class ChangeWeights:
                  trend_lifetime: float = TREND_DAMPING_STEPS, trend_frames: int = 0, trend_estimator: str = "slope",
                  trend_smoothing_px: float = 0.0, trend_persistence_min: float = NO_GATE,
                  trend_network_agrees: bool = False, trend_align: bool = False,
-                 trend_ceiling: str = "none") -> ChangeWeights:
+                 trend_ceiling: str = "none", trend_persistence_samples: float = 0.0) -> ChangeWeights:
         """The same weights at every one of ``leads`` leads (``trend_decay`` ``None``: the signed trend)."""
         n = int(leads)
         trend_decay = float(trend if trend_decay is None else trend_decay)
         return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power),
                    (trend_decay,) * n, float(trend_lifetime), trend_frames, trend_estimator, float(trend_smoothing_px),
-                   float(trend_persistence_min), bool(trend_network_agrees), bool(trend_align), str(trend_ceiling))
+                   float(trend_persistence_min), bool(trend_network_agrees), bool(trend_align), str(trend_ceiling),
+                   float(trend_persistence_samples))
 
     @classmethod
     def from_key(cls, key: Sequence[float], leads: int, trend_linearity_power: float = TREND_LINEARITY_POWER,
@@ -346,7 +364,8 @@ class ChangeWeights:
         put there as ``persistence``).
         """
         return window_trend(x, self.trend_linearity_power, self.trend_estimator, self.trend_smoothing_px,
-                            self.trend_persistence_min, self.trend_align, reading)
+                            self.trend_persistence_min, self.trend_align, reading,
+                            self.trend_persistence_samples)
 
     def trend_note(self, rate: np.ndarray, reading: Mapping[str, float], ceiling_mm_h: float | None = None,
                    timestep_minutes: int = 5, frames: int | None = None) -> str:
@@ -362,6 +381,9 @@ class ChangeWeights:
         """
         window = f"the last {timestep_minutes * int(frames or self.trend_frames or 4)} min"
         rho = reading.get("persistence")
+        if reading.get("pixels", 1) < reading.get("pixels_needed", 0):
+            return (f"not added: too little steadily changing rain to tell whether its growth persisted through "
+                    f"{window} ({reading['pixels']} of the {reading['pixels_needed']} pixels needed)")
         if self.trend_persistence_min > NO_GATE and rho is not None and rho < self.trend_persistence_min:
             return (f"not added: the scene's growth did not persist through {window} "
                     f"(rho {rho:.2f} < {self.trend_persistence_min:g})")
@@ -481,7 +503,10 @@ class ChangeWeights:
             if self.trend_align:
                 text += ", residual displacement removed"
             if self.trend_persistence_min > NO_GATE:
-                text += f", only where the scene's trend persisted (rho >= {self.trend_persistence_min:g})"
+                text += f", only where the scene's trend persisted (rho >= {self.trend_persistence_min:g}"
+                if self.trend_persistence_samples:
+                    text += f" over {self.trend_persistence_samples:g}+ independent samples"
+                text += ")"
             if self.trend_network_agrees:
                 text += " and the network grows"
             if self.trend_ceiling != "none":
@@ -502,7 +527,8 @@ class ChangeWeights:
                 "trend_estimator": self.trend_estimator, "trend_smoothing_px": float(self.trend_smoothing_px),
                 "trend_persistence_min": float(self.trend_persistence_min),
                 "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
-                "trend_ceiling": self.trend_ceiling, **provenance}
+                "trend_ceiling": self.trend_ceiling,
+                "trend_persistence_samples": float(self.trend_persistence_samples), **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
@@ -516,7 +542,9 @@ class ChangeWeights:
         ``trend_persistence_min`` (before the sixteenth) adds it to every scene,
         one without ``trend_network_agrees`` wherever the trend is read, one
         without ``trend_align`` without removing a residual displacement, one
-        without ``trend_ceiling`` (before the seventeenth) without a bound.
+        without ``trend_ceiling`` (before the seventeenth) without a bound, one
+        without ``trend_persistence_samples`` (before the twentieth) with the
+        50-pixel floor of evidence.
 
         Raises
         ------
@@ -536,13 +564,15 @@ class ChangeWeights:
                        float(entry.get("trend_smoothing_px", 0.0)),
                        float(entry.get("trend_persistence_min", NO_GATE)),
                        entry.get("trend_network_agrees", False), entry.get("trend_align", False),
-                       str(entry.get("trend_ceiling", "none")))
+                       str(entry.get("trend_ceiling", "none")),
+                       float(entry.get("trend_persistence_samples", 0.0)))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
 
 def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
-                        trend_persistence_min: float = NO_GATE, trend_ceiling: str = "none") -> None:
+                        trend_persistence_min: float = NO_GATE, trend_ceiling: str = "none",
+                        trend_persistence_samples: float = 0.0) -> None:
     """Raise the one-line ValueError :class:`ChangeWeights` would for an impossible way of reading the trend.
 
     For callers that must refuse it before minutes of scoring (the CLI, a
@@ -550,7 +580,7 @@ def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", t
     """
     ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
                            trend_smoothing_px=trend_smoothing_px, trend_persistence_min=trend_persistence_min,
-                           trend_ceiling=trend_ceiling)
+                           trend_ceiling=trend_ceiling, trend_persistence_samples=trend_persistence_samples)
 
 
 def check_trend_weights(weights: Sequence[float], what: str = "trend") -> None:
@@ -585,7 +615,7 @@ def _whole(value: Any) -> int:
 
 def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, estimator: str = "slope",
                  smoothing_px: float = 0.0, persistence_min: float = NO_GATE, align: bool = False,
-                 reading: dict | None = None) -> np.ndarray:
+                 reading: dict | None = None, persistence_samples: float = 0.0) -> np.ndarray:
     """The Lagrangian window's growth rate ``(h, w)``, network units per step.
 
     ``x``: ``(T, h, w)`` normalised Lagrangian frames (what the network reads;
@@ -608,6 +638,9 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     displacement removed first (:func:`remove_displacement`). ``reading``: if
     given, filled with the scene's ``persistence`` where a gate reads it (what
     a product says about its forecast, without reading it twice).
+    ``persistence_samples``: the persistence is evidence only over at least
+    that many independent samples (:func:`persistence_pixels`; 0: over 50
+    pixels, as before the twentieth round); with fewer the gate stays shut.
     """
     if estimator not in TREND_ESTIMATORS:
         raise ValueError(f"unknown trend estimator {estimator!r}: choose from {list(TREND_ESTIMATORS)}")
@@ -621,10 +654,12 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
         rate = _slope_rate(x, linearity_power)
         rate = remove_displacement(rate, x[-1]) if align else rate
     if persistence_min > NO_GATE:
-        persistence = rate_correlation(*halves)
+        needed = persistence_pixels(persistence_samples, smoothing_px)
+        persistence = rate_correlation(*halves, min_pixels=needed)
+        pixels = int(((halves[0] != 0) & (halves[1] != 0)).sum())
         if reading is not None:
-            reading["persistence"] = persistence
-        if persistence < persistence_min:
+            reading.update(persistence=persistence, pixels=pixels, pixels_needed=needed)
+        if pixels < needed or persistence < persistence_min:  # too little evidence shuts any gate
             return np.zeros_like(rate)
     return rate
 
@@ -1042,7 +1077,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               trend_grid: Sequence[float] = TREND_GRID, trend_network_agrees: bool = False,
               trend_align: bool = False, network_grid: Sequence[float] = NETWORK_GRID,
               trend_forms: Sequence[str] = TREND_FORMS, trend_lifetimes: Sequence[float] = TREND_LIFETIMES,
-              per_sequence: dict | None = None, trend_ceiling: str = "none"):
+              per_sequence: dict | None = None, trend_ceiling: str = "none", trend_persistence_samples: float = 0.0):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -1061,6 +1096,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     removed (:func:`remove_displacement`), stored with the chosen weights.
     ``trend_ceiling``: every candidate's trend is bounded by this ceiling
     (:meth:`ChangeWeights.headroom`), stored with the chosen weights.
+    ``trend_persistence_samples``: the gate's floor of evidence
+    (:func:`persistence_pixels`), stored with the chosen weights.
     ``network_grid``, ``trend_grid``, ``trend_forms``, ``trend_lifetimes``:
     the candidates when ``keys`` is not given (:func:`candidates`;
     :data:`EXTENDED_TREND_GRID` adds 1.5 and 2 to the trend weights).
@@ -1079,7 +1116,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     n_in = int(forecaster.config.input_frames)
     history = max(n_in, int(trend_frames))
     check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px, trend_persistence_min,
-                        trend_ceiling)  # before any scoring
+                        trend_ceiling, trend_persistence_samples)  # before any scoring
     check_trend_grid(network_grid, trend_grid, trend_forms, trend_lifetimes)
     for name, seqs in sequences.items():
         if np.shape(seqs)[1] < history + leads:
@@ -1092,11 +1129,12 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                       forecaster.config.motion.method, keys,
                       motion_frames=n_in if history > n_in else None,
                       trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px,
-                                                          trend_persistence_min, trend_align),
+                                                          trend_persistence_min, trend_align,
+                                                          persistence_samples=trend_persistence_samples),
                       network_agrees=trend_network_agrees, per_sequence=per_sequence, ceiling=trend_ceiling)
     weights, summaries = choose_weights(grid, references, leads, tie_break, tie)
     weights = replace(weights, trend_frames=history if history > n_in else 0, trend_estimator=trend_estimator,
                       trend_smoothing_px=float(trend_smoothing_px), trend_persistence_min=float(trend_persistence_min),
                       trend_network_agrees=bool(trend_network_agrees), trend_align=bool(trend_align),
-                      trend_ceiling=str(trend_ceiling))
+                      trend_ceiling=str(trend_ceiling), trend_persistence_samples=float(trend_persistence_samples))
     return weights, summaries, grid, references

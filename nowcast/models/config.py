@@ -172,6 +172,9 @@ class CalibrationConfig(StrictModel):
     trend_ceiling: Literal["none", "scene", "local"] = Field(
         "none", description="Let the trend lift rain at most to the window's heaviest: of the whole scene ('scene') "
                             "or within 8 grid cells ('local'); 'none': unbounded.")
+    trend_persistence_samples: float = Field(
+        0.0, ge=0.0, description="The persistence gate opens only where the correlation is read over at least this "
+                                 "many independent samples (pixels / 4 pi sigma^2); 0: over 50 pixels.")
     rule: Literal["13", "14", "15", "best-worst-lead"] = Field(
         "15", description="The selection rule that chooses the weights (nowcast.models.calibration.SELECTION_RULES).")
     trend_weights: tuple[float, ...] = Field(
@@ -197,7 +200,7 @@ class CalibrationConfig(StrictModel):
         )
 
         check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px,
-                            self.trend_persistence_min, self.trend_ceiling)
+                            self.trend_persistence_min, self.trend_ceiling, self.trend_persistence_samples)
         check_trend_grid(self.network_weights, self.trend_weights, self.trend_forms, self.trend_lifetimes)
         if self.rule not in SELECTION_RULES:
             raise ValueError(f"unknown rule {self.rule!r}: choose from {', '.join(SELECTION_RULES)}")
@@ -216,7 +219,8 @@ class CalibrationConfig(StrictModel):
         flags = {"trend_frames": "--trend-frames {}", "trend_estimator": "--trend-estimator {}",
                  "trend_smoothing_px": "--trend-smoothing {:g}", "trend_persistence_min": "--trend-persistence-min {:g}",
                  "trend_network_agrees": "--trend-network-agrees", "trend_align": "--trend-align",
-                 "trend_ceiling": "--trend-ceiling {}", "rule": "--rule {}",
+                 "trend_ceiling": "--trend-ceiling {}", "trend_persistence_samples": "--trend-persistence-samples {:g}",
+                 "rule": "--rule {}",
                  "trend_weights": "--trend-weights {}", "network_weights": "--network-weights {}",
                  "trend_forms": "--trend-forms {}", "trend_lifetimes": "--trend-lifetimes {}"}
         return [flag.format(listed(value) if isinstance(value, tuple) else value)
@@ -231,7 +235,8 @@ class CalibrationConfig(StrictModel):
                 "trend_smoothing_px": float(self.trend_smoothing_px),
                 "trend_persistence_min": float(self.trend_persistence_min),
                 "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
-                "trend_ceiling": self.trend_ceiling, "tie_break": tie_break, "tie": tie,
+                "trend_ceiling": self.trend_ceiling, "trend_persistence_samples": float(self.trend_persistence_samples),
+                "tie_break": tie_break, "tie": tie,
                 "trend_grid": tuple(float(w) for w in self.trend_weights),
                 "network_grid": tuple(float(w) for w in self.network_weights),
                 "trend_forms": tuple(self.trend_forms), "trend_lifetimes": tuple(float(v) for v in self.trend_lifetimes)}
