@@ -412,3 +412,24 @@ def test_the_calibration_and_the_config_carry_the_evidence_floor():
     assert settings.calibrate_kwargs()["trend_persistence_samples"] == 5.0
     with pytest.raises(ValueError, match="trend_persistence_samples must be"):
         calibrate(_model(None), seqs, LEADS, keys=keys, trend_persistence_samples=-2.0)
+
+
+# ------------------------------------------------------------------ the rule that sees the read days
+def test_the_stress_rule_ranks_the_gated_candidates_above_the_floor_and_breaks_ties_as_before():
+    from benchmarks.stress_rule import passes, ranked_candidates, tie_break
+
+    rows = {"0/0/1.5/0/24": {"worst": 0.0, "growth_gain": 0.35}, "0/0/1.5/0/12": {"worst": 0.0, "growth_gain": 0.346},
+            "0/0/2/0/6": {"worst": -0.001, "growth_gain": 0.4}}  # below the floor
+    results = {"estimators": {"slope smoothed 4, persisting 0.6, aligned, evidence 5, ceiling scene": rows,
+                              "minmod smoothed 4, persisting 0.8, aligned, evidence 5, ceiling scene":
+                                  {"0/0/2/0/12": {"worst": 0.0, "growth_gain": 0.22}},
+                              "minmod smoothed 4, persisting 0.8": rows}}  # not aligned, no ceiling: not a candidate
+    ranked = ranked_candidates(results, floor=-0.0005)
+    assert [c["validation_growth_gain"] for c in ranked] == [0.35, 0.346, 0.22]
+    assert ranked[0]["trend_persistence_samples"] == 5.0 and ranked[0]["trend_estimator"] == "slope"
+    assert tie_break(ranked[:2])["chosen"][4] == 12.0  # within 0.005: the shorter lifetime
+    assert tie_break(ranked[1:])["validation_growth_gain"] == 0.346  # 0.346 - 0.22 > 0.005
+    assert tie_break([]) is None
+    shipped = {"s7": -0.1295, "s9": 0.0}
+    assert passes({"s7": -0.1345, "s9": -0.005}, shipped, 0.005)  # exactly at the margin on both
+    assert not passes({"s7": -0.1346, "s9": 0.0}, shipped, 0.005)
