@@ -387,7 +387,7 @@ def test_the_model_configs_calibration_section_sets_how_calibration_reads_the_tr
 
     shipped = load_model_config(find_model_config("swiss-south-tmu"))
     assert (shipped.calibration.trend_frames, shipped.calibration.trend_estimator,
-            shipped.calibration.trend_smoothing_px) == (8, "minmod", 4.0)
+            shipped.calibration.trend_smoothing_px) == (8, "slope", 4.0)  # the twenty-first round's reading
     with pytest.raises(ConfigError, match="minmod trend needs trend_frames >= 6"):
         lagrangian_config(calibration={"trend_frames": 4, "trend_estimator": "minmod"})
     # a stored config that differs only in calibration is the same run
@@ -407,7 +407,7 @@ def test_the_model_configs_calibration_section_sets_how_calibration_reads_the_tr
     with pytest.raises(RuntimeError, match="stop"):
         pretrain.calibrate_target("models/zoo/swiss-south-tmu.pt", 2)
     reading = ("trend_frames", "trend_estimator", "trend_smoothing_px")
-    assert {k: seen[k] for k in reading} == {"trend_frames": 8, "trend_estimator": "minmod", "trend_smoothing_px": 4.0}
+    assert {k: seen[k] for k in reading} == {"trend_frames": 8, "trend_estimator": "slope", "trend_smoothing_px": 4.0}
     assert seen == shipped.calibration.calibrate_kwargs()
     with pytest.raises(RuntimeError, match="stop"):
         pretrain.calibrate_target("models/zoo/swiss-south-tmu.pt", 2, settings=shipped.calibration.resolve(
