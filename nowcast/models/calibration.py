@@ -648,20 +648,18 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     if smoothing_px > 0:
         x = smooth_within_rain(x, smoothing_px)
     halves = half_rates(x, linearity_power, align) if estimator == "minmod" or persistence_min > NO_GATE else None
-    if estimator == "minmod":
-        rate = minmod(*halves)
-    else:
-        rate = _slope_rate(x, linearity_power)
-        rate = remove_displacement(rate, x[-1]) if align else rate
-    if persistence_min > NO_GATE:
+    if persistence_min > NO_GATE:  # the gate first: a shut one needs no rate (most forecasts; the slope is dear)
         needed = persistence_pixels(persistence_samples, smoothing_px)
         persistence = rate_correlation(*halves, min_pixels=needed)
         pixels = int(((halves[0] != 0) & (halves[1] != 0)).sum())
         if reading is not None:
             reading.update(persistence=persistence, pixels=pixels, pixels_needed=needed)
         if pixels < needed or persistence < persistence_min:  # too little evidence shuts any gate
-            return np.zeros_like(rate)
-    return rate
+            return np.zeros(x.shape[1:], dtype=halves[0].dtype)
+    if estimator == "minmod":
+        return minmod(*halves)
+    rate = _slope_rate(x, linearity_power)
+    return remove_displacement(rate, x[-1]) if align else rate
 
 
 def half_rates(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER,
