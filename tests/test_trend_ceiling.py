@@ -433,3 +433,26 @@ def test_the_stress_rule_ranks_the_gated_candidates_above_the_floor_and_breaks_t
     shipped = {"s7": -0.1295, "s9": 0.0}
     assert passes({"s7": -0.1345, "s9": -0.005}, shipped, 0.005)  # exactly at the margin on both
     assert not passes({"s7": -0.1346, "s9": 0.0}, shipped, 0.005)
+
+
+def test_the_forecast_and_the_calibration_read_the_evidence_floor():
+    from nowcast.models.skill import score_method
+
+    window = growing_sequences(n=1, frames=8, db_per_step=1.0, seed=3)[0]
+    opened = replace(_gated_bounded(0.0), trend_align=True)
+    starved = replace(opened, trend_persistence_samples=1000.0)  # far more pixels than the scene has
+    extrapolated = _model(ChangeWeights.constant(0.0, 0.0, LEADS)).predict(window, LEADS)
+    assert not np.array_equal(np.nan_to_num(_model(opened).predict(window, LEADS)), np.nan_to_num(extrapolated))
+    np.testing.assert_array_equal(np.nan_to_num(_model(starved).predict(window, LEADS)), np.nan_to_num(extrapolated))
+    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS, db_per_step=1.0)}
+    keys = candidates((0.0,), (2.0,), forms=("growth",), lifetimes=(12.0,))
+    reading = {"trend_frames": 8, "trend_estimator": "minmod", "trend_smoothing_px": 4.0, "trend_persistence_min": 0.0,
+               "trend_align": True, "trend_ceiling": "scene"}
+    _, _, starved_grid, references = calibrate(_model(None), seqs, LEADS, keys=keys, trend_persistence_samples=1000.0,
+                                               **reading)
+    _, _, open_grid, _ = calibrate(_model(None), seqs, LEADS, keys=keys, **reading)
+    key = keys[0]
+    own = score_method(_model(replace(starved, trend=(2.0,) * LEADS, trend_lifetime=12.0)).predict, seqs["growth"],
+                       8, LEADS)
+    assert starved_grid[key]["growth"]["csi@5"] == pytest.approx(own["csi@5"], abs=1e-12, nan_ok=True)
+    assert starved_grid[key]["growth"]["change"] == 0.0 < open_grid[key]["growth"]["change"]
