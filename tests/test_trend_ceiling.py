@@ -448,7 +448,7 @@ def test_the_forecast_and_the_calibration_read_the_evidence_floor():
     keys = candidates((0.0,), (2.0,), forms=("growth",), lifetimes=(12.0,))
     reading = {"trend_frames": 8, "trend_estimator": "minmod", "trend_smoothing_px": 4.0, "trend_persistence_min": 0.0,
                "trend_align": True, "trend_ceiling": "scene"}
-    _, _, starved_grid, references = calibrate(_model(None), seqs, LEADS, keys=keys, trend_persistence_samples=1000.0,
+    _, _, starved_grid, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_persistence_samples=1000.0,
                                                **reading)
     _, _, open_grid, _ = calibrate(_model(None), seqs, LEADS, keys=keys, **reading)
     key = keys[0]
