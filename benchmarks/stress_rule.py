@@ -40,24 +40,16 @@ def ranked_candidates(results: dict, floor: float) -> list[dict]:
     Ordered by growth gain; :func:`tie_break` then resolves ties among those
     that pass as :func:`~benchmarks.trend_consistency.bounded_choice` does.
     """
-    from benchmarks.trend_consistency import HISTORY, gated_reading, split_ceiling
+    from benchmarks.trend_consistency import HISTORY, bounded_candidates
 
     ranked = []
-    for name, rows in results["estimators"].items():
-        base, ceiling = split_ceiling(name)
-        reading = gated_reading(base)
-        if reading is None or ceiling != "scene":
-            continue
-        estimator, smoothing, gate, samples = reading
-        for key, row in rows.items():
-            if row["worst"] < floor - 1e-9:
-                continue
-            chosen = [float(v) for v in key.split("/")]
-            ranked.append({"rule": "the twenty-first round's", "history": HISTORY, "chosen": chosen,
-                           "trend_estimator": estimator, "trend_smoothing_px": smoothing,
-                           "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
-                           "trend_persistence_samples": samples, "validation_worst": row["worst"],
-                           "validation_growth_gain": row["growth_gain"]})
+    for (estimator, smoothing, gate, samples), key, row in bounded_candidates(results, floor):
+        chosen = [float(v) for v in key.split("/")]
+        ranked.append({"rule": "the twenty-first round's", "history": HISTORY, "chosen": chosen,
+                       "trend_estimator": estimator, "trend_smoothing_px": smoothing,
+                       "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
+                       "trend_persistence_samples": samples, "validation_worst": row["worst"],
+                       "validation_growth_gain": row["growth_gain"]})
     return sorted(ranked, key=lambda c: -c["validation_growth_gain"])
 
 

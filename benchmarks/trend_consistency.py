@@ -241,6 +241,19 @@ def aligned_gated_rate(estimator: str, smoothing: float, gate: float, samples: f
     return lambda x, power: window_trend(x, power, estimator, smoothing, gate, True, persistence_samples=samples)
 
 
+def bounded_candidates(results: dict, floor: float):
+    """``((estimator, smoothing, gate, samples), key, row)`` of every aligned gated candidate with the scene ceiling
+    at a worst lead of at least ``floor`` (the eighteenth to twenty-first rounds' candidates)."""
+    for name, rows in results["estimators"].items():
+        base, ceiling = split_ceiling(name)
+        reading = gated_reading(base)
+        if reading is None or ceiling != "scene":
+            continue
+        for key, row in rows.items():
+            if row["worst"] >= floor - 1e-9:
+                yield reading, key, row
+
+
 def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
     """Step 2's rule of the eighteenth round, as a choice ``trend_history.py score`` reads.
 
@@ -251,15 +264,8 @@ def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
     the larger smoothing (the nineteenth round's), then the smaller weight,
     then the shorter lifetime.
     """
-    safe = []
-    for name, rows in results["estimators"].items():
-        base, ceiling = split_ceiling(name)
-        reading = gated_reading(base)
-        if reading is None or ceiling != "scene":
-            continue
-        estimator, smoothing, gate, samples = reading
-        safe += [(row["growth_gain"], gate, estimator, key, row, smoothing, samples) for key, row in rows.items()
-                 if row["worst"] >= floor - 1e-9]
+    safe = [(row["growth_gain"], gate, estimator, key, row, smoothing, samples)
+            for (estimator, smoothing, gate, samples), key, row in bounded_candidates(results, floor)]
     if not safe:
         raise ValueError(f"no aligned gated candidate with the scene ceiling has a worst lead >= {floor:g}")
     top = max(s[0] for s in safe)
