@@ -75,10 +75,22 @@ def passes(differences: dict[str, float], shipped: dict[str, float], margin: flo
     return all(differences[name] >= shipped[name] - margin - 1e-12 for name in shipped)
 
 
+def worst_lead(scores: dict, reference: dict) -> float:
+    """The lowest per-lead CSI difference at 1 and 5 mm/h (a lead without events is no evidence)."""
+    differences = np.concatenate([np.asarray(scores[t], dtype=float) - np.asarray(reference[t], dtype=float)
+                                  for t in ("csi@1", "csi@5")])
+    differences = differences[np.isfinite(differences)]
+    return float(differences.min()) if differences.size else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="A trend_consistency.py --json file.")
     parser.add_argument("--store", type=Path, action="append", required=True, help="A read set (repeat).")
+    parser.add_argument("--rigid", type=Path, action="append", default=[],
+                        help="A read set where nothing grows (repeat; twenty-second round): the candidate's worst "
+                             "per-lead CSI difference there must be at least --rigid-floor.")
+    parser.add_argument("--rigid-floor", type=float, default=-0.002)
     parser.add_argument("--floor", type=float, default=-0.0005)
     parser.add_argument("--margin", type=float, default=0.005)
     parser.add_argument("--tie", type=float, default=0.005)
@@ -91,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.stress_windows import methods
     from benchmarks.trend_history import choice_weights, predictor
     from benchmarks.window_losses import HISTORY, LEADS, window_counts
+    from nowcast.models.skill import score_method
     from nowcast.models.zoo import load_forecaster
 
     torch.set_num_threads(1)
@@ -103,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     references = {name: window_counts(available["extrapolation"], seqs) for name, seqs in sets.items()}
     shipped = {name: pooled_difference(window_counts(available["shipped"], seqs), references[name])
                for name, seqs in sets.items()}
+    rigid = {}
+    for store in args.rigid:
+        with xr.open_zarr(store) as ds:
+            rigid[store.name] = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
+    rigid_references = {name: score_method(available["extrapolation"], seqs, HISTORY, LEADS)
+                        for name, seqs in rigid.items()}
     log.info("shipped: %s", {k: round(v, 4) for k, v in shipped.items()})
     tried, top = [], None
     for candidate in ranked_candidates(json.loads(args.results.read_text()), args.floor):
@@ -112,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         differences = {name: pooled_difference(window_counts(predict, seqs), references[name])
                        for name, seqs in sets.items()}
         ok = passes(differences, shipped, args.margin)
+        if ok and rigid:  # where nothing grows, every lead must stay within the floor
+            differences.update({name: worst_lead(score_method(predict, seqs, HISTORY, LEADS), rigid_references[name])
+                                for name, seqs in rigid.items()})
+            ok = all(differences[name] >= args.rigid_floor - 1e-12 for name in rigid)
         tried.append({**candidate, "stress": differences, "passes": ok})
         log.info("%s gate %g, %s: growth %+.3f, stress %s -> %s", candidate["trend_estimator"],
                  candidate["trend_persistence_min"], "/".join(f"{v:g}" for v in candidate["chosen"]),

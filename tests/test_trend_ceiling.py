@@ -456,3 +456,12 @@ def test_the_forecast_and_the_calibration_read_the_evidence_floor():
                        8, LEADS)
     assert starved_grid[key]["growth"]["csi@5"] == pytest.approx(own["csi@5"], abs=1e-12, nan_ok=True)
     assert starved_grid[key]["growth"]["change"] == 0.0 < open_grid[key]["growth"]["change"]
+
+
+def test_the_rigid_stress_reads_the_worst_lead_at_either_threshold():
+    from benchmarks.stress_rule import worst_lead
+
+    reference = {"csi@1": [0.8, 0.7], "csi@5": [0.4, float("nan")]}
+    assert worst_lead({"csi@1": [0.8, 0.699], "csi@5": [0.401, 0.2]}, reference) == pytest.approx(-0.001)
+    assert worst_lead({"csi@1": [0.8, 0.7], "csi@5": [0.397, 0.0]}, reference) == pytest.approx(-0.003)
+    assert worst_lead({"csi@1": [float("nan")] * 2, "csi@5": [float("nan")] * 2}, reference) == 0.0
