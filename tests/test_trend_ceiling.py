@@ -465,3 +465,13 @@ def test_the_rigid_stress_reads_the_worst_lead_at_either_threshold():
     assert worst_lead({"csi@1": [0.8, 0.699], "csi@5": [0.401, 0.2]}, reference) == pytest.approx(-0.001)
     assert worst_lead({"csi@1": [0.8, 0.7], "csi@5": [0.397, 0.0]}, reference) == pytest.approx(-0.003)
     assert worst_lead({"csi@1": [float("nan")] * 2, "csi@5": [float("nan")] * 2}, reference) == 0.0
+
+
+def test_a_window_too_short_for_the_gate_says_so():
+    weights = replace(_gated_bounded(0.7), trend_persistence_samples=5.0)
+    note = weights.trend_note(np.zeros(SHAPE), {"persistence": 0.0, "pixels": 0, "pixels_needed": 1006}, None,
+                              frames=4)
+    assert note == "not added: 4 frames are too few to tell whether the growth persisted (the gate reads 8; older " \
+                   "frames missing)"
+    assert weights.trend_note(np.zeros(SHAPE), {"persistence": 0.0, "pixels": 0, "pixels_needed": 1006}, None,
+                              frames=6).startswith("not added: too little steadily changing rain")

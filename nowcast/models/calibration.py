@@ -380,6 +380,9 @@ class ChangeWeights:
         (default :attr:`trend_frames`). Starts with ``added`` or ``not added``.
         """
         window = f"the last {timestep_minutes * int(frames or self.trend_frames or 4)} min"
+        if self.trend_persistence_min > NO_GATE and frames is not None and frames < MINMOD_FRAMES:
+            return (f"not added: {frames} frames are too few to tell whether the growth persisted (the gate reads "
+                    f"{max(self.trend_frames, MINMOD_FRAMES)}; older frames missing)")
         rho = reading.get("persistence")
         if reading.get("pixels", 1) < reading.get("pixels_needed", 0):
             return (f"not added: too little steadily changing rain to tell whether its growth persisted through "
