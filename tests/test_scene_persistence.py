@@ -658,3 +658,18 @@ def test_calibration_sequences_read_the_stores_of_the_models_window_or_of_its_hi
     assert validation.calibration_sequences(config, 8, 16, 12) == (["l"], {"read": (["l"], 16, 8 + 12)})
     assert made["long"] == 20
     assert validation.calibration_sequences(config, 8, 16, 12, stores=["s"])[0] == ["s"]  # given stores are read
+
+
+def test_the_stress_sets_candidates_keep_their_own_reading_whatever_the_shipped_model_reads(monkeypatch):
+    """A candidate's name means what it was scored as: the shipped model's reading changed since (the slope)."""
+    from types import SimpleNamespace
+
+    from benchmarks import stress_windows, trend_history
+
+    monkeypatch.setattr(trend_history, "predictor", lambda forecaster, weights, history: weights)
+    shipped = SimpleNamespace(change_weights=replace(_minmod_weights(), trend_estimator="slope", trend_smoothing_px=0.0),
+                              predict=lambda x, n: x, history_frames=8)
+    seen = stress_windows.methods(shipped)
+    assert seen["step 7: aligned, gate 0.8, x2, 60 min"].trend_estimator == "minmod"
+    assert seen["step 7: aligned, gate 0.8, x2, 60 min"].trend_smoothing_px == 4.0
+    assert seen["round 18: slope, aligned, gate 0.6, x1.5, 120 min, scene ceiling"].trend_estimator == "slope"
