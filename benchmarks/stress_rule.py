@@ -98,28 +98,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
-    import xarray as xr
 
     from benchmarks.stress_windows import methods
     from benchmarks.trend_history import choice_weights, predictor
     from benchmarks.window_losses import HISTORY, LEADS, window_counts
     from nowcast.models.skill import score_method
     from nowcast.models.zoo import load_forecaster
+    from pipelines.validation import read_validation
 
     torch.set_num_threads(1)
     forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
     available = methods(forecaster)
-    sets = {}
-    for store in args.store:
-        with xr.open_zarr(store) as ds:
-            sets[store.name] = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
+    sets = read_validation(args.store, None, HISTORY + LEADS)
     references = {name: window_counts(available["extrapolation"], seqs) for name, seqs in sets.items()}
     shipped = {name: pooled_difference(window_counts(available["shipped"], seqs), references[name])
                for name, seqs in sets.items()}
-    rigid = {}
-    for store in args.rigid:
-        with xr.open_zarr(store) as ds:
-            rigid[store.name] = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
+    rigid = read_validation(args.rigid, None, HISTORY + LEADS)
     rigid_references = {name: score_method(available["extrapolation"], seqs, HISTORY, LEADS)
                         for name, seqs in rigid.items()}
     log.info("shipped: %s", {k: round(v, 4) for k, v in shipped.items()})

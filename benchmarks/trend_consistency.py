@@ -78,8 +78,8 @@ def estimators(forecaster=None):
     def read(estimator: str, sigma: float = 0.0):
         return lambda x, power: window_trend(x, power, estimator, sigma)
 
-    def gated(persistence_min: float, align: bool = False, estimator: str = "minmod"):
-        return lambda x, power: window_trend(x, power, estimator, 4.0, persistence_min, align)
+    def gated(persistence_min: float, align: bool = False):
+        return lambda x, power: window_trend(x, power, "minmod", 4.0, persistence_min, align)
 
     return {"8 frames": window_trend,
             "4 frames": lambda x, power: window_trend(x[-NETWORK_FRAMES:], power),
@@ -92,8 +92,6 @@ def estimators(forecaster=None):
                 for t in GATES} if forecaster is not None else {}),
             "minmod smoothed 4, aligned": gated(NO_GATE, align=True),
             **{f"minmod smoothed 4, persisting {t:g}, aligned": gated(t, align=True) for t in GATES},
-            **{f"slope smoothed 4, persisting {t:g}, aligned": gated(t, align=True, estimator="slope")
-               for t in GATES},
             **({f"minmod smoothed 4, persisting {t:g}, network agrees, aligned":
                 network_agrees(gated(t, align=True), forecaster) for t in GATES} if forecaster is not None else {})}
 

@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
-    import xarray as xr
 
     from benchmarks.stress_windows import methods
     from nowcast.models.skill import csi_from_counts
     from nowcast.models.zoo import load_forecaster
+    from pipelines.validation import read_validation
 
     torch.set_num_threads(1)
     forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.candidate not in available:
         parser.error(f"unknown candidate {args.candidate!r}: choose from {sorted(available)}")
     results, lines = {}, []
-    for store in args.store:
-        with xr.open_zarr(store) as ds:
-            seqs = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
+    for name, seqs in read_validation(args.store, None, HISTORY + LEADS).items():
         cand = window_counts(available[args.candidate], seqs)
         ref = window_counts(available["extrapolation"], seqs)
         share = contributions(cand, ref)
@@ -116,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [{"window": i, "contribution": float(share[i]), "extra_false_alarms": int(cand[i, 2] - ref[i, 2]),
                  "extra_hits": int(cand[i, 0] - ref[i, 0]),
                  **features(seqs[i], forecaster.normaliser, forecaster.config.motion.method)} for i in order]
-        results[store.name] = {"windows": len(seqs), "difference": difference, "costliest": rows,
+        results[name] = {"windows": len(seqs), "difference": difference, "costliest": rows,
                                "windows_costing_anything": int((share < 0).sum())}
-        lines += [(f"\n{store.name}: {len(seqs)} windows, CSI@5 0-60 difference {difference:+.4f}, "
+        lines += [(f"\n{name}: {len(seqs)} windows, CSI@5 0-60 difference {difference:+.4f}, "
                    f"{int((share < 0).sum())} windows cost anything"),
                   "| window | contribution | extra false alarms | extra hits | ρ / aligned | analysis max | area > 1 mm/h | truth max |",
                   "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]

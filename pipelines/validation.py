@@ -219,8 +219,8 @@ def calibration_sequences(config: ModelConfig, trend_frames: int, n_sequences: i
 WIDE_DAY_SEQUENCES, WIDE_OTHER_DAY_SEQUENCES = 128, 256
 
 
-def read_validation(stores: list[Path], n: int, frames: int) -> dict[str, np.ndarray]:
-    """The first ``n`` sequences (``frames`` frames each, mm/h) of every store, by store name.
+def read_validation(stores: list[Path], n: int | None, frames: int) -> dict[str, np.ndarray]:
+    """The first ``n`` sequences (``frames`` frames each, mm/h) of every store, by store name (``None``: all).
 
     Raises
     ------
