@@ -43,12 +43,13 @@ def ranked_candidates(results: dict, floor: float) -> list[dict]:
     from benchmarks.trend_consistency import HISTORY, bounded_candidates
 
     ranked = []
-    for (estimator, smoothing, gate, samples), key, row in bounded_candidates(results, floor):
+    for (estimator, smoothing, gate, samples, growth), key, row in bounded_candidates(results, floor):
         chosen = [float(v) for v in key.split("/")]
         ranked.append({"rule": "the twenty-first round's", "history": HISTORY, "chosen": chosen,
                        "trend_estimator": estimator, "trend_smoothing_px": smoothing,
                        "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
-                       "trend_persistence_samples": samples, "validation_worst": row["worst"],
+                       "trend_persistence_samples": samples, "trend_growth_min": growth,
+                       "validation_worst": row["worst"],
                        "validation_growth_gain": row["growth_gain"]})
     return sorted(ranked, key=lambda c: -c["validation_growth_gain"])
 
@@ -59,7 +60,8 @@ def tie_break(passing: list[dict], tie: float = 0.005) -> dict | None:
         return None
     top = max(c["validation_growth_gain"] for c in passing)
     tied = [c for c in passing if c["validation_growth_gain"] >= top - tie - 1e-12]
-    return min(tied, key=lambda c: (-c["trend_persistence_min"], c["trend_estimator"] != "minmod",
+    return min(tied, key=lambda c: (-c["trend_persistence_min"], -c.get("trend_growth_min", 0.0),
+                                    c["trend_estimator"] != "minmod",
                                     -c["trend_smoothing_px"], c["chosen"][2], c["chosen"][4]))
 
 

@@ -215,33 +215,39 @@ def lagrangian_trend_row(seqs: dict, references: dict, growth_set: str) -> dict:
     return {**summarise(by_set, references), "growth_gain": float(np.nanmean(heavy)), "by_set": by_set}
 
 
-def gated_reading(name: str) -> tuple[str, float, float, float] | None:
-    """``("slope", 8.0, 0.6, 5.0)`` of ``"slope smoothed 8, persisting 0.6, aligned, evidence 5"``; else ``None``.
+def gated_reading(name: str) -> tuple[str, float, float, float, float] | None:
+    """``("slope", 8.0, 0.6, 5.0, 0.004)`` of ``"slope smoothed 8, persisting 0.6, aligned, evidence 5, growth 0.004"``.
 
-    Without ``, evidence N`` the gate's floor of evidence is 0 (50 pixels).
+    ``None`` for any other name. Without ``, evidence N`` the gate's floor of
+    evidence is 0 (50 pixels); without ``, growth G`` the scene's growth floor
+    is 0 (twenty-fourth round: any growth).
     """
     import re
 
-    found = re.fullmatch(r"(minmod|slope) smoothed ([0-9.]+), persisting ([0-9.]+), aligned(, evidence ([0-9.]+))?",
-                         name)
+    found = re.fullmatch(r"(minmod|slope) smoothed ([0-9.]+), persisting ([0-9.]+), aligned"
+                         r"(, evidence ([0-9.]+))?(, growth ([0-9.]+))?", name)
     if found is None:
         return None
-    return found.group(1), float(found.group(2)), float(found.group(3)), float(found.group(5) or 0.0)
+    return (found.group(1), float(found.group(2)), float(found.group(3)), float(found.group(5) or 0.0),
+            float(found.group(7) or 0.0))
 
 
-def aligned_gated_rate(estimator: str, smoothing: float, gate: float, samples: float = 0.0):
+def aligned_gated_rate(estimator: str, smoothing: float, gate: float, samples: float = 0.0, growth: float = 0.0):
     """``(moved frames, R² power) -> rate``: the trend read with the rain smoothed ``smoothing`` px, aligned, gated.
 
-    ``samples``: the gate's floor of evidence (twentieth round).
+    ``samples``: the gate's floor of evidence (twentieth round); ``growth``:
+    the scene's growth floor (:func:`nowcast.models.calibration.scene_growth`,
+    twenty-fourth round).
     """
     from nowcast.models.calibration import window_trend
 
-    return lambda x, power: window_trend(x, power, estimator, smoothing, gate, True, persistence_samples=samples)
+    return lambda x, power: window_trend(x, power, estimator, smoothing, gate, True, persistence_samples=samples,
+                                         growth_min=growth)
 
 
 def bounded_candidates(results: dict, floor: float):
-    """``((estimator, smoothing, gate, samples), key, row)`` of every aligned gated candidate with the scene ceiling
-    at a worst lead of at least ``floor`` (the eighteenth to twenty-first rounds' candidates)."""
+    """``((estimator, smoothing, gate, samples, growth), key, row)`` of every aligned gated candidate with the scene
+    ceiling at a worst lead of at least ``floor`` (the eighteenth to twenty-fourth rounds' candidates)."""
     for name, rows in results["estimators"].items():
         base, ceiling = split_ceiling(name)
         reading = gated_reading(base)
@@ -258,27 +264,29 @@ def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
     Over the aligned gated estimators with the scene ceiling (minmod or
     slope, any smoothing, any gate), the candidate with the largest growth
     gain at a worst lead of at least ``floor``; candidates within ``tie`` of
-    it are tied, and the tie goes to the stricter gate, then the minmod, then
+    it are tied, and the tie goes to the stricter gate, then the higher growth
+    floor (twenty-fourth round), then the minmod, then
     the larger smoothing (the nineteenth round's), then the smaller weight,
     then the shorter lifetime.
     """
-    safe = [(row["growth_gain"], gate, estimator, key, row, smoothing, samples)
-            for (estimator, smoothing, gate, samples), key, row in bounded_candidates(results, floor)]
+    safe = [(row["growth_gain"], gate, estimator, key, row, smoothing, samples, growth)
+            for (estimator, smoothing, gate, samples, growth), key, row in bounded_candidates(results, floor)]
     if not safe:
         raise ValueError(f"no aligned gated candidate with the scene ceiling has a worst lead >= {floor:g}")
     top = max(s[0] for s in safe)
     tied = [s for s in safe if s[0] >= top - tie - 1e-12]
 
-    def order(s):  # stricter gate, minmod, larger smoothing, smaller weight, shorter lifetime
+    def order(s):  # stricter gate, higher growth floor, minmod, larger smoothing, smaller weight, shorter lifetime
         weights = [float(v) for v in s[3].split("/")]
-        return (-s[1], s[2] != "minmod", -s[5], weights[2], weights[4])
+        return (-s[1], -s[7], s[2] != "minmod", -s[5], weights[2], weights[4])
 
-    gain, gate, estimator, key, row, smoothing, samples = min(tied, key=order)
+    gain, gate, estimator, key, row, smoothing, samples, growth = min(tied, key=order)
     return {"rule": "step 2 of the eighteenth round", "history": HISTORY,
             "chosen": [float(v) for v in key.split("/")], "trend_estimator": estimator,
             "trend_smoothing_px": smoothing,
             "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
-            "trend_persistence_samples": samples, "validation_worst": row["worst"], "validation_growth_gain": gain}
+            "trend_persistence_samples": samples, "trend_growth_min": growth, "validation_worst": row["worst"],
+            "validation_growth_gain": gain}
 
 
 def run(sequences: int, only: list[str] | None = None, extended: bool = False, wide: bool = False,

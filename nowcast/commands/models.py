@@ -132,6 +132,10 @@ def models_calibrate(
         help="The persistence gate opens only where its correlation is read over at least this many independent "
              "samples (pixels / 4 pi sigma^2 of the trend's smoothing); 0: over 50 pixels. "
              "Default: the model config's.")] = None,
+    trend_growth_min: Annotated[float | None, typer.Option(
+        "--trend-growth-min", min=0.0,
+        help="Add the trend only to a scene whose rate, where it grows, averages at least this (network units per "
+             "step; a field that only moves reads less); 0: any scene. Default: the model config's.")] = None,
     network_weights: Annotated[str | None, typer.Option(
         "--network-weights", help="Comma-separated weights of the network's growth and decay tried (e.g. 0). "
                                   "Default: the model config's.")] = None,
@@ -183,7 +187,7 @@ def models_calibrate(
             trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing,
             trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees,
             trend_align=trend_align, trend_ceiling=trend_ceiling, trend_persistence_samples=trend_persistence_samples,
-            rule=rule, trend_weights=weights_grid,
+            trend_growth_min=trend_growth_min, rule=rule, trend_weights=weights_grid,
             network_weights=network_grid, trend_forms=forms, trend_lifetimes=lifetimes)
         settings.check()
     except ValueError as exc:

@@ -555,8 +555,9 @@ class Forecaster:
         rate, headroom = weights.rate(x, reading), weights.headroom(x)
         ceiling = (float(self.normaliser.inverse(np.float32(np.nanmax(x)))) if weights.trend_ceiling == "scene"
                    else None)
+        db_per_unit = float(self.normaliser.params["scale"]) if self.normaliser.kind == "db" else None
         self.last_trend_note = weights.trend_note(rate, reading, ceiling, int(self.config.data.timestep_minutes),
-                                                  frames=int(np.shape(x)[0]))
+                                                  frames=int(np.shape(x)[0]), db_per_unit=db_per_unit)
         return weights.apply(change, rate, headroom)
 
     def predict_region(self, window: np.ndarray, leads: int, tile: int | None = None, overlap: int = 32) -> np.ndarray:
