@@ -150,3 +150,20 @@ def test_the_benchmarks_read_the_floor_from_the_name_and_the_stricter_floor_wins
     path = tmp_path / "choice.json"
     path.write_text(json.dumps(chosen))
     assert choice_weights(json.loads(path.read_text())).trend_growth_min == 0.004
+
+
+def test_cli_calibrates_with_the_floor_records_it_and_refuses_a_negative_one(tmp_path, capsys):
+    from nowcast.cli import main
+    from nowcast.models.zoo import load_checkpoint
+    from tests.test_trend_history import calibratable_checkpoint
+
+    config, store = calibratable_checkpoint(tmp_path)
+    options = ["models", "calibrate", str(config.checkpoint_path), "--validation", str(store), "--sequences", "2",
+               "--network-weights", "0",
+               "--trend-weights", "2", "--trend-forms", "growth", "--trend-lifetimes", "12"]
+    assert main([*options, "--trend-growth-min", "0.004"]) == 0
+    entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
+    assert entry["trend_growth_min"] == 0.004 and "--trend-growth-min 0.004" in entry["command"]
+    assert "grew at least 0.004 per step" in capsys.readouterr().out
+    assert main([*options, "--trend-growth-min", "-0.001"]) != 0
+    assert load_checkpoint(config.checkpoint_path).metadata["change_weights"]["trend_growth_min"] == 0.004
