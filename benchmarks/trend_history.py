@@ -209,9 +209,10 @@ def record(results_paths: list[Path], scored: list[Path], checkpoint: Path, fres
     measure. Several results files (one per fresh seed, ``fresh_seeds`` and
     ``scored`` in the same order; one ``scored`` for all of them) make one
     study over all their sets; each must hold its ``scored`` under the name
-    ``--also`` gives it (:func:`scored_label`) and, where the file says which
-    checkpoint each name was (``checkpoints``), that name's digest must be the
-    file's.
+    ``--also`` gives it (:func:`scored_label`) or, where the file says which
+    checkpoint each name was (``checkpoints``), under the one name whose digest
+    is the file's (the shipped model, scored as ``shipped``; twenty-fourth
+    round); a name ``--also`` gives must have the file's digest.
     """
     from nowcast.models.calibration import ChangeWeights
     from nowcast.models.skill import record_study, study_skill
@@ -224,7 +225,8 @@ def record(results_paths: list[Path], scored: list[Path], checkpoint: Path, fres
     target = load_checkpoint(checkpoint)
     weights = ChangeWeights.from_metadata(target.metadata.get("change_weights"), checkpoint)
     sets: dict = {}
-    for path, file in zip(results_paths, scored):
+    commands = []
+    for path, file, seed in zip(results_paths, scored, fresh_seeds):
         measured = load_checkpoint(file)
         for what, same in (("network weights", measured.metadata["weights_sha256"] == target.metadata["weights_sha256"]),
                            ("change weights",
@@ -233,7 +235,13 @@ def record(results_paths: list[Path], scored: list[Path], checkpoint: Path, fres
                 raise ValueError(f"{checkpoint}: its {what} are not those of {file}, which the study scored")
         label = scored_label(load_forecaster(file), file)
         results = json.loads(path.read_text())
-        listed = results.get("checkpoints", {}).get(label)
+        digests = results.get("checkpoints", {})
+        by_digest = [name for name, digest in digests.items() if digest == measured.sha256]
+        also = label in digests or len(by_digest) != 1
+        label = label if also else by_digest[0]  # scored as the shipped model, not with --also
+        commands.append(f"python benchmarks/trend_history.py score --fresh {seed}"
+                        + (f" --also {file}" if also else "") + f" --json {path}")
+        listed = digests.get(label)
         if listed is not None and listed != measured.sha256:
             raise ValueError(f"{path}: {label!r} was {listed[:12]}, not {file} ({measured.sha256[:12]})")
         here = {name: methods for name, methods in results.items() if name not in ("bootstrap", "checkpoints")}
@@ -242,9 +250,8 @@ def record(results_paths: list[Path], scored: list[Path], checkpoint: Path, fres
             raise ValueError(f"{path}: no scores of {label!r} on {', '.join(missing)}")
         sets.update({name: {"extrapolation": methods["extrapolation"], "model": methods[label]}
                      for name, methods in here.items()})
-    command = " && ".join(f"python benchmarks/trend_history.py score --fresh {seed} --also {file} --json {path}"
-                          for seed, file, path in zip(fresh_seeds, scored, results_paths))
-    study = study_skill(sets, "model", fresh_seed=fresh_seeds, command=command, provenance="simulated from real seeds")
+    study = study_skill(sets, "model", fresh_seed=fresh_seeds, command=" && ".join(commands),
+                        provenance="simulated from real seeds")
     record_study(checkpoint, study)
     return study
 

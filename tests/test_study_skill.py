@@ -171,3 +171,25 @@ def test_a_study_over_two_seeds_holds_both_and_its_worst_lead(two_checkpoints, t
     path.write_text(json.dumps(second))
     with pytest.raises(ValueError, match=re.escape(f"fresh11.json: {label!r} was 000000000000")):
         record([first, path], [scored], target, [10, 11])
+
+
+def test_record_finds_the_shipped_model_by_its_digest_where_it_was_not_scored_with_also(two_checkpoints, tmp_path):
+    from benchmarks.trend_history import record
+    from nowcast.models.zoo import load_checkpoint
+
+    scored, target, first = two_checkpoints
+    results = json.loads(first.read_text())
+    label = next(k for k in results["same-day"] if k != "extrapolation")
+    shipped = {"bootstrap": {}, "checkpoints": {"shipped (trend over 8)": load_checkpoint(target).sha256,
+                                                "other": "0" * 64},
+               **{name: {"extrapolation": m["extrapolation"], "shipped (trend over 8)": m[label], "other": m[label]}
+                  for name, m in results.items() if name != "bootstrap"}}
+    path = tmp_path / "fresh15.json"
+    path.write_text(json.dumps(shipped))
+    study = record([path], [target], target, [15])
+    assert study["fresh_seeds"] == [15] and study["worst"]["difference"] == pytest.approx(-0.002)
+    assert study["command"] == f"python benchmarks/trend_history.py score --fresh 15 --json {path}"
+    shipped["checkpoints"]["other"] = shipped["checkpoints"]["shipped (trend over 8)"]  # two names, one digest
+    path.write_text(json.dumps(shipped))
+    with pytest.raises(ValueError, match="no scores of"):
+        record([path], [target], target, [15])
