@@ -39,12 +39,23 @@ HISTORY, NETWORK_FRAMES, LEADS, SMOOTHING, HEAVY = 8, 4, 12, 4.0, 5.0
 
 def window_counts(predict, sequences: np.ndarray) -> np.ndarray:
     """``(windows, 3)`` hits, misses and false alarms above :data:`HEAVY` mm/h, summed over the leads."""
+    return lead_counts(predict, sequences, (HEAVY,))[:, :, 0].sum(axis=1)
+
+
+def lead_counts(predict, sequences: np.ndarray, thresholds: tuple[float, ...] = (1.0, HEAVY)) -> np.ndarray:
+    """``(windows, leads, thresholds, 3)`` hits, misses and false alarms of every window's forecast.
+
+    Pooled over the windows, per lead, they give the set's CSI at each lead as
+    :func:`nowcast.models.skill.score_method` does (the same conventions,
+    :func:`nowcast.models.skill.csi_counts`); summed over the leads at
+    :data:`HEAVY`, :func:`window_counts`.
+    """
     from nowcast.models.skill import csi_counts
 
-    out = np.zeros((len(sequences), 3), dtype=np.int64)
+    out = np.zeros((len(sequences), LEADS, len(thresholds), 3), dtype=np.int64)
     for i, seq in enumerate(sequences):
         forecast = np.asarray(predict(seq[:HISTORY], LEADS), dtype=np.float32)
-        out[i] = csi_counts(forecast, seq[HISTORY : HISTORY + LEADS], [HEAVY])[:, 0].sum(axis=0)
+        out[i] = csi_counts(forecast, seq[HISTORY : HISTORY + LEADS], list(thresholds))
     return out
 
 

@@ -167,3 +167,41 @@ def test_cli_calibrates_with_the_floor_records_it_and_refuses_a_negative_one(tmp
     assert "grew at least 0.004 per step" in capsys.readouterr().out
     assert main([*options, "--trend-growth-min", "-0.001"]) != 0
     assert load_checkpoint(config.checkpoint_path).metadata["change_weights"]["trend_growth_min"] == 0.004
+
+
+# ------------------------------------------------------------------ the twenty-fifth round's rule
+def test_lead_counts_pool_to_the_scores_of_score_method_and_to_window_counts():
+    from benchmarks.stress_rule import counts_worst_lead, heavy
+    from benchmarks.window_losses import HISTORY, LEADS as HOUR, lead_counts, window_counts
+    from nowcast.baselines import persistence
+    from nowcast.models.skill import csi_from_counts, score_method
+
+    seqs = growing_sequences(n=3, frames=HISTORY + HOUR, db_per_step=1.0, seed=5)
+    counts = lead_counts(persistence, seqs)
+    scores = score_method(persistence, seqs, HISTORY, HOUR)
+    pooled = csi_from_counts(counts.sum(axis=0))
+    np.testing.assert_allclose(pooled[:, 0], scores["csi@1"], equal_nan=True)
+    np.testing.assert_allclose(pooled[:, 1], scores["csi@5"], equal_nan=True)
+    np.testing.assert_array_equal(heavy(counts), window_counts(persistence, seqs))
+    assert counts_worst_lead(counts, counts) == 0.0
+
+
+def test_counts_worst_lead_reads_either_threshold_and_skips_leads_without_events():
+    from benchmarks.stress_rule import counts_worst_lead
+
+    reference = np.zeros((1, 2, 2, 3), dtype=np.int64)
+    reference[0, :, :, 0], reference[0, :, :, 1] = 8, 2  # CSI 0.8 at both leads and thresholds
+    candidate = reference.copy()
+    candidate[0, 1, 1] = [7, 3, 0]  # 0.7 at the second lead, 5 mm/h
+    assert counts_worst_lead(candidate, reference) == pytest.approx(-0.1)
+    empty = np.zeros_like(reference)
+    assert counts_worst_lead(empty, empty) == 0.0  # no events anywhere: no evidence
+
+
+def test_the_lead_floor_is_the_floor_or_the_shipped_models_own_worst_lead_where_lower():
+    from benchmarks.stress_rule import lead_floor_passes
+
+    shipped = {"day s7": -0.3, "day s15": 0.0}
+    assert lead_floor_passes({"day s7": -0.3, "day s15": -0.002}, shipped, -0.002)  # exactly at both
+    assert not lead_floor_passes({"day s7": -0.3, "day s15": -0.0021}, shipped, -0.002)
+    assert not lead_floor_passes({"day s7": -0.31, "day s15": 0.0}, shipped, -0.002)  # worse than shipped on s7
