@@ -90,7 +90,7 @@ def test_the_note_without_a_db_scale_says_network_units_and_a_floor_of_0_never_s
         "(0.0030 < 0.0040 where it grew)")
     unfloored = _floored(0.0)
     assert unfloored.trend_note(np.ones(SHAPE), {"persistence": 0.9, "growth": 0.0}, 3.0).startswith("added")
-    assert "grew at least 0.004 per step" in weights.brief() and "grew at least" not in unfloored.brief()
+    assert "grew at least 0.004 units per step" in weights.brief() and "grew at least" not in unfloored.brief()
 
 
 def test_the_floor_round_trips_old_entries_have_none_and_bad_ones_are_refused():
@@ -164,7 +164,7 @@ def test_cli_calibrates_with_the_floor_records_it_and_refuses_a_negative_one(tmp
     assert main([*options, "--trend-growth-min", "0.004"]) == 0
     entry = load_checkpoint(config.checkpoint_path).metadata["change_weights"]
     assert entry["trend_growth_min"] == 0.004 and "--trend-growth-min 0.004" in entry["command"]
-    assert "grew at least 0.004 per step" in capsys.readouterr().out
+    assert "grew at least 0.004 units per step" in capsys.readouterr().out
     assert main([*options, "--trend-growth-min", "-0.001"]) != 0
     assert load_checkpoint(config.checkpoint_path).metadata["change_weights"]["trend_growth_min"] == 0.004
 
