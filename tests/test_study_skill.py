@@ -177,7 +177,7 @@ def test_record_finds_the_shipped_model_by_its_digest_where_it_was_not_scored_wi
     from benchmarks.trend_history import record
     from nowcast.models.zoo import load_checkpoint
 
-    scored, target, first = two_checkpoints
+    _, target, first = two_checkpoints
     results = json.loads(first.read_text())
     label = next(k for k in results["same-day"] if k != "extrapolation")
     shipped = {"bootstrap": {}, "checkpoints": {"shipped (trend over 8)": load_checkpoint(target).sha256,

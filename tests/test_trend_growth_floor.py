@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 
 from nowcast.errors import CheckpointError
-from nowcast.models.calibration import ChangeWeights, calibrate, candidates, scene_growth, window_trend
+from nowcast.models.calibration import (
+    ChangeWeights,
+    calibrate,
+    candidates,
+    scene_growth,
+    window_trend,
+)
 from tests.test_calibration import growing_sequences
 from tests.test_trend_history import LEADS, _minmod_weights, _model
 
@@ -172,7 +178,8 @@ def test_cli_calibrates_with_the_floor_records_it_and_refuses_a_negative_one(tmp
 # ------------------------------------------------------------------ the twenty-fifth round's rule
 def test_lead_counts_pool_to_the_scores_of_score_method_and_to_window_counts():
     from benchmarks.stress_rule import counts_worst_lead, heavy
-    from benchmarks.window_losses import HISTORY, LEADS as HOUR, lead_counts, window_counts
+    from benchmarks.window_losses import HISTORY, lead_counts, window_counts
+    from benchmarks.window_losses import LEADS as HOUR
     from nowcast.baselines import persistence
     from nowcast.models.skill import csi_from_counts, score_method
 
