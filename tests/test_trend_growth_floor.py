@@ -201,6 +201,9 @@ def test_counts_worst_lead_reads_either_threshold_and_skips_leads_without_events
     candidate = reference.copy()
     candidate[0, 1, 1] = [7, 3, 0]  # 0.7 at the second lead, 5 mm/h
     assert counts_worst_lead(candidate, reference) == pytest.approx(-0.1)
+    light = reference.copy()
+    light[0, 0, 0] = [6, 4, 0]  # 0.6 at the first lead, 1 mm/h
+    assert counts_worst_lead(light, reference) == pytest.approx(-0.2)
     empty = np.zeros_like(reference)
     assert counts_worst_lead(empty, empty) == 0.0  # no events anywhere: no evidence
 
