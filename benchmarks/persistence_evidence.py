@@ -10,7 +10,9 @@ the correlation, and the independent samples they hold (twentieth round); and
 (twenty-fourth round) what the aligned slope over the 8 frames reads: its mean
 where it grows (:func:`nowcast.models.calibration.scene_growth`, network units
 per step) and its net, the sum over the sum of magnitudes (near 0: as much
-decay as growth, as a misplaced field would read). It chooses nothing.
+decay as growth, as a misplaced field would read); and the newer half's rate
+over the older half's where the slope grows (below 1: a growth slowing down
+within the window). It chooses nothing.
 
 Usage::
 
@@ -61,9 +63,12 @@ def evidence(sequence: np.ndarray, normaliser, motion_method: str) -> dict | Non
     rate = window_trend(np.asarray(prepared.inputs, dtype=np.float32), estimator="slope", smoothing_px=SMOOTHING,
                         align=True)  # what the shipped reading adds where its gate opens
     magnitude = float(np.abs(rate).sum())
+    grows = rate > 0
+    before = float(older[grows].mean()) if grows.any() else 0.0
     return {"pixels": pixels, "rho": rate_correlation(older, newer),
             "samples": pixels / (4.0 * np.pi * SMOOTHING**2), "growth": scene_growth(rate),
-            "net": float(rate.sum()) / magnitude if magnitude > 0 else 0.0}
+            "net": float(rate.sum()) / magnitude if magnitude > 0 else 0.0,
+            "growth_ratio": float(newer[grows].mean()) / before if before > 0 else None}
 
 
 def main(argv: list[str] | None = None) -> int:
