@@ -225,6 +225,8 @@ def record(results_paths: list[Path], scored: list[Path], checkpoint: Path, fres
     target = load_checkpoint(checkpoint)
     weights = ChangeWeights.from_metadata(target.metadata.get("change_weights"), checkpoint)
     sets: dict = {}
+    beyond: dict = {}
+    levels = set()
     commands = []
     for path, file, seed in zip(results_paths, scored, fresh_seeds):
         measured = load_checkpoint(file)
@@ -250,8 +252,15 @@ def record(results_paths: list[Path], scored: list[Path], checkpoint: Path, fres
             raise ValueError(f"{path}: no scores of {label!r} on {', '.join(missing)}")
         sets.update({name: {"extrapolation": methods["extrapolation"], "model": methods[label]}
                      for name, methods in here.items()})
+        intervals = results.get("bootstrap", {})
+        for name in here:  # the leads below extrapolation beyond the paired-bootstrap interval, where scored
+            if label in intervals.get(name, {}):
+                beyond[name] = intervals[name][label]["worse"]
+                levels.add(float(intervals[name][label]["level"]))
+    complete = set(beyond) == set(sets) and len(levels) == 1  # else the study says nothing of intervals
     study = study_skill(sets, "model", fresh_seed=fresh_seeds, command=" && ".join(commands),
-                        provenance="simulated from real seeds")
+                        provenance="simulated from real seeds", beyond_interval=beyond if complete else None,
+                        interval_level=levels.pop() if complete else None)
     record_study(checkpoint, study)
     return study
 

@@ -193,3 +193,43 @@ def test_record_finds_the_shipped_model_by_its_digest_where_it_was_not_scored_wi
     path.write_text(json.dumps(shipped))
     with pytest.raises(ValueError, match="no scores of"):
         record([path], [target], target, [15])
+
+
+def test_the_study_says_whether_a_loss_is_beyond_its_sampling_interval_and_keeps_its_verdict():
+    scores = _scores({("same-day", "csi@5", 3): -0.00001})
+    quiet = study_skill(scores, "model", fresh_seed=17, command="score", provenance="p",
+                        beyond_interval={"same-day": [], "growth": []}, interval_level=0.9)
+    assert not quiet["no_worse_at_every_lead"]  # the rule has no tolerance: the verdict is the same
+    assert quiet["worse_beyond_interval"] == {"same-day": [], "growth": []} and quiet["interval_level"] == 0.9
+    assert study_summary(quiet).endswith("worse than extrapolation at some leads; below it beyond its 90 % "
+                                         "sampling interval at no lead (p)")
+    loud = study_skill(scores, "model", fresh_seed=17, command="score", provenance="p",
+                       beyond_interval={"same-day": [[4, 5.0]], "growth": []}, interval_level=0.9)
+    assert loud["worse_beyond_interval"]["same-day"] == [[20, 5.0]]  # lead 4 of 5-min steps
+    assert "beyond its 90 % sampling interval at same-day 20 min @5" in study_summary(loud)
+    fine = study_skill(_scores(), "model", fresh_seed=17, command="score", provenance="p",
+                       beyond_interval={"same-day": [], "growth": []}, interval_level=0.9)
+    assert "sampling interval" not in study_summary(fine)  # no worse: nothing to qualify
+    assert "sampling interval" not in study_summary(_study(scores))  # recorded without intervals: as before
+    with pytest.raises(ValueError, match="intervals must name every test set"):
+        study_skill(scores, "model", fresh_seed=17, command="score", provenance="p",
+                    beyond_interval={"same-day": []}, interval_level=0.9)
+    with pytest.raises(ValueError, match="a level in"):
+        study_skill(scores, "model", fresh_seed=17, command="score", provenance="p",
+                    beyond_interval={"same-day": [], "growth": []}, interval_level=90)
+
+
+def test_record_carries_the_bootstrap_cells_where_every_set_has_them(two_checkpoints):
+    from benchmarks.trend_history import record
+
+    scored, target, first = two_checkpoints
+    results = json.loads(first.read_text())
+    label = next(k for k in results["same-day"] if k != "extrapolation")
+    results["bootstrap"] = {"same-day": {label: {"worse": [], "level": 0.9}},
+                            "growth": {label: {"worse": [[1, 1.0]], "level": 0.9}}}
+    first.write_text(json.dumps(results))
+    study = record([first], [scored], target, [10])
+    assert study["worse_beyond_interval"] == {"same-day": [], "growth": [[5, 1.0]]}
+    del results["bootstrap"]["growth"]  # one set without its cells: the study says nothing of intervals
+    first.write_text(json.dumps(results))
+    assert "worse_beyond_interval" not in record([first], [scored], target, [10])

@@ -230,7 +230,8 @@ def skill_summary(skill: dict[str, Any]) -> str:
 
 def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], model: str, *,
                 fresh_seed: int | Sequence[int], command: str, provenance: str,
-                timestep_minutes: int = 5) -> dict[str, Any]:
+                timestep_minutes: int = 5, beyond_interval: Mapping[str, Sequence[Sequence[float]]] | None = None,
+                interval_level: float | None = None) -> dict[str, Any]:
     """A model beside pysteps extrapolation on a study's fresh test sets: what goes into the checkpoint.
 
     Why beside :func:`heldout_skill`: the held-out record is one test set; the
@@ -250,7 +251,14 @@ def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]
         ``worst`` (the lowest difference: its test set, lead, threshold and
         value, unrounded) and ``no_worse_at_every_lead`` (CSI at 1 and 5 mm/h,
         model >= extrapolation at every lead of every set, as
-        :func:`heldout_skill` judges one set).
+        :func:`heldout_skill` judges one set). With ``beyond_interval`` (per
+        test set, the ``(lead number, threshold mm/h)`` cells whose whole
+        paired-bootstrap interval at ``interval_level`` lies below 0; every
+        test set named), also ``worse_beyond_interval`` (those cells, as
+        ``[lead minutes, threshold]``) and ``interval_level``. Why: the verdict
+        asks for every lead with no tolerance, so one pixel over 64 forecasts
+        makes a model "worse"; a forecaster should also read whether any loss
+        is more than sampling can make. The verdict itself is unchanged.
     """
     if not scores:
         raise ValueError("a study needs at least one test set")
@@ -272,9 +280,18 @@ def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]
                              "threshold_mm_h": float(key.split("@")[1]), "difference": float(difference)}
         per_set[test_set] = entry
     seeds = [int(fresh_seed)] if np.ndim(fresh_seed) == 0 else [int(s) for s in fresh_seed]
-    return {"fresh_seeds": seeds, "provenance": provenance, "command": command,
-            "lead_minutes": [timestep_minutes * (k + 1) for k in range(leads)], "test_sets": per_set,
-            "worst": worst, "no_worse_at_every_lead": bool(worst is None or worst["difference"] >= -1e-9)}
+    study = {"fresh_seeds": seeds, "provenance": provenance, "command": command,
+             "lead_minutes": [timestep_minutes * (k + 1) for k in range(leads)], "test_sets": per_set,
+             "worst": worst, "no_worse_at_every_lead": bool(worst is None or worst["difference"] >= -1e-9)}
+    if beyond_interval is not None:
+        missing = sorted(set(per_set) - set(beyond_interval))
+        if missing or interval_level is None or not 0.0 < float(interval_level) < 1.0:
+            raise ValueError(f"intervals must name every test set ({', '.join(missing) or 'all named'}) and a level "
+                             f"in (0, 1), got {interval_level!r}")
+        study["worse_beyond_interval"] = {name: [[timestep_minutes * int(lead), float(threshold)]
+                                                 for lead, threshold in beyond_interval[name]] for name in per_set}
+        study["interval_level"] = float(interval_level)
+    return study
 
 
 def study_summary(study: dict[str, Any]) -> str:
@@ -285,6 +302,11 @@ def study_summary(study: dict[str, Any]) -> str:
     worst = study["worst"]
     at = (f"worst lead {worst['difference']:+.5f} CSI {worst['threshold_mm_h']:g} mm/h at {worst['lead_minutes']} min "
           f"({worst['test_set']}); " if worst else "")
+    if "worse_beyond_interval" in study and not study["no_worse_at_every_lead"]:
+        cells = [f"{name} {lead:g} min @{threshold:g}" for name, found in study["worse_beyond_interval"].items()
+                 for lead, threshold in found]
+        verdict += (f"; below it beyond its {100 * study['interval_level']:g} % sampling interval at "
+                    f"{', '.join(cells) if cells else 'no lead'}")
     seeds = study["fresh_seeds"]
     label = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)}"
     return (f"fresh test sets ({label}: {sets}), model vs pysteps extrapolation: {at}{verdict} "
