@@ -60,8 +60,7 @@ def evidence(sequence: np.ndarray, normaliser, motion_method: str) -> dict | Non
     x = smooth_within_rain(np.asarray(prepared.inputs, dtype=np.float32), SMOOTHING)
     older, newer = half_rates(x, align=True)
     pixels = int(((older != 0) & (newer != 0)).sum())
-    rate = window_trend(np.asarray(prepared.inputs, dtype=np.float32), estimator="slope", smoothing_px=SMOOTHING,
-                        align=True)  # what the shipped reading adds where its gate opens
+    rate = window_trend(x, estimator="slope", align=True)  # the shipped reading's rate (x is smoothed already)
     magnitude = float(np.abs(rate).sum())
     grows = rate > 0
     before = float(older[grows].mean()) if grows.any() else 0.0

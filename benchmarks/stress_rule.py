@@ -39,6 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# imported after the path is set, so that the script runs from anywhere
+from benchmarks.window_losses import heavy
+
 log = logging.getLogger("stress_rule")
 
 
@@ -73,12 +76,6 @@ def tie_break(passing: list[dict], tie: float = 0.005) -> dict | None:
                                     -c["trend_smoothing_px"], c["chosen"][2], c["chosen"][4]))
 
 
-def heavy(counts: np.ndarray) -> np.ndarray:
-    """``(windows, 3)`` counts at :data:`~benchmarks.window_losses.HEAVY` mm/h (the second of
-    :func:`benchmarks.window_losses.lead_counts`' thresholds) summed over the leads."""
-    return counts[:, :, 1].sum(axis=1)
-
-
 def pooled_difference(candidate: np.ndarray, reference: np.ndarray) -> float:
     """The set's CSI@5 over the hour with the candidate's counts minus with the reference's."""
     from nowcast.models.skill import csi_from_counts
@@ -95,9 +92,11 @@ def counts_worst_lead(candidate: np.ndarray, reference: np.ndarray) -> float:
     """:func:`worst_lead` of two sets' :func:`benchmarks.window_losses.lead_counts`, pooled per lead over the windows."""
     from nowcast.models.skill import csi_from_counts
 
-    differences = csi_from_counts(candidate.sum(axis=0)) - csi_from_counts(reference.sum(axis=0))
-    differences = differences[np.isfinite(differences)]
-    return float(differences.min()) if differences.size else 0.0
+    def scores(counts: np.ndarray) -> dict:
+        csi = csi_from_counts(counts.sum(axis=0))  # (leads, thresholds 1 and 5 mm/h)
+        return {"csi@1": csi[:, 0], "csi@5": csi[:, 1]}
+
+    return worst_lead(scores(candidate), scores(reference))
 
 
 def lead_floor_passes(worst: dict[str, float], shipped_worst: dict[str, float], floor: float) -> bool:
@@ -135,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.stress_windows import methods
     from benchmarks.trend_history import choice_weights, predictor
     from benchmarks.window_losses import HISTORY, LEADS, lead_counts
-    from nowcast.models.skill import score_method
     from nowcast.models.zoo import load_forecaster
     from pipelines.validation import read_validation
 
@@ -148,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     shipped = {name: pooled_difference(heavy(shipped_counts[name]), heavy(references[name])) for name in sets}
     shipped_worst = {name: counts_worst_lead(shipped_counts[name], references[name]) for name in sets}
     rigid = read_validation(args.rigid, None, HISTORY + LEADS)
-    rigid_references = {name: score_method(available["extrapolation"], seqs, HISTORY, LEADS)
-                        for name, seqs in rigid.items()}
+    rigid_references = {name: lead_counts(available["extrapolation"], seqs) for name, seqs in rigid.items()}
     log.info("shipped: %s, worst leads %s", {k: round(v, 4) for k, v in shipped.items()},
              {k: round(v, 4) for k, v in shipped_worst.items()})
     tried, top = [], None
@@ -165,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             candidate["worst_leads"] = worst
             ok = ok and lead_floor_passes(worst, shipped_worst, args.lead_floor)
         if ok and rigid:  # where nothing grows, every lead must stay within the floor
-            differences.update({name: worst_lead(score_method(predict, seqs, HISTORY, LEADS), rigid_references[name])
+            differences.update({name: counts_worst_lead(lead_counts(predict, seqs), rigid_references[name])
                                 for name, seqs in rigid.items()})
             ok = all(differences[name] >= args.rigid_floor - 1e-12 for name in rigid)
         tried.append({**candidate, "stress": differences, "passes": ok})

@@ -37,12 +37,24 @@ log = logging.getLogger("window_losses")
 HISTORY, NETWORK_FRAMES, LEADS, SMOOTHING, HEAVY = 8, 4, 12, 4.0, 5.0
 
 
+#: The thresholds (mm/h) :func:`lead_counts` counts at by default: CSI@1 and CSI@5, as every rule reads them.
+COUNT_THRESHOLDS: tuple[float, ...] = (1.0, HEAVY)
+
+
 def window_counts(predict, sequences: np.ndarray) -> np.ndarray:
     """``(windows, 3)`` hits, misses and false alarms above :data:`HEAVY` mm/h, summed over the leads."""
     return lead_counts(predict, sequences, (HEAVY,))[:, :, 0].sum(axis=1)
 
 
-def lead_counts(predict, sequences: np.ndarray, thresholds: tuple[float, ...] = (1.0, HEAVY)) -> np.ndarray:
+def heavy(counts: np.ndarray) -> np.ndarray:
+    """``(windows, 3)``: :func:`lead_counts` (at :data:`COUNT_THRESHOLDS`) above :data:`HEAVY` mm/h, summed over the leads.
+
+    What :func:`window_counts` gives, from counts already made at both thresholds.
+    """
+    return counts[:, :, COUNT_THRESHOLDS.index(HEAVY)].sum(axis=1)
+
+
+def lead_counts(predict, sequences: np.ndarray, thresholds: tuple[float, ...] = COUNT_THRESHOLDS) -> np.ndarray:
     """``(windows, leads, thresholds, 3)`` hits, misses and false alarms of every window's forecast.
 
     Pooled over the windows, per lead, they give the set's CSI at each lead as

@@ -194,8 +194,9 @@ def calibrate_target(checkpoint: str | Path, n_sequences: int = CALIBRATION_SEQU
 
     ``settings``: how (a :class:`nowcast.models.config.CalibrationConfig`:
     how the trend is read, the rule, the candidates); ``None``: the model
-    config's ``calibration`` section (the shipped model's: 8 frames, minmod,
-    4 px), so that ``nowcast pretrain`` calibrates as the shipped model was.
+    config's ``calibration`` section (the shipped model's: 8 frames, the slope,
+    4 px, its gate, growth floor and one candidate), so that ``nowcast
+    pretrain`` calibrates as the shipped model was.
     A ``trend_frames`` above the model's ``input_frames`` is chosen on
     validation sets of that much history
     (:func:`pipelines.validation.long_validation_stores`, made if missing).
