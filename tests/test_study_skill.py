@@ -1,7 +1,10 @@
 """The study's fresh-test skill, carried in the checkpoint (issue #8, item 8).
 
-The region's default follows the study: the model only where it is no worse
-than extrapolation at any lead of any fresh test set. ``study_skill`` is that
+The region's default follows the study: the model only where it is not
+measurably worse than extrapolation at any lead of any fresh test set (no cell
+whose whole sampling interval lies below 0, none below -0.001 CSI:
+:func:`nowcast.models.skill.not_measurably_worse`); the strict verdict (no
+worse at every lead, no tolerance) is kept beside it. ``study_skill`` is that
 record (:func:`nowcast.models.skill.study_skill`), written by
 ``benchmarks/trend_history.py record`` only into a checkpoint holding the model
 that was scored, dropped when the change weights are chosen again, and said
@@ -20,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from nowcast.models.skill import study_skill, study_summary
+from nowcast.models.skill import DEFAULT_TOLERANCE, not_measurably_worse, study_skill, study_summary
 
 LEADS = 4
 
@@ -109,6 +112,7 @@ def test_record_writes_the_study_of_the_model_scored_into_its_copy(two_checkpoin
     assert study["worst"]["difference"] == pytest.approx(-0.002) and not study["no_worse_at_every_lead"]
     info = describe_checkpoint(ckpt)
     assert info["study_no_worse_at_every_lead"] is False and info["study_skill"] == study_summary(study)
+    assert info["study_not_measurably_worse"] is False  # recorded without intervals: read strictly
 
 
 def test_record_refuses_a_checkpoint_with_other_change_weights(two_checkpoints):
@@ -202,11 +206,12 @@ def test_the_study_says_whether_a_loss_is_beyond_its_sampling_interval_and_keeps
     assert not quiet["no_worse_at_every_lead"]  # the rule has no tolerance: the verdict is the same
     assert quiet["worse_beyond_interval"] == {"same-day": [], "growth": []} and quiet["interval_level"] == 0.9
     assert study_summary(quiet).endswith("worse than extrapolation at some leads; below it beyond its 90 % "
-                                         "sampling interval at no lead (p)")
+                                         "sampling interval at no lead; not measurably worse (the default's rule: "
+                                         "no loss beyond that interval, none over 0.001 CSI) (p)")
     loud = study_skill(scores, "model", fresh_seed=17, command="score", provenance="p",
                        beyond_interval={"same-day": [[4, 5.0]], "growth": []}, interval_level=0.9)
     assert loud["worse_beyond_interval"]["same-day"] == [[20, 5.0]]  # lead 4 of 5-min steps
-    assert "beyond its 90 % sampling interval at same-day 20 min @5" in study_summary(loud)
+    assert "beyond its 90 % sampling interval at same-day 20 min @5; measurably worse" in study_summary(loud)
     fine = study_skill(_scores(), "model", fresh_seed=17, command="score", provenance="p",
                        beyond_interval={"same-day": [], "growth": []}, interval_level=0.9)
     assert "sampling interval" not in study_summary(fine)  # no worse: nothing to qualify
@@ -233,3 +238,47 @@ def test_record_carries_the_bootstrap_cells_where_every_set_has_them(two_checkpo
     del results["bootstrap"]["growth"]  # one set without its cells: the study says nothing of intervals
     first.write_text(json.dumps(results))
     assert "worse_beyond_interval" not in record([first], [scored], target, [10])
+
+
+def _judged(difference: float, beyond: dict[str, list] | None) -> dict:
+    """A recorded study whose worst cell is ``difference``, with the cells beyond their interval ``beyond``."""
+    study = {"worst": {"test_set": "same-day", "lead_minutes": 20, "threshold_mm_h": 1.0, "difference": difference},
+             "no_worse_at_every_lead": difference >= -1e-9}
+    if beyond is not None:
+        study.update(worse_beyond_interval=beyond, interval_level=0.9)
+    return study
+
+
+def test_the_default_rule_lets_through_a_loss_within_sampling_and_the_tolerance_and_nothing_more():
+    """The region's default rule (twenty-seventh round), at both sides of each of its two limits."""
+    quiet = {"same-day": [], "growth": []}
+    assert DEFAULT_TOLERANCE == 0.001
+    assert not_measurably_worse(_judged(0.0, quiet))
+    assert not_measurably_worse(_judged(-0.0000096, quiet))  # seed 17's one pixel
+    assert not_measurably_worse(_judged(-DEFAULT_TOLERANCE, quiet))  # exactly at the tolerance
+    assert not not_measurably_worse(_judged(float(np.nextafter(-DEFAULT_TOLERANCE, -1.0)), quiet))
+    assert not not_measurably_worse(_judged(-0.0018, quiet))  # the gate-0.7 model's rigid-field loss, seed 16
+    # one cell whose whole interval is below 0 refuses it, however small its loss
+    assert not not_measurably_worse(_judged(-0.0000096, {"same-day": [], "growth": [[20, 1.0]]}))
+    assert not not_measurably_worse(_judged(0.0, {"same-day": [[60, 5.0]], "growth": []}))
+    # recorded without intervals: read strictly, as before the rule
+    assert not_measurably_worse(_judged(0.0, None))
+    assert not not_measurably_worse(_judged(-0.0000096, None))
+    assert not_measurably_worse({"worst": None, "no_worse_at_every_lead": True, "worse_beyond_interval": quiet})
+    assert not not_measurably_worse(_judged(-0.0018, quiet), tolerance=0.0015)
+    assert not_measurably_worse(_judged(-0.0018, quiet), tolerance=0.002)
+    for bad in (-0.001, float("nan")):
+        with pytest.raises(ValueError, match="tolerance must be a CSI difference >= 0"):
+            not_measurably_worse(_judged(0.0, quiet), tolerance=bad)
+
+
+def test_a_study_built_from_scores_is_judged_by_the_rule_as_recorded():
+    scores = _scores({("same-day", "csi@5", 3): -0.0005, ("growth", "csi@1", 0): +0.05})
+    study = study_skill(scores, "model", fresh_seed=18, command="score", provenance="p",
+                        beyond_interval={"same-day": [], "growth": []}, interval_level=0.9)
+    assert not study["no_worse_at_every_lead"] and not_measurably_worse(study)
+    stored = json.loads(json.dumps(study))  # as a checkpoint holds it
+    assert not_measurably_worse(stored) and "; not measurably worse" in study_summary(stored)
+    larger = study_skill(_scores({("growth", "csi@1", 1): -0.0011}), "model", fresh_seed=18, command="score",
+                         provenance="p", beyond_interval={"same-day": [], "growth": []}, interval_level=0.9)
+    assert not not_measurably_worse(larger) and "; measurably worse" in study_summary(larger)

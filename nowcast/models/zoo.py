@@ -687,7 +687,7 @@ def describe_checkpoint(ckpt: Checkpoint, manifest_entry: dict[str, Any] | None 
     (``training_provenance``), else from the ``MANIFEST.json`` entry beside it
     (``manifest_entry``, ``data``).
     """
-    from nowcast.models.skill import skill_summary, study_summary
+    from nowcast.models.skill import not_measurably_worse, skill_summary, study_summary
 
     meta = ckpt.metadata
     config = meta.get("config") or {}
@@ -726,6 +726,8 @@ def describe_checkpoint(ckpt: Checkpoint, manifest_entry: dict[str, Any] | None 
         "study_skill": study_summary(meta["study_skill"]) if meta.get("study_skill") else None,
         "study_no_worse_at_every_lead": (bool(meta["study_skill"]["no_worse_at_every_lead"])
                                          if meta.get("study_skill") else None),
+        "study_not_measurably_worse": (not_measurably_worse(meta["study_skill"])
+                                       if meta.get("study_skill") else None),
         "change_weights": weights.brief() if weights else None,
         "sha256": ckpt.sha256,
         "created": meta.get("created"),
