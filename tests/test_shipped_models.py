@@ -149,11 +149,13 @@ def test_region_uses_its_model_by_default_only_where_it_scores_at_least_extrapol
     does not, the region must not default to it, and the checkpoint's recorded held-out skill,
     or the study of fresh test sets it carries (``study_skill``: same day, another day, growth
     and decay, rigid; issue #8, item 8), must say it is worse somewhere (so every product made
-    with it says so too).
+    with it says so too): by the default's rule, a loss beyond its sampling interval or over
+    0.001 CSI at some lead (:func:`nowcast.models.skill.not_measurably_worse`).
     """
     import torch
 
     from nowcast.baselines import extrapolation
+    from nowcast.models.skill import not_measurably_worse
     from nowcast.models.zoo import load_forecaster
 
     torch.set_num_threads(1)
@@ -170,7 +172,7 @@ def test_region_uses_its_model_by_default_only_where_it_scores_at_least_extrapol
     skill = forecaster.metadata.get("heldout_skill")
     assert skill is not None, "the shipped forecaster must carry its measured held-out skill"
     study = forecaster.metadata.get("study_skill")
-    studied_no_worse = study is None or study["no_worse_at_every_lead"]
+    studied_no_worse = study is None or not_measurably_worse(study)  # the default's rule (twenty-seventh round)
     if region.forecast.method == "tmu":
         assert at_least, "the region defaults to a model that scores below extrapolation on a moving real field"
         assert skill["no_worse_at_every_lead"] and studied_no_worse
