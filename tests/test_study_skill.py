@@ -23,7 +23,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from nowcast.models.skill import DEFAULT_TOLERANCE, not_measurably_worse, study_skill, study_summary
+from nowcast.models.skill import (
+    DEFAULT_TOLERANCE,
+    not_measurably_worse,
+    study_skill,
+    study_summary,
+)
 
 LEADS = 4
 

@@ -1,0 +1,120 @@
+"""Does the shipped trend reading flicker between successive runs? (a diagnostic).
+
+A forecaster sees the runs of one afternoon one after another, 5 min apart. The
+shipped forecaster adds the radar's growth only where its window passes three
+hard limits (the scene's persistence ρ, the independent samples it is read
+over, the growth where it grew: :class:`nowcast.models.calibration.ChangeWeights`),
+and none elsewhere. A window that sits near a limit can pass it in one run and
+fail it in the next, so the forecast's growth appears and disappears between
+runs with nothing in the radar to say why. This reads the windows of successive
+runs of each sequence (a run at every frame from the eighth on: frames
+``t-8 .. t-1``) with the shipped reading (the same code as
+``benchmarks/persistence_evidence.py``) and counts, per store, the runs that
+open the reading, the changes of state between consecutive runs, and the
+isolated ones (a run whose state differs from both neighbours): the flicker. It
+also says which limit decided each change. It chooses nothing.
+
+Usage::
+
+    python benchmarks/gate_consistency.py --sequences 24 \\
+        --set data/sim/val-long/swiss-south-growth-64.zarr \\
+        --set data/sim/fresh-s12-f20/swiss-south-growth-64-s12.zarr \\
+        --set data/sim/fresh-s10-f20/swiss-south-test-s10.zarr --json benchmarks/out/v27/consistency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.persistence_evidence import HISTORY, evidence
+
+log = logging.getLogger("gate_consistency")
+
+
+def limits_failed(reading: dict | None, weights) -> list[str]:
+    """The shipped reading's limits a window fails (empty: the trend is added); a dry window fails ``rain``."""
+    if reading is None:
+        return ["rain"]
+    failed = []
+    if reading["rho"] is None or not reading["rho"] >= weights.trend_persistence_min:
+        failed.append("rho")
+    if reading["samples"] < weights.trend_persistence_samples:
+        failed.append("samples")
+    if reading["growth"] < weights.trend_growth_min:
+        failed.append("growth")
+    return failed
+
+
+def run_states(failed: list[list[str]]) -> dict:
+    """Counts over one sequence's successive runs: opened, changes of state, isolated runs, what decided each change.
+
+    A change is decided by the limits that differ between the two runs' failures
+    (a run that opens fails none, so every limit the other fails decided it).
+    """
+    opened = [not f for f in failed]
+    changes = [k for k in range(1, len(opened)) if opened[k] != opened[k - 1]]
+    isolated = sum(1 for k in range(1, len(opened) - 1) if opened[k] != opened[k - 1] and opened[k] != opened[k + 1])
+    deciding: dict[str, int] = {}
+    for k in changes:
+        for limit in set(failed[k]) ^ set(failed[k - 1]):
+            deciding[limit] = deciding.get(limit, 0) + 1
+    return {"runs": len(opened), "opened": sum(opened), "changes": len(changes), "isolated": isolated,
+            "deciding": deciding}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", type=Path, action="append", required=True, help="A store of sequences (repeat).")
+    parser.add_argument("--sequences", type=int, default=24, help="The first N sequences of each store.")
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+    import xarray as xr
+
+    from nowcast.models.zoo import load_forecaster
+
+    torch.set_num_threads(1)
+    forecaster = load_forecaster(ROOT / "models/zoo/swiss-south-tmu.pt")
+    weights, method = forecaster.change_weights, forecaster.config.motion.method
+    out: dict = {"checkpoint_sha256": forecaster.sha256, "sets": {}}
+    for store in args.set:
+        with xr.open_zarr(store) as ds:
+            values = np.asarray(ds["rain_rate"].values[: args.sequences], dtype=np.float32)
+        per_sequence = []
+        for i, sequence in enumerate(values):
+            readings = [evidence(sequence[t - HISTORY:t], forecaster.normaliser, method)
+                        for t in range(HISTORY, len(sequence) + 1)]
+            failed = [limits_failed(r, weights) for r in readings]
+            per_sequence.append({"index": i, **run_states(failed), "failed": failed,
+                                 "rho": [r["rho"] if r else None for r in readings],
+                                 "samples": [r["samples"] if r else None for r in readings],
+                                 "growth": [r["growth"] if r else None for r in readings]})
+        total = {key: sum(s[key] for s in per_sequence) for key in ("runs", "opened", "changes", "isolated")}
+        deciding: dict[str, int] = {}
+        for s in per_sequence:
+            for limit, n in s["deciding"].items():
+                deciding[limit] = deciding.get(limit, 0) + n
+        summary = {**total, "sequences": len(per_sequence),
+                   "sequences that open in some run": sum(1 for s in per_sequence if s["opened"]),
+                   "sequences that open in every run": sum(1 for s in per_sequence if s["opened"] == s["runs"]),
+                   "sequences that change state": sum(1 for s in per_sequence if s["changes"]),
+                   "deciding": deciding}
+        out["sets"][store.name] = {**summary, "per_sequence": per_sequence}
+        sys.stdout.write(f"{store.name}: {summary}\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
