@@ -12,7 +12,9 @@ runs of each sequence (a run at every frame from the eighth on: frames
 ``benchmarks/persistence_evidence.py``) and counts, per store, the runs that
 open the reading, the changes of state between consecutive runs, and the
 isolated ones (a run whose state differs from both neighbours): the flicker. It
-also says which limit decided each change. It chooses nothing.
+also says which limit decided each change, and stores every run's reading, from
+which :func:`flicker` measures any candidate's jumps (``stress_rule.py
+--flicker``, twenty-eighth round). It chooses nothing.
 
 Usage::
 
@@ -28,7 +30,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +73,54 @@ def run_states(failed: list[list[str]]) -> dict:
             deciding[limit] = deciding.get(limit, 0) + 1
     return {"runs": len(opened), "opened": sum(opened), "changes": len(changes), "isolated": isolated,
             "deciding": deciding}
+
+
+#: The shipped model's trend weight: the unit a flicker is said in (twenty-eighth round).
+SHIPPED_TREND_WEIGHT = 1.5
+
+
+def applied_weight(rho: float | None, samples: float | None, growth: float | None, *, weight: float, gate: float,
+                   samples_min: float, growth_min: float, full: float) -> float:
+    """The weight of the trend a run adds: ``weight`` x the ramp at ``rho``, 0 where a limit shuts it (or dry).
+
+    The same limits as :func:`limits_failed`, and the ramp
+    :func:`nowcast.models.calibration.persistence_ramp` (``full`` -1: a step).
+    """
+    from nowcast.models.calibration import persistence_ramp
+
+    if rho is None or samples is None or growth is None:
+        return 0.0
+    if not rho >= gate or samples < samples_min or growth < growth_min:
+        return 0.0
+    return float(weight) * persistence_ramp(rho, gate, full)
+
+
+def flicker(results: Mapping[str, Any], candidate: Mapping[str, Any], unit: float = SHIPPED_TREND_WEIGHT) -> float:
+    """How much a candidate's added trend jumps between successive runs, pooled over a consistency file's sets.
+
+    The mean over every pair of consecutive runs of every sequence of
+    |a_k - a_(k-1)| / ``unit``, where a is :func:`applied_weight` of the run's
+    stored reading (ρ, samples and growth do not depend on the candidate).
+    ``candidate``: a choice (``chosen``, ``trend_persistence_min``,
+    ``trend_persistence_samples``, ``trend_growth_min``,
+    ``trend_persistence_full``), as :func:`benchmarks.stress_rule.ranked_candidates` makes them.
+    Why: a forecaster reads the runs one after another; a growth that appears
+    and disappears between runs with nothing in the radar to say why is a
+    defect of the product, whatever it scores.
+    """
+    params = {"weight": float(candidate["chosen"][2]), "gate": float(candidate["trend_persistence_min"]),
+              "samples_min": float(candidate.get("trend_persistence_samples", 0.0)),
+              "growth_min": float(candidate.get("trend_growth_min", 0.0)),
+              "full": float(candidate.get("trend_persistence_full", -1.0))}
+    jumps = []
+    for found in results["sets"].values():
+        for sequence in found["per_sequence"]:
+            applied = [applied_weight(r, s, g, **params)
+                       for r, s, g in zip(sequence["rho"], sequence["samples"], sequence["growth"], strict=True)]
+            jumps.extend(abs(b - a) for a, b in zip(applied[:-1], applied[1:], strict=True))
+    if not jumps:
+        raise ValueError("a consistency file with no pair of successive runs: nothing to measure a flicker on")
+    return float(np.mean(jumps)) / unit
 
 
 def main(argv: list[str] | None = None) -> int:

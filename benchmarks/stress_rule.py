@@ -20,6 +20,11 @@ twenty-fourth round's rule let the days lose up to 0.005 of hour-pooled CSI@5
 while its ship rule refused −0.002 at one lead, and the fresh test refused its
 choice for −0.0024 at one lead of another day.
 
+``--flicker`` (twenty-eighth round): a ``gate_consistency.py`` file of read
+growth sets; a candidate whose added trend jumps between successive runs by
+more than ``--flicker-ratio`` of the shipped model's
+(:func:`benchmarks.gate_consistency.flicker`) fails before it is scored.
+
 Usage::
 
     python benchmarks/stress_rule.py benchmarks/out/v20/trend_evidence.json \\
@@ -40,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # imported after the path is set, so that the script runs from anywhere
+from benchmarks.gate_consistency import flicker
 from benchmarks.window_losses import heavy
 
 log = logging.getLogger("stress_rule")
@@ -54,13 +60,13 @@ def ranked_candidates(results: dict, floor: float) -> list[dict]:
     from benchmarks.trend_consistency import HISTORY, bounded_candidates
 
     ranked = []
-    for (estimator, smoothing, gate, samples, growth), key, row in bounded_candidates(results, floor):
+    for (estimator, smoothing, gate, samples, growth, full), key, row in bounded_candidates(results, floor):
         chosen = [float(v) for v in key.split("/")]
         ranked.append({"rule": "the twenty-first round's", "history": HISTORY, "chosen": chosen,
                        "trend_estimator": estimator, "trend_smoothing_px": smoothing,
                        "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
                        "trend_persistence_samples": samples, "trend_growth_min": growth,
-                       "validation_worst": row["worst"],
+                       "trend_persistence_full": full, "validation_worst": row["worst"],
                        "validation_growth_gain": row["growth_gain"]})
     return sorted(ranked, key=lambda c: -c["validation_growth_gain"])
 
@@ -72,8 +78,17 @@ def tie_break(passing: list[dict], tie: float = 0.005) -> dict | None:
     top = max(c["validation_growth_gain"] for c in passing)
     tied = [c for c in passing if c["validation_growth_gain"] >= top - tie - 1e-12]
     return min(tied, key=lambda c: (-c["trend_persistence_min"], -c.get("trend_growth_min", 0.0),
-                                    c["trend_estimator"] != "minmod",
+                                    -c.get("trend_persistence_full", -1.0), c["trend_estimator"] != "minmod",
                                     -c["trend_smoothing_px"], c["chosen"][2], c["chosen"][4]))
+
+
+def shipped_choice(forecaster) -> dict:
+    """The shipped model's trend reading as a choice (what :func:`benchmarks.gate_consistency.flicker` reads)."""
+    weights = forecaster.change_weights
+    return {"chosen": list(weights.key(0)), "trend_persistence_min": weights.trend_persistence_min,
+            "trend_persistence_samples": weights.trend_persistence_samples,
+            "trend_growth_min": weights.trend_growth_min,
+            "trend_persistence_full": getattr(weights, "trend_persistence_full", -1.0)}
 
 
 def pooled_difference(candidate: np.ndarray, reference: np.ndarray) -> float:
@@ -124,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lead-floor", type=float, default=None,
                         help="Also: on every read set (--store) a worst per-lead difference (CSI@1 and CSI@5) of at "
                              "least this, or the shipped model's there where lower (twenty-fifth round).")
+    parser.add_argument("--flicker", type=Path, default=None,
+                        help="A gate_consistency.py --json file of read growth sets (twenty-eighth round): a "
+                             "candidate's flicker there must be at most --flicker-ratio of the shipped model's.")
+    parser.add_argument("--flicker-ratio", type=float, default=0.5)
     parser.add_argument("--margin", type=float, default=0.005)
     parser.add_argument("--tie", type=float, default=0.005)
     parser.add_argument("--json", type=Path, required=True)
@@ -150,9 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     log.info("shipped: %s, worst leads %s", {k: round(v, 4) for k, v in shipped.items()},
              {k: round(v, 4) for k, v in shipped_worst.items()})
     tried, top = [], None
+    steadiness = json.loads(args.flicker.read_text()) if args.flicker else None
+    shipped_flicker = flicker(steadiness, shipped_choice(forecaster)) if steadiness else None
     for candidate in ranked_candidates(json.loads(args.results.read_text()), args.floor):
         if top is not None and candidate["validation_growth_gain"] < top - args.tie - 1e-12:
             break  # nothing further can tie with the best that passed
+        if steadiness is not None:  # cheap (stored readings): before any forecast is scored
+            candidate["flicker"] = flicker(steadiness, candidate)
+            if candidate["flicker"] > args.flicker_ratio * shipped_flicker + 1e-12:
+                tried.append({**candidate, "stress": {}, "passes": False})
+                log.info("%s gate %g, ramp %g, %s: flicker %.4f > %g x the shipped model's %.4f -> fails",
+                         candidate["trend_estimator"], candidate["trend_persistence_min"],
+                         candidate.get("trend_persistence_full", -1.0), "/".join(f"{v:g}" for v in candidate["chosen"]),
+                         candidate["flicker"], args.flicker_ratio, shipped_flicker)
+                continue
         predict = predictor(forecaster, choice_weights(candidate), HISTORY)
         counts = {name: lead_counts(predict, seqs) for name, seqs in sets.items()}
         differences = {name: pooled_difference(heavy(counts[name]), heavy(references[name])) for name in sets}
@@ -166,16 +196,17 @@ def main(argv: list[str] | None = None) -> int:
                                 for name, seqs in rigid.items()})
             ok = all(differences[name] >= args.rigid_floor - 1e-12 for name in rigid)
         tried.append({**candidate, "stress": differences, "passes": ok})
-        log.info("%s gate %g, %s: growth %+.3f, stress %s -> %s", candidate["trend_estimator"],
-                 candidate["trend_persistence_min"], "/".join(f"{v:g}" for v in candidate["chosen"]),
+        log.info("%s gate %g, ramp %g, %s: growth %+.3f, stress %s -> %s", candidate["trend_estimator"],
+                 candidate["trend_persistence_min"], candidate.get("trend_persistence_full", -1.0),
+                 "/".join(f"{v:g}" for v in candidate["chosen"]),
                  candidate["validation_growth_gain"], {k: round(v, 4) for k, v in differences.items()},
                  "passes" if ok else "fails")
         if ok and top is None:
             top = candidate["validation_growth_gain"]
     choice = tie_break([t for t in tried if t["passes"]], args.tie)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"shipped": shipped, "shipped_worst_leads": shipped_worst, "tried": tried,
-                                     "choice": choice}, indent=1))
+    args.json.write_text(json.dumps({"shipped": shipped, "shipped_worst_leads": shipped_worst,
+                                     "shipped_flicker": shipped_flicker, "tried": tried, "choice": choice}, indent=1))
     sys.stdout.write(json.dumps(choice, indent=1) + "\n")
     return 0 if choice is not None else 1
 

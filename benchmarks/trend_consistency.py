@@ -215,39 +215,46 @@ def lagrangian_trend_row(seqs: dict, references: dict, growth_set: str) -> dict:
     return {**summarise(by_set, references), "growth_gain": float(np.nanmean(heavy)), "by_set": by_set}
 
 
-def gated_reading(name: str) -> tuple[str, float, float, float, float] | None:
-    """``("slope", 8.0, 0.6, 5.0, 0.004)`` of ``"slope smoothed 8, persisting 0.6, aligned, evidence 5, growth 0.004"``.
+def gated_reading(name: str) -> tuple[str, float, float, float, float, float] | None:
+    """``("slope", 8.0, 0.6, 5.0, 0.004, 0.85)`` of ``"slope smoothed 8, persisting 0.6, aligned, evidence 5,
+    growth 0.004, ramp 0.85"``.
 
     ``None`` for any other name. Without ``, evidence N`` the gate's floor of
     evidence is 0 (50 pixels); without ``, growth G`` the scene's growth floor
-    is 0 (twenty-fourth round: any growth).
+    is 0 (twenty-fourth round: any growth); without ``, ramp F`` the gate is a
+    step (-1, :data:`nowcast.models.calibration.NO_GATE`; twenty-eighth round:
+    the trend's weight rises from 0 at the gate to the whole at ``F``).
     """
     import re
 
+    from nowcast.models.calibration import NO_GATE
+
     found = re.fullmatch(r"(minmod|slope) smoothed ([0-9.]+), persisting ([0-9.]+), aligned"
-                         r"(, evidence ([0-9.]+))?(, growth ([0-9.]+))?", name)
+                         r"(, evidence ([0-9.]+))?(, growth ([0-9.]+))?(, ramp ([0-9.]+))?", name)
     if found is None:
         return None
     return (found.group(1), float(found.group(2)), float(found.group(3)), float(found.group(5) or 0.0),
-            float(found.group(7) or 0.0))
+            float(found.group(7) or 0.0), float(found.group(9)) if found.group(9) else NO_GATE)
 
 
-def aligned_gated_rate(estimator: str, smoothing: float, gate: float, samples: float = 0.0, growth: float = 0.0):
+def aligned_gated_rate(estimator: str, smoothing: float, gate: float, samples: float = 0.0, growth: float = 0.0,
+                       full: float = -1.0):
     """``(moved frames, R² power) -> rate``: the trend read with the rain smoothed ``smoothing`` px, aligned, gated.
 
     ``samples``: the gate's floor of evidence (twentieth round); ``growth``:
     the scene's growth floor (:func:`nowcast.models.calibration.scene_growth`,
-    twenty-fourth round).
+    twenty-fourth round); ``full``: the persistence at which the ramp from the
+    gate reaches the whole trend (twenty-eighth round; -1: a step at the gate).
     """
     from nowcast.models.calibration import window_trend
 
     return lambda x, power: window_trend(x, power, estimator, smoothing, gate, True, persistence_samples=samples,
-                                         growth_min=growth)
+                                         growth_min=growth, persistence_full=full)
 
 
 def bounded_candidates(results: dict, floor: float):
-    """``((estimator, smoothing, gate, samples, growth), key, row)`` of every aligned gated candidate with the scene
-    ceiling at a worst lead of at least ``floor`` (the eighteenth to twenty-fourth rounds' candidates)."""
+    """``((estimator, smoothing, gate, samples, growth, full), key, row)`` of every aligned gated candidate with the
+    scene ceiling at a worst lead of at least ``floor`` (the eighteenth to twenty-eighth rounds' candidates)."""
     for name, rows in results["estimators"].items():
         base, ceiling = split_ceiling(name)
         reading = gated_reading(base)
@@ -265,28 +272,29 @@ def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
     slope, any smoothing, any gate), the candidate with the largest growth
     gain at a worst lead of at least ``floor``; candidates within ``tie`` of
     it are tied, and the tie goes to the stricter gate, then the higher growth
-    floor (twenty-fourth round), then the minmod, then
+    floor (twenty-fourth round), then the later ramp end (twenty-eighth
+    round: the smoother), then the minmod, then
     the larger smoothing (the nineteenth round's), then the smaller weight,
     then the shorter lifetime.
     """
-    safe = [(row["growth_gain"], gate, estimator, key, row, smoothing, samples, growth)
-            for (estimator, smoothing, gate, samples, growth), key, row in bounded_candidates(results, floor)]
+    safe = [(row["growth_gain"], gate, estimator, key, row, smoothing, samples, growth, full)
+            for (estimator, smoothing, gate, samples, growth, full), key, row in bounded_candidates(results, floor)]
     if not safe:
         raise ValueError(f"no aligned gated candidate with the scene ceiling has a worst lead >= {floor:g}")
     top = max(s[0] for s in safe)
     tied = [s for s in safe if s[0] >= top - tie - 1e-12]
 
-    def order(s):  # stricter gate, higher growth floor, minmod, larger smoothing, smaller weight, shorter lifetime
-        weights = [float(v) for v in s[3].split("/")]
-        return (-s[1], -s[7], s[2] != "minmod", -s[5], weights[2], weights[4])
+    def order(s):  # stricter gate, higher growth floor, later ramp end, minmod, larger smoothing, smaller weight,
+        weights = [float(v) for v in s[3].split("/")]  # shorter lifetime
+        return (-s[1], -s[7], -s[8], s[2] != "minmod", -s[5], weights[2], weights[4])
 
-    gain, gate, estimator, key, row, smoothing, samples, growth = min(tied, key=order)
+    gain, gate, estimator, key, row, smoothing, samples, growth, full = min(tied, key=order)
     return {"rule": "step 2 of the eighteenth round", "history": HISTORY,
             "chosen": [float(v) for v in key.split("/")], "trend_estimator": estimator,
             "trend_smoothing_px": smoothing,
             "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
-            "trend_persistence_samples": samples, "trend_growth_min": growth, "validation_worst": row["worst"],
-            "validation_growth_gain": gain}
+            "trend_persistence_samples": samples, "trend_growth_min": growth, "trend_persistence_full": full,
+            "validation_worst": row["worst"], "validation_growth_gain": gain}
 
 
 def run(sequences: int, only: list[str] | None = None, extended: bool = False, wide: bool = False,

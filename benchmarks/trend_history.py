@@ -133,7 +133,8 @@ def choice_weights(choice: dict):
 
     reading = {k: choice[k] for k in ("trend_estimator", "trend_smoothing_px", "trend_persistence_min",
                                       "trend_network_agrees", "trend_align", "trend_ceiling",
-                                      "trend_persistence_samples", "trend_growth_min") if k in choice}
+                                      "trend_persistence_samples", "trend_growth_min", "trend_persistence_full")
+               if k in choice}
     reading["trend_frames"] = int(choice["history"]) if int(choice["history"]) > NETWORK_FRAMES else 0
     return replace(ChangeWeights.from_key(choice["chosen"], LEADS), **reading)
 

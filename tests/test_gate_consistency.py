@@ -2,10 +2,15 @@
 
 It counts, over a sequence's successive runs, those whose window opens the
 reading, the changes of state and the isolated runs, and which limit decided
-each change. Tested on hand-made run states, at each limit's boundary.
+each change; and (twenty-eighth round) how much a candidate's added trend
+jumps between runs, the flicker its selection limits, with the ramp's name and
+tie-break in the choice files. Tested on hand-made run states, at each limit's
+boundary.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from benchmarks.gate_consistency import limits_failed, run_states
 from nowcast.models.calibration import ChangeWeights
@@ -37,3 +42,66 @@ def test_changes_isolated_runs_and_the_limit_that_decided_each():
     steady = run_states([[]] * 5)
     assert steady == {"runs": 5, "opened": 5, "changes": 0, "isolated": 0, "deciding": {}}
     assert run_states([["rho"], []])["isolated"] == 0  # an end run has one neighbour: never isolated
+
+
+def _consistency(*sequences: list[tuple[float | None, float, float]]) -> dict:
+    """A consistency file of one set: per sequence, per run, ``(rho, samples, growth)``."""
+    return {"sets": {"growth": {"per_sequence": [
+        {"rho": [r for r, _, _ in runs], "samples": [s for _, s, _ in runs], "growth": [g for _, _, g in runs]}
+        for runs in sequences]}}}
+
+
+STEP = {"chosen": [0, 0, 1.5, 0, 12], "trend_persistence_min": 0.65, "trend_persistence_samples": 5.0,
+        "trend_growth_min": 0.006}
+RAMP = {**STEP, "trend_persistence_full": 0.85}
+
+
+def test_the_weight_a_run_adds_is_the_step_or_the_ramp_and_nothing_where_a_limit_shuts_it():
+    from benchmarks.gate_consistency import applied_weight
+
+    limits = {"weight": 1.5, "gate": 0.65, "samples_min": 5.0, "growth_min": 0.006}
+    assert applied_weight(0.65, 5.0, 0.006, **limits, full=-1.0) == 1.5  # a step: all of it at the gate
+    assert applied_weight(0.6499, 5.0, 0.006, **limits, full=-1.0) == 0.0
+    assert applied_weight(0.65, 5.0, 0.006, **limits, full=0.85) == 0.0  # a ramp: nothing at the gate
+    assert applied_weight(0.75, 5.0, 0.006, **limits, full=0.85) == pytest.approx(0.75)  # halfway: half
+    assert applied_weight(0.85, 5.0, 0.006, **limits, full=0.85) == pytest.approx(1.5)
+    assert applied_weight(0.95, 5.0, 0.006, **limits, full=0.85) == pytest.approx(1.5)
+    assert applied_weight(0.95, 4.9, 0.006, **limits, full=0.85) == 0.0
+    assert applied_weight(0.95, 5.0, 0.0059, **limits, full=0.85) == 0.0
+    assert applied_weight(None, 0.0, 0.0, **limits, full=0.85) == 0.0  # dry
+
+
+def test_a_rho_wandering_across_the_gate_flickers_a_step_fully_and_a_ramp_a_little():
+    from benchmarks.gate_consistency import flicker
+
+    wandering = [(0.64, 10.0, 0.01), (0.66, 10.0, 0.01), (0.64, 10.0, 0.01), (0.66, 10.0, 0.01)]
+    steady = [(0.9, 10.0, 0.01)] * 4
+    results = _consistency(wandering, steady)
+    assert flicker(results, STEP) == pytest.approx(0.5)  # 3 jumps of the whole weight over 6 pairs
+    assert flicker(results, RAMP) == pytest.approx(3 * 1.5 * 0.05 / 6 / 1.5)  # each a twentieth of it
+    assert flicker(_consistency(steady), STEP) == 0.0
+    with pytest.raises(ValueError, match="no pair of successive runs"):
+        flicker(_consistency([(0.9, 10.0, 0.01)]), STEP)
+
+
+def test_a_ramp_is_read_from_its_name_and_the_later_ramp_end_wins_a_tie():
+    import json
+
+    from benchmarks.stress_rule import ranked_candidates, tie_break
+    from benchmarks.trend_consistency import bounded_choice, gated_reading
+    from benchmarks.trend_history import choice_weights
+
+    name = "slope smoothed 4, persisting 0.6, aligned, evidence 5, growth 0.006, ramp 0.85"
+    assert gated_reading(name) == ("slope", 4.0, 0.6, 5.0, 0.006, 0.85)
+    assert gated_reading(name.replace(", ramp 0.85", ", ramp")) is None
+    results = {"estimators": {
+        name + ", ceiling scene": {"0/0/2/0/12": {"worst": 0.0, "growth_gain": 0.308}},
+        name.replace("0.85", "0.75") + ", ceiling scene": {"0/0/2/0/12": {"worst": 0.0, "growth_gain": 0.309}},
+        name.replace("0.6,", "0.55,") + ", ceiling scene": {"0/0/2/0/12": {"worst": 0.0, "growth_gain": 0.31}}}}
+    ranked = ranked_candidates(results, floor=-0.0005)
+    assert [c["trend_persistence_full"] for c in ranked] == [0.85, 0.75, 0.85]
+    chosen = tie_break(ranked)  # all within 0.005: the stricter gate (0.6), then the later ramp end
+    assert (chosen["trend_persistence_min"], chosen["trend_persistence_full"]) == (0.6, 0.85)
+    assert bounded_choice(results, floor=-0.0005)["trend_persistence_full"] == 0.85
+    weights = choice_weights(json.loads(json.dumps(chosen)))
+    assert weights.trend_persistence_full == 0.85 and weights.trend_persistence_min == 0.6

@@ -324,8 +324,9 @@ def test_the_baselines_row_scores_the_lagrangian_trend_against_extrapolation():
 def test_a_gated_reading_is_read_from_its_name_and_the_larger_smoothing_wins_a_tie():
     from benchmarks.trend_consistency import bounded_choice, gated_reading
 
-    assert gated_reading("slope smoothed 16, persisting 0.6, aligned") == ("slope", 16.0, 0.6, 0.0, 0.0)
-    assert gated_reading("minmod smoothed 4, persisting 0.8, aligned, evidence 5") == ("minmod", 4.0, 0.8, 5.0, 0.0)
+    assert gated_reading("slope smoothed 16, persisting 0.6, aligned") == ("slope", 16.0, 0.6, 0.0, 0.0, -1.0)
+    assert gated_reading("minmod smoothed 4, persisting 0.8, aligned, evidence 5") == (
+        "minmod", 4.0, 0.8, 5.0, 0.0, -1.0)
     assert gated_reading("minmod smoothed 4, persisting 0.8") is None  # not aligned
     row = {"0/0/1.5/0/24": {"worst": 0.0, "growth_gain": 0.31}}
     results = _bounded_results({"slope smoothed 4, persisting 0.6": row, "slope smoothed 16, persisting 0.6": row,

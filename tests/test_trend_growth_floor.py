@@ -138,8 +138,9 @@ def test_the_benchmarks_read_the_floor_from_the_name_and_the_stricter_floor_wins
     from benchmarks.trend_history import choice_weights
 
     assert gated_reading("slope smoothed 4, persisting 0.6, aligned, evidence 5, growth 0.004") == (
-        "slope", 4.0, 0.6, 5.0, 0.004)
-    assert gated_reading("slope smoothed 4, persisting 0.6, aligned, growth 0.006") == ("slope", 4.0, 0.6, 0.0, 0.006)
+        "slope", 4.0, 0.6, 5.0, 0.004, -1.0)
+    assert gated_reading("slope smoothed 4, persisting 0.6, aligned, growth 0.006") == (
+        "slope", 4.0, 0.6, 0.0, 0.006, -1.0)
     assert gated_reading("slope smoothed 4, persisting 0.6, aligned, growth") is None
     rows = {"0/0/1.5/0/12": {"worst": 0.0, "growth_gain": 0.33}}
     results = {"estimators": {

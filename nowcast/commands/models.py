@@ -136,6 +136,11 @@ def models_calibrate(
         "--trend-growth-min", min=0.0,
         help="Add the trend only to a scene whose rate, where it grows, averages at least this (network units per "
              "step; a field that only moves reads less); 0: any scene. Default: the model config's.")] = None,
+    trend_persistence_full: Annotated[float | None, typer.Option(
+        "--trend-persistence-full",
+        help="Weigh the trend by a ramp on the persistence instead of a step at the gate: nothing at "
+             "--trend-persistence-min, rising linearly to the whole trend at this correlation (above the gate; "
+             "-1: the step). Default: the model config's.")] = None,
     network_weights: Annotated[str | None, typer.Option(
         "--network-weights", help="Comma-separated weights of the network's growth and decay tried (e.g. 0). "
                                   "Default: the model config's.")] = None,
@@ -187,8 +192,8 @@ def models_calibrate(
             trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing,
             trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees,
             trend_align=trend_align, trend_ceiling=trend_ceiling, trend_persistence_samples=trend_persistence_samples,
-            trend_growth_min=trend_growth_min, rule=rule, trend_weights=weights_grid,
-            network_weights=network_grid, trend_forms=forms, trend_lifetimes=lifetimes)
+            trend_growth_min=trend_growth_min, trend_persistence_full=trend_persistence_full, rule=rule,
+            trend_weights=weights_grid, network_weights=network_grid, trend_forms=forms, trend_lifetimes=lifetimes)
         settings.check()
     except ValueError as exc:
         raise ConfigError(f"nowcast models calibrate: {exc}") from None

@@ -259,6 +259,14 @@ class ChangeWeights:
     ``trend_growth_min``: the trend is added only to a scene whose rate, where
     it grows, averages at least this (network units per step; 0: any scene;
     :func:`scene_growth`, twenty-fourth round).
+    ``trend_persistence_full``: above :data:`NO_GATE` (then above
+    :attr:`trend_persistence_min`, a gate being needed), the trend's rate is
+    weighed by :func:`persistence_ramp` of the scene's persistence: nothing
+    at the gate, rising linearly to the whole rate at this correlation.
+    :data:`NO_GATE` (the default): the hard step at the gate, as before the
+    twenty-eighth round. Why: a step turned the small moves of the
+    persistence between runs 5 min apart into the whole growth or none, and
+    growth appeared and disappeared between successive forecasts.
     """
 
     growth: tuple[float, ...]
@@ -276,6 +284,7 @@ class ChangeWeights:
     trend_ceiling: str = "none"
     trend_persistence_samples: float = 0.0
     trend_growth_min: float = 0.0
+    trend_persistence_full: float = NO_GATE
 
     def __post_init__(self) -> None:
         if not self.trend:
@@ -325,6 +334,16 @@ class ChangeWeights:
         if not np.isfinite(self.trend_growth_min) or self.trend_growth_min < 0:
             raise ValueError(f"trend_growth_min must be a growth rate >= 0 (network units per step), "
                              f"got {self.trend_growth_min}")
+        if not NO_GATE <= self.trend_persistence_full <= 1.0:  # NaN fails too
+            raise ValueError(f"trend_persistence_full must be a correlation in [-1, 1] (-1: no ramp), "
+                             f"got {self.trend_persistence_full}")
+        if self.trend_persistence_full > NO_GATE and not self.trend_persistence_min > NO_GATE:
+            raise ValueError(f"trend_persistence_full {self.trend_persistence_full:g} needs a persistence gate: "
+                             f"trend_persistence_min above -1, got {self.trend_persistence_min:g}")
+        if self.trend_persistence_full > NO_GATE and not self.trend_persistence_full > self.trend_persistence_min:
+            raise ValueError(f"trend_persistence_full must lie above trend_persistence_min (the ramp rises from the "
+                             f"gate; -1: no ramp), got {self.trend_persistence_full:g} <= "
+                             f"{self.trend_persistence_min:g}")
 
     @classmethod
     def constant(cls, growth: float, decay: float, leads: int, trend: float = 0.0,
@@ -333,14 +352,14 @@ class ChangeWeights:
                  trend_smoothing_px: float = 0.0, trend_persistence_min: float = NO_GATE,
                  trend_network_agrees: bool = False, trend_align: bool = False,
                  trend_ceiling: str = "none", trend_persistence_samples: float = 0.0,
-                 trend_growth_min: float = 0.0) -> ChangeWeights:
+                 trend_growth_min: float = 0.0, trend_persistence_full: float = NO_GATE) -> ChangeWeights:
         """The same weights at every one of ``leads`` leads (``trend_decay`` ``None``: the signed trend)."""
         n = int(leads)
         trend_decay = float(trend if trend_decay is None else trend_decay)
         return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power),
                    (trend_decay,) * n, float(trend_lifetime), trend_frames, trend_estimator, float(trend_smoothing_px),
                    float(trend_persistence_min), bool(trend_network_agrees), bool(trend_align), str(trend_ceiling),
-                   float(trend_persistence_samples), float(trend_growth_min))
+                   float(trend_persistence_samples), float(trend_growth_min), float(trend_persistence_full))
 
     @classmethod
     def from_key(cls, key: Sequence[float], leads: int, trend_linearity_power: float = TREND_LINEARITY_POWER,
@@ -371,11 +390,13 @@ class ChangeWeights:
         :func:`scene_persistence` is below it (given ``reading``, its value is
         put there as ``persistence``), and where the scene's
         :func:`scene_growth` is below :attr:`trend_growth_min` (put there as
-        ``growth``).
+        ``growth``); with :attr:`trend_persistence_full`, weighed by
+        :func:`persistence_ramp` (put there as ``ramp`` wherever the gate
+        opens).
         """
         return window_trend(x, self.trend_linearity_power, self.trend_estimator, self.trend_smoothing_px,
                             self.trend_persistence_min, self.trend_align, reading,
-                            self.trend_persistence_samples, self.trend_growth_min)
+                            self.trend_persistence_samples, self.trend_growth_min, self.trend_persistence_full)
 
     def trend_note(self, rate: np.ndarray, reading: Mapping[str, float], ceiling_mm_h: float | None = None,
                    timestep_minutes: int = 5, frames: int | None = None, db_per_unit: float | None = None) -> str:
@@ -411,6 +432,12 @@ class ChangeWeights:
 
             return (f"not added: the scene grew too little in {window} to tell from rain that only moves "
                     f"({rate_text(growth)} < {rate_text(self.trend_growth_min)} where it grew)")
+        ramp = reading.get("ramp")
+        ramped = self.trend_persistence_full > NO_GATE and rho is not None and ramp is not None
+        if ramped and ramp <= 0.0:
+            return (f"not added: the scene's growth persisted too little through {window} to add any "
+                    f"(rho {rho:.2f}; none at {self.trend_persistence_min:g}, full at "
+                    f"rho {self.trend_persistence_full:g})")
         growing = bool(np.any(np.asarray(rate) > 0) and any(t > 0 for t in self.trend))
         decaying = bool(np.any(np.asarray(rate) < 0) and any(t > 0 for t in self.trend_decay))
         if not (growing or decaying):
@@ -419,7 +446,10 @@ class ChangeWeights:
         text = (f"added: {kind} of {window} continued with a "
                 f"{timestep_minutes * self.trend_lifetime:g}-min lifetime")
         if rho is not None:
-            text += f", where the scene's growth persisted (rho {rho:.2f} >= {self.trend_persistence_min:g})"
+            text += f", where the scene's growth persisted (rho {rho:.2f} >= {self.trend_persistence_min:g}"
+            if ramped and ramp < 1.0:
+                text += f"; x{ramp:.2f} of it, full at rho {self.trend_persistence_full:g}"
+            text += ")"
         if self.trend_ceiling == "scene" and ceiling_mm_h is not None:
             text += f", capped at the window's heaviest rain, {ceiling_mm_h:.1f} mm/h"
         elif self.trend_ceiling == "local":
@@ -528,6 +558,9 @@ class ChangeWeights:
                 text += ", residual displacement removed"
             if self.trend_persistence_min > NO_GATE:
                 text += f", only where the scene's trend persisted (rho >= {self.trend_persistence_min:g}"
+                if self.trend_persistence_full > NO_GATE:
+                    text += f", weight rising to full at rho {self.trend_persistence_full:g}"
+                    text += "," if self.trend_persistence_samples else ""
                 if self.trend_persistence_samples:
                     text += f" over {self.trend_persistence_samples:g}+ independent samples"
                 text += ")"
@@ -556,7 +589,8 @@ class ChangeWeights:
                 "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
                 "trend_ceiling": self.trend_ceiling,
                 "trend_persistence_samples": float(self.trend_persistence_samples),
-                "trend_growth_min": float(self.trend_growth_min), **provenance}
+                "trend_growth_min": float(self.trend_growth_min),
+                "trend_persistence_full": float(self.trend_persistence_full), **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
@@ -573,7 +607,8 @@ class ChangeWeights:
         without ``trend_ceiling`` (before the seventeenth) without a bound, one
         without ``trend_persistence_samples`` (before the twentieth) with the
         50-pixel floor of evidence, one without ``trend_growth_min`` (before
-        the twenty-fourth) at any growth.
+        the twenty-fourth) at any growth, one without ``trend_persistence_full``
+        (before the twenty-eighth) with a step at the gate.
 
         Raises
         ------
@@ -595,14 +630,16 @@ class ChangeWeights:
                        entry.get("trend_network_agrees", False), entry.get("trend_align", False),
                        str(entry.get("trend_ceiling", "none")),
                        float(entry.get("trend_persistence_samples", 0.0)),
-                       float(entry.get("trend_growth_min", 0.0)))
+                       float(entry.get("trend_growth_min", 0.0)),
+                       float(entry.get("trend_persistence_full", NO_GATE)))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
 
 def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
                         trend_persistence_min: float = NO_GATE, trend_ceiling: str = "none",
-                        trend_persistence_samples: float = 0.0, trend_growth_min: float = 0.0) -> None:
+                        trend_persistence_samples: float = 0.0, trend_growth_min: float = 0.0,
+                        trend_persistence_full: float = NO_GATE) -> None:
     """Raise the one-line ValueError :class:`ChangeWeights` would for an impossible way of reading the trend.
 
     For callers that must refuse it before minutes of scoring (the CLI, a
@@ -611,7 +648,7 @@ def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", t
     ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
                            trend_smoothing_px=trend_smoothing_px, trend_persistence_min=trend_persistence_min,
                            trend_ceiling=trend_ceiling, trend_persistence_samples=trend_persistence_samples,
-                           trend_growth_min=trend_growth_min)
+                           trend_growth_min=trend_growth_min, trend_persistence_full=trend_persistence_full)
 
 
 def check_trend_weights(weights: Sequence[float], what: str = "trend") -> None:
@@ -647,7 +684,7 @@ def _whole(value: Any) -> int:
 def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, estimator: str = "slope",
                  smoothing_px: float = 0.0, persistence_min: float = NO_GATE, align: bool = False,
                  reading: dict | None = None, persistence_samples: float = 0.0,
-                 growth_min: float = 0.0) -> np.ndarray:
+                 growth_min: float = 0.0, persistence_full: float = NO_GATE) -> np.ndarray:
     """The Lagrangian window's growth rate ``(h, w)``, network units per step.
 
     ``x``: ``(T, h, w)`` normalised Lagrangian frames (what the network reads;
@@ -676,10 +713,32 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     ``growth_min`` > 0: all 0 unless the rate, where it grows, averages at
     least that (:func:`scene_growth`; given ``reading``, its value is put
     there as ``growth``): the twenty-fourth round's floor under what a
-    rigidly moving field reads as growth.
+    rigidly moving field reads as growth. ``persistence_full`` above
+    ``persistence_min`` (a ramp; it needs a gate): the rate, once the gate,
+    the evidence and the growth floor (read on the unscaled rate) have let it
+    through, is multiplied by :func:`persistence_ramp` of the scene's
+    persistence, 0 at the gate rising linearly to 1 at ``persistence_full``;
+    at or below ``persistence_min`` (:data:`NO_GATE`, the default): no ramp,
+    the hard step of before the twenty-eighth round, the rate unchanged bit
+    for bit. Given ``reading``, the factor is put there as ``ramp`` wherever
+    the gate opens (1.0 without a ramp or without a gate); where a gate shuts,
+    ``ramp`` is not put. Why (twenty-eighth round): a step turns the small
+    moves of the persistence between runs 5 min apart (median 0.02-0.03)
+    into the whole growth or none.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``estimator``; a ramp (``persistence_full`` above
+        ``persistence_min``) without a gate (``persistence_min`` at
+        :data:`NO_GATE`).
     """
     if estimator not in TREND_ESTIMATORS:
         raise ValueError(f"unknown trend estimator {estimator!r}: choose from {list(TREND_ESTIMATORS)}")
+    ramped = persistence_full > persistence_min
+    if ramped and not persistence_min > NO_GATE:
+        raise ValueError(f"a persistence ramp (full at {persistence_full:g}) needs a persistence gate above "
+                         f"{NO_GATE:g}, got {persistence_min:g}")
     x = np.asarray(x, dtype=np.float32)
     if smoothing_px > 0:
         x = smooth_within_rain(x, smoothing_px)
@@ -692,6 +751,9 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
             reading.update(persistence=persistence, pixels=pixels, pixels_needed=needed)
         if pixels < needed or persistence < persistence_min:  # too little evidence shuts any gate
             return np.zeros(x.shape[1:], dtype=halves[0].dtype)
+    factor = persistence_ramp(persistence, persistence_min, persistence_full) if ramped else 1.0
+    if reading is not None:
+        reading.update(ramp=factor)
     if estimator == "minmod":
         rate = minmod(*halves)
     else:
@@ -703,7 +765,37 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
             reading.update(growth=growth)
         if growth < growth_min:  # no more growth than a field that only moves reads
             return np.zeros_like(rate)
+    if ramped and factor != 1.0:  # after the floor: the floor reads the scene's growth, not the ramp's share
+        rate = (rate * np.asarray(factor, dtype=rate.dtype)).astype(rate.dtype, copy=False)
     return rate
+
+
+def persistence_ramp(persistence: float, persistence_min: float, persistence_full: float) -> float:
+    """The share of the window's trend a scene of persistence ``persistence`` (rho) gets: 0 at the gate, 1 at ``full``.
+
+    ``clip((persistence - persistence_min) / (persistence_full -
+    persistence_min), 0, 1)``: exactly 0 at the gate ``persistence_min``,
+    rising linearly to exactly 1 at ``persistence_full`` and staying 1 above
+    it. ``persistence_full`` at or below ``persistence_min`` (e.g.
+    :data:`NO_GATE`): no ramp, 1.0 (the hard step at the gate, which
+    :func:`window_trend` applies itself). A persistence that is not a number:
+    0 (no evidence, as :func:`rate_correlation` reads one). Why (twenty-eighth
+    round, ``benchmarks/gate_consistency.py``): the persistence of a scene
+    moves a little between runs 5 min apart (median 0.02-0.03), and a hard
+    threshold turned those moves into the whole growth or none, so a
+    forecaster saw growth appear and disappear between successive runs; on
+    the read growth sets a third to two fifths of the growing scenes switched
+    it off and on within an hour of runs. With a ramp a small move of the
+    persistence moves the forecast a little. Public so that the benchmarks
+    weigh their candidates as forecasts do.
+    """
+    low, high = float(persistence_min), float(persistence_full)
+    if not high > low:
+        return 1.0
+    rho = float(persistence)
+    if np.isnan(rho):
+        return 0.0
+    return float(min(max((rho - low) / (high - low), 0.0), 1.0))
 
 
 def scene_growth(rate: np.ndarray) -> float:
@@ -1138,7 +1230,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               trend_align: bool = False, network_grid: Sequence[float] = NETWORK_GRID,
               trend_forms: Sequence[str] = TREND_FORMS, trend_lifetimes: Sequence[float] = TREND_LIFETIMES,
               per_sequence: dict | None = None, trend_ceiling: str = "none", trend_persistence_samples: float = 0.0,
-              trend_growth_min: float = 0.0):
+              trend_growth_min: float = 0.0, trend_persistence_full: float = NO_GATE):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -1161,6 +1253,9 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     (:func:`persistence_pixels`), stored with the chosen weights.
     ``trend_growth_min``: the scene's growth floor (:func:`scene_growth`),
     stored with the chosen weights.
+    ``trend_persistence_full``: every candidate's trend is weighed by the
+    persistence ramp up to this correlation (:func:`persistence_ramp`;
+    :data:`NO_GATE`: the step at the gate), stored with the chosen weights.
     ``network_grid``, ``trend_grid``, ``trend_forms``, ``trend_lifetimes``:
     the candidates when ``keys`` is not given (:func:`candidates`;
     :data:`EXTENDED_TREND_GRID` adds 1.5 and 2 to the trend weights).
@@ -1179,7 +1274,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     n_in = int(forecaster.config.input_frames)
     history = max(n_in, int(trend_frames))
     check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px, trend_persistence_min,
-                        trend_ceiling, trend_persistence_samples, trend_growth_min)  # before any scoring
+                        trend_ceiling, trend_persistence_samples, trend_growth_min,
+                        trend_persistence_full)  # before any scoring
     check_trend_grid(network_grid, trend_grid, trend_forms, trend_lifetimes)
     for name, seqs in sequences.items():
         if np.shape(seqs)[1] < history + leads:
@@ -1194,12 +1290,14 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                       trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px,
                                                           trend_persistence_min, trend_align,
                                                           persistence_samples=trend_persistence_samples,
-                                                          growth_min=trend_growth_min),
+                                                          growth_min=trend_growth_min,
+                                                          persistence_full=trend_persistence_full),
                       network_agrees=trend_network_agrees, per_sequence=per_sequence, ceiling=trend_ceiling)
     weights, summaries = choose_weights(grid, references, leads, tie_break, tie)
     weights = replace(weights, trend_frames=history if history > n_in else 0, trend_estimator=trend_estimator,
                       trend_smoothing_px=float(trend_smoothing_px), trend_persistence_min=float(trend_persistence_min),
                       trend_network_agrees=bool(trend_network_agrees), trend_align=bool(trend_align),
                       trend_ceiling=str(trend_ceiling), trend_persistence_samples=float(trend_persistence_samples),
-                      trend_growth_min=float(trend_growth_min))
+                      trend_growth_min=float(trend_growth_min),
+                      trend_persistence_full=float(trend_persistence_full))
     return weights, summaries, grid, references

@@ -179,6 +179,11 @@ class CalibrationConfig(StrictModel):
         0.0, ge=0.0, description="Add the trend only to a scene whose rate, where it grows, averages at least this "
                                  "(network units per step; 0.004 is 0.72 dB/h at 15 dB per unit and 5-min steps): "
                                  "a field that only moves reads less.")
+    trend_persistence_full: float = Field(
+        -1.0, ge=-1.0, le=1.0, description="Weigh the trend by a ramp on the persistence instead of a step at the gate: "
+                                           "nothing at trend_persistence_min, rising linearly to the whole trend at "
+                                           "this correlation, so that a small move of rho between runs moves the "
+                                           "forecast a little (-1: the step; needs a gate below it).")
     rule: Literal["13", "14", "15", "best-worst-lead"] = Field(
         "15", description="The selection rule that chooses the weights (nowcast.models.calibration.SELECTION_RULES).")
     trend_weights: tuple[float, ...] = Field(
@@ -205,7 +210,7 @@ class CalibrationConfig(StrictModel):
 
         check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px,
                             self.trend_persistence_min, self.trend_ceiling, self.trend_persistence_samples,
-                            self.trend_growth_min)
+                            self.trend_growth_min, self.trend_persistence_full)
         check_trend_grid(self.network_weights, self.trend_weights, self.trend_forms, self.trend_lifetimes)
         if self.rule not in SELECTION_RULES:
             raise ValueError(f"unknown rule {self.rule!r}: choose from {', '.join(SELECTION_RULES)}")
@@ -226,6 +231,7 @@ class CalibrationConfig(StrictModel):
                  "trend_network_agrees": "--trend-network-agrees", "trend_align": "--trend-align",
                  "trend_ceiling": "--trend-ceiling {}", "trend_persistence_samples": "--trend-persistence-samples {:g}",
                  "trend_growth_min": "--trend-growth-min {:g}",
+                 "trend_persistence_full": "--trend-persistence-full {:g}",
                  "rule": "--rule {}",
                  "trend_weights": "--trend-weights {}", "network_weights": "--network-weights {}",
                  "trend_forms": "--trend-forms {}", "trend_lifetimes": "--trend-lifetimes {}"}
@@ -243,6 +249,7 @@ class CalibrationConfig(StrictModel):
                 "trend_network_agrees": bool(self.trend_network_agrees), "trend_align": bool(self.trend_align),
                 "trend_ceiling": self.trend_ceiling, "trend_persistence_samples": float(self.trend_persistence_samples),
                 "trend_growth_min": float(self.trend_growth_min),
+                "trend_persistence_full": float(self.trend_persistence_full),
                 "tie_break": tie_break, "tie": tie,
                 "trend_grid": tuple(float(w) for w in self.trend_weights),
                 "network_grid": tuple(float(w) for w in self.network_weights),
