@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -117,7 +118,7 @@ def flicker(results: Mapping[str, Any], candidate: Mapping[str, Any], unit: floa
         for sequence in found["per_sequence"]:
             applied = [applied_weight(r, s, g, **params)
                        for r, s, g in zip(sequence["rho"], sequence["samples"], sequence["growth"], strict=True)]
-            jumps.extend(abs(b - a) for a, b in zip(applied[:-1], applied[1:], strict=True))
+            jumps.extend(abs(b - a) for a, b in itertools.pairwise(applied))
     if not jumps:
         raise ValueError("a consistency file with no pair of successive runs: nothing to measure a flicker on")
     return float(np.mean(jumps)) / unit
