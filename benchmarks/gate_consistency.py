@@ -109,19 +109,40 @@ def flicker(results: Mapping[str, Any], candidate: Mapping[str, Any], unit: floa
     and disappears between runs with nothing in the radar to say why is a
     defect of the product, whatever it scores.
     """
+    jumps = [abs(b - a) for applied in _applied_runs(results, candidate) for a, b in itertools.pairwise(applied)]
+    if not jumps:
+        raise ValueError("a consistency file with no pair of successive runs: nothing to measure a flicker on")
+    return float(np.mean(jumps)) / unit
+
+
+#: A large jump (twenty-ninth round): the trend weight a run adds changes by at least this, in units of the
+#: shipped weight, from one run to the next: a growing core there in one run and gone in the next.
+LARGE_JUMP = 0.5
+
+
+def large_jumps(results: Mapping[str, Any], candidate: Mapping[str, Any], unit: float = SHIPPED_TREND_WEIGHT,
+                at_least: float = LARGE_JUMP) -> int:
+    """How many times a candidate's added trend jumps by ``at_least`` x ``unit`` or more between successive runs.
+
+    Why beside :func:`flicker` (twenty-ninth round): the mean jump adds a
+    ramp's frequent small moves as if they were as bad as a step's rare whole
+    jumps; what a forecaster sees as flicker is a growing core that is in one
+    run and gone in the next. Counted over every pair of consecutive runs of
+    every sequence of a consistency file's sets.
+    """
+    return int(sum(np.count_nonzero(np.abs(np.diff(applied)) >= at_least * unit - 1e-12)
+                   for applied in _applied_runs(results, candidate)))
+
+
+def _applied_runs(results: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[np.ndarray]:
+    """Per sequence of a consistency file, the trend weight each run adds under ``candidate`` (:func:`applied_weight`)."""
     params = {"weight": float(candidate["chosen"][2]), "gate": float(candidate["trend_persistence_min"]),
               "samples_min": float(candidate.get("trend_persistence_samples", 0.0)),
               "growth_min": float(candidate.get("trend_growth_min", 0.0)),
               "full": float(candidate.get("trend_persistence_full", -1.0))}
-    jumps = []
-    for found in results["sets"].values():
-        for sequence in found["per_sequence"]:
-            applied = [applied_weight(r, s, g, **params)
-                       for r, s, g in zip(sequence["rho"], sequence["samples"], sequence["growth"], strict=True)]
-            jumps.extend(abs(b - a) for a, b in itertools.pairwise(applied))
-    if not jumps:
-        raise ValueError("a consistency file with no pair of successive runs: nothing to measure a flicker on")
-    return float(np.mean(jumps)) / unit
+    return [np.array([applied_weight(r, s, g, **params)
+                      for r, s, g in zip(sequence["rho"], sequence["samples"], sequence["growth"], strict=True)])
+            for found in results["sets"].values() for sequence in found["per_sequence"]]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,9 @@ choice for −0.0024 at one lead of another day.
 ``--flicker`` (twenty-eighth round): a ``gate_consistency.py`` file of read
 growth sets; a candidate whose added trend jumps between successive runs by
 more than ``--flicker-ratio`` of the shipped model's
-(:func:`benchmarks.gate_consistency.flicker`) fails before it is scored.
+(:func:`benchmarks.gate_consistency.flicker`; ``--flicker-measure jumps``,
+twenty-ninth round: the number of large jumps,
+:func:`benchmarks.gate_consistency.large_jumps`) fails before it is scored.
 
 Usage::
 
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # imported after the path is set, so that the script runs from anywhere
-from benchmarks.gate_consistency import flicker
+from benchmarks.gate_consistency import flicker, large_jumps
 from benchmarks.window_losses import heavy
 
 log = logging.getLogger("stress_rule")
@@ -143,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="A gate_consistency.py --json file of read growth sets (twenty-eighth round): a "
                              "candidate's flicker there must be at most --flicker-ratio of the shipped model's.")
     parser.add_argument("--flicker-ratio", type=float, default=0.5)
+    parser.add_argument("--flicker-measure", choices=["mean", "jumps"], default="mean",
+                        help="mean: the mean jump between runs (twenty-eighth round); jumps: the number of jumps of "
+                             "at least half the shipped weight (twenty-ninth round).")
     parser.add_argument("--margin", type=float, default=0.005)
     parser.add_argument("--tie", type=float, default=0.005)
     parser.add_argument("--json", type=Path, required=True)
@@ -170,15 +175,16 @@ def main(argv: list[str] | None = None) -> int:
              {k: round(v, 4) for k, v in shipped_worst.items()})
     tried, top = [], None
     steadiness = json.loads(args.flicker.read_text()) if args.flicker else None
-    shipped_flicker = flicker(steadiness, shipped_choice(forecaster)) if steadiness else None
+    measure = large_jumps if args.flicker_measure == "jumps" else flicker
+    shipped_flicker = measure(steadiness, shipped_choice(forecaster)) if steadiness else None
     for candidate in ranked_candidates(json.loads(args.results.read_text()), args.floor):
         if top is not None and candidate["validation_growth_gain"] < top - args.tie - 1e-12:
             break  # nothing further can tie with the best that passed
         if steadiness is not None:  # cheap (stored readings): before any forecast is scored
-            candidate["flicker"] = flicker(steadiness, candidate)
+            candidate["flicker"] = measure(steadiness, candidate)
             if candidate["flicker"] > args.flicker_ratio * shipped_flicker + 1e-12:
                 tried.append({**candidate, "stress": {}, "passes": False})
-                log.info("%s gate %g, ramp %g, %s: flicker %.4f > %g x the shipped model's %.4f -> fails",
+                log.info("%s gate %g, ramp %g, %s: flicker %g > %g x the shipped model's %g -> fails",
                          candidate["trend_estimator"], candidate["trend_persistence_min"],
                          candidate.get("trend_persistence_full", -1.0), "/".join(f"{v:g}" for v in candidate["chosen"]),
                          candidate["flicker"], args.flicker_ratio, shipped_flicker)

@@ -105,3 +105,17 @@ def test_a_ramp_is_read_from_its_name_and_the_later_ramp_end_wins_a_tie():
     assert bounded_choice(results, floor=-0.0005)["trend_persistence_full"] == 0.85
     weights = choice_weights(json.loads(json.dumps(chosen)))
     assert weights.trend_persistence_full == 0.85 and weights.trend_persistence_min == 0.6
+
+
+def test_large_jumps_count_a_steps_whole_switches_and_not_a_ramps_small_moves():
+    from benchmarks.gate_consistency import large_jumps
+
+    wandering = [(0.64, 10.0, 0.01), (0.66, 10.0, 0.01), (0.64, 10.0, 0.01), (0.66, 10.0, 0.01)]
+    results = _consistency(wandering, [(0.9, 10.0, 0.01)] * 4)
+    assert large_jumps(results, STEP) == 3 and large_jumps(results, RAMP) == 0
+    # exactly half the shipped weight is a large jump; a hair less is not
+    half = _consistency([(0.85, 10.0, 0.01), (0.75, 10.0, 0.01)])  # 1.5 -> 0.75 on the ramp to 0.85
+    assert large_jumps(half, RAMP) == 1
+    assert large_jumps(_consistency([(0.85, 10.0, 0.01), (0.7501, 10.0, 0.01)]), RAMP) == 0
+    shut = _consistency([(0.95, 10.0, 0.01), (0.95, 4.0, 0.01)])  # the samples limit shuts the next run
+    assert large_jumps(shut, RAMP) == 1
