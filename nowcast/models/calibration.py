@@ -784,7 +784,7 @@ def persistence_ramp(persistence: float, persistence_min: float, persistence_ful
     moves a little between runs 5 min apart (median 0.02-0.03), and a hard
     threshold turned those moves into the whole growth or none, so a
     forecaster saw growth appear and disappear between successive runs; on
-    the read growth sets a third to two fifths of the growing scenes switched
+    the read growth sets a quarter to two fifths of the growing scenes switched
     it off and on within an hour of runs. With a ramp a small move of the
     persistence moves the forecast a little. Public so that the benchmarks
     weigh their candidates as forecasts do.
