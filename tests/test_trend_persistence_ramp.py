@@ -275,3 +275,24 @@ def test_cli_calibrates_with_the_ramp_records_it_and_refuses_a_bad_one_in_one_li
     err = capsys.readouterr().err
     assert "needs a persistence gate" in err and err.count("\n") == 1
     assert load_checkpoint(config.checkpoint_path).metadata["change_weights"]["trend_persistence_full"] == 0.85
+
+
+def test_the_note_says_near_the_gate_within_the_run_to_run_move_of_rho_and_not_beyond():
+    """A forecaster is told when the next run may decide otherwise: |rho - gate| < 0.1 (RHO_RUN_TO_RUN)."""
+    from nowcast.models.calibration import RHO_RUN_TO_RUN
+
+    step, grows = _ramped(0.6), np.ones(SHAPE)
+
+    def note(rho: float) -> str:
+        rate = grows if rho >= 0.6 else np.zeros(SHAPE)
+        return step.trend_note(rate, {"persistence": rho, "growth": 0.01}, 3.0)
+
+    assert RHO_RUN_TO_RUN == 0.1
+    assert "(rho 0.60 >= 0.6), near the gate (the next run may not add it), capped" in note(0.6)  # at the gate
+    assert "near the gate (the next run may not add it)" in note(0.6999)
+    assert "near the gate" not in note(0.7)  # exactly the run-to-run move away
+    assert note(0.55).endswith("(rho 0.55 < 0.6), near the gate (the next run may add it)")
+    assert note(0.5001).endswith("near the gate (the next run may add it)")
+    assert note(0.5).endswith("(rho 0.50 < 0.6)")
+    no_gate = replace(step, trend_persistence_min=NO_GATE)
+    assert "near the gate" not in no_gate.trend_note(grows, {"growth": 0.01}, 3.0)

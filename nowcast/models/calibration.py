@@ -203,6 +203,12 @@ TREND_ESTIMATORS: tuple[str, ...] = ("slope", "minmod")
 MINMOD_FRAMES = 6
 #: :attr:`ChangeWeights.trend_persistence_min` of no gate: every scene's correlation is at least -1.
 NO_GATE = -1.0
+#: How far a scene's persistence may lie from the gate for the next run to decide otherwise: 9 in 10
+#: successive runs 5 min apart move it by less (0.10, the 90th percentile of |Δρ| over 3360 pairs of
+#: successive runs of the read growth sets, ``benchmarks/gate_consistency.py``, twenty-eighth round;
+#: median 0.024). A product says "near the gate" within it, so that a forecaster expects the growth
+#: to come or go in the next run.
+RHO_RUN_TO_RUN = 0.1
 #: Pixels a scene needs (both halves' rates read) for :func:`scene_persistence` to be evidence (else 0).
 MIN_PERSISTENCE_PIXELS = 50
 #: How far the trend may lift a pixel (:attr:`ChangeWeights.trend_ceiling`, seventeenth round): without
@@ -410,7 +416,10 @@ class ChangeWeights:
         is in steps); ``frames``: how many frames the trend was read over
         (default :attr:`trend_frames`); ``db_per_unit``: dB per network unit
         (the ``db`` normaliser's scale), to say a growth rate in dB/h (else in
-        network units per step). Starts with ``added`` or ``not added``.
+        network units per step). Starts with ``added`` or ``not added``. Where
+        the persistence lies within :data:`RHO_RUN_TO_RUN` of the gate it says
+        "near the gate" and that the next run may decide otherwise: the gate
+        is a step, and successive runs move the persistence by that much.
         """
         window = f"the last {timestep_minutes * int(frames or self.trend_frames or 4)} min"
         if self.trend_persistence_min > NO_GATE and frames is not None and frames < MINMOD_FRAMES:
@@ -420,9 +429,12 @@ class ChangeWeights:
         if reading.get("pixels", 1) < reading.get("pixels_needed", 0):
             return (f"not added: too little steadily changing rain to tell whether its growth persisted through "
                     f"{window} ({reading['pixels']} of the {reading['pixels_needed']} pixels needed)")
+        near = (self.trend_persistence_min > NO_GATE and rho is not None
+                and abs(rho - self.trend_persistence_min) < RHO_RUN_TO_RUN - 1e-9)
         if self.trend_persistence_min > NO_GATE and rho is not None and rho < self.trend_persistence_min:
             return (f"not added: the scene's growth did not persist through {window} "
-                    f"(rho {rho:.2f} < {self.trend_persistence_min:g})")
+                    f"(rho {rho:.2f} < {self.trend_persistence_min:g})"
+                    + (", near the gate (the next run may add it)" if near else ""))
         growth = reading.get("growth")
         if self.trend_growth_min > 0 and growth is not None and growth < self.trend_growth_min:
             def rate_text(value: float) -> str:
@@ -449,7 +461,7 @@ class ChangeWeights:
             text += f", where the scene's growth persisted (rho {rho:.2f} >= {self.trend_persistence_min:g}"
             if ramped and ramp < 1.0:
                 text += f"; x{ramp:.2f} of it, full at rho {self.trend_persistence_full:g}"
-            text += ")"
+            text += ")" + (", near the gate (the next run may not add it)" if near else "")
         if self.trend_ceiling == "scene" and ceiling_mm_h is not None:
             text += f", capped at the window's heaviest rain, {ceiling_mm_h:.1f} mm/h"
         elif self.trend_ceiling == "local":
