@@ -134,6 +134,32 @@ def large_jumps(results: Mapping[str, Any], candidate: Mapping[str, Any], unit: 
                    for applied in _applied_runs(results, candidate)))
 
 
+def hysteresis_jumps(results: Mapping[str, Any], gate: float, hold: float, samples_min: float,
+                     growth_min: float, memory: bool) -> int:
+    """Changes of state between successive runs if a scene that added the growth keeps it down to ``hold``.
+
+    A diagnostic of the twenty-ninth round (chose nothing): the run opens at
+    ρ >= ``gate``, or at ρ >= ``hold`` where the previous run was open, with
+    the state carried from run to run (``memory``), or read statelessly from
+    the previous run's own reading alone (what a forecast could compute from
+    one older frame, without a memory between runs). The samples and growth
+    limits shut a run either way.
+    """
+    def passes(rho, samples, growth, at: float) -> bool:
+        return rho is not None and rho >= at and samples >= samples_min and growth >= growth_min
+
+    changes = 0
+    for found in results["sets"].values():
+        for sequence in found["per_sequence"]:
+            runs = list(zip(sequence["rho"], sequence["samples"], sequence["growth"], strict=True))
+            states: list[bool] = []
+            for k, run in enumerate(runs):
+                before = (states[-1] if memory else passes(*runs[k - 1], gate)) if k else False
+                states.append(passes(*run, gate) or (before and passes(*run, hold)))
+            changes += sum(a != b for a, b in itertools.pairwise(states))
+    return changes
+
+
 def _applied_runs(results: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[np.ndarray]:
     """Per sequence of a consistency file, the trend weight each run adds under ``candidate`` (:func:`applied_weight`)."""
     params = {"weight": float(candidate["chosen"][2]), "gate": float(candidate["trend_persistence_min"]),

@@ -119,3 +119,18 @@ def test_large_jumps_count_a_steps_whole_switches_and_not_a_ramps_small_moves():
     assert large_jumps(_consistency([(0.85, 10.0, 0.01), (0.7501, 10.0, 0.01)]), RAMP) == 0
     shut = _consistency([(0.95, 10.0, 0.01), (0.95, 4.0, 0.01)])  # the samples limit shuts the next run
     assert large_jumps(shut, RAMP) == 1
+
+
+def test_hysteresis_keeps_an_open_scene_open_down_to_the_hold_with_a_memory_and_one_run_without():
+    from benchmarks.gate_consistency import hysteresis_jumps
+
+    runs = [(0.7, 10.0, 0.01), (0.6, 10.0, 0.01), (0.6, 10.0, 0.01), (0.7, 10.0, 0.01)]
+    results = _consistency(runs)
+    limits = {"samples_min": 5.0, "growth_min": 0.006}
+    assert hysteresis_jumps(results, 0.65, 0.65, memory=True, **limits) == 2  # a step: open, shut, shut, open
+    assert hysteresis_jumps(results, 0.65, 0.55, memory=True, **limits) == 0  # kept open down to 0.55
+    assert hysteresis_jumps(results, 0.65, 0.55, memory=False, **limits) == 2  # the third run's previous reads shut
+    assert hysteresis_jumps(results, 0.65, 0.6, memory=True, **limits) == 0  # exactly at the hold: kept
+    assert hysteresis_jumps(results, 0.65, 0.6001, memory=True, **limits) == 2
+    shut = _consistency([(0.7, 10.0, 0.01), (0.6, 4.0, 0.01)])  # the samples limit shuts it whatever the hold
+    assert hysteresis_jumps(shut, 0.65, 0.55, memory=True, **limits) == 1
