@@ -90,7 +90,7 @@ def shipped_choice(forecaster) -> dict:
     return {"chosen": list(weights.key(0)), "trend_persistence_min": weights.trend_persistence_min,
             "trend_persistence_samples": weights.trend_persistence_samples,
             "trend_growth_min": weights.trend_growth_min,
-            "trend_persistence_full": getattr(weights, "trend_persistence_full", -1.0)}
+            "trend_persistence_full": weights.trend_persistence_full}
 
 
 def pooled_difference(candidate: np.ndarray, reference: np.ndarray) -> float:
