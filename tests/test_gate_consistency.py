@@ -134,3 +134,16 @@ def test_hysteresis_keeps_an_open_scene_open_down_to_the_hold_with_a_memory_and_
     assert hysteresis_jumps(results, 0.65, 0.6001, memory=True, **limits) == 2
     shut = _consistency([(0.7, 10.0, 0.01), (0.6, 4.0, 0.01)])  # the samples limit shuts it whatever the hold
     assert hysteresis_jumps(shut, 0.65, 0.55, memory=True, **limits) == 1
+
+
+def test_the_shipped_models_reading_as_a_choice_is_its_change_weights():
+    from benchmarks.stress_rule import shipped_choice
+    from nowcast.models.zoo import load_forecaster
+
+    forecaster = load_forecaster("models/zoo/swiss-south-tmu.pt")
+    choice = shipped_choice(forecaster)
+    weights = forecaster.change_weights
+    assert choice["chosen"][2] == weights.trend[0] and choice["trend_persistence_min"] == weights.trend_persistence_min
+    assert choice["trend_persistence_samples"] == weights.trend_persistence_samples
+    assert choice["trend_growth_min"] == weights.trend_growth_min
+    assert choice["trend_persistence_full"] == weights.trend_persistence_full == -1.0  # the shipped model: a step
