@@ -29,8 +29,8 @@ log = logging.getLogger("heldout_skill")
 
 DEFAULT_TESTS = [ROOT / f"data/sim/swiss-south-{name}.zarr" for name in ("sameday", "test", "growth-64", "rigid-64")]
 INPUT_FRAMES, LEADS = 4, 12
-#: Thresholds (mm/h) of the bootstrap: those of the issue's first target.
-BOOTSTRAP_THRESHOLDS = (1.0, 5.0)
+# the bootstrap of the held-out records, shared (nowcast.models.skill): one implementation
+from nowcast.models.skill import BOOTSTRAP_THRESHOLDS, bootstrap_summary
 
 
 def _row(name: str, scores: dict[str, list[float]], reference: dict[str, list[float]]) -> str:
@@ -56,28 +56,6 @@ def score_with_counts(predict, seqs: np.ndarray,
         scores.add(forecast, truth)
         counts.append(csi_counts(forecast, truth, BOOTSTRAP_THRESHOLDS))
     return scores.result(), np.stack(counts)
-
-
-def bootstrap_summary(model: np.ndarray, reference: np.ndarray, samples: int, level: float = 0.9) -> dict:
-    """The model's CSI difference from the reference per lead and threshold, with its paired-bootstrap interval.
-
-    ``worse`` / ``better``: the (lead, threshold) cells whose whole ``level``
-    interval lies below / above zero; with a 90 % two-sided interval each is
-    a one-sided test at 5 %, so of 24 cells about one is "worse" by chance
-    when the model equals the reference in truth.
-    """
-    from nowcast.models.skill import bootstrap_csi_difference
-
-    diff, resampled = bootstrap_csi_difference(model, reference, samples)
-    with np.errstate(invalid="ignore"):
-        low, high = np.nanpercentile(resampled, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    lead, j = np.unravel_index(np.nanargmin(np.nan_to_num(diff, nan=np.inf)), diff.shape)
-    cells = [(k + 1, BOOTSTRAP_THRESHOLDS[t]) for k in range(diff.shape[0]) for t in range(diff.shape[1])]
-    return {"difference": diff.tolist(), "low": low.tolist(), "high": high.tolist(), "level": level,
-            "worst": {"lead": int(lead) + 1, "threshold": BOOTSTRAP_THRESHOLDS[j], "difference": float(diff[lead, j]),
-                      "low": float(low[lead, j]), "high": float(high[lead, j])},
-            "worse": [c for c, hi in zip(cells, high.ravel()) if hi < 0],
-            "better": [c for c, lo in zip(cells, low.ravel()) if lo > 0]}
 
 
 def bootstrap_table(intervals: dict[str, dict[str, dict]]) -> str:

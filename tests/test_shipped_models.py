@@ -150,7 +150,8 @@ def test_region_uses_its_model_by_default_only_where_it_scores_at_least_extrapol
     or the study of fresh test sets it carries (``study_skill``: same day, another day, growth
     and decay, rigid; issue #8, item 8), must say it is worse somewhere (so every product made
     with it says so too): by the default's rule, a loss beyond its sampling interval or over
-    0.001 CSI at some lead (:func:`nowcast.models.skill.not_measurably_worse`).
+    0.001 CSI at some lead (:func:`nowcast.models.skill.not_measurably_worse`, which reads a
+    held-out record measured without intervals strictly).
     """
     import torch
 
@@ -175,7 +176,7 @@ def test_region_uses_its_model_by_default_only_where_it_scores_at_least_extrapol
     studied_no_worse = study is None or not_measurably_worse(study)  # the default's rule (twenty-seventh round)
     if region.forecast.method == "tmu":
         assert at_least, "the region defaults to a model that scores below extrapolation on a moving real field"
-        assert skill["no_worse_at_every_lead"] and studied_no_worse
+        assert not_measurably_worse(skill) and studied_no_worse
     else:
-        assert not (at_least and skill["no_worse_at_every_lead"] and studied_no_worse), (
+        assert not (at_least and not_measurably_worse(skill) and studied_no_worse), (
             "the model scores at least extrapolation everywhere: make it the region's default")

@@ -287,3 +287,38 @@ def test_a_study_built_from_scores_is_judged_by_the_rule_as_recorded():
     larger = study_skill(_scores({("growth", "csi@1", 1): -0.0011}), "model", fresh_seed=18, command="score",
                          provenance="p", beyond_interval={"same-day": [], "growth": []}, interval_level=0.9)
     assert not not_measurably_worse(larger) and "; measurably worse" in study_summary(larger)
+
+
+def test_the_heldout_record_carries_its_bootstrap_and_the_rule_reads_it_as_it_reads_a_study():
+    """heldout_skill: worst and the cells beyond their interval; a small loss passes, a measured one does not."""
+    from nowcast.models.skill import heldout_skill, skill_summary
+    from nowcast.models.zoo import describe_checkpoint, load_checkpoint
+    from nowcast.models.calibration import ChangeWeights
+    from tests.test_trend_history import LEADS as H_LEADS
+    from tests.test_trend_history import _model, growing_sequences
+
+    seqs = growing_sequences(n=4, frames=4 + H_LEADS, db_per_step=0.5)
+    nothing = ChangeWeights.constant(0.0, 0.0, H_LEADS)  # no change applied: extrapolation itself
+    same = heldout_skill(_model(nothing), seqs, "t", "simulated", H_LEADS)
+    assert same["no_worse_at_every_lead"] and same["worse_beyond_interval"] == {"t": []}
+    assert same["interval_level"] == 0.9 and same["worst"]["difference"] == 0.0 and not_measurably_worse(same)
+    record = dict(same, no_worse_at_every_lead=False,
+                  worst={"test_set": "t", "lead_minutes": 10, "threshold_mm_h": 1.0, "difference": -0.0004})
+    assert not_measurably_worse(record)
+    assert "; not measurably worse (the default's rule" in skill_summary(record)
+    assert not not_measurably_worse(dict(record, worse_beyond_interval={"t": [[10, 1.0]]}))
+    assert "beyond its 90 % sampling interval at t 10 min @1; measurably worse" in skill_summary(
+        dict(record, worse_beyond_interval={"t": [[10, 1.0]]}))
+    legacy = {k: v for k, v in record.items() if k not in ("worse_beyond_interval", "interval_level")}
+    assert not not_measurably_worse(legacy)  # measured before the bootstrap: read strictly
+    assert "sampling interval" not in skill_summary(legacy)
+    info = describe_checkpoint(load_checkpoint("models/zoo/swiss-south-tmu.pt"))
+    assert info["heldout_not_measurably_worse"] is not None
+    from types import SimpleNamespace
+
+    dry = SimpleNamespace(config=SimpleNamespace(input_frames=4), predict=lambda w, n: np.zeros((n, *w.shape[1:])))
+    lost = heldout_skill(dry, seqs, "t", "simulated", H_LEADS)  # forecasts the rain away: worse beyond doubt
+    assert not lost["no_worse_at_every_lead"] and not not_measurably_worse(lost)
+    assert [5, 1.0] in lost["worse_beyond_interval"]["t"] and lost["worst"]["difference"] < -0.1
+    lowest = min(np.nanmin(np.subtract(lost[k]["model"], lost[k]["extrapolation"])) for k in ("csi@1", "csi@5"))
+    assert lost["worst"]["difference"] == pytest.approx(lowest, abs=1e-4)  # the lowest cell, not any

@@ -36,6 +36,11 @@ RESOLUTION_KM = 2.0
 #: rule lets through when no cell's whole sampling interval lies below 0 (:func:`not_measurably_worse`;
 #: fixed before the draw that tests it: docs/benchmarks.md, "Skill, twenty-seventh round").
 DEFAULT_TOLERANCE = 0.001
+#: Thresholds (mm/h) of the paired bootstrap: those of the issue's first target (CSI at 1 and 5 mm/h).
+BOOTSTRAP_THRESHOLDS: tuple[float, ...] = (1.0, 5.0)
+#: Resamples and two-sided level of the held-out record's paired bootstrap (the studies' too).
+BOOTSTRAP_SAMPLES = 2000
+INTERVAL_LEVEL = 0.9
 
 
 class LeadScores:
@@ -178,6 +183,28 @@ def bootstrap_csi_difference(model: np.ndarray, reference: np.ndarray, samples: 
     return difference, resampled
 
 
+def bootstrap_summary(model: np.ndarray, reference: np.ndarray, samples: int, level: float = INTERVAL_LEVEL) -> dict:
+    """The model's CSI difference from the reference per lead and threshold, with its paired-bootstrap interval.
+
+    ``model``, ``reference``: ``(forecasts, leads, len(BOOTSTRAP_THRESHOLDS), 3)``
+    :func:`csi_counts`. ``worse`` / ``better``: the ``(lead number,
+    threshold)`` cells whose whole ``level`` interval lies below / above zero;
+    with a 90 % two-sided interval each is a one-sided test at 5 %, so of 24
+    cells about one is "worse" by chance when the model equals the reference
+    in truth.
+    """
+    diff, resampled = bootstrap_csi_difference(model, reference, samples)
+    with np.errstate(invalid="ignore"):
+        low, high = np.nanpercentile(resampled, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    lead, j = np.unravel_index(np.nanargmin(np.nan_to_num(diff, nan=np.inf)), diff.shape)
+    cells = [(k + 1, BOOTSTRAP_THRESHOLDS[t]) for k in range(diff.shape[0]) for t in range(diff.shape[1])]
+    return {"difference": diff.tolist(), "low": low.tolist(), "high": high.tolist(), "level": level,
+            "worst": {"lead": int(lead) + 1, "threshold": BOOTSTRAP_THRESHOLDS[j], "difference": float(diff[lead, j]),
+                      "low": float(low[lead, j]), "high": float(high[lead, j])},
+            "worse": [c for c, hi in zip(cells, high.ravel(), strict=True) if hi < 0],
+            "better": [c for c, lo in zip(cells, low.ravel(), strict=True) if lo > 0]}
+
+
 def heldout_skill(forecaster, sequences: np.ndarray, test_set: str, provenance: str, leads: int,
                   timestep_minutes: int = 5) -> dict[str, Any]:
     """The model beside pysteps extrapolation on held-out sequences: what goes into the checkpoint.
@@ -188,9 +215,14 @@ def heldout_skill(forecaster, sequences: np.ndarray, test_set: str, provenance: 
         ``test_set``, ``provenance``, ``sequences``, ``lead_minutes``, per
         score (``csi@1``, ``csi@5``, ``fss@16km``, ``mae``) the per-lead
         lists of ``model`` and ``extrapolation``, and ``no_worse_at_every_lead``
-        (CSI at 1 and 5 mm/h, model >= extrapolation at every lead); and
-        ``history_frames`` where the model reads a longer history than its
-        network's window (its trend, :attr:`nowcast.models.zoo.Forecaster.history_frames`).
+        (CSI at 1 and 5 mm/h, model >= extrapolation at every lead); ``worst``
+        (the lowest difference, as :func:`study_skill` records it),
+        ``worse_beyond_interval`` (``{test_set: [[lead minutes, threshold],
+        ...]}``, the cells whose whole paired-bootstrap interval lies below 0)
+        and ``interval_level``, which :func:`not_measurably_worse` reads as it
+        reads a study; and ``history_frames`` where the model reads a longer
+        history than its network's window (its trend,
+        :attr:`nowcast.models.zoo.Forecaster.history_frames`).
 
     A model that reads ``history_frames`` frames is given that many (the
     sequences must hold ``history_frames + leads``), extrapolation the
@@ -203,11 +235,26 @@ def heldout_skill(forecaster, sequences: np.ndarray, test_set: str, provenance: 
     if sequences.shape[1] < history + leads:
         raise ValueError(f"held-out {test_set}: sequences of {sequences.shape[1]} frames, the model reads {history} "
                          f"and is verified on {leads} leads")
-    model = score_method(forecaster.predict, sequences, history, leads)
-    extrap = score_method(lambda w, n: extrapolation(w, n, timestep_minutes), sequences[:, history - n_in :], n_in,
-                          leads)
+    model_scores, extrap_scores = LeadScores(leads), LeadScores(leads)
+    model_counts, extrap_counts = [], []
+    for seq in sequences:  # both on the same forecasts: the bootstrap resamples them in pairs
+        truth = seq[history : history + leads]
+        ours = np.asarray(forecaster.predict(seq[:history], leads), dtype=np.float32)
+        theirs = np.asarray(extrapolation(seq[history - n_in : history], leads, timestep_minutes), dtype=np.float32)
+        model_scores.add(ours, truth)
+        extrap_scores.add(theirs, truth)
+        model_counts.append(csi_counts(ours, truth, BOOTSTRAP_THRESHOLDS))
+        extrap_counts.append(csi_counts(theirs, truth, BOOTSTRAP_THRESHOLDS))
+    model, extrap = model_scores.result(), extrap_scores.result()
     keys = ("csi@1", "csi@5", "fss@16km", "mae")
     no_worse = all(m >= e - 1e-9 for key in ("csi@1", "csi@5") for m, e in zip(model[key], extrap[key]))
+    summary = bootstrap_summary(np.stack(model_counts), np.stack(extrap_counts), BOOTSTRAP_SAMPLES)
+    differences = np.asarray(summary["difference"], dtype=np.float64)  # (leads, thresholds); NaN: no events
+    worst = None
+    if np.isfinite(differences).any():
+        lead, j = np.unravel_index(np.nanargmin(differences), differences.shape)
+        worst = {"test_set": test_set, "lead_minutes": timestep_minutes * (int(lead) + 1),
+                 "threshold_mm_h": float(BOOTSTRAP_THRESHOLDS[j]), "difference": float(differences[lead, j])}
     return {
         "test_set": test_set,
         "provenance": provenance,
@@ -215,6 +262,10 @@ def heldout_skill(forecaster, sequences: np.ndarray, test_set: str, provenance: 
         "lead_minutes": [timestep_minutes * (k + 1) for k in range(leads)],
         **{key: {"model": [round(v, 4) for v in model[key]], "extrapolation": [round(v, 4) for v in extrap[key]]} for key in keys},
         "no_worse_at_every_lead": bool(no_worse),
+        "worst": worst,
+        "worse_beyond_interval": {test_set: [[timestep_minutes * int(lead), float(threshold)]
+                                             for lead, threshold in summary["worse"]]},
+        "interval_level": float(summary["level"]),
         **({"history_frames": history} if history > n_in else {}),
     }
 
@@ -229,8 +280,24 @@ def skill_summary(skill: dict[str, Any]) -> str:
         e = float(np.nanmean([skill[key]["extrapolation"][i] for i in hour]))
         parts.append(f"{label} {m:.2f} vs {e:.2f}")
     verdict = "no worse than extrapolation at every lead" if skill["no_worse_at_every_lead"] else "worse than extrapolation at some leads"
+    if "worse_beyond_interval" in skill and not skill["no_worse_at_every_lead"]:
+        verdict += _rule_verdict(skill)
     return (f"held-out skill over 0-{minutes[hour[-1]]} min, model vs pysteps extrapolation: {', '.join(parts)}; "
             f"{verdict} (test set {skill['test_set']}, {skill['sequences']} sequences, {skill['provenance']})")
+
+
+def _rule_verdict(record: Mapping[str, Any]) -> str:
+    """``; below it beyond its 90 % sampling interval at ...; not measurably worse (the default's rule ...)``.
+
+    What a product says after a record's strict verdict where the record
+    carries its intervals (a study's or a held-out record's).
+    """
+    cells = [f"{name} {lead:g} min @{threshold:g}" for name, found in record["worse_beyond_interval"].items()
+             for lead, threshold in found]
+    return (f"; below it beyond its {100 * record['interval_level']:g} % sampling interval at "
+            f"{', '.join(cells) if cells else 'no lead'}"
+            + ("; not measurably worse" if not_measurably_worse(record) else "; measurably worse")
+            + f" (the default's rule: no loss beyond that interval, none over {DEFAULT_TOLERANCE:g} CSI)")
 
 
 def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], model: str, *,
@@ -300,7 +367,7 @@ def study_skill(scores: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]
 
 
 def not_measurably_worse(study: Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> bool:
-    """The region's default rule on a study: no loss beyond sampling, none above ``tolerance``.
+    """The region's default rule on a study (or a held-out record): no loss beyond sampling, none above ``tolerance``.
 
     Why not the strict verdict (``no_worse_at_every_lead``): read with no
     tolerance, one pixel over a set's 64 forecasts at one lead (seed 17's
@@ -316,7 +383,9 @@ def not_measurably_worse(study: Mapping[str, Any], tolerance: float = DEFAULT_TO
     Parameters
     ----------
     study
-        As :func:`study_skill` returns it (or as a checkpoint stores it).
+        As :func:`study_skill` or :func:`heldout_skill` returns it (or as a
+        checkpoint stores it): ``no_worse_at_every_lead``, ``worst`` and,
+        where the record carries its intervals, ``worse_beyond_interval``.
     tolerance
         Largest loss allowed at any cell, CSI (>= 0).
 
@@ -344,12 +413,7 @@ def study_summary(study: dict[str, Any]) -> str:
     at = (f"worst lead {worst['difference']:+.5f} CSI {worst['threshold_mm_h']:g} mm/h at {worst['lead_minutes']} min "
           f"({worst['test_set']}); " if worst else "")
     if "worse_beyond_interval" in study and not study["no_worse_at_every_lead"]:
-        cells = [f"{name} {lead:g} min @{threshold:g}" for name, found in study["worse_beyond_interval"].items()
-                 for lead, threshold in found]
-        verdict += (f"; below it beyond its {100 * study['interval_level']:g} % sampling interval at "
-                    f"{', '.join(cells) if cells else 'no lead'}")
-        verdict += ("; not measurably worse" if not_measurably_worse(study) else "; measurably worse") + (
-            f" (the default's rule: no loss beyond that interval, none over {DEFAULT_TOLERANCE:g} CSI)")
+        verdict += _rule_verdict(study)
     seeds = study["fresh_seeds"]
     label = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)}"
     return (f"fresh test sets ({label}: {sets}), model vs pysteps extrapolation: {at}{verdict} "

@@ -723,6 +723,7 @@ def describe_checkpoint(ckpt: Checkpoint, manifest_entry: dict[str, Any] | None 
         "heldout_skill": skill_summary(skill) if skill else None,
         "heldout_skill_brief": _skill_brief(skill) if skill else ("not measured" if role == "target" else None),
         "heldout_no_worse_at_every_lead": bool(skill["no_worse_at_every_lead"]) if skill else None,
+        "heldout_not_measurably_worse": not_measurably_worse(skill) if skill else None,
         "study_skill": study_summary(meta["study_skill"]) if meta.get("study_skill") else None,
         "study_no_worse_at_every_lead": (bool(meta["study_skill"]["no_worse_at_every_lead"])
                                          if meta.get("study_skill") else None),
