@@ -291,9 +291,9 @@ def test_a_study_built_from_scores_is_judged_by_the_rule_as_recorded():
 
 def test_the_heldout_record_carries_its_bootstrap_and_the_rule_reads_it_as_it_reads_a_study():
     """heldout_skill: worst and the cells beyond their interval; a small loss passes, a measured one does not."""
+    from nowcast.models.calibration import ChangeWeights
     from nowcast.models.skill import heldout_skill, skill_summary
     from nowcast.models.zoo import describe_checkpoint, load_checkpoint
-    from nowcast.models.calibration import ChangeWeights
     from tests.test_trend_history import LEADS as H_LEADS
     from tests.test_trend_history import _model, growing_sequences
 
