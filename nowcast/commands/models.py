@@ -141,6 +141,11 @@ def models_calibrate(
         help="Weigh the trend by a ramp on the persistence instead of a step at the gate: nothing at "
              "--trend-persistence-min, rising linearly to the whole trend at this correlation (above the gate; "
              "-1: the step). Default: the model config's.")] = None,
+    trend_growth_ratio_min: Annotated[float | None, typer.Option(
+        "--trend-growth-ratio-min",
+        help="Add the trend only to a scene whose growth did not slow within its window: where the rate grows, the "
+             "newer half's rate at least this fraction of the older half's (e.g. 0.85; a growth the older half did "
+             "not show passes); 0: no floor. Needs --trend-frames 6 or more. Default: the model config's.")] = None,
     network_weights: Annotated[str | None, typer.Option(
         "--network-weights", help="Comma-separated weights of the network's growth and decay tried (e.g. 0). "
                                   "Default: the model config's.")] = None,
@@ -192,7 +197,8 @@ def models_calibrate(
             trend_frames=trend_frames, trend_estimator=trend_estimator, trend_smoothing_px=trend_smoothing,
             trend_persistence_min=trend_persistence_min, trend_network_agrees=trend_network_agrees,
             trend_align=trend_align, trend_ceiling=trend_ceiling, trend_persistence_samples=trend_persistence_samples,
-            trend_growth_min=trend_growth_min, trend_persistence_full=trend_persistence_full, rule=rule,
+            trend_growth_min=trend_growth_min, trend_persistence_full=trend_persistence_full,
+            trend_growth_ratio_min=trend_growth_ratio_min, rule=rule,
             trend_weights=weights_grid, network_weights=network_grid, trend_forms=forms, trend_lifetimes=lifetimes)
         settings.check()
     except ValueError as exc:

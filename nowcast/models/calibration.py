@@ -273,6 +273,17 @@ class ChangeWeights:
     twenty-eighth round. Why: a step turned the small moves of the
     persistence between runs 5 min apart into the whole growth or none, and
     growth appeared and disappeared between successive forecasts.
+    ``trend_growth_ratio_min`` > 0: the trend is added only to a scene whose
+    growth did not slow within its window: where the rate grows, the newer
+    half's rate averages at least this fraction of the older half's
+    (:func:`growth_ratio`; a growth the older half did not show passes). 0
+    (the default): no such floor, as before the thirtieth round. Why: the
+    costly read windows of the "grew, then stopped" kind (seed 7 window 117,
+    seed 20 window 33) grew in their newer half 0.79 and 0.60 as fast as in
+    their older half, the growth sets' windows 0.89 or more; the
+    twenty-sixth look named a floor of 0.85 (docs/benchmarks.md, "Skill,
+    thirtieth round"). It needs ``trend_frames`` >= 6 (two halves of three),
+    not a persistence gate.
     """
 
     growth: tuple[float, ...]
@@ -291,6 +302,7 @@ class ChangeWeights:
     trend_persistence_samples: float = 0.0
     trend_growth_min: float = 0.0
     trend_persistence_full: float = NO_GATE
+    trend_growth_ratio_min: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.trend:
@@ -350,6 +362,12 @@ class ChangeWeights:
             raise ValueError(f"trend_persistence_full must lie above trend_persistence_min (the ramp rises from the "
                              f"gate; -1: no ramp), got {self.trend_persistence_full:g} <= "
                              f"{self.trend_persistence_min:g}")
+        if not np.isfinite(self.trend_growth_ratio_min) or self.trend_growth_ratio_min < 0:
+            raise ValueError(f"trend_growth_ratio_min must be a ratio >= 0 (the newer half's growth over the older "
+                             f"half's; 0: no floor), got {self.trend_growth_ratio_min}")
+        if self.trend_growth_ratio_min > 0 and self.trend_frames < MINMOD_FRAMES:
+            raise ValueError(f"trend_growth_ratio_min {self.trend_growth_ratio_min:g} needs trend_frames >= "
+                             f"{MINMOD_FRAMES} (two halves of three), got {self.trend_frames}")
 
     @classmethod
     def constant(cls, growth: float, decay: float, leads: int, trend: float = 0.0,
@@ -358,14 +376,16 @@ class ChangeWeights:
                  trend_smoothing_px: float = 0.0, trend_persistence_min: float = NO_GATE,
                  trend_network_agrees: bool = False, trend_align: bool = False,
                  trend_ceiling: str = "none", trend_persistence_samples: float = 0.0,
-                 trend_growth_min: float = 0.0, trend_persistence_full: float = NO_GATE) -> ChangeWeights:
+                 trend_growth_min: float = 0.0, trend_persistence_full: float = NO_GATE,
+                 trend_growth_ratio_min: float = 0.0) -> ChangeWeights:
         """The same weights at every one of ``leads`` leads (``trend_decay`` ``None``: the signed trend)."""
         n = int(leads)
         trend_decay = float(trend if trend_decay is None else trend_decay)
         return cls((float(growth),) * n, (float(decay),) * n, (float(trend),) * n, float(trend_linearity_power),
                    (trend_decay,) * n, float(trend_lifetime), trend_frames, trend_estimator, float(trend_smoothing_px),
                    float(trend_persistence_min), bool(trend_network_agrees), bool(trend_align), str(trend_ceiling),
-                   float(trend_persistence_samples), float(trend_growth_min), float(trend_persistence_full))
+                   float(trend_persistence_samples), float(trend_growth_min), float(trend_persistence_full),
+                   float(trend_growth_ratio_min))
 
     @classmethod
     def from_key(cls, key: Sequence[float], leads: int, trend_linearity_power: float = TREND_LINEARITY_POWER,
@@ -396,13 +416,15 @@ class ChangeWeights:
         :func:`scene_persistence` is below it (given ``reading``, its value is
         put there as ``persistence``), and where the scene's
         :func:`scene_growth` is below :attr:`trend_growth_min` (put there as
-        ``growth``); with :attr:`trend_persistence_full`, weighed by
-        :func:`persistence_ramp` (put there as ``ramp`` wherever the gate
-        opens).
+        ``growth``), and where the scene's :func:`growth_ratio` is below
+        :attr:`trend_growth_ratio_min` (put there as ``growth_ratio``); with
+        :attr:`trend_persistence_full`, weighed by :func:`persistence_ramp`
+        (put there as ``ramp`` wherever the gate opens).
         """
         return window_trend(x, self.trend_linearity_power, self.trend_estimator, self.trend_smoothing_px,
                             self.trend_persistence_min, self.trend_align, reading,
-                            self.trend_persistence_samples, self.trend_growth_min, self.trend_persistence_full)
+                            self.trend_persistence_samples, self.trend_growth_min, self.trend_persistence_full,
+                            self.trend_growth_ratio_min)
 
     def trend_note(self, rate: np.ndarray, reading: Mapping[str, float], ceiling_mm_h: float | None = None,
                    timestep_minutes: int = 5, frames: int | None = None, db_per_unit: float | None = None) -> str:
@@ -444,6 +466,10 @@ class ChangeWeights:
 
             return (f"not added: the scene grew too little in {window} to tell from rain that only moves "
                     f"({rate_text(growth)} < {rate_text(self.trend_growth_min)} where it grew)")
+        ratio = reading.get("growth_ratio")
+        if self.trend_growth_ratio_min > 0 and ratio is not None and ratio < self.trend_growth_ratio_min:
+            return (f"not added: the scene's growth slowed within {window} (its newer half grew {ratio:.2f} as fast "
+                    f"as its older half; at least {self.trend_growth_ratio_min:g} needed)")
         ramp = reading.get("ramp")
         ramped = self.trend_persistence_full > NO_GATE and rho is not None and ramp is not None
         if ramped and ramp <= 0.0:
@@ -579,6 +605,9 @@ class ChangeWeights:
             if self.trend_growth_min > 0:
                 text += (f", only where the scene grew at least {self.trend_growth_min:g} units per step "
                          f"where it grew")
+            if self.trend_growth_ratio_min > 0:
+                text += (f", only where the growth did not slow within the window (newer half >= "
+                         f"{self.trend_growth_ratio_min:g} of the older)")
             if self.trend_network_agrees:
                 text += " and the network grows"
             if self.trend_ceiling != "none":
@@ -602,7 +631,8 @@ class ChangeWeights:
                 "trend_ceiling": self.trend_ceiling,
                 "trend_persistence_samples": float(self.trend_persistence_samples),
                 "trend_growth_min": float(self.trend_growth_min),
-                "trend_persistence_full": float(self.trend_persistence_full), **provenance}
+                "trend_persistence_full": float(self.trend_persistence_full),
+                "trend_growth_ratio_min": float(self.trend_growth_ratio_min), **provenance}
 
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None, where: str | Path = "checkpoint") -> ChangeWeights | None:
@@ -620,7 +650,9 @@ class ChangeWeights:
         without ``trend_persistence_samples`` (before the twentieth) with the
         50-pixel floor of evidence, one without ``trend_growth_min`` (before
         the twenty-fourth) at any growth, one without ``trend_persistence_full``
-        (before the twenty-eighth) with a step at the gate.
+        (before the twenty-eighth) with a step at the gate, one without
+        ``trend_growth_ratio_min`` (before the thirtieth) without it (whether
+        the growth slowed within the window is not read).
 
         Raises
         ------
@@ -643,7 +675,8 @@ class ChangeWeights:
                        str(entry.get("trend_ceiling", "none")),
                        float(entry.get("trend_persistence_samples", 0.0)),
                        float(entry.get("trend_growth_min", 0.0)),
-                       float(entry.get("trend_persistence_full", NO_GATE)))
+                       float(entry.get("trend_persistence_full", NO_GATE)),
+                       float(entry.get("trend_growth_ratio_min", 0.0)))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"{where}: invalid change_weights: {exc}") from exc
 
@@ -651,7 +684,7 @@ class ChangeWeights:
 def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", trend_smoothing_px: float = 0.0,
                         trend_persistence_min: float = NO_GATE, trend_ceiling: str = "none",
                         trend_persistence_samples: float = 0.0, trend_growth_min: float = 0.0,
-                        trend_persistence_full: float = NO_GATE) -> None:
+                        trend_persistence_full: float = NO_GATE, trend_growth_ratio_min: float = 0.0) -> None:
     """Raise the one-line ValueError :class:`ChangeWeights` would for an impossible way of reading the trend.
 
     For callers that must refuse it before minutes of scoring (the CLI, a
@@ -660,7 +693,8 @@ def check_trend_reading(trend_frames: int = 0, trend_estimator: str = "slope", t
     ChangeWeights.constant(0.0, 0.0, 1, trend_frames=trend_frames, trend_estimator=trend_estimator,
                            trend_smoothing_px=trend_smoothing_px, trend_persistence_min=trend_persistence_min,
                            trend_ceiling=trend_ceiling, trend_persistence_samples=trend_persistence_samples,
-                           trend_growth_min=trend_growth_min, trend_persistence_full=trend_persistence_full)
+                           trend_growth_min=trend_growth_min, trend_persistence_full=trend_persistence_full,
+                           trend_growth_ratio_min=trend_growth_ratio_min)
 
 
 def check_trend_weights(weights: Sequence[float], what: str = "trend") -> None:
@@ -696,7 +730,8 @@ def _whole(value: Any) -> int:
 def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, estimator: str = "slope",
                  smoothing_px: float = 0.0, persistence_min: float = NO_GATE, align: bool = False,
                  reading: dict | None = None, persistence_samples: float = 0.0,
-                 growth_min: float = 0.0, persistence_full: float = NO_GATE) -> np.ndarray:
+                 growth_min: float = 0.0, persistence_full: float = NO_GATE,
+                 growth_ratio_min: float = 0.0) -> np.ndarray:
     """The Lagrangian window's growth rate ``(h, w)``, network units per step.
 
     ``x``: ``(T, h, w)`` normalised Lagrangian frames (what the network reads;
@@ -736,14 +771,29 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     the gate opens (1.0 without a ramp or without a gate); where a gate shuts,
     ``ramp`` is not put. Why (twenty-eighth round): a step turns the small
     moves of the persistence between runs 5 min apart (median 0.02-0.03)
-    into the whole growth or none.
+    into the whole growth or none. ``growth_ratio_min`` > 0: all 0 where
+    the scene's growth slowed within the window, i.e. where
+    :func:`growth_ratio` of the rate (unscaled, after the growth floor,
+    before the ramp) and the two halves' rates (:func:`half_rates` of the
+    same frames, those the gate reads) is below it; an undefined ratio (the
+    older half did not grow where the rate grows: a growth that began in the
+    newer half) passes. 0 (the default): no such floor, the rate unchanged
+    bit for bit. Given ``reading``, the ratio (``None`` where undefined) is
+    put there as ``growth_ratio`` wherever it is computed: with the floor,
+    or wherever the halves are read anyway (a gate, the minmod). Why
+    (thirtieth round): a growth that slows within its 40 minutes is the
+    "grew, then stopped" kind; the two costly read windows of that kind
+    (seed 7 window 117, seed 20 window 33) grew in their newer half 0.79 and
+    0.60 as fast as in their older half, the growth sets' windows 0.89 or
+    more, and the twenty-sixth look named a floor of 0.85
+    (docs/benchmarks.md, "Skill, thirtieth round").
 
     Raises
     ------
     ValueError
         An unknown ``estimator``; a ramp (``persistence_full`` above
         ``persistence_min``) without a gate (``persistence_min`` at
-        :data:`NO_GATE`).
+        :data:`NO_GATE`); a ``growth_ratio_min`` below 0 or not finite.
     """
     if estimator not in TREND_ESTIMATORS:
         raise ValueError(f"unknown trend estimator {estimator!r}: choose from {list(TREND_ESTIMATORS)}")
@@ -751,6 +801,8 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
     if ramped and not persistence_min > NO_GATE:
         raise ValueError(f"a persistence ramp (full at {persistence_full:g}) needs a persistence gate above "
                          f"{NO_GATE:g}, got {persistence_min:g}")
+    if not 0.0 <= growth_ratio_min < np.inf:  # NaN fails too
+        raise ValueError(f"a growth-ratio floor must be a ratio >= 0 (0: none), got {growth_ratio_min}")
     x = np.asarray(x, dtype=np.float32)
     if smoothing_px > 0:
         x = smooth_within_rain(x, smoothing_px)
@@ -776,6 +828,14 @@ def window_trend(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER, 
         if reading is not None:
             reading.update(growth=growth)
         if growth < growth_min:  # no more growth than a field that only moves reads
+            return np.zeros_like(rate)
+    if growth_ratio_min > 0 or (reading is not None and halves is not None):  # the halves cost nothing more here
+        if halves is None:
+            halves = half_rates(x, linearity_power, align)
+        ratio = growth_ratio(rate, *halves)
+        if reading is not None:
+            reading.update(growth_ratio=ratio)
+        if growth_ratio_min > 0 and ratio is not None and ratio < growth_ratio_min:  # grew, then slowed
             return np.zeros_like(rate)
     if ramped and factor != 1.0:  # after the floor: the floor reads the scene's growth, not the ramp's share
         rate = (rate * np.asarray(factor, dtype=rate.dtype)).astype(rate.dtype, copy=False)
@@ -826,6 +886,25 @@ def scene_growth(rate: np.ndarray) -> float:
     rate = np.asarray(rate)
     grows = rate > 0
     return float(rate[grows].mean()) if grows.any() else 0.0
+
+
+def growth_ratio(rate: np.ndarray, older: np.ndarray, newer: np.ndarray) -> float | None:
+    """How fast the newer half of the window grew against the older, where ``rate`` grows (``None``: undefined).
+
+    The mean of ``newer`` over the pixels where ``rate`` > 0, over the mean
+    of ``older`` there (``older`` and ``newer``: :func:`half_rates` of the
+    frames ``rate`` was read from). ``None`` where nothing grows or the older
+    half's mean there is not positive: the older half did not grow there, a
+    growth that began in the newer half. Below 1: the growth slowed within
+    the window. Why (thirtieth round): the costly read windows of the "grew,
+    then stopped" kind read 0.79 and 0.60, the growth sets' windows 0.89 or
+    more (``benchmarks/persistence_evidence.py``, whose ``growth_ratio`` is
+    this computation); :func:`window_trend` shuts the trend below
+    ``growth_ratio_min``. Public so that the benchmarks read it as forecasts do.
+    """
+    grows = np.asarray(rate) > 0
+    before = float(np.asarray(older)[grows].mean()) if grows.any() else 0.0
+    return float(np.asarray(newer)[grows].mean()) / before if before > 0 else None
 
 
 def half_rates(x: np.ndarray, linearity_power: float = TREND_LINEARITY_POWER,
@@ -1242,7 +1321,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
               trend_align: bool = False, network_grid: Sequence[float] = NETWORK_GRID,
               trend_forms: Sequence[str] = TREND_FORMS, trend_lifetimes: Sequence[float] = TREND_LIFETIMES,
               per_sequence: dict | None = None, trend_ceiling: str = "none", trend_persistence_samples: float = 0.0,
-              trend_growth_min: float = 0.0, trend_persistence_full: float = NO_GATE):
+              trend_growth_min: float = 0.0, trend_persistence_full: float = NO_GATE,
+              trend_growth_ratio_min: float = 0.0):
     """Choose a Lagrangian forecaster's change weights on validation ``sequences`` (:func:`choose_weights`).
 
     ``trend_frames`` (more than the network's ``input_frames``): the trend is
@@ -1268,6 +1348,9 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     ``trend_persistence_full``: every candidate's trend is weighed by the
     persistence ramp up to this correlation (:func:`persistence_ramp`;
     :data:`NO_GATE`: the step at the gate), stored with the chosen weights.
+    ``trend_growth_ratio_min``: every candidate's trend is shut where the
+    scene's growth slowed within the window (:func:`growth_ratio` below it;
+    0: no floor), stored with the chosen weights.
     ``network_grid``, ``trend_grid``, ``trend_forms``, ``trend_lifetimes``:
     the candidates when ``keys`` is not given (:func:`candidates`;
     :data:`EXTENDED_TREND_GRID` adds 1.5 and 2 to the trend weights).
@@ -1287,7 +1370,7 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
     history = max(n_in, int(trend_frames))
     check_trend_reading(trend_frames, trend_estimator, trend_smoothing_px, trend_persistence_min,
                         trend_ceiling, trend_persistence_samples, trend_growth_min,
-                        trend_persistence_full)  # before any scoring
+                        trend_persistence_full, trend_growth_ratio_min)  # before any scoring
     check_trend_grid(network_grid, trend_grid, trend_forms, trend_lifetimes)
     for name, seqs in sequences.items():
         if np.shape(seqs)[1] < history + leads:
@@ -1303,7 +1386,8 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                                                           trend_persistence_min, trend_align,
                                                           persistence_samples=trend_persistence_samples,
                                                           growth_min=trend_growth_min,
-                                                          persistence_full=trend_persistence_full),
+                                                          persistence_full=trend_persistence_full,
+                                                          growth_ratio_min=trend_growth_ratio_min),
                       network_agrees=trend_network_agrees, per_sequence=per_sequence, ceiling=trend_ceiling)
     weights, summaries = choose_weights(grid, references, leads, tie_break, tie)
     weights = replace(weights, trend_frames=history if history > n_in else 0, trend_estimator=trend_estimator,
@@ -1311,5 +1395,6 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
                       trend_network_agrees=bool(trend_network_agrees), trend_align=bool(trend_align),
                       trend_ceiling=str(trend_ceiling), trend_persistence_samples=float(trend_persistence_samples),
                       trend_growth_min=float(trend_growth_min),
-                      trend_persistence_full=float(trend_persistence_full))
+                      trend_persistence_full=float(trend_persistence_full),
+                      trend_growth_ratio_min=float(trend_growth_ratio_min))
     return weights, summaries, grid, references

@@ -184,6 +184,12 @@ class CalibrationConfig(StrictModel):
                                            "nothing at trend_persistence_min, rising linearly to the whole trend at "
                                            "this correlation, so that a small move of rho between runs moves the "
                                            "forecast a little (-1: the step; needs a gate below it).")
+    trend_growth_ratio_min: float = Field(
+        0.0, ge=0.0, description="Add the trend only to a scene whose growth did not slow within its window: where "
+                                 "the rate grows, the newer half's rate at least this fraction of the older half's "
+                                 "(0.85: the costly 'grew, then stopped' windows read 0.60-0.79, the growth sets "
+                                 "0.89 or more); a growth the older half did not show passes. 0: no floor; needs "
+                                 "trend_frames >= 6.")
     rule: Literal["13", "14", "15", "best-worst-lead"] = Field(
         "15", description="The selection rule that chooses the weights (nowcast.models.calibration.SELECTION_RULES).")
     trend_weights: tuple[float, ...] = Field(
@@ -210,7 +216,7 @@ class CalibrationConfig(StrictModel):
 
         check_trend_reading(self.trend_frames, self.trend_estimator, self.trend_smoothing_px,
                             self.trend_persistence_min, self.trend_ceiling, self.trend_persistence_samples,
-                            self.trend_growth_min, self.trend_persistence_full)
+                            self.trend_growth_min, self.trend_persistence_full, self.trend_growth_ratio_min)
         check_trend_grid(self.network_weights, self.trend_weights, self.trend_forms, self.trend_lifetimes)
         if self.rule not in SELECTION_RULES:
             raise ValueError(f"unknown rule {self.rule!r}: choose from {', '.join(SELECTION_RULES)}")
@@ -232,6 +238,7 @@ class CalibrationConfig(StrictModel):
                  "trend_ceiling": "--trend-ceiling {}", "trend_persistence_samples": "--trend-persistence-samples {:g}",
                  "trend_growth_min": "--trend-growth-min {:g}",
                  "trend_persistence_full": "--trend-persistence-full {:g}",
+                 "trend_growth_ratio_min": "--trend-growth-ratio-min {:g}",
                  "rule": "--rule {}",
                  "trend_weights": "--trend-weights {}", "network_weights": "--network-weights {}",
                  "trend_forms": "--trend-forms {}", "trend_lifetimes": "--trend-lifetimes {}"}
@@ -250,6 +257,7 @@ class CalibrationConfig(StrictModel):
                 "trend_ceiling": self.trend_ceiling, "trend_persistence_samples": float(self.trend_persistence_samples),
                 "trend_growth_min": float(self.trend_growth_min),
                 "trend_persistence_full": float(self.trend_persistence_full),
+                "trend_growth_ratio_min": float(self.trend_growth_ratio_min),
                 "tie_break": tie_break, "tie": tie,
                 "trend_grid": tuple(float(w) for w in self.trend_weights),
                 "network_grid": tuple(float(w) for w in self.network_weights),
