@@ -47,6 +47,7 @@ def evidence(sequence: np.ndarray, normaliser, motion_method: str) -> dict | Non
     """Pixels the aligned persistence is read over, its value and the independent samples (``None``: dry)."""
     from nowcast.models import lagrangian
     from nowcast.models.calibration import (
+        growth_ratio,
         half_rates,
         rate_correlation,
         scene_growth,
@@ -62,12 +63,10 @@ def evidence(sequence: np.ndarray, normaliser, motion_method: str) -> dict | Non
     pixels = int(((older != 0) & (newer != 0)).sum())
     rate = window_trend(x, estimator="slope", align=True)  # the shipped reading's rate (x is smoothed already)
     magnitude = float(np.abs(rate).sum())
-    grows = rate > 0
-    before = float(older[grows].mean()) if grows.any() else 0.0
     return {"pixels": pixels, "rho": rate_correlation(older, newer),
             "samples": pixels / (4.0 * np.pi * SMOOTHING**2), "growth": scene_growth(rate),
             "net": float(rate.sum()) / magnitude if magnitude > 0 else 0.0,
-            "growth_ratio": float(newer[grows].mean()) / before if before > 0 else None}
+            "growth_ratio": growth_ratio(rate, older, newer)}  # what forecasts read (thirtieth round)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -898,8 +898,8 @@ def growth_ratio(rate: np.ndarray, older: np.ndarray, newer: np.ndarray) -> floa
     growth that began in the newer half. Below 1: the growth slowed within
     the window. Why (thirtieth round): the costly read windows of the "grew,
     then stopped" kind read 0.79 and 0.60, the growth sets' windows 0.89 or
-    more (``benchmarks/persistence_evidence.py``, whose ``growth_ratio`` is
-    this computation); :func:`window_trend` shuts the trend below
+    more (``benchmarks/persistence_evidence.py``, which reads it with this
+    function); :func:`window_trend` shuts the trend below
     ``growth_ratio_min``. Public so that the benchmarks read it as forecasts do.
     """
     grows = np.asarray(rate) > 0
