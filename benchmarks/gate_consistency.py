@@ -45,18 +45,35 @@ from benchmarks.persistence_evidence import HISTORY, evidence
 log = logging.getLogger("gate_consistency")
 
 
+def failed_limits(rho: float | None, samples: float | None, growth: float | None, ratio: float | None = None, *,
+                  gate: float, samples_min: float, growth_min: float, ratio_min: float = 0.0) -> list[str]:
+    """The limits of a trend reading one run fails (empty: the trend is added), as the forecast applies them.
+
+    The persistence gate (``rho``), its evidence (``samples``), the growth
+    floor (``growth``) and, where ``ratio_min`` > 0, the growth-ratio floor
+    (``ratio``; an undefined ratio passes, as in
+    :func:`nowcast.models.calibration.window_trend`). The one place every
+    count of this module reads them.
+    """
+    failed = []
+    if rho is None or not rho >= gate:
+        failed.append("rho")
+    if samples is None or samples < samples_min:
+        failed.append("samples")
+    if growth is None or growth < growth_min:
+        failed.append("growth")
+    if ratio_min > 0 and ratio is not None and ratio < ratio_min:
+        failed.append("ratio")
+    return failed
+
+
 def limits_failed(reading: dict | None, weights) -> list[str]:
-    """The shipped reading's limits a window fails (empty: the trend is added); a dry window fails ``rain``."""
+    """The limits of ``weights`` (the shipped reading's) a window fails (empty: added); a dry window fails ``rain``."""
     if reading is None:
         return ["rain"]
-    failed = []
-    if reading["rho"] is None or not reading["rho"] >= weights.trend_persistence_min:
-        failed.append("rho")
-    if reading["samples"] < weights.trend_persistence_samples:
-        failed.append("samples")
-    if reading["growth"] < weights.trend_growth_min:
-        failed.append("growth")
-    return failed
+    return failed_limits(reading["rho"], reading["samples"], reading["growth"], reading.get("growth_ratio"),
+                         gate=weights.trend_persistence_min, samples_min=weights.trend_persistence_samples,
+                         growth_min=weights.trend_growth_min, ratio_min=weights.trend_growth_ratio_min)
 
 
 def run_states(failed: list[list[str]]) -> dict:
@@ -81,17 +98,17 @@ SHIPPED_TREND_WEIGHT = 1.5
 
 
 def applied_weight(rho: float | None, samples: float | None, growth: float | None, *, weight: float, gate: float,
-                   samples_min: float, growth_min: float, full: float) -> float:
+                   samples_min: float, growth_min: float, full: float, ratio: float | None = None,
+                   ratio_min: float = 0.0) -> float:
     """The weight of the trend a run adds: ``weight`` x the ramp at ``rho``, 0 where a limit shuts it (or dry).
 
-    The same limits as :func:`limits_failed`, and the ramp
+    The limits of :func:`failed_limits`, and the ramp
     :func:`nowcast.models.calibration.persistence_ramp` (``full`` -1: a step).
     """
     from nowcast.models.calibration import persistence_ramp
 
-    if rho is None or samples is None or growth is None:
-        return 0.0
-    if not rho >= gate or samples < samples_min or growth < growth_min:
+    if failed_limits(rho, samples, growth, ratio, gate=gate, samples_min=samples_min, growth_min=growth_min,
+                     ratio_min=ratio_min):
         return 0.0
     return float(weight) * persistence_ramp(rho, gate, full)
 
@@ -135,29 +152,39 @@ def large_jumps(results: Mapping[str, Any], candidate: Mapping[str, Any], unit: 
 
 
 def hysteresis_jumps(results: Mapping[str, Any], gate: float, hold: float, samples_min: float,
-                     growth_min: float, memory: bool) -> int:
+                     growth_min: float, memory: bool, ratio_min: float = 0.0) -> int:
     """Changes of state between successive runs if a scene that added the growth keeps it down to ``hold``.
 
     A diagnostic of the twenty-ninth round (chose nothing): the run opens at
     ρ >= ``gate``, or at ρ >= ``hold`` where the previous run was open, with
     the state carried from run to run (``memory``), or read statelessly from
     the previous run's own reading alone (what a forecast could compute from
-    one older frame, without a memory between runs). The samples and growth
-    limits shut a run either way.
+    one older frame, without a memory between runs). The other limits
+    (:func:`failed_limits`) shut a run either way.
     """
-    def passes(rho, samples, growth, at: float) -> bool:
-        return rho is not None and rho >= at and samples >= samples_min and growth >= growth_min
+    def passes(rho, samples, growth, ratio, at: float) -> bool:
+        return not failed_limits(rho, samples, growth, ratio, gate=at, samples_min=samples_min,
+                                 growth_min=growth_min, ratio_min=ratio_min)
 
     changes = 0
-    for found in results["sets"].values():
-        for sequence in found["per_sequence"]:
-            runs = list(zip(sequence["rho"], sequence["samples"], sequence["growth"], strict=True))
-            states: list[bool] = []
-            for k, run in enumerate(runs):
-                before = (states[-1] if memory else passes(*runs[k - 1], gate)) if k else False
-                states.append(passes(*run, gate) or (before and passes(*run, hold)))
-            changes += sum(a != b for a, b in itertools.pairwise(states))
+    for runs in _run_readings(results):  # one sequence's successive runs
+        states: list[bool] = []
+        for k, run in enumerate(runs):
+            before = (states[-1] if memory else passes(*runs[k - 1], gate)) if k else False
+            states.append(passes(*run, gate) or (before and passes(*run, hold)))
+        changes += sum(a != b for a, b in itertools.pairwise(states))
     return changes
+
+
+def _run_readings(results: Mapping[str, Any]) -> list[list[tuple]]:
+    """Per sequence of a consistency file, each run's ``(rho, samples, growth, growth ratio)``.
+
+    Files written before the thirtieth round hold no ``growth_ratio``: read as
+    undefined, which every growth-ratio floor lets pass.
+    """
+    return [list(zip(sequence["rho"], sequence["samples"], sequence["growth"],
+                     sequence.get("growth_ratio") or [None] * len(sequence["rho"]), strict=True))
+            for found in results["sets"].values() for sequence in found["per_sequence"]]
 
 
 def _applied_runs(results: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[np.ndarray]:
@@ -165,10 +192,10 @@ def _applied_runs(results: Mapping[str, Any], candidate: Mapping[str, Any]) -> l
     params = {"weight": float(candidate["chosen"][2]), "gate": float(candidate["trend_persistence_min"]),
               "samples_min": float(candidate.get("trend_persistence_samples", 0.0)),
               "growth_min": float(candidate.get("trend_growth_min", 0.0)),
-              "full": float(candidate.get("trend_persistence_full", -1.0))}
-    return [np.array([applied_weight(r, s, g, **params)
-                      for r, s, g in zip(sequence["rho"], sequence["samples"], sequence["growth"], strict=True)])
-            for found in results["sets"].values() for sequence in found["per_sequence"]]
+              "full": float(candidate.get("trend_persistence_full", -1.0)),
+              "ratio_min": float(candidate.get("trend_growth_ratio_min", 0.0))}
+    return [np.array([applied_weight(r, s, g, ratio=q, **params) for r, s, g, q in runs])
+            for runs in _run_readings(results)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             per_sequence.append({"index": i, **run_states(failed), "failed": failed,
                                  "rho": [r["rho"] if r else None for r in readings],
                                  "samples": [r["samples"] if r else None for r in readings],
-                                 "growth": [r["growth"] if r else None for r in readings]})
+                                 "growth": [r["growth"] if r else None for r in readings],
+                                 "growth_ratio": [r["growth_ratio"] if r else None for r in readings]})
         total = {key: sum(s[key] for s in per_sequence) for key in ("runs", "opened", "changes", "isolated")}
         deciding: dict[str, int] = {}
         for s in per_sequence:

@@ -85,12 +85,15 @@ def tie_break(passing: list[dict], tie: float = 0.005) -> dict | None:
 
 
 def shipped_choice(forecaster) -> dict:
-    """The shipped model's trend reading as a choice (what :func:`benchmarks.gate_consistency.flicker` reads)."""
+    """The shipped model's trend reading as a choice (what :func:`benchmarks.gate_consistency.flicker` reads).
+
+    Every field :func:`benchmarks.trend_history.choice_weights` reads back, so
+    that a limit added to the model is one the flicker counts too.
+    """
+    from benchmarks.trend_history import choice_reading_fields
+
     weights = forecaster.change_weights
-    return {"chosen": list(weights.key(0)), "trend_persistence_min": weights.trend_persistence_min,
-            "trend_persistence_samples": weights.trend_persistence_samples,
-            "trend_growth_min": weights.trend_growth_min,
-            "trend_persistence_full": weights.trend_persistence_full}
+    return {"chosen": list(weights.key(0)), **{k: getattr(weights, k) for k in choice_reading_fields()}}
 
 
 def pooled_difference(candidate: np.ndarray, reference: np.ndarray) -> float:

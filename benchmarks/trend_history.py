@@ -122,19 +122,33 @@ def calibrate(history: int, sequences: int, rule: str = "15") -> dict:
             "summaries": {"/".join(f"{w:g}" for w in k): s for k, s in summaries.items()}}
 
 
+def choice_reading_fields() -> tuple[str, ...]:
+    """The :class:`~nowcast.models.calibration.ChangeWeights` fields a choice file may name: how the trend is read.
+
+    Every field but the weights per lead, the lifetime (in the candidate's
+    ``chosen`` key), the frames (its ``history``) and the R² power, taken from
+    the dataclass so that a field added there (a new limit) is read from a
+    choice file without a second list to keep.
+    """
+    from dataclasses import fields
+
+    from nowcast.models.calibration import ChangeWeights
+
+    elsewhere = {"growth", "decay", "trend", "trend_decay", "trend_lifetime", "trend_frames", "trend_linearity_power"}
+    return tuple(f.name for f in fields(ChangeWeights) if f.name not in elsewhere)
+
+
 def choice_weights(choice: dict):
     """The :class:`~nowcast.models.calibration.ChangeWeights` of a choice file: its candidate, read as it says.
 
-    ``trend_estimator``, ``trend_smoothing_px``, ``trend_persistence_min``,
-    ``trend_network_agrees``, ``trend_align``, ``trend_ceiling`` where the file has them (``trend_consistency.py --choice-json``), else
-    the slope, unsmoothed, every scene (the fourteenth round's files).
+    Every field of :func:`choice_reading_fields` the file has
+    (``trend_consistency.py --choice-json``, ``stress_rule.py``), else the
+    dataclass's default: the slope, unsmoothed, every scene (the fourteenth
+    round's files).
     """
     from nowcast.models.calibration import ChangeWeights
 
-    reading = {k: choice[k] for k in ("trend_estimator", "trend_smoothing_px", "trend_persistence_min",
-                                      "trend_network_agrees", "trend_align", "trend_ceiling",
-                                      "trend_persistence_samples", "trend_growth_min", "trend_persistence_full")
-               if k in choice}
+    reading = {k: choice[k] for k in choice_reading_fields() if k in choice}
     reading["trend_frames"] = int(choice["history"]) if int(choice["history"]) > NETWORK_FRAMES else 0
     return replace(ChangeWeights.from_key(choice["chosen"], LEADS), **reading)
 

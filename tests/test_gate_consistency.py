@@ -10,6 +10,8 @@ boundary.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from benchmarks.gate_consistency import limits_failed, run_states
@@ -147,3 +149,27 @@ def test_the_shipped_models_reading_as_a_choice_is_its_change_weights():
     assert choice["trend_persistence_samples"] == weights.trend_persistence_samples
     assert choice["trend_growth_min"] == weights.trend_growth_min
     assert choice["trend_persistence_full"] == weights.trend_persistence_full == -1.0  # the shipped model: a step
+
+
+def test_the_growth_ratio_floor_is_a_limit_every_count_reads_and_a_choice_file_carries():
+    """One place for the limits (failed_limits): the ratio floor shuts a run where the forecast does, and only there."""
+    import json
+
+    from benchmarks.gate_consistency import applied_weight, failed_limits, large_jumps
+    from benchmarks.trend_history import choice_weights
+
+    limits = {"gate": 0.65, "samples_min": 8.0, "growth_min": 0.006}
+    assert failed_limits(0.8, 10.0, 0.01, 0.85, **limits, ratio_min=0.85) == []  # exactly at the floor
+    assert failed_limits(0.8, 10.0, 0.01, 0.8499, **limits, ratio_min=0.85) == ["ratio"]
+    assert failed_limits(0.8, 10.0, 0.01, None, **limits, ratio_min=0.85) == []  # undefined: passes
+    assert failed_limits(0.8, 10.0, 0.01, 0.1, **limits) == []  # no floor
+    assert applied_weight(0.9, 10.0, 0.01, weight=1.5, full=-1.0, ratio=0.6, ratio_min=0.85,
+                          **limits) == 0.0
+    floored = dict(STEP, trend_persistence_samples=8.0, trend_growth_ratio_min=0.85)
+    slowing = {"sets": {"g": {"per_sequence": [
+        {"rho": [0.9, 0.9], "samples": [10.0, 10.0], "growth": [0.01, 0.01], "growth_ratio": [1.2, 0.6]}]}}}
+    assert large_jumps(slowing, floored) == 1 and large_jumps(slowing, STEP) == 0
+    shipped = limits_failed({"rho": 0.9, "samples": 10.0, "growth": 0.01, "growth_ratio": 0.6},
+                            replace(SHIPPED_LIMITS, trend_growth_ratio_min=0.85))
+    assert shipped == ["ratio"]
+    assert choice_weights(json.loads(json.dumps({**floored, "history": 8}))).trend_growth_ratio_min == 0.85
