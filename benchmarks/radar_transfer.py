@@ -35,6 +35,11 @@ into checkpoints of their own (``...-nN-it...``)::
     python benchmarks/radar_transfer.py --train-sequences 24 --iterations 1000 --seeds 0 1 2 \\
         --methods extrapolation scratch finetune-nexrad-kbmx tmu --out benchmarks/out/radar_short24
 
+With ``--train-regimes stratiform`` they train only on the training sequences
+the simulator drew in those regimes (a new radar whose archive has seen no
+growth or convection; :func:`regime_training_store`), into checkpoints of
+their own (``...-stratiform-it...``).
+
 The models' configs are ``configs/models/swiss-south-*.yaml``, all at one
 architecture, the sources' own (:data:`PROTOCOL_ARCHITECTURE`); for seed 0 at
 the config's own iteration count the config's checkpoint is used. The shipped
@@ -90,7 +95,8 @@ PROTOCOL_ARCHITECTURE = "swiss-south-scratch"
 
 
 def study_config(name: str, seed: int, iterations: int | None, precision: str | None = None,
-                 protocol_architecture: bool = True, train_sequences: int | None = None):
+                 protocol_architecture: bool = True, train_sequences: int | None = None,
+                 train_regimes: tuple[str, ...] | None = None):
     """The model config for one seed / iteration budget (own checkpoint path).
 
     ``precision`` (auto, bf16, fp32) overrides the config's training
@@ -103,7 +109,9 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     shipped path. ``train_sequences`` trains on the first N sequences of the
     training store only (:func:`short_training_store`): the target region of
     a new radar with a short archive, where what the sources know should
-    matter most.
+    matter most. ``train_regimes`` trains on the sequences of those simulated
+    regimes only (:func:`regime_training_store`): an archive that lacks the
+    dynamics the sources have seen. The two cannot be combined.
     """
     from nowcast.models.config import find_model_config, load_model_config
 
@@ -120,11 +128,18 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
         own_architecture = common == config.architecture
         changes["architecture"] = common
     short = ""
+    if train_sequences is not None and train_regimes:
+        raise SystemExit("--train-sequences and --train-regimes cannot be combined")
+    store = None
     if train_sequences is not None:
         store = short_training_store(config, train_sequences)
+        short = f"-n{train_sequences}"
+    elif train_regimes:
+        store = regime_training_store(config, train_regimes)
+        short = "-" + "+".join(sorted(train_regimes))
+    if store is not None:
         relative = store.relative_to(ROOT) if store.is_relative_to(ROOT) else store
         changes["data"] = config.data.model_copy(update={"path": str(relative)})
-        short = f"-n{train_sequences}"
     elif own_architecture and seed == config.training.seed and its == config.training.iterations:  # the config's own checkpoint
         return config.model_copy(update=changes)
     ckpt = f"models/runs/study/{name}{short}-it{its}-s{seed}.pt"
@@ -153,6 +168,53 @@ def short_training_store(config, n: int) -> Path:
                 raise SystemExit(f"{full}: {ds.sizes['sequence']} sequences, fewer than the {n} asked for")
         log.info("simulating the short training store %s (%d sequences)", path, n)
         simulate_dataset(config.data.domain, n, frames, path, seed=seed, crop_size=size, split=split)
+    return path
+
+
+def regime_training_store(config, regimes: tuple[str, ...]) -> Path:
+    """A training store of only the sequences the simulator drew in ``regimes`` (made if missing).
+
+    Why: transfer should matter where the target's archive lacks dynamics
+    the sources have seen, e.g. a new radar whose first weeks were all
+    stratiform, asked to forecast growth. The store is a subset of the full
+    training store, selected by its ``regime`` flags (names from the flag
+    meanings), so it holds no other data. Written to a temporary path and
+    renamed: an interrupted run leaves no half-written store behind.
+    """
+    import shutil
+
+    import xarray as xr
+
+    from nowcast.training import sequences_path
+
+    full = sequences_path(config)
+    path = full.with_name(f"{full.stem}-{'+'.join(sorted(regimes))}.zarr")
+    if path.exists():
+        return path
+    with xr.open_zarr(full) as ds:
+        if "regime" not in ds:
+            raise SystemExit(f"{full}: no 'regime' variable; cannot select sequences by regime")
+        flags = ds["regime"].attrs
+        names = dict(zip(str(flags.get("flag_meanings", "")).split(), flags.get("flag_values", [])))
+        unknown = sorted(set(regimes) - set(names))
+        if unknown:
+            raise SystemExit(f"{full}: unknown regime(s) {', '.join(unknown)}; the store has {', '.join(names)}")
+        keep = np.flatnonzero(np.isin(ds["regime"].values, [names[r] for r in regimes]))
+        if keep.size == 0:
+            raise SystemExit(f"{full}: no sequence in regime(s) {', '.join(regimes)}")
+        subset = ds.isel(sequence=keep).load()
+    for var in subset.variables.values():
+        var.encoding.pop("chunks", None)
+        var.encoding.pop("preferred_chunks", None)
+    subset.attrs["regimes_kept"] = " ".join(sorted(regimes))
+    subset.attrs["history"] = (str(subset.attrs.get("history", "")) +
+                               f"\nradar_transfer.regime_training_store: sequences of {'+'.join(sorted(regimes))}"
+                               f" only, {keep.size} of {ds.sizes['sequence']}").strip()
+    log.info("writing %s: %d of %d sequences (%s)", path, keep.size, ds.sizes["sequence"], ", ".join(regimes))
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subset.chunk({"sequence": 1}).to_zarr(tmp, mode="w")
+    tmp.rename(path)
     return path
 
 
@@ -337,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=None, help="Training budget of every neural model.")
     parser.add_argument("--train-sequences", type=int, default=None, metavar="N",
                         help="Train the neural models on the first N training sequences only (a short archive).")
+    parser.add_argument("--train-regimes", nargs="+", default=None, metavar="REGIME",
+                        help="Train the neural models only on the training sequences simulated in these regimes "
+                             "(e.g. stratiform: an archive that has seen no growth).")
     parser.add_argument("--methods", nargs="+", default=BASELINES + [SHIPPED] + list(NEURAL))
     parser.add_argument("--sequences", type=int, default=None, help="Use only the first N test sequences.")
     parser.add_argument("--no-train", action="store_true", help="Evaluate existing checkpoints only.")
@@ -367,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             for seed in args.seeds if method in NEURAL else []:
                 config = study_config(NEURAL[method], seed, args.iterations, args.precision,
-                                      train_sequences=args.train_sequences)
+                                      train_sequences=args.train_sequences,
+                                      train_regimes=tuple(args.train_regimes or ()))
                 ensure_trained(config, args.device, args.data_workers)
         return 0
 
@@ -410,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         secs: dict[str, list] = {t: [] for t in test_sets}
         for seed in args.seeds:
             config = study_config(NEURAL[method], seed, args.iterations, args.precision,
-                                  train_sequences=args.train_sequences)
+                                  train_sequences=args.train_sequences,
+                                  train_regimes=tuple(args.train_regimes or ()))
             if not args.no_train:
                 ensure_trained(config, args.device, args.data_workers)
             forecaster = load_forecaster(config)

@@ -203,6 +203,58 @@ def test_a_short_archive_is_the_first_sequences_of_the_long_one(tmp_path: Path) 
         short_training_store(config, 4)
 
 
+def test_a_regime_archive_holds_exactly_the_training_sequences_of_its_regimes(tmp_path: Path) -> None:
+    """benchmarks/radar_transfer.py --train-regimes trains on the full store's sequences of those regimes only,
+    unchanged, and refuses a regime the store does not know."""
+    import xarray as xr
+
+    from benchmarks.radar_transfer import regime_training_store, study_config
+    from pipelines.simulate import simulate_dataset
+
+    full = simulate_dataset("swiss-south", 6, 4, tmp_path / "train.zarr", seed=3, crop_size=32, scheduler="synchronous")
+    config = study_config("swiss-south-scratch", 1, 10)
+    config = config.model_copy(update={"data": config.data.model_copy(update={"path": str(full)})})
+    with xr.open_zarr(full) as a:
+        meanings = a["regime"].attrs["flag_meanings"].split()
+        values = dict(zip(meanings, a["regime"].attrs["flag_values"]))
+        flags = a["regime"].values
+        present = [m for m in meanings if (flags == values[m]).any()]
+        regime = present[0]
+        keep = np.flatnonzero(flags == values[regime])
+        assert 0 < keep.size < flags.size or len(present) == 1
+        store = regime_training_store(config, (regime,))
+        with xr.open_zarr(store) as b:
+            assert b.sizes["sequence"] == keep.size
+            assert set(b["regime"].values) == {values[regime]}
+            assert set(b.data_vars) == set(a.data_vars)
+            for var in a.data_vars:  # every variable (motion too, where the store has it), unchanged
+                np.testing.assert_array_equal(a[var].values[keep], b[var].values)
+            assert b.attrs["regimes_kept"] == regime
+    assert regime_training_store(config, (regime,)) == store  # made once, then reused
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(SystemExit, match="unknown regime"):
+        regime_training_store(config, ("monsoon",))
+    absent = [m for m in meanings if m not in present]
+    if absent:
+        with pytest.raises(SystemExit, match="no sequence"):
+            regime_training_store(config, (absent[0],))
+
+
+def test_a_regime_archive_run_has_its_own_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on a regime's sequences never takes (or overwrites) the full run's checkpoint, and cannot also be short."""
+    import benchmarks.radar_transfer as study
+
+    store = study.ROOT / "data/sim/swiss-south-train-stratiform.zarr"
+    monkeypatch.setattr(study, "regime_training_store", lambda config, regimes: store)
+    full = study.study_config("swiss-south-scratch", 0, None)
+    calm = study.study_config("swiss-south-scratch", 0, None, train_regimes=("stratiform",))
+    assert calm.checkpoint == f"models/runs/study/swiss-south-scratch-stratiform-it{full.training.iterations}-s0.pt"
+    assert calm.data.path == "data/sim/swiss-south-train-stratiform.zarr" != full.data.path
+    assert calm.model_dump(exclude={"checkpoint", "data"}) == full.model_dump(exclude={"checkpoint", "data"})
+    with pytest.raises(SystemExit, match="cannot be combined"):
+        study.study_config("swiss-south-scratch", 0, None, train_sequences=24, train_regimes=("stratiform",))
+
+
 def test_a_short_archive_run_never_takes_the_full_runs_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     """At the config's own seed and budget a study arm may use the config's checkpoint, but not when it
     trains on a short archive: that run would overwrite (or be mistaken for) the full one."""

@@ -16,12 +16,13 @@ if [ -f .devrun/site312.tar.xz ] && [ "$PY" = python3 ]; then
 else
   export PYTHONPATH=$PWD
 fi
-mkdir -p data/sim && tar -xJf .devrun/data.tar.xz -C data/sim || exit 4
+DATA=${DATA:-.devrun/data.tar.xz}
+mkdir -p data/sim && if [ -d "$DATA" ]; then cp -r "$DATA"/. data/sim/; else tar -xf "$DATA" -C data/sim; fi || exit 4
 echo "unpacked at $(el) s"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; nproc --all; } | tee $OUT/env.txt
 $PY -c "import torch,numpy,xarray,zarr,pysteps,cv2,pydantic,dask;import nowcast.training, benchmarks.radar_transfer;print('torch',torch.__version__,'numpy',numpy.__version__,'xarray',xarray.__version__,'zarr',zarr.__version__,'cv2',cv2.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())" 2>&1 | grep -v Pysteps | tee -a $OUT/env.txt
 [ ${PIPESTATUS[0]} -eq 0 ] || { echo "import check failed"; exit 5; }
-$PY .devrun/motion.py 2>&1 | grep -v 'Pysteps\|consolidated' | tail -5 | tee $OUT/motion.log
+$PY benchmarks/device/motion.py ${MOTION:-swiss-south-train swiss-south-val} 2>&1 | grep -v 'Pysteps\|consolidated' | tail -5 | tee $OUT/motion.log
 echo "motion at $(el) s"
 if [ "$FIG" = 1 ]; then
   $PY benchmarks/model_speed.py --device $DEV --sizes 2x32 4x64 --iterations 5 --variants fp32 bf16 --frames 16 --inputs 4 --sources 4 2>&1 | grep -v Pysteps | tee $OUT/speed64.txt
@@ -35,7 +36,7 @@ mkdir -p $OUT/logs
 RUNS=${RUNS:-"tmu:0 tmu:1 tmu:2 scratch:0 scratch:1 scratch:2 finetune-nexrad-kbmx:0 finetune-nexrad-kbmx:1 finetune-nexrad-kbmx:2"}
 [ "$RUNS" = none ] && RUNS=""
 for r in $RUNS; do m=${r%%:*}; s=${r##*:}
-  timeout -s INT -k 20 $REM $PY benchmarks/radar_transfer.py --train-only --methods $m --seeds $s --iterations $ITS --device $DEV --precision fp32 --threads 1 --data-workers ${STUDY_WORKERS:-0} > $OUT/logs/$m-s$s.log 2>&1 &
+  timeout -s INT -k 20 $REM $PY benchmarks/radar_transfer.py --train-only --methods $m --seeds $s --iterations $ITS ${STUDY_ARGS:-} --device $DEV --precision fp32 --threads 1 --data-workers ${STUDY_WORKERS:-0} > $OUT/logs/$m-s$s.log 2>&1 &
 done
 # BIAS_RUNS: "weight:seed ..." candidates of benchmarks/bias_selection.py (the shipped recipe with area_bias_weight)
 for r in ${BIAS_RUNS:-}; do w=${r%%:*}; s=${r##*:}
