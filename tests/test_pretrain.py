@@ -234,10 +234,14 @@ def test_a_regime_archive_holds_exactly_the_training_sequences_of_its_regimes(tm
     assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(SystemExit, match="unknown regime"):
         regime_training_store(config, ("monsoon",))
-    absent = [m for m in meanings if m not in present]
-    if absent:
-        with pytest.raises(SystemExit, match="no sequence"):
-            regime_training_store(config, (absent[0],))
+    # an archive with no sequence of the regime asked for: a clear error, no empty store
+    with xr.open_zarr(full) as a:
+        one = a.load().assign(regime=a["regime"].copy(data=np.full(flags.shape, values[meanings[0]], "int8")))
+    one.to_zarr(tmp_path / "one.zarr", mode="w")
+    lone = config.model_copy(update={"data": config.data.model_copy(update={"path": str(tmp_path / "one.zarr")})})
+    with pytest.raises(SystemExit, match="no sequence in regime"):
+        regime_training_store(lone, (meanings[1],))
+    assert not (tmp_path / f"one-{meanings[1]}.zarr").exists()
 
 
 def test_a_regime_archive_run_has_its_own_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,14 @@ el() { echo $(( $(date +%s) - T0 )); }
 if [ -f .devrun/site312.tar.xz ] && [ "$PY" = python3 ]; then
   mkdir -p /tmp/site && tar -xJf .devrun/site312.tar.xz -C /tmp/site || exit 3
   export PYTHONPATH=/tmp/site:$PWD
+  # packages the image lacks, as cp312 wheels and pure or Cython sdists in .whl/ (git-ignored; pip download here)
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 3
+  fi
+  for sd in .whl/*.tar.gz; do [ -f "$sd" ] || continue
+    $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site "$sd" > $OUT/build.log 2>&1 || { tail -20 $OUT/build.log; exit 3; }
+  done
+  echo "packages at $(el) s"
 else
   export PYTHONPATH=$PWD
 fi
