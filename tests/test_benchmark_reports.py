@@ -69,3 +69,32 @@ def test_validation_curves_compare_arms_at_the_same_seed():
     assert set(rel) == {("tmu", 0), ("tmu", 1)}
     assert rel[("tmu", 0)] == pytest.approx({100: 10.0, 200: 0.0})
     assert rel[("tmu", 1)] == pytest.approx({100: -10.0})
+
+
+def _arm(per_seed_csi: list[float], leads: int = 12) -> dict:
+    """A study result whose every lead of seed i scores per_seed_csi[i]."""
+    rows = [[v] * leads for v in per_seed_csi]
+    return {"scores": {"csi@1": {"per_seed": rows}}}
+
+
+def test_the_transfer_order_needs_each_step_beyond_the_seed_spread():
+    """radar_transfer.transfer_order: A > B only where the seed means differ by more than the larger spread;
+    exactly at it is a tie, and one tie (or reversal) means the order does not hold."""
+    from benchmarks.radar_transfer import transfer_order
+
+    # scratch 0.500 ± 0.010; finetune 0.520 ± 0.010 (+0.020 > 0.010); TMU 0.540 ± 0.020: +0.020 is exactly
+    # the larger spread (0.020): a tie
+    results = {"scratch": _arm([0.49, 0.50, 0.51]), "finetune-nexrad-kbmx": _arm([0.51, 0.52, 0.53]),
+               "tmu": _arm([0.52, 0.54, 0.56])}
+    o = transfer_order(results)
+    assert o["means"]["tmu"] == pytest.approx(0.54) and o["spreads"]["tmu"] == pytest.approx(0.02)
+    assert o["pairs"] == ["=", ">"] and not o["holds"]
+    results["tmu"] = _arm([0.5201, 0.5401, 0.5601])  # just beyond: the order holds
+    o = transfer_order(results)
+    assert o["pairs"] == [">", ">"] and o["holds"]
+    results["scratch"] = _arm([0.54, 0.55, 0.56])  # scratch ahead of finetune by more than the spread
+    assert transfer_order(results)["pairs"] == [">", "<"]
+    # only the first hour counts: a late lead cannot rescue it
+    late = {arm: {"scores": {"csi@1": {"per_seed": [[0.5] * 12 + [0.9 if arm == "tmu" else 0.1] * 12]}}}
+            for arm in ("tmu", "finetune-nexrad-kbmx", "scratch")}
+    assert transfer_order(late)["pairs"] == ["=", "="]

@@ -257,6 +257,14 @@ def test_a_regime_archive_run_has_its_own_checkpoint(monkeypatch: pytest.MonkeyP
     assert calm.model_dump(exclude={"checkpoint", "data"}) == full.model_dump(exclude={"checkpoint", "data"})
     with pytest.raises(SystemExit, match="cannot be combined"):
         study.study_config("swiss-south-scratch", 0, None, train_sequences=24, train_regimes=("stratiform",))
+    # without the recipe's synthetic trend samples: its own checkpoint, only that share changed, even at the
+    # config's own seed and budget (never the full run's path)
+    bare = study.study_config("swiss-south-scratch", 0, None, train_regimes=("stratiform",), trend_samples=0.0)
+    assert bare.checkpoint == f"models/runs/study/swiss-south-scratch-stratiform-ptf0-it{full.training.iterations}-s0.pt"
+    assert full.training.persistent_trend_fraction > 0 == bare.training.persistent_trend_fraction
+    assert bare.training.model_dump(exclude={"persistent_trend_fraction"}) == \
+        calm.training.model_dump(exclude={"persistent_trend_fraction"})
+    assert study.study_config("swiss-south-scratch", 0, None, trend_samples=0.0).checkpoint != full.checkpoint
 
 
 def test_a_short_archive_run_never_takes_the_full_runs_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
