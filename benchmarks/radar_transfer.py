@@ -38,7 +38,11 @@ into checkpoints of their own (``...-nN-it...``)::
 With ``--train-regimes stratiform`` they train only on the training sequences
 the simulator drew in those regimes (a new radar whose archive has seen no
 growth or convection; :func:`regime_training_store`), into checkpoints of
-their own (``...-stratiform-it...``).
+their own (``...-stratiform-it...``); ``--trend-samples 0`` also turns off
+the recipe's synthetic in-place trend samples in every arm, so that what the
+target learns of growth comes only from the sources. Each test set's table
+ends with the order of TMU, finetune and scratch that the seed means show
+beyond their spread (:func:`transfer_order`).
 
 The models' configs are ``configs/models/swiss-south-*.yaml``, all at one
 architecture, the sources' own (:data:`PROTOCOL_ARCHITECTURE`); for seed 0 at
