@@ -55,6 +55,7 @@ counts; ``tmu-shipped`` scores the shipped checkpoint itself.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -367,7 +368,7 @@ def transfer_order(results: dict, key: str = "csi@1", arms: tuple[str, ...] = OR
         means[arm] = float(per_seed.mean())
         spreads[arm] = float(0.5 * (per_seed.max() - per_seed.min()))
     pairs = []
-    for a, b in zip(arms, arms[1:]):
+    for a, b in itertools.pairwise(arms):
         d = means[a] - means[b]
         margin = max(spreads[a], spreads[b])
         pairs.append(">" if d > margin else "<" if d < -margin else "=")
