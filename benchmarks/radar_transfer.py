@@ -307,8 +307,9 @@ def evaluate(method: str, predict, sequences: np.ndarray, input_frames: int, lea
     return result, seconds
 
 
-def plot_maps(sequences: np.ndarray, tname: str, methods: list[str], input_frames: int, path: Path) -> None:
-    """The first test sequence at +30 and +60 min: observation beside each method (mm/h)."""
+def plot_maps(sequences: np.ndarray, tname: str, methods: list[str], input_frames: int, path: Path,
+              title: str | None = None) -> None:
+    """The first test sequence at +30 and +60 min: observation beside each method (mm/h); ``title`` names it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,7 +333,7 @@ def plot_maps(sequences: np.ndarray, tname: str, methods: list[str], input_frame
             ax.set_xticks([])
             ax.set_yticks([])
     fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.04, label="rain rate (mm/h); grey: no forecast")
-    fig.suptitle(f"{tname}: first test sequence (2 km cells)", fontsize=10)
+    fig.suptitle(title or f"{tname}: first test sequence (2 km cells)", fontsize=10)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

@@ -98,3 +98,18 @@ def test_the_transfer_order_needs_each_step_beyond_the_seed_spread():
     late = {arm: {"scores": {"csi@1": {"per_seed": [[0.5] * 12 + [0.9 if arm == "tmu" else 0.1] * 12]}}}
             for arm in ("tmu", "finetune-nexrad-kbmx", "scratch")}
     assert transfer_order(late)["pairs"] == ["=", "="]
+
+
+def test_window_map_shows_the_window_asked_for_and_refuses_one_the_store_lacks(tmp_path):
+    """benchmarks/window_map.py: any sequence of a store as a map beside the baselines; a wrong index is one line."""
+    from benchmarks.window_map import main
+    from pipelines.simulate import simulate_dataset
+
+    store = simulate_dataset("swiss-south", 2, 16, tmp_path / "test.zarr", seed=5, crop_size=32,
+                             scheduler="synchronous")
+    out = tmp_path / "map.png"
+    assert main([str(store), "1", "--history", "4", "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="no sequence 2 \\(it holds 2\\)"):
+        main([str(store), "2", "--history", "4", "--out", str(tmp_path / "none.png")])
+    assert not (tmp_path / "none.png").exists()
