@@ -110,13 +110,23 @@ def test_the_floor_round_trips_old_entries_have_none_and_bad_ones_are_refused():
             ChangeWeights.from_metadata({**entry, "trend_growth_min": bad}, "m.pt")
 
 
-def test_the_calibration_the_config_and_the_command_line_carry_the_floor():
-    from nowcast.models.config import CalibrationConfig
+def calibration_case() -> tuple[dict, list, dict]:
+    """Two steadily growing sequences, one growth-only candidate and the shipped reading with an open gate.
 
+    Shared by the tests that check a trend limit travels through ``calibrate``: each calls it with and without
+    its own limit and compares what the candidate added.
+    """
     seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS, db_per_step=1.0)}
     keys = candidates((0.0,), (2.0,), forms=("growth",), lifetimes=(12.0,))
     reading = {"trend_frames": 8, "trend_estimator": "slope", "trend_smoothing_px": 4.0, "trend_persistence_min": 0.0,
                "trend_align": True, "trend_ceiling": "scene"}
+    return seqs, keys, reading
+
+
+def test_the_calibration_the_config_and_the_command_line_carry_the_floor():
+    from nowcast.models.config import CalibrationConfig
+
+    seqs, keys, reading = calibration_case()
     weights, _, starved, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_growth_min=1.0, **reading)
     assert weights.trend_growth_min == 1.0  # more than any scene grows: every candidate is extrapolation
     _, _, opened, _ = calibrate(_model(None), seqs, LEADS, keys=keys, **reading)

@@ -28,15 +28,13 @@ from nowcast.models.calibration import (
     NO_GATE,
     ChangeWeights,
     calibrate,
-    candidates,
     check_trend_reading,
     growth_ratio,
     half_rates,
     smooth_within_rain,
     window_trend,
 )
-from tests.test_calibration import growing_sequences
-from tests.test_trend_growth_floor import SHAPE
+from tests.test_trend_growth_floor import SHAPE, calibration_case
 from tests.test_trend_history import LEADS, _minmod_weights, _model
 
 READ = (4.0, "slope", 4.0)  # linearity power, estimator, smoothing: the shipped reading
@@ -350,10 +348,7 @@ def test_the_shipped_forecast_with_the_floor_says_the_ratio_evidence_reports(shi
 def test_the_calibration_and_the_config_carry_the_floor():
     from nowcast.models.config import CalibrationConfig
 
-    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS, db_per_step=1.0)}
-    keys = candidates((0.0,), (2.0,), forms=("growth",), lifetimes=(12.0,))
-    reading = {"trend_frames": 8, "trend_estimator": "slope", "trend_smoothing_px": 4.0, "trend_persistence_min": 0.0,
-               "trend_align": True, "trend_ceiling": "scene"}
+    seqs, keys, reading = calibration_case()
     weights, _, starved, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_growth_ratio_min=100.0, **reading)
     assert weights.trend_growth_ratio_min == 100.0  # no scene grew 100 times faster in its newer half: none added
     _, _, opened, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_growth_ratio_min=FLOOR, **reading)

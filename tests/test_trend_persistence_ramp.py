@@ -24,13 +24,11 @@ from nowcast.models.calibration import (
     NO_GATE,
     ChangeWeights,
     calibrate,
-    candidates,
     check_trend_reading,
     persistence_ramp,
     window_trend,
 )
-from tests.test_calibration import growing_sequences
-from tests.test_trend_growth_floor import SHAPE, _moved_window
+from tests.test_trend_growth_floor import SHAPE, _moved_window, calibration_case
 from tests.test_trend_history import LEADS, _minmod_weights, _model
 
 READ = (4.0, "slope", 4.0)  # linearity power, estimator, smoothing: the shipped reading
@@ -227,10 +225,7 @@ def test_the_forecast_adds_the_ramped_trend_and_says_how_much():
 def test_the_calibration_and_the_config_carry_the_ramp():
     from nowcast.models.config import CalibrationConfig
 
-    seqs = {"growth": growing_sequences(n=2, frames=8 + LEADS, db_per_step=1.0)}
-    keys = candidates((0.0,), (2.0,), forms=("growth",), lifetimes=(12.0,))
-    reading = {"trend_frames": 8, "trend_estimator": "slope", "trend_smoothing_px": 4.0, "trend_persistence_min": 0.0,
-               "trend_align": True, "trend_ceiling": "scene"}
+    seqs, keys, reading = calibration_case()
     weights, _, ramped, _ = calibrate(_model(None), seqs, LEADS, keys=keys, trend_persistence_full=1.0, **reading)
     assert weights.trend_persistence_full == 1.0 and weights.trend_persistence_min == 0.0
     _, _, stepped, _ = calibrate(_model(None), seqs, LEADS, keys=keys, **reading)
