@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 # imported after the path is set, so that the script runs from anywhere
 from benchmarks.gate_consistency import flicker, large_jumps
+from benchmarks.trend_consistency import bounded_candidates, candidate_choice, tie_break
 from benchmarks.window_losses import heavy
 
 log = logging.getLogger("stress_rule")
@@ -59,29 +60,9 @@ def ranked_candidates(results: dict, floor: float) -> list[dict]:
     Ordered by growth gain; :func:`tie_break` then resolves ties among those
     that pass as :func:`~benchmarks.trend_consistency.bounded_choice` does.
     """
-    from benchmarks.trend_consistency import HISTORY, bounded_candidates
-
-    ranked = []
-    for (estimator, smoothing, gate, samples, growth, full), key, row in bounded_candidates(results, floor):
-        chosen = [float(v) for v in key.split("/")]
-        ranked.append({"rule": "the twenty-first round's", "history": HISTORY, "chosen": chosen,
-                       "trend_estimator": estimator, "trend_smoothing_px": smoothing,
-                       "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
-                       "trend_persistence_samples": samples, "trend_growth_min": growth,
-                       "trend_persistence_full": full, "validation_worst": row["worst"],
-                       "validation_growth_gain": row["growth_gain"]})
+    ranked = [candidate_choice(reading, key, row, "the twenty-first round's")
+              for reading, key, row in bounded_candidates(results, floor)]
     return sorted(ranked, key=lambda c: -c["validation_growth_gain"])
-
-
-def tie_break(passing: list[dict], tie: float = 0.005) -> dict | None:
-    """Of the candidates that passed, the best: within ``tie`` of the largest gain, the first in the ties' order."""
-    if not passing:
-        return None
-    top = max(c["validation_growth_gain"] for c in passing)
-    tied = [c for c in passing if c["validation_growth_gain"] >= top - tie - 1e-12]
-    return min(tied, key=lambda c: (-c["trend_persistence_min"], -c.get("trend_growth_min", 0.0),
-                                    -c.get("trend_persistence_full", -1.0), c["trend_estimator"] != "minmod",
-                                    -c["trend_smoothing_px"], c["chosen"][2], c["chosen"][4]))
 
 
 def shipped_choice(forecaster) -> dict:

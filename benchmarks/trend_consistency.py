@@ -265,36 +265,47 @@ def bounded_candidates(results: dict, floor: float):
                 yield reading, key, row
 
 
+def candidate_choice(reading: tuple, key: str, row: dict, rule: str) -> dict:
+    """One :func:`bounded_candidates` entry as a choice ``trend_history.py score`` reads (``rule``: who chose it)."""
+    estimator, smoothing, gate, samples, growth, full = reading
+    return {"rule": rule, "history": HISTORY, "chosen": [float(v) for v in key.split("/")],
+            "trend_estimator": estimator, "trend_smoothing_px": smoothing,
+            "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
+            "trend_persistence_samples": samples, "trend_growth_min": growth, "trend_persistence_full": full,
+            "validation_worst": row["worst"], "validation_growth_gain": row["growth_gain"]}
+
+
+def tie_break(choices: list[dict], tie: float = 0.005) -> dict | None:
+    """Of ``choices``, the best: within ``tie`` of the largest growth gain, the first in the ties' order.
+
+    The ties' order: the stricter gate, then the higher growth floor
+    (twenty-fourth round), then the later ramp end (twenty-eighth round: the
+    smoother), then the minmod, then the larger smoothing (the nineteenth
+    round's), then the smaller weight, then the shorter lifetime. One order
+    for :func:`bounded_choice` and ``stress_rule.py``; ``None`` for no choices.
+    """
+    if not choices:
+        return None
+    top = max(c["validation_growth_gain"] for c in choices)
+    tied = [c for c in choices if c["validation_growth_gain"] >= top - tie - 1e-12]
+    return min(tied, key=lambda c: (-c["trend_persistence_min"], -c.get("trend_growth_min", 0.0),
+                                    -c.get("trend_persistence_full", -1.0), c["trend_estimator"] != "minmod",
+                                    -c["trend_smoothing_px"], c["chosen"][2], c["chosen"][4]))
+
+
 def bounded_choice(results: dict, floor: float, tie: float = 0.005) -> dict:
     """Step 2's rule of the eighteenth round, as a choice ``trend_history.py score`` reads.
 
     Over the aligned gated estimators with the scene ceiling (minmod or
     slope, any smoothing, any gate), the candidate with the largest growth
     gain at a worst lead of at least ``floor``; candidates within ``tie`` of
-    it are tied, and the tie goes to the stricter gate, then the higher growth
-    floor (twenty-fourth round), then the later ramp end (twenty-eighth
-    round: the smoother), then the minmod, then
-    the larger smoothing (the nineteenth round's), then the smaller weight,
-    then the shorter lifetime.
+    it are tied, and the tie goes as :func:`tie_break` orders them.
     """
-    safe = [(row["growth_gain"], gate, estimator, key, row, smoothing, samples, growth, full)
-            for (estimator, smoothing, gate, samples, growth, full), key, row in bounded_candidates(results, floor)]
-    if not safe:
+    choice = tie_break([candidate_choice(reading, key, row, "step 2 of the eighteenth round")
+                        for reading, key, row in bounded_candidates(results, floor)], tie)
+    if choice is None:
         raise ValueError(f"no aligned gated candidate with the scene ceiling has a worst lead >= {floor:g}")
-    top = max(s[0] for s in safe)
-    tied = [s for s in safe if s[0] >= top - tie - 1e-12]
-
-    def order(s):  # stricter gate, higher growth floor, later ramp end, minmod, larger smoothing, smaller weight,
-        weights = [float(v) for v in s[3].split("/")]  # shorter lifetime
-        return (-s[1], -s[7], -s[8], s[2] != "minmod", -s[5], weights[2], weights[4])
-
-    gain, gate, estimator, key, row, smoothing, samples, growth, full = min(tied, key=order)
-    return {"rule": "step 2 of the eighteenth round", "history": HISTORY,
-            "chosen": [float(v) for v in key.split("/")], "trend_estimator": estimator,
-            "trend_smoothing_px": smoothing,
-            "trend_persistence_min": gate, "trend_align": True, "trend_ceiling": "scene",
-            "trend_persistence_samples": samples, "trend_growth_min": growth, "trend_persistence_full": full,
-            "validation_worst": row["worst"], "validation_growth_gain": gain}
+    return choice
 
 
 def run(sequences: int, only: list[str] | None = None, extended: bool = False, wide: bool = False,
