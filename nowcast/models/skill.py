@@ -249,12 +249,11 @@ def heldout_skill(forecaster, sequences: np.ndarray, test_set: str, provenance: 
     keys = ("csi@1", "csi@5", "fss@16km", "mae")
     no_worse = all(m >= e - 1e-9 for key in ("csi@1", "csi@5") for m, e in zip(model[key], extrap[key]))
     summary = bootstrap_summary(np.stack(model_counts), np.stack(extrap_counts), BOOTSTRAP_SAMPLES)
-    differences = np.asarray(summary["difference"], dtype=np.float64)  # (leads, thresholds); NaN: no events
+    lowest = summary["worst"]  # NaN difference: no events at any lead or threshold
     worst = None
-    if np.isfinite(differences).any():
-        lead, j = np.unravel_index(np.nanargmin(differences), differences.shape)
-        worst = {"test_set": test_set, "lead_minutes": timestep_minutes * (int(lead) + 1),
-                 "threshold_mm_h": float(BOOTSTRAP_THRESHOLDS[j]), "difference": float(differences[lead, j])}
+    if np.isfinite(lowest["difference"]):
+        worst = {"test_set": test_set, "lead_minutes": timestep_minutes * lowest["lead"],
+                 "threshold_mm_h": float(lowest["threshold"]), "difference": lowest["difference"]}
     return {
         "test_set": test_set,
         "provenance": provenance,
