@@ -70,6 +70,8 @@ sys.path.insert(0, str(ROOT))
 log = logging.getLogger("radar_transfer")
 
 BASELINES = ["persistence", "extrapolation", "sprog", "lagrangian-trend", "anvil"]
+#: The thirty-fourth round's arms and specialist sources (paths relative to the repository root).
+SPLIT_CONFIGS = "benchmarks/configs/transfer-split"
 NEURAL = {  # the shipped TMU target first: it is the one the product needs
     "tmu": "swiss-south-tmu",
     "scratch": "swiss-south-scratch",
@@ -83,6 +85,10 @@ NEURAL = {  # the shipped TMU target first: it is the one the product needs
     "tmu-lambda0": "swiss-south-tmu-lambda0",
     "tmu-warm-lambda0": "swiss-south-tmu-warm-lambda0",
     "tmu-plain": "swiss-south-tmu-plain",
+    # thirty-fourth round: radar sources that each know one regime (benchmarks/specialist_sources.py)
+    "finetune-kbmx-growth": f"{SPLIT_CONFIGS}/swiss-south-finetune-kbmx-growth.yaml",
+    "finetune-korpo-convective": f"{SPLIT_CONFIGS}/swiss-south-finetune-korpo-convective.yaml",
+    "tmu-split": f"{SPLIT_CONFIGS}/swiss-south-tmu-split.yaml",
 }
 #: The region's shipped forecaster, evaluated as shipped (its own training budget).
 SHIPPED = "tmu-shipped"
@@ -124,7 +130,7 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     """
     from nowcast.models.config import find_model_config, load_model_config
 
-    config = load_model_config(find_model_config(name))
+    config = load_model_config(find_model_config(ROOT / name if name.endswith(".yaml") else name))
     its = iterations or config.training.iterations
     update = {"seed": seed, "iterations": its, "sampling_end": min(config.training.sampling_end, its)}
     if precision is not None:
@@ -155,7 +161,7 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
         changes["data"] = config.data.model_copy(update={"path": str(relative)})
     elif not short and own_architecture and seed == config.training.seed and its == config.training.iterations:  # the config's own checkpoint
         return config.model_copy(update=changes)
-    ckpt = f"models/runs/study/{name}{short}-it{its}-s{seed}.pt"
+    ckpt = f"models/runs/study/{config.name}{short}-it{its}-s{seed}.pt"
     return config.model_copy(update={**changes, "checkpoint": ckpt})
 
 
@@ -376,17 +382,19 @@ def transfer_order(results: dict, key: str = "csi@1", arms: tuple[str, ...] = OR
     return {"key": key, "means": means, "spreads": spreads, "pairs": pairs, "holds": all(p == ">" for p in pairs)}
 
 
-def order_line(results: dict, key: str = "csi@1") -> str:
+def order_line(results: dict, key: str = "csi@1", arms: tuple[str, ...] = ORDER) -> str:
     """One line for the table: the arms' seed means and the order they show (see :func:`transfer_order`)."""
-    if not all(arm in results for arm in ORDER):
+    if not all(arm in results for arm in arms):
         return ""
-    o = transfer_order(results, key)
-    text = f" {o['pairs'][0]} ".join(f"{arm} {o['means'][arm]:.3f} ± {o['spreads'][arm]:.3f}" for arm in ORDER[:2])
-    text += f" {o['pairs'][1]} {ORDER[2]} {o['means'][ORDER[2]]:.3f} ± {o['spreads'][ORDER[2]]:.3f}"
+    o = transfer_order(results, key, arms)
+    text = f"{arms[0]} {o['means'][arms[0]]:.3f} ± {o['spreads'][arms[0]]:.3f}"
+    for pair, arm in zip(o["pairs"], arms[1:]):
+        text += f" {pair} {arm} {o['means'][arm]:.3f} ± {o['spreads'][arm]:.3f}"
     return f"Order on mean {key.upper()} 0-60 min: {text} ({'holds' if o['holds'] else 'does not hold'})."
 
 
-def markdown(results: dict, leads: int, provenance: str = "simulated from real seeds") -> str:
+def markdown(results: dict, leads: int, provenance: str = "simulated from real seeds",
+             orders: tuple[tuple[str, ...], ...] = (ORDER,)) -> str:
     """Table: CSI at 1 and 5 mm/h (mean over 0-60 min, at 30 and 60 min), FSS and MAE at 60 min; mean ± spread."""
     minutes = [TIMESTEP * (i + 1) for i in range(leads)]
     hour = min(12, leads)
@@ -405,9 +413,10 @@ def markdown(results: dict, leads: int, provenance: str = "simulated from real s
         lattice = r["scores"].get("lattice@60", {}).get("mean", [float("nan")])[0]
         lines.append(f"| {name} | {' | '.join(cells)} | {fss:.3f} | {mae:.3f} | {lattice:.2f} | {r['seconds']:.3f} |")
     lines.append("")
-    for key in ("csi@1", "csi@5"):
-        if line := order_line(results, key):
-            lines += [line, ""]
+    for arms in orders:
+        for key in ("csi@1", "csi@5"):
+            if line := order_line(results, key, arms):
+                lines += [line, ""]
     lines.append(f"Lead times: {minutes[0]}..{minutes[-1]} min; mean ± spread (half range) over seeds. "
                  f"Lattice: spectral power at the 4-cell patch harmonics over that of neighbouring frequencies at "
                  f"60 min (about 1: no lattice). Data: {provenance}.")
@@ -473,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=4,
                         help="Frames before the analysis time taken from each sequence: the baselines and the study's "
                              "models read the newest 4, the shipped model as many as it reads (its trend may read 8).")
+    parser.add_argument("--order", nargs="+", action="append", default=None, metavar="ARM",
+                        help="Arms whose order each table reads, best expected first (repeatable; default: "
+                             + " ".join(ORDER) + ").")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/radar_transfer")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -496,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     input_frames, leads = 4, 12
+    orders = tuple(tuple(arms) for arms in args.order) if args.order else (ORDER,)
     history = max(input_frames, args.history)
 
     test_sets, provenance = {}, {}
@@ -553,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     text = []
     for tname, res in results.items():
-        text.append(f"### {tname} ({len(test_sets[tname])} sequences)\n\n" + markdown(res, leads, provenance[tname]))
+        text.append(f"### {tname} ({len(test_sets[tname])} sequences)\n\n" + markdown(res, leads, provenance[tname], orders))
         plot(res, leads, args.out / f"skill_{tname}.png", title=f"{tname} ({provenance[tname]})")
         plot_maps(test_sets[tname], tname, [m for m in args.methods if m in ("extrapolation", "lagrangian-trend", "anvil", SHIPPED, "tmu", "finetune-nexrad-kbmx", "scratch")],
                   history, args.out / f"maps_{tname}.png")

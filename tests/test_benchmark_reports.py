@@ -113,3 +113,65 @@ def test_window_map_shows_the_window_asked_for_and_refuses_one_the_store_lacks(t
     with pytest.raises(SystemExit, match="no sequence 2 \\(it holds 2\\)"):
         main([str(store), "2", "--history", "4", "--out", str(tmp_path / "none.png")])
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_order_line_reads_the_arms_it_is_given():
+    """radar_transfer.order_line: a study with other arms (thirty-fourth round's specialists) reads their order,
+    and says nothing where an arm is missing rather than reading another arm in its place."""
+    from benchmarks.radar_transfer import order_line
+
+    results = {"scratch": _arm([0.49, 0.50, 0.51]), "finetune-kbmx-growth": _arm([0.53, 0.54, 0.55]),
+               "tmu-split": _arm([0.56, 0.57, 0.58]), "finetune-nexrad-kbmx": _arm([0.60, 0.61, 0.62])}
+    line = order_line(results, "csi@1", ("tmu-split", "finetune-kbmx-growth", "scratch"))
+    assert line == ("Order on mean CSI@1 0-60 min: tmu-split 0.570 ± 0.010 > finetune-kbmx-growth 0.540 ± 0.010 "
+                    "> scratch 0.500 ± 0.010 (holds).")
+    assert "< finetune-nexrad-kbmx" in order_line(results, "csi@1", ("tmu-split", "finetune-nexrad-kbmx"))
+    assert order_line(results, "csi@1", ("tmu-split", "finetune-korpo-convective", "scratch")) == ""
+    assert order_line(results, "csi@1") == ""  # the default arms: "tmu" is not in this study
+
+
+def test_the_specialist_arms_are_built_from_the_specialists_and_checkpoint_by_their_own_name():
+    """The thirty-fourth round's arms name their configs by path; each trains from the specialist it says, into a
+    checkpoint of its own config name, on the same archive and recipe as the other arms."""
+    import benchmarks.radar_transfer as study
+    from benchmarks.specialist_sources import SPECIALISTS
+
+    split = f"{study.SPLIT_CONFIGS}/"
+    kw = {"train_regimes": ("stratiform",), "trend_samples": 0.0}
+    scratch = study.study_config(study.NEURAL["scratch"], 2, 1000, "fp32", **kw)
+    growth = study.study_config(study.NEURAL["finetune-kbmx-growth"], 2, 1000, "fp32", **kw)
+    convective = study.study_config(study.NEURAL["finetune-korpo-convective"], 2, 1000, "fp32", **kw)
+    tmu = study.study_config(study.NEURAL["tmu-split"], 2, 1000, "fp32", **kw)
+    assert growth.checkpoint == "models/runs/study/swiss-south-finetune-kbmx-growth-stratiform-ptf0-it1000-s2.pt"
+    assert tmu.checkpoint == "models/runs/study/swiss-south-tmu-split-stratiform-ptf0-it1000-s2.pt"
+    assert growth.training.init_from == split + "src-nexrad-kbmx-growth.yaml"
+    assert convective.training.init_from == split + "src-finland-korpo-convective.yaml"
+    assert tmu.tmu.sources == [split + f"{name}.yaml" for name in SPECIALISTS] + ["src-eumetsat-ir", "mnist-source-3digit"]
+    # the same archive, architecture and recipe as scratch: only the start (or the memory) differs
+    for arm in (growth, convective):
+        assert arm.model_dump(exclude={"name", "description", "checkpoint", "training"}) == \
+            scratch.model_dump(exclude={"name", "description", "checkpoint", "training"})
+        assert arm.training.model_dump(exclude={"init_from"}) == scratch.training.model_dump(exclude={"init_from"})
+    assert tmu.data == scratch.data and tmu.architecture == scratch.architecture
+    full_tmu = study.study_config(study.NEURAL["tmu"], 2, 1000, "fp32", **kw)
+    assert tmu.model_dump(exclude={"name", "description", "checkpoint", "tmu"}) == \
+        full_tmu.model_dump(exclude={"name", "description", "checkpoint", "tmu"})
+
+
+def test_a_specialist_trains_only_on_its_regime_store(monkeypatch, tmp_path):
+    """benchmarks/specialist_sources.py: each specialist names its zoo source's store of its one regime; a YAML that
+    names another store is refused before anything trains."""
+    import benchmarks.specialist_sources as specialists
+
+    for name, (base, regime) in specialists.SPECIALISTS.items():
+        config, zoo, got = specialists.specialist_config(name)
+        assert got == regime and zoo.name == base and config.role == "source"
+        assert config.data.path.endswith(f"-{regime}.zarr")
+        assert config.checkpoint.startswith("models/runs/")  # never the zoo's own checkpoint
+    text = (specialists.ROOT / specialists.SPLIT_CONFIGS / "src-nexrad-kbmx-growth.yaml").read_text()
+    (tmp_path / specialists.SPLIT_CONFIGS).mkdir(parents=True)
+    (tmp_path / specialists.SPLIT_CONFIGS / "src-nexrad-kbmx-growth.yaml").write_text(
+        text.replace("nexrad-kbmx-train-growth_decay.zarr", "nexrad-kbmx-train.zarr"))
+    monkeypatch.setattr(specialists, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match="not the growth_decay store of src-nexrad-kbmx"):
+        specialists.specialist_config("src-nexrad-kbmx-growth")
