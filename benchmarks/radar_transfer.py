@@ -355,6 +355,10 @@ def summarise(per_seed: list[dict]) -> dict:
     return out
 
 
+#: The methods the maps show (where the study scores them): baselines, the shipped model and the transfer arms.
+MAPPED = ("extrapolation", "lagrangian-trend", "anvil", SHIPPED, "tmu", "finetune-nexrad-kbmx", "scratch",
+          "tmu-split", "finetune-kbmx-growth", "finetune-korpo-convective")
+
 #: The arms of the transfer order the issue asks for, best expected first.
 ORDER = ("tmu", "finetune-nexrad-kbmx", "scratch")
 
@@ -568,8 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     for tname, res in results.items():
         text.append(f"### {tname} ({len(test_sets[tname])} sequences)\n\n" + markdown(res, leads, provenance[tname], orders))
         plot(res, leads, args.out / f"skill_{tname}.png", title=f"{tname} ({provenance[tname]})")
-        plot_maps(test_sets[tname], tname, [m for m in args.methods if m in ("extrapolation", "lagrangian-trend", "anvil", SHIPPED, "tmu", "finetune-nexrad-kbmx", "scratch")],
-                  history, args.out / f"maps_{tname}.png")
+        plot_maps(test_sets[tname], tname, [m for m in args.methods if m in MAPPED], history, args.out / f"maps_{tname}.png")
     (args.out / "table.md").write_text("\n\n".join(text) + "\n")
     print("\n\n".join(text))
     return 0
