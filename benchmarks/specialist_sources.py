@@ -31,7 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.radar_transfer import SPLIT_CONFIGS, ensure_trained, regime_training_store  # noqa: E402
+from benchmarks.radar_transfer import (
+    SPLIT_CONFIGS,
+    ensure_trained,
+    regime_training_store,
+)
 
 log = logging.getLogger("specialist_sources")
 
