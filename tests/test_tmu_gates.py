@@ -1,0 +1,58 @@
+"""benchmarks/tmu_gates.py: the transfer gates it reports are each source's own, read without changing the forecast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.tmu_gates import GateRecorder, table
+from nowcast.models.tmu import TMUCell
+
+
+def _cell() -> tuple[torch.nn.Module, TMUCell]:
+    torch.manual_seed(0)
+    cell = TMUCell(2, 4, kernel=3, source_channels=[4, 4, 4], variant="convex")
+    with torch.no_grad():  # the sources' gates open differently, so a wrong slice reads another source's
+        cell.norm.bias[4 * 4 : 5 * 4] = -3.0
+        cell.norm.bias[6 * 4 : 7 * 4] = 3.0
+    holder = torch.nn.Module()
+    holder.cell = cell
+    return holder, cell
+
+
+def test_each_sources_gate_is_its_own_and_the_forecast_is_unchanged():
+    holder, cell = _cell()
+    x, h, c = torch.randn(2, 2, 8, 8), torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    (h_plain, c_plain), _ = cell.step(x, (h, c))
+    recorder = GateRecorder(holder)
+    (h_hooked, c_hooked), _ = cell.step(x, (h, c))
+    torch.testing.assert_close(h_hooked, h_plain, rtol=0, atol=0)
+    torch.testing.assert_close(c_hooked, c_plain, rtol=0, atol=0)
+    with torch.no_grad():
+        t = torch.sigmoid(cell.gates(x, h)[:, 16:28]).reshape(2, 3, -1).mean(2).mean(0).numpy()
+    np.testing.assert_allclose(recorder.means(), t, rtol=1e-6)
+    assert recorder.means()[0] < 0.2 < 0.8 < recorder.means()[2]  # closed, open: the biases above
+    recorder.reset()
+    with pytest.raises(ValueError, match="no TMU step"):
+        recorder.means()
+    recorder.close()
+    cell.step(x, (h, c))
+    assert recorder.counts == 0  # removed hooks record nothing
+
+
+def test_a_model_without_transferable_memory_is_refused():
+    plain = torch.nn.Module()
+    plain.cell = TMUCell(2, 4, kernel=3)  # no sources: a ConvLSTM cell
+    with pytest.raises(SystemExit, match="not a TMU target"):
+        GateRecorder(plain)
+
+
+def test_the_table_shows_the_mean_and_half_range_over_checkpoints():
+    runs = [{"sources": ["a/src-x.yaml", "src-y"], "sets": {"rigid": {"gates": [0.4, 0.6]}}},
+            {"sources": ["a/src-x.yaml", "src-y"], "sets": {"rigid": {"gates": [0.5, 0.6]}}}]
+    assert table(runs).splitlines()[-1] == "| rigid | 0.450 ± 0.050 | 0.600 ± 0.000 |"
+    assert table(runs).splitlines()[0] == "| test set | src-x | src-y |"
+    runs[1]["sources"] = ["src-z", "src-y"]
+    with pytest.raises(SystemExit, match="different sources"):
+        table(runs)
