@@ -42,7 +42,18 @@ their own (``...-stratiform-it...``); ``--trend-samples 0`` also turns off
 the recipe's synthetic in-place trend samples in every arm, so that what the
 target learns of growth comes only from the sources. Each test set's table
 ends with the order of TMU, finetune and scratch that the seed means show
-beyond their spread (:func:`transfer_order`).
+beyond their spread (:func:`transfer_order`); ``--order ARM ARM ...``
+(repeatable) reads the order of other arms instead.
+
+The thirty-fourth round's arms ``finetune-kbmx-growth``,
+``finetune-korpo-convective`` and ``tmu-split`` start from (or remember)
+specialist radar sources that each know one simulated regime
+(``benchmarks/specialist_sources.py`` makes them; configs in
+``benchmarks/configs/transfer-split/``)::
+
+    python benchmarks/radar_transfer.py --no-train --train-regimes stratiform --trend-samples 0 --iterations 1000 \\
+        --seeds 0 1 2 --methods extrapolation scratch finetune-kbmx-growth finetune-korpo-convective tmu-split \\
+        --order tmu-split finetune-kbmx-growth scratch --out benchmarks/out/radar_split
 
 The models' configs are ``configs/models/swiss-south-*.yaml``, all at one
 architecture, the sources' own (:data:`PROTOCOL_ARCHITECTURE`); for seed 0 at
@@ -513,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
 
     input_frames, leads = 4, 12
     orders = tuple(tuple(arms) for arms in args.order) if args.order else (ORDER,)
+    if args.order and (unscored := sorted({arm for arms in orders for arm in arms} - set(args.methods))):
+        raise SystemExit(f"--order: {', '.join(unscored)} not among the --methods scored")
     history = max(input_frames, args.history)
 
     test_sets, provenance = {}, {}

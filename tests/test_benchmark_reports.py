@@ -175,3 +175,14 @@ def test_a_specialist_trains_only_on_its_regime_store(monkeypatch, tmp_path):
     monkeypatch.setattr(specialists, "ROOT", tmp_path)
     with pytest.raises(SystemExit, match="not the growth_decay store of src-nexrad-kbmx"):
         specialists.specialist_config("src-nexrad-kbmx-growth")
+
+
+def test_an_order_of_arms_the_study_does_not_score_is_refused_before_any_work(tmp_path):
+    """radar_transfer.py --order naming an arm not in --methods: one line, before a test set is made or read."""
+    from benchmarks.radar_transfer import main
+
+    missing = tmp_path / "never-made.zarr"
+    with pytest.raises(SystemExit, match="--order: scratch, tmu-split not among the --methods scored"):
+        main(["--methods", "extrapolation", "finetune-kbmx-growth", "--order", "tmu-split", "finetune-kbmx-growth",
+              "scratch", "--test", str(missing), "--out", str(tmp_path / "out")])
+    assert not missing.exists() and not (tmp_path / "out").exists()
