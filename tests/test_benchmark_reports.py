@@ -130,12 +130,15 @@ def test_the_order_line_reads_the_arms_it_is_given():
     assert order_line(results, "csi@1") == ""  # the default arms: "tmu" is not in this study
 
 
-def test_the_specialist_arms_are_built_from_the_specialists_and_checkpoint_by_their_own_name():
+def test_the_specialist_arms_are_built_from_the_specialists_and_checkpoint_by_their_own_name(monkeypatch):
     """The thirty-fourth round's arms name their configs by path; each trains from the specialist it says, into a
     checkpoint of its own config name, on the same archive and recipe as the other arms."""
     import benchmarks.radar_transfer as study
     from benchmarks.specialist_sources import SPECIALISTS
 
+    # the stratiform store is made from the simulated training store, which a fresh clone does not have
+    store = study.ROOT / "data/sim/swiss-south-train-stratiform.zarr"
+    monkeypatch.setattr(study, "regime_training_store", lambda config, regimes: store)
     split = f"{study.SPLIT_CONFIGS}/"
     kw = {"train_regimes": ("stratiform",), "trend_samples": 0.0}
     scratch = study.study_config(study.NEURAL["scratch"], 2, 1000, "fp32", **kw)
