@@ -100,6 +100,7 @@ NEURAL = {  # the shipped TMU target first: it is the one the product needs
     "finetune-kbmx-growth": f"{SPLIT_CONFIGS}/swiss-south-finetune-kbmx-growth.yaml",
     "finetune-korpo-convective": f"{SPLIT_CONFIGS}/swiss-south-finetune-korpo-convective.yaml",
     "tmu-split": f"{SPLIT_CONFIGS}/swiss-south-tmu-split.yaml",
+    "tmu-split-competitive": f"{SPLIT_CONFIGS}/swiss-south-tmu-split-competitive.yaml",
 }
 #: The region's shipped forecaster, evaluated as shipped (its own training budget).
 SHIPPED = "tmu-shipped"

@@ -189,3 +189,19 @@ def test_an_order_of_arms_the_study_does_not_score_is_refused_before_any_work(tm
         main(["--methods", "extrapolation", "finetune-kbmx-growth", "--order", "tmu-split", "finetune-kbmx-growth",
               "scratch", "--test", str(missing), "--out", str(tmp_path / "out")])
     assert not missing.exists() and not (tmp_path / "out").exists()
+
+
+def test_the_competitive_arm_differs_from_the_split_tmu_only_in_its_memory_update(monkeypatch):
+    """Part 4 of the thirty-fourth round compares the memory update alone: same sources, data, recipe, architecture."""
+    import benchmarks.radar_transfer as study
+
+    monkeypatch.setattr(study, "regime_training_store",
+                        lambda config, regimes: study.ROOT / "data/sim/swiss-south-train-stratiform.zarr")
+    kw = {"train_regimes": ("stratiform",), "trend_samples": 0.0}
+    convex = study.study_config(study.NEURAL["tmu-split"], 1, 1000, "fp32", **kw)
+    competitive = study.study_config(study.NEURAL["tmu-split-competitive"], 1, 1000, "fp32", **kw)
+    assert (convex.tmu.variant, competitive.tmu.variant) == ("convex", "competitive")
+    assert competitive.checkpoint == "models/runs/study/swiss-south-tmu-split-competitive-stratiform-ptf0-it1000-s1.pt"
+    skip = {"name", "description", "checkpoint", "tmu"}
+    assert competitive.model_dump(exclude=skip) == convex.model_dump(exclude=skip)
+    assert competitive.tmu.model_dump(exclude={"variant"}) == convex.tmu.model_dump(exclude={"variant"})

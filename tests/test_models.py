@@ -202,7 +202,31 @@ def test_convex_memory_is_the_written_mix():
     torch.testing.assert_close(c, (1 - (t[0] + t[1]) / 2) * cp + mixed / 2)
 
 
-@pytest.mark.parametrize("variant, bounded", [("convex", True), ("normalized_sum", False)])
+def test_competitive_memory_lets_the_sources_share_the_convex_share_by_a_softmax():
+    """The 'competitive' update takes the convex variant's share of distilled memory, split among the sources by a
+    softmax of their gate pre-activations: where one gate dominates, that source's memory alone comes in."""
+    cell = TMUCell(16, 8, kernel=3, source_channels=(8, 6, 8), variant="competitive")
+    x, h0, c0 = torch.rand(2, 16, 4, 4), torch.rand(2, 8, 4, 4), torch.rand(2, 8, 4, 4)
+    (_, c), distilled = cell.step(x, (h0, c0))
+    gates = cell.gates(x, h0)
+    _, cp = cell.lstm_update(gates, c0)
+    tau = [gates[:, (4 + k) * 8 : (5 + k) * 8] for k in range(3)]
+    share = sum(torch.sigmoid(tk) for tk in tau) / 3
+    w = torch.softmax(torch.stack(tau), dim=0)
+    mixed = sum(w[k] * proj(d) for k, (d, proj) in enumerate(zip(distilled, cell.projections)))
+    torch.testing.assert_close(c, (1 - share) * cp + share * mixed)
+    with torch.no_grad():  # source 1's gate far above the others: its memory alone in the distilled part
+        cell.norm.bias[5 * 8 : 6 * 8] = 30.0
+        cell.norm.bias[4 * 8 : 5 * 8] = -30.0
+        cell.norm.bias[6 * 8 : 7 * 8] = -30.0
+    (_, c), distilled = cell.step(x, (h0, c0))
+    gates = cell.gates(x, h0)
+    _, cp = cell.lstm_update(gates, c0)
+    share = sum(torch.sigmoid(gates[:, (4 + k) * 8 : (5 + k) * 8]) for k in range(3)) / 3
+    torch.testing.assert_close(c, (1 - share) * cp + share * cell.projections[1](distilled[1]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant, bounded", [("convex", True), ("competitive", True), ("normalized_sum", False)])
 def test_tmu_memory_stays_bounded_over_24_closed_loop_steps(variant, bounded):
     """The written update multiplies C' by ~1.5 per step and explodes; the convex mix cannot."""
     torch.manual_seed(3)

@@ -78,10 +78,11 @@ class TMUConfig(StrictModel):
     """Transferable memory from frozen sources (target models only)."""
 
     sources: list[str] = Field(min_length=1, description="Source model names or paths (YAML or checkpoint).")
-    variant: Literal["sum", "normalized_sum", "convex"] = Field(
+    variant: Literal["sum", "normalized_sum", "convex", "competitive"] = Field(
         "sum",
         description="'sum' as written in the paper; 'normalized_sum' divides the transfer sum by N; "
-        "'convex' [project] mixes own and distilled memory so |C| stays bounded.",
+        "'convex' [project] mixes own and distilled memory so |C| stays bounded; 'competitive' [project] "
+        "as convex, but the sources share the distilled part by a softmax of their gates.",
     )
     distill_weight: float = Field(1.0, ge=0, description="lambda; 0 is the reference code's ablation.")
     distill_scale: Literal["plain", "variance", "balanced"] = Field(
