@@ -10,6 +10,9 @@ the target forecasts: the mean of ``sigmoid(T_n)`` over every layer with
 transferable memory, every step (inputs and leads), cell and sequence, per
 source, per test set. A gate that barely differs between sources, or between
 sets, means the target does not choose among its sources by what it sees.
+Beside it, the softmax of the gate pre-activations over sources (the split the
+``competitive`` update uses; descriptive for the convex one) and the share of
+cells and steps where one source takes more than half of it ("decisive").
 
 Usage::
 
@@ -52,6 +55,8 @@ class GateRecorder:
             raise SystemExit(f"TMU cells with different numbers of sources: {sorted(sources)}")
         self.n_sources = sources.pop()
         self.sums = np.zeros(self.n_sources)
+        self.choice_sums = np.zeros(self.n_sources)
+        self.decisive_sum = 0.0
         self.counts = 0
         self.handles = [cell.norm.register_forward_hook(self._hook(cell)) for cell in self.cells]
 
@@ -62,9 +67,13 @@ class GateRecorder:
             import torch
 
             with torch.no_grad():
-                t = torch.sigmoid(output[:, 4 * C : (4 + N) * C].float())
-                b, _, h, w = t.shape
-                self.sums += t.reshape(b, N, C * h * w).mean(dim=2).sum(dim=0).double().cpu().numpy()
+                tau = output[:, 4 * C : (4 + N) * C].float()
+                b, _, h, w = tau.shape
+                tau = tau.reshape(b, N, C * h * w)
+                self.sums += torch.sigmoid(tau).mean(dim=2).sum(dim=0).double().cpu().numpy()
+                choice = torch.softmax(tau, dim=1)
+                self.choice_sums += choice.mean(dim=2).sum(dim=0).double().cpu().numpy()
+                self.decisive_sum += float((choice.max(dim=1).values > 0.5).float().mean(dim=1).sum())
                 self.counts += b
 
         return record
@@ -75,8 +84,15 @@ class GateRecorder:
             raise ValueError("no TMU step was recorded")
         return self.sums / self.counts
 
+    def choice(self) -> tuple[np.ndarray, float]:
+        """Mean softmax share per source, and the share of cells where one source takes more than half."""
+        self.means()  # raises where nothing was recorded
+        return self.choice_sums / self.counts, self.decisive_sum / self.counts
+
     def reset(self) -> None:
         self.sums[:] = 0.0
+        self.choice_sums[:] = 0.0
+        self.decisive_sum = 0.0
         self.counts = 0
 
     def close(self) -> None:
@@ -104,7 +120,9 @@ def measure(checkpoint: Path, stores: list[Path], sequences: int | None = None, 
             recorder.reset()
             for seq in seqs:
                 forecaster.predict(seq[:input_frames], leads)
-            out["sets"][store.stem] = {"gates": recorder.means().tolist(), "sequences": len(seqs)}
+            choice, decisive = recorder.choice()
+            out["sets"][store.stem] = {"gates": recorder.means().tolist(), "choice": choice.tolist(),
+                                       "decisive": decisive, "sequences": len(seqs)}
             log.info("%s on %s: %s", checkpoint.name, store.stem,
                      ", ".join(f"{n} {g:.3f}" for n, g in zip(names, recorder.means())))
     finally:
@@ -112,15 +130,15 @@ def measure(checkpoint: Path, stores: list[Path], sequences: int | None = None, 
     return out
 
 
-def table(results: list[dict]) -> str:
-    """Markdown: one row per test set, the mean gate per source (mean ± half range over checkpoints)."""
+def table(results: list[dict], key: str = "gates") -> str:
+    """Markdown: one row per test set, ``key`` (gates, choice) per source (mean ± half range over checkpoints)."""
     sources = results[0]["sources"]
     if any(r["sources"] != sources for r in results):
         raise SystemExit("the checkpoints have different sources; measure them separately")
     lines = ["| test set | " + " | ".join(Path(s).stem for s in sources) + " |",
              "| --- |" + " ---: |" * len(sources)]
     for name in results[0]["sets"]:
-        g = np.array([r["sets"][name]["gates"] for r in results])
+        g = np.array([r["sets"][name][key] for r in results])
         cells = [f"{m:.3f}" + (f" ± {h:.3f}" if len(results) > 1 else "")
                  for m, h in zip(g.mean(0), 0.5 * (g.max(0) - g.min(0)))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -144,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
     print(table(results))
+    print()
+    print(table(results, "choice"))
+    print()
+    print("decisive (one source > 1/2 of the softmax): " + ", ".join(
+        f"{name} {np.mean([r['sets'][name]['decisive'] for r in results]):.3f}" for name in results[0]["sets"]))
     return 0
 
 

@@ -34,6 +34,13 @@ def test_each_sources_gate_is_its_own_and_the_forecast_is_unchanged():
     np.testing.assert_allclose(recorder.means(), t, rtol=1e-6)
     closed, _, opened = recorder.means()
     assert closed < 0.2 and opened > 0.8  # the biases above
+    with torch.no_grad():
+        tau = cell.gates(x, h)[:, 16:28].reshape(2, 3, -1)
+        soft = torch.softmax(tau, dim=1)
+    choice, decisive = recorder.choice()
+    np.testing.assert_allclose(choice, soft.mean(2).mean(0).numpy(), rtol=1e-5)
+    assert choice.sum() == pytest.approx(1.0)
+    assert decisive == pytest.approx(float((soft.max(dim=1).values > 0.5).float().mean()), abs=1e-6)
     recorder.reset()
     with pytest.raises(ValueError, match="no TMU step"):
         recorder.means()
@@ -54,6 +61,9 @@ def test_the_table_shows_the_mean_and_half_range_over_checkpoints():
             {"sources": ["a/src-x.yaml", "src-y"], "sets": {"rigid": {"gates": [0.5, 0.6]}}}]
     assert table(runs).splitlines()[-1] == "| rigid | 0.450 ± 0.050 | 0.600 ± 0.000 |"
     assert table(runs).splitlines()[0] == "| test set | src-x | src-y |"
+    for run, choice in zip(runs, ([0.3, 0.7], [0.5, 0.5])):
+        run["sets"]["rigid"]["choice"] = choice
+    assert table(runs, "choice").splitlines()[-1] == "| rigid | 0.400 ± 0.100 | 0.600 ± 0.100 |"
     runs[1]["sources"] = ["src-z", "src-y"]
     with pytest.raises(SystemExit, match="different sources"):
         table(runs)
