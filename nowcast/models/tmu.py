@@ -150,7 +150,6 @@ class TMUCell(ConvLSTMCell):
             Cs = self.source_channels[0]
             return (h_new, c_new), [flat[:, n * Cs : (n + 1) * Cs] for n in range(N)]
         distilled = [d(c_prime) for d in self.distillers]  # Ĉ_n = D_n(C'_t)
-        gates_t = [torch.sigmoid(gates[:, (4 + n) * C : (5 + n) * C]) for n in range(N)]  # T_n
         if self.variant == "competitive":
             tau = torch.stack([gates[:, (4 + n) * C : (5 + n) * C] for n in range(N)])
             share = torch.sigmoid(tau).mean(dim=0)
@@ -160,6 +159,7 @@ class TMUCell(ConvLSTMCell):
                 mixed = mixed + w_n * project(d_n)
             c_new = (1.0 - share) * c_prime + share * mixed
             return (h_new, c_new), distilled
+        gates_t = [torch.sigmoid(gates[:, (4 + n) * C : (5 + n) * C]) for n in range(N)]  # T_n
         if self.variant == "convex":
             share = torch.zeros_like(c_prime)
             mixed = torch.zeros_like(c_prime)
