@@ -202,6 +202,14 @@ def short_training_store(config, n: int) -> Path:
     return path
 
 
+def regime_store_path(config, regimes: tuple[str, ...]) -> Path:
+    """Where :func:`regime_training_store` keeps ``config``'s store of those regimes: beside the full one, named by them."""
+    from nowcast.training import sequences_path
+
+    full = sequences_path(config)
+    return full.with_name(f"{full.stem}-{'+'.join(sorted(regimes))}.zarr")
+
+
 def regime_training_store(config, regimes: tuple[str, ...]) -> Path:
     """A training store of only the sequences the simulator drew in ``regimes`` (made if missing).
 
@@ -219,7 +227,7 @@ def regime_training_store(config, regimes: tuple[str, ...]) -> Path:
     from nowcast.training import sequences_path
 
     full = sequences_path(config)
-    path = full.with_name(f"{full.stem}-{'+'.join(sorted(regimes))}.zarr")
+    path = regime_store_path(config, regimes)
     if path.exists():
         return path
     with xr.open_zarr(full) as ds:
@@ -247,6 +255,15 @@ def regime_training_store(config, regimes: tuple[str, ...]) -> Path:
     subset.chunk({"sequence": 1}).to_zarr(tmp, mode="w")
     tmp.rename(path)
     return path
+
+
+def baseline_predictor(method: str, input_frames: int = 4):
+    """A baseline as ``predict(window, leads)`` reading the newest ``input_frames`` of the window, at the study's 5 min."""
+    from nowcast.baselines import get_method
+    from nowcast.models.calibration import newest_frames
+
+    fn = get_method(method)
+    return newest_frames(lambda window, leads: fn(window, leads, TIMESTEP), input_frames)
 
 
 def ensure_trained(config, device: str = "cpu", data_workers: int = 0) -> Path:
@@ -508,7 +525,6 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    from nowcast.baselines import get_method
     from nowcast.models.calibration import newest_frames
     from nowcast.models.zoo import load_forecaster
     from pipelines.pretrain import ensure_test_sequences
@@ -544,8 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {name: {} for name in test_sets}
     for method in args.methods:
         if method in BASELINES:
-            fn = get_method(method)
-            baseline = newest_frames(lambda w, n, fn=fn: fn(w, n, TIMESTEP), input_frames)
+            baseline = baseline_predictor(method, input_frames)
             for tname, sequences in test_sets.items():
                 scores, sec = evaluate(f"{method} on {tname}", baseline, sequences, history, leads,
                                        key=(method, tname))

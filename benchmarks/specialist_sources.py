@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.radar_transfer import (
     SPLIT_CONFIGS,
     ensure_trained,
+    regime_store_path,
     regime_training_store,
 )
 
@@ -62,8 +63,7 @@ def specialist_config(name: str):
     base, regime = SPECIALISTS[name]
     config = load_model_config(ROOT / SPLIT_CONFIGS / f"{name}.yaml")
     zoo = load_model_config(find_model_config(base))
-    full = sequences_path(zoo)
-    expected = full.with_name(f"{full.stem}-{regime}.zarr")
+    expected = regime_store_path(zoo, (regime,))
     named = sequences_path(config)
     if named.resolve() != expected.resolve():
         raise SystemExit(f"{SPLIT_CONFIGS}/{name}.yaml: data.path is {named}, not the {regime} store of {base} ({expected})")

@@ -37,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from nowcast.baselines import get_method
-    from nowcast.models.calibration import newest_frames
     from nowcast.models.zoo import load_forecaster
 
     sequences, _ = study.load_test(args.store, args.history, LEADS)
@@ -46,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.store}: no sequence {args.index} (it holds {len(sequences)})")
     one = sequences[args.index:args.index + 1]
     name = f"{args.store.stem} sequence {args.index}"
-    def baseline(method: str):
-        fn = get_method(method)
-        return newest_frames(lambda w, n: fn(w, n, study.TIMESTEP), INPUT_FRAMES)
-
-    methods = {m: baseline(m) for m in ("extrapolation", "lagrangian-trend")}
+    methods = {m: study.baseline_predictor(m, INPUT_FRAMES) for m in ("extrapolation", "lagrangian-trend")}
     methods[args.model.stem] = load_forecaster(args.model).predict
     for method, predict in methods.items():
         study.evaluate(method, predict, one, args.history, LEADS, key=(method, name))
