@@ -194,6 +194,30 @@ class ZarrSequences:
             x = np.nan_to_num(self.normaliser.forward(out), nan=0.0, posinf=0.0, neginf=0.0)
         return torch.from_numpy(x)[:, :, None]
 
+    def sequence_batch(self, indices: np.ndarray, start: int = 0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Stored sequences ``indices`` from frame ``start``, cropped at the store's corner, with no synthetic sample.
+
+        :meth:`batch` draws sequences at random and makes some of them
+        persistent or trending; a measurement by what each stored sequence is
+        (e.g. its simulated regime) needs every sequence once, as it was
+        simulated. Lagrangian models: the same frame and validity mask as
+        :meth:`batch`.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.n_seq):
+            raise ValueError(f"{self.path}: sequence indices must lie in 0..{self.n_seq - 1}")
+        if not 0 <= start <= self.n_time - self.frames:
+            raise ValueError(f"{self.path}: start {start} leaves fewer than {self.frames} frames")
+        zeros = np.zeros(len(indices), dtype=np.int64)
+        if self.lagrangian:
+            return self._lagrangian_batch(indices, zeros + start, zeros, zeros, np.zeros(len(indices), dtype=bool))
+        sl = (indices, slice(start, start + self.frames), slice(0, self.size), slice(0, self.size))
+        out = np.stack([self._read((int(i),) + sl[1:]) for i in indices]) if len(indices) else np.empty(
+            (0, self.frames, self.size, self.size), dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            x = np.nan_to_num(self.normaliser.forward(out), nan=0.0, posinf=0.0, neginf=0.0)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, :, None]
+
     def _lagrangian_batch(self, seqs, t0, y0, x0, persistent, gain=None, rotation=None,
                           trend=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames moved to their analysis time along the stored motion (:func:`nowcast.models.lagrangian.training_batch`).
