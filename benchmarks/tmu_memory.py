@@ -26,6 +26,13 @@ scale; 1 means "explains nothing"), split into
   target reads (the observed window, then its own forecast): what a source run
   beside the forecast would hand over.
 
+With ``--reference`` a model without transferable memory (the scratch arm)
+is the control: a least-squares 1x1 map from *its* bottom memory to each
+source's, fitted on the windows of one regime (``--fit-regime``, the
+archive's) and scored on every regime's windows, says how much of the
+sources' memory any memory of the same frames already holds
+(``reference_window``).
+
 Usage::
 
     python benchmarks/tmu_memory.py models/runs/study/swiss-south-tmu-split-stratiform-ptf0-it1000-s{0,1,2}.pt \\
@@ -51,7 +58,10 @@ PARTS = ("window", "leads", "live")
 
 
 def regimes_of(store: Path) -> tuple[np.ndarray, list[str]]:
-    """The regime flag of every sequence of a simulated store, and the flags' names (CF ``flag_meanings``)."""
+    """The regime name of every sequence of a simulated store, and every name the store defines, by flag value.
+
+    Names come from the CF ``flag_values`` / ``flag_meanings`` of its ``regime`` variable.
+    """
     import xarray as xr
 
     with xr.open_zarr(store) as ds:
@@ -65,16 +75,18 @@ def regimes_of(store: Path) -> tuple[np.ndarray, list[str]]:
     lookup = {int(v): n for v, n in zip(values, names)}
     if set(np.unique(flags)) - set(lookup):
         raise SystemExit(f"{store}: regime flags without a name: {sorted(set(np.unique(flags)) - set(lookup))}")
-    return flags, [lookup[int(f)] for f in sorted(lookup)]
+    return np.array([lookup[int(f)] for f in flags]), [lookup[v] for v in sorted(lookup)]
 
 
 def relative_errors(distilled: list, memories: list, live: list, input_frames: int) -> dict[str, np.ndarray]:
     """Per sample and source, the squared error of each part, and the per-source sum of squares for the scale.
 
     All tensors ``(B, S, C, h, w)``; ``live`` covers the same steps. Returns
-    ``{part: (B, N) mean squared error}`` plus ``"moments"``: ``(N, 3)``
-    count, sum and sum of squares of each source's memory (true frames), from
-    which the caller forms one variance per source over everything measured.
+    ``{part: (B, N) mean squared error}`` plus ``"moments"``: ``(N, S, 3)``
+    count, sum and sum of squares of each source's memory (true frames) per
+    step, from which the caller forms one variance per source over everything
+    measured, and the share of it left around each step's mean (what a
+    distiller that knew only the step would leave, a reference for the errors).
     """
     import torch
 
@@ -86,13 +98,53 @@ def relative_errors(distilled: list, memories: list, live: list, input_frames: i
         out["window"].append(((d[:, :w] - m[:, :w]) ** 2).mean(dim=(1, 2, 3, 4)))
         out["leads"].append(((d[:, w:] - m[:, w:]) ** 2).mean(dim=(1, 2, 3, 4)))
         out["live"].append(((d[:, w:] - lv[:, w:]) ** 2).mean(dim=(1, 2, 3, 4)))
-        moments.append([float(m.numel()), float(m.sum()), float((m * m).sum())])
+        per_step = m.transpose(0, 1).reshape(m.shape[1], -1)
+        moments.append(torch.stack([torch.full((m.shape[1],), float(per_step.shape[1]), dtype=torch.float64),
+                                    per_step.sum(dim=1), (per_step * per_step).sum(dim=1)], dim=1).numpy())
     result = {p: torch.stack(v, dim=1).numpy() for p, v in out.items()}
     result["moments"] = np.array(moments)
     return result
 
 
-def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8) -> dict:
+def bottom_memories(model, frames, input_frames: int, output_frames: int):
+    """``(B, S, C, h, w)``: a plain model's bottom-layer memory after every step of its closed-loop run."""
+    from nowcast.models.tmu import TMUCell
+
+    cell = model.cells[0]
+    if isinstance(cell, TMUCell) and cell.n_sources:
+        raise SystemExit("the reference must be a model without transferable memory (e.g. the scratch arm)")
+    seen = []
+    handle = cell.register_forward_hook(lambda module, inputs, output: seen.append(output[1]))
+    try:
+        model(frames, input_frames, output_frames)
+    finally:
+        handle.remove()
+    return __import__("torch").stack(seen, dim=1)
+
+
+def linear_reference(own: list, memories: list, fit: np.ndarray) -> np.ndarray:
+    """Per sample and source, the squared error of a least-squares 1x1 map (with bias) from ``own`` to each memory.
+
+    ``own`` and every source's ``memories``: window steps only, ``(B, S, C, h,
+    w)`` per batch, batches in a list. The map is fitted on the samples where
+    ``fit`` is true and applied to all. Returns ``(samples, N)``.
+    """
+    def cells(t):  # (B, S, C, h, w) -> (B, S*h*w, C)
+        b, s, c, h, w = t.shape
+        return t.permute(0, 1, 3, 4, 2).reshape(b, s * h * w, c).double().numpy()
+
+    x = np.concatenate([cells(o) for o in own])
+    x = np.concatenate([x, np.ones(x.shape[:2] + (1,))], axis=2)
+    out = []
+    for n in range(len(memories[0])):
+        y = np.concatenate([cells(m[n]) for m in memories])
+        coef, *_ = np.linalg.lstsq(x[fit].reshape(-1, x.shape[2]), y[fit].reshape(-1, y.shape[2]), rcond=None)
+        out.append(((x @ coef - y) ** 2).mean(axis=(1, 2)))
+    return np.stack(out, axis=1)
+
+
+def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, reference: Path | None = None,
+            fit_regime: str = "stratiform") -> dict:
     """Per regime and source, the relative distillation errors of one TMU checkpoint on a simulated store."""
     import torch
 
@@ -107,15 +159,17 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8) ->
     model = ckpt.build_model()
     bank, _ = load_sources(config)
     store = store or sequences_path(config, "val")
-    flags, names = regimes_of(store)
+    names_of, names = regimes_of(store)
     sequences = ZarrSequences(store, config)
     n_in, n_out, p = config.data.input_frames, config.data.output_frames, config.architecture.patch_size
     steps = n_in + n_out - 1
     parts: dict[str, list] = {k: [] for k in PARTS}
-    moments = np.zeros((len(config.tmu.sources), 3))
+    moments = np.zeros((len(config.tmu.sources), n_in + n_out - 1, 3))
+    control = load_checkpoint(reference).build_model() if reference else None
+    own, windows = [], []
     with torch.no_grad():
-        for lo in range(0, len(flags), batch_size):
-            item = sequences.sequence_batch(np.arange(lo, min(lo + batch_size, len(flags))))
+        for lo in range(0, len(names_of), batch_size):
+            item = sequences.sequence_batch(np.arange(lo, min(lo + batch_size, len(names_of))))
             frames = item[0] if isinstance(item, tuple) else item
             out = model(frames, n_in, n_out)  # closed loop after the window, as it forecasts
             truth = bank(fold(frames[:, :steps], p))
@@ -126,17 +180,27 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8) ->
             for k in PARTS:
                 parts[k].append(errs[k])
             moments += errs["moments"]
-    count, s1, s2 = moments[:, 0], moments[:, 1], moments[:, 2]
+            if control is not None:
+                own.append(bottom_memories(control, frames, n_in, n_out)[:, :n_in])
+                windows.append([m[:, :n_in] for m in truth])
+    count, s1, s2 = (moments[..., k].sum(axis=1) for k in range(3))
     variance = (s2 - s1 * s1 / count) / np.maximum(count - 1, 1)
+    around_steps = (moments[..., 2] - moments[..., 1] ** 2 / moments[..., 0]).sum(axis=1) / np.maximum(count - 1, 1)
     merged = {k: np.concatenate(v) / variance for k, v in parts.items()}  # (sequences, N)
+    if control is not None:
+        if fit_regime not in names:
+            raise SystemExit(f"{store}: no regime {fit_regime!r} to fit the reference on; regimes: {', '.join(names)}")
+        merged["reference_window"] = linear_reference(own, windows, names_of == fit_regime) / variance
     result = {"checkpoint": str(checkpoint), "store": str(store), "sources": list(config.tmu.sources),
-              "variance": variance.tolist(), "regimes": {}}
-    for code, name in enumerate(names):
-        sel = flags == code
+              "variance": variance.tolist(), "step_mean_reference": (around_steps / variance).tolist(), "regimes": {}}
+    if control is not None:
+        result["reference"] = {"checkpoint": str(reference), "fit_regime": fit_regime}
+    for name in names:
+        sel = names_of == name
         if not sel.any():
             continue
         result["regimes"][name] = {"sequences": int(sel.sum()),
-                                   **{k: merged[k][sel].mean(axis=0).tolist() for k in PARTS}}
+                                   **{k: merged[k][sel].mean(axis=0).tolist() for k in merged}}
         log.info("%s %s (%d): leads %s", checkpoint.name, name, int(sel.sum()),
                  ", ".join(f"{e:.3f}" for e in merged["leads"][sel].mean(axis=0)))
     return result
@@ -162,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--store", type=Path, default=None,
                         help="A simulated store with regimes (default: the model config's validation store).")
+    parser.add_argument("--reference", type=Path, nargs="+", default=None,
+                        help="One model without transferable memory per checkpoint (e.g. the scratch arm of the same seed).")
+    parser.add_argument("--fit-regime", default="stratiform", help="The regime the reference's linear map is fitted on.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -169,13 +236,19 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    results = [measure(c, args.store) for c in args.checkpoints]
+    if args.reference and len(args.reference) != len(args.checkpoints):
+        raise SystemExit(f"{len(args.reference)} references for {len(args.checkpoints)} checkpoints: give one each")
+    references = args.reference or [None] * len(args.checkpoints)
+    results = [measure(c, args.store, reference=r, fit_regime=args.fit_regime) for c, r in zip(args.checkpoints, references)]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
-    for part in PARTS:
+    for part in PARTS + (("reference_window",) if args.reference else ()):
         print(table(results, part))
         print()
+    reference = np.array([r["step_mean_reference"] for r in results]).mean(axis=0)
+    print("reference, each step's mean memory over the store: " + ", ".join(
+        f"{Path(s).stem} {v:.3f}" for s, v in zip(results[0]["sources"], reference)))
     return 0
 
 

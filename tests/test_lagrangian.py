@@ -454,3 +454,28 @@ def test_prepare_then_finish_is_forecast_and_motion_can_come_from_the_newest_fra
     assert seen == [4] and long.inputs.shape[0] == 8
     np.testing.assert_allclose(long.velocity, prepared.velocity)
     np.testing.assert_allclose(long.inputs[-4:], prepared.inputs, atol=1e-6)  # the newest frames moved alike
+
+
+def test_sequence_batch_gives_each_asked_sequence_once_as_simulated(tmp_path):
+    """``ZarrSequences.sequence_batch``: the stored sequences in the order asked, from ``start``, never made persistent."""
+    import xarray as xr
+
+    from nowcast.training import ZarrSequences, split_batch
+
+    # sequence s rains (s + 1) * (t + 1) mm/h everywhere at time t: the order, the start and a persistent
+    # sample (every input frame the analysis frame) all show in one pixel
+    rates = (np.arange(4, dtype=np.float32)[:, None] + 1.0) * (np.arange(9, dtype=np.float32)[None, :] + 1.0)
+    data = np.broadcast_to(rates[:, :, None, None], (4, 9, 24, 24)).copy()
+    xr.Dataset({"rain_rate": (("sequence", "time", "y", "x"), data, {"units": "mm h-1"})},
+               attrs={"units": "mm h-1"}).to_zarr(tmp_path / "ramp.zarr", mode="w", consolidated=True)
+    cfg = _train_config(tmp_path, tmp_path / "ramp.zarr", persistent_fraction=1.0)
+    store = ZarrSequences(tmp_path / "ramp.zarr", cfg)
+    x, valid = split_batch(store.sequence_batch(np.array([2, 0]), start=1))
+    assert x.shape == valid.shape == (2, 7, 1, 16, 16)
+    expected = cfg.data.normaliser.forward(rates[[2, 0], 1:8])
+    np.testing.assert_allclose(x[:, :, 0, 8, 8].numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="indices"):
+        store.sequence_batch(np.array([4]))
+    with pytest.raises(ValueError, match="start 3"):
+        store.sequence_batch(np.array([0]), start=3)
+    assert store.sequence_batch(np.array([0]), start=2)[0].shape[1] == 7  # the last start that fits
