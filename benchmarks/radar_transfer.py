@@ -101,6 +101,8 @@ NEURAL = {  # the shipped TMU target first: it is the one the product needs
     "finetune-korpo-convective": f"{SPLIT_CONFIGS}/swiss-south-finetune-korpo-convective.yaml",
     "tmu-split": f"{SPLIT_CONFIGS}/swiss-south-tmu-split.yaml",
     "tmu-split-competitive": f"{SPLIT_CONFIGS}/swiss-south-tmu-split-competitive.yaml",
+    # thirty-fifth round: the TMU as the top layer, distilling the sources' top-layer memory
+    "tmu-split-top": f"{SPLIT_CONFIGS}/swiss-south-tmu-split-top.yaml",
 }
 #: The region's shipped forecaster, evaluated as shipped (its own training budget).
 SHIPPED = "tmu-shipped"

@@ -31,7 +31,12 @@ is the control: a least-squares 1x1 map from *its* bottom memory to each
 source's, fitted on the windows of one regime (``--fit-regime``, the
 archive's) and scored on every regime's windows, says how much of the
 sources' memory any memory of the same frames already holds
-(``reference_window``).
+(``reference_window``). ``--source-layer top`` maps it onto the sources' *top*
+layer instead (``reference_top_window``, scaled by that layer's variance over
+the windows), which the TMU does not transfer: where a source's knowledge of
+a regime lies, if not in its bottom memory. ``--reference-layer top`` reads the
+reference's own top memory instead of its bottom one (e.g. a finetuned arm: how
+much of its source's top memory it kept).
 
 Usage::
 
@@ -106,12 +111,12 @@ def relative_errors(distilled: list, memories: list, live: list, input_frames: i
     return result
 
 
-def bottom_memories(model, frames, input_frames: int, output_frames: int):
-    """``(B, S, C, h, w)``: a plain model's bottom-layer memory after every step of its closed-loop run."""
+def bottom_memories(model, frames, input_frames: int, output_frames: int, layer: int = 0):
+    """``(B, S, C, h, w)``: a plain model's memory of one layer (the bottom) after every step of its closed-loop run."""
     from nowcast.models.tmu import TMUCell
 
-    cell = model.cells[0]
-    if isinstance(cell, TMUCell) and cell.n_sources:
+    cell = model.cells[layer]
+    if any(isinstance(c, TMUCell) and c.n_sources for c in model.cells):
         raise SystemExit("the reference must be a model without transferable memory (e.g. the scratch arm)")
     seen = []
     handle = cell.register_forward_hook(lambda module, inputs, output: seen.append(output[1]))
@@ -144,7 +149,7 @@ def linear_reference(own: list, memories: list, fit: np.ndarray) -> np.ndarray:
 
 
 def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, reference: Path | None = None,
-            fit_regime: str = "stratiform") -> dict:
+            fit_regime: str = "stratiform", source_layer: str = "bottom", reference_layer: str = "bottom") -> dict:
     """Per regime and source, the relative distillation errors of one TMU checkpoint on a simulated store."""
     import torch
 
@@ -181,8 +186,9 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, re
                 parts[k].append(errs[k])
             moments += errs["moments"]
             if control is not None:
-                own.append(bottom_memories(control, frames, n_in, n_out)[:, :n_in])
-                windows.append([m[:, :n_in] for m in truth])
+                own.append(bottom_memories(control, frames, n_in, n_out, 0 if reference_layer == "bottom" else -1)[:, :n_in])
+                windows.append([m[:, :n_in] for m in truth] if source_layer == "bottom" else
+                               [bottom_memories(src, frames, n_in, n_out, layer=-1)[:, :n_in] for src in bank.sources])
     count, s1, s2 = (moments[..., k].sum(axis=1) for k in range(3))
     variance = (s2 - s1 * s1 / count) / np.maximum(count - 1, 1)
     around_steps = (moments[..., 2] - moments[..., 1] ** 2 / moments[..., 0]).sum(axis=1) / np.maximum(count - 1, 1)
@@ -190,11 +196,17 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, re
     if control is not None:
         if fit_regime not in names:
             raise SystemExit(f"{store}: no regime {fit_regime!r} to fit the reference on; regimes: {', '.join(names)}")
-        merged["reference_window"] = linear_reference(own, windows, names_of == fit_regime) / variance
+        if source_layer == "bottom":
+            merged["reference_window"] = linear_reference(own, windows, names_of == fit_regime) / variance
+        else:
+            top = [np.concatenate([w[n].double().numpy().ravel() for w in windows]) for n in range(len(windows[0]))]
+            merged["reference_top_window"] = (linear_reference(own, windows, names_of == fit_regime)
+                                              / np.array([t.var(ddof=1) for t in top]))
     result = {"checkpoint": str(checkpoint), "store": str(store), "sources": list(config.tmu.sources),
               "variance": variance.tolist(), "step_mean_reference": (around_steps / variance).tolist(), "regimes": {}}
     if control is not None:
-        result["reference"] = {"checkpoint": str(reference), "fit_regime": fit_regime}
+        result["reference"] = {"checkpoint": str(reference), "fit_regime": fit_regime, "source_layer": source_layer,
+                               "reference_layer": reference_layer}
     for name in names:
         sel = names_of == name
         if not sel.any():
@@ -229,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", type=Path, nargs="+", default=None,
                         help="One model without transferable memory per checkpoint (e.g. the scratch arm of the same seed).")
     parser.add_argument("--fit-regime", default="stratiform", help="The regime the reference's linear map is fitted on.")
+    parser.add_argument("--source-layer", choices=("bottom", "top"), default="bottom",
+                        help="The sources' layer the reference is mapped onto (the TMU transfers the bottom one).")
+    parser.add_argument("--reference-layer", choices=("bottom", "top"), default="bottom",
+                        help="The reference's own layer whose memory is mapped.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -239,11 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference and len(args.reference) != len(args.checkpoints):
         raise SystemExit(f"{len(args.reference)} references for {len(args.checkpoints)} checkpoints: give one each")
     references = args.reference or [None] * len(args.checkpoints)
-    results = [measure(c, args.store, reference=r, fit_regime=args.fit_regime) for c, r in zip(args.checkpoints, references)]
+    results = [measure(c, args.store, reference=r, fit_regime=args.fit_regime, source_layer=args.source_layer,
+                       reference_layer=args.reference_layer) for c, r in zip(args.checkpoints, references)]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
-    for part in PARTS + (("reference_window",) if args.reference else ()):
+    control = ("reference_window" if args.source_layer == "bottom" else "reference_top_window",) if args.reference else ()
+    for part in PARTS + control:
         print(table(results, part))
         print()
     reference = np.array([r["step_mean_reference"] for r in results]).mean(axis=0)

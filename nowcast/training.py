@@ -574,7 +574,7 @@ def load_sources(config: ModelConfig) -> tuple[MemoryBank, list[Checkpoint]]:
             raise ConfigError(f"model config {config.name!r}: key 'tmu.sources' source {name!r} is a TMU model, not a source")
         ckpts.append(ckpt)
         models.append(ckpt.build_model())
-    return MemoryBank(models), ckpts
+    return MemoryBank(models, layer=config.tmu.layer), ckpts
 
 
 #: Pre-activation bias of a warm-started TMU's transfer gates: sigmoid(-4) = 0.018, nearly closed.
@@ -789,7 +789,7 @@ def _train(
             log.info("%s: data-parallel on %d processes (%s backend)", config.name, ctx.world, ctx.backend)
         bank, source_ckpts = (load_sources(config) if config.tmu else (None, []))
         source_channels = bank.source_channels if bank is not None else []
-        model = Predictor.from_config(config.architecture, source_channels, config.tmu.variant if config.tmu else "sum")
+        model = Predictor.for_model(config, source_channels)
         # On its device before any state is loaded: Adam puts a loaded state on
         # its parameters' device, so a state resumed on a GPU must find them there.
         model.to(device)

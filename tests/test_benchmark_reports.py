@@ -205,3 +205,19 @@ def test_the_competitive_arm_differs_from_the_split_tmu_only_in_its_memory_updat
     skip = {"name", "description", "checkpoint", "tmu"}
     assert competitive.model_dump(exclude=skip) == convex.model_dump(exclude=skip)
     assert competitive.tmu.model_dump(exclude={"variant"}) == convex.tmu.model_dump(exclude={"variant"})
+
+
+def test_the_top_layer_arm_differs_from_the_split_tmu_only_in_its_tmu_layer(monkeypatch):
+    """The thirty-fifth round compares the layer the TMU sits at alone: same sources, update, data, recipe."""
+    import benchmarks.radar_transfer as study
+
+    monkeypatch.setattr(study, "regime_training_store",
+                        lambda config, regimes: study.ROOT / "data/sim/swiss-south-train-stratiform.zarr")
+    kw = {"train_regimes": ("stratiform",), "trend_samples": 0.0}
+    bottom = study.study_config(study.NEURAL["tmu-split"], 2, 1000, "fp32", **kw)
+    top = study.study_config(study.NEURAL["tmu-split-top"], 2, 1000, "fp32", **kw)
+    assert (bottom.tmu.layer, top.tmu.layer) == ("bottom", "top")
+    assert top.checkpoint == "models/runs/study/swiss-south-tmu-split-top-stratiform-ptf0-it1000-s2.pt"
+    skip = {"name", "description", "checkpoint", "tmu"}
+    assert top.model_dump(exclude=skip) == bottom.model_dump(exclude=skip)
+    assert top.tmu.model_dump(exclude={"layer"}) == bottom.tmu.model_dump(exclude={"layer"})

@@ -384,3 +384,52 @@ def test_every_step_is_taken_at_the_scheduled_rate(tmp_path: Path, monkeypatch: 
     train(config, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
     assert taken == pytest.approx([learning_rate(config.training, i) for i in range(5)])
     assert taken[0] == pytest.approx(1e-2) and taken[-1] == pytest.approx(1e-3)
+
+
+def test_a_top_layer_tmu_distils_each_sources_top_memory(tmp_path):
+    """``tmu.layer: top``: the target's top layer is the TMU, and it learns the sources' top-layer memory."""
+    from nowcast.models.predictor import Predictor, fold
+    from nowcast.models.tmu import MemoryBank, TMUCell
+    from nowcast.models.zoo import architecture_metadata
+
+    two = {"layers": 2, "hidden": [8, 6], "kernel": 3, "patch_size": 4}  # top memory 6 wide, bottom 8: told apart
+    sources = []
+    for k in range(2):
+        cfg = small(tmp_path, f"src{k}", role="source", architecture=two, training={"iterations": 2, "seed": k})
+        sources.append(train(cfg, progress=False, batches=fixed(moving_square(t=6)), val_batches=[moving_square()]).checkpoint)
+    models = [load_checkpoint(p).build_model() for p in sources]
+
+    # the bank's top memory is the source's own top cell's, as its own forward computes it
+    frames = moving_square(t=5)
+    seen = []
+    handle = models[0].cells[-1].register_forward_hook(lambda m, i, o: seen.append(o[1]))
+    with torch.no_grad():
+        models[0](frames, 5, 1)
+    handle.remove()
+    bank = MemoryBank(models, layer="top")
+    assert bank.source_channels == [6, 6] and not bank.fused
+    torch.testing.assert_close(bank(fold(frames, 4))[0], torch.stack(seen, dim=1), rtol=0, atol=0)
+    assert MemoryBank(models).source_channels == [8, 8]  # the paper's: bottom
+    with pytest.raises(ValueError, match="'middle'"):
+        MemoryBank(models, layer="middle")
+
+    d = _tmu(tmp_path, sources, iterations=40).model_dump()
+    d["architecture"].update(two)
+    d["tmu"].update(layer="top", variant="convex")
+    cfg = model_config_from_dict(d)
+    result = train(cfg, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()])
+    dist = [h["distillation"] for h in result.history]
+    assert np.mean(dist[-5:]) < np.mean(dist[:5]) / 2, (dist[:5], dist[-5:])
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt.metadata["architecture"]["tmu_layer"] == "top"
+    model = ckpt.build_model()
+    assert isinstance(model.cells[-1], TMUCell) and model.cells[-1].source_channels == [6, 6]
+    assert not isinstance(model.cells[0], TMUCell)
+    # a bottom-layer config does not take these weights, and says why
+    bottom = model_config_from_dict({**d, "tmu": {**d["tmu"], "layer": "bottom"}})
+    assert "tmu_layer" not in architecture_metadata(bottom, [6, 6])  # older checkpoints still match their configs
+    with pytest.raises(NowcastError, match="tmu_layer"):
+        load_checkpoint(result.checkpoint, expect_config=bottom)
+    assert Predictor.for_model(bottom, [8, 8]).cells[0].source_channels == [8, 8]
+    fc = load_forecaster(result.checkpoint)
+    assert fc.model.has_tmu and fc.predict(np.random.default_rng(0).random((3, 16, 16), np.float32), 2).shape == (2, 16, 16)

@@ -84,6 +84,12 @@ class TMUConfig(StrictModel):
         "'convex' [project] mixes own and distilled memory so |C| stays bounded; 'competitive' [project] "
         "as convex, but the sources share the distilled part by a softmax of their gates.",
     )
+    layer: Literal["bottom", "top"] = Field(
+        "bottom",
+        description="Which layer is the TMU and whose memory it distils: 'bottom' as in the paper (the sources' "
+        "bottom memory, read from the frames); 'top' [project] the target's top layer distils the sources' top-layer "
+        "memory, where a source keeps what it makes of the frames (docs/benchmarks.md, thirty-fifth round).",
+    )
     distill_weight: float = Field(1.0, ge=0, description="lambda; 0 is the reference code's ablation.")
     distill_scale: Literal["plain", "variance", "balanced"] = Field(
         "plain",

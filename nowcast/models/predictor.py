@@ -242,10 +242,12 @@ class Predictor(nn.Module):
     layer_norm, forget_bias
         Passed to every cell.
     source_channels
-        Memory channels of each source; non-empty makes the bottom layer a
-        :class:`~nowcast.models.tmu.TMUCell`.
+        Memory channels of each source; non-empty makes one layer (``tmu_layer``)
+        a :class:`~nowcast.models.tmu.TMUCell`.
     variant
-        TMU memory update, ``"sum"`` or ``"normalized_sum"``.
+        TMU memory update (:data:`nowcast.models.tmu.VARIANTS`).
+    tmu_layer
+        ``"bottom"`` (the paper's) or ``"top"``: which layer is the TMU.
     channels
         Physical channels per frame (1: rain rate, brightness temperature or
         grey levels).
@@ -278,8 +280,11 @@ class Predictor(nn.Module):
         decoder: str = "linear",
         trend_gate: bool = False,
         trend_linearity_power: float = 0.0,
+        tmu_layer: str = "bottom",
     ) -> None:
         super().__init__()
+        if tmu_layer not in ("bottom", "top"):
+            raise ValueError(f"tmu_layer {tmu_layer!r}: expected 'bottom' or 'top'")
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
         if trend_gate and not residual:
@@ -295,10 +300,12 @@ class Predictor(nn.Module):
         self.hidden_sizes = sizes
         self.source_channels = [int(c) for c in source_channels]
         folded = channels * patch_size * patch_size
+        self.tmu_layer = tmu_layer
+        tmu_index = 0 if tmu_layer == "bottom" else layers - 1
         cells: list[ConvLSTMCell] = []
         for k, size in enumerate(sizes):
             in_ch = folded if k == 0 else sizes[k - 1]
-            if k == 0 and self.source_channels:
+            if k == tmu_index and self.source_channels:
                 cells.append(TMUCell(in_ch, size, kernel, self.source_channels, variant, layer_norm, forget_bias))
             else:
                 cells.append(ConvLSTMCell(in_ch, size, kernel, layer_norm, forget_bias))
@@ -316,7 +323,15 @@ class Predictor(nn.Module):
             nn.init.zeros_(last.bias)
 
     @classmethod
-    def from_config(cls, arch, source_channels: Sequence[int] = (), variant: Variant = "sum") -> "Predictor":
+    def for_model(cls, config, source_channels: Sequence[int] = ()) -> "Predictor":
+        """Build for a :class:`~nowcast.models.config.ModelConfig`: its architecture, and its TMU's update and layer."""
+        tmu = config.tmu
+        return cls.from_config(config.architecture, source_channels, tmu.variant if tmu else "sum",
+                               tmu.layer if tmu else "bottom")
+
+    @classmethod
+    def from_config(cls, arch, source_channels: Sequence[int] = (), variant: Variant = "sum",
+                    tmu_layer: str = "bottom") -> "Predictor":
         """Build from an :class:`~nowcast.models.config.ArchitectureConfig`."""
         return cls(
             layers=arch.layers,
@@ -331,6 +346,7 @@ class Predictor(nn.Module):
             decoder=arch.decoder,
             trend_gate=arch.trend_gate,
             trend_linearity_power=arch.trend_linearity_power,
+            tmu_layer=tmu_layer,
         )
 
     @property

@@ -93,7 +93,8 @@ def architecture_metadata(config: ModelConfig, source_channels: list[int] | None
     # written before they existed still match their configs.
     for key, value, default in (("frame", config.frame, "eulerian"), ("residual", arch.residual, False),
                                 ("decoder", arch.decoder, "linear"), ("trend_gate", arch.trend_gate, False),
-                                ("trend_linearity_power", arch.trend_linearity_power, 0.0)):
+                                ("trend_linearity_power", arch.trend_linearity_power, 0.0),
+                                ("tmu_layer", tmu.layer if tmu else "bottom", "bottom")):
         if value != default:
             meta[key] = value
     return meta
@@ -205,9 +206,7 @@ class Checkpoint:
     def build_model(self) -> Predictor:
         """The network with these weights, in eval mode (sources not needed)."""
         cfg = self.config
-        model = Predictor.from_config(
-            cfg.architecture, self.source_channels, cfg.tmu.variant if cfg.tmu else "sum"
-        )
+        model = Predictor.for_model(cfg, self.source_channels)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -806,13 +805,14 @@ def random_forecaster(model_config: str | Path | ModelConfig | None = None, seed
     else:
         config = load_model_config(find_model_config(model_config))
     channels: list[int] = []
+    layer = 0 if config.tmu is None or config.tmu.layer == "bottom" else -1
     for source in config.tmu.sources if config.tmu else []:
         try:
-            channels.append(load_model_config(find_model_config(source)).architecture.hidden_sizes[0])
+            channels.append(load_model_config(find_model_config(source)).architecture.hidden_sizes[layer])
         except NowcastError:
-            channels.append(config.architecture.hidden_sizes[0])
+            channels.append(config.architecture.hidden_sizes[layer])
     torch.manual_seed(seed)
-    model = Predictor.from_config(config.architecture, channels, config.tmu.variant if config.tmu else "sum")
+    model = Predictor.for_model(config, channels)
     return Forecaster(model, config, "", None, {"normalisation": config.data.normaliser.as_dict()})
 
 
