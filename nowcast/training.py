@@ -190,9 +190,7 @@ class ZarrSequences:
                   slice(int(y0[b]), int(y0[b]) + self.size), slice(int(x0[b]), int(x0[b]) + self.size))
             block = self.cache[sl] if self.cache is not None else np.asarray(self.data[sl].values, dtype=np.float32)
             out[b] = block if gain is None else block * gain[b]
-        with np.errstate(invalid="ignore"):  # NaN (no data) -> the normalisation's zero
-            x = np.nan_to_num(self.normaliser.forward(out), nan=0.0, posinf=0.0, neginf=0.0)
-        return torch.from_numpy(x)[:, :, None]
+        return self._normalised(out)
 
     def sequence_batch(self, indices: np.ndarray, start: int = 0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Stored sequences ``indices`` from frame ``start``, cropped at the store's corner, with no synthetic sample.
@@ -203,20 +201,22 @@ class ZarrSequences:
         simulated. Lagrangian models: the same frame and validity mask as
         :meth:`batch`.
         """
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= self.n_seq):
-            raise ValueError(f"{self.path}: sequence indices must lie in 0..{self.n_seq - 1}")
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if not indices.size or indices.min() < 0 or indices.max() >= self.n_seq:
+            raise ValueError(f"{self.path}: sequence indices must be given and lie in 0..{self.n_seq - 1}")
         if not 0 <= start <= self.n_time - self.frames:
             raise ValueError(f"{self.path}: start {start} leaves fewer than {self.frames} frames")
         zeros = np.zeros(len(indices), dtype=np.int64)
         if self.lagrangian:
             return self._lagrangian_batch(indices, zeros + start, zeros, zeros, np.zeros(len(indices), dtype=bool))
-        sl = (indices, slice(start, start + self.frames), slice(0, self.size), slice(0, self.size))
-        out = np.stack([self._read((int(i),) + sl[1:]) for i in indices]) if len(indices) else np.empty(
-            (0, self.frames, self.size, self.size), dtype=np.float32)
+        window = (slice(start, start + self.frames), slice(0, self.size), slice(0, self.size))
+        return self._normalised(np.stack([self._read((int(i), *window)) for i in indices]))
+
+    def _normalised(self, rates: np.ndarray) -> torch.Tensor:
+        """``(B, T, 1, H, W)`` network units of ``(B, T, H, W)`` data; NaN (no data) becomes the normalisation's zero."""
         with np.errstate(invalid="ignore"):
-            x = np.nan_to_num(self.normaliser.forward(out), nan=0.0, posinf=0.0, neginf=0.0)
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, :, None]
+            x = np.nan_to_num(self.normaliser.forward(rates), nan=0.0, posinf=0.0, neginf=0.0)
+        return torch.from_numpy(x)[:, :, None]
 
     def _lagrangian_batch(self, seqs, t0, y0, x0, persistent, gain=None, rotation=None,
                           trend=None) -> tuple[torch.Tensor, torch.Tensor]:

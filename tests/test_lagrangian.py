@@ -476,6 +476,12 @@ def test_sequence_batch_gives_each_asked_sequence_once_as_simulated(tmp_path):
     np.testing.assert_allclose(x[:, :, 0, 8, 8].numpy(), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="indices"):
         store.sequence_batch(np.array([4]))
+    with pytest.raises(ValueError, match="indices"):
+        store.sequence_batch(np.array([], dtype=int))
     with pytest.raises(ValueError, match="start 3"):
         store.sequence_batch(np.array([0]), start=3)
     assert store.sequence_batch(np.array([0]), start=2)[0].shape[1] == 7  # the last start that fits
+    eulerian = ZarrSequences(tmp_path / "ramp.zarr", cfg.model_copy(update={"frame": "eulerian"}))
+    x = eulerian.sequence_batch(np.array([3, 1]), start=2)  # frames only, as stored
+    assert x.shape == (2, 7, 1, 16, 16)
+    np.testing.assert_allclose(x[:, :, 0, 5, 5].numpy(), cfg.data.normaliser.forward(rates[[3, 1], 2:9]), rtol=1e-6)
