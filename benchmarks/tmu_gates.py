@@ -130,19 +130,28 @@ def measure(checkpoint: Path, stores: list[Path], sequences: int | None = None, 
     return out
 
 
-def table(results: list[dict], key: str = "gates") -> str:
-    """Markdown: one row per test set, ``key`` (gates, choice) per source (mean ± half range over checkpoints)."""
+def per_source_table(results: list[dict], groups: str, key: str, header: str, label=None) -> str:
+    """Markdown: one row per entry of the results' ``groups``, its ``key`` per source (mean ± half range over checkpoints).
+
+    Shared by this tool (rows: test sets) and ``benchmarks/tmu_memory.py``
+    (rows: regimes); ``label`` names a row from its key.
+    """
     sources = results[0]["sources"]
     if any(r["sources"] != sources for r in results):
         raise SystemExit("the checkpoints have different sources; measure them separately")
-    lines = ["| test set | " + " | ".join(Path(s).stem for s in sources) + " |",
+    lines = [f"| {header} | " + " | ".join(Path(s).stem for s in sources) + " |",
              "| --- |" + " ---: |" * len(sources)]
-    for name in results[0]["sets"]:
-        g = np.array([r["sets"][name][key] for r in results])
+    for name in results[0][groups]:
+        values = np.array([r[groups][name][key] for r in results])
         cells = [f"{m:.3f}" + (f" ± {h:.3f}" if len(results) > 1 else "")
-                 for m, h in zip(g.mean(0), 0.5 * (g.max(0) - g.min(0)))]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                 for m, h in zip(values.mean(0), 0.5 * (values.max(0) - values.min(0)))]
+        lines.append(f"| {label(name) if label else name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def table(results: list[dict], key: str = "gates") -> str:
+    """Markdown: one row per test set, ``key`` (gates, choice) per source (mean ± half range over checkpoints)."""
+    return per_source_table(results, "sets", key, "test set")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,17 +220,11 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, re
 
 def table(results: list[dict], part: str) -> str:
     """Markdown: one row per regime, ``part``'s relative error per source (mean ± half range over checkpoints)."""
-    sources = results[0]["sources"]
-    if any(r["sources"] != sources for r in results):
-        raise SystemExit("the checkpoints have different sources; measure them separately")
-    lines = [f"| regime ({part}) | " + " | ".join(Path(s).stem for s in sources) + " |",
-             "| --- |" + " ---: |" * len(sources)]
-    for name in results[0]["regimes"]:
-        e = np.array([r["regimes"][name][part] for r in results])
-        cells = [f"{m:.3f}" + (f" ± {h:.3f}" if len(results) > 1 else "")
-                 for m, h in zip(e.mean(0), 0.5 * (e.max(0) - e.min(0)))]
-        lines.append(f"| {name} ({results[0]['regimes'][name]['sequences']}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from benchmarks.tmu_gates import per_source_table
+
+    first = results[0]["regimes"]
+    return per_source_table(results, "regimes", part, f"regime ({part})",
+                            lambda name: f"{name} ({first[name]['sequences']})")
 
 
 def main(argv: list[str] | None = None) -> int:

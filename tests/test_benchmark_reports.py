@@ -191,33 +191,23 @@ def test_an_order_of_arms_the_study_does_not_score_is_refused_before_any_work(tm
     assert not missing.exists() and not (tmp_path / "out").exists()
 
 
-def test_the_competitive_arm_differs_from_the_split_tmu_only_in_its_memory_update(monkeypatch):
-    """Part 4 of the thirty-fourth round compares the memory update alone: same sources, data, recipe, architecture."""
+@pytest.mark.parametrize("arm, field, values, checkpoint", [
+    ("tmu-split-competitive", "variant", ("convex", "competitive"),  # thirty-fourth round, part 4: the update alone
+     "models/runs/study/swiss-south-tmu-split-competitive-stratiform-ptf0-it1000-s1.pt"),
+    ("tmu-split-top", "layer", ("bottom", "top"),  # thirty-fifth round, part 3: the layer the TMU sits at alone
+     "models/runs/study/swiss-south-tmu-split-top-stratiform-ptf0-it1000-s1.pt"),
+])
+def test_a_tmu_split_variant_differs_from_the_split_tmu_in_one_field_only(monkeypatch, arm, field, values, checkpoint):
+    """Same sources, data, recipe and architecture as ``tmu-split``: only the field compared differs."""
     import benchmarks.radar_transfer as study
 
     monkeypatch.setattr(study, "regime_training_store",
                         lambda config, regimes: study.ROOT / "data/sim/swiss-south-train-stratiform.zarr")
     kw = {"train_regimes": ("stratiform",), "trend_samples": 0.0}
-    convex = study.study_config(study.NEURAL["tmu-split"], 1, 1000, "fp32", **kw)
-    competitive = study.study_config(study.NEURAL["tmu-split-competitive"], 1, 1000, "fp32", **kw)
-    assert (convex.tmu.variant, competitive.tmu.variant) == ("convex", "competitive")
-    assert competitive.checkpoint == "models/runs/study/swiss-south-tmu-split-competitive-stratiform-ptf0-it1000-s1.pt"
+    split = study.study_config(study.NEURAL["tmu-split"], 1, 1000, "fp32", **kw)
+    other = study.study_config(study.NEURAL[arm], 1, 1000, "fp32", **kw)
+    assert (getattr(split.tmu, field), getattr(other.tmu, field)) == values
+    assert other.checkpoint == checkpoint
     skip = {"name", "description", "checkpoint", "tmu"}
-    assert competitive.model_dump(exclude=skip) == convex.model_dump(exclude=skip)
-    assert competitive.tmu.model_dump(exclude={"variant"}) == convex.tmu.model_dump(exclude={"variant"})
-
-
-def test_the_top_layer_arm_differs_from_the_split_tmu_only_in_its_tmu_layer(monkeypatch):
-    """The thirty-fifth round compares the layer the TMU sits at alone: same sources, update, data, recipe."""
-    import benchmarks.radar_transfer as study
-
-    monkeypatch.setattr(study, "regime_training_store",
-                        lambda config, regimes: study.ROOT / "data/sim/swiss-south-train-stratiform.zarr")
-    kw = {"train_regimes": ("stratiform",), "trend_samples": 0.0}
-    bottom = study.study_config(study.NEURAL["tmu-split"], 2, 1000, "fp32", **kw)
-    top = study.study_config(study.NEURAL["tmu-split-top"], 2, 1000, "fp32", **kw)
-    assert (bottom.tmu.layer, top.tmu.layer) == ("bottom", "top")
-    assert top.checkpoint == "models/runs/study/swiss-south-tmu-split-top-stratiform-ptf0-it1000-s2.pt"
-    skip = {"name", "description", "checkpoint", "tmu"}
-    assert top.model_dump(exclude=skip) == bottom.model_dump(exclude=skip)
-    assert top.tmu.model_dump(exclude={"layer"}) == bottom.tmu.model_dump(exclude={"layer"})
+    assert other.model_dump(exclude=skip) == split.model_dump(exclude=skip)
+    assert other.tmu.model_dump(exclude={field}) == split.tmu.model_dump(exclude={field})
