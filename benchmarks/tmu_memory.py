@@ -33,8 +33,10 @@ archive's) and scored on every regime's windows, says how much of the
 sources' memory any memory of the same frames already holds
 (``reference_window``). ``--source-layer top`` maps it onto the sources' *top*
 layer instead (``reference_top_window``, scaled by that layer's variance over
-the windows), which the TMU does not transfer: where a source's knowledge of
-a regime lies, if not in its bottom memory. ``--reference-layer top`` reads the
+the windows), which the paper's TMU does not transfer: where a source's
+knowledge of a regime lies, if not in its bottom memory. (For a TMU that
+distils the top layer itself, ``tmu.layer: top``, that is ``reference_window``,
+on the distillation errors' scale.) ``--reference-layer top`` reads the
 reference's own top memory instead of its bottom one (e.g. a finetuned arm: how
 much of its source's top memory it kept).
 
@@ -111,8 +113,10 @@ def relative_errors(distilled: list, memories: list, live: list, input_frames: i
     return result
 
 
-def bottom_memories(model, frames, input_frames: int, output_frames: int, layer: int = 0):
-    """``(B, S, C, h, w)``: a plain model's memory of one layer (the bottom) after every step of its closed-loop run."""
+def layer_memories(model, frames, input_frames: int, output_frames: int, layer: int = 0):
+    """``(B, S, C, h, w)``: a plain model's memory of one layer (0: the bottom, -1: the top) after every step of its closed-loop run."""
+    import torch
+
     from nowcast.models.tmu import TMUCell
 
     cell = model.cells[layer]
@@ -124,7 +128,7 @@ def bottom_memories(model, frames, input_frames: int, output_frames: int, layer:
         model(frames, input_frames, output_frames)
     finally:
         handle.remove()
-    return __import__("torch").stack(seen, dim=1)
+    return torch.stack(seen, dim=1)
 
 
 def linear_reference(own: list, memories: list, fit: np.ndarray) -> np.ndarray:
@@ -171,6 +175,11 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, re
     parts: dict[str, list] = {k: [] for k in PARTS}
     moments = np.zeros((len(config.tmu.sources), n_in + n_out - 1, 3))
     control = load_checkpoint(reference).build_model() if reference else None
+    if control is not None and fit_regime not in names:
+        raise SystemExit(f"{store}: no regime {fit_regime!r} to fit the reference on; regimes: {', '.join(names)}")
+    # the reference is scaled as the distillation errors where it maps onto the memory the bank distils
+    reference_key = "reference_window" if source_layer == bank.layer else f"reference_{source_layer}_window"
+    layer_index = {"bottom": 0, "top": -1}
     own, windows = [], []
     with torch.no_grad():
         for lo in range(0, len(names_of), batch_size):
@@ -186,22 +195,21 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, re
                 parts[k].append(errs[k])
             moments += errs["moments"]
             if control is not None:
-                own.append(bottom_memories(control, frames, n_in, n_out, 0 if reference_layer == "bottom" else -1)[:, :n_in])
-                windows.append([m[:, :n_in] for m in truth] if source_layer == "bottom" else
-                               [bottom_memories(src, frames, n_in, n_out, layer=-1)[:, :n_in] for src in bank.sources])
+                own.append(layer_memories(control, frames, n_in, n_out, layer_index[reference_layer])[:, :n_in])
+                windows.append([m[:, :n_in] for m in truth] if source_layer == bank.layer else
+                               [layer_memories(src, frames, n_in, n_out, layer_index[source_layer])[:, :n_in]
+                                for src in bank.sources])
     count, s1, s2 = (moments[..., k].sum(axis=1) for k in range(3))
     variance = (s2 - s1 * s1 / count) / np.maximum(count - 1, 1)
     around_steps = (moments[..., 2] - moments[..., 1] ** 2 / moments[..., 0]).sum(axis=1) / np.maximum(count - 1, 1)
     merged = {k: np.concatenate(v) / variance for k, v in parts.items()}  # (sequences, N)
     if control is not None:
-        if fit_regime not in names:
-            raise SystemExit(f"{store}: no regime {fit_regime!r} to fit the reference on; regimes: {', '.join(names)}")
-        if source_layer == "bottom":
-            merged["reference_window"] = linear_reference(own, windows, names_of == fit_regime) / variance
-        else:
-            top = [np.concatenate([w[n].double().numpy().ravel() for w in windows]) for n in range(len(windows[0]))]
-            merged["reference_top_window"] = (linear_reference(own, windows, names_of == fit_regime)
-                                              / np.array([t.var(ddof=1) for t in top]))
+        errors = linear_reference(own, windows, names_of == fit_regime)
+        if reference_key == "reference_window":
+            merged[reference_key] = errors / variance
+        else:  # another layer's memory: scaled by its own variance over the windows
+            mapped = [np.concatenate([w[n].double().numpy().ravel() for w in windows]) for n in range(len(windows[0]))]
+            merged[reference_key] = errors / np.array([m.var(ddof=1) for m in mapped])
     result = {"checkpoint": str(checkpoint), "store": str(store), "sources": list(config.tmu.sources),
               "variance": variance.tolist(), "step_mean_reference": (around_steps / variance).tolist(), "regimes": {}}
     if control is not None:
@@ -254,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
-    control = ("reference_window" if args.source_layer == "bottom" else "reference_top_window",) if args.reference else ()
-    for part in PARTS + control:
+    for part in PARTS:
+        print(table(results, part))
+        print()
+    for part in sorted({k for r in results for k in next(iter(r["regimes"].values())) if k.startswith("reference")}):
         print(table(results, part))
         print()
     reference = np.array([r["step_mean_reference"] for r in results]).mean(axis=0)

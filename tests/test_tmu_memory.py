@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.tmu_memory import (
-    bottom_memories,
+    layer_memories,
     linear_reference,
     measure,
     regimes_of,
@@ -92,10 +92,14 @@ def test_measure_compares_the_distillers_with_the_sources_on_what_each_reads(tmp
     out = measure(tmp_path / "tmu.pt", store, batch_size=2, reference=tmp_path / "ref.pt")
     for regime in out["regimes"].values():  # source 0's own memory maps onto itself, source 1's does not
         assert regime["reference_window"][0] < 1e-8 and regime["reference_window"][1] > 1e-3
+    top = measure(tmp_path / "tmu.pt", store, batch_size=2, reference=tmp_path / "ref.pt", source_layer="top",
+                  reference_layer="top")  # another layer than the bank's: its own key and scale
+    assert "reference_window" not in top["regimes"]["stratiform"]
+    assert top["regimes"]["stratiform"]["reference_top_window"][0] < 1e-8  # one layer: its top is its bottom
     with pytest.raises(SystemExit, match="no regime 'dry'"):
         measure(tmp_path / "tmu.pt", store, reference=tmp_path / "ref.pt", fit_regime="dry")
     with pytest.raises(SystemExit, match="without transferable memory"):
-        bottom_memories(target, torch.zeros(1, 6, 1, 16, 16), 3, 4)
+        layer_memories(target, torch.zeros(1, 6, 1, 16, 16), 3, 4)
     assert set(out["regimes"]) == {"convective", "growth_decay", "stratiform"}
     assert out["regimes"]["stratiform"]["sequences"] == 2 and out["regimes"]["convective"]["sequences"] == 1
 
