@@ -227,6 +227,7 @@ def regime_training_store(config, regimes: tuple[str, ...]) -> Path:
     import xarray as xr
 
     from nowcast.training import sequences_path
+    from pipelines.simulate import regime_flags
 
     full = sequences_path(config)
     path = regime_store_path(config, regimes)
@@ -235,8 +236,10 @@ def regime_training_store(config, regimes: tuple[str, ...]) -> Path:
     with xr.open_zarr(full) as ds:
         if "regime" not in ds:
             raise SystemExit(f"{full}: no 'regime' variable; cannot select sequences by regime")
-        flags = ds["regime"].attrs
-        names = dict(zip(str(flags.get("flag_meanings", "")).split(), flags.get("flag_values", [])))
+        try:
+            names = {name: value for value, name in regime_flags(ds["regime"]).items()}
+        except ValueError as exc:
+            raise SystemExit(f"{full}: {exc}") from None
         unknown = sorted(set(regimes) - set(names))
         if unknown:
             raise SystemExit(f"{full}: unknown regime(s) {', '.join(unknown)}; the store has {', '.join(names)}")

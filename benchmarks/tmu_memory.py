@@ -71,15 +71,16 @@ def regimes_of(store: Path) -> tuple[np.ndarray, list[str]]:
     """
     import xarray as xr
 
+    from pipelines.simulate import regime_flags
+
     with xr.open_zarr(store) as ds:
         if "regime" not in ds:
             raise SystemExit(f"{store}: no 'regime' variable (simulated with regimes, pipelines.simulate)")
         flags = np.asarray(ds["regime"].values, dtype=np.int64)
-        names = str(ds["regime"].attrs.get("flag_meanings", "")).split()
-        values = list(ds["regime"].attrs.get("flag_values", range(len(names))))
-    if len(names) != len(values):
-        raise SystemExit(f"{store}: regime flag_meanings and flag_values differ in length")
-    lookup = {int(v): n for v, n in zip(values, names)}
+        try:
+            lookup = regime_flags(ds["regime"])
+        except ValueError as exc:
+            raise SystemExit(f"{store}: {exc}") from None
     if set(np.unique(flags)) - set(lookup):
         raise SystemExit(f"{store}: regime flags without a name: {sorted(set(np.unique(flags)) - set(lookup))}")
     return np.array([lookup[int(f)] for f in flags]), [lookup[v] for v in sorted(lookup)]
@@ -158,6 +159,7 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, re
     import torch
 
     from nowcast.models.predictor import fold
+    from nowcast.models.tmu import layer_index
     from nowcast.models.zoo import load_checkpoint
     from nowcast.training import ZarrSequences, load_sources, sequences_path
 
@@ -179,7 +181,6 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, re
         raise SystemExit(f"{store}: no regime {fit_regime!r} to fit the reference on; regimes: {', '.join(names)}")
     # the reference is scaled as the distillation errors where it maps onto the memory the bank distils
     reference_key = "reference_window" if source_layer == bank.layer else f"reference_{source_layer}_window"
-    layer_index = {"bottom": 0, "top": -1}
     own, windows = [], []
     with torch.no_grad():
         for lo in range(0, len(names_of), batch_size):
@@ -195,9 +196,9 @@ def measure(checkpoint: Path, store: Path | None = None, batch_size: int = 8, re
                 parts[k].append(errs[k])
             moments += errs["moments"]
             if control is not None:
-                own.append(layer_memories(control, frames, n_in, n_out, layer_index[reference_layer])[:, :n_in])
+                own.append(layer_memories(control, frames, n_in, n_out, layer_index(reference_layer))[:, :n_in])
                 windows.append([m[:, :n_in] for m in truth] if source_layer == bank.layer else
-                               [layer_memories(src, frames, n_in, n_out, layer_index[source_layer])[:, :n_in]
+                               [layer_memories(src, frames, n_in, n_out, layer_index(source_layer))[:, :n_in]
                                 for src in bank.sources])
     count, s1, s2 = (moments[..., k].sum(axis=1) for k in range(3))
     variance = (s2 - s1 * s1 / count) / np.maximum(count - 1, 1)

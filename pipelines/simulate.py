@@ -318,6 +318,21 @@ def simulate_dataset(
     return out
 
 
+def regime_flags(variable: Any) -> dict[int, str]:
+    """The regime names of a store's ``regime`` variable by flag value, from the CF flags :func:`simulate_dataset` writes.
+
+    Raises
+    ------
+    ValueError
+        ``flag_values`` missing, or not one per name of ``flag_meanings``.
+    """
+    names = str(variable.attrs.get("flag_meanings", "")).split()
+    values = variable.attrs.get("flag_values")
+    if values is None or len(values) != len(names):
+        raise ValueError(f"regime flag_values {values!r} do not name flag_meanings {names!r} one to one")
+    return {int(v): n for v, n in zip(values, names)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines.simulate --domain D --out STORE [...]``."""
     parser = argparse.ArgumentParser(description=f"Write sequences {PROVENANCE} to a Zarr store.")

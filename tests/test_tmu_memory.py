@@ -62,6 +62,8 @@ def test_regimes_are_named_by_their_flags(tmp_path):
     assert regimes.tolist() == ["z", "x"] and names == ["x", "y", "z"]  # flag values need not start at 0
     with pytest.raises(SystemExit, match="without a name"):
         regimes_of(_regime_store(tmp_path / "bad.zarr", [0, 3], meanings="a b", values=(0, 1)))
+    with pytest.raises(SystemExit, match="one to one"):  # pipelines.simulate.regime_flags, shared with the study
+        regimes_of(_regime_store(tmp_path / "short.zarr", [0, 1], meanings="a b c", values=(0, 1)))
     import xarray as xr
 
     xr.Dataset({"rain_rate": (("sequence", "time", "y", "x"), np.ones((1, 2, 2, 2), np.float32))}).to_zarr(

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nowcast.models.cells import ConvLSTMCell, State
-from nowcast.models.tmu import TMUCell, Variant
+from nowcast.models.tmu import TMUCell, Variant, layer_index
 
 
 @dataclass
@@ -283,8 +283,7 @@ class Predictor(nn.Module):
         tmu_layer: str = "bottom",
     ) -> None:
         super().__init__()
-        if tmu_layer not in ("bottom", "top"):
-            raise ValueError(f"tmu_layer {tmu_layer!r}: expected 'bottom' or 'top'")
+        tmu_index = layer_index(tmu_layer)  # refuses any other name first
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
         if trend_gate and not residual:
@@ -301,7 +300,7 @@ class Predictor(nn.Module):
         self.source_channels = [int(c) for c in source_channels]
         folded = channels * patch_size * patch_size
         self.tmu_layer = tmu_layer
-        tmu_index = 0 if tmu_layer == "bottom" else layers - 1
+        tmu_index = tmu_index % len(sizes) if sizes else 0  # the top: the last layer
         cells: list[ConvLSTMCell] = []
         for k, size in enumerate(sizes):
             in_ch = folded if k == 0 else sizes[k - 1]

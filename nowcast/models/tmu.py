@@ -26,6 +26,21 @@ if TYPE_CHECKING:  # pragma: no cover
 Variant = Literal["sum", "normalized_sum", "convex", "competitive"]
 #: The memory updates a TMU cell knows (see :class:`TMUCell`).
 VARIANTS = ("sum", "normalized_sum", "convex", "competitive")
+#: Where a TMU can sit, and whose memory it distils: the paper's bottom layer, or the top (``tmu.layer``).
+LAYERS = {"bottom": 0, "top": -1}
+
+
+def layer_index(layer: str) -> int:
+    """The index into a stack of cells of ``layer`` (``"bottom"``: 0, ``"top"``: -1).
+
+    Raises
+    ------
+    ValueError
+        For any other name.
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"TMU layer {layer!r}: expected one of {', '.join(LAYERS)}")
+    return LAYERS[layer]
 
 
 class Distiller(nn.Module):
@@ -213,8 +228,7 @@ class MemoryBank(nn.Module):
 
     def __init__(self, sources: Sequence["Predictor"], layer: str = "bottom") -> None:
         super().__init__()
-        if layer not in ("bottom", "top"):
-            raise ValueError(f"memory bank layer {layer!r}: expected 'bottom' or 'top'")
+        index = layer_index(layer)
         self.layer = layer
         self.sources = nn.ModuleList(sources)
         for s in self.sources:
@@ -223,7 +237,7 @@ class MemoryBank(nn.Module):
         for s in self.sources:
             if any(isinstance(cell, TMUCell) and cell.n_sources for cell in s.cells):
                 raise ValueError("a source must be a plain ConvLSTM predictor, not a TMU target")
-        cells = [s.cells[0 if layer == "bottom" else -1] for s in self.sources]
+        cells = [s.cells[index] for s in self.sources]
         self.source_channels = [c.hidden for c in cells]
         self.fused = layer == "bottom" and len(cells) > 0 and self._compatible(cells)
         if self.fused:

@@ -45,6 +45,7 @@ from nowcast.models.calibration import ChangeWeights
 from nowcast.models.config import ModelConfig, find_model_config, load_model_config, model_config_from_dict
 from nowcast.models.normalization import Normaliser, make_normaliser
 from nowcast.models.predictor import Predictor
+from nowcast.models.tmu import layer_index
 
 log = logging.getLogger(__name__)
 
@@ -805,7 +806,7 @@ def random_forecaster(model_config: str | Path | ModelConfig | None = None, seed
     else:
         config = load_model_config(find_model_config(model_config))
     channels: list[int] = []
-    layer = 0 if config.tmu is None or config.tmu.layer == "bottom" else -1
+    layer = layer_index(config.tmu.layer) if config.tmu else 0
     for source in config.tmu.sources if config.tmu else []:
         try:
             channels.append(load_model_config(find_model_config(source)).architecture.hidden_sizes[layer])
