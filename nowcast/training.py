@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from nowcast.errors import CheckpointError, ConfigError, NowcastError
 from nowcast.models.config import ModelConfig, TMUConfig, TrainingConfig
 from nowcast.models.predictor import Predictor, PredictorOutput, fold
-from nowcast.models.tmu import MemoryBank
+from nowcast.models.tmu import MemoryBank, layer_index
 from nowcast.precision import autocast, resolve_precision
 from nowcast.models.zoo import (
     Checkpoint,
@@ -585,8 +585,9 @@ def init_from_source(model: Predictor, name: str) -> Checkpoint:
     """Finetuning: copy every weight of a source whose name and shape match.
 
     A TMU target started from a plain source (``tmu`` and ``init_from``
-    together, **[project]**) also takes the source's bottom gate
-    convolution: its ``i, f, o, g`` rows are copied, and each transfer
+    together, **[project]**) also takes the source's gate convolution of the
+    layer the TMU replaces (the bottom, or the top with ``tmu.layer: top``):
+    its ``i, f, o, g`` rows are copied, and each transfer
     gate's rows are a copy of one of them (cyclically), so that the layer
     norm over all gate channels sees the source's statistics (exactly when
     the number of sources is a multiple of 4). The transfer gates' norm
@@ -611,15 +612,23 @@ def init_from_source(model: Predictor, name: str) -> Checkpoint:
 
 
 def _tmu_gate_rows(model: Predictor, source: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The TMU bottom layer's gate tensors built from a plain source's (see :func:`init_from_source`)."""
+    """The TMU layer's gate tensors built from the plain source's same layer (see :func:`init_from_source`).
+
+    The TMU sits at the bottom or the top of the stack (``tmu.layer``): the
+    source's cell at the same position gives the rows, so a top-layer TMU
+    starts from the source's top cell (thirty-sixth round; before, only a
+    bottom-layer TMU did, and a top one started its gates fresh).
+    """
     if not model.has_tmu:
         return {}
-    keys = ("cells.0.conv.weight", "cells.0.conv.bias")
-    if not all(k in source for k in keys) or ("cells.0.norm.weight" in own) != ("cells.0.norm.weight" in source):
-        return {}  # not a ConvLSTM bottom layer like the target's: nothing fits
-    rows = source["cells.0.conv.weight"].shape[0]
-    target_rows = own["cells.0.conv.weight"].shape[0]
-    if own["cells.0.conv.weight"].shape[1:] != source["cells.0.conv.weight"].shape[1:] or rows >= target_rows \
+    cell = f"cells.{layer_index(model.tmu_layer) % len(model.cells)}"
+    conv_w, conv_b, norm_w, norm_b = (f"{cell}.{name}" for name in ("conv.weight", "conv.bias", "norm.weight", "norm.bias"))
+    keys = (conv_w, conv_b)
+    if not all(k in source for k in keys) or (norm_w in own) != (norm_w in source):
+        return {}  # not a ConvLSTM layer like the target's: nothing fits
+    rows = source[conv_w].shape[0]
+    target_rows = own[conv_w].shape[0]
+    if own[conv_w].shape[1:] != source[conv_w].shape[1:] or rows >= target_rows \
             or (target_rows - rows) % (rows // 4) != 0:
         return {}  # another width, input or kernel: the gates stay fresh
     hidden = rows // 4
@@ -630,15 +639,13 @@ def _tmu_gate_rows(model: Predictor, source: dict[str, torch.Tensor], own: dict[
         blocks = [t[g * hidden:(g + 1) * hidden] for g in order]
         return torch.cat([t, *blocks])
 
-    if "cells.0.norm.weight" not in own:  # no layer norm: the transfer gates' own bias closes them
-        w, b = source["cells.0.conv.weight"], source["cells.0.conv.bias"]
-        return {"cells.0.conv.weight": torch.cat([w, w.new_zeros((extra * hidden, *w.shape[1:]))]),
-                "cells.0.conv.bias": torch.cat([b, b.new_full((extra * hidden,), WARM_TRANSFER_BIAS)])}
+    if norm_w not in own:  # no layer norm: the transfer gates' own bias closes them
+        w, b = source[conv_w], source[conv_b]
+        return {conv_w: torch.cat([w, w.new_zeros((extra * hidden, *w.shape[1:]))]),
+                conv_b: torch.cat([b, b.new_full((extra * hidden,), WARM_TRANSFER_BIAS)])}
     out = {k: widen(source[k]) for k in keys}
-    if "cells.0.norm.weight" in own:
-        weight = torch.cat([source["cells.0.norm.weight"], source["cells.0.norm.weight"].new_zeros(extra * hidden)])
-        bias = torch.cat([source["cells.0.norm.bias"], source["cells.0.norm.bias"].new_full((extra * hidden,), WARM_TRANSFER_BIAS)])
-        out.update({"cells.0.norm.weight": weight, "cells.0.norm.bias": bias})
+    out[norm_w] = torch.cat([source[norm_w], source[norm_w].new_zeros(extra * hidden)])
+    out[norm_b] = torch.cat([source[norm_b], source[norm_b].new_full((extra * hidden,), WARM_TRANSFER_BIAS)])
     return out
 
 

@@ -220,9 +220,11 @@ def test_finetune_copies_matching_source_weights(tmp_path):
     assert torch.equal(tmu.state_dict()["head.weight"], src["head.weight"])
 
 
-@pytest.mark.parametrize("n_sources, layer_norm, bound", [(4, True, 0.025), (2, True, 0.08), (4, False, 0.025)])
-def test_tmu_started_from_a_source_forecasts_as_the_source(tmp_path, n_sources, layer_norm, bound):
-    """TMU + init_from: the gate rows come from the source, the transfer gates start nearly closed."""
+@pytest.mark.parametrize("n_sources, layer_norm, bound, layer", [(4, True, 0.025, "bottom"), (2, True, 0.08, "bottom"),
+                                                                 (4, False, 0.025, "bottom"), (4, True, 0.025, "top"),
+                                                                 (4, False, 0.03, "top")])
+def test_tmu_started_from_a_source_forecasts_as_the_source(tmp_path, n_sources, layer_norm, bound, layer):
+    """TMU + init_from: the gate rows come from the source's same layer, the transfer gates start nearly closed."""
     from nowcast.models.predictor import Predictor
     from nowcast.training import WARM_TRANSFER_BIAS
 
@@ -237,8 +239,9 @@ def test_tmu_started_from_a_source_forecasts_as_the_source(tmp_path, n_sources, 
 
     save_checkpoint(source_path, source, cfg, iterations=2)
     source = load_checkpoint(source_path).build_model().eval()
-    target = Predictor.from_config(cfg.architecture, [8] * n_sources, "convex").eval()
+    target = Predictor.from_config(cfg.architecture, [8] * n_sources, "convex", layer).eval()
     init_from_source(target, str(source_path))
+    cell = "cells.0" if layer == "bottom" else "cells.1"
     frames = torch.rand(2, 4, 1, 16, 16)
     want, got = source.forecast(frames, 6), target.forecast(frames, 6)
     scale = float(want.abs().mean())
@@ -246,13 +249,13 @@ def test_tmu_started_from_a_source_forecasts_as_the_source(tmp_path, n_sources, 
     # (with 2 sources the layer norm's statistics differ a little from the source's: a wider bound)
     assert float((got - want).abs().mean()) < bound * scale, (float((got - want).abs().mean()), scale)
     state = target.state_dict()
-    assert torch.equal(state["cells.0.conv.weight"][:32], source.state_dict()["cells.0.conv.weight"])
+    assert torch.equal(state[f"{cell}.conv.weight"][:32], source.state_dict()[f"{cell}.conv.weight"])
     if layer_norm:
-        assert torch.all(state["cells.0.norm.bias"][32:] == WARM_TRANSFER_BIAS)
+        assert torch.all(state[f"{cell}.norm.bias"][32:] == WARM_TRANSFER_BIAS)
     else:
-        assert torch.all(state["cells.0.conv.bias"][32:] == WARM_TRANSFER_BIAS)
+        assert torch.all(state[f"{cell}.conv.bias"][32:] == WARM_TRANSFER_BIAS)
     # a fresh TMU (no init) is far from the source: the test can tell the difference
-    fresh = Predictor.from_config(cfg.architecture, [8] * n_sources, "convex").eval()
+    fresh = Predictor.from_config(cfg.architecture, [8] * n_sources, "convex", layer).eval()
     assert float((fresh.forecast(frames, 6) - want).abs().mean()) > 0.2 * scale
 
 
