@@ -130,7 +130,8 @@ class ZarrSequences:
             from pipelines.sequences import MOTION_VARIABLE, ensure_motion
 
             ds.close()
-            ensure_motion(self.path, d.input_frames, config.motion.method)
+            self.motion_frames = config.motion_frames  # the newest input frames the motion is read from
+            ensure_motion(self.path, self.motion_frames, config.motion.method)
             self.motion = xr.open_zarr(self.path)[MOTION_VARIABLE]
             if self.motion.size * 4 <= 1024 * 2**20:
                 self.motion = np.asarray(self.motion.values, dtype=np.float32)
@@ -265,7 +266,7 @@ class ZarrSequences:
             rates = np.stack([growth_rate_field((wy, wx), "cells", db, int(seed)) if db > 0 else np.zeros((wy, wx))
                               for db, seed in trend])
         x, valid = training_batch(frames, vel, self.input_frames, self.normaliser, persistent, self.persistent_motion,
-                                  error, rates)
+                                  error, rates, motion_frames=self.motion_frames)
         x = torch.stack([x[b, :, iy : iy + S, ix : ix + S] for b, (iy, ix) in enumerate(inner)])
         valid = torch.stack([valid[b, :, iy : iy + S, ix : ix + S] for b, (iy, ix) in enumerate(inner)])
         return x[:, :, None].contiguous(), valid[:, :, None].contiguous()

@@ -485,3 +485,62 @@ def test_sequence_batch_gives_each_asked_sequence_once_as_simulated(tmp_path):
     x = eulerian.sequence_batch(np.array([3, 1]), start=2)  # frames only, as stored
     assert x.shape == (2, 7, 1, 16, 16)
     np.testing.assert_allclose(x[:, :, 0, 5, 5].numpy(), cfg.data.normaliser.forward(rates[[3, 1], 2:9]), rtol=1e-6)
+
+
+# ------------------------------------------------ a network that reads more frames than its motion (motion.frames)
+def _longer_window_config(tmp_path=None, store=None, motion_frames=4, **training):
+    data = {"kind": "zarr_sequences", "path": str(store or "unused.zarr"), "modality": "rain", "units": "mm h-1",
+            "normalisation": {"kind": "db"}, "frame_size": 16 if store else 32, "input_frames": 6, "output_frames": 3,
+            "timestep_minutes": 5}
+    over = {"data": data, "motion": {"method": "LK", "frames": motion_frames}}
+    if store is not None:
+        over.update(architecture={"layers": 1, "hidden": 8, "kernel": 3, "patch_size": 4, "residual": True,
+                                  "decoder": "refine"},
+                    training={"iterations": 2, "batch_size": 4, "val_every": 2, "checkpoint_every": 2, "sampling_end": 1,
+                              **training},
+                    checkpoint=str(tmp_path / "long.pt"))
+    return lagrangian_config(**over)
+
+
+def test_motion_frames_default_to_the_input_window_and_cannot_exceed_it():
+    assert lagrangian_config().motion_frames == 4 and lagrangian_config().motion.frames is None
+    assert _longer_window_config(motion_frames=4).motion_frames == 4
+    assert _longer_window_config(motion_frames=6).motion_frames == 6  # exactly the window: allowed
+    with pytest.raises(ConfigError, match="motion.frames 7 exceeds data.input_frames 6"):
+        _longer_window_config(motion_frames=7)
+    with pytest.raises(ConfigError, match="greater than or equal to 2"):
+        _longer_window_config(motion_frames=1)
+    with pytest.raises(ConfigError, match="motion.frames is for frame .lagrangian."):
+        lagrangian_config(frame="eulerian", architecture={"layers": 1, "hidden": 8, "kernel": 3, "patch_size": 4},
+                          motion={"frames": 2})
+
+
+def test_an_untrained_network_reading_more_frames_is_extrapolation_from_its_motion_frames():
+    """The network reads 6 moved frames; the motion, and so the forecast, is extrapolation's from the newest 4."""
+    window = moving_window(frames=6, u=1.5, v=0.75)
+    window[:2] = np.roll(window[:2], 5, axis=2)  # the two oldest frames move otherwise: a 6-frame motion differs
+    ours = forecaster(_longer_window_config(motion_frames=4)).predict_region(window, 3, tile=None)
+    ref = extrapolation(window[-4:], 3)
+    np.testing.assert_array_equal(np.nan_to_num(ours, nan=-1), np.nan_to_num(ref, nan=-1))
+    all_six = forecaster(_longer_window_config(motion_frames=None)).predict_region(window, 3, tile=None)
+    assert not np.array_equal(np.nan_to_num(all_six, nan=-1), np.nan_to_num(ref, nan=-1))  # the test can tell
+
+
+def test_training_reads_the_motion_of_its_motion_frames(tmp_path, monkeypatch):
+    """Stored motion over the newest 4 of 6 input frames; persistent samples re-estimated over the same 4."""
+    import xarray as xr
+
+    from nowcast.models import lagrangian
+    from nowcast.training import make_batches, split_batch
+
+    store = _moving_store(tmp_path / "seq.zarr", frames=12)
+    cfg = _longer_window_config(tmp_path, store, persistent_fraction=1.0, persistent_motion="estimated")
+    seen = []
+    real = lagrangian._estimated_motion
+    monkeypatch.setattr(lagrangian, "_estimated_motion", lambda w, *a: seen.append(w.shape[0]) or real(w, *a))
+    frames, valid = split_batch(next(make_batches(cfg)))
+    assert frames.shape == (4, 9, 1, 16, 16)
+    with xr.open_zarr(store) as ds:
+        assert ds["motion"].attrs["motion_window"] == 4
+        assert np.isnan(ds["motion"].values[:, :3]).all() and np.isfinite(ds["motion"].values[:, 3:]).all()
+    assert seen == [4, 4, 4, 4]

@@ -1377,11 +1377,12 @@ def calibrate(forecaster, sequences: Mapping[str, np.ndarray], leads: int = 12,
             raise ValueError(f"validation set {name}: sequences of {np.shape(seqs)[1]} frames, {history + leads} "
                              f"needed ({history} of history, {leads} leads)")
     short = {name: seqs[:, : history + leads] for name, seqs in sequences.items()}
-    references = extrapolation_references(short, n_in, leads, history)
+    m = forecaster.config.motion_frames  # extrapolation and the forecast read the motion over these frames
+    references = extrapolation_references(short, m, leads, history)
     keys = keys or candidates(network_grid, trend_grid, trend_forms, trend_lifetimes)
     grid = score_grid(newest_frames(forecaster._raw_changes, n_in), forecaster.normaliser, short, history, leads,
                       forecaster.config.motion.method, keys,
-                      motion_frames=n_in if history > n_in else None,
+                      motion_frames=m if history > m else None,
                       trend=lambda x, power: window_trend(x, power, trend_estimator, trend_smoothing_px,
                                                           trend_persistence_min, trend_align,
                                                           persistence_samples=trend_persistence_samples,

@@ -148,6 +148,11 @@ class MotionConfig(StrictModel):
     """How a Lagrangian model finds the motion (the extrapolation baseline's method by default)."""
 
     method: Literal["LK", "DARTS", "VET", "proesmans"] = Field("LK", description="pysteps optical-flow method.")
+    frames: int | None = Field(
+        None, ge=2,
+        description="Estimate the motion from the newest this many input frames (null: all data.input_frames). "
+                    "A network that reads a longer window than the extrapolation baseline (e.g. 8 frames, as the "
+                    "window trend does) still moves it along the baseline's motion (thirty-sixth round).")
 
 
 class CalibrationConfig(StrictModel):
@@ -408,6 +413,12 @@ class ModelConfig(StrictModel):
                                  "(or, for a source, brightness_temperature with kind 'brightness_temperature')")
             if not self.architecture.residual:
                 raise ValueError("frame 'lagrangian' needs architecture.residual: true (untrained = extrapolation)")
+        if self.motion.frames is not None:
+            if self.frame != "lagrangian":
+                raise ValueError("motion.frames is for frame 'lagrangian' (an Eulerian model finds no motion)")
+            if self.motion.frames > self.data.input_frames:
+                raise ValueError(f"motion.frames {self.motion.frames} exceeds data.input_frames "
+                                 f"{self.data.input_frames}: the motion is read from the input window")
         if self.architecture.trend_gate and not (self.frame == "lagrangian" and self.data.modality == "rain"):
             raise ValueError("architecture.trend_gate is for Lagrangian rain models (frame 'lagrangian', data.modality 'rain'): "
                              "the trend it gates is a growth rate of rain in the Lagrangian frame")
@@ -415,10 +426,15 @@ class ModelConfig(StrictModel):
             raise ValueError("architecture.trend_linearity_power weights the gated trend: it needs trend_gate: true")
         return self
 
-    # The operational forecast path reads these three flat names (nowcast.forecast).
+    # The operational forecast path reads these flat names (nowcast.forecast).
     @property
     def patch_size(self) -> int:
         return self.architecture.patch_size
+
+    @property
+    def motion_frames(self) -> int:
+        """Frames the motion is estimated from: ``motion.frames``, or every input frame."""
+        return int(self.motion.frames or self.data.input_frames)
 
     @property
     def input_frames(self) -> int:

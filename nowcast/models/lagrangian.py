@@ -271,7 +271,8 @@ def _forecast_tracer(window: np.ndarray, leads: int, network: ChangeNetwork, nor
 
 def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, normaliser: Normaliser,
                    persistent: np.ndarray | None = None, motion_method: str | None = None,
-                   motion_error: np.ndarray | None = None, trend: np.ndarray | None = None):
+                   motion_error: np.ndarray | None = None, trend: np.ndarray | None = None,
+                   motion_frames: int | None = None):
     """Training sequences in the Lagrangian frame of their analysis times (batched, torch).
 
     Parameters
@@ -322,6 +323,10 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
         (:func:`trended`), moved along the motion like the plain persistent
         samples: its inputs show the trend, its truth (with
         ``motion_method``: exactly) continues it.
+    motion_frames
+        With ``motion_method``: re-estimate from the newest this many input
+        frames, as a forecast of a model with ``motion.frames`` does
+        (``None``: every input frame).
 
     Returns
     -------
@@ -357,7 +362,8 @@ def training_batch(frames: np.ndarray, velocity: np.ndarray, input_frames: int, 
         if motion_method is not None:
             vel = vel.clone()
             for b in idx.tolist():
-                vel[b] = torch.from_numpy(_estimated_motion(field[b, :input_frames].double().numpy(), normaliser,
+                first = input_frames - int(motion_frames or input_frames)
+                vel[b] = torch.from_numpy(_estimated_motion(field[b, first:input_frames].double().numpy(), normaliser,
                                                             motion_method)).float()
     lag, valid = to_lagrangian_torch(field, offsets, vel, outval=empty)
     if nodata.any():

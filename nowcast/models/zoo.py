@@ -593,8 +593,9 @@ class Forecaster:
             def changes(x: np.ndarray, n: int) -> np.ndarray:  # the network in tiles, the weights on the whole
                 return self._changes(x, n, raw=lambda xs, k: tiled(self._raw_changes, xs, k))
 
+            m = self.config.motion_frames  # the network's window, or fewer (motion.frames)
             return lagrangian.forecast(window, leads, changes, self.normaliser, motion_method=self.config.motion.method,
-                                       motion_frames=n_in if window.shape[0] > n_in else None)
+                                       motion_frames=m if window.shape[0] > m else None)
         # NaN (no data) becomes the normalisation's zero: dry for rain, the
         # warm clear-sky reference for brightness temperature.
         with np.errstate(invalid="ignore"):

@@ -1,0 +1,185 @@
+"""Does a network that reads 40 minutes learn the growth a 15-minute window cannot show? (issue #8, thirty-sixth round)
+
+Why: on the strong growth/decay sets every study network gains a little over
+extrapolation at 5 mm/h (growth-64 CSI@5 0.21-0.26) where the Lagrangian-trend
+baseline, reading the same 4 frames, gains a lot (0.60), and on the days the
+trend loses where the networks do not. The shipped forecaster bridges that with
+a window trend read over 8 frames and gated on whether the growth *persisted*
+through them (rho, evidence, no slowing), and applies no network change at
+all. A network that reads only 4 frames (15 min) cannot tell persisting growth
+from a passing fluctuation, so hedging is the best it can learn; one that reads
+8 (40 min), the gate's window, could learn the gate's distinction itself.
+
+Two arms, the study's scratch network and recipe, identical but for the window
+(``benchmarks/configs/history/swiss-south-scratch-h{4,8}.yaml``): 4 or 8 moved
+frames, motion from the newest 4 in both (``motion.frames``, extrapolation's),
+one 20-frame training store (192 sequences, the training stream) and one
+20-frame validation store. Scored on 20-frame sets: every method is verified on
+the same 12 leads after frame 8, extrapolation and the Lagrangian trend from the
+newest 4 frames, each arm from the newest frames it reads.
+
+Usage::
+
+    python benchmarks/history_network.py stores                          # once, before runs side by side
+    python benchmarks/history_network.py train --frames 4 --seeds 0      # one run per process
+    python benchmarks/history_network.py score --seeds 0 1 2 \\
+        --test data/sim/fresh-s33-f20/*.zarr data/sim/fresh-s34-f20/*.zarr --json benchmarks/out/v36/history.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("history_network")
+
+CONFIGS = ROOT / "benchmarks" / "configs" / "history"
+HISTORY, LEADS, MOTION_FRAMES = 8, 12, 4
+#: Sizes and seed streams of the two 20-frame stores (the training and validation streams of the study's stores).
+TRAIN_SEQUENCES, TRAIN_SEED = 192, 0
+VAL_SEQUENCES = 32
+
+
+def arm_config(frames: int, seed: int):
+    """The arm reading ``frames`` moved frames, trained with ``seed`` (its own checkpoint ``...-s{seed}.pt``)."""
+    from nowcast.models.config import load_model_config
+
+    config = load_model_config(CONFIGS / f"swiss-south-scratch-h{frames}.yaml")
+    training = config.training.model_copy(update={"seed": int(seed)})
+    checkpoint = config.checkpoint.replace("-s0.pt", f"-s{int(seed)}.pt")
+    return config.model_copy(update={"training": training, "checkpoint": checkpoint})
+
+
+def ensure_stores(config) -> None:
+    """Simulate the 20-frame training and validation stores if missing, and store their motion once.
+
+    The motion is computed here, before any run, so two runs started side by
+    side never write it at once.
+    """
+    from pipelines.sequences import ensure_motion
+    from pipelines.simulate import simulate_dataset
+    from pipelines.validation import VALIDATION_DAY_SEED
+
+    data = config.data
+    frames = data.input_frames + data.output_frames
+    for path, n, seed in ((data.path, TRAIN_SEQUENCES, TRAIN_SEED), (data.val_path, VAL_SEQUENCES, VALIDATION_DAY_SEED)):
+        store = ROOT / path
+        if not store.exists():
+            simulate_dataset(data.domain, n, max(frames, HISTORY + LEADS), store, seed=seed, crop_size=data.frame_size)
+        ensure_motion(store, config.motion_frames, config.motion.method)
+
+
+def train_arms(frames: list[int], seeds: list[int]) -> list[Path]:
+    """Train (or resume) each arm and seed in turn; returns their checkpoints."""
+    from benchmarks.radar_transfer import ensure_trained
+
+    out = []
+    for h in frames:
+        for seed in seeds:
+            config = arm_config(h, seed)
+            ensure_stores(config)
+            out.append(ensure_trained(config))
+    return out
+
+
+def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8)) -> dict:
+    """Per test set: extrapolation, the Lagrangian trend and each arm's per-seed per-lead scores (radar_transfer's layout)."""
+    import xarray as xr
+
+    from benchmarks.heldout_skill import score_with_counts
+    from nowcast.baselines import extrapolation, lagrangian_trend
+    from nowcast.models.calibration import newest_frames
+    from nowcast.models.zoo import load_forecaster
+
+    arms = {f"scratch-h{h}": [load_forecaster(arm_config(h, s).checkpoint_path) for s in seeds] for h in frames}
+    baselines = {"extrapolation": newest_frames(extrapolation, MOTION_FRAMES),
+                 "lagrangian-trend": newest_frames(lagrangian_trend, MOTION_FRAMES)}
+    results: dict = {}
+    for store in tests:
+        with xr.open_zarr(store) as ds:
+            seqs = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
+        if seqs.shape[1] < HISTORY + LEADS:
+            raise SystemExit(f"{store}: sequences of {seqs.shape[1]} frames, {HISTORY + LEADS} needed")
+        name = Path(store).stem
+        results[name] = {}
+        for method, fn in baselines.items():
+            s, _ = score_with_counts(fn, seqs, HISTORY)
+            results[name][method] = {"scores": {k: {"per_seed": [s[k]]} for k in ("csi@1", "csi@5")}}
+        for arm, forecasters in arms.items():
+            per_seed = [score_with_counts(newest_frames(f.predict, f.history_frames), seqs, HISTORY)[0]
+                        for f in forecasters]
+            results[name][arm] = {"scores": {k: {"per_seed": [p[k] for p in per_seed]} for k in ("csi@1", "csi@5")},
+                                  "seeds": list(seeds)}
+        line = {m: {k: float(np.nanmean(np.asarray(v["scores"][k]["per_seed"], dtype=float)[:, :LEADS]))
+                    for k in ("csi@1", "csi@5")} for m, v in results[name].items()}
+        log.info("%s: %s", name, "; ".join(f"{m} {v['csi@1']:.3f}/{v['csi@5']:.3f}" for m, v in line.items()))
+    return results
+
+
+def markdown(results: dict, seeds: list[int]) -> str:
+    """Per set: mean CSI@1 / CSI@5 over 0-60 min (arms: seed mean ± half range), the worst lead against
+    extrapolation, and the order of the two arms by :func:`benchmarks.radar_transfer.transfer_order`."""
+    from benchmarks.radar_transfer import transfer_order
+
+    lines = ["| test set | extrapolation | Lagrangian trend | scratch-h4 | scratch-h8 | h8 vs h4 @1 / @5 | "
+             "worst lead vs extrapolation @1 / @5: h4; h8 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, methods in results.items():
+        cells = []
+        for m in ("extrapolation", "lagrangian-trend", "scratch-h4", "scratch-h8"):
+            per = {k: np.nanmean(np.asarray(methods[m]["scores"][k]["per_seed"], dtype=float)[:, :LEADS], axis=1)
+                   for k in ("csi@1", "csi@5")}
+            cells.append(" / ".join(f"{v.mean():.3f}" + (f" ± {0.5 * np.ptp(v):.3f}" if v.size > 1 else "")
+                                    for v in per.values()))
+        order = [transfer_order(methods, k, ("scratch-h8", "scratch-h4"))["pairs"][0] for k in ("csi@1", "csi@5")]
+        worst = []
+        for arm in ("scratch-h4", "scratch-h8"):
+            ref = {k: np.asarray(methods["extrapolation"]["scores"][k]["per_seed"][0], dtype=float) for k in ("csi@1", "csi@5")}
+            mean = {k: np.nanmean(np.asarray(methods[arm]["scores"][k]["per_seed"], dtype=float), axis=0) for k in ref}
+            worst.append(" / ".join(f"{np.nanmin(mean[k] - ref[k]):+.3f}" for k in ref))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {order[0]} / {order[1]} | " + "; ".join(worst) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("stores", help="Make the shared 20-frame stores and their motion (before runs side by side).")
+    tr = sub.add_parser("train", help="Train (or resume) arms.")
+    tr.add_argument("--frames", type=int, nargs="+", choices=[4, 8], default=[4, 8])
+    tr.add_argument("--seeds", type=int, nargs="+", default=[0])
+    tr.add_argument("--threads", type=int, default=1)
+    sc = sub.add_parser("score", help="Score both arms and the baselines on 20-frame test sets.")
+    sc.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sc.add_argument("--test", type=Path, nargs="+", required=True)
+    sc.add_argument("--json", type=Path, required=True)
+    sc.add_argument("--threads", type=int, default=2)
+    sub.choices["stores"].add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.command == "stores":
+        ensure_stores(arm_config(8, 0))
+        return 0
+    if args.command == "train":
+        for path in train_arms(args.frames, args.seeds):
+            log.info("trained %s", path)
+        return 0
+    results = score(args.seeds, args.test)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results))
+    sys.stdout.write(markdown(results, args.seeds) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
