@@ -1,0 +1,37 @@
+"""benchmarks/history_network.py: two arms that differ only in the window they read, and their table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.history_network import arm_config, markdown
+
+
+def test_the_arms_differ_only_in_their_window_and_seed():
+    h4, h8 = arm_config(4, 0), arm_config(8, 2)
+    assert (h4.input_frames, h4.motion_frames) == (4, 4) and (h8.input_frames, h8.motion_frames) == (8, 4)
+    assert h8.training.seed == 2 and h8.checkpoint.endswith("swiss-south-scratch-h8-s2.pt")
+    assert h4.checkpoint.endswith("swiss-south-scratch-h4-s0.pt")
+    assert (h4.data.path, h4.data.val_path) == (h8.data.path, h8.data.val_path)  # one store for both
+    # every field that shapes what a run learns is the same but the window, its motion and the seed
+    a = h4.model_dump(mode="json")
+    b = arm_config(8, 0).model_dump(mode="json")
+    for part in ("architecture", "training", "frame", "role"):
+        assert a[part] == b[part], part
+    assert {k for k in a["data"] if a["data"][k] != b["data"][k]} == {"input_frames"}
+
+
+def test_the_table_orders_the_arms_as_the_study_does():
+    leads = np.linspace(0.6, 0.4, 12)
+
+    def method(*offsets):
+        return {"scores": {k: {"per_seed": [list(leads + o) for o in offsets]} for k in ("csi@1", "csi@5")}}
+
+    results = {"growth": {"extrapolation": method(0.0), "lagrangian-trend": method(0.1),
+                          "scratch-h4": method(0.00, 0.01, 0.02), "scratch-h8": method(0.05, 0.06, 0.07)}}
+    table = markdown(results, [0, 1, 2])
+    row = table.splitlines()[-1]
+    assert row.startswith("| growth | 0.500 / 0.500 | 0.600 / 0.600 | 0.510 ± 0.010 / 0.510 ± 0.010 |")
+    assert "| > / > |" in row and "+0.010 / +0.010; +0.060 / +0.060 |" in row  # worst lead of each seed mean
+    results["growth"]["scratch-h8"] = method(0.015, 0.02, 0.025)  # 0.01 above, inside the spread
+    assert "| = / = |" in markdown(results, [0, 1, 2])
