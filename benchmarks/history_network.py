@@ -129,8 +129,8 @@ def markdown(results: dict, seeds: list[int]) -> str:
     extrapolation, and the order of the two arms by :func:`benchmarks.radar_transfer.transfer_order`."""
     from benchmarks.radar_transfer import transfer_order
 
-    lines = ["| test set | extrapolation | Lagrangian trend | scratch-h4 | scratch-h8 | h8 vs h4 @1 / @5 | "
-             "worst lead vs extrapolation @1 / @5: h4; h8 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [("| test set | extrapolation | Lagrangian trend | scratch-h4 | scratch-h8 | h8 vs h4 @1 / @5 | "
+              "worst lead vs extrapolation @1 / @5: h4; h8 |"), "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, methods in results.items():
         cells = []
         for m in ("extrapolation", "lagrangian-trend", "scratch-h4", "scratch-h8"):

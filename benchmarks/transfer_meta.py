@@ -263,8 +263,8 @@ def markdown(result: dict) -> str:
             cells.append(f"{v['over_sets']:+.4f} ± {v['over_sets_sd']:.4f} ({v['above']}/{v['below']})")
         mark = "**" if r["primary"] else ""
         lines.append(f"| {mark}{r['setting']}{mark} | {r['tmu']} | {r['finetune']} | " + " | ".join(cells) + " |")
-    lines += ["", "| pooled over the primary comparisons | settings | mean ± s.e. | settings + / − | one-sided p (> 0) | "
-              "cells + (above / below the spread) | median margin | paired seed s.d. | seeds to see a difference this size |",
+    lines += ["", ("| pooled over the primary comparisons | settings | mean ± s.e. | settings + / − | one-sided p (> 0) | "
+                   "cells + (above / below the spread) | median margin | paired seed s.d. | seeds to see a difference this size |"),
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, p in result["pooled"].items():
         need = p["seeds_needed"] if p["seeds_needed"] is not None else "–"

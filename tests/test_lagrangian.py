@@ -538,7 +538,7 @@ def test_training_reads_the_motion_of_its_motion_frames(tmp_path, monkeypatch):
     seen = []
     real = lagrangian._estimated_motion
     monkeypatch.setattr(lagrangian, "_estimated_motion", lambda w, *a: seen.append(w.shape[0]) or real(w, *a))
-    frames, valid = split_batch(next(make_batches(cfg)))
+    frames, _valid = split_batch(next(make_batches(cfg)))
     assert frames.shape == (4, 9, 1, 16, 16)
     with xr.open_zarr(store) as ds:
         assert ds["motion"].attrs["motion_window"] == 4

@@ -577,7 +577,6 @@ class Forecaster:
         from nowcast.forecast import predict_tiled
 
         window = np.asarray(window, dtype=np.float32)
-        n_in = int(self.config.input_frames)
         self.last_trend_note = None  # never a note of an earlier forecast
         if self.lagrangian:
             window = window[-self.history_frames:]
