@@ -676,3 +676,20 @@ def test_zero_network_weights_do_not_run_the_network_and_forecast_the_same():
     fc.change_weights = ChangeWeights.constant(1e-12, 0.0, 3, trend=0.25, trend_decay=0.0, trend_lifetime=3.0)
     run = fc.predict(window, 3)  # the network run, and weighed by (almost) nothing: the same forecast
     assert calls and np.allclose(np.nan_to_num(run), np.nan_to_num(skipped), atol=1e-6)
+
+
+def test_a_network_reading_more_frames_is_calibrated_against_extrapolation_from_its_motion_frames():
+    """motion.frames (thirty-sixth round): the references and every candidate read the motion over the same newest frames."""
+    from nowcast.models.calibration import calibrate, candidates, summarise
+    from tests.test_lagrangian import _longer_window_config
+
+    rng = np.random.default_rng(3)
+    seqs = []
+    for u, v in rng.uniform(-1.5, 1.5, (3, 2)):
+        seq = moving_window(shape=(32, 32), frames=12, u=u, v=v)
+        seq[:2] = np.roll(seq[:2], 5, axis=2)  # the two oldest frames move otherwise: a 6-frame motion differs
+        seqs.append(seq)
+    fc = forecaster(_longer_window_config(motion_frames=4))  # reads 6 frames, untrained: extrapolation from 4
+    keys = candidates((0.0, 1.0), (0.0,), lifetimes=(3.0,))
+    _, _, grid, refs = calibrate(fc, {"s": np.stack(seqs)}, leads=6, keys=keys)
+    assert all(summarise(grid[k], refs)["worst"] == 0.0 for k in keys)  # no change: exactly its reference
