@@ -90,8 +90,12 @@ def train_arms(frames: list[int], seeds: list[int]) -> list[Path]:
     return out
 
 
-def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8)) -> dict:
-    """Per test set: extrapolation, the Lagrangian trend and each arm's per-seed per-lead scores (radar_transfer's layout)."""
+def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8), maps: Path | None = None) -> dict:
+    """Per test set: extrapolation, the Lagrangian trend and each arm's per-seed per-lead scores (radar_transfer's layout).
+
+    ``maps``: a folder for each set's first sequence at +30 and +60 min beside the
+    observation (:func:`benchmarks.radar_transfer.plot_maps`; the arms' first seed).
+    """
     import xarray as xr
 
     from benchmarks.heldout_skill import score_with_counts
@@ -118,6 +122,18 @@ def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8))
                         for f in forecasters]
             results[name][arm] = {"scores": {k: {"per_seed": [p[k] for p in per_seed]} for k in ("csi@1", "csi@5")},
                                   "seeds": list(seeds)}
+        if maps is not None:
+            from benchmarks import radar_transfer
+
+            first = seqs[0, :HISTORY]
+            for method, fn in baselines.items():
+                radar_transfer.EXAMPLES[(method, name)] = np.asarray(fn(first, LEADS))
+            for arm, forecasters in arms.items():
+                f = forecasters[0]
+                radar_transfer.EXAMPLES[(arm, name)] = np.asarray(newest_frames(f.predict, f.history_frames)(first, LEADS))
+            maps.mkdir(parents=True, exist_ok=True)
+            radar_transfer.plot_maps(seqs, name, [*baselines, *arms], HISTORY, maps / f"maps_{name}.png",
+                                     title=f"{name}: first sequence, 8 frames read (2 km cells; arms: seed {seeds[0]})")
         line = {m: {k: float(np.nanmean(np.asarray(v["scores"][k]["per_seed"], dtype=float)[:, :LEADS]))
                     for k in ("csi@1", "csi@5")} for m, v in results[name].items()}
         log.info("%s: %s", name, "; ".join(f"{m} {v['csi@1']:.3f}/{v['csi@5']:.3f}" for m, v in line.items()))
@@ -160,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sc.add_argument("--test", type=Path, nargs="+", required=True)
     sc.add_argument("--json", type=Path, required=True)
+    sc.add_argument("--maps", type=Path, default=None, help="Folder for each set's maps at +30 and +60 min.")
     sc.add_argument("--threads", type=int, default=2)
     sub.choices["stores"].add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -174,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in train_arms(args.frames, args.seeds):
             log.info("trained %s", path)
         return 0
-    results = score(args.seeds, args.test)
+    results = score(args.seeds, args.test, maps=args.maps)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results))
     sys.stdout.write(markdown(results, args.seeds) + "\n")

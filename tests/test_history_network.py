@@ -35,3 +35,34 @@ def test_the_table_orders_the_arms_as_the_study_does():
     assert "| > / > |" in row and "+0.010 / +0.010; +0.060 / +0.060 |" in row  # worst lead of each seed mean
     results["growth"]["scratch-h8"] = method(0.015, 0.02, 0.025)  # 0.01 above, inside the spread
     assert "| = / = |" in markdown(results, [0, 1, 2])
+
+
+def test_untrained_arms_score_as_extrapolation_from_the_newest_four(tmp_path, monkeypatch):
+    """Both arms untrained: each is extrapolation from the newest 4 of what it reads, so every score is extrapolation's."""
+    import xarray as xr
+
+    import benchmarks.history_network as hn
+    from nowcast.models.predictor import Predictor
+    from nowcast.models.zoo import save_checkpoint
+    from tests.test_lagrangian import lagrangian_config, moving_window
+
+    def tiny(frames: int, seed: int):
+        data = {"kind": "zarr_sequences", "path": "unused.zarr", "modality": "rain", "units": "mm h-1",
+                "normalisation": {"kind": "db"}, "frame_size": 32, "input_frames": frames, "output_frames": 12,
+                "timestep_minutes": 5}
+        return lagrangian_config(data=data, motion={"method": "LK", "frames": 4},
+                                 checkpoint=str(tmp_path / f"h{frames}-s{seed}.pt"))
+
+    for h in (4, 8):
+        cfg = tiny(h, 0)
+        save_checkpoint(cfg.checkpoint_path, Predictor.for_model(cfg), cfg, iterations=0)
+    monkeypatch.setattr(hn, "arm_config", tiny)
+    seqs = np.stack([moving_window(shape=(32, 32), frames=20, u=u, v=0.5) for u in (1.0, -1.5)])
+    store = tmp_path / "growth.zarr"
+    xr.Dataset({"rain_rate": (("sequence", "time", "y", "x"), seqs, {"units": "mm h-1"})}).to_zarr(store)
+    results = hn.score([0], [store], maps=tmp_path / "maps")
+    ref = results["growth"]["extrapolation"]["scores"]
+    for arm in ("scratch-h4", "scratch-h8"):
+        for k in ("csi@1", "csi@5"):
+            np.testing.assert_array_equal(results["growth"][arm]["scores"][k]["per_seed"][0], ref[k]["per_seed"][0])
+    assert (tmp_path / "maps" / "maps_growth.png").stat().st_size > 0
