@@ -90,14 +90,44 @@ def train_arms(frames: list[int], seeds: list[int]) -> list[Path]:
     return out
 
 
-def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8), maps: Path | None = None) -> dict:
+def read_sets(store: Path, by_regime: bool = False, name: str | None = None) -> dict[str, np.ndarray]:
+    """The store's sequences (``HISTORY + LEADS`` frames), whole or, ``by_regime``, one set per simulated regime.
+
+    By regime (a simulated store's ``regime`` flags, :func:`pipelines.simulate.regime_flags`): is what a
+    network could learn in each regime of its archive predictable from the window at all?
+
+    Raises
+    ------
+    SystemExit
+        Sequences too short, or ``by_regime`` on a store without regime flags.
+    """
+    import xarray as xr
+
+    from pipelines.simulate import regime_flags
+
+    with xr.open_zarr(store) as ds:
+        seqs = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
+        flags = ds["regime"] if "regime" in ds else None
+        if by_regime and flags is None:
+            raise SystemExit(f"{store}: no regime flags to split by")
+        codes = None if flags is None else np.asarray(flags.values)
+        names = None if flags is None else regime_flags(flags)
+    if seqs.shape[1] < HISTORY + LEADS:
+        raise SystemExit(f"{store}: sequences of {seqs.shape[1]} frames, {HISTORY + LEADS} needed")
+    name = name or Path(store).stem
+    if not by_regime:
+        return {name: seqs}
+    return {f"{name} {names[int(c)]}": seqs[codes == c] for c in np.unique(codes)}
+
+
+def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8), maps: Path | None = None,
+          by_regime: bool = False) -> dict:
     """Per test set: extrapolation, the Lagrangian trend and each arm's per-seed per-lead scores (radar_transfer's layout).
 
     ``maps``: a folder for each set's first sequence at +30 and +60 min beside the
     observation (:func:`benchmarks.radar_transfer.plot_maps`; the arms' first seed).
+    ``by_regime``: each store's simulated regimes scored apart (:func:`read_sets`).
     """
-    import xarray as xr
-
     from benchmarks.heldout_skill import score_with_counts
     from nowcast.baselines import extrapolation, lagrangian_trend
     from nowcast.models.calibration import newest_frames
@@ -107,12 +137,10 @@ def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8),
     baselines = {"extrapolation": newest_frames(extrapolation, MOTION_FRAMES),
                  "lagrangian-trend": newest_frames(lagrangian_trend, MOTION_FRAMES)}
     results: dict = {}
-    for store in tests:
-        with xr.open_zarr(store) as ds:
-            seqs = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
-        if seqs.shape[1] < HISTORY + LEADS:
-            raise SystemExit(f"{store}: sequences of {seqs.shape[1]} frames, {HISTORY + LEADS} needed")
-        name = Path(store).stem
+    stems = [Path(s).stem for s in tests]
+    named = [f"{Path(s).parent.name}/{Path(s).stem}" if stems.count(Path(s).stem) > 1 else None for s in tests]
+    sets = {name: seqs for store, label in zip(tests, named) for name, seqs in read_sets(store, by_regime, label).items()}
+    for name, seqs in sets.items():
         results[name] = {}
         for method, fn in baselines.items():
             s, _ = score_with_counts(fn, seqs, HISTORY)
@@ -145,22 +173,28 @@ def markdown(results: dict, seeds: list[int]) -> str:
     extrapolation, and the order of the two arms by :func:`benchmarks.radar_transfer.transfer_order`."""
     from benchmarks.radar_transfer import transfer_order
 
-    lines = [("| test set | extrapolation | Lagrangian trend | scratch-h4 | scratch-h8 | h8 vs h4 @1 / @5 | "
-              "worst lead vs extrapolation @1 / @5: h4; h8 |"), "| --- | --- | --- | --- | --- | --- | --- |"]
+    arms = [m for m in ("scratch-h4", "scratch-h8") if m in next(iter(results.values()))]
+    both = len(arms) == 2
+    lines = [("| test set | extrapolation | Lagrangian trend | " + "".join(f"{a} | " for a in arms)
+              + ("h8 vs h4 @1 / @5 | " if both else "") + "worst lead vs extrapolation @1 / @5: "
+              + ("; ".join(a[-2:] for a in arms) if arms else "Lagrangian trend") + " |"),
+             "| --- | --- | --- | " + "--- | " * (len(arms) + both + 1)]
     for name, methods in results.items():
         cells = []
-        for m in ("extrapolation", "lagrangian-trend", "scratch-h4", "scratch-h8"):
+        for m in ("extrapolation", "lagrangian-trend", *arms):
             per = {k: np.nanmean(np.asarray(methods[m]["scores"][k]["per_seed"], dtype=float)[:, :LEADS], axis=1)
                    for k in ("csi@1", "csi@5")}
             cells.append(" / ".join(f"{v.mean():.3f}" + (f" ± {0.5 * np.ptp(v):.3f}" if v.size > 1 else "")
                                     for v in per.values()))
-        order = [transfer_order(methods, k, ("scratch-h8", "scratch-h4"))["pairs"][0] for k in ("csi@1", "csi@5")]
+        order = [transfer_order(methods, k, ("scratch-h8", "scratch-h4"))["pairs"][0] for k in ("csi@1", "csi@5")] \
+            if both else []
         worst = []
-        for arm in ("scratch-h4", "scratch-h8"):
+        for arm in arms or ["lagrangian-trend"]:
             ref = {k: np.asarray(methods["extrapolation"]["scores"][k]["per_seed"][0], dtype=float) for k in ("csi@1", "csi@5")}
             mean = {k: np.nanmean(np.asarray(methods[arm]["scores"][k]["per_seed"], dtype=float), axis=0) for k in ref}
             worst.append(" / ".join(f"{np.nanmin(mean[k] - ref[k]):+.3f}" for k in ref))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {order[0]} / {order[1]} | " + "; ".join(worst) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + (f" | {order[0]} / {order[1]}" if both else "")
+                     + " | " + "; ".join(worst) + " |")
     return "\n".join(lines)
 
 
@@ -177,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--test", type=Path, nargs="+", required=True)
     sc.add_argument("--json", type=Path, required=True)
     sc.add_argument("--maps", type=Path, default=None, help="Folder for each set's maps at +30 and +60 min.")
+    sc.add_argument("--by-regime", action="store_true", help="Score each simulated regime of a store apart.")
+    sc.add_argument("--frames", type=int, nargs="*", choices=[4, 8], default=[4, 8],
+                    help="The arms to score (none: the baselines only, a check of what a store holds).")
     sc.add_argument("--threads", type=int, default=2)
     sub.choices["stores"].add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -191,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in train_arms(args.frames, args.seeds):
             log.info("trained %s", path)
         return 0
-    results = score(args.seeds, args.test, maps=args.maps)
+    results = score(args.seeds, args.test, frames=tuple(args.frames), maps=args.maps, by_regime=args.by_regime)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results))
     sys.stdout.write(markdown(results, args.seeds) + "\n")
