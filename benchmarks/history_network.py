@@ -21,7 +21,7 @@ newest 4 frames, each arm from the newest frames it reads.
 Usage::
 
     python benchmarks/history_network.py stores                          # once, before runs side by side
-    python benchmarks/history_network.py train --frames 4 --seeds 0      # one run per process
+    python benchmarks/history_network.py train --arms h4 --seeds 0       # one run per process (h4, h8, h4-strong)
     python benchmarks/history_network.py score --seeds 0 1 2 \\
         --test data/sim/fresh-s33-f20/*.zarr data/sim/fresh-s34-f20/*.zarr --json benchmarks/out/v36/history.json
 """
@@ -48,17 +48,24 @@ TRAIN_SEQUENCES, TRAIN_SEED = 192, 0
 VAL_SEQUENCES = 32
 
 
-def arm_config(frames: int, seed: int):
-    """The arm reading ``frames`` moved frames, trained with ``seed`` (its own checkpoint ``...-s{seed}.pt``)."""
+#: Arms: ``h4``, ``h8`` (part 3: the window), ``h4-strong`` (part 5: an archive whose growth is strong and lasting).
+ARMS = ("h4", "h8", "h4-strong")
+#: The simulation config an arm's stores are made with (default: configs/simulate.yaml).
+ARCHIVES = {"h4-strong": CONFIGS / "simulate-growth-strong.yaml"}
+
+
+def arm_config(arm: str | int, seed: int):
+    """Arm ``arm`` (``h4``, ``h8``, ``h4-strong``; an int ``n``: ``hn``) trained with ``seed`` (checkpoint ``...-s{seed}.pt``)."""
     from nowcast.models.config import load_model_config
 
-    config = load_model_config(CONFIGS / f"swiss-south-scratch-h{frames}.yaml")
+    arm = f"h{arm}" if isinstance(arm, int) else arm
+    config = load_model_config(CONFIGS / f"swiss-south-scratch-{arm}.yaml")
     training = config.training.model_copy(update={"seed": int(seed)})
     checkpoint = config.checkpoint.replace("-s0.pt", f"-s{int(seed)}.pt")
     return config.model_copy(update={"training": training, "checkpoint": checkpoint})
 
 
-def ensure_stores(config) -> None:
+def ensure_stores(config, simulation: Path | None = None) -> None:
     """Simulate the 20-frame training and validation stores if missing, and store their motion once.
 
     The motion is computed here, before any run, so two runs started side by
@@ -73,19 +80,20 @@ def ensure_stores(config) -> None:
     for path, n, seed in ((data.path, TRAIN_SEQUENCES, TRAIN_SEED), (data.val_path, VAL_SEQUENCES, VALIDATION_DAY_SEED)):
         store = ROOT / path
         if not store.exists():
-            simulate_dataset(data.domain, n, max(frames, HISTORY + LEADS), store, seed=seed, crop_size=data.frame_size)
+            simulate_dataset(data.domain, n, max(frames, HISTORY + LEADS), store, seed=seed, crop_size=data.frame_size,
+                             config=simulation)
         ensure_motion(store, config.motion_frames, config.motion.method)
 
 
-def train_arms(frames: list[int], seeds: list[int]) -> list[Path]:
+def train_arms(arms: list[str], seeds: list[int]) -> list[Path]:
     """Train (or resume) each arm and seed in turn; returns their checkpoints."""
     from benchmarks.radar_transfer import ensure_trained
 
     out = []
-    for h in frames:
+    for arm in arms:
         for seed in seeds:
-            config = arm_config(h, seed)
-            ensure_stores(config)
+            config = arm_config(arm, seed)
+            ensure_stores(config, ARCHIVES.get(arm))
             out.append(ensure_trained(config))
     return out
 
@@ -107,7 +115,7 @@ def read_sets(store: Path, by_regime: bool = False, name: str | None = None) -> 
 
     with xr.open_zarr(store) as ds:
         seqs = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
-        flags = ds["regime"] if "regime" in ds else None
+        flags = ds.get("regime")
         if by_regime and flags is None:
             raise SystemExit(f"{store}: no regime flags to split by")
         codes = None if flags is None else np.asarray(flags.values)
@@ -120,7 +128,7 @@ def read_sets(store: Path, by_regime: bool = False, name: str | None = None) -> 
     return {f"{name} {names[int(c)]}": seqs[codes == c] for c in np.unique(codes)}
 
 
-def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8), maps: Path | None = None,
+def score(seeds: list[int], tests: list[Path], frames: tuple[str | int, ...] = ("h4", "h8"), maps: Path | None = None,
           by_regime: bool = False) -> dict:
     """Per test set: extrapolation, the Lagrangian trend and each arm's per-seed per-lead scores (radar_transfer's layout).
 
@@ -133,7 +141,8 @@ def score(seeds: list[int], tests: list[Path], frames: tuple[int, ...] = (4, 8),
     from nowcast.models.calibration import newest_frames
     from nowcast.models.zoo import load_forecaster
 
-    arms = {f"scratch-h{h}": [load_forecaster(arm_config(h, s).checkpoint_path) for s in seeds] for h in frames}
+    arms = {f"scratch-{a if isinstance(a, str) else f'h{a}'}": [load_forecaster(arm_config(a, s).checkpoint_path)
+                                                                for s in seeds] for a in frames}
     baselines = {"extrapolation": newest_frames(extrapolation, MOTION_FRAMES),
                  "lagrangian-trend": newest_frames(lagrangian_trend, MOTION_FRAMES)}
     results: dict = {}
@@ -173,11 +182,11 @@ def markdown(results: dict, seeds: list[int]) -> str:
     extrapolation, and the order of the two arms by :func:`benchmarks.radar_transfer.transfer_order`."""
     from benchmarks.radar_transfer import transfer_order
 
-    arms = [m for m in ("scratch-h4", "scratch-h8") if m in next(iter(results.values()))]
+    arms = [m for m in next(iter(results.values())) if m not in ("extrapolation", "lagrangian-trend")]
     both = len(arms) == 2
     lines = [("| test set | extrapolation | Lagrangian trend | " + "".join(f"{a} | " for a in arms)
-              + ("h8 vs h4 @1 / @5 | " if both else "") + "worst lead vs extrapolation @1 / @5: "
-              + ("; ".join(a[-2:] for a in arms) if arms else "Lagrangian trend") + " |"),
+              + (f"{arms[1][8:]} vs {arms[0][8:]} @1 / @5 | " if both else "") + "worst lead vs extrapolation @1 / @5: "
+              + ("; ".join(a[8:] for a in arms) if arms else "Lagrangian trend") + " |"),
              "| --- | --- | --- | " + "--- | " * (len(arms) + both + 1)]
     for name, methods in results.items():
         cells = []
@@ -186,8 +195,7 @@ def markdown(results: dict, seeds: list[int]) -> str:
                    for k in ("csi@1", "csi@5")}
             cells.append(" / ".join(f"{v.mean():.3f}" + (f" ± {0.5 * np.ptp(v):.3f}" if v.size > 1 else "")
                                     for v in per.values()))
-        order = [transfer_order(methods, k, ("scratch-h8", "scratch-h4"))["pairs"][0] for k in ("csi@1", "csi@5")] \
-            if both else []
+        order = [transfer_order(methods, k, (arms[1], arms[0]))["pairs"][0] for k in ("csi@1", "csi@5")] if both else []
         worst = []
         for arm in arms or ["lagrangian-trend"]:
             ref = {k: np.asarray(methods["extrapolation"]["scores"][k]["per_seed"][0], dtype=float) for k in ("csi@1", "csi@5")}
@@ -203,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("stores", help="Make the shared 20-frame stores and their motion (before runs side by side).")
     tr = sub.add_parser("train", help="Train (or resume) arms.")
-    tr.add_argument("--frames", type=int, nargs="+", choices=[4, 8], default=[4, 8])
+    tr.add_argument("--arms", nargs="+", choices=ARMS, default=["h4", "h8"])
     tr.add_argument("--seeds", type=int, nargs="+", default=[0])
     tr.add_argument("--threads", type=int, default=1)
     sc = sub.add_parser("score", help="Score both arms and the baselines on 20-frame test sets.")
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--json", type=Path, required=True)
     sc.add_argument("--maps", type=Path, default=None, help="Folder for each set's maps at +30 and +60 min.")
     sc.add_argument("--by-regime", action="store_true", help="Score each simulated regime of a store apart.")
-    sc.add_argument("--frames", type=int, nargs="*", choices=[4, 8], default=[4, 8],
+    sc.add_argument("--arms", nargs="*", choices=ARMS, default=["h4", "h8"],
                     help="The arms to score (none: the baselines only, a check of what a store holds).")
     sc.add_argument("--threads", type=int, default=2)
     sub.choices["stores"].add_argument("--threads", type=int, default=2)
@@ -225,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         ensure_stores(arm_config(8, 0))
         return 0
     if args.command == "train":
-        for path in train_arms(args.frames, args.seeds):
+        for path in train_arms(args.arms, args.seeds):
             log.info("trained %s", path)
         return 0
-    results = score(args.seeds, args.test, frames=tuple(args.frames), maps=args.maps, by_regime=args.by_regime)
+    results = score(args.seeds, args.test, frames=tuple(args.arms), maps=args.maps, by_regime=args.by_regime)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results))
     sys.stdout.write(markdown(results, args.seeds) + "\n")

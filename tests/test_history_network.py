@@ -19,6 +19,11 @@ def test_the_arms_differ_only_in_their_window_and_seed():
     for part in ("architecture", "training", "frame", "role"):
         assert a[part] == b[part], part
     assert {k for k in a["data"] if a["data"][k] != b["data"][k]} == {"input_frames"}
+    # part 5's arm: the h4 arm on another archive, nothing else
+    strong = arm_config("h4-strong", 0).model_dump(mode="json")
+    assert {k for k in a if a[k] != strong[k]} == {"name", "description", "data", "checkpoint"}
+    assert {k for k in a["data"] if a["data"][k] != strong["data"][k]} == {"path", "val_path"}
+    assert strong["data"]["path"] == "data/sim/strong/swiss-south-train-f20.zarr"
 
 
 def test_the_table_orders_the_arms_as_the_study_does():
@@ -46,7 +51,8 @@ def test_untrained_arms_score_as_extrapolation_from_the_newest_four(tmp_path, mo
     from nowcast.models.zoo import save_checkpoint
     from tests.test_lagrangian import lagrangian_config, moving_window
 
-    def tiny(frames: int, seed: int):
+    def tiny(arm, seed: int):
+        frames = int(str(arm).lstrip("h"))
         data = {"kind": "zarr_sequences", "path": "unused.zarr", "modality": "rain", "units": "mm h-1",
                 "normalisation": {"kind": "db"}, "frame_size": 32, "input_frames": frames, "output_frames": 12,
                 "timestep_minutes": 5}
