@@ -48,10 +48,11 @@ TRAIN_SEQUENCES, TRAIN_SEED = 192, 0
 VAL_SEQUENCES = 32
 
 
-#: Arms: ``h4``, ``h8`` (part 3: the window), ``h4-strong`` (part 5: an archive whose growth is strong and lasting).
-ARMS = ("h4", "h8", "h4-strong")
+#: Arms: ``h4``, ``h8`` (part 3: the window), ``h4-strong`` (part 5: an archive whose growth is strong and lasting),
+#: ``h4-strong-free`` (part 6: the same without the recipe's persistent "no change" samples).
+ARMS = ("h4", "h8", "h4-strong", "h4-strong-free")
 #: The simulation config an arm's stores are made with (default: configs/simulate.yaml).
-ARCHIVES = {"h4-strong": CONFIGS / "simulate-growth-strong.yaml"}
+ARCHIVES = {"h4-strong": CONFIGS / "simulate-growth-strong.yaml", "h4-strong-free": CONFIGS / "simulate-growth-strong.yaml"}
 
 
 def arm_config(arm: str | int, seed: int):
