@@ -14,10 +14,10 @@ of a setting), and reports, for mean CSI over 0-60 min at 1 and 5 mm/h:
 * per comparison (one TMU arm, one finetune arm and the setting's scratch
   arm): the paired difference per test set, its seed mean and standard
   deviation, and whether ``transfer_order`` calls it ``>``;
-* pooled over the settings (one *primary* comparison each: the paper's TMU
-  form against the finetune arm the study named, or the one validation MSE
-  chose): the mean difference, its standard error across settings, and how
-  many settings point each way;
+* pooled over the *primary* comparisons (one per setting and source zoo:
+  the paper's TMU form against the finetune arm the study named, or the one
+  validation MSE chose): the mean difference, its standard error across
+  them, and how many point each way;
 * what three seeds resolve: the median margin ``transfer_order`` asks for,
   and how many seeds a paired one-sided t-test (5 %, power 0.8) would need to
   see the pooled difference within one setting.
@@ -263,7 +263,7 @@ def markdown(result: dict) -> str:
             cells.append(f"{v['over_sets']:+.4f} ± {v['over_sets_sd']:.4f} ({v['above']}/{v['below']})")
         mark = "**" if r["primary"] else ""
         lines.append(f"| {mark}{r['setting']}{mark} | {r['tmu']} | {r['finetune']} | " + " | ".join(cells) + " |")
-    lines += ["", ("| pooled over the primary comparisons | settings | mean ± s.e. | settings + / − | one-sided p (> 0) | "
+    lines += ["", ("| pooled over the primary comparisons | comparisons | mean ± s.e. | comparisons + / − | one-sided p (> 0) | "
                    "cells + (above / below the spread) | median margin | paired seed s.d. | seeds to see a difference this size |"),
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, p in result["pooled"].items():
