@@ -55,11 +55,10 @@ ARMS = ("h4", "h8", "h4-strong", "h4-strong-free")
 ARCHIVES = {"h4-strong": CONFIGS / "simulate-growth-strong.yaml", "h4-strong-free": CONFIGS / "simulate-growth-strong.yaml"}
 
 
-def arm_config(arm: str | int, seed: int):
-    """Arm ``arm`` (``h4``, ``h8``, ``h4-strong``; an int ``n``: ``hn``) trained with ``seed`` (checkpoint ``...-s{seed}.pt``)."""
+def arm_config(arm: str, seed: int):
+    """Arm ``arm`` (one of :data:`ARMS`) trained with ``seed`` (its own checkpoint ``...-s{seed}.pt``)."""
     from nowcast.models.config import load_model_config
 
-    arm = f"h{arm}" if isinstance(arm, int) else arm
     config = load_model_config(CONFIGS / f"swiss-south-scratch-{arm}.yaml")
     training = config.training.model_copy(update={"seed": int(seed)})
     checkpoint = config.checkpoint.replace("-s0.pt", f"-s{int(seed)}.pt")
@@ -102,7 +101,7 @@ def train_arms(arms: list[str], seeds: list[int]) -> list[Path]:
 def read_sets(store: Path, by_regime: bool = False, name: str | None = None) -> dict[str, np.ndarray]:
     """The store's sequences (``HISTORY + LEADS`` frames), whole or, ``by_regime``, one set per simulated regime.
 
-    By regime (a simulated store's ``regime`` flags, :func:`pipelines.simulate.regime_flags`): is what a
+    By regime (a simulated store's ``regime`` flags, :func:`benchmarks.tmu_memory.regimes_of`): is what a
     network could learn in each regime of its archive predictable from the window at all?
 
     Raises
@@ -112,24 +111,20 @@ def read_sets(store: Path, by_regime: bool = False, name: str | None = None) -> 
     """
     import xarray as xr
 
-    from pipelines.simulate import regime_flags
+    from benchmarks.tmu_memory import regimes_of
 
     with xr.open_zarr(store) as ds:
         seqs = np.asarray(ds["rain_rate"].values[:, : HISTORY + LEADS], dtype=np.float32)
-        flags = ds.get("regime")
-        if by_regime and flags is None:
-            raise SystemExit(f"{store}: no regime flags to split by")
-        codes = None if flags is None else np.asarray(flags.values)
-        names = None if flags is None else regime_flags(flags)
     if seqs.shape[1] < HISTORY + LEADS:
         raise SystemExit(f"{store}: sequences of {seqs.shape[1]} frames, {HISTORY + LEADS} needed")
     name = name or Path(store).stem
     if not by_regime:
         return {name: seqs}
-    return {f"{name} {names[int(c)]}": seqs[codes == c] for c in np.unique(codes)}
+    regime_of, regimes = regimes_of(store)
+    return {f"{name} {r}": seqs[regime_of == r] for r in regimes if np.any(regime_of == r)}
 
 
-def score(seeds: list[int], tests: list[Path], frames: tuple[str | int, ...] = ("h4", "h8"), maps: Path | None = None,
+def score(seeds: list[int], tests: list[Path], arms: tuple[str, ...] = ("h4", "h8"), maps: Path | None = None,
           by_regime: bool = False) -> dict:
     """Per test set: extrapolation, the Lagrangian trend and each arm's per-seed per-lead scores (radar_transfer's layout).
 
@@ -142,8 +137,11 @@ def score(seeds: list[int], tests: list[Path], frames: tuple[str | int, ...] = (
     from nowcast.models.calibration import newest_frames
     from nowcast.models.zoo import load_forecaster
 
-    arms = {f"scratch-{a if isinstance(a, str) else f'h{a}'}": [load_forecaster(arm_config(a, s).checkpoint_path)
-                                                                for s in seeds] for a in frames}
+    def reading_its_window(arm: str, seed: int):
+        forecaster = load_forecaster(arm_config(arm, seed).checkpoint_path)
+        return newest_frames(forecaster.predict, forecaster.history_frames)
+
+    forecasts = {f"scratch-{a}": [reading_its_window(a, s) for s in seeds] for a in arms}
     baselines = {"extrapolation": newest_frames(extrapolation, MOTION_FRAMES),
                  "lagrangian-trend": newest_frames(lagrangian_trend, MOTION_FRAMES)}
     results: dict = {}
@@ -155,9 +153,8 @@ def score(seeds: list[int], tests: list[Path], frames: tuple[str | int, ...] = (
         for method, fn in baselines.items():
             s, _ = score_with_counts(fn, seqs, HISTORY)
             results[name][method] = {"scores": {k: {"per_seed": [s[k]]} for k in ("csi@1", "csi@5")}}
-        for arm, forecasters in arms.items():
-            per_seed = [score_with_counts(newest_frames(f.predict, f.history_frames), seqs, HISTORY)[0]
-                        for f in forecasters]
+        for arm, fns in forecasts.items():
+            per_seed = [score_with_counts(fn, seqs, HISTORY)[0] for fn in fns]
             results[name][arm] = {"scores": {k: {"per_seed": [p[k] for p in per_seed]} for k in ("csi@1", "csi@5")},
                                   "seeds": list(seeds)}
         if maps is not None:
@@ -166,11 +163,10 @@ def score(seeds: list[int], tests: list[Path], frames: tuple[str | int, ...] = (
             first = seqs[0, :HISTORY]
             for method, fn in baselines.items():
                 radar_transfer.EXAMPLES[(method, name)] = np.asarray(fn(first, LEADS))
-            for arm, forecasters in arms.items():
-                f = forecasters[0]
-                radar_transfer.EXAMPLES[(arm, name)] = np.asarray(newest_frames(f.predict, f.history_frames)(first, LEADS))
+            for arm, fns in forecasts.items():
+                radar_transfer.EXAMPLES[(arm, name)] = np.asarray(fns[0](first, LEADS))
             maps.mkdir(parents=True, exist_ok=True)
-            radar_transfer.plot_maps(seqs, name, [*baselines, *arms], HISTORY, maps / f"maps_{name}.png",
+            radar_transfer.plot_maps(seqs, name, [*baselines, *forecasts], HISTORY, maps / f"maps_{name}.png",
                                      title=f"{name}: first sequence, 8 frames read (2 km cells; arms: seed {seeds[0]})")
         line = {m: {k: float(np.nanmean(np.asarray(v["scores"][k]["per_seed"], dtype=float)[:, :LEADS]))
                     for k in ("csi@1", "csi@5")} for m, v in results[name].items()}
@@ -198,8 +194,8 @@ def markdown(results: dict, seeds: list[int]) -> str:
                                     for v in per.values()))
         order = [transfer_order(methods, k, (arms[1], arms[0]))["pairs"][0] for k in ("csi@1", "csi@5")] if both else []
         worst = []
+        ref = {k: np.asarray(methods["extrapolation"]["scores"][k]["per_seed"][0], dtype=float) for k in ("csi@1", "csi@5")}
         for arm in arms or ["lagrangian-trend"]:
-            ref = {k: np.asarray(methods["extrapolation"]["scores"][k]["per_seed"][0], dtype=float) for k in ("csi@1", "csi@5")}
             mean = {k: np.nanmean(np.asarray(methods[arm]["scores"][k]["per_seed"], dtype=float), axis=0) for k in ref}
             worst.append(" / ".join(f"{np.nanmin(mean[k] - ref[k]):+.3f}" for k in ref))
         lines.append(f"| {name} | " + " | ".join(cells) + (f" | {order[0]} / {order[1]}" if both else "")
@@ -210,7 +206,8 @@ def markdown(results: dict, seeds: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("stores", help="Make the shared 20-frame stores and their motion (before runs side by side).")
+    st = sub.add_parser("stores", help="Make the shared 20-frame stores and their motion (before runs side by side).")
+    st.add_argument("--threads", type=int, default=2)
     tr = sub.add_parser("train", help="Train (or resume) arms.")
     tr.add_argument("--arms", nargs="+", choices=ARMS, default=["h4", "h8"])
     tr.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -224,20 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--arms", nargs="*", choices=ARMS, default=["h4", "h8"],
                     help="The arms to score (none: the baselines only, a check of what a store holds).")
     sc.add_argument("--threads", type=int, default=2)
-    sub.choices["stores"].add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
     torch.set_num_threads(args.threads)
     if args.command == "stores":
-        ensure_stores(arm_config(8, 0))
+        ensure_stores(arm_config("h8", 0))
         return 0
     if args.command == "train":
         for path in train_arms(args.arms, args.seeds):
             log.info("trained %s", path)
         return 0
-    results = score(args.seeds, args.test, frames=tuple(args.arms), maps=args.maps, by_regime=args.by_regime)
+    results = score(args.seeds, args.test, arms=tuple(args.arms), maps=args.maps, by_regime=args.by_regime)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results))
     sys.stdout.write(markdown(results, args.seeds) + "\n")

@@ -397,6 +397,19 @@ MAPPED = ("extrapolation", "lagrangian-trend", "anvil", SHIPPED, "tmu", "finetun
 ORDER = ("tmu", "finetune-nexrad-kbmx", "scratch")
 
 
+def pair_verdict(a: np.ndarray, b: np.ndarray) -> tuple[str, float]:
+    """``">"``, ``"<"`` or ``"="`` for two arms' per-seed scores, and the margin it was judged against.
+
+    ``A > B`` only where the seed means differ by more than the larger of the
+    two spreads (half the range over seeds); at one to three seeds a smaller
+    difference is what another seed could reverse (tenth and eleventh rounds).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = float(a.mean() - b.mean())
+    margin = max(0.5 * float(a.max() - a.min()), 0.5 * float(b.max() - b.min()))
+    return (">" if d > margin else "<" if d < -margin else "="), margin
+
+
 def transfer_order(results: dict, key: str = "csi@1", arms: tuple[str, ...] = ORDER, hour: int = 12) -> dict:
     """Whether the seed means of one test set order ``arms`` as given, beyond the seed spread.
 
@@ -407,16 +420,12 @@ def transfer_order(results: dict, key: str = "csi@1", arms: tuple[str, ...] = OR
     neighbouring pair is ``>``. Why: at one to three seeds a difference inside
     the spread is what another seed could reverse (tenth and eleventh rounds).
     """
-    means, spreads = {}, {}
+    means, spreads, per_seed = {}, {}, {}
     for arm in arms:
-        per_seed = np.nanmean(np.asarray(results[arm]["scores"][key]["per_seed"], dtype=float)[:, :hour], axis=1)
-        means[arm] = float(per_seed.mean())
-        spreads[arm] = float(0.5 * (per_seed.max() - per_seed.min()))
-    pairs = []
-    for a, b in itertools.pairwise(arms):
-        d = means[a] - means[b]
-        margin = max(spreads[a], spreads[b])
-        pairs.append(">" if d > margin else "<" if d < -margin else "=")
+        per_seed[arm] = np.nanmean(np.asarray(results[arm]["scores"][key]["per_seed"], dtype=float)[:, :hour], axis=1)
+        means[arm] = float(per_seed[arm].mean())
+        spreads[arm] = float(0.5 * (per_seed[arm].max() - per_seed[arm].min()))
+    pairs = [pair_verdict(per_seed[a], per_seed[b])[0] for a, b in itertools.pairwise(arms)]
     return {"key": key, "means": means, "spreads": spreads, "pairs": pairs, "holds": all(p == ">" for p in pairs)}
 
 

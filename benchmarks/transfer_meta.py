@@ -84,10 +84,8 @@ class Comparison:
     primary: bool = False
 
 
-def _src(name: str, *arms: str, **renamed: str) -> Source:
-    mapping = {a: a for a in arms}
-    mapping.update({v: k for k, v in renamed.items()})
-    return Source(IMG / name, mapping)
+def _src(name: str, *arms: str) -> Source:
+    return Source(IMG / name, {a: a for a in arms})
 
 
 SPLIT_ARMS = ("scratch", "finetune-kbmx-growth", "finetune-korpo-convective", "tmu-split")
@@ -164,25 +162,26 @@ def load_setting(setting: Setting, sets: Sequence[str] = STUDY_SETS) -> dict[str
 def paired(a: Mapping[str, Mapping[str, np.ndarray]], b: Mapping[str, Mapping[str, np.ndarray]], key: str) -> dict:
     """Per test set: ``a - b`` seed by seed, its mean, standard deviation, and ``transfer_order``'s verdict.
 
-    The verdict is the study's own (seed means apart by more than the larger
-    half range); the paired standard deviation is what a test across seeds
-    would use.
+    The verdict is the study's own (:func:`benchmarks.radar_transfer.pair_verdict`:
+    seed means apart by more than the larger half range); the paired standard
+    deviation is what a test across seeds would use.
 
     Raises
     ------
     ValueError
         The two arms were not scored on the same number of seeds.
     """
+    from benchmarks.radar_transfer import pair_verdict
+
     out = {}
     for test in a:
         x, y = a[test][key], b[test][key]
         if x.shape != y.shape:
             raise ValueError(f"{test}: {x.size} seeds against {y.size}: cannot pair them")
         d = x - y
-        margin = max(0.5 * float(np.ptp(x)), 0.5 * float(np.ptp(y)))
-        mean = float(d.mean())
-        out[test] = {"per_seed": d.tolist(), "mean": mean, "sd": float(d.std(ddof=1)) if d.size > 1 else float("nan"),
-                     "margin": margin, "verdict": ">" if mean > margin else "<" if mean < -margin else "="}
+        verdict, margin = pair_verdict(x, y)
+        out[test] = {"per_seed": d.tolist(), "mean": float(d.mean()),
+                     "sd": float(d.std(ddof=1)) if d.size > 1 else float("nan"), "margin": margin, "verdict": verdict}
     return out
 
 

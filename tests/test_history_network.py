@@ -8,14 +8,14 @@ from benchmarks.history_network import arm_config, markdown
 
 
 def test_the_arms_differ_only_in_their_window_and_seed():
-    h4, h8 = arm_config(4, 0), arm_config(8, 2)
+    h4, h8 = arm_config("h4", 0), arm_config("h8", 2)
     assert (h4.input_frames, h4.motion_frames) == (4, 4) and (h8.input_frames, h8.motion_frames) == (8, 4)
     assert h8.training.seed == 2 and h8.checkpoint.endswith("swiss-south-scratch-h8-s2.pt")
     assert h4.checkpoint.endswith("swiss-south-scratch-h4-s0.pt")
     assert (h4.data.path, h4.data.val_path) == (h8.data.path, h8.data.val_path)  # one store for both
     # every field that shapes what a run learns is the same but the window, its motion and the seed
     a = h4.model_dump(mode="json")
-    b = arm_config(8, 0).model_dump(mode="json")
+    b = arm_config("h8", 0).model_dump(mode="json")
     for part in ("architecture", "training", "frame", "role"):
         assert a[part] == b[part], part
     assert {k for k in a["data"] if a["data"][k] != b["data"][k]} == {"input_frames"}
@@ -51,16 +51,16 @@ def test_untrained_arms_score_as_extrapolation_from_the_newest_four(tmp_path, mo
     from nowcast.models.zoo import save_checkpoint
     from tests.test_lagrangian import lagrangian_config, moving_window
 
-    def tiny(arm, seed: int):
-        frames = int(str(arm).lstrip("h"))
+    def tiny(arm: str, seed: int):
+        frames = int(arm.lstrip("h"))
         data = {"kind": "zarr_sequences", "path": "unused.zarr", "modality": "rain", "units": "mm h-1",
                 "normalisation": {"kind": "db"}, "frame_size": 32, "input_frames": frames, "output_frames": 12,
                 "timestep_minutes": 5}
         return lagrangian_config(data=data, motion={"method": "LK", "frames": 4},
                                  checkpoint=str(tmp_path / f"h{frames}-s{seed}.pt"))
 
-    for h in (4, 8):
-        cfg = tiny(h, 0)
+    for arm in ("h4", "h8"):
+        cfg = tiny(arm, 0)
         save_checkpoint(cfg.checkpoint_path, Predictor.for_model(cfg), cfg, iterations=0)
     monkeypatch.setattr(hn, "arm_config", tiny)
     seqs = np.stack([moving_window(shape=(32, 32), frames=20, u=u, v=0.5) for u in (1.0, -1.5)])
