@@ -121,7 +121,8 @@ PROTOCOL_ARCHITECTURE = "swiss-south-scratch"
 
 def study_config(name: str, seed: int, iterations: int | None, precision: str | None = None,
                  protocol_architecture: bool = True, train_sequences: int | None = None,
-                 train_regimes: tuple[str, ...] | None = None, trend_samples: float | None = None):
+                 train_regimes: tuple[str, ...] | None = None, trend_samples: float | None = None,
+                 trend_gate: bool = False):
     """The model config for one seed / iteration budget (own checkpoint path).
 
     ``precision`` (auto, bf16, fp32) overrides the config's training
@@ -140,7 +141,13 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     ``trend_samples`` replaces the recipe's share of synthetic in-place
     trend samples (``training.persistent_trend_fraction``) in every arm
     alike: at 0 an archive without growth teaches no growth but what the
-    sources bring (own checkpoints, ``...-ptfF-it...``).
+    sources bring (own checkpoints, ``...-ptfF-it...``). ``trend_gate``
+    gives every arm the shipped forecaster's trend gate on top of the common
+    architecture (``architecture.trend_gate``; own checkpoints,
+    ``...-gate-it...``): the one head with which a network has learned growth
+    beyond extrapolation (ninth round), so that the arms have something to
+    differ in; finetuning copies the source's change rows of the head and
+    starts the gate shut (:func:`nowcast.training.init_from_source`).
     """
     from nowcast.models.config import find_model_config, load_model_config
 
@@ -156,6 +163,8 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     own_architecture = True
     if protocol_architecture:
         common = load_model_config(find_model_config(PROTOCOL_ARCHITECTURE)).architecture
+        if trend_gate:
+            common = common.model_copy(update={"trend_gate": True})
         own_architecture = common == config.architecture
         changes["architecture"] = common
     short = ""
@@ -170,6 +179,10 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
         short = "-" + "+".join(sorted(train_regimes))
     if trend_samples is not None:
         short += f"-ptf{trend_samples:g}"
+    if trend_gate:
+        if not protocol_architecture:
+            raise ValueError("trend_gate is added to the study's common architecture (protocol_architecture)")
+        short += "-gate"
     if store is not None:
         relative = store.relative_to(ROOT) if store.is_relative_to(ROOT) else store
         changes["data"] = config.data.model_copy(update={"path": str(relative)})
@@ -515,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trend-samples", type=float, default=None, metavar="F",
                         help="Share of synthetic in-place trend samples among the persistent ones, in every arm "
                              "(default: the configs'; 0: no growth taught but what the archive and sources hold).")
+    parser.add_argument("--trend-gate", action="store_true",
+                        help="Every neural arm with the shipped forecaster's trend gate on the common architecture "
+                             "(own checkpoints, ...-gate-it...).")
     parser.add_argument("--methods", nargs="+", default=BASELINES + [SHIPPED] + list(NEURAL))
     parser.add_argument("--sequences", type=int, default=None, help="Use only the first N test sequences.")
     parser.add_argument("--no-train", action="store_true", help="Evaluate existing checkpoints only.")
@@ -549,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
                 config = study_config(NEURAL[method], seed, args.iterations, args.precision,
                                       train_sequences=args.train_sequences,
                                       train_regimes=tuple(args.train_regimes or ()),
-                                      trend_samples=args.trend_samples)
+                                      trend_samples=args.trend_samples,
+                                      trend_gate=args.trend_gate)
                 ensure_trained(config, args.device, args.data_workers)
         return 0
 
@@ -596,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
             config = study_config(NEURAL[method], seed, args.iterations, args.precision,
                                   train_sequences=args.train_sequences,
                                   train_regimes=tuple(args.train_regimes or ()),
-                                  trend_samples=args.trend_samples)
+                                  trend_samples=args.trend_samples,
+                                  trend_gate=args.trend_gate)
             if not args.no_train:
                 ensure_trained(config, args.device, args.data_workers)
             forecaster = load_forecaster(config)

@@ -598,11 +598,17 @@ def init_from_source(model: Predictor, name: str) -> Checkpoint:
     of every source. This holds for the ``convex`` memory update; the
     ``sum`` forms add the cell's own memory once per source and start far
     from the source whatever the gates.
+
+    A target with the trend gate (``architecture.trend_gate``) started from
+    a source without one takes the source's decoder output rows as its
+    change rows and starts its gate rows shut (zero), as a fresh gated model
+    does: it starts as the source's forecaster (thirty-seventh round).
     """
     ckpt = load_named_checkpoint(name)
     own = model.state_dict()
     matched = {k: v for k, v in ckpt.state_dict.items() if k in own and own[k].shape == v.shape}
     matched.update(_tmu_gate_rows(model, ckpt.state_dict, own))
+    matched.update(_trend_gate_head_rows(model, ckpt.state_dict, own))
     if not matched:
         raise CheckpointError(f"{ckpt.path}: no weight of the source fits the target's architecture (training.init_from)")
     model.load_state_dict(matched, strict=False)
@@ -647,6 +653,31 @@ def _tmu_gate_rows(model: Predictor, source: dict[str, torch.Tensor], own: dict[
     out = {k: widen(source[k]) for k in keys}
     out[norm_w] = torch.cat([source[norm_w], source[norm_w].new_zeros(extra * hidden)])
     out[norm_b] = torch.cat([source[norm_b], source[norm_b].new_full((extra * hidden,), WARM_TRANSFER_BIAS)])
+    return out
+
+
+def _trend_gate_head_rows(model: Predictor, source: dict[str, torch.Tensor],
+                          own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The gated target's decoder output layer from an ungated source's (see :func:`init_from_source`).
+
+    The head's output rows are the change first and the trend gate after
+    (``Predictor.forward`` splits them so), so the source's rows become the
+    change rows and the gate rows are zero: the gate starts shut, and the
+    target forecasts what the source forecasts.
+    """
+    if not model.trend_gate:
+        return {}
+    last = model.head if isinstance(model.head, torch.nn.Conv2d) else model.head.last
+    names = {id(param): name for name, param in model.named_parameters()}
+    out: dict[str, torch.Tensor] = {}
+    for param in (last.weight, last.bias):
+        key = names[id(param)]
+        if key not in source:
+            return {}
+        rows, target_rows = source[key].shape[0], own[key].shape[0]
+        if target_rows != 2 * rows or source[key].shape[1:] != own[key].shape[1:]:
+            return {}  # a gated source (copied whole above) or another decoder: nothing to widen
+        out[key] = torch.cat([source[key], source[key].new_zeros(source[key].shape)])
     return out
 
 

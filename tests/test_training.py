@@ -259,6 +259,32 @@ def test_tmu_started_from_a_source_forecasts_as_the_source(tmp_path, n_sources, 
     assert float((fresh.forecast(frames, 6) - want).abs().mean()) > 0.2 * scale
 
 
+@pytest.mark.parametrize("decoder", ["linear", "refine", "smooth"])
+def test_a_gated_target_started_from_an_ungated_source_forecasts_as_the_source(tmp_path, decoder):
+    """init_from into ``trend_gate``: the source's output rows become the change rows, the gate starts shut."""
+    from nowcast.models.predictor import Predictor
+    from nowcast.models.zoo import save_checkpoint
+
+    arch = {"layers": 1, "hidden": 8, "kernel": 3, "patch_size": 4, "residual": True, "decoder": decoder}
+    cfg = small(tmp_path, "src", role="source", architecture=arch, training={"iterations": 1})
+    source_path = train(cfg, progress=False, batches=fixed(moving_square()), val_batches=[moving_square()]).checkpoint
+    source = load_checkpoint(source_path).build_model().eval()
+    torch.manual_seed(2)
+    for p in source.parameters():  # a head far from zero, so that a change row left fresh shows
+        p.data.add_(0.3 * torch.randn_like(p))
+    save_checkpoint(source_path, source, cfg, iterations=1)
+    source = load_checkpoint(source_path).build_model().eval()
+    gated = Predictor.from_config(cfg.architecture.model_copy(update={"trend_gate": True})).eval()
+    init_from_source(gated, str(source_path))
+    last = gated.head if isinstance(gated.head, torch.nn.Conv2d) else gated.head.last
+    rows = last.weight.shape[0] // 2
+    assert torch.count_nonzero(last.weight[rows:]) == 0 and torch.count_nonzero(last.bias[rows:]) == 0
+    frames = torch.rand(2, 4, 1, 16, 16) * torch.linspace(0.2, 1.0, 4).view(1, 4, 1, 1, 1)  # growing: a trend to gate
+    want, got = source.forecast(frames, 6), gated.forecast(frames, 6)
+    assert torch.allclose(got, want, atol=1e-6), float((got - want).abs().max())
+    assert float((want - frames[:, -1:]).abs().mean()) > 1e-3  # the source does change the frame: the test can fail
+
+
 def test_zarr_sequences_batches(tmp_path):
     import xarray as xr
 
