@@ -79,3 +79,28 @@ def test_study_models_train_with_the_shipped_recipe(name: str):
     assert arm.architecture.model_dump(exclude=sizes) == shipped.architecture.model_dump(exclude=sizes)
     if shipped.architecture != protocol:  # then the study's seed 0 must not be the shipped checkpoint
         assert arm.checkpoint != shipped.checkpoint
+
+
+@pytest.mark.parametrize("name", ["swiss-south-scratch", "swiss-south-finetune-nexrad-kbmx", "swiss-south-tmu"])
+def test_the_gated_study_adds_only_the_trend_gate(name: str):
+    """``radar_transfer.py --trend-gate``: the common architecture plus the gate, own checkpoints, recipe unchanged.
+
+    The thirty-seventh round compares the arms with the gate; an arm that also changed its size or
+    recipe, or that wrote over the ungated study's (or the shipped) checkpoint, would be measured as transfer.
+    """
+    from benchmarks.radar_transfer import PROTOCOL_ARCHITECTURE, study_config
+    from nowcast.models.config import find_model_config, load_model_config
+
+    protocol = load_model_config(find_model_config(PROTOCOL_ARCHITECTURE)).architecture
+    plain = study_config(name, 1, 1000, "fp32")
+    gated = study_config(name, 1, 1000, "fp32", trend_gate=True)
+    assert gated.architecture.trend_gate and not protocol.trend_gate
+    assert gated.architecture.model_dump(exclude={"trend_gate"}) == protocol.model_dump(exclude={"trend_gate"})
+    assert gated.training == plain.training and gated.data == plain.data and gated.tmu == plain.tmu
+    assert gated.checkpoint == plain.checkpoint.replace("-it1000-", "-gate-it1000-")
+    assert gated.checkpoint.startswith("models/runs/study/")
+    # seed 0 at the config's own budget is the config's own checkpoint when ungated, never when gated
+    own = load_model_config(find_model_config(name))
+    assert study_config(name, own.training.seed, None, trend_gate=True).checkpoint != own.checkpoint
+    with pytest.raises(ValueError, match="common architecture"):
+        study_config(name, 1, 1000, trend_gate=True, protocol_architecture=False)
