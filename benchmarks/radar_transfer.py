@@ -466,7 +466,7 @@ def markdown(results: dict, leads: int, provenance: str = "simulated from real s
         for key in ("csi@1", "csi@5"):
             sc = r["scores"][key]
             m, e = np.array(sc["mean"]), np.array(sc["spread"])
-            pm = lambda v, d, n=sc["n_seeds"]: f"{v:.3f}" + (f" ± {d:.3f}" if n > 1 else "")  # noqa: E731
+            pm = lambda v, d, n=sc["n_seeds"]: f"{v:.3f}" + (f" ± {d:.3f}" if n > 1 else "")
             cells += [pm(np.nanmean(m[:hour]), np.nanmean(e[:hour])), pm(m[i30], e[i30]), pm(m[i60], e[i60])]
         fss = r["scores"]["fss@16km"]["mean"][i60]
         mae = r["scores"]["mae"]["mean"][i60] if "mae" in r["scores"] else float("nan")

@@ -37,7 +37,6 @@ from nowcast.errors import CheckpointError, ConfigError, NowcastError
 from nowcast.models.config import ModelConfig, TMUConfig, TrainingConfig
 from nowcast.models.predictor import Predictor, PredictorOutput, fold
 from nowcast.models.tmu import MemoryBank, layer_index
-from nowcast.precision import autocast, resolve_precision
 from nowcast.models.zoo import (
     Checkpoint,
     _atomic_torch_save,
@@ -45,6 +44,7 @@ from nowcast.models.zoo import (
     load_named_checkpoint,
     save_checkpoint,
 )
+from nowcast.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -1110,7 +1110,13 @@ class _Progress:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),

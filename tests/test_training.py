@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -390,7 +391,7 @@ def test_cosine_rate_falls_from_lr_to_its_final_fraction():
     assert rates[0] == pytest.approx(1e-3)
     assert rates[50] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # half way: half way between the ends
     assert rates[100] == pytest.approx(1e-5)  # the last step is taken at the final rate
-    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(rates))
     assert learning_rate(t, 500) == pytest.approx(1e-5)  # past the end: stays there
     constant = TrainingConfig(iterations=101, lr=1e-3)
     assert {learning_rate(constant, i) for i in range(101)} == {1e-3}
