@@ -71,6 +71,7 @@ class Setting:
     name: str
     section: str  # where docs/benchmarks.md reports it
     sources: tuple[Source, ...]
+    sets: tuple[str, ...] | None = None  # its test sets (None: the study's four, or those ``analyse`` is given)
 
 
 @dataclass(frozen=True)
@@ -218,27 +219,29 @@ def pooled(differences: Sequence[float]) -> dict:
 def analyse(settings: Sequence[Setting] = SETTINGS, comparisons: Sequence[Comparison] = COMPARISONS,
             sets: Sequence[str] = STUDY_SETS) -> dict:
     """Every comparison's paired differences, the pooled reading over the primary ones, and what 3 seeds resolve."""
-    data = {s.name: load_setting(s, sets) for s in settings}
+    sets_of = {s.name: tuple(s.sets or sets) for s in settings}
+    data = {s.name: load_setting(s, sets_of[s.name]) for s in settings}
     rows = []
     for c in comparisons:
-        arms = data[c.setting]
-        row = {"setting": c.setting, "tmu": c.tmu, "finetune": c.finetune, "scratch": c.scratch, "primary": c.primary}
+        arms, row_sets = data[c.setting], sets_of[c.setting]
+        row = {"setting": c.setting, "tmu": c.tmu, "finetune": c.finetune, "scratch": c.scratch, "primary": c.primary,
+               "sets": list(row_sets)}
         for key in KEYS:
             for label, a, b in (("tmu-finetune", c.tmu, c.finetune), ("finetune-scratch", c.finetune, c.scratch),
                                 ("tmu-scratch", c.tmu, c.scratch)):
                 per_set = paired(arms[a], arms[b], key)
-                seed_means = np.mean([per_set[t]["per_seed"] for t in sets], axis=0)  # each seed over the sets
+                seed_means = np.mean([per_set[t]["per_seed"] for t in row_sets], axis=0)  # each seed over the sets
                 row[f"{label} {key}"] = {"sets": per_set, "over_sets": float(seed_means.mean()),
                                          "over_sets_sd": float(seed_means.std(ddof=1)),
-                                         "above": sum(per_set[t]["verdict"] == ">" for t in sets),
-                                         "below": sum(per_set[t]["verdict"] == "<" for t in sets)}
+                                         "above": sum(per_set[t]["verdict"] == ">" for t in row_sets),
+                                         "below": sum(per_set[t]["verdict"] == "<" for t in row_sets)}
         rows.append(row)
     summary = {}
     primary = [r for r in rows if r["primary"]]
     for key in KEYS:
         for label in ("tmu-finetune", "finetune-scratch", "tmu-scratch"):
             name = f"{label} {key}"
-            cells = [r[name]["sets"][t] for r in primary for t in sets]
+            cells = [r[name]["sets"][t] for r in primary for t in r["sets"]]
             p = pooled([r[name]["over_sets"] for r in primary])
             sd = float(np.sqrt(np.mean([c["sd"] ** 2 for c in cells])))  # paired seed SD of one set's difference
             p.update({"cells_positive": sum(c["mean"] > 0 for c in cells), "cells": len(cells),
@@ -248,11 +251,12 @@ def analyse(settings: Sequence[Setting] = SETTINGS, comparisons: Sequence[Compar
                       "paired_sd": sd, "seeds_needed": seeds_needed(abs(p["mean"]), sd)})
             summary[name] = p
     return {"sets": list(sets), "comparisons": rows, "pooled": summary,
-            "settings": {s.name: {"section": s.section, "files": [src.path.name for src in s.sources]} for s in settings}}
+            "settings": {s.name: {"section": s.section, "files": [src.path.name for src in s.sources],
+                                  "sets": list(sets_of[s.name])} for s in settings}}
 
 
 def markdown(result: dict) -> str:
-    """Two tables: each comparison over the four sets, then the pooled reading of the primary ones."""
+    """Two tables: each comparison over its setting's sets, then the pooled reading of the primary ones."""
     lines = ["| setting | TMU | finetune | TMU − finetune, CSI@1 (sets >/<) | CSI@5 | finetune − scratch, CSI@1 | CSI@5 |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in result["comparisons"]:

@@ -117,3 +117,25 @@ def test_the_recorded_studies_read_as_transfer_order_reads_them():
     assert arms["tmu-split"]["swiss-south-growth-64"]["csi@5"].mean() == pytest.approx(0.227, abs=5e-4)  # the doc's table
     result = analyse()
     assert {r["setting"] for r in result["comparisons"]} == set(by_name)
+
+
+def test_a_setting_scored_on_its_own_sets_pools_over_them(tmp_path):
+    """A setting with its own test sets (thirty-seventh round: the fresh draws) is read and pooled over those only."""
+    leads = [list(np.full(12, 0.5 + 0.01 * s)) for s in range(3)]
+    lifted = [list(np.asarray(r) + 0.02) for r in leads]
+    common = _study_file(tmp_path / "common.json", {"scratch": leads, "finetune": leads, "tmu": lifted})
+    own = tmp_path / "own.json"
+    body = {t: {arm: {"scores": {k: {"per_seed": v} for k in ("csi@1", "csi@5")}} for arm, v in
+                (("scratch", leads), ("finetune", leads), ("tmu", leads if t == "x" else lifted))} for t in ("x", "y", "z")}
+    own.write_text(json.dumps(body))
+    names = {"scratch": "scratch", "finetune": "finetune", "tmu": "tmu"}
+    settings = [Setting("common", "t", (Source(common, names),)), Setting("own", "t", (Source(own, names),), sets=("x", "y", "z"))]
+    result = analyse(settings, [Comparison("common", "tmu", "finetune", primary=True),
+                                Comparison("own", "tmu", "finetune", primary=True)], sets=SETS)
+    rows = {r["setting"]: r for r in result["comparisons"]}
+    assert rows["own"]["sets"] == ["x", "y", "z"] and rows["common"]["sets"] == list(SETS)
+    assert rows["own"]["tmu-finetune csi@1"]["over_sets"] == pytest.approx(0.02 * 2 / 3)  # level on x, +0.02 on y, z
+    assert rows["own"]["tmu-finetune csi@1"]["above"] == 2
+    pool = result["pooled"]["tmu-finetune csi@1"]
+    assert pool["cells"] == 5 and pool["mean"] == pytest.approx((0.02 + 0.02 * 2 / 3) / 2)
+    assert result["settings"]["own"]["sets"] == ["x", "y", "z"]
