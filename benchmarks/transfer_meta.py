@@ -89,6 +89,8 @@ def _src(name: str, *arms: str) -> Source:
     return Source(IMG / name, {a: a for a in arms})
 
 
+#: The thirty-seventh round's test sets: the fresh draws 33 and 34 (``data/sim/fresh-s3{3,4}-f20/``).
+FRESH_37 = tuple(f"swiss-south-{name}-s{seed}" for seed in (33, 34) for name in ("growth-64", "rigid-64", "sameday", "test"))
 SPLIT_ARMS = ("scratch", "finetune-kbmx-growth", "finetune-korpo-convective", "tmu-split")
 # The first, fourth and fifth rounds' studies wrote seed means and spreads only, no per-seed scores: they cannot be
 # paired and are not read.
@@ -106,6 +108,9 @@ SETTINGS: tuple[Setting, ...] = (
              _src("radar_study35_top_results.json", "tmu-split-top"))),
     Setting("stratiform archive without trend samples, 2000 it", "thirty-fifth round, parts 2 and 4",
             (_src("radar_study35_top_it2000_results.json", *SPLIT_ARMS, "tmu-split-top"),)),
+    # the arms with the trend gate, scored on the eight fresh sets of draws 33 and 34 (20 frames, newest 4 read)
+    Setting("full archive with the trend gate, 1000 it", "Skill, thirty-seventh round",
+            (_src("radar_study37_gate_results.json", "scratch", "finetune-nexrad-kbmx", "tmu"),), sets=FRESH_37),
 )
 
 _STRAT = "stratiform archive without trend samples"
@@ -125,6 +130,7 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison(f"{_STRAT}, 2000 it", "tmu-split", "finetune-kbmx-growth"),
     Comparison(f"{_STRAT}, 2000 it", "tmu-split-top", "finetune-korpo-convective"),
     Comparison(f"{_STRAT}, 2000 it", "tmu-split-top", "finetune-kbmx-growth"),
+    Comparison("full archive with the trend gate, 1000 it", "tmu", "finetune-nexrad-kbmx", primary=True),
 )
 
 
