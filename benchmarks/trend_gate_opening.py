@@ -67,7 +67,7 @@ class TrendGateRecorder:
     @contextlib.contextmanager
     def sequence(self) -> Iterator[None]:
         """Record one forecast: wrap the rate function, then add this forecast's leads to the sums."""
-        import nowcast.models.predictor as predictor
+        from nowcast.models import predictor
 
         original = predictor.trend_rate
 

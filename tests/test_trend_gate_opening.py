@@ -45,7 +45,7 @@ def test_the_share_is_the_gate_where_the_gate_is_one_value(decoder, gate):
 
 
 def test_recording_changes_no_forecast_and_leaves_nothing_behind():
-    import nowcast.models.predictor as predictor
+    from nowcast.models import predictor
 
     model, frames = _gated("refine", 0.7), _growing()
     want = model.forecast(frames, 6)
