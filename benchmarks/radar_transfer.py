@@ -151,6 +151,8 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     """
     from nowcast.models.config import find_model_config, load_model_config
 
+    if trend_gate and not protocol_architecture:
+        raise ValueError("trend_gate is added to the study's common architecture (protocol_architecture)")
     config = load_model_config(find_model_config(ROOT / name if name.endswith(".yaml") else name))
     its = iterations or config.training.iterations
     update = {"seed": seed, "iterations": its, "sampling_end": min(config.training.sampling_end, its)}
@@ -180,8 +182,6 @@ def study_config(name: str, seed: int, iterations: int | None, precision: str | 
     if trend_samples is not None:
         short += f"-ptf{trend_samples:g}"
     if trend_gate:
-        if not protocol_architecture:
-            raise ValueError("trend_gate is added to the study's common architecture (protocol_architecture)")
         short += "-gate"
     if store is not None:
         relative = store.relative_to(ROOT) if store.is_relative_to(ROOT) else store
@@ -559,15 +559,16 @@ def main(argv: list[str] | None = None) -> int:
     from nowcast.models.zoo import load_forecaster
     from pipelines.pretrain import ensure_test_sequences
 
+    def arm_config(method: str, seed: int):
+        """The study config of one neural arm and seed under this run's options (training and scoring alike)."""
+        return study_config(NEURAL[method], seed, args.iterations, args.precision, train_sequences=args.train_sequences,
+                            train_regimes=tuple(args.train_regimes or ()), trend_samples=args.trend_samples,
+                            trend_gate=args.trend_gate)
+
     if args.train_only:
         for method in args.methods:
             for seed in args.seeds if method in NEURAL else []:
-                config = study_config(NEURAL[method], seed, args.iterations, args.precision,
-                                      train_sequences=args.train_sequences,
-                                      train_regimes=tuple(args.train_regimes or ()),
-                                      trend_samples=args.trend_samples,
-                                      trend_gate=args.trend_gate)
-                ensure_trained(config, args.device, args.data_workers)
+                ensure_trained(arm_config(method, seed), args.device, args.data_workers)
         return 0
 
     input_frames, leads = 4, 12
@@ -610,11 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         per_seed: dict[str, list] = {t: [] for t in test_sets}
         secs: dict[str, list] = {t: [] for t in test_sets}
         for seed in args.seeds:
-            config = study_config(NEURAL[method], seed, args.iterations, args.precision,
-                                  train_sequences=args.train_sequences,
-                                  train_regimes=tuple(args.train_regimes or ()),
-                                  trend_samples=args.trend_samples,
-                                  trend_gate=args.trend_gate)
+            config = arm_config(method, seed)
             if not args.no_train:
                 ensure_trained(config, args.device, args.data_workers)
             forecaster = load_forecaster(config)

@@ -90,16 +90,16 @@ class TrendGateRecorder:
 
         if len(self.rates) != 1 or len(self.outputs) < self.leads:
             raise ValueError(f"{len(self.rates)} rates and {len(self.outputs)} head outputs for one forecast")
-        p = self.model.patch_size
-        rate = fold(self.rates[0][:, None], p)[:, 0].double()  # (B, maps, h, w), as the gate is
-        maps = rate.shape[1]
+        rate = fold(self.rates[0][:, None], self.model.patch_size)[:, 0].double()  # (B, maps, h, w), as the gate is
+        r2 = rate * rate
+        trend = (rate != 0).double()
+        energy, cells = float(r2.sum()), float(trend.sum())  # the same for every lead: one rate per forecast
         for k, out in enumerate(self.outputs[-self.leads:]):  # the last steps: the leads
-            gate = out[:, maps:].double()
-            r2 = rate * rate
+            gate = self.model.split_trend_gate(out)[1].double()
             self.weighted[k] += float((gate * r2).sum())
-            self.energy[k] += float(r2.sum())
-            self.gate_sum[k] += float((gate * (rate != 0)).sum())
-            self.wet[k] += float((rate != 0).sum())
+            self.energy[k] += energy
+            self.gate_sum[k] += float((gate * trend).sum())
+            self.wet[k] += cells
 
     def result(self) -> dict:
         """``share`` and ``gate_wet`` per lead (NaN where no cell had a trend)."""

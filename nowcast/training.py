@@ -661,7 +661,7 @@ def _trend_gate_head_rows(model: Predictor, source: dict[str, torch.Tensor],
     """The gated target's decoder output layer from an ungated source's (see :func:`init_from_source`).
 
     The head's output rows are the change first and the trend gate after
-    (``Predictor.forward`` splits them so), so the source's rows become the
+    (:meth:`Predictor.split_trend_gate`), so the source's rows become the
     change rows and the gate rows are zero: the gate starts shut, and the
     target forecasts what the source forecasts.
     """

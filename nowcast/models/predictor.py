@@ -416,7 +416,6 @@ class Predictor(nn.Module):
         distilled: list[list[torch.Tensor]] = []
         x = folded[:, 0]
         last_input = folded[:, input_frames - 1]
-        n_maps = folded.shape[2]
         rate = (fold(trend_rate(frames[:, :input_frames], linearity_power=self.trend_linearity_power)[:, None], p)[:, 0]
                 if self.trend_gate else None)
         for t in range(steps):
@@ -429,7 +428,7 @@ class Predictor(nn.Module):
                 x = preds[-1]
             out, states, dist = self.step(x, states)
             if rate is not None:  # change, and the gate on the trend continued to this lead
-                out, gate = out[:, :n_maps], out[:, n_maps:]
+                out, gate = self.split_trend_gate(out)
                 lead = t - input_frames + 2
                 if lead >= 1:
                     out = out + gate * (lead * rate)
@@ -441,6 +440,17 @@ class Predictor(nn.Module):
         predictions = unfold(torch.stack(preds, dim=1), p)
         per_source = [torch.stack([d[n] for d in distilled], dim=1) for n in range(len(self.source_channels))]
         return PredictorOutput(predictions, per_source)
+
+    @staticmethod
+    def split_trend_gate(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A trend-gated head's output ``(B, 2 maps, h, w)`` as (change, gate): the change rows first.
+
+        The one place that layout is read: the forward pass, the warm start of
+        a gated target from an ungated source (``nowcast.training``, which
+        fills the change rows) and ``benchmarks/trend_gate_opening.py``.
+        """
+        half = out.shape[1] // 2
+        return out[:, :half], out[:, half:]
 
     @torch.no_grad()
     def forecast(self, inputs: torch.Tensor, leads: int) -> torch.Tensor:
