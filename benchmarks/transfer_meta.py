@@ -209,16 +209,24 @@ def seeds_needed(delta: float, sd: float, alpha: float = 0.05, power: float = 0.
     return None
 
 
-def pooled(differences: Sequence[float]) -> dict:
-    """Mean of one difference per setting, its standard error across settings, and the signs."""
+def pooled(differences: Sequence[float], confidence: float = 0.9) -> dict:
+    """Mean of one difference per setting, its standard error across settings, the signs, and a confidence interval.
+
+    The interval (``ci``, two-sided, Student's t on ``n - 1`` degrees of
+    freedom) bounds how large a true difference the studies leave room for:
+    where it is narrow around zero, the order is not a small effect that
+    more seeds or settings would find, but an absent one.
+    """
     d = np.asarray(differences, dtype=float)
     n = d.size
     se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     from scipy import stats
 
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * se) if se > 0 else float("nan")
     return {"n": n, "mean": float(d.mean()), "se": se,
             "t": float(d.mean() / se) if se > 0 else float("nan"),
             "p_one_sided": float(stats.t.sf(d.mean() / se, n - 1)) if se > 0 else float("nan"),
+            "confidence": confidence, "ci": [float(d.mean()) - half, float(d.mean()) + half],
             "positive": int((d > 0).sum()), "negative": int((d < 0).sum())}
 
 
@@ -272,12 +280,15 @@ def markdown(result: dict) -> str:
             cells.append(f"{v['over_sets']:+.4f} ± {v['over_sets_sd']:.4f} ({v['above']}/{v['below']})")
         mark = "**" if r["primary"] else ""
         lines.append(f"| {mark}{r['setting']}{mark} | {r['tmu']} | {r['finetune']} | " + " | ".join(cells) + " |")
-    lines += ["", ("| pooled over the primary comparisons | comparisons | mean ± s.e. | comparisons + / − | one-sided p (> 0) | "
-                   "cells + (above / below the spread) | median margin | paired seed s.d. | seeds to see a difference this size |"),
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", ("| pooled over the primary comparisons | comparisons | mean ± s.e. | 90 % interval | comparisons + / − | "
+                   "one-sided p (> 0) | cells + (above / below the spread) | median margin | paired seed s.d. | "
+                   "seeds to see a difference this size |"),
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, p in result["pooled"].items():
         need = p["seeds_needed"] if p["seeds_needed"] is not None else "–"
-        lines.append(f"| {name} | {p['n']} | {p['mean']:+.4f} ± {p['se']:.4f} | {p['positive']} / {p['negative']} | "
+        low, high = p["ci"]
+        lines.append(f"| {name} | {p['n']} | {p['mean']:+.4f} ± {p['se']:.4f} | {low:+.4f} to {high:+.4f} | "
+                     f"{p['positive']} / {p['negative']} | "
                      f"{p['p_one_sided']:.3f} | {p['cells_positive']}/{p['cells']} ({p['cells_above']} / "
                      f"{p['cells_below']}) | {p['median_margin']:.4f} | {p['paired_sd']:.4f} | {need} |")
     return "\n".join(lines)

@@ -69,6 +69,17 @@ def test_pooled_counts_settings_not_cells():
     assert p["se"] == pytest.approx(np.std([0.01, 0.02, -0.01], ddof=1) / np.sqrt(3))
 
 
+def test_pooled_interval_is_students_t_around_the_mean():
+    """Three settings: the 90 % interval is mean ± t(0.95, 2) s.e. (t = 2.9200), wider at 95 % (4.3027)."""
+    p = pooled([0.01, 0.02, -0.01])
+    low, high = p["ci"]
+    assert (low + high) / 2 == pytest.approx(p["mean"])
+    assert (high - low) / 2 == pytest.approx(2.919986 * p["se"], rel=1e-5)
+    wide = pooled([0.01, 0.02, -0.01], confidence=0.95)["ci"]
+    assert (wide[1] - wide[0]) / 2 == pytest.approx(4.302653 * p["se"], rel=1e-5)
+    assert pooled([0.001, 0.002, 0.003])["ci"][0] > 0 > pooled([-0.001, 0.0, 0.001])["ci"][0]
+
+
 def _study_file(path, arms: dict[str, list[list[float]]]):
     """A radar_transfer.py results file: per set and arm, per-seed scores over 12 leads (the same on every set)."""
     body = {t: {arm: {"scores": {k: {"per_seed": per_seed} for k in ("csi@1", "csi@5")}}
