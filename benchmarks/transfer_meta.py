@@ -108,9 +108,10 @@ SETTINGS: tuple[Setting, ...] = (
              _src("radar_study35_top_results.json", "tmu-split-top"))),
     Setting("stratiform archive without trend samples, 2000 it", "thirty-fifth round, parts 2 and 4",
             (_src("radar_study35_top_it2000_results.json", *SPLIT_ARMS, "tmu-split-top"),)),
-    # the arms with the trend gate, scored on the eight fresh sets of draws 33 and 34 (20 frames, newest 4 read)
-    Setting("full archive with the trend gate, 1000 it", "Skill, thirty-seventh round",
-            (_src("radar_study37_gate_results.json", "scratch", "finetune-nexrad-kbmx", "tmu"),), sets=FRESH_37),
+    # the arms with the trend gate, scored on the eight fresh sets of draws 33 and 34 (20 frames, newest 4 read);
+    # seeds 0-2 from the thirty-seventh round, 3 and 4 added in the thirty-eighth (seeds 0-2 rescored identically)
+    Setting("full archive with the trend gate, 1000 it", "Skill, thirty-seventh and thirty-eighth rounds",
+            (_src("radar_study38_gate_results.json", "scratch", "finetune-nexrad-kbmx", "tmu"),), sets=FRESH_37),
 )
 
 _STRAT = "stratiform archive without trend samples"
