@@ -281,7 +281,9 @@ def markdown(result: dict) -> str:
             cells.append(f"{v['over_sets']:+.4f} ± {v['over_sets_sd']:.4f} ({v['above']}/{v['below']})")
         mark = "**" if r["primary"] else ""
         lines.append(f"| {mark}{r['setting']}{mark} | {r['tmu']} | {r['finetune']} | " + " | ".join(cells) + " |")
-    lines += ["", ("| pooled over the primary comparisons | comparisons | mean ± s.e. | 90 % interval | comparisons + / − | "
+    confidence = next(iter(result["pooled"].values()))["confidence"]
+    lines += ["", ("| pooled over the primary comparisons | comparisons | mean ± s.e. | "
+                   f"{100 * confidence:g} % interval | comparisons + / − | "
                    "one-sided p (> 0) | cells + (above / below the spread) | median margin | paired seed s.d. | "
                    "seeds to see a difference this size |"),
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
