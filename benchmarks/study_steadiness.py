@@ -26,28 +26,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-KEYS = ("csi@1", "csi@5")
-HOUR = 12  # leads of 5 min: 0-60 min, as transfer_order reads them
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# the hour, the scores and each seed's mean over it, as the transfer order reads them
+from benchmarks.transfer_meta import HOUR, KEYS, hour_means
 
 
 def worst_lead(arm: Mapping, baseline: Mapping, keys: Sequence[str] = KEYS, hour: int = HOUR) -> dict:
     """The lowest seed-mean difference ``arm - baseline`` over the first ``hour`` leads, per key and overall.
 
-    Returns ``{key: (difference, lead index), ..., "worst": difference}``;
-    the lead index counts from 0 (the first lead, +5 min). Leads where either
-    score is NaN (no rain to score) are skipped, as the study's means skip them.
+    Both sides are the seed means per lead that ``radar_transfer.summarise``
+    stored (``mean``). Returns ``{key: (difference, lead index), ...,
+    "worst": difference}``; the lead index counts from 0 (the first lead, +5
+    min). Leads where either score is NaN (no rain to score) are skipped, as
+    the study's means skip them.
     """
     out: dict = {}
     for key in keys:
-        with warnings.catch_warnings():  # a lead no seed could score is NaN, and skipped below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            a = np.nanmean(np.asarray(arm["scores"][key]["per_seed"], dtype=float)[:, :hour], axis=0)
+        a = np.asarray(arm["scores"][key]["mean"], dtype=float)[:hour]
         b = np.asarray(baseline["scores"][key]["mean"], dtype=float)[:hour]
         d = np.where(np.isfinite(a) & np.isfinite(b), a - b, np.inf)
         lead = int(np.argmin(d))
@@ -58,7 +60,7 @@ def worst_lead(arm: Mapping, baseline: Mapping, keys: Sequence[str] = KEYS, hour
 
 def seed_spread(arm: Mapping, key: str, hour: int = HOUR) -> float:
     """Half the range over seeds of each seed's mean ``key`` over the first ``hour`` leads."""
-    means = np.nanmean(np.asarray(arm["scores"][key]["per_seed"], dtype=float)[:, :hour], axis=1)
+    means = hour_means(arm["scores"][key]["per_seed"], hour)
     return float(0.5 * (means.max() - means.min()))
 
 
